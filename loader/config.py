@@ -1,0 +1,85 @@
+"""LoaderConfig: every setting of a loader, frozen and validated at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SAMPLINGS = ("natural", "sqrt", "uniform")
+COMBINES = ("sum", "mean", "max")
+TARGETS = ("soft", "multihot", "sparse")
+MODES = ("train", "eval")
+DEVICES = ("cpu", "gpu")
+SPLITS = ("train", "holdout", "all")
+
+
+def sampling_power(sampling: str) -> float | None:
+    """Name -> power a of w_i = sum_c n_c^(a-1); "natural" -> None (w_i = 1 for eligible images).
+
+    Accepted: "natural", "sqrt" (a=0.5), "uniform" (a=0), or "power:A" for any A >= 0.
+    """
+    if sampling == "natural":
+        return None
+    if sampling == "sqrt":
+        return 0.5
+    if sampling == "uniform":
+        return 0.0
+    if sampling.startswith("power:"):
+        try:
+            a = float(sampling.split(":", 1)[1])
+        except ValueError:
+            a = -1.0
+        if a >= 0:
+            return a
+    raise ValueError(f"sampling {sampling!r} is not one of {SAMPLINGS} or 'power:A' with A >= 0")
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    dataset: str
+    vocab: str
+    mode: str = "train"  # train: resampled, augmented; eval: every image once, in order, centre crop
+    split: str = "all"  # with holdout_fraction > 0: "train" excludes the held-out images, "holdout" is only them
+    holdout_fraction: float = 0.0
+    sampling: str = "sqrt"
+    combine: str = "sum"
+    masks: tuple[str, ...] = ()  # names under masks/: images never drawn
+    seed: int = 0
+    batch_size: int = 32  # per rank
+    samples_per_epoch: int | None = None  # global draws per epoch; default: number of eligible images
+    image_size: int = 224
+    resize_size: int | None = None  # eval: shorter side before the centre crop; default image_size * 256 / 224
+    random_area: tuple[float, float] = (0.08, 1.0)
+    random_aspect_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    targets: str = "soft"
+    max_labels: int = 16  # sparse targets: labels kept per image
+    device: str = "cpu"
+    device_id: int | None = None  # GPU: the local rank's device
+    workers: int = 2  # Python worker processes reading records (DALI py_num_workers)
+    threads: int = 2  # DALI native threads (decode, resize)
+    prefetch: int = 2
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("mode", self.mode, MODES),
+            ("split", self.split, SPLITS),
+            ("combine", self.combine, COMBINES),
+            ("targets", self.targets, TARGETS),
+            ("device", self.device, DEVICES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not one of {allowed}")
+        sampling_power(self.sampling)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+        if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
+            raise ValueError(f"samples_per_epoch={self.samples_per_epoch} must be >= 1")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction={self.holdout_fraction} must be in [0, 1)")
+        if self.image_size < 8:
+            raise ValueError(f"image_size={self.image_size} must be >= 8")
+        if self.workers < 0 or self.threads < 1:
+            raise ValueError(f"workers={self.workers} must be >= 0 and threads={self.threads} >= 1")
+        lo, hi = self.random_area
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"random_area={self.random_area} must satisfy 0 < lo <= hi <= 1")

@@ -1,0 +1,116 @@
+"""Open a converted dataset: manifest, memory-mapped per-shard index, vocabularies and masks.
+
+Opening costs O(number of shards), never O(number of images): arrays are memory-mapped on first
+use, so the first batch of a billion-image dataset is as quick as that of a small one.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from . import format as fmt
+
+
+class Dataset:
+    """A read-only view of a dataset directory (see tagstream.loader.format for the layout)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.manifest = fmt.read_manifest(self.root)
+        self.shards: list[dict] = self.manifest["shards"]
+        counts = np.array([s["images"] for s in self.shards], dtype=np.int64)
+        # shard_starts[k] = global index of shard k's first image; shard_starts[-1] = N
+        self.shard_starts: NDArray[np.int64] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.num_images = int(self.manifest["images"])
+        if self.shard_starts[-1] != self.num_images:
+            raise fmt.FormatError(
+                f"{self.root}: manifest says {self.num_images} images but its shards hold {self.shard_starts[-1]}"
+            )
+        self._index_cache: dict[tuple[int, str], np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    @property
+    def shard_names(self) -> list[str]:
+        return [s["name"] for s in self.shards]
+
+    def shard_path(self, shard: int) -> Path:
+        return fmt.shard_path(self.root, self.shards[shard]["name"])
+
+    def locate(self, indices: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Global indices -> (shard number, local index); vectorised, bounds-checked."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size and (indices.min() < 0 or indices.max() >= self.num_images):
+            raise IndexError(f"image index out of range [0, {self.num_images})")
+        shard = np.searchsorted(self.shard_starts, indices, side="right") - 1
+        return shard, indices - self.shard_starts[shard]
+
+    def index_array(self, shard: int, name: str) -> np.ndarray:
+        """One per-shard index array (memory-mapped, read-only)."""
+        if name not in fmt.INDEX_ARRAYS:
+            raise ValueError(f"unknown index array {name!r}; known: {sorted(fmt.INDEX_ARRAYS)}")
+        key = (shard, name)
+        if key not in self._index_cache:
+            path = fmt.index_path(self.root, self.shards[shard]["name"], name)
+            if not path.exists():
+                raise fmt.FormatError(f"{self.root}: missing index file {path.name} of shard {self.shards[shard]['name']}")
+            self._index_cache[key] = np.load(path, mmap_mode="r")
+        return self._index_cache[key]
+
+    def global_array(self, name: str) -> np.ndarray:
+        """An index array over all images (concatenated; O(N) — for tools, not the hot path).
+
+        For "tag_offsets" the offsets are rebased so the result is one CSR over all images,
+        to be used with global_array("tag_ids").
+        """
+        parts = [self.index_array(k, name) for k in range(len(self.shards))]
+        if name != "tag_offsets":
+            dtype = np.dtype(fmt.INDEX_ARRAYS[name])
+            return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+        out = [np.zeros(1, np.int64)]
+        base = 0
+        for p in parts:
+            out.append(np.asarray(p[1:], dtype=np.int64) + base)
+            base += int(p[-1])
+        return np.concatenate(out)
+
+    @cached_property
+    def tags(self) -> list[tuple[int, str, int]]:
+        """The raw tag table: (id, canonical text, count), by id."""
+        rows = []
+        path = self.root / fmt.TAGS
+        if not path.exists():
+            raise fmt.FormatError(f"{self.root}: missing {fmt.TAGS}")
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if not line.strip() or line.startswith("id\t"):
+                    continue
+                tid, text, count = line.rstrip("\n").split("\t")
+                rows.append((int(tid), text, int(count)))
+        return rows
+
+    def vocab_dir(self, name: str) -> Path:
+        return self.root / fmt.VOCAB_DIR / name
+
+    def vocab_names(self) -> list[str]:
+        d = self.root / fmt.VOCAB_DIR
+        return sorted(p.name for p in d.iterdir() if (p / "vocab.json").exists()) if d.exists() else []
+
+    def mask_names(self) -> list[str]:
+        d = self.root / fmt.MASKS_DIR
+        return sorted(p.stem for p in d.glob("*.npy")) if d.exists() else []
+
+    def load_mask(self, name: str) -> NDArray[np.bool_]:
+        """masks/NAME.npy: True = image excluded from sampling."""
+        path = self.root / fmt.MASKS_DIR / f"{name}.npy"
+        if not path.exists():
+            raise ValueError(f"{self.root}: no mask {name!r}; masks here: {self.mask_names() or 'none'}")
+        mask = np.load(path, mmap_mode="r")
+        if mask.shape != (self.num_images,) or mask.dtype != np.bool_:
+            raise fmt.FormatError(f"{path}: mask must be bool of shape ({self.num_images},), got {mask.dtype} {mask.shape}")
+        return mask

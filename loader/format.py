@@ -1,0 +1,152 @@
+"""The on-disk dataset format in one place: names, version, key schema, record and index layout.
+
+A dataset is a directory:
+
+    manifest.json      written last; format name + version, image count, shards (name, images,
+                       bytes, sha256 of data.mdb), source description, tool version
+    tags.tsv           raw tag table: id <TAB> canonical text <TAB> count, sorted by id
+    shards/NNNNN.lmdb  LMDB environments (subdir=True: data.mdb inside); key = local index as
+                       8-byte big-endian (so LMDB's byte order is index order); value = msgpack map
+                       {"image": bytes (baseline JPEG), "tags": [raw tag id, ...], "source": str}
+    index/             per-shard arrays, plain .npy files so they memory-map:
+                       index/NNNNN.tag_offsets.npy  int64 (n+1)   CSR offsets into tag_ids
+                       index/NNNNN.tag_ids.npy      int32 (nnz)   raw tag ids, per image sorted, unique
+                       index/NNNNN.width.npy        int32 (n)
+                       index/NNNNN.height.npy       int32 (n)
+                       index/NNNNN.phash.npy        uint64 (n)    64-bit DCT perceptual hash
+    vocab/NAME/        a vocabulary, built from the raw tags without touching shards:
+                       classes.tsv   class id <TAB> name <TAB> count <TAB> members (space-joined tags)
+                       label_offsets.npy  int64 (N+1)  per-image class labels, CSR over all images
+                       labels.npy         int32 (nnz)  class ids, per image sorted, unique
+                       vocab.json    name, classes, images, options used; report.json  the build report
+    masks/NAME.npy     bool (N,), True = excluded from sampling (never deletes data)
+    rejects.jsonl      one JSON object per input not converted: {"line", "image", "reason", ...}
+
+All dtypes are little-endian and explicit ("<i8", "<i4", "<u8") so a dataset written on one machine
+reads identically on any other. Global image index = shard start + local index, shards in manifest
+order; shard starts are the cumulative image counts of the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_NAME = "tagstream"
+FORMAT_VERSION = 1
+
+MANIFEST = "manifest.json"
+TAGS = "tags.tsv"
+REJECTS = "rejects.jsonl"
+SHARDS_DIR = "shards"
+INDEX_DIR = "index"
+VOCAB_DIR = "vocab"
+MASKS_DIR = "masks"
+
+KEY_BYTES = 8
+SHARD_NAME_WIDTH = 5
+
+# per-shard index arrays: name -> dtype (explicit little-endian, see module docstring)
+INDEX_ARRAYS: dict[str, str] = {
+    "tag_offsets": "<i8",
+    "tag_ids": "<i4",
+    "width": "<i4",
+    "height": "<i4",
+    "phash": "<u8",
+}
+
+
+class FormatError(Exception):
+    """A structural fault of a dataset: unknown format/version, missing or damaged files."""
+
+
+def encode_key(local_index: int) -> bytes:
+    """LMDB key of an image: its index within the shard, fixed-width big-endian."""
+    return int(local_index).to_bytes(KEY_BYTES, "big")
+
+
+def decode_key(key: bytes) -> int:
+    return int.from_bytes(key, "big")
+
+
+def shard_name(shard: int) -> str:
+    return f"{shard:0{SHARD_NAME_WIDTH}d}"
+
+
+def shard_path(root: Path, name: str) -> Path:
+    return Path(root) / SHARDS_DIR / f"{name}.lmdb"
+
+
+def index_path(root: Path, name: str, array: str) -> Path:
+    return Path(root) / INDEX_DIR / f"{name}.{array}.npy"
+
+
+def pack_record(image: bytes, tags: list[int], source: str) -> bytes:
+    import msgpack
+
+    return msgpack.packb({"image": image, "tags": [int(t) for t in tags], "source": source}, use_bin_type=True)
+
+
+def unpack_record(value: bytes) -> dict[str, Any]:
+    """Parse a record; raises FormatError (not a msgpack internals error) on anything malformed."""
+    import msgpack
+
+    try:
+        rec = msgpack.unpackb(value, raw=False)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise FormatError(f"record does not parse as msgpack: {exc}") from exc
+    if not isinstance(rec, dict) or not isinstance(rec.get("image"), bytes) or not isinstance(rec.get("tags"), list):
+        raise FormatError("record is not a map with 'image' bytes and a 'tags' list")
+    return rec
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to a temporary name, fsync, rename: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """Read and check manifest.json; refuses another format or an unknown version."""
+    path = Path(root) / MANIFEST
+    if not path.exists():
+        raise FormatError(f"{root}: no {MANIFEST} (not a tagstream dataset, or its conversion has not finished)")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as exc:
+        raise FormatError(f"{path}: not valid JSON: {exc}") from exc
+    if manifest.get("format") != FORMAT_NAME:
+        raise FormatError(f"{path}: format is {manifest.get('format')!r}, expected {FORMAT_NAME!r}")
+    version = manifest.get("version")
+    if version != FORMAT_VERSION:
+        raise FormatError(
+            f"{path}: format version {version!r} is not known to this tagstream "
+            f"(it reads version {FORMAT_VERSION}); upgrade tagstream or re-convert the dataset"
+        )
+    return manifest
