@@ -1,0 +1,208 @@
+"""The DALI pipelines of one rank, fed by a per-sample parallel external source that maps a position
+of the epoch plan to a record; augmentation parameters come from loader.augment (pure functions), so
+the decoder does a ROI decode of a window we chose instead of `image_random_crop` drawing its own:
+the same operation, but resumable without DALI RNG state. DALI is imported only inside functions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from . import format as fmt
+from .augment import train_params
+from .store import ShardStore
+
+# (x, y, w, h) window and flip bit are returned by the source as these outputs
+TRAIN_OUTPUTS = ("image", "index", "anchor", "shape", "flip")
+EVAL_OUTPUTS = ("image", "index")
+_PLACEHOLDER_SIDE = 16
+_JPEG_SOI = b"\xff\xd8"
+
+
+class Plan(Protocol):
+    def plan(self, epoch: int, start: int = 0, stop: int | None = None) -> NDArray[np.int64]: ...
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """Eval order of one rank: its contiguous share of `indices`, padded with -1 to `length` positions."""
+
+    indices: NDArray[np.int64]
+    length: int
+
+    def plan(self, epoch: int, start: int = 0, stop: int | None = None) -> NDArray[np.int64]:
+        stop = self.length if stop is None else min(stop, self.length)
+        out = np.full(max(stop - start, 0), -1, dtype=np.int64)
+        real = self.indices[start:stop]
+        out[: real.shape[0]] = real
+        return out
+
+
+def placeholder_jpeg() -> bytes:
+    """A small grey JPEG decoded in place of eval padding (a per-sample source cannot emit short batches)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (_PLACEHOLDER_SIDE, _PLACEHOLDER_SIDE), (128, 128, 128)).save(buf, "JPEG", quality=75)
+    return buf.getvalue()
+
+
+class PlanSource:
+    """The external-source callable: SampleInfo -> (encoded image, dataset index[, anchor, shape, flip]).
+
+    Position p of epoch e is `base_position + idx_in_epoch` in the first epoch the pipeline runs and
+    `idx_in_epoch` after it, with e = base_epoch + SampleInfo.epoch_idx; positions >= length raise
+    StopIteration (length is a multiple of the batch size, so no batch is dropped). Plans are
+    fetched in chunks and cached per worker process; nothing here depends on which worker runs a sample.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: ShardStore,
+        plan: Plan,
+        train: bool,
+        length: int,
+        seed: int,
+        rank: int,
+        base_epoch: int = 0,
+        base_position: int = 0,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        chunk: int = 4096,
+    ):
+        self.store = store
+        self.planner = plan
+        self.train = train
+        self.length = int(length)
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.base_epoch = int(base_epoch)
+        self.base_position = int(base_position)
+        self.scale = tuple(scale)
+        self.ratio = tuple(ratio)
+        self.chunk = int(chunk)
+        self._cached: tuple[int, int, NDArray[np.int64]] | None = None
+        self._placeholder = placeholder_jpeg()
+
+    def index_at(self, epoch: int, position: int) -> int:
+        cached = self._cached
+        if cached is None or cached[0] != epoch or not cached[1] <= position < cached[1] + cached[2].shape[0]:
+            start = position - position % self.chunk
+            chunk = np.asarray(self.planner.plan(epoch, start, min(start + self.chunk, self.length)), dtype=np.int64)
+            cached = self._cached = (epoch, start, chunk)
+        return int(cached[2][position - cached[1]])
+
+    def position_of(self, info: Any) -> tuple[int, int]:
+        """SampleInfo -> (epoch, position in that epoch's plan)."""
+        first = info.epoch_idx == 0
+        return self.base_epoch + info.epoch_idx, info.idx_in_epoch + (self.base_position if first else 0)
+
+    def image_bytes(self, index: int) -> bytes:
+        image = self.store.read_image(index)
+        if image[:2] != _JPEG_SOI:
+            raise fmt.FormatError(f"{self.store.dataset.root}: {self.store.where(index)}: image is not a JPEG")
+        return image
+
+    def sample(self, epoch: int, position: int) -> tuple[np.ndarray, ...]:
+        index = self.index_at(epoch, position)
+        if index < 0:  # eval padding: decoded, then dropped by the iterator
+            return np.frombuffer(self._placeholder, np.uint8), np.array([-1], np.int64)
+        data = np.frombuffer(self.image_bytes(index), np.uint8)
+        idx = np.array([index], np.int64)
+        if not self.train:
+            return data, idx
+        shard, local = self.store.locate(index)
+        ds = self.store.dataset
+        width = int(ds.index_array(shard, "width")[local])
+        height = int(ds.index_array(shard, "height")[local])
+        (x, y, w, h), flip = train_params(
+            width, height, seed=self.seed, epoch=epoch, rank=self.rank, position=position, scale=self.scale, ratio=self.ratio
+        )
+        return data, idx, np.array([x, y], np.float32), np.array([w, h], np.float32), np.array(flip, np.int32)
+
+    def __call__(self, info: Any) -> tuple[np.ndarray, ...]:
+        epoch, position = self.position_of(info)
+        if position >= self.length:
+            raise StopIteration
+        return self.sample(epoch, position)
+
+
+def build_pipeline(
+    source: PlanSource,
+    *,
+    batch_size: int,
+    image_size: int,
+    resize_size: int,
+    device: str,
+    device_id: int | None,
+    workers: int,
+    threads: int,
+    prefetch: int,
+    seed: int,
+    bytes_per_sample: int,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+) -> Any:
+    """Define (not build) the pipeline; the caller starts the Python workers, then builds.
+
+    CPU: decoders on "cpu", uint8 NHWC out. GPU: "mixed" decoding, resize and crop_mirror_normalize on
+    the GPU, float32 NCHW normalised out. The dataset index always leaves as a CPU int64 (B, 1).
+    """
+    from nvidia.dali import fn, pipeline_def, types
+
+    gpu = device == "gpu"
+    decoder = "mixed" if gpu else "cpu"
+    names = TRAIN_OUTPUTS if source.train else EVAL_OUTPUTS
+    dtypes = [types.UINT8, types.INT64, types.FLOAT, types.FLOAT, types.INT32][: len(names)]
+    ndims = [1, 1, 1, 1, 0][: len(names)]
+
+    @pipeline_def(
+        batch_size=batch_size,
+        num_threads=threads,
+        device_id=device_id if gpu else None,
+        seed=seed,
+        prefetch_queue_depth=prefetch,
+        py_num_workers=max(workers, 1),
+        py_start_method="fork",
+        exec_dynamic=True,
+    )
+    def graph():
+        outs = fn.external_source(
+            source=source,
+            num_outputs=len(names),
+            batch=False,
+            parallel=workers > 0,
+            dtype=dtypes,
+            ndim=ndims,
+            bytes_per_sample_hint=bytes_per_sample,
+            prefetch_queue_depth=prefetch,
+        )
+        if source.train:
+            jpegs, index, anchor, shape, flip = outs
+            images = fn.decoders.image_slice(
+                jpegs, anchor, shape, device=decoder, output_type=types.RGB, normalized_anchor=False, normalized_shape=False
+            )
+            images = fn.resize(images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=True)
+            if gpu:
+                images = fn.crop_mirror_normalize(images, mirror=flip, mean=list(mean), std=list(std), dtype=types.FLOAT, output_layout="CHW")
+            else:
+                images = fn.flip(images, horizontal=flip)
+        else:
+            jpegs, index = outs
+            images = fn.decoders.image(jpegs, device=decoder, output_type=types.RGB)
+            images = fn.resize(images, resize_shorter=resize_size, interp_type=types.INTERP_LINEAR, antialias=True)
+            if gpu:
+                images = fn.crop_mirror_normalize(
+                    images, crop=[image_size, image_size], mean=list(mean), std=list(std), dtype=types.FLOAT, output_layout="CHW"
+                )
+            else:
+                images = fn.crop(images, crop=[image_size, image_size])
+        return images, index
+
+    return graph()

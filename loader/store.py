@@ -1,0 +1,97 @@
+"""ShardStore: read a record by global image index from the LMDB shards, opening each shard lazily
+in the process that reads it (py-lmdb environments must never cross a fork), so a DALI worker only
+ever opens the shards its plan touches; the trade-off is one `lmdb.open` per shard per process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from . import format as fmt
+from .dataset import Dataset
+
+
+class ShardStore:
+    """Global image index -> (shard, key) -> record bytes, image bytes or the parsed record.
+
+    Picklable and fork-safe: the open environments are keyed by the process id that opened them and
+    are dropped when pickled, so a copy in a forked or spawned worker reopens its own.
+    Errors name the shard and the key: a missing shard directory, a missing key, a record that
+    does not parse all raise `format.FormatError`.
+    """
+
+    def __init__(self, dataset: Dataset | str | Path):
+        self.dataset = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+        self._pid = -1
+        self._envs: dict[int, Any] = {}
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_pid"] = -1
+        state["_envs"] = {}
+        return state
+
+    def _env(self, shard: int) -> Any:
+        import lmdb
+
+        if self._pid != os.getpid():
+            # inherited handles belong to the parent; never use (or close) them here
+            self._pid = os.getpid()
+            self._envs = {}
+        env = self._envs.get(shard)
+        if env is None:
+            path = self.dataset.shard_path(shard)
+            if not (path / "data.mdb").exists():
+                raise fmt.FormatError(f"{self.dataset.root}: shard {self.dataset.shard_names[shard]} is missing ({path})")
+            env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True, max_readers=512)
+            self._envs[shard] = env
+        return env
+
+    @property
+    def open_shards(self) -> list[int]:
+        """The shards this process has opened (tests use it to check shard ownership)."""
+        return sorted(self._envs) if self._pid == os.getpid() else []
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """Global index -> (shard number, local index)."""
+        shards, local = self.dataset.locate([int(index)])
+        return int(shards[0]), int(local[0])
+
+    def where(self, index: int) -> str:
+        """A human-readable address of an image, for error messages."""
+        shard, local = self.locate(index)
+        return f"shard {self.dataset.shard_names[shard]} key {local} (image {index})"
+
+    def read_bytes(self, index: int) -> bytes:
+        """The raw msgpack value of image `index`."""
+        shard, local = self.locate(index)
+        env = self._env(shard)
+        with env.begin(buffers=False) as txn:
+            value = txn.get(fmt.encode_key(local))
+        if value is None:
+            raise fmt.FormatError(
+                f"{self.dataset.root}: shard {self.dataset.shard_names[shard]} has no key {local} (image {index})"
+            )
+        return value
+
+    def read(self, index: int) -> dict[str, Any]:
+        """The parsed record {"image", "tags", "source"} of image `index`."""
+        value = self.read_bytes(index)
+        try:
+            return fmt.unpack_record(value)
+        except fmt.FormatError as exc:
+            raise fmt.FormatError(f"{self.dataset.root}: {self.where(index)}: {exc}") from exc
+
+    def read_image(self, index: int) -> bytes:
+        """The encoded image bytes of image `index`; an empty image is an error naming shard and key."""
+        image = self.read(index)["image"]
+        if not image:
+            raise fmt.FormatError(f"{self.dataset.root}: {self.where(index)}: empty image bytes")
+        return image
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            for env in self._envs.values():
+                env.close()
+        self._envs = {}
