@@ -1,0 +1,293 @@
+"""Training config: nested frozen dataclasses read from TOML recipes plus `section.key=value` overrides.
+
+Strict by design: an unknown section or key, or a value of the wrong type, raises ValueError naming
+it and what is allowed, so a typo in a week-long run's recipe fails in the first second, not never.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from tagstream.loader.config import COMBINES, sampling_power
+
+LOSSES = ("softmax", "sigmoid")
+SCHEDULES = ("cosine", "step", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = ""  # dataset directory (required)
+    vocab: str = ""  # vocabulary name under vocab/ (required)
+    sampling: str = "sqrt"  # natural | sqrt | uniform | power:A
+    combine: str = "sum"
+    masks: tuple[str, ...] = ()  # masks/NAME.npy excluded from training (de-duplication)
+    holdout_fraction: float = 0.0  # held-out split for evaluation; 0 = no evaluation
+    samples_per_epoch: int | None = None  # default: number of eligible images
+    image_size: int = 224
+    workers: int = 2  # loader worker processes per rank
+    threads: int = 2  # loader decode threads per rank
+    prefetch: int = 2
+
+    def __post_init__(self) -> None:
+        sampling_power(self.sampling)
+        if self.combine not in COMBINES:
+            raise ValueError(f"data.combine={self.combine!r} is not one of {COMBINES}")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ValueError(f"data.holdout_fraction={self.holdout_fraction} must be in [0, 1)")
+        if self.image_size < 8:
+            raise ValueError(f"data.image_size={self.image_size} must be >= 8")
+        if self.workers < 0 or self.threads < 1 or self.prefetch < 1:
+            raise ValueError(f"data.workers={self.workers} must be >= 0, threads={self.threads} and prefetch={self.prefetch} >= 1")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "resnet50"  # a key of tagstream.train.models.MODELS
+    loss: str = "softmax"  # softmax: cross-entropy on 1/k soft targets (the paper's); sigmoid: per-class BCE
+
+    def __post_init__(self) -> None:
+        from .models import MODELS
+
+        if self.name not in MODELS:
+            raise ValueError(f"model.name={self.name!r} is not one of {sorted(MODELS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"model.loss={self.loss!r} is not one of {LOSSES}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    base_lr: float = 0.1  # learning rate per base_batch_size images; scaled linearly with the global batch
+    base_batch_size: int = 256
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if self.base_lr <= 0 or self.base_batch_size < 1:
+            raise ValueError(f"optim.base_lr={self.base_lr} must be > 0 and base_batch_size={self.base_batch_size} >= 1")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            raise ValueError(f"optim.momentum={self.momentum} must be in [0, 1) and weight_decay={self.weight_decay} >= 0")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("optim.nesterov=true needs optim.momentum > 0")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    kind: str = "cosine"  # cosine | step | constant, after the warm-up
+    warmup_epochs: float = 0.0
+    warmup_steps: int | None = None  # overrides warmup_epochs when set
+    warmup_start_factor: float = 0.0  # LR at step 0 as a fraction of the peak LR
+    milestones: tuple[float, ...] = ()  # step decay: fractions of training (0, 1) where LR *= gamma
+    gamma: float = 0.1
+    final_factor: float = 0.0  # cosine: LR at the end as a fraction of the peak LR
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"schedule.kind={self.kind!r} is not one of {SCHEDULES}")
+        if self.warmup_epochs < 0 or (self.warmup_steps is not None and self.warmup_steps < 0):
+            raise ValueError(f"schedule.warmup_epochs={self.warmup_epochs} and warmup_steps={self.warmup_steps} must be >= 0")
+        if not 0 <= self.warmup_start_factor <= 1 or not 0 <= self.final_factor <= 1:
+            raise ValueError("schedule.warmup_start_factor and final_factor must be in [0, 1]")
+        if any(not 0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
+            raise ValueError(f"schedule.milestones={self.milestones} must be increasing fractions of training in (0, 1)")
+        if self.gamma <= 0:
+            raise ValueError(f"schedule.gamma={self.gamma} must be > 0")
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    global_size: int = 256  # images per optimizer step over all ranks
+    grad_accum: int = 1  # micro-batches per optimizer step: per-rank batch = global_size / (world * grad_accum)
+
+    def __post_init__(self) -> None:
+        if self.global_size < 1 or self.grad_accum < 1:
+            raise ValueError(f"batch.global_size={self.global_size} and grad_accum={self.grad_accum} must be >= 1")
+
+    def per_rank(self, world: int) -> int:
+        """Micro-batch size of one rank; refuses a global batch that does not split evenly."""
+        parts = world * self.grad_accum
+        if self.global_size % parts:
+            raise ValueError(
+                f"batch.global_size={self.global_size} is not divisible by world size {world} x "
+                f"grad_accum {self.grad_accum} = {parts}; choose a multiple of {parts}"
+            )
+        return self.global_size // parts
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out_dir: str = ""  # run directory: config.json, metrics.jsonl, checkpoints (required)
+    epochs: int = 1
+    steps: int | None = None  # optimizer steps; overrides epochs when set
+    checkpoint_every: int = 1000  # optimizer steps between checkpoints; 0 = only at the end
+    keep_last: int = 3  # checkpoints kept
+    eval_every: int = 0  # optimizer steps between evaluations; 0 = only at the end
+    log_every: int = 10  # optimizer steps between metrics records
+    seed: int = 0
+    device: str = "auto"  # auto: cuda when available
+    bf16: bool = True  # autocast to bfloat16 (GPU only)
+    channels_last: bool = True  # NHWC memory format (GPU only)
+    threads: int | None = None  # torch CPU threads; fix it for bit-exact resume on CPU
+    progress: bool = True  # progress bar on rank 0
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"run.device={self.device!r} is not one of {DEVICES}")
+        if self.epochs < 1 or (self.steps is not None and self.steps < 1):
+            raise ValueError(f"run.epochs={self.epochs} and run.steps={self.steps} must be >= 1")
+        for name in ("checkpoint_every", "eval_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"run.{name}={getattr(self, name)} must be >= 0")
+        if self.keep_last < 1 or self.log_every < 1:
+            raise ValueError(f"run.keep_last={self.keep_last} and log_every={self.log_every} must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"run.threads={self.threads} must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        for key, value in (("data.dataset", self.data.dataset), ("data.vocab", self.data.vocab), ("run.out_dir", self.run.out_dir)):
+            if not value:
+                raise ValueError(f"{key} is required (set it in the recipe, with --set {key}=..., or its option)")
+
+    @property
+    def lr(self) -> float:
+        """Peak learning rate: base_lr scaled linearly with the global batch (Goyal et al.)."""
+        return self.optim.base_lr * self.batch.global_size / self.optim.base_batch_size
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: _section_dict(getattr(self, name)) for name in SECTIONS}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        if not isinstance(raw, dict):
+            raise ValueError(f"a config is a table of sections {sorted(SECTIONS)}, got {type(raw).__name__}")
+        unknown = sorted(set(raw) - set(SECTIONS))
+        if unknown:
+            raise ValueError(f"unknown config section(s) {unknown}; allowed: {sorted(SECTIONS)}")
+        parts = {}
+        for name, section_cls in SECTIONS.items():
+            body = raw.get(name, {})
+            if not isinstance(body, dict):
+                raise ValueError(f"[{name}] must be a table of keys, got {body!r}")
+            parts[name] = _build_section(name, section_cls, body)
+        return cls(**parts)
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "schedule": ScheduleConfig,
+    "batch": BatchConfig,
+    "run": RunConfig,
+}
+
+
+def _section_dict(section: Any) -> dict[str, Any]:
+    return {f.name: list(v) if isinstance(v := getattr(section, f.name), tuple) else v for f in dataclasses.fields(section)}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """value checked against the annotation tp (str, int, float, bool, X | None, tuple[X, ...])."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(key, value, args[0])
+    if origin is tuple:
+        (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
+        if isinstance(value, str):  # --set data.masks=a,b
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key}: expected a list of {_type_name(item)}, got {value!r}")
+        return tuple(_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value))
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }[tp]
+    if not ok:
+        raise ValueError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    return float(value) if tp is float else value
+
+
+def _build_section(name: str, section_cls: type, body: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(section_cls)
+    allowed = [f.name for f in dataclasses.fields(section_cls)]
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown key(s) {[f'{name}.{k}' for k in unknown]}; allowed in [{name}]: {allowed}")
+    return section_cls(**{k: _coerce(f"{name}.{k}", v, hints[k]) for k, v in body.items()})
+
+
+def parse_override(item: str) -> tuple[str, str, Any]:
+    """"section.key=value" -> (section, key, value); the value is read as a TOML value, else kept as text."""
+    if "=" not in item or "." not in item.split("=", 1)[0]:
+        raise ValueError(f"override {item!r} must look like section.key=value (sections: {sorted(SECTIONS)})")
+    path, text = item.split("=", 1)
+    section, key = path.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    return section, key, value
+
+
+def recipe_names() -> list[str]:
+    """Recipes shipped in tagstream/train/recipes (usable as --config NAME)."""
+    return sorted(p.name[:-5] for p in resources.files("tagstream.train").joinpath("recipes").iterdir() if p.name.endswith(".toml"))
+
+
+def read_recipe(path_or_name: str | Path) -> dict[str, Any]:
+    """A recipe's raw tables: a TOML file path, or the name of a shipped recipe (e.g. "tiny-cpu")."""
+    path = Path(path_or_name)
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+    else:
+        name = path.name[:-5] if path.name.endswith(".toml") else path.name
+        if name not in recipe_names():
+            raise ValueError(f"config {str(path_or_name)!r} is neither a file nor a shipped recipe; recipes: {recipe_names()}")
+        text = resources.files("tagstream.train").joinpath("recipes", f"{name}.toml").read_text(encoding="utf-8")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path_or_name}: not valid TOML: {exc}") from None
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Resolve a TrainConfig: defaults, then the recipe (if any), then each override in order."""
+    raw: dict[str, Any] = read_recipe(recipe) if recipe is not None else {}
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for item in overrides:
+        section, key, value = parse_override(item)
+        if section not in SECTIONS:
+            raise ValueError(f"override {item!r}: unknown section {section!r}; allowed: {sorted(SECTIONS)}")
+        raw.setdefault(section, {})[key] = value
+    return TrainConfig.from_dict(raw)
