@@ -37,3 +37,37 @@ class Loader(Protocol):
     def state_dict(self) -> dict: ...  # {"epoch", "step", ...}: where the next batch comes from
     def load_state_dict(self, state: dict) -> None: ...
     def close(self) -> None: ...
+
+
+def build_loader(config: LoaderConfig, rank: int = 0, world: int = 1) -> Loader:
+    """The loader of one rank: a DALI pipeline over this rank's epoch plan (imports DALI now, not before).
+
+    On GPU (config.device == "gpu", config.device_id = local rank) the DALI workers are spawned, not
+    forked, so building the loader before or after CUDA is initialised are both safe.
+    """
+    from .iterator import DaliLoader
+
+    return DaliLoader(config, rank=rank, world=world)
+
+
+def normalize_images(images: Any, *, device: Any = None, dtype: Any = None, channels_last: bool = False) -> Any:
+    """CPU batches -> what a model eats: uint8 (B, H, W, 3) -> float (B, 3, H, W) normalised with
+    IMAGENET_MEAN/STD, moved to `device` (default: where they are) as `dtype` (default float32);
+    channels_last=True returns the torch.channels_last memory format. Already-normalised float NCHW
+    batches (the GPU path) are only moved and cast."""
+    import torch
+
+    dtype = dtype or torch.float32
+    if images.dtype == torch.uint8:
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"uint8 images must be (B, H, W, 3), got {tuple(images.shape)}")
+        x = images.to(device=device, non_blocking=True).permute(0, 3, 1, 2).float()
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+        x = (x - mean) / std
+    else:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"float images must be (B, 3, H, W), got {tuple(images.shape)}")
+        x = images.to(device=device, non_blocking=True)
+    x = x.to(dtype)
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
