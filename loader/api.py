@@ -7,7 +7,9 @@ A Loader yields Batch(images, targets, indices) per step:
   targets  "soft": float32 (B, C) rows summing to 1 (1/k on each of k classes)
            "multihot": float32 (B, C) of 0/1
            "sparse": tuple (int64 (B, K) class ids padded with -1, float32 (B, K) weights padded with 0)
-  indices  int64 (B,) global dataset indices of the images
+  indices  torch.int64 (B,) global dataset indices of the images (CPU)
+Train: every batch full, len(loader) batches on every rank. Eval: each image once, in dataset order;
+a rank's last batch may be shorter (padding is dropped), every rank still yields len(loader) batches.
 """
 
 from __future__ import annotations
