@@ -12,6 +12,33 @@ from . import format as fmt
 from .dataset import Dataset
 
 
+_ENVS: dict[str, Any] = {}  # this process's open environments by path (lmdb refuses a second open)
+_ENVS_PID = -1
+
+
+def _open_env(path: Path) -> Any:
+    """The process-wide read-only environment of a shard, opened on first use in this process."""
+    import lmdb
+
+    global _ENVS_PID
+    if _ENVS_PID != os.getpid():
+        _ENVS.clear()
+        _ENVS_PID = os.getpid()
+    key = str(Path(path).resolve())
+    env = _ENVS.get(key)
+    if env is None:
+        env = _ENVS[key] = lmdb.open(key, readonly=True, lock=False, readahead=False, subdir=True, max_readers=512)
+    return env
+
+
+def close_all() -> None:
+    """Close every environment this process opened (stores reopen on their next read)."""
+    if _ENVS_PID == os.getpid():
+        for env in _ENVS.values():
+            env.close()
+    _ENVS.clear()
+
+
 class ShardStore:
     """Global image index -> (shard, key) -> record bytes, image bytes or the parsed record.
 
@@ -27,14 +54,13 @@ class ShardStore:
         self._envs: dict[int, Any] = {}
 
     def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_pid"] = -1
-        state["_envs"] = {}
-        return state
+        # a spawned worker reopens the dataset (cheap: manifest only) instead of receiving its mmaps
+        return {"root": str(self.dataset.root)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["root"])
 
     def _env(self, shard: int) -> Any:
-        import lmdb
-
         if self._pid != os.getpid():
             # inherited handles belong to the parent; never use (or close) them here
             self._pid = os.getpid()
@@ -44,8 +70,7 @@ class ShardStore:
             path = self.dataset.shard_path(shard)
             if not (path / "data.mdb").exists():
                 raise fmt.FormatError(f"{self.dataset.root}: shard {self.dataset.shard_names[shard]} is missing ({path})")
-            env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True, max_readers=512)
-            self._envs[shard] = env
+            env = self._envs[shard] = _open_env(path)
         return env
 
     @property
@@ -91,7 +116,5 @@ class ShardStore:
         return image
 
     def close(self) -> None:
-        if self._pid == os.getpid():
-            for env in self._envs.values():
-                env.close()
+        """Forget this store's handles; the process-wide environments stay open for other stores."""
         self._envs = {}
