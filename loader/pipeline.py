@@ -169,19 +169,14 @@ def build_pipeline(
         seed=seed,
         prefetch_queue_depth=prefetch,
         py_num_workers=max(workers, 1),
-        py_start_method="fork",
+        # fork is cheap but must precede CUDA; on GPU spawn, so rebuilding on resume is always safe
+        py_start_method="spawn" if gpu else "fork",
         exec_dynamic=True,
     )
     def graph():
+        parallel = {"parallel": True, "bytes_per_sample_hint": bytes_per_sample, "prefetch_queue_depth": prefetch}
         outs = fn.external_source(
-            source=source,
-            num_outputs=len(names),
-            batch=False,
-            parallel=workers > 0,
-            dtype=dtypes,
-            ndim=ndims,
-            bytes_per_sample_hint=bytes_per_sample,
-            prefetch_queue_depth=prefetch,
+            source=source, num_outputs=len(names), batch=False, dtype=dtypes, ndim=ndims, **(parallel if workers > 0 else {})
         )
         if source.train:
             jpegs, index, anchor, shape, flip = outs

@@ -1,0 +1,111 @@
+"""The DALI pipeline and its per-sample source, with a stand-in plan: indices, pixels and crops."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from loader_fixtures import make_index_dataset
+from tagstream.loader.augment import train_params
+from tagstream.loader.pipeline import EvalPlan, PlanSource, build_pipeline
+from tagstream.loader.store import ShardStore
+from tagstream.tools.loader_bench_data import decode_index_color, encode_jpeg, write_dataset
+
+
+class ModPlan:
+    """Stand-in for a sampler: position p of epoch e -> (7p + e) mod n."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def plan(self, epoch: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        return (np.arange(start, stop, dtype=np.int64) * 7 + epoch) % self.n
+
+
+def _pipe(source: PlanSource, *, batch: int, size: int, workers: int = 1):
+    pipe = build_pipeline(
+        source, batch_size=batch, image_size=size, resize_size=size, device="cpu", device_id=None, workers=workers,
+        threads=1, prefetch=2, seed=0, bytes_per_sample=1 << 14, mean=(0, 0, 0), std=(1, 1, 1),
+    )
+    if workers:
+        pipe.start_py_workers()
+    pipe.build()
+    return pipe
+
+
+def _epoch(pipe) -> list[tuple[np.ndarray, np.ndarray]]:
+    out = []
+    while True:
+        try:
+            images, index = pipe.run()
+        except StopIteration:
+            pipe.reset()
+            return out
+        out.append((np.array(images.as_tensor()), np.array(index.as_tensor()).reshape(-1)))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_train_source_follows_the_plan_across_epochs(tmp_path, workers):
+    ds = make_index_dataset(tmp_path / "ds", n=40, shard_size=16)
+    src = PlanSource(store=ShardStore(ds), plan=ModPlan(40), train=True, length=24, seed=0, rank=0)
+    pipe = _pipe(src, batch=8, size=16, workers=workers)
+    for epoch in range(2):
+        batches = _epoch(pipe)
+        assert len(batches) == 3
+        got = np.concatenate([idx for _, idx in batches])
+        np.testing.assert_array_equal(got, ModPlan(40).plan(epoch, 0, 24))
+        colours = [decode_index_color(img) for imgs, _ in batches for img in imgs]
+        assert colours == [i % 512 for i in got]
+        assert batches[0][0].shape == (8, 16, 16, 3) and batches[0][0].dtype == np.uint8
+
+
+def test_base_epoch_and_position_rebase_the_first_epoch(tmp_path):
+    ds = make_index_dataset(tmp_path / "ds", n=40, shard_size=16)
+    src = PlanSource(store=ShardStore(ds), plan=ModPlan(40), train=True, length=24, seed=0, rank=0, base_epoch=3, base_position=8)
+    pipe = _pipe(src, batch=8, size=16)
+    first = np.concatenate([idx for _, idx in _epoch(pipe)])
+    second = np.concatenate([idx for _, idx in _epoch(pipe)])
+    np.testing.assert_array_equal(first, ModPlan(40).plan(3, 8, 24))
+    np.testing.assert_array_equal(second, ModPlan(40).plan(4, 0, 24))
+
+
+def test_eval_pads_the_last_batch_and_marks_it(tmp_path):
+    ds = make_index_dataset(tmp_path / "ds", n=21, shard_size=16)
+    src = PlanSource(store=ShardStore(ds), plan=EvalPlan(np.arange(21, dtype=np.int64), 24), train=False, length=24, seed=0, rank=0)
+    batches = _epoch(_pipe(src, batch=8, size=16))
+    idx = np.concatenate([i for _, i in batches])
+    np.testing.assert_array_equal(idx, np.r_[np.arange(21), [-1, -1, -1]])
+    colours = [decode_index_color(img) for imgs, ix in batches for img, i in zip(imgs, ix) if i >= 0]
+    assert colours == list(range(21))
+
+
+def _gradient(index: int, w: int, h: int) -> np.ndarray:
+    x = np.linspace(0, 255, w)[None, :].repeat(h, 0)
+    y = np.linspace(0, 255, h)[:, None].repeat(w, 1)
+    return np.stack([x, y, np.full_like(x, 8 * index)], -1).astype(np.uint8)
+
+
+def test_train_crops_and_flips_match_a_pillow_reference(tmp_path):
+    n, size = 16, 24
+    dims = [(64 + 8 * (i % 3), 48 + 8 * (i % 4)) for i in range(n)]
+    records = ((encode_jpeg(_gradient(i, w, h), quality=98), [0], w, h) for i, (w, h) in enumerate(dims))
+    ds = write_dataset(tmp_path / "ds", records, num_images=n, shard_size=8, num_tags=1)
+    src = PlanSource(store=ShardStore(ds), plan=ModPlan(n), train=True, length=16, seed=11, rank=0)
+    store = ShardStore(ds)
+    flips = 0
+    for imgs, idx in _epoch(_pipe(src, batch=8, size=size)):
+        for pos_img, index in zip(imgs, idx):
+            position = int(np.flatnonzero(ModPlan(n).plan(0, 0, 16) == index)[0])
+            w, h = dims[index]
+            (x, y, cw, ch), flip = train_params(w, h, seed=11, epoch=0, rank=0, position=position)
+            ref = Image.open(io.BytesIO(store.read_image(int(index)))).convert("RGB")
+            ref = ref.crop((x, y, x + cw, y + ch)).resize((size, size), Image.BILINEAR)
+            if flip:
+                ref = ref.transpose(Image.FLIP_LEFT_RIGHT)
+            flips += flip
+            diff = np.abs(pos_img.astype(int) - np.asarray(ref, int))
+            assert diff.mean() < 4.0, (index, diff.mean())
+    assert 0 < flips < 16
