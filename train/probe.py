@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from .metrics import mean_average_precision
+
 TASKS = ("single", "multi")
 
 
@@ -133,7 +135,7 @@ def fit_linear_probe(
             if task == "single":
                 val_scores[wd] = topk_accuracy(s, labels[va], k=1)
             else:
-                val_scores[wd] = average_precision(s, labels[va])["mAP"]
+                val_scores[wd] = mean_average_precision(s, labels[va] > 0)
         # ties go to the strongest penalty: the simpler model
         best = max(sorted(config.weight_decays, reverse=True), key=lambda wd: val_scores[wd])
     else:
@@ -162,20 +164,3 @@ def per_class_accuracy(scores: NDArray[np.floating], labels: NDArray[np.integer]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, hits / np.maximum(total, 1), np.nan)
 
-
-def average_precision(scores: NDArray[np.floating], targets: NDArray) -> dict:
-    """Per-class average precision over rows ranked by score (ties: by row order); mAP over classes
-    with at least one positive. targets: 0/1 (N, C)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    targets = np.asarray(targets) > 0
-    ap = np.full(scores.shape[1], np.nan)
-    for c in range(scores.shape[1]):
-        pos = targets[:, c]
-        if not pos.any():
-            continue
-        order = np.argsort(-scores[:, c], kind="stable")
-        hit = pos[order]
-        ranks = np.flatnonzero(hit) + 1
-        ap[c] = float((np.arange(1, len(ranks) + 1) / ranks).mean())
-    valid = ~np.isnan(ap)
-    return {"mAP": float(ap[valid].mean()) if valid.any() else float("nan"), "ap": ap, "classes_with_positives": int(valid.sum())}
