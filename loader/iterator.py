@@ -1,0 +1,249 @@
+"""DaliLoader: the PyTorch-facing iterator of one rank over a DALI pipeline, with epochs, exact resume
+and targets built in the main process from the batch's indices; the pipeline is rebuilt (workers
+restarted, ~1 s) only when the requested (epoch, step) is not where the running pipeline stands."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator
+
+import numpy as np
+from numpy.typing import NDArray
+
+from . import format as fmt
+from .api import IMAGENET_MEAN, IMAGENET_STD, Batch
+from .config import LoaderConfig
+from .dataset import Dataset
+from .pipeline import EvalPlan, PlanSource, build_pipeline
+from .store import ShardStore
+from .vocab import Vocab
+
+STATE_KEYS = ("epoch", "step", "mode", "seed", "batch_size", "rank", "world", "batches")
+
+
+def eval_share(eligible: NDArray[np.int64], rank: int, world: int) -> NDArray[np.int64]:
+    """Rank r's contiguous share of the eval images: [floor(r*M/world), floor((r+1)*M/world))."""
+    m = eligible.shape[0]
+    return eligible[(rank * m) // world : ((rank + 1) * m) // world]
+
+
+def _bytes_per_sample(dataset: Dataset) -> int:
+    """Presize DALI's shared-memory slots: twice the mean record size, at least 64 KiB."""
+    total = sum(int(s.get("bytes", 0)) for s in dataset.shards)
+    return max(1 << 16, 2 * total // max(dataset.num_images, 1))
+
+
+class DaliLoader:
+    """Yields Batch(images, targets, indices) for one rank; see loader/api.py for the contract.
+
+    train: `len(self)` = samples_per_epoch // world // batch_size batches on every rank, drawn by the
+    rank's sampler plan; eval: each rank takes a contiguous share of the eligible images in dataset
+    order, the pipeline pads to whole batches and the iterator drops the padding, so the last batch
+    of a rank may be short (rarely empty) while every rank yields the same number of batches.
+    """
+
+    def __init__(self, config: LoaderConfig, rank: int = 0, world: int = 1):
+        if world < 1 or not 0 <= rank < world:
+            raise ValueError(f"rank={rank} must be in [0, world={world})")
+        self.config = config
+        self.rank, self.world = int(rank), int(world)
+        self.dataset = Dataset(config.dataset)
+        self.vocab = Vocab(self.dataset, config.vocab)
+        self.num_classes = self.vocab.num_classes
+        self.normalized = config.device == "gpu"
+        self.store = ShardStore(self.dataset)
+        self.train = config.mode == "train"
+        b = config.batch_size
+        if self.train:
+            from .sampling import RankSampler
+
+            self.sampler = RankSampler.from_config(config, self.dataset, self.vocab, rank=self.rank, world=self.world)
+            self.batches = int(self.sampler.len_per_rank) // b
+            if self.batches == 0:
+                raise ValueError(
+                    f"batch_size={b} is larger than this rank's {self.sampler.len_per_rank} samples per epoch "
+                    f"(world={world}); lower batch_size or raise samples_per_epoch"
+                )
+            self._plan: Any = self.sampler
+        else:
+            from .sampling import eligibility
+
+            ok = eligibility(self.dataset, masks=config.masks, holdout_fraction=config.holdout_fraction, split=config.split)
+            eligible = np.flatnonzero(ok).astype(np.int64)
+            largest = math.ceil(eligible.shape[0] / world)
+            self.batches = max(1, math.ceil(largest / b))
+            self._plan = EvalPlan(eval_share(eligible, self.rank, world), self.batches * b)
+        self.epoch = 0
+        self.step = 0
+        self._pipe: Any = None
+        self._pipe_at: tuple[int, int] | None = None  # (epoch, step) the running pipeline delivers next
+        self._drain = False  # the pipeline delivered its last batch but has not yet been reset
+
+    # -- the Loader protocol -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.batches
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch < 0:
+            raise ValueError(f"epoch={epoch} must be >= 0")
+        self.epoch, self.step = int(epoch), 0
+
+    def state_dict(self) -> dict:
+        c = self.config
+        return {"epoch": self.epoch, "step": self.step, "mode": c.mode, "seed": c.seed, "batch_size": c.batch_size,
+                "rank": self.rank, "world": self.world, "batches": self.batches}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from state["epoch"], state["step"]; refuses a state from another seed/batch/world layout."""
+        missing = [k for k in ("epoch", "step") if k not in state]
+        if missing:
+            raise ValueError(f"loader state lacks {missing}; expected keys {STATE_KEYS}")
+        mine = self.state_dict()
+        for key in ("mode", "seed", "batch_size", "world", "batches"):
+            if key in state and state[key] != mine[key]:
+                raise ValueError(f"loader state has {key}={state[key]!r} but this loader has {key}={mine[key]!r}")
+        step = int(state["step"])
+        if not 0 <= step <= self.batches:
+            raise ValueError(f"loader state step={step} is outside [0, {self.batches}]")
+        self.epoch, self.step = int(state["epoch"]), step
+
+    def __iter__(self) -> Iterator[Batch]:
+        import torch
+
+        if self.step >= self.batches:  # re-iterating without set_epoch repeats the epoch, like torch's samplers
+            self.step = 0
+        self._ensure_pipeline()
+        while self.step < self.batches:
+            images, indices = self._run()
+            self.step += 1
+            self._pipe_at = (self.epoch, self.step)
+            if not self.train:
+                keep = indices >= 0
+                if not keep.all():
+                    images, indices = images[torch.from_numpy(keep).to(images.device)], indices[keep]
+            yield Batch(images, self._targets(indices), torch.from_numpy(indices))
+        self._drain = True
+        self._finish_epoch()
+
+    def close(self) -> None:
+        if self._pipe is not None:
+            self._pipe._shutdown()
+            self._pipe = None
+            self._pipe_at = None
+        self.store.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: DALI may already be gone; nothing left to release
+            pass
+
+    # -- internals -------------------------------------------------------------------------------
+    def _finish_epoch(self) -> None:
+        """Consume the pipeline's end-of-epoch StopIteration and reset it to the next epoch's start."""
+        if not self._drain or self._pipe is None:
+            return
+        try:
+            self._pipe.run()
+        except StopIteration:
+            self._pipe.reset()
+            self._pipe_at = (self._pipe_at[0] + 1, 0) if self._pipe_at else None
+        else:
+            raise RuntimeError("DALI pipeline delivered more batches than the epoch plan holds")
+        self._drain = False
+
+    def _ensure_pipeline(self) -> None:
+        self._finish_epoch()
+        if self._pipe is not None and self._pipe_at == (self.epoch, self.step):
+            return
+        self.close()
+        c = self.config
+        source = PlanSource(
+            store=ShardStore(self.dataset.root),
+            plan=self._plan,
+            train=self.train,
+            length=self.batches * c.batch_size,
+            seed=c.seed,
+            rank=self.rank,
+            base_epoch=self.epoch,
+            base_position=self.step * c.batch_size,
+            scale=c.random_area,
+            ratio=c.random_aspect_ratio,
+        )
+        pipe = build_pipeline(
+            source,
+            batch_size=c.batch_size,
+            image_size=c.image_size,
+            resize_size=c.resize_size or round(c.image_size * 256 / 224),
+            device=c.device,
+            device_id=c.device_id,
+            workers=c.workers,
+            threads=c.threads,
+            prefetch=c.prefetch,
+            seed=c.seed + self.rank,
+            bytes_per_sample=_bytes_per_sample(self.dataset),
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+        )
+        if c.workers > 0:
+            pipe.start_py_workers()
+        pipe.build()
+        self._pipe = pipe
+        self._pipe_at = (self.epoch, self.step)
+
+    def _run(self) -> tuple[Any, NDArray[np.int64]]:
+        import torch
+
+        try:
+            images, indices = self._pipe.run()
+        except StopIteration:
+            raise RuntimeError(f"DALI pipeline ended at step {self.step} of {self.batches}") from None
+        except Exception as exc:
+            self.close()
+            raise self._diagnose(exc) from exc
+        idx = np.array(indices.as_tensor()).reshape(-1).astype(np.int64)
+        if self.normalized:
+            from nvidia.dali.plugin.pytorch import feed_ndarray
+
+            tensor = images.as_tensor()
+            out = torch.empty(tensor.shape(), dtype=torch.float32, device=f"cuda:{self.config.device_id or 0}")
+            feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream(out.device))
+            return out, idx
+        return torch.from_numpy(np.array(images.as_tensor())), idx
+
+    def _diagnose(self, exc: Exception) -> Exception:
+        """A pipeline failure: name the shard and key of the first undecodable image of the batches in
+        flight (the decoder's own error cannot, and prefetch may have run a few batches ahead)."""
+        from PIL import Image
+        import io
+
+        b = self.config.batch_size
+        lo = self.step * b
+        hi = min(self.batches * b, lo + (self.config.prefetch + 2) * b)
+        for index in self._plan.plan(self.epoch, lo, hi):
+            if index < 0:
+                continue
+            try:
+                data = self.store.read_image(int(index))
+                with Image.open(io.BytesIO(data)) as im:
+                    im.load()
+            except Exception as bad:
+                return fmt.FormatError(f"{self.dataset.root}: {self.store.where(int(index))}: cannot decode: {bad}")
+        return exc
+
+    def _targets(self, indices: NDArray[np.int64]) -> Any:
+        import torch
+
+        from ..kernels import targets as tk
+
+        offsets, labels = self.vocab.label_offsets, self.vocab.labels
+        n = indices.shape[0]
+        if self.config.targets == "sparse":
+            k = self.config.max_labels
+            ids = np.full((n, k), -1, np.int64)
+            w = np.zeros((n, k), np.float32)
+            tk.sparse_targets(offsets, labels, indices, ids, w)
+            return torch.from_numpy(ids), torch.from_numpy(w)
+        out = np.zeros((n, self.num_classes), np.float32)
+        (tk.soft_targets if self.config.targets == "soft" else tk.multi_hot)(offsets, labels, indices, out)
+        return torch.from_numpy(out)
