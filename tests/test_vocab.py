@@ -288,3 +288,65 @@ def test_real_wordnet_merges(ds: Path):
     assert rows["kitten"] == ("kitten", "kittens")  # kitty: first sense is a pool of money
     assert rows["auto"] == ("auto", "automobile", "car")
     assert r.report["wordnet"]["matched_by"]["despaced"] >= 1  # brownbear -> brown_bear
+
+
+# --- the sampling report behind `tagstream inspect --vocab NAME --sampling MODE` ---
+
+
+@pytest.fixture
+def skewed(tmp_path: Path) -> Path:
+    """Two classes: a on 100 images, b on 1 image, plus one image with no tag."""
+    root = make_dataset(tmp_path / "skew", [["a"]] * 100 + [["b"], []], shards=2)
+    build_vocab(root, "v", VocabOptions())
+    return root
+
+
+@pytest.mark.parametrize(
+    "sampling, expected",
+    [
+        ("natural", [100.0, 1.0]),  # every drawable image equally likely: 101 draws
+        ("sqrt", [101 * 10 / 11, 101 * 1 / 11]),  # class mass sqrt(100) = 10 vs sqrt(1) = 1
+        ("uniform", [50.5, 50.5]),  # each class equally likely
+        ("power:1", [100.0, 1.0]),
+    ],
+)
+def test_expected_draws_match_the_formula_by_hand(skewed: Path, sampling: str, expected: list[float]):
+    from tagstream.tools.sampling_report import sampling_report
+
+    r = sampling_report(skewed, "v", sampling=sampling)
+    assert r.names == ["a", "b"] and list(r.stored) == [100, 1]
+    assert r.samples_per_epoch == 101 and r.drawable == 101
+    np.testing.assert_allclose(r.expected, expected, rtol=1e-12)
+
+
+def test_expected_draws_multilabel_by_hand(tmp_path: Path):
+    """img0 {a}, img1 {a, b}, img2 {}: n_a = 2, n_b = 1; sqrt weights w0 = 2^-1/2, w1 = 2^-1/2 + 1."""
+    from tagstream.tools.sampling_report import sampling_report
+
+    root = make_dataset(tmp_path / "ml", [["a"], ["a", "b"], []], shards=1)
+    build_vocab(root, "v", VocabOptions())
+    w0, w1 = 2**-0.5, 2**-0.5 + 1
+    r = sampling_report(root, "v", sampling="sqrt", samples_per_epoch=1000)
+    np.testing.assert_allclose(r.expected, [1000.0, 1000 * w1 / (w0 + w1)], rtol=1e-12)
+    r = sampling_report(root, "v", sampling="sqrt", combine="max", samples_per_epoch=1000)
+    np.testing.assert_allclose(r.expected, [1000.0, 1000 * 1.0 / (w0 + 1.0)], rtol=1e-12)
+
+
+def test_sampling_report_text_and_plot(skewed: Path, tmp_path: Path):
+    from tagstream.tools.sampling_report import effective_classes, format_sampling_report, plot_sampling, sampling_report
+
+    r = sampling_report(skewed, "v", sampling="sqrt")
+    text = format_sampling_report(r)
+    assert "most/least frequent class: stored 100x, sampled 10x  (a vs b)" in text
+    assert "101 draws per epoch from 101 drawable images" in text
+    assert effective_classes(np.array([5.0, 5.0])) == pytest.approx(2.0)
+    assert effective_classes(np.array([7.0, 0.0])) == pytest.approx(1.0)
+    out = plot_sampling(r, tmp_path / "dist.png")
+    from PIL import Image
+
+    with Image.open(out) as im:
+        assert im.size == (700, 450)
+    with pytest.raises(ValueError, match="sampling 'sqr'"):
+        sampling_report(skewed, "v", sampling="sqr")
+    with pytest.raises(ValueError, match="no vocabulary 'nope'"):
+        sampling_report(skewed, "nope")
