@@ -19,7 +19,7 @@ from test_wordnet import REAL_WORDNET, write_wordnet_db
 
 
 def make_dataset(root: Path, images: list[list[str]], *, shards: int = 2, unused_tags: tuple[str, ...] = ()) -> Path:
-    """A dataset with only manifest, tags.tsv and the tag index (vocab never reads shards).
+    """A dataset with manifest, tags.tsv and the index arrays but no shards (vocab and inspect never read them).
 
     Tag ids follow first appearance; images are split into `shards` consecutive runs.
     """
@@ -46,6 +46,8 @@ def make_dataset(root: Path, images: list[list[str]], *, shards: int = 2, unused
         tag_ids = np.array([t for r in rows for t in r], dtype="<i4")
         np.save(fmt.index_path(root, name, "tag_offsets"), offsets)
         np.save(fmt.index_path(root, name, "tag_ids"), tag_ids)
+        for array in ("width", "height", "phash"):  # inspect reads them; vocab does not
+            np.save(fmt.index_path(root, name, array), np.full(len(part), 32, dtype=fmt.INDEX_ARRAYS[array]))
         entries.append({"name": name, "images": len(part), "bytes": 0, "sha256": ""})
     fmt.write_json_atomic(root / fmt.MANIFEST, {"format": fmt.FORMAT_NAME, "version": fmt.FORMAT_VERSION, "images": len(images), "shards": entries})
     return root
@@ -350,3 +352,26 @@ def test_sampling_report_text_and_plot(skewed: Path, tmp_path: Path):
         sampling_report(skewed, "v", sampling="sqr")
     with pytest.raises(ValueError, match="no vocabulary 'nope'"):
         sampling_report(skewed, "nope")
+
+
+def test_inspect_vocab_sampling_cli(skewed: Path, tmp_path: Path):
+    from tagstream.tools.inspect_cmd import inspect as inspect_cmd
+
+    runner = CliRunner()
+    res = runner.invoke(inspect_cmd, [str(skewed), "--vocab", "v", "--sampling", "uniform", "--plot", str(tmp_path / "c.png")])
+    assert res.exit_code == 0, res.output
+    assert "sampling uniform" in res.output and "stored 100x, sampled 1x" in res.output
+    row = next(line for line in res.output.splitlines() if line.startswith("b "))
+    assert row.split()[1:4] == ["1", "0.990%", "50.50"]  # 1 image stored, 50.5 expected draws of 101
+    assert "class distribution plot written to" in res.output and (tmp_path / "c.png").stat().st_size > 0
+    res = runner.invoke(inspect_cmd, [str(skewed), "--vocab", "v", "--json"])
+    assert res.exit_code == 0, res.output
+    classes = json.loads(res.output)["sampling"]["classes"]
+    assert [c["name"] for c in classes] == ["a", "b"]
+    assert classes[1]["expected_draws"] == pytest.approx(101 / 11)  # sqrt is the default
+    res = runner.invoke(inspect_cmd, [str(skewed), "--vocab", "nope"])
+    assert res.exit_code != 0 and "no vocabulary 'nope'" in res.output and "Traceback" not in res.output
+    res = runner.invoke(inspect_cmd, [str(skewed), "--vocab", "v", "--sampling", "cubic"])
+    assert res.exit_code != 0 and "sampling 'cubic' is not one of" in res.output
+    res = runner.invoke(inspect_cmd, ["--help"])
+    assert "tagstream inspect ds --vocab v1 --sampling sqrt" in res.output

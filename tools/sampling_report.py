@@ -67,6 +67,23 @@ def sampling_report(
     )
 
 
+def sampling_section(r: SamplingReport) -> dict:
+    """The report as a JSON-serialisable dict (every class, by id)."""
+    return {
+        "vocab": r.vocab,
+        "sampling": r.sampling,
+        "combine": r.combine,
+        "world": r.world,
+        "samples_per_epoch": r.samples_per_epoch,
+        "drawable_images": r.drawable,
+        "rank_imbalance": r.imbalance,
+        "effective_classes": {"stored": effective_classes(r.stored), "sampled": effective_classes(r.expected)},
+        "classes": [
+            {"id": c, "name": n, "stored": int(r.stored[c]), "expected_draws": float(r.expected[c])} for c, n in enumerate(r.names)
+        ],
+    }
+
+
 def format_sampling_report(r: SamplingReport, *, rows: int = 10) -> str:
     """Summary lines, then the head and tail classes (by stored count) with stored vs expected shares."""
     order = np.lexsort((np.arange(len(r.names)), -r.stored))
