@@ -177,7 +177,10 @@ def validate_image(data: bytes, options: ImageOptions) -> Accepted | Rejected:
             if "too large" in str(exc).lower():
                 return Rejected("decompression_bomb", f"{type(exc).__name__}: {exc}")
             return Rejected("corrupt", f"{type(exc).__name__}: {exc}")
-        return _store(img, data, options)
+        try:
+            return _store(img, data, options)
+        except Exception as exc:  # bad EXIF, odd modes: the decoded image still cannot be stored
+            return Rejected("corrupt", f"cannot convert the decoded image: {type(exc).__name__}: {exc}")
 
 
 def _store(img: Image.Image, data: bytes, options: ImageOptions) -> Accepted:
@@ -230,6 +233,8 @@ def read_image_file(path: str, options: ImageOptions) -> bytes | Rejected:
         return Rejected("unreadable_file", f"{type(exc).__name__}: {exc}")
     if not data:
         return Rejected("empty_file", "zero bytes")
+    if len(data) > options.max_file_bytes:  # grew after the stat
+        return Rejected("file_too_large", f"more than --max-file-bytes {options.max_file_bytes} bytes")
     return data
 
 
