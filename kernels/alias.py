@@ -24,7 +24,7 @@ def _build_alias_kernel(weights, prob, alias, work) -> float:
     total = 0.0
     for i in range(n):
         total += weights[i]
-    if n == 0 or not total > 0.0:
+    if n == 0 or not (0.0 < total < np.inf):
         return total
     scale = n / total
     ns = 0
