@@ -1,0 +1,302 @@
+"""`tagstream convert`: round trips from each input format, rejects, determinism, refusals, the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from tagstream.loader import format as fmt
+from tagstream.loader.dataset import Dataset
+from tagstream.tools.cli import main
+from tagstream.tools.convert import ConvertRefused, convert
+from tagstream.tools.convert_image import ImageOptions
+from tagstream.tools.imagehash import phash_image
+
+
+def jpeg(color, size=(64, 48)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def read_back(root: Path) -> list[dict]:
+    """Every record of a dataset, in global index order, with tag texts and its index entries."""
+    from tagstream.tools.convert_shards import open_env
+
+    ds = Dataset(root)
+    names = [t for _, t, _ in ds.tags]
+    rows = []
+    for k, shard in enumerate(ds.shards):
+        env = open_env(ds.shard_path(k))
+        with env.begin() as txn:
+            recs = [fmt.unpack_record(v) for _, v in txn.cursor()]
+        env.close()
+        off, ids = ds.index_array(k, "tag_offsets"), ds.index_array(k, "tag_ids")
+        assert len(recs) == shard["images"]
+        for i, rec in enumerate(recs):
+            assert list(ids[off[i] : off[i + 1]]) == rec["tags"]
+            rows.append({
+                "image": rec["image"],
+                "tags": [names[t] for t in rec["tags"]],
+                "source": rec["source"],
+                "width": int(ds.index_array(k, "width")[i]),
+                "height": int(ds.index_array(k, "height")[i]),
+                "phash": int(ds.index_array(k, "phash")[i]),
+            })
+    return rows
+
+
+def rejects(root: Path) -> list[dict]:
+    return [json.loads(line) for line in (root / fmt.REJECTS).read_text().splitlines()]
+
+
+def test_roundtrip_jsonl(tiny_dataset, tmp_path):
+    src = tiny_dataset.source(12)
+    summary = convert(src, tmp_path / "ds", shard_size=5)
+    assert (summary.images, summary.shards, summary.inputs, summary.rejected) == (12, 3, 12, {})
+    ds = Dataset(tmp_path / "ds")
+    assert [s["images"] for s in ds.shards] == [5, 5, 2]
+    rows = read_back(tmp_path / "ds")
+    for i, row in enumerate(rows):
+        data = (src.parent / "images" / f"{i:05d}.jpg").read_bytes()
+        assert row["image"] == data  # baseline JPEG stored byte-for-byte
+        assert sorted(row["tags"]) == sorted(tiny_dataset.tags(i))
+        assert row["source"] == f"img{i}"
+        assert (row["width"], row["height"]) == (64, 48)
+        img = Image.open(io.BytesIO(row["image"]))
+        assert tiny_dataset.index_of(np.asarray(img)) == i
+        assert row["phash"] == phash_image(img)
+    # tag ids in order of first appearance; counts = images carrying the tag
+    assert ds.tags[:3] == [(0, "all", 12), (1, "mod3_0", 4), (2, "mod5_0", 3)]
+    assert sum(c for _, _, c in ds.tags) == 36
+    assert rejects(tmp_path / "ds") == []
+
+
+def test_roundtrip_imagefolder(tmp_path):
+    src = tmp_path / "src"
+    for cls, n in (("Cats", 3), ("#dogs", 2)):
+        (src / cls).mkdir(parents=True)
+        for i in range(n):
+            (src / cls / f"{i}.jpg").write_bytes(jpeg((40 * i, 100, 0)))
+    (src / "Cats" / "nested").mkdir()
+    (src / "Cats" / "nested" / "x.jpg").write_bytes(jpeg((1, 2, 3)))
+    (src / "Cats" / ".hidden.jpg").write_bytes(b"ignored")
+    (src / "README.txt").write_text("not inside a class folder")
+    summary = convert(src, tmp_path / "ds", shard_size=4)
+    rows = read_back(tmp_path / "ds")
+    expected_sources = ["#dogs/0.jpg", "#dogs/1.jpg", "Cats/0.jpg", "Cats/1.jpg", "Cats/2.jpg", "Cats/nested/x.jpg"]
+    assert [r["source"] for r in rows] == expected_sources
+    assert [r["tags"] for r in rows] == [["dogs"]] * 2 + [["cats"]] * 4
+    assert all(r["image"] == (src / r["source"]).read_bytes() for r in rows)
+    assert summary.rejected == {"bad_metadata": 1}
+    (rej,) = rejects(tmp_path / "ds")
+    assert rej["input"] == "README.txt" and "class folder" in rej["detail"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_roundtrip_csv(tmp_path, suffix):
+    sep = "\t" if suffix == ".tsv" else ","
+    (tmp_path / "im").mkdir()
+    for i in range(3):
+        (tmp_path / "im" / f"{i}.jpg").write_bytes(jpeg((i * 50, 0, 0)))
+    rows = [
+        ["id", "image", "tags", "caption"],
+        ["a", "im/0.jpg", "#Beach #sunset", "lovely #Sea"],
+        ["b", "im/1.jpg", "beach;sea", ""],
+        ["c", "im/2.jpg", "", ""],
+        ["d", "", "x", ""],
+        ["e", "im/0.jpg"],
+    ]
+    text = "\n".join(sep.join(r) for r in rows) + "\n"
+    (tmp_path / f"meta{suffix}").write_text(text)
+    summary = convert(tmp_path / f"meta{suffix}", tmp_path / "ds", shard_size=10)
+    got = read_back(tmp_path / "ds")
+    assert [(r["source"], sorted(r["tags"])) for r in got] == [
+        ("a", ["beach", "sea", "sunset"]),
+        ("b", ["beach", "sea"]),
+        ("c", []),
+    ]
+    assert summary.rejected == {"bad_metadata": 2}
+    assert [r["line"] for r in rejects(tmp_path / "ds")] == [5, 6]
+
+
+def test_csv_without_image_column_is_refused(tmp_path):
+    (tmp_path / "m.csv").write_text("path,tags\na.jpg,x\n")
+    with pytest.raises(ValueError, match="no image column 'image'.*path, tags"):
+        convert(tmp_path / "m.csv", tmp_path / "ds")
+
+
+def test_jsonl_captions_and_unreadable_lines(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(jpeg((0, 0, 0)))
+    lines = [
+        json.dumps({"image": "a.jpg", "caption": "Sunset at the #Beach #beach with #日本"}),
+        json.dumps({"image": "a.jpg", "tags": ["#x"], "caption": "and #y"}),
+        "",  # blank lines are not inputs
+        "{not json",
+        json.dumps(["image", "a.jpg"]),
+        json.dumps({"tags": ["x"]}),
+        json.dumps({"image": "a.jpg", "tags": "x"}),
+        json.dumps({"image": "a.jpg", "caption": 5}),
+        json.dumps({"image": "a.jpg", "id": [1]}),
+    ]
+    data = ("\n".join(lines) + "\n").encode() + b'{"image": "a.jpg", "tags": ["\xff\xfe"]}\n'
+    (tmp_path / "m.jsonl").write_bytes(data)
+    summary = convert(tmp_path / "m.jsonl", tmp_path / "ds")
+    got = read_back(tmp_path / "ds")
+    assert [sorted(r["tags"]) for r in got] == [["beach", "日本"], ["x", "y"]]
+    assert summary.inputs == 9 and summary.rejected == {"bad_metadata": 7}
+    rej = rejects(tmp_path / "ds")
+    assert [r["line"] for r in rej] == [4, 5, 6, 7, 8, 9, 10]
+    assert rej[0]["input"] == "{not json" and "not JSON" in rej[0]["detail"]
+    assert all(r["reason"] == "bad_metadata" and r["detail"] for r in rej)
+
+
+def make_mixed_source(root: Path) -> Path:
+    """One input of every rejection kind between good images, plus re-encode kinds."""
+    root.mkdir(parents=True, exist_ok=True)
+    good = jpeg((10, 20, 30))
+    big = Image.new("RGB", (300, 200), (0, 0, 255))
+    files = {
+        "good0.jpg": good,
+        "empty.jpg": b"",
+        "text.jpg": b"this is text, not pixels",
+        "trunc.jpg": jpeg((5, 5, 5), (200, 150))[:400],
+        "small.jpg": jpeg((1, 1, 1), (8, 64)),
+        "bomb.png": _png(Image.new("L", (700, 700))),
+        "huge.bin": b"\xff\xd8" + b"\0" * 300_000,
+        "good.png": _png(Image.new("RGB", (50, 40), (200, 0, 0))),
+        "big.jpg": _jpeg_img(big),
+        "prog.jpg": _jpeg_img(Image.new("RGB", (50, 40), (0, 200, 0)), progressive=True),
+    }
+    png = bytearray(_png(Image.fromarray((np.random.default_rng(1).random((40, 40, 3)) * 255).astype(np.uint8))))
+    at = bytes(png).index(b"IDAT") + 20
+    png[at : at + 30] = bytes(b ^ 0x55 for b in png[at : at + 30])
+    files["corrupt.png"] = bytes(png)
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    names = list(files) + ["missing.jpg"]
+    lines = [json.dumps({"image": n, "tags": [f"#{n.split('.')[0]}", "all"]}) for n in names]
+    lines.insert(3, "garbage line")
+    (root / "m.jsonl").write_text("\n".join(lines) + "\n")
+    return root / "m.jsonl"
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _jpeg_img(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", **kw)
+    return buf.getvalue()
+
+
+MIXED_OPTS = ImageOptions(min_side=16, max_side=128, max_pixels=400_000, max_file_bytes=200_000)
+
+
+def test_every_rejection_kind_recorded(tmp_path):
+    src = make_mixed_source(tmp_path / "src")
+    summary = convert(src, tmp_path / "ds", shard_size=2, image_options=MIXED_OPTS)
+    expected = {
+        "bad_metadata": 1, "missing_file": 1, "empty_file": 1, "file_too_large": 1, "not_an_image": 1,
+        "truncated": 1, "corrupt": 1, "too_small": 1, "decompression_bomb": 1,
+    }
+    assert summary.rejected == expected
+    assert summary.images == 4
+    assert summary.reencoded == {"images": 3, "png": 1, "oversize": 1, "progressive_jpeg": 1}
+    rej = rejects(tmp_path / "ds")
+    assert sorted(r["reason"] for r in rej) == sorted(expected)
+    for r in rej:
+        assert set(r) == {"line", "input", "image", "reason", "detail"}
+        if r["reason"] != "bad_metadata":
+            assert r["image"].endswith(json.loads(r["input"])["image"])
+    rows = read_back(tmp_path / "ds")
+    assert [r["source"] for r in rows] == ["good0.jpg", "good.png", "big.jpg", "prog.jpg"]
+    assert (rows[2]["width"], rows[2]["height"]) == (128, 85)
+    manifest = json.loads((tmp_path / "ds" / fmt.MANIFEST).read_text())
+    assert manifest["rejected"] == 9 and manifest["rejects_by_reason"] == expected
+
+
+def test_workers_do_not_change_a_byte(tmp_path):
+    src = make_mixed_source(tmp_path / "src")
+    convert(src, tmp_path / "w1", shard_size=3, image_options=MIXED_OPTS, workers=1)
+    convert(src, tmp_path / "w2", shard_size=3, image_options=MIXED_OPTS, workers=2)
+    for name in (fmt.MANIFEST, fmt.TAGS, fmt.REJECTS):
+        assert (tmp_path / "w1" / name).read_bytes() == (tmp_path / "w2" / name).read_bytes(), name
+    for f in sorted((tmp_path / "w1" / fmt.INDEX_DIR).iterdir()):
+        assert f.read_bytes() == (tmp_path / "w2" / fmt.INDEX_DIR / f.name).read_bytes()
+
+
+def test_no_image_accepted(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"image": "none.jpg"}\nbad\n')
+    summary = convert(tmp_path / "m.jsonl", tmp_path / "ds")
+    assert (summary.images, summary.shards, summary.rejected) == (0, 0, {"bad_metadata": 1, "missing_file": 1})
+    assert len(Dataset(tmp_path / "ds")) == 0
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_rerun_on_finished_dataset_changes_nothing(tiny_dataset, tmp_path):
+    src = tiny_dataset.source(6)
+    convert(src, tmp_path / "ds", shard_size=4)
+    before = snapshot(tmp_path / "ds")
+    again = convert(src, tmp_path / "ds", shard_size=4, workers=2)
+    assert again.already_complete and again.processed == 0 and again.images == 6
+    assert snapshot(tmp_path / "ds") == before
+
+
+def test_refusals(tiny_dataset, tmp_path):
+    src = tiny_dataset.source(4)
+    convert(src, tmp_path / "ds", shard_size=4)
+    other = tiny_dataset.source(4)
+    with pytest.raises(ConvertRefused, match="holds a conversion of"):
+        convert(other, tmp_path / "ds", shard_size=4)
+    with pytest.raises(ConvertRefused, match="shard_size: 4 then, 2 now"):
+        convert(src, tmp_path / "ds", shard_size=2)
+    with src.open("a") as f:
+        f.write(json.dumps({"image": "images/00000.jpg"}) + "\n")
+    with pytest.raises(ConvertRefused, match="changed since"):
+        convert(src, tmp_path / "ds", shard_size=4)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(ConvertRefused, match="not empty"):
+        convert(other, tmp_path / "busy")
+    assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == ["notes.txt"]
+
+
+def test_bad_arguments(tiny_dataset, tmp_path):
+    src = tiny_dataset.source(1)
+    with pytest.raises(ValueError, match="unknown input format 'xml'; allowed: auto, imagefolder, jsonl, csv"):
+        convert(src, tmp_path / "ds", format="xml")
+    with pytest.raises(ValueError, match="shard_size"):
+        convert(src, tmp_path / "ds", shard_size=0)
+    with pytest.raises(ValueError, match="needs a directory"):
+        convert(src, tmp_path / "ds", format="imagefolder")
+    (tmp_path / "m.txt").write_text("")
+    with pytest.raises(ValueError, match="cannot tell the format"):
+        convert(tmp_path / "m.txt", tmp_path / "ds")
+
+
+def test_cli_convert(tiny_dataset, tmp_path):
+    src = tiny_dataset.source(5)
+    runner = CliRunner()
+    out = tmp_path / "ds"
+    res = runner.invoke(main, ["convert", str(src), str(out), "--shard-size", "2", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "images    5 in 3 shards" in res.output and "rejected  0" in res.output
+    res = runner.invoke(main, ["convert", str(src), str(out), "--shard-size", "2", "--no-progress"])
+    assert res.exit_code == 0 and "nothing to do" in res.output
+    res = runner.invoke(main, ["convert", str(src), str(out), "--shard-size", "3", "--no-progress"])
+    assert res.exit_code == 1 and "other options" in res.output
+    res = runner.invoke(main, ["convert", "--help"])
+    assert res.exit_code == 0 and "Example" in res.output and "tagstream convert" in res.output
