@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,3 +98,94 @@ def test_join_parts_refuses_gaps_and_conflicts(tmp_path):
     _write_part(out, 0, 2, np.zeros((1, 2), np.float32), np.array([0]))
     with pytest.raises(FileNotFoundError, match="rank 1"):
         join_parts(out, 2, expected=np.arange(2))
+
+
+# -- the export over a real converted dataset ---------------------------------------------------
+
+MODEL = "regnet_y_tiny"
+SIZE = 32
+
+
+@pytest.fixture
+def embed_dataset(tiny_dataset):
+    from tagstream.tools.vocab import VocabOptions, build_vocab
+
+    ds = tiny_dataset(14, shard_size=5)
+    build_vocab(ds, "all", VocabOptions())
+    return ds
+
+
+def _flat_features(colors: list[tuple[int, int, int]]) -> np.ndarray:
+    """Features of flat-colour inputs computed without the loader (the same seeded random backbone)."""
+    import torch
+
+    from tagstream.loader.api import normalize_images
+    from tagstream.train.models import extract_features
+    from tagstream.train.transfer import load_backbone
+
+    net, _ = load_backbone(None, model=MODEL, image_size=SIZE, seed=0)
+    net.eval()
+    px = torch.tensor(colors, dtype=torch.uint8)[:, None, None, :].expand(-1, SIZE, SIZE, 3).contiguous()
+    with torch.no_grad():
+        return extract_features(net, normalize_images(px)).numpy()
+
+
+def test_embed_one_rank_is_in_dataset_order(embed_dataset, tiny_dataset, tmp_path):
+    from tagstream.train.embed import EmbedConfig, embed
+
+    out = tmp_path / "e.npz"
+    summary = embed(EmbedConfig(data=str(embed_dataset), out=str(out), model=MODEL, image_size=SIZE, batch_size=4,
+                                workers=0, progress=False), rank=0, world=1)
+    assert summary["images"] == 14 and summary["vocab"] == "all"
+    feats, idx = load_embeddings(out)
+    np.testing.assert_array_equal(idx, np.arange(14))
+    # row i must be the features of image i (flat colour color(i)): nearest among all 14 references
+    ref = _flat_features([tiny_dataset.color(i) for i in range(14)])
+    dist = ((feats[:, None, :] - ref[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_array_equal(dist.argmin(axis=1), np.arange(14))
+
+
+def test_embed_two_ranks_under_torchrun_equals_one_rank(embed_dataset, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tagstream.train.embed import EmbedConfig, embed
+
+    one = tmp_path / "one.npy"
+    embed(EmbedConfig(data=str(embed_dataset), out=str(one), model=MODEL, image_size=SIZE, batch_size=4, workers=0,
+                      progress=False), rank=0, world=1)
+    two = tmp_path / "two.safetensors"
+    script = Path(sys.executable).parent / "tagstream"  # the console script; torchrun runs it with python
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(script), "embed", "--data", str(embed_dataset), "--out", str(two), "--model", MODEL,
+           "--image-size", str(SIZE), "--batch-size", "4", "--workers", "0", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "14 images" in res.stdout and "2 rank(s)" in res.stdout
+    f1, i1 = load_embeddings(one)
+    f2, i2 = load_embeddings(two)
+    np.testing.assert_array_equal(i2, i1)
+    np.testing.assert_allclose(f2, f1, rtol=1e-5, atol=1e-6)
+    assert not list(tmp_path.glob("*.part-*"))
+
+
+def test_embed_cli_one_rank_and_refusals(embed_dataset, tmp_path):
+    from click.testing import CliRunner
+
+    from tagstream.tools.cli import main
+
+    runner = CliRunner()
+    out = tmp_path / "e.safetensors"
+    res = runner.invoke(main, ["embed", "--data", str(embed_dataset), "--out", str(out), "--model", MODEL,
+                               "--image-size", str(SIZE), "--batch-size", "8", "--workers", "0", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "embedded 14 images" in res.output
+    tensors, meta = read_safetensors(out)
+    assert tensors["features"].shape[0] == 14 and meta["model"] == MODEL
+    res = runner.invoke(main, ["embed", "--data", str(embed_dataset), "--out", str(tmp_path / "e.txt"), "--model", MODEL])
+    assert res.exit_code != 0 and "suffix" in res.output
+    res = runner.invoke(main, ["embed", "--data", str(embed_dataset), "--out", str(out)])
+    assert res.exit_code != 0 and "checkpoint" in res.output
+    assert "Example" in runner.invoke(main, ["embed", "--help"]).output
