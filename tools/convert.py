@@ -75,8 +75,6 @@ def _check_state(out: Path, wanted: dict) -> None:
     """Record what is being converted, or refuse when OUT holds something else."""
     path = out / STATE_DIR / "state.json"
     if not path.exists():
-        for sub in (fmt.SHARDS_DIR, fmt.INDEX_DIR, STATE_DIR):
-            (out / sub).mkdir(parents=True, exist_ok=True)
         fmt.write_json_atomic(path, wanted)
         return
     have = json.loads(path.read_text())
@@ -161,7 +159,7 @@ def convert(
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise ConvertRefused(f"{out} exists and is not a directory")
-    if out.exists() and not (out / STATE_DIR / "state.json").exists() and any(out.iterdir()):
+    if out.exists() and not (out / STATE_DIR / "state.json").exists() and any(p.name != STATE_DIR for p in out.iterdir()):
         raise ConvertRefused(f"{out} is not empty and holds no conversion in progress; choose a new or empty OUT")
     inputs, fingerprint = source.scan()
     options = {"shard_size": shard_size, **asdict(image_options)}
@@ -171,6 +169,8 @@ def convert(
         if (out / fmt.MANIFEST).exists():
             manifest = fmt.read_manifest(out)
             return _summary(out, manifest, already=True, resumed=inputs, processed=0, seconds=time.perf_counter() - t0)
+        for sub in (fmt.SHARDS_DIR, fmt.INDEX_DIR):
+            (out / sub).mkdir(exist_ok=True)
         committed = _committed(out)
         remove_after(out, len(committed))
         start = committed[-1]["input_stop"] if committed else 0
