@@ -94,3 +94,17 @@ def check_compatible(state: dict[str, Any], *, model_name: str, num_classes: int
             f"{path} holds model {state['model_name']!r} with {state['num_classes']} classes, but this run "
             f"builds {model_name!r} with {num_classes} classes; use a new run.out_dir or the same model and vocabulary"
         )
+
+
+def resolve_resume(out_dir: str | Path, resume: str | None) -> Path | None:
+    """--resume: None -> start fresh; "auto" -> the newest checkpoint in out_dir (None if there is none yet,
+    so a preempted job can be relaunched with the same command); anything else -> that file, which must exist."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        return latest_checkpoint(out_dir)
+    path = Path(resume)
+    if not path.is_file():
+        found = list_checkpoints(out_dir)
+        raise ValueError(f"--resume {resume}: no such checkpoint (in {out_dir}: {[p.name for p in found] or 'none'})")
+    return path

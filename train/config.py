@@ -166,6 +166,8 @@ class TrainConfig:
         for key, value in (("data.dataset", self.data.dataset), ("data.vocab", self.data.vocab), ("run.out_dir", self.run.out_dir)):
             if not value:
                 raise ValueError(f"{key} is required (set it in the recipe, with --set {key}=..., or its option)")
+        if self.run.eval_every and self.data.holdout_fraction == 0:
+            raise ValueError(f"run.eval_every={self.run.eval_every} needs a held-out split: set data.holdout_fraction > 0")
 
     @property
     def lr(self) -> float:

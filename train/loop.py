@@ -1,0 +1,277 @@
+"""The training loop — train_one_epoch, evaluate, main(config) — readable top to bottom, one process or torchrun.
+
+One process (CPU or one GPU):
+    tagstream train --config tiny-cpu --dataset DS --vocab v1 --out runs/tiny
+One machine, 8 GPUs:
+    torchrun --standalone --nproc_per_node 8 -m tagstream.tools.cli train --config resnet50 \
+        --dataset DS --vocab v1 --out runs/r50
+Several machines (run on each; HOST = the first machine's address):
+    torchrun --nnodes 4 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 --rdzv_id r50 \
+        -m tagstream.tools.cli train --config resnet50 --dataset DS --vocab v1 --out runs/r50
+Continue after a crash or preemption: the same command plus --resume.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from tagstream.loader.api import build_loader, normalize_images
+from tagstream.loader.config import LoaderConfig
+
+from . import checkpoint as ckpt
+from . import distributed as dd
+from .config import TrainConfig
+from .losses import build_loss, loader_targets
+from .metrics import hashtag_metrics
+from .models import build_model
+from .rundir import RunLog, prepare_out_dir
+from .schedule import build_scheduler
+
+
+def loader_config(config: TrainConfig, *, mode: str, batch_size: int, device: str, device_id: int) -> LoaderConfig:
+    """The loader settings of the train split (resampled, augmented) or the held-out split (every image once)."""
+    d = config.data
+    holdout = d.holdout_fraction > 0
+    return LoaderConfig(
+        dataset=d.dataset, vocab=d.vocab, mode=mode,
+        split=("train" if mode == "train" else "holdout") if holdout else "all",
+        holdout_fraction=d.holdout_fraction, sampling=d.sampling, combine=d.combine, masks=d.masks,
+        seed=config.run.seed, batch_size=batch_size, samples_per_epoch=d.samples_per_epoch,
+        image_size=d.image_size, targets=loader_targets(config.model.loss),
+        device="gpu" if device == "cuda" else "cpu", device_id=device_id if device == "cuda" else None,
+        workers=d.workers, threads=d.threads, prefetch=d.prefetch,
+    )  # fmt: skip
+
+
+class Step:
+    """What one optimizer step needs besides the model: the device side of the run."""
+
+    def __init__(self, config: TrainConfig, device: torch.device):
+        cuda = device.type == "cuda"
+        self.device = device
+        self.grad_accum = config.batch.grad_accum
+        self.channels_last = cuda and config.run.channels_last
+        # bf16 autocast only on GPU: CPU bf16 is slow on most CPUs and would change the exact-resume numbers
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16) if cuda and config.run.bf16 else nullcontext()
+        )
+
+    def inputs(self, batch: Any) -> tuple[torch.Tensor, Any]:
+        images = normalize_images(batch.images, device=self.device, channels_last=self.channels_last)
+        t = batch.targets
+        targets = tuple(x.to(self.device, non_blocking=True) for x in t) if isinstance(t, tuple) else t.to(self.device, non_blocking=True)
+        return images, targets
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loader: Any,
+    loss_fn: Callable,
+    *,
+    run: Step,
+    step: int,
+    stop: int,
+    steps_per_epoch: int,
+    after_step: Callable[[int, torch.Tensor, float], None],
+) -> int:
+    """Optimizer steps from `step` until the epoch's steps_per_epoch or `stop`; returns the step reached.
+
+    The loader continues from its own state (0 after set_epoch, mid-epoch after load_state_dict).
+    after_step(step, loss, data_wait_s) is called after every optimizer step, loss still on the device.
+    """
+    model.train()
+    accum = run.grad_accum
+    done = loader.state_dict()["step"] // accum  # steps of this epoch already taken (resume)
+    if done >= steps_per_epoch or step >= stop:
+        return step
+    batches = iter(loader)  # only now: iterating an exhausted loader would restart the epoch
+    while done < steps_per_epoch and step < stop:
+        loss_sum = torch.zeros((), device=run.device)
+        wait = 0.0
+        for micro in range(accum):
+            t0 = time.perf_counter()
+            batch = next(batches)
+            wait += time.perf_counter() - t0
+            images, targets = run.inputs(batch)
+            # under DDP, all-reduce gradients only on the last micro-batch of the accumulation
+            sync = model.no_sync() if isinstance(model, DDP) and micro < accum - 1 else nullcontext()
+            with sync:
+                with run.autocast:
+                    loss = loss_fn(model(images), targets) / accum
+                loss.backward()
+            loss_sum += loss.detach()  # stays on the device: no CPU-GPU sync per step
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        step += 1
+        done += 1
+        after_step(step, loss_sum, wait)
+    return step
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: Any, *, run: Step, softmax: bool, dist: dd.Dist) -> dict[str, float]:
+    """precision@1, precision@5 and mAP of hashtag prediction on the held-out split (rank 0 gets them).
+
+    Each rank scores its share; the scores, positives and image indices are gathered on rank 0, which
+    drops duplicates by index so every held-out image counts once.
+    """
+    model.eval()
+    loader.set_epoch(0)
+    scores, positives, indices = [], [], []
+    for batch in loader:
+        images, targets = run.inputs(batch)
+        with run.autocast:
+            logits = model(images).float()
+        probs = logits.softmax(dim=1) if softmax else logits.sigmoid()
+        scores.append(probs.cpu().numpy())  # a CPU-GPU sync per eval batch: fine outside the training loop
+        positives.append((targets > 0).cpu().numpy())
+        indices.append(batch.indices.cpu().numpy())
+    local = tuple(np.concatenate(x) if x else None for x in (scores, positives, indices))
+    gathered = dd.gather_objects(local, dist)
+    model.train()
+    if gathered is None:
+        return {}
+    parts = [g for g in gathered if g[0] is not None]
+    if not parts:
+        return {}
+    s, p, i = (np.concatenate([g[k] for g in parts]) for k in range(3))
+    _, first = np.unique(i, return_index=True)
+    return hashtag_metrics(s[first], p[first])
+
+
+def _build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.SGD:
+    o = config.optim
+    return torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
+    )
+
+
+def _rng_state(cuda: bool) -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if cuda else []}
+
+
+def main(config: TrainConfig, *, resume: str | None = None, loader_factory: Callable[..., Any] = build_loader) -> dict[str, Any]:
+    """Train as configured; resume=None (fresh), "auto" (latest checkpoint in out_dir, if any) or a path.
+
+    Returns the run's summary (also the last line of out_dir/metrics.jsonl on rank 0).
+    """
+    # Refuse bad set-ups before anything expensive: batch split, device, out_dir holding another run.
+    rank, world, local_rank = dd.env_ranks()
+    per_rank = config.batch.per_rank(world)
+    device_kind = dd.resolve_device(config.run.device)
+    out = Path(config.run.out_dir)
+    resume_path = ckpt.resolve_resume(out, resume)
+    state = ckpt.load_checkpoint(resume_path) if resume_path else None
+    prepare_out_dir(out, config, resume_step=None if state is None else int(state["step"]), write=rank == 0)
+
+    torch.manual_seed(config.run.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+    if config.run.threads is not None:
+        torch.set_num_threads(config.run.threads)
+    if device_kind == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)  # with a fixed thread count: bit-exact resume
+
+    # Loaders first: their worker processes must not inherit an initialised CUDA context or process group.
+    train_loader = loader_factory(
+        loader_config(config, mode="train", batch_size=per_rank, device=device_kind, device_id=local_rank), rank, world
+    )
+    eval_loader = None
+    if config.data.holdout_fraction > 0:
+        eval_loader = loader_factory(
+            loader_config(config, mode="eval", batch_size=per_rank, device=device_kind, device_id=local_rank), rank, world
+        )
+    dist = dd.setup(device_kind)
+    run = Step(config, dist.device)
+    num_classes = int(train_loader.num_classes)
+    steps_per_epoch = len(train_loader) // config.batch.grad_accum
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"an epoch has {len(train_loader)} batches per rank, fewer than batch.grad_accum={config.batch.grad_accum}; "
+            "lower batch.global_size or grad_accum, or raise data.samples_per_epoch"
+        )
+    total_steps = config.run.steps or config.run.epochs * steps_per_epoch
+
+    if state is not None:
+        ckpt.check_compatible(state, model_name=config.model.name, num_classes=num_classes, path=resume_path)
+
+    model = build_model(config.model.name, num_classes, image_size=config.data.image_size).to(dist.device)
+    if run.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = _build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config.schedule, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["schedule"])
+        train_loader.load_state_dict(state["loader"])  # the exact next batch of the interrupted run
+        torch.set_rng_state(state["rng"]["torch"])
+        if dist.device.type == "cuda" and state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        step = int(state["step"])
+    else:
+        train_loader.set_epoch(0)
+    bare = model
+    if dist.enabled:
+        model = DDP(model, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
+    loss_fn = build_loss(config.model.loss)
+
+    log = RunLog(
+        out, config, dist=dist, total_steps=total_steps, start_step=step, images_per_step=config.batch.global_size
+    )
+    log.event("start", step=step, world=world, per_rank_batch=per_rank, lr=config.lr, num_classes=num_classes,
+              steps_per_epoch=steps_per_epoch, total_steps=total_steps, resumed_from=str(resume_path or ""))  # fmt: skip
+    eval_results: dict[str, float] = {}
+
+    def save(step: int) -> None:
+        if dist.is_main:
+            ckpt.save_checkpoint(
+                {"model": bare.state_dict(), "model_name": config.model.name, "num_classes": num_classes,
+                 "optimizer": optimizer.state_dict(), "schedule": scheduler.state_dict(), "step": step,
+                 "loader": train_loader.state_dict(), "config": config.to_dict(),
+                 "rng": _rng_state(dist.device.type == "cuda"), "world": world},
+                out, keep_last=config.run.keep_last,
+            )  # fmt: skip
+        dd.barrier(dist)  # nobody runs ahead of a checkpoint that may be resumed
+
+    def after_step(step: int, loss: torch.Tensor, wait: float) -> None:
+        nonlocal eval_results
+        r = config.run
+        boundary = step == total_steps or (r.checkpoint_every and step % r.checkpoint_every == 0)
+        log.step(step, loss, wait, lr=scheduler.get_last_lr()[0], epoch=train_loader.state_dict()["epoch"],
+                 flush=boundary or step % r.log_every == 0)  # fmt: skip
+        if r.checkpoint_every and step % r.checkpoint_every == 0 and step < total_steps:
+            save(step)
+        if eval_loader is not None and r.eval_every and step % r.eval_every == 0 and step < total_steps:
+            eval_results = evaluate(bare, eval_loader, run=run, softmax=config.model.loss == "softmax", dist=dist)
+            log.event("eval", step=step, **eval_results)
+
+    try:
+        epoch = train_loader.state_dict()["epoch"]
+        while step < total_steps:
+            step = train_one_epoch(model, optimizer, scheduler, train_loader, loss_fn, run=run, step=step,
+                                   stop=total_steps, steps_per_epoch=steps_per_epoch, after_step=after_step)  # fmt: skip
+            if step < total_steps:
+                epoch += 1
+                train_loader.set_epoch(epoch)  # the next epoch's plan: a new draw, identical on every rank
+        save(step)
+        if eval_loader is not None:
+            eval_results = evaluate(bare, eval_loader, run=run, softmax=config.model.loss == "softmax", dist=dist)
+            log.event("eval", step=step, **eval_results)
+        summary = log.summary(step=step, checkpoint=str(ckpt.latest_checkpoint(out) or ""), eval=eval_results)
+    finally:
+        log.close()
+        train_loader.close()
+        if eval_loader is not None:
+            eval_loader.close()
+        dd.teardown()
+    return summary
