@@ -70,3 +70,7 @@ def main() -> None:
 @main.group(cls=LazyGroup, lazy=BENCHES)
 def bench() -> None:
     """Benchmarks: each compares against a baseline in the same run and prints ratios."""
+
+
+if __name__ == "__main__":  # python -m tagstream.tools.cli (how torchrun launches `train`)
+    main()
