@@ -91,6 +91,13 @@ class RankSampler:
         self.block_weights = block_weights(self.block_starts, self.weights)
         self.owner, self.imbalance = assign_blocks(self.block_weights, world)
         self.rank_weights = rank_loads(self.block_weights, self.owner, world)
+        if not np.all(self.rank_weights > 0):
+            # raised on every rank alike, so no rank goes on to wait for one that failed
+            empty = np.flatnonzero(self.rank_weights <= 0).tolist()
+            raise ValueError(
+                f"ranks {empty} of world={world} own no image with positive weight: "
+                f"{self.num_drawable} drawable images are too few for this world size"
+            )
         self.owned_blocks: NDArray[np.int64] = np.flatnonzero(self.owner == rank).astype(np.int64)
         self.table = build_rank_table(self.weights, self.block_starts, self.owner, rank, replacement=replacement)
 
