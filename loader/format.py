@@ -21,6 +21,8 @@ A dataset is a directory:
                        vocab.json    name, classes, images, options used; report.json  the build report
     masks/NAME.npy     bool (N,), True = excluded from sampling (never deletes data)
     rejects.jsonl      one JSON object per input not converted: {"line", "image", "reason", ...}
+    .convert/          conversion state (source, options, per-shard progress) for resuming and for
+                       refusing another source; never read at run time
 
 All dtypes are little-endian and explicit ("<i8", "<i4", "<u8") so a dataset written on one machine
 reads identically on any other. Global image index = shard start + local index, shards in manifest
