@@ -300,3 +300,24 @@ def test_cli_convert(tiny_dataset, tmp_path):
     assert res.exit_code == 1 and "other options" in res.output
     res = runner.invoke(main, ["convert", "--help"])
     assert res.exit_code == 0 and "Example" in res.output and "tagstream convert" in res.output
+
+
+def test_out_inside_imagefolder_refused(tmp_path):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "0.jpg").write_bytes(jpeg((0, 0, 0)))
+    with pytest.raises(ValueError, match="inside the ImageFolder SRC"):
+        convert(tmp_path, tmp_path / "ds")
+
+
+def test_dead_worker_named_not_hung():
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from tagstream.tools.convert import _batch_result
+    from tagstream.tools.convert_sources import Item
+
+    future: Future = Future()
+    future.set_exception(BrokenProcessPool("gone"))
+    batch = [Item(0, 7, "x", "a.jpg", (), "a"), Item(1, 9, "y", "b.jpg", (), "b")]
+    with pytest.raises(RuntimeError, match="input lines 7..9"):
+        _batch_result(batch, future)

@@ -21,6 +21,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -117,11 +118,21 @@ def _results(items: Iterable[Item], options: ImageOptions, workers: int) -> Iter
         pending: deque = deque()
         it = iter(items)
         while batch := list(itertools.islice(it, BATCH)):
-            pending.append(pool.submit(process_batch, batch, options))
+            pending.append((batch, pool.submit(process_batch, batch, options)))
             if len(pending) >= workers * WINDOW:
-                yield from pending.popleft().result()
+                yield from _batch_result(*pending.popleft())
         while pending:
-            yield from pending.popleft().result()
+            yield from _batch_result(*pending.popleft())
+
+
+def _batch_result(batch: list[Item], future) -> list[ItemResult]:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise RuntimeError(
+            f"a worker process died while decoding input lines {batch[0].line}..{batch[-1].line} (a decoder crash?); "
+            "rerun the same command to resume, with --workers 1 to find the input that kills it"
+        ) from None
 
 
 def _reject_record(res: ItemResult) -> dict:
@@ -157,6 +168,8 @@ def convert(
     source = Source(src, format, image_column=image_column, tags_column=tags_column,
                     caption_column=caption_column, id_column=id_column)
     out = Path(out).resolve()
+    if source.format == "imagefolder" and out.is_relative_to(source.path):
+        raise ValueError(f"OUT {out} is inside the ImageFolder SRC {source.path}; the dataset would become input")
     if out.exists() and not out.is_dir():
         raise ConvertRefused(f"{out} exists and is not a directory")
     if out.exists() and not (out / STATE_DIR / "state.json").exists() and any(p.name != STATE_DIR for p in out.iterdir()):

@@ -53,7 +53,7 @@ def convert(src, out, fmt, shard_size, workers, min_side, max_side, max_pixels, 
             image_column=image_column, tags_column=tags_column, caption_column=caption_column,
             id_column=id_column, progress=progress,
         )
-    except (ConvertRefused, ValueError) as exc:
+    except (ConvertRefused, ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
     if summary.already_complete:
         click.echo(f"{summary.out} is already a complete conversion of {src}: nothing to do, nothing changed")
