@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -15,6 +16,17 @@ from tagstream.train.probe import (
     stratified_split,
     topk_accuracy,
 )
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small L-BFGS problems: one thread avoids spin-waiting when the test machine is oversubscribed."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _phi(x: float) -> float:
@@ -135,3 +147,98 @@ def test_stratified_split_keeps_every_class_in_train():
     tr, va = stratified_split(y, fraction=0.5, seed=0)
     assert set(y[tr]) == {0, 1, 2}
     assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == len(y)
+
+
+# -- the transfer protocol on converted ImageFolder datasets ---------------------------------
+
+COLOURS = {"red": (200, 30, 30), "green": (30, 180, 40), "blue": (40, 50, 210)}
+
+
+def _imagefolder(root, counts: dict[str, int], seed: int):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name, n in counts.items():
+        (root / name).mkdir(parents=True)
+        for j in range(n):
+            base = np.array(COLOURS[name]) + rng.integers(-25, 26, 3)
+            px = np.clip(base + rng.normal(0, 20, (40, 40, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(px).save(root / name / f"{j:03d}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture
+def downstream(tmp_path):
+    from tagstream.tools.convert import convert
+
+    # eval class counts differ from train, so the two vocabularies number the classes differently
+    train_src = _imagefolder(tmp_path / "src_train", {"red": 10, "green": 8, "blue": 9}, 0)
+    eval_src = _imagefolder(tmp_path / "src_eval", {"red": 3, "green": 7, "blue": 5}, 1)
+    convert(train_src, tmp_path / "train", format="imagefolder")
+    convert(eval_src, tmp_path / "eval", format="imagefolder")
+    return tmp_path / "train", tmp_path / "eval"
+
+
+def test_transfer_cli_linear_probe_with_random_baseline(downstream, tmp_path):
+    from click.testing import CliRunner
+
+    from tagstream.tools.cli import main
+
+    train_ds, eval_ds = downstream
+    out = tmp_path / "report.json"
+    res = CliRunner().invoke(main, ["transfer", "--train", str(train_ds), "--eval", str(eval_ds), "--model", "regnet_y_tiny",
+                                    "--image-size", "32", "--workers", "0", "--device", "cpu", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "built vocabulary 'labels'" in res.output and "random" in res.output
+    report = json.loads(out.read_text())
+    assert report["task"] == "single" and sorted(report["classes"]) == ["blue", "green", "red"]
+    r = report["results"]["random"]
+    assert r["images"] == 15 and r["train_images"] == 27
+    # flat colours are separable even by random conv features; a wrong train/eval class mapping would score ~1/3
+    assert r["top1"] >= 0.9 and r["top5"] == 1.0
+    assert set(r["per_class_accuracy"]) == {"red", "green", "blue"}
+
+
+def test_transfer_finetune_from_a_checkpoint(downstream, tmp_path):
+    import torch
+
+    from tagstream.tools.vocab import VocabOptions, build_vocab
+    from tagstream.train.checkpoint import save_checkpoint
+    from tagstream.train.models import build_model
+    from tagstream.train.transfer import FinetuneConfig, TransferConfig, format_table, run_transfer
+
+    train_ds, eval_ds = downstream
+    for ds in downstream:
+        build_vocab(ds, "labels", VocabOptions())
+    torch.manual_seed(0)
+    net = build_model("regnet_y_tiny", 7, image_size=32)
+    ckpt = save_checkpoint({"step": 1, "model": net.state_dict(), "model_name": "regnet_y_tiny", "num_classes": 7,
+                            "config": {"data": {"image_size": 32, "vocab": "v"}}}, tmp_path / "run", keep_last=1)
+    cfg = TransferConfig(train=str(train_ds), eval=str(eval_ds), checkpoint=str(ckpt), mode="finetune", baseline="random",
+                         workers=0, device="cpu", finetune=FinetuneConfig(epochs=2, batch_size=8, lr=0.05))
+    report = run_transfer(cfg, out=tmp_path / "ft.json")
+    assert set(report["results"]) == {"pretrained", "random"}
+    for r in report["results"].values():
+        assert r["steps"] == 2 * (27 // 8) and r["images"] == 15
+        assert np.isfinite(r["last_loss"]) and 0 <= r["top1"] <= 1
+    table = format_table(report)
+    assert "pretrained" in table and "finetune" in table
+    assert json.loads((tmp_path / "ft.json").read_text())["mode"] == "finetune"
+
+
+def test_transfer_refuses_eval_classes_missing_from_train(tmp_path):
+    from tagstream.tools.convert import convert
+    from tagstream.tools.vocab import VocabOptions, build_vocab
+    from tagstream.train.transfer import TransferConfig, run_transfer
+
+    convert(_imagefolder(tmp_path / "a", {"red": 3, "green": 3}, 0), tmp_path / "tr", format="imagefolder")
+    convert(_imagefolder(tmp_path / "b", {"red": 2, "blue": 2}, 1), tmp_path / "ev", format="imagefolder")
+    for ds in ("tr", "ev"):
+        build_vocab(tmp_path / ds, "labels", VocabOptions())
+    cfg = TransferConfig(train=str(tmp_path / "tr"), eval=str(tmp_path / "ev"), model="regnet_y_tiny", workers=0)
+    with pytest.raises(ValueError, match="blue"):
+        run_transfer(cfg)
+    with pytest.raises(ValueError, match="mode"):
+        TransferConfig(train="a", eval="b", model="resnet18", mode="knn")
+    with pytest.raises(ValueError, match="checkpoint"):
+        TransferConfig(train="a", eval="b")

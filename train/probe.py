@@ -26,7 +26,7 @@ class ProbeConfig:
 
     weight_decays: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
     val_fraction: float = 0.2
-    max_iter: int = 300
+    max_iter: int = 100
     seed: int = 0
 
     def __post_init__(self) -> None:
