@@ -92,7 +92,7 @@ def _check_state(out: Path, wanted: dict) -> None:
     diff = {k: (have["options"].get(k), v) for k, v in wanted["options"].items() if have["options"].get(k) != v}
     if diff:
         said = ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in sorted(diff.items()))
-        raise ConvertRefused(f"{out} was started with other options ({said}); rerun with the same options or use another OUT")
+        raise ConvertRefused(f"{out} was started with other options ({said}); rerun with those or use another OUT")
 
 
 def _committed(out: Path) -> list[dict]:
@@ -202,7 +202,8 @@ def _convert_items(out: Path, source: Source, committed: list[dict], start: int,
     writer = ShardWriter(out, len(committed), start)
     bar = tqdm(total=inputs, initial=start, unit="img", desc="convert", disable=not progress, smoothing=0.1)
     try:
-        for res in _results(itertools.islice(source.items(), start, None), options, workers):
+        # inputs added since the scan are left to a rerun (which refuses: the fingerprint changed)
+        for res in _results(itertools.islice(source.items(), start, inputs), options, workers):
             bar.update(1)
             if not isinstance(res.outcome, Accepted):
                 writer.rejects.append(_reject_record(res))
@@ -233,7 +234,8 @@ def _finish(out: Path, committed: list[dict], tail: list[dict], wanted: dict) ->
     for s in committed:
         ids = np.load(fmt.index_path(out, s["name"], "tag_ids"))
         counts += np.bincount(ids, minlength=len(tags))[: len(tags)]
-    _write_text_atomic(out / fmt.TAGS, "id\ttag\tcount\n" + "".join(f"{i}\t{t}\t{c}\n" for i, (t, c) in enumerate(zip(tags, counts))))
+    rows = "".join(f"{i}\t{t}\t{c}\n" for i, (t, c) in enumerate(zip(tags, counts)))
+    _write_text_atomic(out / fmt.TAGS, "id\ttag\tcount\n" + rows)
     rejects = [r for s in committed for r in s["rejects"]] + tail
     _write_text_atomic(out / fmt.REJECTS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects))
     reencoded: Counter[str] = Counter()

@@ -64,6 +64,7 @@ def convert(src, out, fmt, shard_size, workers, min_side, max_side, max_pixels, 
     rejected = sum(summary.rejected.values())
     click.echo(f"rejected  {rejected}" + "".join(f"\n  {k:<20} {v}" for k, v in summary.rejected.items()))
     reencoded = summary.reencoded.get("images", 0)
-    click.echo(f"re-encoded {reencoded}" + "".join(f"\n  {k:<20} {v}" for k, v in summary.reencoded.items() if k != "images"))
+    kinds = "".join(f"\n  {k:<20} {v}" for k, v in summary.reencoded.items() if k != "images")
+    click.echo(f"re-encoded {reencoded}{kinds}")
     if summary.processed:
         click.echo(f"speed     {summary.images_per_s:.1f} inputs/s ({summary.processed} in {summary.seconds:.1f} s)")

@@ -164,7 +164,8 @@ def validate_image(data: bytes, options: ImageOptions) -> Accepted | Rejected:
             return Rejected("corrupt", f"{type(exc).__name__}: {exc}")
         width, height = img.size
         if width * height > options.max_pixels:
-            return Rejected("decompression_bomb", f"{width}x{height} = {width * height} pixels > --max-pixels {options.max_pixels}")
+            pixels = width * height
+            return Rejected("decompression_bomb", f"{width}x{height} = {pixels} pixels > --max-pixels {options.max_pixels}")
         if min(width, height) < options.min_side:
             return Rejected("too_small", f"{width}x{height}: shorter side below --min-side {options.min_side}")
         try:

@@ -150,8 +150,10 @@ def remove_after(root: Path, keep: int) -> None:
         return TMP_SUFFIX in stem or not head.isdigit() or int(head) >= keep
 
     for path in sorted((root / fmt.SHARDS_DIR).iterdir()):
-        if stale(path.name):
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if stale(path.name) and path.is_dir():
+            shutil.rmtree(path)
+        elif stale(path.name):
+            path.unlink()
     for folder in (root / fmt.INDEX_DIR, root / STATE_DIR):
         for path in sorted(folder.iterdir()):
             if path.name != "state.json" and path.name != "lock" and stale(path.name):

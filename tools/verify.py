@@ -142,10 +142,9 @@ def verify(root: str | Path) -> VerifyReport:
     elif num_tags != manifest.get("tags", num_tags):
         report.problems.append(Problem(None, f"{fmt.TAGS} has {num_tags} tags, manifest says {manifest['tags']}"))
     shards = manifest.get("shards", [])
-    if sum(s["images"] for s in shards) != manifest.get("images"):
-        report.problems.append(
-            Problem(None, f"count mismatch: manifest says {manifest.get('images')} images, its shards hold {sum(s['images'] for s in shards)}")
-        )
+    held = sum(s["images"] for s in shards)
+    if held != manifest.get("images"):
+        report.problems.append(Problem(None, f"count mismatch: manifest says {manifest.get('images')} images, its shards hold {held}"))
     for s in shards:
         name, images = s["name"], s["images"]
         report.shards += 1
