@@ -375,3 +375,12 @@ def test_inspect_vocab_sampling_cli(skewed: Path, tmp_path: Path):
     assert res.exit_code != 0 and "sampling 'cubic' is not one of" in res.output
     res = runner.invoke(inspect_cmd, ["--help"])
     assert "tagstream inspect ds --vocab v1 --sampling sqrt" in res.output
+
+
+def test_stoplist_emptying_a_class_drops_it_once(ds: Path, tmp_path: Path):
+    syn = write(tmp_path / "syn.tsv", "pets\tcat\tkitten\n")
+    stop = write(tmp_path / "stop.txt", "cat\nkitten\n")
+    r = build_vocab(ds, "s", VocabOptions(synonyms=syn, stoplist=stop))
+    d = r.report["dropped"]["stoplist"]
+    assert (d["classes"], d["tags"], d["examples"]) == (1, 2, ["pets"])
+    assert "pets" not in [n for n, _, _ in table(ds, "s")]
