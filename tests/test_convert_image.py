@@ -190,6 +190,8 @@ def test_read_image_file_rejections(tmp_path, baseline):
     assert read_image_file(str(tmp_path / "huge.jpg"), OPTS).reason == "file_too_large"
     os.mkfifo(tmp_path / "fifo.jpg")  # reading it would block forever
     assert read_image_file(str(tmp_path / "fifo.jpg"), OPTS).reason == "missing_file"
+    assert read_image_file(str(tmp_path / "a\0b.jpg"), OPTS).reason == "missing_file"
+    assert read_image_file(str(tmp_path / ("x" * 300)), OPTS).reason == "unreadable_file"  # name too long
     (tmp_path / "ok.jpg").write_bytes(baseline)
     assert read_image_file(str(tmp_path / "ok.jpg"), OPTS) == baseline
 

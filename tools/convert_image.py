@@ -219,6 +219,8 @@ def read_image_file(path: str, options: ImageOptions) -> bytes | Rejected:
         st = os.stat(path)
     except FileNotFoundError:
         return Rejected("missing_file", f"no such file: {path}")
+    except ValueError as exc:  # e.g. an embedded NUL byte: no file can have this name
+        return Rejected("missing_file", f"not a valid path ({exc}): {path!r}")
     except OSError as exc:
         return Rejected("unreadable_file", f"{type(exc).__name__}: {exc}")
     if not os.path.isfile(path):
