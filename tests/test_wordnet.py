@@ -117,9 +117,13 @@ def test_despace():
     assert despace("jack-o'-lantern") == "jackolantern"
 
 
-def test_missing_directory_is_a_clear_error(tmp_path: Path):
-    with pytest.raises(WordNetError, match="wordnet-base"):
+def test_missing_directory_or_file_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(WordNetError, match="no index.noun there.*wordnet-base"):
         WordNet(tmp_path / "nowhere")
+    write_wordnet_db(tmp_path / "partial")
+    (tmp_path / "partial" / "data.noun").unlink()
+    with pytest.raises(WordNetError, match="no data.noun there"):
+        WordNet(tmp_path / "partial")
 
 
 def test_malformed_index_line_names_the_line(tmp_path: Path):

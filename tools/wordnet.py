@@ -59,11 +59,12 @@ class WordNet:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         index = self.root / INDEX_NOUN
-        if not index.is_file():
-            raise WordNetError(
-                f"--wordnet {self.root}: no {INDEX_NOUN} there; point it at WordNet 3.0's database files "
-                f"(Debian: `apt-get install wordnet-base` puts them in /usr/share/wordnet)"
-            )
+        for required in (INDEX_NOUN, DATA_NOUN):
+            if not (self.root / required).is_file():
+                raise WordNetError(
+                    f"--wordnet {self.root}: no {required} there; point it at WordNet 3.0's database files "
+                    f"(Debian: `apt-get install wordnet-base` puts them in /usr/share/wordnet)"
+                )
         self.first_sense: dict[str, int] = {}
         tagged: dict[str, int] = {}
         with open(index, encoding="latin-1") as f:
@@ -131,8 +132,6 @@ class WordNet:
     def synset_words(self, offset: int) -> tuple[str, ...]:
         """The words of a synset, read from data.noun at its byte offset (w_cnt is hexadecimal)."""
         path = self.root / DATA_NOUN
-        if not path.is_file():
-            raise WordNetError(f"--wordnet {self.root}: no {DATA_NOUN} there")
         with open(path, "rb") as f:
             f.seek(offset)
             line = f.readline().decode("latin-1")
