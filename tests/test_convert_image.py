@@ -77,6 +77,7 @@ def test_jpeg_sof():
         ("greyscale", lambda im: encode(im.convert("L"), "JPEG"), {"greyscale"}),
         ("rgba", lambda im: encode(im.convert("RGBA"), "PNG"), {"png", "alpha"}),
         ("bmp", lambda im: encode(im, "BMP"), {"bmp"}),
+        ("mpo", lambda im: encode(im, "MPO", save_all=True, append_images=[im.rotate(90)]), {"mpo"}),
     ],
 )
 def test_reencode_kinds(rgb, kind, make, expected):

@@ -53,7 +53,7 @@ class ConvertSummary:
     reencoded: dict[str, int]
     processed: int  # inputs processed by this run
     seconds: float
-    images_per_s: float  # inputs processed per second by this run
+    inputs_per_s: float  # inputs processed per second by this run
     manifest: dict = field(repr=False, default_factory=dict)
 
 
@@ -284,6 +284,6 @@ def _summary(out: Path, manifest: dict, *, already: bool, resumed: int, processe
         reencoded=manifest["reencoded"],
         processed=processed,
         seconds=seconds,
-        images_per_s=processed / seconds if seconds > 0 else 0.0,
+        inputs_per_s=processed / seconds if seconds > 0 else 0.0,
         manifest=manifest,
     )

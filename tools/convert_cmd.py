@@ -67,4 +67,4 @@ def convert(src, out, fmt, shard_size, workers, min_side, max_side, max_pixels, 
     kinds = "".join(f"\n  {k:<20} {v}" for k, v in summary.reencoded.items() if k != "images")
     click.echo(f"re-encoded {reencoded}{kinds}")
     if summary.processed:
-        click.echo(f"speed     {summary.images_per_s:.1f} inputs/s ({summary.processed} in {summary.seconds:.1f} s)")
+        click.echo(f"speed     {summary.inputs_per_s:.1f} inputs/s ({summary.processed} in {summary.seconds:.1f} s)")

@@ -187,7 +187,7 @@ def validate_image(data: bytes, options: ImageOptions) -> Accepted | Rejected:
 def _store(img: Image.Image, data: bytes, options: ImageOptions) -> Accepted:
     kinds: list[str] = []
     fmt = (img.format or "unknown").lower()
-    if fmt in ("jpeg", "mpo"):
+    if fmt == "jpeg":  # MPO (JPEG + appended frames) is re-encoded: its extra frames are dead weight
         sof = jpeg_sof(data)
         if sof == 0xC2:
             kinds.append("progressive_jpeg")

@@ -106,8 +106,11 @@ class Source:
         if self.format == "imagefolder":
             files = self._listing()
             for rel in files:
-                st = os.stat(self.path / rel, follow_symlinks=True) if (self.path / rel).exists() else None
-                h.update(os.fsencode(rel) + b"\0" + str(st.st_size if st else -1).encode() + b"\n")
+                try:
+                    size = os.stat(self.path / rel).st_size
+                except OSError:  # a dangling link: rejected later as missing, fingerprinted as such
+                    size = -1
+                h.update(os.fsencode(rel) + b"\0" + str(size).encode() + b"\n")
             return len(files), h.hexdigest()
         with open(self.path, "rb") as f:
             while block := f.read(1 << 22):
