@@ -321,3 +321,19 @@ def test_dead_worker_named_not_hung():
     batch = [Item(0, 7, "x", "a.jpg", (), "a"), Item(1, 9, "y", "b.jpg", (), "b")]
     with pytest.raises(RuntimeError, match="input lines 7..9"):
         _batch_result(batch, future)
+
+
+def test_odd_sources(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    assert convert(tmp_path / "empty.jsonl", tmp_path / "d1").inputs == 0
+    (tmp_path / "header.csv").write_text("image,tags\n")
+    assert convert(tmp_path / "header.csv", tmp_path / "d2").images == 0
+    (tmp_path / "a.jpg").write_bytes(jpeg((9, 9, 9)))
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")  # stat fails with ELOOP
+    big = "x" * 200_000  # over the csv module's field limit
+    data = b"image,tags\na.jpg,ok\nb\xff.jpg,bad\n" + f'a.jpg,"{big}"\n'.encode() + b"loop.jpg,t\na.jpg,end\n"
+    (tmp_path / "odd.csv").write_bytes(data)
+    summary = convert(tmp_path / "odd.csv", tmp_path / "d3")
+    assert summary.images == 2
+    assert summary.rejected == {"bad_metadata": 2, "unreadable_file": 1}
+    assert [r["line"] for r in rejects(tmp_path / "d3")] == [3, 4, 5]
