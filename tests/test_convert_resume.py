@@ -114,12 +114,12 @@ def test_kill_before_every_rename_resumes_identically(source, reference, tmp_pat
         assert dataset_files(out) == expected, f"killed before rename {at}"
 
 
-@pytest.mark.parametrize("records", [[0], [4], [2, 7], [1, 5, 6]])
-def test_kill_while_writing_records_repeatedly(source, reference, tmp_path, records):
+@pytest.mark.parametrize(("records", "workers"), [([0], 1), ([4], 1), ([2, 7], 2), ([1, 5, 6], 1)])
+def test_kill_while_writing_records_repeatedly(source, reference, tmp_path, records, workers):
     out = tmp_path / "ds"
     for at in records:  # each rerun is killed again further on, then one finishes
         run_killed(source, out, record_at=at)
-    summary = convert(source, out, shard_size=SHARD_SIZE)
+    summary = convert(source, out, shard_size=SHARD_SIZE, workers=workers)
     assert dataset_files(out) == dataset_files(reference)
     assert summary.images == 10 and summary.rejected == {"bad_metadata": 1, "missing_file": 2}
 
