@@ -166,11 +166,12 @@ def test_wsl_widths_match_the_paper_parameter_counts():
 
 @pytest.mark.parametrize("name, device", [("resnet50", "meta"), ("vit_b_16", "meta"), ("resnext50_32x4d", "meta"), ("regnet_y_400mf", "cpu")])
 def test_heads_sized_to_the_vocabulary(name, device):
-    with torch.device(device):  # RegNet's initialisation cannot run on the meta device
-        model = build_model(name, 17, image_size=224)
-        assert feature_dim(model) > 0 and model(torch.zeros(1, 3, 224, 224)).shape == (1, 17)
+    size = 224 if device == "meta" else 64  # RegNet's initialisation cannot run on the meta device
+    with torch.device(device):
+        model = build_model(name, 17, image_size=size)
+        assert feature_dim(model) > 0 and model(torch.zeros(1, 3, size, size)).shape == (1, 17)
         replace_head(model, 3)
-        assert model(torch.zeros(1, 3, 224, 224)).shape == (1, 3)
+        assert model(torch.zeros(1, 3, size, size)).shape == (1, 3)
 
 
 def test_tiny_model_features_and_head():
