@@ -134,6 +134,25 @@ def test_resume_redoes_a_damaged_committed_shard(source, reference, tmp_path):
     assert dataset_files(out) == dataset_files(reference)
 
 
+def descendants(pid: int) -> list[int]:
+    """Live descendants of a process, from /proc (Linux)."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        found += kids
+        frontier += kids
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
 def test_cli_killed_at_a_random_moment_resumes(tmp_path, tiny_dataset):
     src = tiny_dataset.source(40)
     exe = Path(sys.executable).with_name("tagstream")
@@ -142,9 +161,15 @@ def test_cli_killed_at_a_random_moment_resumes(tmp_path, tiny_dataset):
     # start-up (imports, worker pool) takes about a second; kill somewhere in the conversion
     while not (tmp_path / "ds" / ".convert" / "00001.json").exists() and proc.poll() is None:
         time.sleep(0.01)
+    helpers = descendants(proc.pid)  # the forkserver and the decoding workers
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(60) == -signal.SIGKILL  # killed mid-way: 6 of 8 shards were still to come
     assert not (tmp_path / "ds" / fmt.MANIFEST).exists()
+    assert len(helpers) >= 3
+    deadline = time.monotonic() + 20
+    while any(Path(f"/proc/{p}").exists() for p in helpers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in helpers if Path(f"/proc/{p}").exists()], "worker processes outlived a killed convert"
     done = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     convert(src, tmp_path / "ref", shard_size=5)

@@ -17,6 +17,8 @@ import itertools
 import json
 import multiprocessing as mp
 import os
+import select
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
@@ -114,7 +116,7 @@ def _results(items: Iterable[Item], options: ImageOptions, workers: int) -> Iter
         return
     methods = mp.get_all_start_methods()
     ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")  # no fork: LMDB and threads
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_exit_with, initargs=(os.getpid(),)) as pool:
         pending: deque = deque()
         it = iter(items)
         while batch := list(itertools.islice(it, BATCH)):
@@ -123,6 +125,31 @@ def _results(items: Iterable[Item], options: ImageOptions, workers: int) -> Iter
                 yield from _batch_result(*pending.popleft())
         while pending:
             yield from _batch_result(*pending.popleft())
+
+
+def _exit_with(pid: int) -> None:
+    """Worker initializer: exit when the converting process is gone (a kill -9 must not leave orphans).
+
+    The pool's queues keep workers blocked forever once their parent dies, so a daemon thread waits on
+    the parent's pidfd (Linux) or polls it, and ends the worker.
+    """
+
+    def wait_and_exit() -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # no pidfd (not Linux >= 5.3): poll once a second
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    os._exit(1)
+                except PermissionError:
+                    pass
+        select.select([fd], [], [])  # readable once the process has terminated
+        os._exit(1)
+
+    threading.Thread(target=wait_and_exit, daemon=True, name="exit-with-parent").start()
 
 
 def _batch_result(batch: list[Item], future) -> list[ItemResult]:
