@@ -169,7 +169,10 @@ def test_cli_killed_at_a_random_moment_resumes(tmp_path, tiny_dataset):
     deadline = time.monotonic() + 20
     while any(Path(f"/proc/{p}").exists() for p in helpers) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [p for p in helpers if Path(f"/proc/{p}").exists()], "worker processes outlived a killed convert"
+    orphans = [p for p in helpers if Path(f"/proc/{p}").exists()]
+    for p in orphans:  # never leave them behind, even when failing
+        os.kill(p, signal.SIGKILL)
+    assert not orphans, "worker processes outlived a killed convert"
     done = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     convert(src, tmp_path / "ref", shard_size=5)
