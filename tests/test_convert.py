@@ -337,3 +337,30 @@ def test_odd_sources(tmp_path):
     assert summary.images == 2
     assert summary.rejected == {"bad_metadata": 2, "unreadable_file": 1}
     assert [r["line"] for r in rejects(tmp_path / "d3")] == [3, 4, 5]
+
+
+def test_concurrent_convert_refused(tiny_dataset, tmp_path):
+    import fcntl
+
+    src = tiny_dataset.source(2)
+    out = tmp_path / "ds"
+    (out / ".convert").mkdir(parents=True)
+    with open(out / ".convert" / "lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(ConvertRefused, match="another `tagstream convert` is writing"):
+            convert(src, out)
+    assert convert(src, out).images == 2
+
+
+def test_damaged_state_files(tiny_dataset, tmp_path):
+    src = tiny_dataset.source(4)
+    out = tmp_path / "ds"
+    convert(src, out, shard_size=2)
+    reference = (out / fmt.MANIFEST).read_bytes()
+    (out / fmt.MANIFEST).unlink()
+    (out / ".convert" / "00001.json").write_text("{garbage")
+    assert convert(src, out, shard_size=2).resumed_from == 2  # shard 1 redone
+    assert (out / fmt.MANIFEST).read_bytes() == reference
+    (out / ".convert" / "state.json").write_text("{garbage")
+    with pytest.raises(ConvertRefused, match="unreadable"):
+        convert(src, out, shard_size=2)

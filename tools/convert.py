@@ -80,7 +80,10 @@ def _check_state(out: Path, wanted: dict) -> None:
     if not path.exists():
         fmt.write_json_atomic(path, wanted)
         return
-    have = json.loads(path.read_text())
+    try:
+        have = json.loads(path.read_text())
+    except ValueError:
+        raise ConvertRefused(f"{path} is unreadable (not written by this tool?); use a new OUT") from None
     if have.get("source") != wanted["source"]:
         raise ConvertRefused(
             f"{out} holds a conversion of {have.get('source', {}).get('path')!r} "
@@ -101,7 +104,10 @@ def _committed(out: Path) -> list[dict]:
     """States of the shards committed so far, contiguous from 0, stopping at the first one not intact."""
     states = []
     while (path := state_path(out, len(states))).exists():
-        state = json.loads(path.read_text())
+        try:
+            state = json.loads(path.read_text())
+        except ValueError:  # written atomically, so only damage from outside: redo from this shard
+            break
         if not shard_intact(out, state):
             break
         states.append(state)
