@@ -39,7 +39,7 @@ class WorldConfig:
     seed: int = 0
     min_side: int = 192
     max_side: int = 320
-    zipf: float = 1.2  # exponent of the concept frequency distribution over rank
+    zipf: float = 1.3  # exponent of the concept frequency distribution over rank
     second_concept: float = 0.25  # chance an image shows a second concept
     caption_fraction: float = 0.15  # lines with a caption (hashtags in text) instead of a tag list
     downstream_classes: int = 24

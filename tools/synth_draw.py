@@ -45,17 +45,16 @@ def _spectral_fields(rng: np.random.Generator, height: int, width: int, n: int, 
 
 
 def _texture(rng: np.random.Generator, height: int, width: int, *, alpha: float, contrast: float, chroma: float) -> Canvas:
-    """Colour 1/f texture around 0: full-resolution luminance plus weaker colour-opponent fields at half
-    resolution (natural chroma is smooth, and JPEG's 4:2:0 subsampling drops finer chroma anyway)."""
-    lum = _spectral_fields(rng, height, width, 1, alpha)[0]
-    c1, c2 = _spectral_fields(rng, (height + 1) // 2, (width + 1) // 2, 2, alpha)
-    c1 = np.repeat(np.repeat(c1, 2, axis=0), 2, axis=1)[:height, :width]
-    c2 = np.repeat(np.repeat(c2, 2, axis=0), 2, axis=1)[:height, :width]
-    opp1 = np.array([1.0, -0.5, -0.5], np.float32) * np.float32(chroma)  # red vs green-blue
-    opp2 = np.array([0.0, 1.0, -1.0], np.float32) * np.float32(chroma)  # green vs blue
-    tex = lum[..., None] + c1[..., None] * opp1 + c2[..., None] * opp2
+    """Colour 1/f texture around 0, (H, W, 3): full-resolution luminance plus weaker colour-opponent fields
+    at half resolution (natural chroma is smooth, and JPEG's 4:2:0 subsampling drops finer chroma anyway)."""
+    lum = _spectral_fields(rng, height, width, 1, alpha)
+    c1, c2 = _spectral_fields(rng, (height + 1) // 2, (width + 1) // 2, 2, alpha) * np.float32(chroma)
+    # per-channel offsets: red vs green-blue (c1) and green vs blue (c2), built at half resolution
+    offsets = np.stack([c1, c2 - 0.5 * c1, -c2 - 0.5 * c1])
+    tex = np.repeat(np.repeat(offsets, 2, axis=1), 2, axis=2)[:, :height, :width]
+    tex += lum
     tex *= np.float32(contrast)
-    return tex
+    return np.moveaxis(tex, 0, -1)
 
 
 def _hsv(h: float, s: float, v: float) -> NDArray[np.float32]:
