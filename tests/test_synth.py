@@ -304,12 +304,19 @@ def test_refuses_non_empty_folder(tmp_path):
 def test_cli(tmp_path):
     runner = CliRunner()
     res = runner.invoke(synth, [str(tmp_path / "w"), "--images", "5", "--downstream-classes", "2",
-                                "--downstream-train", "1", "--downstream-eval", "1", "--corrupt", "1"])
+                                "--downstream-train", "1", "--downstream-eval", "1", "--corrupt", "1",
+                                "--min-side", "100", "--max-side", "120"])
     assert res.exit_code == 0, res.output
+    for f in (tmp_path / "w").rglob("*.jpg"):
+        if "bad_" not in f.name:
+            with Image.open(f) as img:
+                assert 100 <= min(img.size) and max(img.size) <= 120
     assert "pretraining images: 5" in res.output and "downstream: 2 classes, 4 images" in res.output
     assert len((tmp_path / "w" / JSONL).read_text().splitlines()) == 6
     again = runner.invoke(synth, [str(tmp_path / "w"), "--images", "5"])
     assert again.exit_code == 2 and "not empty" in again.output
+    bad = runner.invoke(synth, [str(tmp_path / "v"), "--min-side", "300", "--max-side", "200"])
+    assert bad.exit_code == 2 and "max_side" in bad.output
     helped = runner.invoke(synth, ["--help"])
     assert helped.exit_code == 0 and "Example" in helped.output and "tagstream synth" in helped.output
 

@@ -231,7 +231,8 @@ def make_world(
         raise ValueError(f"workers = {workers!r}: must be >= 1")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out}: exists and is not empty; synth writes a fresh world into an empty or new folder")
+        raise ValueError(f"{out}: exists and is not empty; synth writes a fresh world into an empty or new folder "
+                         "(delete it to make the world again)")
     plan = plan_world(cfg)
     for d in sorted({(out / t.path).parent for t in plan.tasks} | {out}):
         d.mkdir(parents=True, exist_ok=True)

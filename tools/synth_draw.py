@@ -332,5 +332,5 @@ def photo_like(rng: np.random.Generator, width: int = 500, height: int = 375) ->
         polys = _place(shape_polys(SHAPES[int(rng.integers(len(SHAPES)))]), rng.uniform(0, width), rng.uniform(0, height),
                        rng.uniform(0.08, 0.35) * side, rng.uniform(0, 6.3))
         _fill(canvas, polys, _random_colour(rng, s=(0.1, 0.8), v=(0.15, 0.95)))
-    canvas += _texture(rng, height, width, alpha=rng.uniform(0.9, 1.05), contrast=rng.uniform(24, 34), chroma=0.35)
+    canvas += _texture(rng, height, width, alpha=rng.uniform(0.9, 1.05), contrast=rng.uniform(18, 28), chroma=0.35)
     return np.clip(canvas, 0, 255).astype(np.uint8)
