@@ -1,0 +1,63 @@
+"""The demo: its grouping rule and table by hand, and the whole pipeline end to end at the tiny size."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from tagstream.tools.demo import SIZES, frequency_groups, group_accuracy
+
+
+def _world(freqs: dict[str, int]) -> dict:
+    return {"concepts": [{"name": n, "tagged_images": f} for n, f in freqs.items()]}
+
+
+def test_frequency_groups_split_at_the_median():
+    world = _world({"a": 50, "b": 3, "c": 20, "d": 7, "e": 1, "z": 999})
+    assert frequency_groups(world, ["a", "b", "c", "d"]) == {"rare": ["b", "d"], "frequent": ["c", "a"]}
+    # odd count: the median class is in neither group
+    assert frequency_groups(world, ["a", "b", "c", "d", "e"]) == {"rare": ["e", "b"], "frequent": ["c", "a"]}
+
+
+def test_group_accuracy_and_its_standard_error():
+    per_class = {"a": 1.0, "b": 0.5, "c": float("nan")}
+    p, se = group_accuracy(per_class, ["a", "b"], 20)
+    assert p == 0.75
+    assert se == pytest.approx(math.sqrt(0.75 * 0.25 / 40))
+    assert math.isnan(group_accuracy(per_class, ["c"], 20)[0])
+
+
+def test_demo_cli_end_to_end_tiny(tmp_path):
+    from click.testing import CliRunner
+
+    from tagstream.tools.cli import main
+
+    out = tmp_path / "demo"
+    res = CliRunner().invoke(main, ["demo", "--out", str(out), "--size", "tiny", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["backbone"]: r for r in results["table"]}
+    assert set(rows) == {"random init", "hashtags, natural sampling", "hashtags, sqrt sampling"}
+    for r in rows.values():
+        assert 0.0 <= r["top1"] <= r["top5"] <= 1.0
+    s = SIZES["tiny"]
+    assert len(results["groups"]["rare"]) == len(results["groups"]["frequent"]) == s.downstream_classes // 2
+    for name in ("natural", "sqrt"):
+        assert results["pretrain"][name]["steps"] == s.steps
+    # square-root sampling gives the rare downstream classes a larger share of the draws than natural
+    assert results["sampled_share"]["sqrt"]["rare"] > results["sampled_share"]["natural"]["rare"]
+    for plot in results["plots"]:
+        assert (out / plot).stat().st_size > 1000
+    assert "| hashtags, sqrt sampling |" in (out / "results.md").read_text()
+    assert "Stage times" in res.output
+    again = CliRunner().invoke(main, ["demo", "--out", str(out), "--size", "tiny"])
+    assert again.exit_code != 0 and "not empty" in again.output
+
+
+def test_demo_refuses_unknown_size(tmp_path):
+    from tagstream.tools.demo import run_demo
+
+    with pytest.raises(ValueError, match="size"):
+        run_demo(tmp_path / "x", size="huge")
