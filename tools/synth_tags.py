@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .synth_concepts import NONVISUAL, Concept
+from .tags import canonical_tag
 
 CAPTION_WORDS = (
     "so", "cute", "what a day", "weekend vibes", "can't believe this", "finally!", "best day ever",
@@ -38,12 +39,6 @@ class TagModel:
                 raise ValueError(f"TagModel.{name} = {getattr(self, name)!r}: must be >= 0")
 
 
-def canonical(tag: str) -> str:
-    """The canonical form `convert` gives a raw tag: NFKC, casefold, leading '#' removed, whitespace runs -> '_'."""
-    t = unicodedata.normalize("NFKC", tag).casefold().strip().lstrip("#")
-    return "_".join(t.split())
-
-
 def zipf_probs(n: int, exponent: float) -> np.ndarray:
     p = np.arange(1, n + 1, dtype=np.float64) ** -exponent
     return p / p.sum()
@@ -65,7 +60,7 @@ def spelling_probs(concept: Concept) -> np.ndarray:
 
 
 def surface(token: str, rng: np.random.Generator, *, in_caption: bool, hash_prefix: float) -> str:
-    """A raw way to write a canonical token; canonical(surface(t)) == t always."""
+    """A raw way to write a canonical token; canonical_tag(surface(t)) == t always."""
     r = rng.random()
     if r < 0.7:
         s = token
@@ -81,7 +76,7 @@ def surface(token: str, rng: np.random.Generator, *, in_caption: bool, hash_pref
         s = unicodedata.normalize("NFD", token)  # decomposed accents: NFKC composes them back
     if not in_caption and "_" in s and rng.random() < 0.5:
         s = s.replace("_", " ")
-    if canonical(s) != token:  # keep only forms that fold back (not "umbrella " for "umbrella_", not upper-cased ß)
+    if canonical_tag(s) != token:  # keep only forms that fold back (not "umbrella " for "umbrella_", not upper-cased ß)
         s = token
     if in_caption or rng.random() < hash_prefix:
         s = "#" + s
