@@ -144,15 +144,16 @@ def test_jsonl_captions_and_unreadable_lines(tmp_path):
         json.dumps({"image": "a.jpg", "tags": "x"}),
         json.dumps({"image": "a.jpg", "caption": 5}),
         json.dumps({"image": "a.jpg", "id": [1]}),
+        '{"image": "a.jpg", "tags": ["\\udcff"]}',
     ]
     data = ("\n".join(lines) + "\n").encode() + b'{"image": "a.jpg", "tags": ["\xff\xfe"]}\n'
     (tmp_path / "m.jsonl").write_bytes(data)
     summary = convert(tmp_path / "m.jsonl", tmp_path / "ds")
     got = read_back(tmp_path / "ds")
     assert [sorted(r["tags"]) for r in got] == [["beach", "日本"], ["x", "y"]]
-    assert summary.inputs == 9 and summary.rejected == {"bad_metadata": 7}
+    assert summary.inputs == 10 and summary.rejected == {"bad_metadata": 8}
     rej = rejects(tmp_path / "ds")
-    assert [r["line"] for r in rej] == [4, 5, 6, 7, 8, 9, 10]
+    assert [r["line"] for r in rej] == [4, 5, 6, 7, 8, 9, 10, 11]
     assert rej[0]["input"] == "{not json" and "not JSON" in rej[0]["detail"]
     assert all(r["reason"] == "bad_metadata" and r["detail"] for r in rej)
 

@@ -83,11 +83,13 @@ def _check_state(out: Path, wanted: dict) -> None:
     try:
         have = json.loads(path.read_text())
     except ValueError:
-        raise ConvertRefused(f"{path} is unreadable (not written by this tool?); use a new OUT") from None
-    if have.get("source") != wanted["source"]:
+        have = None
+    if not isinstance(have, dict) or not isinstance(have.get("source"), dict) or not isinstance(have.get("options"), dict):
+        raise ConvertRefused(f"{path} is unreadable (not written by this tool?); use a new OUT")
+    if have["source"] != wanted["source"]:
         raise ConvertRefused(
-            f"{out} holds a conversion of {have.get('source', {}).get('path')!r} "
-            f"({have.get('source', {}).get('format')}), not of {wanted['source']['path']!r}; use another OUT"
+            f"{out} holds a conversion of {have['source'].get('path')!r} "
+            f"({have['source'].get('format')}), not of {wanted['source']['path']!r}; use another OUT"
         )
     if have.get("fingerprint") != wanted["fingerprint"] or have.get("inputs") != wanted["inputs"]:
         raise ConvertRefused(

@@ -172,6 +172,8 @@ class Source:
         sid = obj.get("id", image)
         if not isinstance(sid, (str, int)) or isinstance(sid, bool):
             return _bad(pos, lineno, text, "'id' must be a string or an integer", image)
+        if not all(_utf8_ok(s) for s in (image, caption, str(sid), *tags)):  # JSON can escape lone surrogates
+            return _bad(pos, lineno, text, "line holds text that is not valid Unicode (a lone surrogate)")
         raw_tags = tuple(tags) + tuple(caption_hashtags(caption))
         return Item(pos, lineno, text[:RAW_LIMIT], str(self.path.parent / image), raw_tags, str(sid))
 
