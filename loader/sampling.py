@@ -1,4 +1,4 @@
-"""RankSampler: eligibility (masks, holdout split) -> weights -> blocks packed onto ranks -> plan(epoch).
+"""RankSampler: eligibility (masks, holdout split) -> weights -> shards packed onto ranks -> plan(epoch).
 
 Built once per rank. The weights are computed over all N images (O(N) float64 on every rank: the
 class counts, and so every weight, depend on the whole dataset); the alias table and the pool of
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from tagstream.kernels.assign import assign_blocks, block_weights, rank_loads, split_blocks
+from tagstream.kernels.assign import block_weights, pack_shards, rank_loads
 from tagstream.kernels.counts import class_counts
 from tagstream.kernels.plan import build_rank_table, plan_length, plan_slice
 from tagstream.kernels.rng import holdout_mask
@@ -65,7 +65,6 @@ class RankSampler:
         world: int = 1,
         samples_per_epoch: int | None = None,
         replacement: bool = True,
-        pieces_per_rank: int = 8,
     ):
         if world < 1 or not 0 <= rank < world:
             raise ValueError(f"rank={rank} must be in [0, world={world}) with world >= 1")
@@ -87,9 +86,12 @@ class RankSampler:
             raise ValueError("no image can be drawn: every image is masked out, held out, or has no class in the vocabulary")
         self.samples_per_epoch = self.num_drawable if samples_per_epoch is None else int(samples_per_epoch)
         self.len_per_rank = plan_length(self.samples_per_epoch, world)
-        self.block_starts = split_blocks(dataset.shard_starts, self.weights, world, pieces_per_rank=pieces_per_rank)
+        packing = pack_shards(dataset.shard_starts, self.weights, world)
+        self.block_starts: NDArray[np.int64] = packing.block_starts
+        self.owner: NDArray[np.int64] = packing.owner
+        self.imbalance = packing.imbalance  # max rank weight / mean - 1 (the packing error of the law)
+        self.imbalance_whole_shards = packing.imbalance_whole_shards
         self.block_weights = block_weights(self.block_starts, self.weights)
-        self.owner, self.imbalance = assign_blocks(self.block_weights, world)
         self.rank_weights = rank_loads(self.block_weights, self.owner, world)
         if not np.all(self.rank_weights > 0):
             # raised on every rank alike, so no rank goes on to wait for one that failed

@@ -8,7 +8,7 @@ import pytest
 from test_kernels_stats import ALPHA, chi2_fit
 from test_kernels_weights import random_csr
 
-from tagstream.kernels.assign import assign_blocks, block_weights, split_blocks
+from tagstream.kernels.assign import pack_shards
 from tagstream.kernels.plan import build_rank_table, epoch_plan, feistel_permute, feistel_permute_ref, plan_length
 from tagstream.kernels.rng import stream_key
 from tagstream.kernels.weights import compute_weights
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarn
 N = 600
 SHARDS = np.array([0, 150, 150, 400, 430, 600], np.int64)  # one empty shard, one small one
 MODES = [("sqrt", "sum", True), ("uniform", "mean", True), ("power:2", "max", True), ("natural", "sum", True), ("natural", "sum", False)]
-TOPOLOGIES = [1, 2, 3, 8]  # 8 ranks > 4 non-empty shards: shards are split
+TOPOLOGIES = [1, 2, 3, 8]  # 8 ranks > 4 non-empty shards: shards are cut
 
 
 def setup(sampling: str, combine: str, world: int):
@@ -26,9 +26,8 @@ def setup(sampling: str, combine: str, world: int):
     eligible = np.ones(N, bool)
     eligible[::11] = False
     w = compute_weights(off, lab, 20, sampling, combine, eligible)
-    blocks = split_blocks(SHARDS, w, world)
-    owner, _ = assign_blocks(block_weights(blocks, w), world)
-    return w, blocks, owner
+    packing = pack_shards(SHARDS, w, world)
+    return w, packing.block_starts, packing.owner
 
 
 @pytest.mark.parametrize("world", TOPOLOGIES)
@@ -101,8 +100,8 @@ def test_drawn_images_fit_each_ranks_weights(world):
     off, lab = random_csr(120, 8, seed=9)
     w = compute_weights(off, lab, 8, "sqrt")
     shards = np.array([0, 40, 80, 120], np.int64)
-    blocks = split_blocks(shards, w, world)
-    owner, _ = assign_blocks(block_weights(blocks, w), world)
+    packing = pack_shards(shards, w, world)
+    blocks, owner = packing.block_starts, packing.owner
     samples = 30_000 * world
     for rank in range(world):
         plan = epoch_plan(w, blocks, owner, 2, 0, rank, world, samples)
