@@ -151,7 +151,7 @@ def plan_world(cfg: WorldConfig) -> WorldPlan:
     obj_p = p[obj_idx] / p[obj_idx].sum()
     junk = junk_tags(rng, cfg.junk_tags)
     tag_kw = dict(model=cfg.tags, all_concepts=CONCEPTS, concept_p=p, junk=junk,
-                  nonvisual_p=zipf_probs(len(NONVISUAL), 1.0), junk_p=zipf_probs(len(junk), 0.9))
+                  nonvisual_p=zipf_probs(len(NONVISUAL), 1.0), junk_p=zipf_probs(len(junk), 0.7))
     tasks: list[Task] = []
     entries: list[tuple[str, dict]] = []  # (jsonl line, ground truth record), in file order
 
