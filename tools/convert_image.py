@@ -121,7 +121,7 @@ def _is_truncation(exc: BaseException) -> bool:
 
 
 def _to_rgb(img: Image.Image, kinds: list[str]) -> Image.Image:
-    """Any mode -> 8-bit RGB; transparency composited on white; 16/32-bit scaled, not clipped."""
+    """Any mode -> 8-bit RGB; transparency composited on white; 16-bit greys scaled (>> 8), not clipped."""
     mode = img.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         kinds.append("16bit")
