@@ -16,8 +16,10 @@ from PIL import Image, UnidentifiedImageError
 
 from tagstream.tools.synth import JSONL, SPELLING, STOPLIST, SYNONYMS, WORLD, WorldConfig, make_world, plan_world
 from tagstream.tools.synth_cmd import synth
-from tagstream.tools.synth_concepts import CONCEPTS, NONVISUAL, junk_tags
-from tagstream.tools.synth_draw import photo_like
+from tagstream.tools.synth_concepts import CONCEPTS, NONVISUAL, SCENES, SHAPES, junk_tags
+from tagstream.tools.synth_draw import photo_like, render
+from tagstream.tools.synth_paint import shape_polys
+from tagstream.tools.synth_scenes import SCENE_PAINTERS
 from tagstream.tools.synth_odd import CORRUPT_KINDS, ODD_KINDS
 from tagstream.tools.synth_tags import surface
 from tagstream.tools.tags import canonical_tag as canonical
@@ -247,6 +249,26 @@ def test_odd_files_do_not_change_the_regular_images(tmp_path):
     make_world(tmp_path / "odd", config=WorldConfig(**small, corrupt=2))
     a, b = tree_digest(tmp_path / "plain"), tree_digest(tmp_path / "odd")
     assert all(b[k] == v for k, v in a.items() if k.startswith("images/"))
+
+
+# --- drawing -------------------------------------------------------------------------------------
+
+def test_every_concept_draws_and_differs():
+    assert set(SCENE_PAINTERS) == set(SCENES)
+    for shape in SHAPES:
+        assert shape_polys(shape)
+    images = {}
+    for c in CONCEPTS:
+        img = render([c], np.random.default_rng(7), width=96, height=80)
+        assert img.shape == (80, 96, 3) and img.dtype == np.uint8 and img.std() > 5
+        assert np.array_equal(img, render([c], np.random.default_rng(7), width=96, height=80))
+        images[c.name] = img
+    names = list(images)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert np.abs(images[a].astype(int) - images[b].astype(int)).mean() > 2, (a, b)
+    with pytest.raises(ValueError, match="scene"):
+        render([CONCEPTS[0], CONCEPTS[2]], np.random.default_rng(0), width=32, height=32)  # sunset + beach
 
 
 # --- photo_like ----------------------------------------------------------------------------------
