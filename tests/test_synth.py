@@ -305,7 +305,7 @@ def test_photo_like_deterministic_and_validated():
 
 # --- config and CLI ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("bad", [dict(images=0), dict(quality=101), dict(min_side=300, max_side=200),
+@pytest.mark.parametrize("bad", [dict(images=0), dict(seed=-1), dict(quality=101), dict(min_side=300, max_side=200),
                                  dict(downstream_classes=len(CONCEPTS) + 1), dict(caption_fraction=1.5)])
 def test_config_rejects_bad_values(bad):
     key = next(iter(bad)) if "max_side" not in bad else "max_side"

@@ -35,6 +35,8 @@ _PLAN, _PRETRAIN, _DOWNSTREAM, _ODD, _CORRUPT = range(5)
 
 @dataclass(frozen=True)
 class WorldConfig:
+    """Every setting of a synthetic world; validated at construction, saved in world.json."""
+
     images: int = 3000
     seed: int = 0
     min_side: int = 192
@@ -52,7 +54,7 @@ class WorldConfig:
     tags: TagModel = field(default_factory=TagModel)
 
     def __post_init__(self) -> None:
-        ints = {"images": (1, None), "min_side": (16, None), "downstream_classes": (0, len(CONCEPTS)),
+        ints = {"images": (1, None), "seed": (0, None), "min_side": (16, None), "downstream_classes": (0, len(CONCEPTS)),
                 "downstream_train": (0, None), "downstream_eval": (0, None), "junk_tags": (1, None),
                 "quality": (1, 100), "corrupt": (0, None)}
         for name, (lo, hi) in ints.items():
@@ -70,6 +72,8 @@ class WorldConfig:
 
 @dataclass(frozen=True)
 class WorldSummary:
+    """What make_world wrote, for the command to print (also saved in world.json, less out and seconds)."""
+
     out: Path
     images: int  # lines in hashtags.jsonl that name a good image (regular and odd)
     odd: int
