@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
 
 PERCENTILES = (0, 5, 50, 95, 100)
