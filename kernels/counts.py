@@ -1,4 +1,4 @@
-"""Class counts over per-image CSR labels: n_c = number of eligible images carrying class c.
+"""Class counts over per-image CSR labels (n_c = eligible images carrying class c) and per-class weight sums.
 
 One pass over the labels (O(nnz)), the count table (classes, small) stays in cache.
 """
@@ -83,3 +83,42 @@ def class_counts_ref(
     image = np.repeat(np.arange(n), np.diff(label_offsets))
     keep = np.ones(labels.shape[0], bool) if eligible is None or len(eligible) == 0 else np.asarray(eligible)[image]
     return np.bincount(labels[keep], minlength=num_classes).astype(np.int64)
+
+
+@numba.njit(cache=True)
+def _class_weight_sums_kernel(label_offsets, labels, image_weights, out) -> int:
+    out[:] = 0.0
+    num_classes = out.shape[0]
+    bad = 0
+    for i in range(label_offsets.shape[0] - 1):
+        w = image_weights[i]
+        if w == 0.0:
+            continue
+        for p in range(label_offsets[i], label_offsets[i + 1]):
+            c = labels[p]
+            if c < 0 or c >= num_classes:
+                bad += 1
+            else:
+                out[c] += w
+    return bad
+
+
+def class_weight_sums(
+    label_offsets: NDArray[np.int64], labels: NDArray[np.int32], image_weights: NDArray[np.float64], out: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """out[c] = sum of image_weights[i] over the images i carrying class c (e.g. expected draws per class)."""
+    n = check_csr(label_offsets, labels)
+    if image_weights.shape != (n,) or out.ndim != 1 or out.dtype != np.float64:
+        raise ValueError(f"image_weights must have shape ({n},) and out be 1-D float64, got {image_weights.shape}, {out.dtype} {out.shape}")
+    bad = _class_weight_sums_kernel(label_offsets, labels, np.asarray(image_weights, dtype=np.float64), out)
+    if bad:
+        raise ValueError(f"{bad} labels lie outside the class range [0, {out.shape[0]})")
+    return out
+
+
+def class_weight_sums_ref(
+    label_offsets: NDArray[np.int64], labels: NDArray[np.int32], image_weights: NDArray[np.float64], num_classes: int
+) -> NDArray[np.float64]:
+    """NumPy twin of class_weight_sums."""
+    image = np.repeat(np.arange(label_offsets.shape[0] - 1), np.diff(label_offsets))
+    return np.bincount(labels, weights=np.asarray(image_weights, dtype=np.float64)[image], minlength=num_classes)

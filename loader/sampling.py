@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tagstream.kernels.assign import block_weights, pack_shards, rank_loads
-from tagstream.kernels.counts import class_counts
+from tagstream.kernels.counts import class_counts, class_weight_sums
 from tagstream.kernels.plan import build_rank_table, plan_length, plan_slice
 from tagstream.kernels.rng import holdout_mask
 from tagstream.kernels.weights import COMBINES, sample_weights, sampling_power
@@ -139,8 +139,8 @@ class RankSampler:
         if ideal:
             per_image = self.weights * (self.samples_per_epoch / self.weights.sum())
         else:
-            owner_of_image = np.repeat(self.owner, np.diff(self.block_starts))
             scale = np.divide(self.len_per_rank, self.rank_weights, out=np.zeros(self.world), where=self.rank_weights > 0)
-            per_image = self.weights * scale[owner_of_image]
-        image_of_label = np.repeat(np.arange(offsets.shape[0] - 1), np.diff(offsets))
-        return np.bincount(labels, weights=per_image[image_of_label], minlength=self.vocab.num_classes)
+            per_image = self.weights.copy()
+            for lo, hi, r in zip(self.block_starts[:-1], self.block_starts[1:], self.owner):
+                per_image[lo:hi] *= scale[r]
+        return class_weight_sums(offsets, labels, per_image, np.zeros(self.vocab.num_classes))

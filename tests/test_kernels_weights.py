@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tagstream.kernels.counts import class_counts, class_counts_ref
+from tagstream.kernels.counts import class_counts, class_counts_ref, class_weight_sums, class_weight_sums_ref
 from tagstream.kernels.weights import COMBINES, compute_weights, sample_weights, sample_weights_ref, sampling_power
 
 
@@ -52,6 +52,20 @@ def test_counts_reject_bad_input():
         class_counts(off, lab, np.ones(3, bool), np.zeros(9, np.int64))
     with pytest.raises(ValueError, match="label_offsets must run"):
         class_counts(np.array([0, 5], np.int64), lab, None, np.zeros(9, np.int64))
+
+
+def test_class_weight_sums_match_twin_and_hand():
+    off, lab = random_csr(300, 25, 8)
+    iw = np.random.default_rng(9).random(300)
+    iw[::3] = 0.0
+    got = class_weight_sums(off, lab, iw, np.full(25, 5.0))
+    np.testing.assert_allclose(got, class_weight_sums_ref(off, lab, iw, 25), rtol=1e-12)
+    off, lab = csr([[0, 2], [], [2]])
+    assert class_weight_sums(off, lab, np.array([1.5, 9.0, 2.0]), np.zeros(3)).tolist() == [1.5, 0.0, 3.5]
+    with pytest.raises(ValueError, match="outside the class range"):
+        class_weight_sums(off, lab, np.ones(3), np.zeros(2))
+    with pytest.raises(ValueError, match="image_weights must have shape"):
+        class_weight_sums(off, lab, np.ones(2), np.zeros(3))
 
 
 @pytest.mark.parametrize("combine", COMBINES)
