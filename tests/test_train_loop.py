@@ -90,6 +90,7 @@ def test_refusals(tmp_path, monkeypatch):
         main(_config(out, "run.steps=2"), loader_factory=fake_factory)
     with pytest.raises(ValueError, match="holds model 'regnet_y_tiny' with 6 classes, but this run builds 'resnet18'"):
         main(_config(out, "run.steps=4", "model.name=resnet18"), resume="auto", loader_factory=fake_factory)
+    assert json.loads((out / "config.json").read_text())["model"]["name"] == "regnet_y_tiny"  # left as it was
     with pytest.raises(ValueError, match="an epoch has 2 batches per rank, fewer than batch.grad_accum=4"):
         main(_config(tmp_path / "b", "batch.grad_accum=4", "data.samples_per_epoch=8"), loader_factory=fake_factory)
     monkeypatch.setenv("WORLD_SIZE", "3")

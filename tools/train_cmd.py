@@ -80,11 +80,14 @@ def _report(summary: dict) -> None:
 
     if env_ranks()[0] != 0:
         return
-    click.echo(
-        f"step {summary['step']}  loss {summary['loss']:.4f}  images/s {summary['images_per_s']:.1f} "
-        f"(steady {summary['steady_images_per_s']:.1f})  data-wait {summary['data_wait']:.1%} "
-        f"(steady {summary['steady_data_wait']:.1%})"
-    )
+    if not summary["steps_run"]:
+        click.echo(f"the run is already at step {summary['step']}: nothing to train (raise run.steps or run.epochs to go on)")
+    else:
+        click.echo(
+            f"step {summary['step']}  loss {summary['loss']:.4f}  images/s {summary['images_per_s']:.1f} "
+            f"(steady {summary['steady_images_per_s']:.1f})  data-wait {summary['data_wait']:.1%} "
+            f"(steady {summary['steady_data_wait']:.1%})"
+        )
     for key, value in summary.get("eval", {}).items():
         click.echo(f"eval {key}: {value:.4f}" if key != "images" else f"eval images: {int(value)}")
     click.echo(f"checkpoint: {summary['checkpoint']}")

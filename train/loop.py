@@ -31,7 +31,7 @@ from .config import TrainConfig
 from .losses import build_loss, loader_targets
 from .metrics import hashtag_metrics
 from .models import build_model
-from .rundir import RunLog, prepare_out_dir
+from .rundir import RunLog, check_out_dir, init_out_dir
 from .schedule import build_scheduler
 
 
@@ -172,7 +172,8 @@ def main(config: TrainConfig, *, resume: str | None = None, loader_factory: Call
     out = Path(config.run.out_dir)
     resume_path = ckpt.resolve_resume(out, resume)
     state = ckpt.load_checkpoint(resume_path) if resume_path else None
-    prepare_out_dir(out, config, resume_step=None if state is None else int(state["step"]), write=rank == 0)
+    if rank == 0:
+        check_out_dir(out, config, resuming=state is not None)
 
     torch.manual_seed(config.run.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
     if config.run.threads is not None:
@@ -202,6 +203,8 @@ def main(config: TrainConfig, *, resume: str | None = None, loader_factory: Call
 
     if state is not None:
         ckpt.check_compatible(state, model_name=config.model.name, num_classes=num_classes, path=resume_path)
+    if dist.is_main:
+        init_out_dir(out, config, resume_step=None if state is None else int(state["step"]))
 
     model = build_model(config.model.name, num_classes, image_size=config.data.image_size).to(dist.device)
     if run.channels_last:
@@ -220,6 +223,7 @@ def main(config: TrainConfig, *, resume: str | None = None, loader_factory: Call
         step = int(state["step"])
     else:
         train_loader.set_epoch(0)
+    start_step = step
     bare = model
     if dist.enabled:
         model = DDP(model, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
@@ -267,7 +271,7 @@ def main(config: TrainConfig, *, resume: str | None = None, loader_factory: Call
         if eval_loader is not None:
             eval_results = evaluate(bare, eval_loader, run=run, softmax=config.model.loss == "softmax", dist=dist)
             log.event("eval", step=step, **eval_results)
-        summary = log.summary(step=step, checkpoint=str(ckpt.latest_checkpoint(out) or ""), eval=eval_results)
+        summary = log.summary(step=step, steps_run=step - start_step, checkpoint=str(ckpt.latest_checkpoint(out) or ""), eval=eval_results)
     finally:
         log.close()
         train_loader.close()

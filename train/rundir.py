@@ -31,30 +31,30 @@ def _differences(old: dict, new: dict) -> list[str]:
     return keys
 
 
-def prepare_out_dir(out: Path, config: TrainConfig, *, resume_step: int | None, write: bool) -> None:
-    """Refuse a directory that holds another run (unless resuming); save the resolved config.
-
-    On resume, metrics.jsonl is cut back to the checkpoint's step: records a killed run wrote after its
-    last checkpoint describe steps that are about to be re-run.
-    """
+def check_out_dir(out: Path, config: TrainConfig, *, resuming: bool) -> None:
+    """Refuse a directory that holds another run, or this run's checkpoints when not resuming."""
     config_path = out / CONFIG
-    if config_path.exists() and resume_step is None:
-        try:
-            old = json.loads(config_path.read_text())
-        except json.JSONDecodeError:
-            old = {}
-        diff = _differences(old, config.to_dict())
-        if diff:
-            raise ValueError(
-                f"{out} holds another run (its {CONFIG} differs in {', '.join(diff[:8])}); "
-                "choose a new run.out_dir, or pass --resume to continue that run"
-            )
-        if ckpt.list_checkpoints(out):
-            raise ValueError(f"{out} already holds checkpoints of this run; pass --resume to continue it or choose a new run.out_dir")
-    if not write:
+    if not config_path.exists() or resuming:
         return
+    try:
+        old = json.loads(config_path.read_text())
+    except json.JSONDecodeError:
+        old = {}
+    diff = _differences(old, config.to_dict())
+    if diff:
+        raise ValueError(
+            f"{out} holds another run (its {CONFIG} differs in {', '.join(diff[:8])}); "
+            "choose a new run.out_dir, or pass --resume to continue that run"
+        )
+    if ckpt.list_checkpoints(out):
+        raise ValueError(f"{out} already holds checkpoints of this run; pass --resume to continue it or choose a new run.out_dir")
+
+
+def init_out_dir(out: Path, config: TrainConfig, *, resume_step: int | None) -> None:
+    """Save the resolved config; start metrics.jsonl afresh, or on resume cut it back to the checkpoint's
+    step (records a killed run wrote after its last checkpoint describe steps about to be re-run)."""
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(config_path, config.to_json())
+    _write_atomic(out / CONFIG, config.to_json())
     metrics = out / METRICS
     if metrics.exists():
         if resume_step is None:
