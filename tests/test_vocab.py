@@ -384,3 +384,17 @@ def test_stoplist_emptying_a_class_drops_it_once(ds: Path, tmp_path: Path):
     d = r.report["dropped"]["stoplist"]
     assert (d["classes"], d["tags"], d["examples"]) == (1, 2, ["pets"])
     assert "pets" not in [n for n, _, _ in table(ds, "s")]
+
+
+def test_sampling_report_with_a_mask(skewed: Path):
+    from tagstream.tools.sampling_report import format_sampling_report, sampling_report
+
+    (skewed / fmt.MASKS_DIR).mkdir()
+    mask = np.zeros(102, bool)
+    mask[100] = True  # the only image of b
+    mask[:50] = True  # half of a
+    np.save(skewed / fmt.MASKS_DIR / "m.npy", mask)
+    r = sampling_report(skewed, "v", sampling="sqrt", masks=("m",))
+    assert list(r.stored) == [50, 0] and r.drawable == 50
+    np.testing.assert_allclose(r.expected, [50.0, 0.0])
+    assert "1 classes have no eligible image (never drawn)" in format_sampling_report(r)
