@@ -398,3 +398,17 @@ def test_sampling_report_with_a_mask(skewed: Path):
     assert list(r.stored) == [50, 0] and r.drawable == 50
     np.testing.assert_allclose(r.expected, [50.0, 0.0])
     assert "1 classes have no eligible image (never drawn)" in format_sampling_report(r)
+
+
+def test_vocab_on_a_converted_dataset(tiny_dataset, tmp_path: Path):
+    """Against convert's real output: canonicalized tags ('#Mod3_0' -> 'mod3_0'), shards of 5, labels by index."""
+    root = tiny_dataset(12, shard_size=5)
+    syn = write(tmp_path / "syn.tsv", "zero\t#Mod3_0\tMOD5_0\n")
+    stop = write(tmp_path / "stop.txt", "#all\n")
+    build_vocab(root, "v", VocabOptions(synonyms=syn, stoplist=stop))
+    got = labels_by_name(root, "v")
+    for i, tags in enumerate(tiny_dataset.tags(i) for i in range(12)):
+        expected = {"zero" if t in ("mod3_0", "mod5_0") else t for t in tags if t != "all"}
+        assert set(got[i]) == expected, i
+    counts = {n: c for n, c, _ in table(root, "v")}
+    assert counts["zero"] == len({i for i in range(12) if i % 3 == 0 or i % 5 == 0})  # 0,3,5,6,9,10 -> 6
