@@ -4,33 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SAMPLINGS = ("natural", "sqrt", "uniform")
-COMBINES = ("sum", "mean", "max")
+from tagstream.kernels.weights import COMBINES, SAMPLINGS, sampling_power  # one definition, shared with the kernels
+
 TARGETS = ("soft", "multihot", "sparse")
 MODES = ("train", "eval")
 DEVICES = ("cpu", "gpu")
 SPLITS = ("train", "holdout", "all")
 
-
-def sampling_power(sampling: str) -> float | None:
-    """Name -> power a of w_i = sum_c n_c^(a-1); "natural" -> None (w_i = 1 for eligible images).
-
-    Accepted: "natural", "sqrt" (a=0.5), "uniform" (a=0), or "power:A" for any A >= 0.
-    """
-    if sampling == "natural":
-        return None
-    if sampling == "sqrt":
-        return 0.5
-    if sampling == "uniform":
-        return 0.0
-    if sampling.startswith("power:"):
-        try:
-            a = float(sampling.split(":", 1)[1])
-        except ValueError:
-            a = -1.0
-        if a >= 0:
-            return a
-    raise ValueError(f"sampling {sampling!r} is not one of {SAMPLINGS} or 'power:A' with A >= 0")
+__all__ = ["COMBINES", "DEVICES", "MODES", "SAMPLINGS", "SPLITS", "TARGETS", "LoaderConfig", "sampling_power"]
 
 
 @dataclass(frozen=True)
