@@ -209,18 +209,23 @@ def brute_join(
     return _sorted(*_two_pass(_brute_pass, q, 0, b, max_distance))
 
 
+def plan_join(n_queries: int, n_base: int, max_distance: int) -> tuple[str, int]:
+    """("mih", bands) unless all pairs would be cheaper ("brute", 0): large D against a large base, or tiny inputs."""
+    m = choose_bands(n_queries, n_base, max_distance)
+    if MIH_UNIT * estimated_cost(n_queries, n_base, max_distance, m) < float(n_queries) * float(n_base):
+        return "mih", m
+    return "brute", 0
+
+
 def join(
     queries: NDArray[np.uint64], base: NDArray[np.uint64], max_distance: int
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int8], str]:
-    """Pairs within max_distance by the cheaper method; returns (query, base, distance, method name).
-
-    Multi-index hashing unless its estimated cost exceeds all-pairs (large D against a large base).
-    """
+    """Pairs within max_distance by the cheaper method (see plan_join); returns (query, base, distance, method)."""
     q, b = _check(queries, base, max_distance)
-    m = choose_bands(q.shape[0], b.shape[0], max_distance)
-    if MIH_UNIT * estimated_cost(q.shape[0], b.shape[0], max_distance, m) < float(q.shape[0]) * float(b.shape[0]):
+    method, m = plan_join(q.shape[0], b.shape[0], max_distance)
+    if method == "mih":
         return (*mih_join(q, b, max_distance, bands=m), f"multi-index hashing, {m} bands, radius {max_distance // m}")
-    return (*brute_join(q, b, max_distance), "brute force (multi-index hashing would cost more)")
+    return (*brute_join(q, b, max_distance), "brute force (cheaper than multi-index hashing here)")
 
 
 def join_ref(
