@@ -156,6 +156,7 @@ def test_wordnet_merge_named_after_most_frequent_member(ds: Path, tmp_path: Path
     assert rows["bruin"] == (1, ("bruin",))
     assert r.report["tags_merged"] == {"total": 4, "synonyms": 0, "wordnet": 4}
     assert r.report["wordnet"]["tags_matched"] == 8
+    assert r.report["wordnet"]["matched_first_of_several_senses"] == 2  # kitty, bruin
     ex = {e["class"]: e for e in r.report["wordnet"]["merged_examples"]}
     assert ex["auto"]["synset"] == ["car", "auto", "automobile"]
 
@@ -274,6 +275,7 @@ def test_cli_builds_and_prints_report(ds: Path, tmp_path: Path):
     res = runner.invoke(vocab_cmd, [str(ds), "--name", "c", "--stoplist", stop, "--min-count", "2"])
     assert res.exit_code == 0, res.output
     assert "classes: 4" in res.output and "dropped by stoplist: 1 classes, 1 tags" in res.output
+    assert "images: 8, with no class: 1 (of which 1 have no tag at all)" in res.output
     assert f"wrote {ds / 'vocab' / 'c'}" in res.output
     res = runner.invoke(vocab_cmd, [str(ds), "--name", "c"])
     assert res.exit_code != 0 and "already exists" in res.output and "Traceback" not in res.output

@@ -71,6 +71,7 @@ def test_lemma_lookup_takes_the_first_sense(tiny_wn):
     assert wn.lookup("bruin").offset == off["bruin_tales"]  # not brown_bear: its second sense is ignored
     assert {wn.lookup(w).offset for w in ("car", "auto", "automobile")} == {off["car"]}
     assert wn.lookup("car").how == "lemma"
+    assert (wn.lookup("kitty").senses, wn.lookup("kitten").senses) == (2, 1)
 
 
 def test_tag_without_spaces_matches_the_multiword_lemma(tiny_wn):

@@ -209,8 +209,7 @@ def build_vocab(root: str | Path, name: str, options: VocabOptions, *, force: bo
         report["synonyms"] = {"lines": len(synonyms), "words_not_in_dataset": unmatched}
     wn_key = np.full(num_tags, -1, np.int64)
     if wn is not None:
-        wn_key, how = wordnet_keys(wn, texts, tag_ids, num_tags)
-        report["wordnet"] = {"lemmas": len(wn), "tags_matched": int((wn_key >= 0).sum()), "matched_by": how}
+        wn_key, report["wordnet"] = wordnet_keys(wn, texts, tag_ids, num_tags)
     cands, report["tags_merged"] = merge(texts, raw_counts, present, syn_key, wn_key, synonyms)
     if wn is not None:
         report["wordnet"]["merged_examples"] = wordnet_examples(cands, texts, wn_key, wn)
@@ -264,6 +263,9 @@ def format_report(report: dict) -> str:
         f"classes: {report['classes']}  (from {report['raw_tags']} raw tags; {report['tags_in_classes']} tags in classes)",
         f"tags merged: {merged['total']}  (synonyms {merged['synonyms']}, WordNet {merged['wordnet']})",
     ]
+    if "wordnet" in report:
+        w = report["wordnet"]
+        lines.append(f"WordNet: {w['tags_matched']} tags matched a noun synset ({w['matched_first_of_several_senses']} took the first of several senses)")
     for reason, entry in report["dropped"].items():
         if entry["tags"] or entry["classes"]:
             examples = ", ".join(entry["examples"])

@@ -56,16 +56,19 @@ def synonym_keys(synonyms: list[SynonymLine], by_text: dict[str, list[int]], n: 
     return key, unmatched
 
 
-def wordnet_keys(wn: WordNet, texts: list[str], tag_ids: NDArray[np.int64], n: int) -> tuple[NDArray[np.int64], dict[str, int]]:
-    """Tag id -> synset offset of its first noun sense (-1: not in WordNet); and matches by kind."""
+def wordnet_keys(wn: WordNet, texts: list[str], tag_ids: NDArray[np.int64], n: int) -> tuple[NDArray[np.int64], dict]:
+    """Tag id -> synset offset of its first noun sense (-1: not in WordNet); and the match statistics."""
     key = np.full(n, -1, np.int64)
     how: dict[str, int] = {}
+    ambiguous = 0
     for tid in tag_ids.tolist():
         match = wn.lookup(texts[tid])
         if match is not None:
             key[tid] = match.offset
             how[match.how] = how.get(match.how, 0) + 1
-    return key, how
+            ambiguous += match.senses > 1
+    stats = {"lemmas": len(wn), "tags_matched": int((key >= 0).sum()), "matched_by": how, "matched_first_of_several_senses": ambiguous}
+    return key, stats
 
 
 def merge(

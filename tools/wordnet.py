@@ -51,6 +51,7 @@ class SynsetMatch:
     offset: int  # byte offset of the synset in data.noun (its id within the noun database)
     lemma: str  # the lemma that matched
     how: str  # "lemma", "morphy", "despaced" or "despaced+morphy"
+    senses: int  # noun senses of the lemma: > 1 means the first-sense policy chose among several
 
 
 class WordNet:
@@ -66,6 +67,7 @@ class WordNet:
                     f"(Debian: `apt-get install wordnet-base` puts them in /usr/share/wordnet)"
                 )
         self.first_sense: dict[str, int] = {}
+        self.senses: dict[str, int] = {}
         tagged: dict[str, int] = {}
         with open(index, encoding="latin-1") as f:
             for lineno, line in enumerate(f, 1):
@@ -83,6 +85,7 @@ class WordNet:
                 except (IndexError, ValueError) as exc:
                     raise WordNetError(f"{index}:{lineno}: not a wndb index line ({exc}): {line.strip()[:80]!r}") from exc
                 self.first_sense[parts[0]] = first
+                self.senses[parts[0]] = synset_cnt
                 tagged[parts[0]] = tagsense_cnt
         if not self.first_sense:
             raise WordNetError(f"{index}: no lemmas found")
@@ -118,16 +121,19 @@ class WordNet:
         if not word:
             return None
         if word in self.first_sense:
-            return SynsetMatch(self.first_sense[word], word, "lemma")
+            return self._match(word, "lemma")
         forms = self.base_forms(word)
         for form in forms:
             if form in self.first_sense:
-                return SynsetMatch(self.first_sense[form], form, "morphy")
+                return self._match(form, "morphy")
         for key, how in [(despace(word), "despaced")] + [(despace(f), "despaced+morphy") for f in forms]:
             lemma = self.despaced.get(key)
             if lemma is not None:
-                return SynsetMatch(self.first_sense[lemma], lemma, how)
+                return self._match(lemma, how)
         return None
+
+    def _match(self, lemma: str, how: str) -> SynsetMatch:
+        return SynsetMatch(self.first_sense[lemma], lemma, how, self.senses[lemma])
 
     def synset_words(self, offset: int) -> tuple[str, ...]:
         """The words of a synset, read from data.noun at its byte offset (w_cnt is hexadecimal)."""
