@@ -47,14 +47,15 @@ def spectral_fields(rng: np.random.Generator, height: int, width: int, n: int, a
 def texture(rng: np.random.Generator, height: int, width: int, *, alpha: float, contrast: float, chroma: float) -> Canvas:
     """Colour 1/f texture around 0, (H, W, 3): full-resolution luminance plus weaker colour-opponent fields
     at half resolution (natural chroma is smooth, and JPEG's 4:2:0 subsampling drops finer chroma anyway)."""
-    lum = spectral_fields(rng, height, width, 1, alpha)
-    c1, c2 = spectral_fields(rng, (height + 1) // 2, (width + 1) // 2, 2, alpha) * np.float32(chroma)
-    # per-channel offsets: red vs green-blue (c1) and green vs blue (c2), built at half resolution
+    h2, w2 = (height + 1) // 2, (width + 1) // 2
+    lum = spectral_fields(rng, 2 * h2, 2 * w2, 1, alpha)[0]
+    c1, c2 = spectral_fields(rng, h2, w2, 2, alpha) * np.float32(chroma)
+    # per-channel offsets: red vs green-blue (c1) and green vs blue (c2), built at half resolution and
+    # spread over 2x2 pixel blocks by broadcasting (one pass, no upsampled copies)
     offsets = np.stack([c1, c2 - 0.5 * c1, -c2 - 0.5 * c1])
-    tex = np.repeat(np.repeat(offsets, 2, axis=1), 2, axis=2)[:, :height, :width]
-    tex += lum
+    tex = lum.reshape(1, h2, 2, w2, 2) + offsets[:, :, None, :, None]
     tex *= np.float32(contrast)
-    return np.moveaxis(tex, 0, -1)
+    return np.moveaxis(tex.reshape(3, 2 * h2, 2 * w2)[:, :height, :width], 0, -1)
 
 
 def hsv(h: float, s: float, v: float) -> NDArray[np.float32]:
