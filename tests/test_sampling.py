@@ -139,5 +139,5 @@ def test_bad_arguments_are_clear_errors(dataset, vocab):
     few = np.zeros(N, bool)
     few[[1, 2]] = True  # two drawable images in one shard, three ranks
     for rank in range(3):  # every rank refuses, not only the empty one: none is left waiting
-        with pytest.raises(ValueError, match=r"ranks \[2\] of world=3 own no image"):
+        with pytest.raises(ValueError, match=r"ranks \[\d\] of world=3 own no image"):
             RankSampler(dataset, vocab, eligible=few, rank=rank, world=3, samples_per_epoch=30)
