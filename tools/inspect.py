@@ -98,11 +98,18 @@ def _rejects_section(ds: Dataset, *, top: int) -> dict:
     }
 
 
+def _masks_section(ds: Dataset, *, top: int) -> dict:
+    """Each mask (masks/NAME.npy, e.g. from `tagstream dedup`) and how many images it excludes."""
+    return {"masks": [{"name": n, "excluded": int(np.count_nonzero(ds.load_mask(n))), "of": ds.num_images}
+                      for n in ds.mask_names()]}
+
+
 SECTIONS: dict[str, Callable[..., dict]] = {
     "dataset": _dataset_section,
     "image_sizes": _sizes_section,
     "tags": _tags_section,
     "rejects": _rejects_section,
+    "masks": _masks_section,
 }
 
 
