@@ -176,3 +176,14 @@ def test_masked_images_are_never_drawn_by_the_sampler(worlds):
             drawn_all.update(without.plan(epoch).tolist())
     assert masked <= drawn_all  # without the mask they are drawn: the check below is not vacuous
     assert drawn_masked == set(range(N_TRAIN)) - masked
+
+
+def test_inspect_lists_masks_with_their_excluded_counts(worlds):
+    from tagstream.tools.inspect import inspect_dataset
+
+    run_dedup(worlds.train, [worlds.eval], name="shown", max_distance=10, exact=False)
+    rows = inspect_dataset(worlds.train)["masks"]["masks"]
+    assert {"name": "shown", "excluded": 4, "of": N_TRAIN} in rows
+    result = CliRunner().invoke(main, ["inspect", str(worlds.train)])
+    assert result.exit_code == 0, result.output
+    assert any(line.split()[:3] == ["shown", "4", str(N_TRAIN)] for line in result.output.splitlines())
