@@ -90,9 +90,16 @@ def plot_quality(path: Path, q: Quality, distances: range) -> None:
     top.axhline(0.95, color="grey", lw=0.8)
     top.set_ylabel("recall (near copies found)")
     top.legend(fontsize=7, loc="lower right")
-    fmr = [max(q.false_match_rate(d), 0.5 / q.distinct.size) for d in distances]  # zero drawn at half a pair
-    bottom.semilogy(list(distances), fmr, marker="o", ms=3, color="black")
+    floor = min(1e-5, 0.3 / q.distinct.size)  # where "none observed" is drawn, below any observable rate
+    fmr = [q.false_match_rate(d) for d in distances]
+    seen = [(d, f) for d, f in zip(distances, fmr) if f > 0]
+    if seen:
+        bottom.semilogy(*zip(*seen), marker="o", ms=3, color="black", label="observed")
+    unseen = [d for d, f in zip(distances, fmr) if f == 0]
+    bottom.semilogy(unseen, [floor] * len(unseen), "v", ms=4, color="grey", label="none observed")
+    bottom.set_ylim(floor / 2, 1.0)
     bottom.axhline(1e-4, color="grey", lw=0.8)
+    bottom.legend(fontsize=7, loc="upper left")
     bottom.set_ylabel(f"false-match rate ({q.distinct.size:,} distinct pairs)")
     bottom.set_xlabel(f"max Hamming distance D ({q.hash_name}, {q.hash_bits} bits)")
     d, _ = q.choose_distance()
@@ -189,7 +196,11 @@ def bench_dedup(images, size, max_d, plot, n_train, n_eval, distances, brute_que
             d, met = q.choose_distance()
             click.echo(table(q, rng))
             click.echo(f"chosen D = {d}: target (recall >= 0.95 on every main edit, false-match rate <= 1e-4) "
-                       f"{'met' if met else 'NOT met'}; tagstream dedup's default is {DEFAULT_MAX_DISTANCE}\n")
+                       f"{'met' if met else 'NOT met'}; tagstream dedup's default is {DEFAULT_MAX_DISTANCE}")
+            if q.distinct.size < 30_000:
+                click.echo(f"note: {q.distinct.size:,} distinct pairs cannot show a rate of 1e-4 (>= 30,000 needed "
+                           "for zero observed to bound it at 95%): use --images 250 or more")
+            click.echo("")
     if speed:
         result["speed"] = run_speed(n_train=n_train, n_eval=n_eval, distances=ds, brute_queries=brute_queries, seed=seed)
         if not as_json:

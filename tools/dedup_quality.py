@@ -143,5 +143,6 @@ def table(q: Quality, distances: range) -> str:
         label = f + ("" if main else " *")
         lines.append(f"{label:<24}" + "".join(f"{q.recall(f, d):7.3f}" for d in distances))
     lines.append(f"{'false-match rate':<24}" + "".join(f"{q.false_match_rate(d):7.0e}" for d in distances))
+    lines.append(f"{'false matches':<24}" + "".join(f"{int(np.sum(q.distinct <= d)):7d}" for d in distances))
     lines.append("* reported only: not a main edit")
     return "\n".join(lines)
