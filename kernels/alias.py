@@ -95,6 +95,8 @@ def draw_alias(
     prob: NDArray[np.float64], alias: NDArray[np.int64], key: np.uint64, start: int, out: NDArray[np.int64]
 ) -> NDArray[np.int64]:
     """out[j] = draw number start + j of the stream with this key (see rng.stream_key); returns out."""
+    if prob.ndim != 1 or prob.dtype != np.float64 or alias.shape != prob.shape or alias.dtype != np.int64:
+        raise ValueError(f"prob/alias must be float64/int64 of one shape, got {prob.dtype} {prob.shape}, {alias.dtype} {alias.shape}")
     if prob.shape[0] == 0 and out.shape[0] > 0:
         raise ValueError("cannot draw from an empty alias table")
     if out.dtype != np.int64 or out.ndim != 1:

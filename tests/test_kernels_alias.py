@@ -89,5 +89,7 @@ def test_draw_rejects_empty_table_and_negative_start():
     with pytest.raises(ValueError, match="empty alias table"):
         draw_alias(np.empty(0), np.empty(0, np.int64), stream_key(0), 0, np.empty(3, np.int64))
     prob, alias, _ = table([1.0, 2.0])
+    with pytest.raises(ValueError, match="one shape"):
+        draw_alias(prob, alias[:1], stream_key(0), 0, np.empty(3, np.int64))
     with pytest.raises(ValueError, match="start=-1"):
         draw_alias(prob, alias, stream_key(0), -1, np.empty(3, np.int64))
