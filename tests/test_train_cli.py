@@ -102,17 +102,17 @@ def test_sigkilled_run_resumes_to_identical_losses(world, reference, tmp_path):
     assert again.exit_code == 0 and "already at step 24: nothing to train" in again.output
 
 
-def test_two_ranks_under_torchrun_with_gloo(world, reference, tmp_path):
+def test_two_ranks_under_torchrun_with_gloo_and_accumulation(world, reference, tmp_path):
     _, ref = reference
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "tagstream.tools.cli", *_args(world, out, "--steps", "4", "--set", "run.checkpoint_every=2")]  # fmt: skip
+           "-m", "tagstream.tools.cli", *_args(world, out, "--steps", "4", "--grad-accum", "2", "--set", "run.checkpoint_every=2")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("checkpoint:") == 1  # only rank 0 reports
     (start,) = _records(out, "start")
-    assert start["world"] == 2 and start["per_rank_batch"] == 16
+    assert start["world"] == 2 and start["per_rank_batch"] == 8  # 32 = 2 ranks x 2 micro-batches x 8
     assert sorted(_losses(out)) == [1, 2, 3, 4]
     (summary,) = _records(out, "summary")
     # the held-out split is scored once over both ranks' shares

@@ -99,6 +99,11 @@ def test_refusals(tmp_path, monkeypatch):
         main(_config(tmp_path / "c"), loader_factory=fake_factory)
 
 
+def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
+    with pytest.raises(FloatingPointError, match=r"the loss became (nan|inf) at step \d+; lower optim.base_lr"):
+        main(_config(tmp_path / "run", "run.steps=12", "optim.base_lr=1e30", "schedule.warmup_steps=0"), loader_factory=fake_factory)
+
+
 def test_loaders_are_closed_after_a_run(tmp_path):
     made: list[FakeLoader] = []
 

@@ -63,7 +63,7 @@ def train(recipe: str | None, overrides: tuple[str, ...], resume: str | None, **
     try:
         config = load_config(recipe, [*items, *overrides])
         summary = main(config, resume=resume)
-    except (ValueError, FormatError) as exc:
+    except (ValueError, FormatError, FloatingPointError) as exc:
         raise click.ClickException(str(exc)) from None
     _report(summary)
 

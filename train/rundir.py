@@ -8,6 +8,7 @@ window, not per step; every step's loss is still recorded (the exact-resume guar
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -132,6 +133,12 @@ class RunLog:
     def _flush(self, step: int, *, lr: float, epoch: int) -> None:
         # mean over ranks of every step's loss: one collective and one CPU-GPU sync per window
         losses = dd.all_reduce_mean(torch.stack(self.losses).float(), self.dist).cpu().tolist()
+        bad = [self.first_step + i for i, x in enumerate(losses) if not math.isfinite(x)]
+        if bad:  # stop rather than burn GPU hours on a diverged run
+            raise FloatingPointError(
+                f"the loss became {losses[bad[0] - self.first_step]} at step {bad[0]}; lower optim.base_lr or "
+                "lengthen the warm-up, and continue from an earlier checkpoint with --resume PATH"
+            )
         seconds = time.perf_counter() - self.window_start
         n = len(losses)
         rate = n * self.images_per_step / seconds
