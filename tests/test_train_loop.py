@@ -104,12 +104,18 @@ def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
         main(_config(tmp_path / "run", "run.steps=12", "optim.base_lr=1e30", "schedule.warmup_steps=0"), loader_factory=fake_factory)
 
 
-def test_loaders_are_closed_after_a_run(tmp_path):
+def test_loaders_closed_and_torch_settings_restored(tmp_path):
     made: list[FakeLoader] = []
 
     def factory(config, rank=0, world=1):
         made.append(FakeLoader(config, rank, world))
         return made[-1]
 
-    main(_config(tmp_path / "run", "run.steps=1", "data.holdout_fraction=0.1"), loader_factory=factory)
+    threads = torch.get_num_threads()
+    main(_config(tmp_path / "run", "run.steps=1", "data.holdout_fraction=0.1", "run.threads=3"), loader_factory=factory)
     assert [m.config.mode for m in made] == ["train", "eval"] and all(m.closed for m in made)
+    assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
+    made.clear()
+    with pytest.raises(ValueError, match="fewer than batch.grad_accum"):  # closed on errors too
+        main(_config(tmp_path / "r2", "batch.grad_accum=4", "data.samples_per_epoch=8"), loader_factory=factory)
+    assert made and all(m.closed for m in made)

@@ -163,7 +163,8 @@ def _rng_state(cuda: bool) -> dict[str, Any]:
 def main(config: TrainConfig, *, resume: str | None = None, loader_factory: Callable[..., Any] = build_loader) -> dict[str, Any]:
     """Train as configured; resume=None (fresh), "auto" (latest checkpoint in out_dir, if any) or a path.
 
-    Returns the run's summary (also the last line of out_dir/metrics.jsonl on rank 0).
+    Returns the run's summary (also the last line of out_dir/metrics.jsonl on rank 0). Process-wide
+    torch settings it changes (threads, deterministic algorithms) are restored on return.
     """
     # Refuse bad set-ups before anything expensive: batch split, device, out_dir holding another run.
     rank, world, local_rank = dd.env_ranks()
@@ -175,22 +176,33 @@ def main(config: TrainConfig, *, resume: str | None = None, loader_factory: Call
     if rank == 0:
         check_out_dir(out, config, resuming=state is not None)
 
+    saved = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.manual_seed(config.run.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
     if config.run.threads is not None:
         torch.set_num_threads(config.run.threads)
     if device_kind == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)  # with a fixed thread count: bit-exact resume
+    loaders: list[Any] = []
+    try:
+        # Loaders first: their worker processes must not inherit an initialised CUDA context or process group.
+        for mode in ("train", "eval") if config.data.holdout_fraction > 0 else ("train",):
+            lc = loader_config(config, mode=mode, batch_size=per_rank, device=device_kind, device_id=local_rank)
+            loaders.append(loader_factory(lc, rank, world))
+        dist = dd.setup(device_kind)
+        return _train(config, loaders[0], loaders[1] if len(loaders) > 1 else None, dist=dist, state=state,
+                      resume_path=resume_path, per_rank=per_rank)  # fmt: skip
+    finally:
+        for loader in loaders:
+            loader.close()
+        dd.teardown()
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1])
 
-    # Loaders first: their worker processes must not inherit an initialised CUDA context or process group.
-    train_loader = loader_factory(
-        loader_config(config, mode="train", batch_size=per_rank, device=device_kind, device_id=local_rank), rank, world
-    )
-    eval_loader = None
-    if config.data.holdout_fraction > 0:
-        eval_loader = loader_factory(
-            loader_config(config, mode="eval", batch_size=per_rank, device=device_kind, device_id=local_rank), rank, world
-        )
-    dist = dd.setup(device_kind)
+
+def _train(config: TrainConfig, train_loader: Any, eval_loader: Any | None, *, dist: dd.Dist, state: dict | None,
+           resume_path: Path | None, per_rank: int) -> dict[str, Any]:  # fmt: skip
+    """main's body once the loaders and the process group exist."""
+    out = Path(config.run.out_dir)
     run = Step(config, dist.device)
     num_classes = int(train_loader.num_classes)
     steps_per_epoch = len(train_loader) // config.batch.grad_accum
@@ -228,11 +240,10 @@ def main(config: TrainConfig, *, resume: str | None = None, loader_factory: Call
     if dist.enabled:
         model = DDP(model, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
     loss_fn = build_loss(config.model.loss)
+    softmax = config.model.loss == "softmax"
 
-    log = RunLog(
-        out, config, dist=dist, total_steps=total_steps, start_step=step, images_per_step=config.batch.global_size
-    )
-    log.event("start", step=step, world=world, per_rank_batch=per_rank, lr=config.lr, num_classes=num_classes,
+    log = RunLog(out, config, dist=dist, total_steps=total_steps, start_step=step, images_per_step=config.batch.global_size)
+    log.event("start", step=step, world=dist.world, per_rank_batch=per_rank, lr=config.lr, num_classes=num_classes,
               steps_per_epoch=steps_per_epoch, total_steps=total_steps, resumed_from=str(resume_path or ""))  # fmt: skip
     eval_results: dict[str, float] = {}
 
@@ -242,7 +253,7 @@ def main(config: TrainConfig, *, resume: str | None = None, loader_factory: Call
                 {"model": bare.state_dict(), "model_name": config.model.name, "num_classes": num_classes,
                  "optimizer": optimizer.state_dict(), "schedule": scheduler.state_dict(), "step": step,
                  "loader": train_loader.state_dict(), "config": config.to_dict(),
-                 "rng": _rng_state(dist.device.type == "cuda"), "world": world},
+                 "rng": _rng_state(dist.device.type == "cuda"), "world": dist.world},
                 out, keep_last=config.run.keep_last,
             )  # fmt: skip
         dd.barrier(dist)  # nobody runs ahead of a checkpoint that may be resumed
@@ -256,7 +267,7 @@ def main(config: TrainConfig, *, resume: str | None = None, loader_factory: Call
         if r.checkpoint_every and step % r.checkpoint_every == 0 and step < total_steps:
             save(step)
         if eval_loader is not None and r.eval_every and step % r.eval_every == 0 and step < total_steps:
-            eval_results = evaluate(bare, eval_loader, run=run, softmax=config.model.loss == "softmax", dist=dist)
+            eval_results = evaluate(bare, eval_loader, run=run, softmax=softmax, dist=dist)
             log.event("eval", step=step, **eval_results)
 
     try:
@@ -269,13 +280,9 @@ def main(config: TrainConfig, *, resume: str | None = None, loader_factory: Call
                 train_loader.set_epoch(epoch)  # the next epoch's plan: a new draw, identical on every rank
         save(step)
         if eval_loader is not None:
-            eval_results = evaluate(bare, eval_loader, run=run, softmax=config.model.loss == "softmax", dist=dist)
+            eval_results = evaluate(bare, eval_loader, run=run, softmax=softmax, dist=dist)
             log.event("eval", step=step, **eval_results)
-        summary = log.summary(step=step, steps_run=step - start_step, checkpoint=str(ckpt.latest_checkpoint(out) or ""), eval=eval_results)
+        latest = ckpt.latest_checkpoint(out) if dist.is_main else None
+        return log.summary(step=step, steps_run=step - start_step, checkpoint=str(latest or ""), eval=eval_results)
     finally:
         log.close()
-        train_loader.close()
-        if eval_loader is not None:
-            eval_loader.close()
-        dd.teardown()
-    return summary
