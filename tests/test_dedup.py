@@ -29,7 +29,7 @@ N_EVAL = 8
 class Worlds:
     train: Path
     eval: Path
-    eval2: Path  # a second evaluation set: one more copy (of train image 5)
+    eval2: Path  # a second evaluation set: a resized copy of train image 5, a new image, train image 7 flipped
 
 
 def _source(root: Path, images: list[Image.Image], files: dict[int, Path] | None = None) -> Path:
@@ -70,7 +70,8 @@ def worlds(tmp_path_factory) -> Worlds:
     eval_imgs += [Image.fromarray(photo_like(rng, *SIZE)) for _ in range(N_EVAL - len(PLANTED))]
     files = {e: train_src.parent / "images" / f"{t:03d}.jpg" for e, (t, how) in PLANTED.items() if how == "same file"}
     eval_src = _source(tmp / "eval_src", eval_imgs, files)
-    eval2_src = _source(tmp / "eval2_src", [train_imgs[5].resize((80, 60)), Image.fromarray(photo_like(rng, *SIZE))])
+    flipped = train_imgs[7].transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    eval2_src = _source(tmp / "eval2_src", [train_imgs[5].resize((80, 60)), Image.fromarray(photo_like(rng, *SIZE)), flipped])
     out = Worlds(tmp / "train", tmp / "eval", tmp / "eval2")
     convert(train_src, out.train, shard_size=10)
     convert(eval_src, out.eval, shard_size=3)
@@ -86,9 +87,9 @@ def test_planted_copies_are_found_and_masked(worlds):
     mask = ds.load_mask("ev")  # the loader's own check: bool (N,)
     np.testing.assert_array_equal(np.flatnonzero(mask), sorted(t for t, _ in PLANTED.values()))
     rows = read_pairs(worlds.train / "masks" / "ev.pairs.tsv")
-    assert [(i, label, j) for i, label, j, _, _ in rows] == sorted((t, "eval", e) for e, (t, _) in PLANTED.items())
-    assert all(d <= 10 for *_, d, _ in rows)
-    assert {i: exact for i, _, _, _, exact in rows} == {3: False, 10: False, 17: False, 21: True}
+    assert [(i, label, j) for i, label, j, *_ in rows] == sorted((t, "eval", e) for e, (t, _) in PLANTED.items())
+    assert all(d <= 10 and not mirrored for *_, d, _, mirrored in rows)
+    assert {i: exact for i, _, _, _, exact, _ in rows} == {3: False, 10: False, 17: False, 21: True}
     summary = json.loads((worlds.train / "masks" / "ev.summary.json").read_text())
     assert summary["excluded"] == 4 and summary["against"][0]["exact_pairs"] == 1
     assert "4 of 24 images excluded" in result.output
@@ -109,9 +110,23 @@ def test_several_eval_sets_and_a_grid(worlds, tmp_path):
         assert im.format == "PNG" and im.width > 100
 
 
+def test_mirrors_find_a_flipped_copy(worlds, tmp_path):
+    grid = tmp_path / "m.png"
+    summary = run_dedup(worlds.train, [worlds.eval2], name="m", exact=False, mirrors=True, grid=grid)
+    assert summary["against"][0]["pairs"] == 2 and summary["against"][0]["mirrored_pairs"] == 1
+    rows = read_pairs(worlds.train / "masks" / "m.pairs.tsv")
+    assert [(i, j, mirrored) for i, _, j, _, _, mirrored in rows] == [(5, 0, False), (7, 2, True)]
+    assert all(d <= 10 for _, _, _, d, _, _ in rows)
+    assert summary["grid"]["pairs_shown"] == 2
+    without = run_dedup(worlds.train, [worlds.eval2], name="m", exact=False)
+    assert without["against"][0]["pairs"] == 1  # pHash alone does not survive a flip
+
+
 def test_no_match_gives_an_empty_mask_and_a_grid_that_says_so(worlds, tmp_path):
     summary = run_dedup(worlds.eval2, [worlds.eval], name="none", max_distance=0, exact=False, grid=tmp_path / "g.png")
     assert summary["excluded"] == 0 and summary["grid"]["pairs_shown"] == 0
+    with Image.open(tmp_path / "g.png") as im:
+        assert im.format == "PNG"
     assert not Dataset(worlds.eval2).load_mask("none").any()
     assert read_pairs(worlds.eval2 / "masks" / "none.pairs.tsv") == []
 
@@ -126,7 +141,7 @@ def test_same_bytes_found_even_when_the_hash_misses(worlds, tmp_path):
     summary = run_dedup(worlds.train, [eval_copy], name="x", max_distance=4)
     assert summary["against"][0]["pairs"] == 1 and summary["against"][0]["exact_pairs"] == 1
     (row,) = read_pairs(worlds.train / "masks" / "x.pairs.tsv")
-    assert row[0] == 21 and row[2] == 3 and row[4] is True and row[3] == 64
+    assert row[0] == 21 and row[2] == 3 and row[4] is True and row[3] == 64 and row[5] is False
     summary = run_dedup(worlds.train, [eval_copy], name="x", max_distance=4, exact=False)
     assert summary["excluded"] == 0  # rerun replaces the mask
 

@@ -4,12 +4,15 @@ copy (perceptual-hash distance <= D) or an exact copy (same stored bytes) of an 
 Writes, under TRAIN/masks/: NAME.npy (bool (N,), True = excluded; no data is deleted), NAME.pairs.tsv
 (one line per matched pair) and NAME.summary.json. The pHash join reads only the memory-mapped index;
 the exact-bytes check reads every record once (O(data), a one-off; `exact=False` skips it): stored
-images carry no content hash, and pHash distance 0 does not mean same bytes.
+images carry no content hash, and pHash distance 0 does not mean same bytes. pHash does not survive a
+left-right flip; `mirrors=True` also joins against the hashes of the flipped evaluation images (decoded
+once each: cheap for evaluation-sized sets).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import time
 from collections.abc import Sequence
@@ -28,7 +31,7 @@ from tagstream.loader.dataset import Dataset
 # every main edit (crops of up to 5% need it) and no false match among 499,500 distinct pairs
 DEFAULT_MAX_DISTANCE = 10
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-PAIRS_HEADER = "train_index\teval_dataset\teval_index\tdistance\texact\n"
+PAIRS_HEADER = "train_index\teval_dataset\teval_index\tdistance\texact\tmirrored\n"
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,9 @@ class Pairs:
 
     train: NDArray[np.int64]
     eval: NDArray[np.int64]
-    distance: NDArray[np.int64]  # pHash distance (also for exact copies)
+    distance: NDArray[np.int64]  # pHash distance (also for exact copies; to the mirror where that is nearer)
     exact: NDArray[np.bool_]  # same stored bytes
+    mirrored: NDArray[np.bool_]  # nearer to the evaluation image flipped left-right (with mirrors=True)
 
 
 def mask_paths(train: Path, name: str) -> tuple[Path, Path, Path]:
@@ -84,19 +88,38 @@ def exact_pairs(train: Dataset, evals: Sequence[Dataset]) -> list[tuple[NDArray[
     return out
 
 
-def _merge(near: tuple, exact: tuple, train_hash: np.ndarray, eval_hash: np.ndarray) -> Pairs:
-    ti, ei, d = near[0], near[1], np.asarray(near[2], np.int64)
-    xt, xe = exact
-    key_near = ti * (eval_hash.shape[0] + 1) + ei
-    key_exact = xt * (eval_hash.shape[0] + 1) + xe
-    is_exact = np.isin(key_near, key_exact)
-    extra = ~np.isin(key_exact, key_near)  # same bytes but beyond D (cannot happen with one hash recipe)
-    ti = np.concatenate([ti, xt[extra]])
-    ei = np.concatenate([ei, xe[extra]])
-    d = np.concatenate([d, hamming(train_hash[xt[extra]], eval_hash[xe[extra]])])
-    ex = np.concatenate([is_exact, np.ones(int(extra.sum()), bool)])
-    order = np.lexsort((ei, ti))
-    return Pairs(ti[order], ei[order], d[order], ex[order])
+def mirror_hashes(ds: Dataset) -> NDArray[np.uint64]:
+    """pHash of every image flipped left-right (decodes each image: meant for evaluation sets, which are small)."""
+    from PIL import Image
+
+    from tagstream.loader.store import ShardStore
+    from tagstream.tools.imagehash import phash_image
+
+    store = ShardStore(ds)
+    out = np.zeros(ds.num_images, np.uint64)
+    try:
+        for i in range(ds.num_images):
+            with Image.open(io.BytesIO(store.read_image(i))) as img:
+                out[i] = phash_image(img.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    finally:
+        store.close()
+    return out
+
+
+def _merge(found: Sequence[tuple], train_hash: np.ndarray, eval_hash: np.ndarray, mirror_hash: np.ndarray | None,
+           exact: tuple) -> Pairs:
+    """Each (train, eval) pair once, from the union of the joins' pairs and the same-bytes pairs; distance is
+    recomputed from the hashes: the smaller of direct and mirrored (mirrored=True when the mirror was closer)."""
+    n = eval_hash.shape[0] + 1
+    keys = np.unique(np.concatenate([np.zeros(0, np.int64), *(t * n + e for t, e, *_ in found), exact[0] * n + exact[1]]))
+    ti, ei = keys // n, keys % n
+    d = hamming(train_hash[ti], eval_hash[ei])
+    mirrored = np.zeros(keys.shape[0], np.bool_)
+    if mirror_hash is not None:
+        dm = hamming(train_hash[ti], mirror_hash[ei])
+        mirrored = dm < d
+        d = np.minimum(d, dm)
+    return Pairs(ti, ei, d, np.isin(keys, exact[0] * n + exact[1]), mirrored)
 
 
 def eval_labels(against: Sequence[Path]) -> list[str]:
@@ -119,12 +142,14 @@ def run_dedup(
     name: str,
     max_distance: int = DEFAULT_MAX_DISTANCE,
     exact: bool = True,
+    mirrors: bool = False,
     grid: str | Path | None = None,
     grid_pairs: int = 16,
     seed: int = 0,
 ) -> dict:
-    """Join TRAIN's hashes against each of `against`, write masks/NAME.{npy,pairs.tsv,summary.json}
-    (and a grid of sample pairs to `grid`); returns the summary."""
+    """Join TRAIN's hashes against each of `against` (and, with mirrors, against the hashes of their
+    left-right flipped images), write masks/NAME.{npy,pairs.tsv,summary.json} (and a grid of sample
+    pairs to `grid`); returns the summary."""
     if not NAME_PATTERN.match(name or ""):
         raise ValueError(f"mask name {name!r} is not allowed: use letters, digits, '_', '.', '-' (not starting with '.')")
     if not isinstance(max_distance, int) or not 0 <= max_distance <= kdedup.MAX_DISTANCE:
@@ -141,13 +166,17 @@ def run_dedup(
     results, per_eval = [], []
     mask = np.zeros(train_ds.num_images, np.bool_)
     for ds, label, h, ex in zip(eval_ds, labels, eval_hash, exacts):
-        ti, ei, d, method = kdedup.join(train_hash, h, max_distance)
-        pairs = _merge((ti, ei, d), ex, train_hash, h)
+        *direct, method = kdedup.join(train_hash, h, max_distance)
+        found, hm = [direct], None
+        if mirrors:
+            hm = mirror_hashes(ds)
+            found.append(kdedup.join(train_hash, hm, max_distance)[:3])
+        pairs = _merge(found, train_hash, h, hm, ex)
         results.append(pairs)
         mask[pairs.train] = True
         per_eval.append({
             "path": str(ds.root), "label": label, "images": ds.num_images, "method": method,
-            "pairs": int(pairs.train.size), "exact_pairs": int(pairs.exact.sum()),
+            "pairs": int(pairs.train.size), "exact_pairs": int(pairs.exact.sum()), "mirrored_pairs": int(pairs.mirrored.sum()),
             "train_matched": int(np.unique(pairs.train).size), "eval_matched": int(np.unique(pairs.eval).size),
             "distance_histogram": np.bincount(pairs.distance, minlength=max_distance + 1).tolist(),
         })
@@ -157,7 +186,7 @@ def run_dedup(
     fmt.save_npy_atomic(mask_path, mask)
     summary = {
         "name": name, "train": str(train_ds.root), "train_images": train_ds.num_images,
-        "max_distance": max_distance, "exact_bytes_checked": exact, "excluded": int(mask.sum()),
+        "max_distance": max_distance, "exact_bytes_checked": exact, "mirrors": mirrors, "excluded": int(mask.sum()),
         "excluded_fraction": float(mask.mean()) if mask.size else 0.0, "against": per_eval,
         "mask": str(mask_path), "pairs_file": str(pairs_path), "seconds": round(time.perf_counter() - t0, 3),
     }
@@ -174,18 +203,19 @@ def _write_pairs(path: Path, results: Sequence[Pairs], labels: Sequence[str]) ->
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(PAIRS_HEADER)
         for pairs, label in zip(results, labels):
-            for i, j, d, x in zip(pairs.train.tolist(), pairs.eval.tolist(), pairs.distance.tolist(), pairs.exact.tolist()):
-                f.write(f"{i}\t{label}\t{j}\t{d}\t{int(x)}\n")
+            columns = (pairs.train, pairs.eval, pairs.distance, pairs.exact, pairs.mirrored)
+            for i, j, d, x, m in zip(*(c.tolist() for c in columns)):
+                f.write(f"{i}\t{label}\t{j}\t{d}\t{int(x)}\t{int(m)}\n")
     tmp.replace(path)
 
 
-def read_pairs(path: str | Path) -> list[tuple[int, str, int, int, bool]]:
-    """Parse a pairs file back into (train index, eval label, eval index, distance, exact) rows."""
+def read_pairs(path: str | Path) -> list[tuple[int, str, int, int, bool, bool]]:
+    """Parse a pairs file back into (train index, eval label, eval index, distance, exact, mirrored) rows."""
     rows = []
     with open(path, encoding="utf-8") as f:
         if f.readline() != PAIRS_HEADER:
             raise fmt.FormatError(f"{path}: not a tagstream dedup pairs file (header differs)")
         for line in f:
-            i, label, j, d, x = line.rstrip("\n").split("\t")
-            rows.append((int(i), label, int(j), int(d), x == "1"))
+            i, label, j, d, x, m = line.rstrip("\n").split("\t")
+            rows.append((int(i), label, int(j), int(d), x == "1", m == "1"))
     return rows

@@ -29,8 +29,8 @@ def draw_grid(path: Path, train: Dataset, evals: Sequence[Dataset], labels: Sequ
 
     if count < 1:
         raise ValueError(f"grid pair count {count!r} is not allowed; allowed: >= 1")
-    rows = [(e, int(i), int(j), int(d), bool(x)) for e, p in enumerate(results)
-            for i, j, d, x in zip(p.train, p.eval, p.distance, p.exact)]
+    rows = [(e, int(i), int(j), int(d), bool(x), bool(m)) for e, p in enumerate(results)
+            for i, j, d, x, m in zip(p.train, p.eval, p.distance, p.exact, p.mirrored)]
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(rows), size=min(count, len(rows)), replace=False).tolist()) if rows else []
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,10 +43,11 @@ def draw_grid(path: Path, train: Dataset, evals: Sequence[Dataset], labels: Sequ
         eval_stores = [ShardStore(ds) for ds in evals]
         fig, axes = plt.subplots(len(chosen), 2, figsize=(5, 2.2 * len(chosen)), squeeze=False)
         for row, k in enumerate(chosen):
-            e, i, j, d, exact = rows[k]
+            e, i, j, d, exact, mirrored = rows[k]
+            note = " (same bytes)" if exact else " (mirrored)" if mirrored else ""
             for col, (img, title) in enumerate((
                 (_image(train_store, i), f"train {i}"),
-                (_image(eval_stores[e], j), f"{labels[e]} {j}  d={d}{' (same bytes)' if exact else ''}"),
+                (_image(eval_stores[e], j), f"{labels[e]} {j}  d={d}{note}"),
             )):
                 axes[row, col].imshow(img)
                 axes[row, col].set_title(title, fontsize=8)
