@@ -12,7 +12,7 @@ from PIL import Image
 from tagstream.kernels.phash import hamming
 from tagstream.tools.bench_dedup import planted_hashes
 from tagstream.tools.cli import main
-from tagstream.tools.dedup_quality import EDITS, Quality, measure
+from tagstream.tools.dedup_quality import EDITS, MIRRORED, Quality, measure
 
 TINY = ["--images", "6", "--size", "64x48", "--train", "3000", "--eval", "300", "--distances", "0,3", "--brute-queries", "500"]
 
@@ -21,7 +21,7 @@ def test_bench_prints_the_quality_table_and_the_speed_rows(tmp_path):
     plot = tmp_path / "q.png"
     result = CliRunner().invoke(main, ["bench", "dedup", *TINY, "--plot", str(plot)])
     assert result.exit_code == 0, result.output
-    for family in EDITS:
+    for family in [*EDITS, *MIRRORED]:
         assert family in result.output
     assert "false-match rate" in result.output and "chosen D = " in result.output
     assert result.output.count("= brute on 500 queries") == 2
@@ -56,7 +56,7 @@ def test_planted_hashes_are_within_the_flip_budget():
 
 
 def _quality(near: dict, distinct: list[int]) -> Quality:
-    return Quality("t", 64, 10, (8, 8), {f: np.array(v) for f, v in near.items()}, np.array(distinct))
+    return Quality("t", 64, 10, (8, 8), {f: np.array(v) for f, v in near.items()}, np.array(distinct), np.array(distinct))
 
 
 def test_choose_distance_takes_the_smallest_d_meeting_the_target():
@@ -84,8 +84,11 @@ def test_edits_change_the_image_as_documented():
 
 
 def test_measure_separates_copies_from_distinct_images():
-    (q,) = measure(images=8, size=(96, 72), seed=2)
-    assert q.distinct.size == 28 and set(q.near) == set(EDITS)
+    q = measure(images=8, size=(96, 72), seed=2)
+    assert q.distinct.size == 28 and set(q.near) == set(EDITS) | set(MIRRORED)
     assert np.median(q.near["jpeg q50-95"]) < np.median(q.distinct)
+    assert np.all(q.near["flip, --mirrors"] == 0)  # a pure flip is its original's mirror hash exactly
+    assert np.median(q.near["flip"]) > 10
+    assert np.all(q.distinct_mirrored <= q.distinct)
     with pytest.raises(ValueError, match="images"):
         measure(images=1)

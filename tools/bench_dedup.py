@@ -16,7 +16,7 @@ import numpy as np
 
 from ..kernels import dedup as kdedup
 from .dedup import DEFAULT_MAX_DISTANCE
-from .dedup_quality import EDITS, Quality, measure, table
+from .dedup_quality import EDITS, MIRRORED, Quality, measure, table
 
 
 def planted_hashes(n_train: int, n_eval: int, *, copies: int, max_flips: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +73,9 @@ def quality_summary(q: Quality, distances: range) -> dict:
         "hash": q.hash_name, "bits": q.hash_bits, "images": q.images, "size": list(q.size), "distinct_pairs": int(q.distinct.size),
         "recall": {f: [q.recall(f, k) for k in distances] for f in q.near},
         "main": [f for f, (_, main) in EDITS.items() if main],
-        "false_match_rate": [q.false_match_rate(k) for k in distances], "distances": list(distances),
+        "false_match_rate": [q.false_match_rate(k) for k in distances],
+        "false_matches": [int(np.sum(q.distinct <= k)) for k in distances],
+        "false_match_rate_mirrors": [q.false_match_rate(k, mirrored=True) for k in distances], "distances": list(distances),
         "chosen_distance": d, "target_met": met, "default_distance": DEFAULT_MAX_DISTANCE,
     }
 
@@ -87,6 +89,8 @@ def plot_quality(path: Path, q: Quality, distances: range) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), sharex=True)
     for f, (_, main) in EDITS.items():
         top.plot(list(distances), [q.recall(f, d) for d in distances], "-" if main else ":", marker="o", ms=3, label=f)
+    for f in MIRRORED:
+        top.plot(list(distances), [q.recall(f, d) for d in distances], "--", marker="x", ms=3, label=f)
     top.axhline(0.95, color="grey", lw=0.8)
     top.set_ylabel("recall (near copies found)")
     top.legend(fontsize=7, loc="lower right")
@@ -186,7 +190,7 @@ def bench_dedup(images, size, max_d, plot, n_train, n_eval, distances, brute_que
     ds = _distances(distances)
     result: dict = {}
     if quality:
-        (q,) = measure(images=images, size=size_wh, seed=seed)
+        q = measure(images=images, size=size_wh, seed=seed)
         rng = range(0, min(max_d, q.hash_bits) + 1)
         result["quality"] = quality_summary(q, rng)
         if plot:

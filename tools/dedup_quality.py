@@ -71,6 +71,17 @@ EDITS: dict[str, tuple[Edit, bool]] = {
 }
 
 
+def _flip_combined(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    return _combined(_flip(img, rng), rng)
+
+
+# families matched as `tagstream dedup --mirrors` does: to the nearer of the original and its mirror image
+MIRRORED: dict[str, Edit] = {
+    "flip, --mirrors": _flip,
+    "flip+all four, --mirrors": _flip_combined,
+}
+
+
 @dataclass(frozen=True)
 class Quality:
     """Distances measured on one hash: near copies per edit family, and all pairs of distinct images."""
@@ -81,12 +92,13 @@ class Quality:
     size: tuple[int, int]
     near: dict[str, NDArray[np.int64]]  # family -> distance of each edited copy to its original
     distinct: NDArray[np.int64]  # distance of every pair of distinct originals (i < j)
+    distinct_mirrored: NDArray[np.int64]  # the same, to the nearer of j and j flipped (dedup --mirrors)
 
     def recall(self, family: str, d: int) -> float:
         return float(np.mean(self.near[family] <= d))
 
-    def false_match_rate(self, d: int) -> float:
-        return float(np.mean(self.distinct <= d))
+    def false_match_rate(self, d: int, *, mirrored: bool = False) -> float:
+        return float(np.mean((self.distinct_mirrored if mirrored else self.distinct) <= d))
 
     def choose_distance(self, *, min_recall: float = 0.95, max_false: float = 1e-4) -> tuple[int, bool]:
         """(D, target met): the smallest D at which every main family reaches min_recall with a false-match
@@ -100,49 +112,40 @@ class Quality:
         return (max(within) if within else 0), False
 
 
-HashFn = Callable[[Image.Image], int]
+def _hash_all(imgs: list[Image.Image]) -> NDArray[np.uint64]:
+    return np.array([phash_image(img) for img in imgs], np.uint64)
 
 
-def measure(
-    *, images: int, size: tuple[int, int] = (500, 375), seed: int = 0, hashes: dict[str, tuple[HashFn, int]] | None = None
-) -> list[Quality]:
-    """Make `images` distinct photo-like originals, edit each once per family (seeded), hash everything."""
+def measure(*, images: int, size: tuple[int, int] = (500, 375), seed: int = 0) -> Quality:
+    """Make `images` distinct photo-like originals, edit each once per family (seeded), hash everything
+    with the conversion's recipe (tools.imagehash.phash_image)."""
     if images < 2:
         raise ValueError(f"images={images!r}: need at least 2 to form distinct pairs")
-    hashes = hashes or {"dct64": (phash_image, 64)}
     rng = np.random.default_rng(seed)
     originals = [Image.fromarray(photo_like(rng, size[0], size[1])) for _ in range(images)]
-    edited = {f: [edit(img, rng) for img in originals] for f, (edit, _) in EDITS.items()}
-    out = []
+    h0 = _hash_all(originals)
+    hm = _hash_all([img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for img in originals])
+    near = {f: hamming(h0, _hash_all([edit(img, rng) for img in originals])) for f, (edit, _) in EDITS.items()}
+    for f, edit in MIRRORED.items():
+        he = _hash_all([edit(img, rng) for img in originals])
+        near[f] = np.minimum(hamming(h0, he), hamming(hm, he))
     iu, ju = np.triu_indices(images, k=1)
-    for name, (fn, bits) in hashes.items():
-        h0 = _hash_all(fn, originals)
-        near = {f: _distance(h0, _hash_all(fn, imgs), bits) for f, imgs in edited.items()}
-        out.append(Quality(name, bits, images, size, near, _distance(h0[iu], h0[ju], bits)))
-    return out
-
-
-def _hash_all(fn: HashFn, imgs: list[Image.Image]) -> list[int] | NDArray[np.uint64]:
-    values = [fn(img) for img in imgs]
-    return np.array(values, np.uint64) if all(v < 2**64 for v in values) else values
-
-
-def _distance(a, b, bits: int) -> NDArray[np.int64]:
-    if bits == 64:
-        return hamming(np.asarray(a, np.uint64), np.asarray(b, np.uint64))
-    a, b = np.asarray(a, object), np.asarray(b, object)
-    return np.array([bin(int(x) ^ int(y)).count("1") for x, y in zip(a, b)], np.int64)
+    distinct = hamming(h0[iu], h0[ju])
+    return Quality("dct64", 64, images, size, near, distinct, np.minimum(distinct, hamming(h0[iu], hm[ju])))
 
 
 def table(q: Quality, distances: range) -> str:
     """Recall per family and false-match rate per distance, one row each, as fixed-width text."""
     head = f"{q.hash_name} ({q.hash_bits} bits, {q.images} images {q.size[0]}x{q.size[1]}, {q.distinct.size} distinct pairs)"
     cols = "".join(f"{d:>7d}" for d in distances)
-    lines = [head, f"{'recall at D':<24}{cols}"]
+    lines = [head, f"{'recall at D':<28}{cols}"]
     for f, (_, main) in EDITS.items():
         label = f + ("" if main else " *")
-        lines.append(f"{label:<24}" + "".join(f"{q.recall(f, d):7.3f}" for d in distances))
-    lines.append(f"{'false-match rate':<24}" + "".join(f"{q.false_match_rate(d):7.0e}" for d in distances))
-    lines.append(f"{'false matches':<24}" + "".join(f"{int(np.sum(q.distinct <= d)):7d}" for d in distances))
+        lines.append(f"{label:<28}" + "".join(f"{q.recall(f, d):7.3f}" for d in distances))
+    lines.append(f"{'false-match rate':<28}" + "".join(f"{q.false_match_rate(d):7.0e}" for d in distances))
+    lines.append(f"{'false matches':<28}" + "".join(f"{int(np.sum(q.distinct <= d)):7d}" for d in distances))
+    for f in MIRRORED:
+        lines.append(f"{f + ' *':<28}" + "".join(f"{q.recall(f, d):7.3f}" for d in distances))
+    lines.append(f"{'false-match rate, --mirrors':<28}" + "".join(f"{q.false_match_rate(d, mirrored=True):7.0e}" for d in distances))
     lines.append("* reported only: not a main edit")
     return "\n".join(lines)
