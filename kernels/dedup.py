@@ -3,11 +3,12 @@
 Split 64 bits into m bands; a pair within distance D has, by the pigeonhole principle, at least one
 band within distance r = D // m (m = D + 1 gives the classic exact-band case, r = 0). The base set is
 indexed once per band in a direct-address table (band width <= 16 bits); each query looks up its band
-value and every value within r of it, and verifies the full distance of each candidate. The trade-off:
-near-linear in the number of queries for small D, but candidates grow like C(w, r) * M / 2^w, so for
-D beyond about 12 against large bases the estimated cost exceeds all-pairs and `join` falls back to
-the brute-force kernel. A pair found through several bands is reported once, from its first band.
-`join_ref` (NumPy, all pairs) is the test oracle.
+value and every value within r of it (queries visited in band-value order when r > 0, so probes hit
+cache), and verifies the full distance of each candidate. A pair found through several bands is reported
+once, from its first band. The trade-off: near-linear in the number of queries for small D, but the work
+per query grows like C(w, r) * (1 + M / 2^w), so for D beyond about 12 against 10^5 base hashes the
+estimate exceeds all pairs and `join` runs the brute-force kernel instead. `join_ref` (NumPy, all
+pairs) is the test oracle.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ MIN_BANDS = 4  # widest band 16 bits: its table has 2^16 + 1 offsets
 MAX_BANDS = 16  # narrowest band 4 bits
 MAX_DISTANCE = 32
 MIH_UNIT = 8.0  # one unit of estimated_cost takes about as long as 8 all-pairs comparisons (measured, 10^6 x 10^5)
-
-
 QUERY_CHUNK = 1 << 22  # queries joined per round: bounds the per-query count array to 32 MiB
 
 if numba_config.DISABLE_JIT:

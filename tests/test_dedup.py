@@ -160,6 +160,11 @@ def test_bad_options_are_refused_clearly(worlds, args, message):
     assert "Traceback" not in result.output
 
 
+def test_train_given_as_its_own_eval_set_is_refused(worlds):
+    result = CliRunner().invoke(main, ["dedup", str(worlds.train), "--against", str(worlds.train), "--name", "self"])
+    assert result.exit_code == 1 and "match itself" in result.output
+
+
 def test_an_eval_path_that_is_not_a_dataset_is_a_clear_error(worlds, tmp_path):
     result = CliRunner().invoke(main, ["dedup", str(worlds.train), "--against", str(tmp_path), "--name", "z"])
     assert result.exit_code == 1 and "manifest.json" in result.output
@@ -202,3 +207,12 @@ def test_inspect_lists_masks_with_their_excluded_counts(worlds):
     result = CliRunner().invoke(main, ["inspect", str(worlds.train)])
     assert result.exit_code == 0, result.output
     assert any(line.split()[:3] == ["shown", "4", str(N_TRAIN)] for line in result.output.splitlines())
+
+
+def test_an_undecodable_eval_image_under_mirrors_is_a_clear_error(worlds, monkeypatch):
+    from tagstream.loader.format import FormatError
+    from tagstream.loader.store import ShardStore
+
+    monkeypatch.setattr(ShardStore, "read_image", lambda self, index: b"not a jpeg")
+    with pytest.raises(FormatError, match="does not decode"):
+        run_dedup(worlds.train, [worlds.eval2], name="bad", exact=False, mirrors=True)

@@ -99,8 +99,11 @@ def mirror_hashes(ds: Dataset) -> NDArray[np.uint64]:
     out = np.zeros(ds.num_images, np.uint64)
     try:
         for i in range(ds.num_images):
-            with Image.open(io.BytesIO(store.read_image(i))) as img:
-                out[i] = phash_image(img.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+            try:
+                with Image.open(io.BytesIO(store.read_image(i))) as img:
+                    out[i] = phash_image(img.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+            except (OSError, ValueError) as exc:  # PIL's decode errors; a converted dataset should have none
+                raise fmt.FormatError(f"{ds.root}: {store.where(i)} does not decode: {exc}") from exc
     finally:
         store.close()
     return out
@@ -159,6 +162,8 @@ def run_dedup(
     t0 = time.perf_counter()
     train_ds = Dataset(train)
     eval_ds = [Dataset(p) for p in against]
+    if any(ds.root.resolve() == train_ds.root.resolve() for ds in eval_ds):
+        raise ValueError(f"{train} is also given as --against: every image would match itself")
     labels = eval_labels([Path(p) for p in against])
     train_hash = np.ascontiguousarray(train_ds.global_array("phash"))
     eval_hash = [np.ascontiguousarray(ds.global_array("phash")) for ds in eval_ds]
