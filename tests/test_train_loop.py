@@ -75,6 +75,14 @@ def test_gradient_accumulation_and_sigmoid_loss(tmp_path):
     assert summary["step"] == 13 and np.isfinite(summary["loss"])
 
 
+def test_logged_lr_is_the_lr_each_step_used(tmp_path):
+    out = tmp_path / "run"
+    main(_config(out, "run.steps=3", "run.log_every=1"), loader_factory=fake_factory)
+    peak = 0.4 * 16 / 256  # tiny-cpu: base_lr 0.4 per 256 images, global batch 16
+    # warm-up over 2 steps from 0.1 of the peak, then cosine over the 1 step left
+    assert [r["lr"] for r in _records(out, "train")] == pytest.approx([0.1 * peak, 0.55 * peak, peak])
+
+
 def test_keep_last_checkpoints(tmp_path):
     out = tmp_path / "run"
     main(_config(out, "run.steps=6", "run.checkpoint_every=1", "run.keep_last=2"), loader_factory=fake_factory)

@@ -81,12 +81,12 @@ def train_one_epoch(
     step: int,
     stop: int,
     steps_per_epoch: int,
-    after_step: Callable[[int, torch.Tensor, float], None],
+    after_step: Callable[[int, torch.Tensor, float, float], None],
 ) -> int:
     """Optimizer steps from `step` until the epoch's steps_per_epoch or `stop`; returns the step reached.
 
     The loader continues from its own state (0 after set_epoch, mid-epoch after load_state_dict).
-    after_step(step, loss, data_wait_s) is called after every optimizer step, loss still on the device.
+    after_step(step, loss, data_wait_s, lr) is called after every optimizer step, loss still on the device.
     """
     model.train()
     accum = run.grad_accum
@@ -109,12 +109,13 @@ def train_one_epoch(
                     loss = loss_fn(model(images), targets) / accum
                 loss.backward()
             loss_sum += loss.detach()  # stays on the device: no CPU-GPU sync per step
+        lr = optimizer.param_groups[0]["lr"]  # the LR this step used (scheduler.step() sets the next one)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         step += 1
         done += 1
-        after_step(step, loss_sum, wait)
+        after_step(step, loss_sum, wait, lr)
     return step
 
 
@@ -228,7 +229,13 @@ def _train(config: TrainConfig, train_loader: Any, eval_loader: Any | None, *, d
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["schedule"])
-        train_loader.load_state_dict(state["loader"])  # the exact next batch of the interrupted run
+        try:
+            train_loader.load_state_dict(state["loader"])  # the exact next batch of the interrupted run
+        except ValueError as exc:
+            raise ValueError(
+                f"{resume_path}: cannot continue its sample stream ({exc}); resume with the same number of ranks, "
+                "global batch size, grad_accum and seed"
+            ) from None
         torch.set_rng_state(state["rng"]["torch"])
         if dist.device.type == "cuda" and state["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -258,11 +265,11 @@ def _train(config: TrainConfig, train_loader: Any, eval_loader: Any | None, *, d
             )  # fmt: skip
         dd.barrier(dist)  # nobody runs ahead of a checkpoint that may be resumed
 
-    def after_step(step: int, loss: torch.Tensor, wait: float) -> None:
+    def after_step(step: int, loss: torch.Tensor, wait: float, lr: float) -> None:
         nonlocal eval_results
         r = config.run
         boundary = step == total_steps or (r.checkpoint_every and step % r.checkpoint_every == 0)
-        log.step(step, loss, wait, lr=scheduler.get_last_lr()[0], epoch=train_loader.state_dict()["epoch"],
+        log.step(step, loss, wait, lr=lr, epoch=train_loader.state_dict()["epoch"],
                  flush=boundary or step % r.log_every == 0)  # fmt: skip
         if r.checkpoint_every and step % r.checkpoint_every == 0 and step < total_steps:
             save(step)
