@@ -83,6 +83,13 @@ def test_logged_lr_is_the_lr_each_step_used(tmp_path):
     assert [r["lr"] for r in _records(out, "train")] == pytest.approx([0.1 * peak, 0.55 * peak, peak])
 
 
+def test_tensorboard_events_when_installed(tmp_path):
+    pytest.importorskip("tensorboard", reason="TensorBoard is optional; the run log is metrics.jsonl without it")
+    out = tmp_path / "run"
+    main(_config(out, "run.steps=2", "run.log_every=1"), loader_factory=fake_factory)
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
 def test_keep_last_checkpoints(tmp_path):
     out = tmp_path / "run"
     main(_config(out, "run.steps=6", "run.checkpoint_every=1", "run.keep_last=2"), loader_factory=fake_factory)
