@@ -14,7 +14,7 @@ from . import format as fmt
 from .api import IMAGENET_MEAN, IMAGENET_STD, Batch
 from .config import LoaderConfig
 from .dataset import Dataset
-from .pipeline import EvalPlan, PlanSource, build_pipeline
+from .pipeline import EvalPlan, PlanSource, build_pipeline, start, stop
 from .store import ShardStore
 from .vocab import Vocab
 
@@ -127,7 +127,7 @@ class DaliLoader:
 
     def close(self) -> None:
         if self._pipe is not None:
-            self._pipe._shutdown()
+            stop(self._pipe)
             self._pipe = None
             self._pipe_at = None
         self.store.close()
@@ -185,10 +185,7 @@ class DaliLoader:
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
         )
-        if c.workers > 0:
-            pipe.start_py_workers()
-        pipe.build()
-        self._pipe = pipe
+        self._pipe = start(pipe, workers=c.workers)
         self._pipe_at = (self.epoch, self.step)
 
     def _run(self) -> tuple[Any, NDArray[np.int64]]:

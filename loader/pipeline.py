@@ -5,6 +5,8 @@ the same operation, but resumable without DALI RNG state. DALI is imported only 
 
 from __future__ import annotations
 
+import atexit
+import weakref
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -201,3 +203,25 @@ def build_pipeline(
         return images, index
 
     return graph()
+
+
+def start(pipe: Any, *, workers: int) -> Any:
+    """Start the Python workers (before any CUDA use on a fork pipeline), then build.
+
+    DALI closes its worker pool from a weakref finaliser, which at interpreter exit can run after
+    multiprocessing's exit hook has begun joining those very workers: a hang at exit. An atexit hook
+    registered now (so it runs first) closes the pool in time.
+    """
+    if workers > 0:
+        pipe.start_py_workers()
+        pool = weakref.ref(pipe._py_pool)
+        atexit.register(lambda: (p := pool()) is not None and p.close())
+    pipe.build()
+    return pipe
+
+
+def stop(pipe: Any) -> None:
+    """Stop a pipeline and its worker processes now."""
+    if getattr(pipe, "_py_pool", None) is not None:
+        pipe._py_pool.close()
+    pipe._shutdown()

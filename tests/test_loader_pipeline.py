@@ -10,7 +10,7 @@ from PIL import Image
 
 from loader_fixtures import make_index_dataset
 from tagstream.loader.augment import train_params
-from tagstream.loader.pipeline import EvalPlan, PlanSource, build_pipeline
+from tagstream.loader.pipeline import EvalPlan, PlanSource, build_pipeline, start
 from tagstream.loader.store import ShardStore
 from tagstream.tools.loader_bench_data import decode_index_color, encode_jpeg, write_dataset
 
@@ -30,10 +30,7 @@ def _pipe(source: PlanSource, *, batch: int, size: int, workers: int = 1):
         source, batch_size=batch, image_size=size, resize_size=size, device="cpu", device_id=None, workers=workers,
         threads=1, prefetch=2, seed=0, bytes_per_sample=1 << 14, mean=(0, 0, 0), std=(1, 1, 1),
     )
-    if workers:
-        pipe.start_py_workers()
-    pipe.build()
-    return pipe
+    return start(pipe, workers=workers)
 
 
 def _epoch(pipe) -> list[tuple[np.ndarray, np.ndarray]]:
