@@ -1,7 +1,8 @@
 """Near-duplicate join of two 64-bit hash sets within Hamming distance D by multi-index hashing.
 
 Split 64 bits into m bands; a pair within distance D has, by the pigeonhole principle, at least one
-band within distance r = D // m (m = D + 1 gives the classic exact-band case, r = 0). The base set is
+band within distance r = D // m (m = D + 1 gives the classic exact-band case, r = 0; `band_radii` uses
+the sharper form, r on some bands and r - 1 on the others). The base set is
 indexed once per band in a direct-address table (band width <= 16 bits); each query looks up its band
 value and every value within r of it (queries visited in band-value order when r > 0, so probes hit
 cache), and verifies the full distance of each candidate. A pair found through several bands is reported
@@ -25,7 +26,9 @@ HASH_BITS = 64
 MIN_BANDS = 4  # widest band 16 bits: its table has 2^16 + 1 offsets
 MAX_BANDS = 16  # narrowest band 4 bits
 MAX_DISTANCE = 32
-MIH_UNIT = 8.0  # one unit of estimated_cost takes about as long as 8 all-pairs comparisons (measured, 10^6 x 10^5)
+# one unit of estimated_cost costs 3-10 all-pairs comparisons at D <= 12 and ~30 at D = 16, where thousands
+# of probes per query miss cache (measured on 10^6 x 10^5): 32 keeps MIH only where it clearly wins
+MIH_UNIT = 32.0
 QUERY_CHUNK = 1 << 22  # queries joined per round: bounds the per-query count array to 32 MiB
 
 if numba_config.DISABLE_JIT:
@@ -56,19 +59,29 @@ def band_layout(bands: int) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
 
 
 def flip_masks(width: int, radius: int) -> NDArray[np.uint64]:
-    """Every width-bit value with at most `radius` bits set, ascending (so a narrower band's masks are a prefix)."""
+    """Every width-bit value with at most `radius` bits set, ascending: the band values a probe visits."""
     values = np.arange(1 << width, dtype=np.uint64)
     return values[np.bitwise_count(values) <= radius]
+
+
+def band_radii(max_distance: int, bands: int) -> NDArray[np.int64]:
+    """Probe radius per band. With D = bands * r + a (0 <= a < bands), a pair within D is within r on one
+    of the first a + 1 bands or within r - 1 on one of the others (else its distance would be at least
+    (a + 1)(r + 1) + (bands - a - 1) r = D + 1); a radius of -1 means the band is not probed at all."""
+    r, a = divmod(max_distance, bands)
+    radii = np.full(bands, r - 1, np.int64)
+    radii[: a + 1] = r
+    return radii
 
 
 def estimated_cost(n_queries: int, n_base: int, max_distance: int, bands: int) -> float:
     """Table build plus lookups plus expected candidate checks (uniform hashes), in comparable units."""
     _, widths = band_layout(bands)
-    radius = max_distance // bands
     cost = 0.0
-    for w in widths:
-        keys = sum(comb(int(w), k) for k in range(min(radius, int(w)) + 1))
-        cost += (1 << int(w)) + n_base + n_queries * keys * (1.0 + n_base / float(1 << int(w)))
+    for w, r in zip(widths.tolist(), band_radii(max_distance, bands).tolist()):
+        if r >= 0:
+            keys = sum(comb(w, k) for k in range(min(r, w) + 1))
+            cost += (1 << w) + n_base + n_queries * keys * (1.0 + n_base / float(1 << w))
     return cost
 
 
@@ -78,7 +91,7 @@ def choose_bands(n_queries: int, n_base: int, max_distance: int) -> int:
 
 
 @njit(cache=True, parallel=True)
-def _mih_band(queries, band, shifts, masks, sorted_base, offsets, ids, flips, n_flips, radius, max_distance,
+def _mih_band(queries, band, shifts, masks, radii, sorted_base, offsets, ids, flips, max_distance,
               starts, out_base, out_dist, write):
     """One band for every query (one table at a time stays in cache): count the matches first found in
     this band into starts[i + 1] (write=False), or write them from starts[i] on (write=True)."""
@@ -88,7 +101,7 @@ def _mih_band(queries, band, shifts, masks, sorted_base, offsets, ids, flips, n_
         h = queries[i]
         key = (h >> shift) & mask
         c = 0
-        for f in range(n_flips):
+        for f in range(flips.shape[0]):
             k = np.int64(key ^ flips[f])
             for p in range(offsets[k], offsets[k + 1]):
                 x = h ^ sorted_base[p]
@@ -97,7 +110,7 @@ def _mih_band(queries, band, shifts, masks, sorted_base, offsets, ids, flips, n_
                     continue
                 seen = False  # already reported through an earlier band?
                 for b2 in range(band):
-                    if _popcount((x >> shifts[b2]) & masks[b2]) <= radius:
+                    if _popcount((x >> shifts[b2]) & masks[b2]) <= radii[b2]:
                         seen = True
                         break
                 if seen:
@@ -165,23 +178,22 @@ def mih_join(
     q, b = _check(queries, base, max_distance)
     m = choose_bands(q.shape[0], b.shape[0], max_distance) if bands is None else bands
     shifts, widths = band_layout(m)
-    radius = max_distance // m
+    radii = band_radii(max_distance, m)
     masks = ((np.uint64(1) << widths.astype(np.uint64)) - np.uint64(1)).astype(np.uint64)
-    flips = flip_masks(int(widths.max()), radius)
-    n_flips = np.searchsorted(flips, np.uint64(1) << widths.astype(np.uint64))
-    tables = []  # per band: offsets by band value (CSR), base indices and base hashes in band-value order
-    for k in range(m):
+    probed = [k for k in range(m) if radii[k] >= 0]
+    tables = {}  # per probed band: base hashes, offsets by band value (CSR), base indices; the values to probe
+    for k in probed:
         keys = ((b >> shifts[k]) & masks[k]).astype(np.uint16)
         offsets = np.zeros((1 << int(widths[k])) + 1, np.int64)
         offsets[1:] = np.cumsum(np.bincount(keys, minlength=1 << int(widths[k])))
         ids = np.argsort(keys, kind="stable")  # radix sort on uint16
-        tables.append((b[ids], offsets, ids))
+        tables[k] = (b[ids], offsets, ids, flip_masks(int(widths[k]), int(radii[k])))
     parts = [(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int8))]
     for s in range(0, q.shape[0], QUERY_CHUNK):
         qc = q[s : s + QUERY_CHUNK]
-        for k in range(m):
-            args = (k, shifts, masks, *tables[k], flips, n_flips[k], radius, max_distance)
-            if radius == 0:
+        for k in probed:
+            args = (k, shifts, masks, radii, *tables[k], max_distance)
+            if radii[k] == 0:
                 parts.append(_two_pass(_mih_band, qc, s, *args))
                 continue
             # several lookups per query: visit queries sorted by band value, so neighbouring queries probe
@@ -223,7 +235,8 @@ def join(
     q, b = _check(queries, base, max_distance)
     method, m = plan_join(q.shape[0], b.shape[0], max_distance)
     if method == "mih":
-        return (*mih_join(q, b, max_distance, bands=m), f"multi-index hashing, {m} bands, radius {max_distance // m}")
+        radii = band_radii(max_distance, m).tolist()
+        return (*mih_join(q, b, max_distance, bands=m), f"multi-index hashing, {m} bands, radii {radii}")
     return (*brute_join(q, b, max_distance), "brute force (cheaper than multi-index hashing here)")
 
 

@@ -110,6 +110,15 @@ def test_band_layout_covers_64_bits_without_overlap():
         np.testing.assert_array_equal(covered, 1)
 
 
+@pytest.mark.parametrize("bands", range(dd.MIN_BANDS, dd.MAX_BANDS + 1))
+def test_band_radii_satisfy_the_pigeonhole_bound(bands):
+    for max_distance in range(0, 20):
+        radii = dd.band_radii(max_distance, bands)
+        # the cheapest way to miss every band: distance radii + 1 on each; it must exceed D
+        assert int(np.sum(radii + 1)) == max_distance + 1
+        assert radii.max() - radii.min() <= 1 and radii.min() >= -1
+
+
 def test_flip_masks_are_exactly_the_values_within_radius():
     masks = dd.flip_masks(6, 2)
     assert masks.size == 1 + 6 + 15 and np.all(np.diff(masks.astype(np.int64)) > 0)

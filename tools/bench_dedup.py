@@ -58,7 +58,7 @@ def run_speed(*, n_train: int, n_eval: int, distances: list[int], brute_queries:
         seconds = time.perf_counter() - t0
         on_subset = np.bincount(q[q < sub.shape[0]], minlength=sub.shape[0])
         out["rows"].append({
-            "max_distance": d, "method": method, "bands": bands, "radius": d // bands,
+            "max_distance": d, "method": method, "bands": bands, "radii": kdedup.band_radii(d, bands).tolist(),
             "seconds": seconds, "pairs": int(q.size), "queries_per_s": n_train / seconds,
             "brute_subset_queries": int(sub.shape[0]), "brute_subset_seconds": brute_seconds,
             "brute_seconds_extrapolated": extrapolated, "brute_comparisons_per_s": sub.shape[0] * n_eval / brute_seconds,
@@ -127,7 +127,7 @@ def format_speed(s: dict) -> str:
             lines.append(f"{r['max_distance']:3d} {'brute force (planned)':>22s} {'-':>9s} {'-':>7s} {'-':>12s} "
                          f"{r['brute_seconds_extrapolated']:22.1f} {'1.0':>7s}x  multi-index hashing would cost more")
             continue
-        method = f"mih {r['bands']} bands r={r['radius']}" if r["method"] == "mih" else "brute force"
+        method = f"mih, radii {','.join(map(str, r['radii']))}"
         lines.append(
             f"{r['max_distance']:3d} {method:>22s} {r['seconds']:9.2f} {r['pairs']:7d} {r['queries_per_s']:12,.0f} "
             f"{r['brute_seconds_extrapolated']:22.1f} {r['speedup']:7.1f}x  "
