@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -141,3 +143,60 @@ def test_bad_arguments_are_clear_errors(dataset, vocab):
     for rank in range(3):  # every rank refuses, not only the empty one: none is left waiting
         with pytest.raises(ValueError, match=r"ranks \[\d\] of world=3 own no image"):
             RankSampler(dataset, vocab, eligible=few, rank=rank, world=3, samples_per_epoch=30)
+
+
+RANK_SCRIPT = """
+import datetime, json, sys
+import json
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tagstream.loader.dataset import Dataset
+from tagstream.loader.sampling import RankSampler, eligibility
+from tagstream.loader.vocab import Vocab
+
+root, rank, world, init, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
+ds = Dataset(root)
+s = RankSampler(ds, Vocab(ds, "v"), sampling="sqrt", eligible=eligibility(ds, masks=("dedup",)), seed=4, rank=rank, world=world)
+steps = torch.zeros(1)
+for i in s.plan(0):  # one all_reduce per sample: a rank with a shorter plan would leave the others waiting
+    dist.all_reduce(steps)
+layouts = [None] * world
+dist.all_gather_object(layouts, (s.block_starts.tolist(), s.owner.tolist()))
+json.dump({"plan": s.plan(0).tolist(), "same_layout": all(x == layouts[0] for x in layouts)}, open(out, "w"))
+dist.destroy_process_group()
+"""
+
+
+def test_ranks_in_separate_processes_agree_and_finish_their_collectives(dataset, tmp_path):
+    """Each rank builds its sampler alone, in its own process (own hash seed): layouts agree, every
+    rank makes the same number of collective calls, and together they match the in-process samplers."""
+    import os
+    import subprocess
+    import sys
+
+    world = 3
+    init = f"file://{tmp_path / 'rendezvous'}"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK_SCRIPT, str(dataset.root), str(r), str(world), init, str(tmp_path / f"r{r}.json")],
+            env={**os.environ, "PYTHONHASHSEED": str(r + 1)},
+        )
+        for r in range(world)
+    ]
+    try:
+        codes = [p.wait(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert codes == [0] * world
+    results = [json.loads((tmp_path / f"r{r}.json").read_text()) for r in range(world)]
+    assert all(r["same_layout"] for r in results)
+    vocab = Vocab(dataset, "v")
+    ok = eligibility(dataset, masks=("dedup",))
+    for r, res in enumerate(results):
+        here = RankSampler(dataset, vocab, sampling="sqrt", eligible=ok, seed=4, rank=r, world=world)
+        assert res["plan"] == here.plan(0).tolist()
