@@ -20,6 +20,17 @@ from tagstream.train.embed_io import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny forward passes: one thread avoids spin-waiting when the test machine is oversubscribed."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("suffix", [".npy", ".npz", ".safetensors"])
 def test_embedding_file_round_trip(tmp_path, suffix):
     rng = np.random.default_rng(0)
