@@ -200,3 +200,22 @@ def test_embed_cli_one_rank_and_refusals(embed_dataset, tmp_path):
     res = runner.invoke(main, ["embed", "--data", str(embed_dataset), "--out", str(out)])
     assert res.exit_code != 0 and "checkpoint" in res.output
     assert "Example" in runner.invoke(main, ["embed", "--help"]).output
+
+
+@pytest.mark.gpu
+def test_embed_on_gpu_is_in_dataset_order(embed_dataset, tiny_dataset, tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from tagstream.train.embed import EmbedConfig, embed
+
+    out = tmp_path / "g.npy"
+    summary = embed(EmbedConfig(data=str(embed_dataset), out=str(out), model=MODEL, image_size=SIZE, batch_size=4,
+                                workers=1, device="cuda", progress=False), rank=0, world=1)
+    assert summary["images"] == 14
+    feats, idx = load_embeddings(out)
+    np.testing.assert_array_equal(idx, np.arange(14))
+    ref = _flat_features([tiny_dataset.color(i) for i in range(14)])
+    dist = ((feats[:, None, :] - ref[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_array_equal(dist.argmin(axis=1), np.arange(14))

@@ -242,3 +242,25 @@ def test_transfer_refuses_eval_classes_missing_from_train(tmp_path):
         TransferConfig(train="a", eval="b", model="resnet18", mode="knn")
     with pytest.raises(ValueError, match="checkpoint"):
         TransferConfig(train="a", eval="b")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["linear", "finetune"])
+def test_transfer_on_gpu(downstream, tmp_path, mode):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from tagstream.tools.vocab import VocabOptions, build_vocab
+    from tagstream.train.transfer import FinetuneConfig, TransferConfig, run_transfer
+
+    for ds in downstream:
+        build_vocab(ds, "labels", VocabOptions())
+    cfg = TransferConfig(train=str(downstream[0]), eval=str(downstream[1]), model="regnet_y_tiny", image_size=32,
+                         mode=mode, workers=1, device="cuda", finetune=FinetuneConfig(epochs=2, batch_size=8, lr=0.05))
+    r = run_transfer(cfg)["results"]["random"]
+    assert r["images"] == 15
+    if mode == "linear":
+        assert r["top1"] >= 0.9
+    else:
+        assert r["steps"] == 2 * (27 // 8) and np.isfinite(r["last_loss"])

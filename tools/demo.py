@@ -137,7 +137,7 @@ def plot_per_class(results: dict, freq: dict[str, int], path: Path) -> Path:
     for key, label in ROWS:
         per = results[key]["per_class_accuracy"]
         names = sorted(per, key=lambda n: freq[n])
-        ax.plot([max(freq[n], 1) for n in names], [per[n] for n in names], "o-", ms=4, lw=1, label=label)
+        ax.plot([max(freq[n], 1) for n in names], [per[n] for n in names], "o", ms=5, alpha=0.8, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("pretraining images tagged with the class (world.json tagged_images)")
     ax.set_ylabel("linear-probe top-1 on the class")
