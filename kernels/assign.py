@@ -220,7 +220,9 @@ def _cut_tails(weights: NDArray[np.float64], loads: NDArray[np.float64], blocks:
     Surpluses (over-full ranks in rank order) and deficits (under-full ranks in rank order) are laid
     end to end on one axis; a donor's k-th cut aims at the cumulative target where the next deficit
     or its own surplus ends, measured from what it has actually given so far. Rounding to whole
-    images therefore never accumulates: each rank ends within about one image of the mean.
+    images therefore never accumulates: each rank ends within about one image of the mean. A cut
+    that would leave the receiver heavier than the donor is skipped, so the maximum never rises
+    (which matters only when images are heavy next to a rank's share, e.g. fewer images than ranks).
     """
     world = loads.shape[0]
     mean = float(loads.sum()) / world
@@ -240,6 +242,8 @@ def _cut_tails(weights: NDArray[np.float64], loads: NDArray[np.float64], blocks:
                 b = queue[0]
                 lo, hi = blocks[b][0], blocks[b][1]
                 t, w_tail = _tail_cut(weights, lo, hi, want)
+                if t < hi and loads[receivers[ri]] + w_tail > loads[d]:
+                    break  # the receiver would end heavier than the donor is: never raise the maximum
                 if t < hi:
                     blocks[b][1] = t
                     blocks.append([t, hi, receivers[ri]])

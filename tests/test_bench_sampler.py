@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tagstream.tools.bench_sampler import TORCH_MAX_CATEGORIES, _baseline, synthetic_index
+from tagstream.tools.bench_sampler import TORCH_MAX_CATEGORIES, _baseline, rank_packing, synthetic_index
 from tagstream.tools.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # NUMBA_DISABLE_JIT=1 scalar wrap
@@ -49,6 +49,14 @@ def test_table_output_and_help():
     assert "ours is" in result.output and "rank packing: 3 ranks over 8 shards" in result.output
     helped = CliRunner().invoke(main, ["bench", "sampler", "--help"])
     assert helped.exit_code == 0 and "Example" in helped.output and "tagstream bench sampler --images" in helped.output
+
+
+def test_more_ranks_than_images_still_reports():
+    result = CliRunner().invoke(main, ["bench", "sampler", "--images", "40", "--classes", "5", "--draws", "10", "--ranks", "64", "--shards", "100"])
+    assert result.exit_code == 0, result.output
+    assert "rank packing: 64 ranks over 100 shards" in result.output
+    empty = rank_packing(np.zeros(10), ranks=2, shards=2)  # rank 0 owns nothing drawable: reported, not raised
+    assert empty["rank0_images"] == 0 and "owns no image with positive weight" in empty["rank0_error"]
 
 
 def test_bad_sampling_is_a_usage_error():

@@ -77,6 +77,17 @@ def test_cuts_balance_any_shard_layout(sizes, world):
     assert np.array_equal(again.block_starts, p.block_starts) and np.array_equal(again.owner, p.owner)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_cuts_never_raise_the_heaviest_rank_even_with_fewer_images_than_ranks(seed):
+    r = np.random.default_rng(seed)
+    n = int(r.integers(5, 60))
+    w = r.pareto(1.0, n) + 0.01
+    shards = np.linspace(0, n, int(r.integers(1, 100)) + 1).astype(np.int64)
+    p = pack_shards(shards, w, 64)
+    check_packing(p, np.unique(shards), w, 64)
+    assert p.imbalance <= p.imbalance_whole_shards + 1e-12
+
+
 def test_without_cuts_blocks_are_the_shards():
     w = np.ones(1000)
     shards = np.array([0, 0, 10, 990, 1000], np.int64)

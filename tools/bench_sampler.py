@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..kernels.alias import build_alias, draw_alias
-from ..kernels.assign import assign_blocks, pack_shards
+from ..kernels.assign import assign_blocks, block_weights, pack_shards
 from ..kernels.counts import class_counts
 from ..kernels.plan import build_rank_table
 from ..kernels.rng import counter_u64, stream_key, to_unit
@@ -107,8 +107,12 @@ def rank_packing(weights: NDArray[np.float64], *, ranks: int, shards: int) -> di
     """Imbalance of `ranks` ranks over `shards` equal-count shards, and the cost of one rank's table."""
     shard_starts = np.linspace(0, weights.shape[0], shards + 1).astype(np.int64)
     packing, seconds = _timed(lambda: pack_shards(shard_starts, weights, ranks))
-    _, lpt_only = assign_blocks(np.add.reduceat(weights, shard_starts[:-1]), ranks, refine=False)
-    table, table_s = _timed(lambda: build_rank_table(weights, packing.block_starts, packing.owner, 0))
+    _, lpt_only = assign_blocks(block_weights(shard_starts, weights), ranks, refine=False)
+    try:
+        table, table_s = _timed(lambda: build_rank_table(weights, packing.block_starts, packing.owner, 0))
+        rank0 = {"rank0_images": int(table.pool.shape[0]), "rank0_table_seconds": table_s}
+    except ValueError as exc:  # more ranks than drawable images: reported, not raised
+        rank0 = {"rank0_images": 0, "rank0_table_seconds": None, "rank0_error": str(exc)}
     return {
         "ranks": ranks,
         "shards": shards,
@@ -117,8 +121,7 @@ def rank_packing(weights: NDArray[np.float64], *, ranks: int, shards: int) -> di
         "imbalance_whole_shards": packing.imbalance_whole_shards,
         "imbalance_lpt_only": lpt_only,
         "assign_seconds": seconds,
-        "rank0_images": int(table.pool.shape[0]),
-        "rank0_table_seconds": table_s,
+        **rank0,
     }
 
 
@@ -194,7 +197,11 @@ def format_table(r: dict) -> str:
         "",
         f"rank packing: {p['ranks']} ranks over {p['shards']} shards ({p['blocks']} blocks): imbalance "
         f"{p['imbalance']:.2e} (LPT alone {p['imbalance_lpt_only']:.2e}), {p['assign_seconds']:.2f} s; "
-        f"rank 0 table over {p['rank0_images']:,} images in {p['rank0_table_seconds']:.2f} s",
+        + (
+            f"rank 0 table over {p['rank0_images']:,} images in {p['rank0_table_seconds']:.2f} s"
+            if p["rank0_table_seconds"] is not None
+            else f"rank 0: {p['rank0_error']}"
+        ),
         f"peak memory (max RSS): {r['peak_rss_mb']:,.0f} MB; torch threads {r['torch_threads']}",
     ]
     return "\n".join(lines)
