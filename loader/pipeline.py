@@ -159,6 +159,8 @@ def build_pipeline(
     from nvidia.dali import fn, pipeline_def, types
 
     gpu = device == "gpu"
+    # DALI's CPU resize hands a thread `minibatch_size` images (default 32): a batch of 32 would use one thread
+    minibatch = max(1, min(32, batch_size // (2 * threads)))
     decoder = "mixed" if gpu else "cpu"
     names = TRAIN_OUTPUTS if source.train else EVAL_OUTPUTS
     dtypes = [types.UINT8, types.INT64, types.FLOAT, types.FLOAT, types.INT32][: len(names)]
@@ -185,15 +187,21 @@ def build_pipeline(
             images = fn.decoders.image_slice(
                 jpegs, anchor, shape, device=decoder, output_type=types.RGB, normalized_anchor=False, normalized_shape=False
             )
-            images = fn.resize(images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=True)
             if gpu:
+                images = fn.resize(images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=True)
                 images = fn.crop_mirror_normalize(images, mirror=flip, mean=list(mean), std=list(std), dtype=types.FLOAT, output_layout="CHW")
             else:
-                images = fn.flip(images, horizontal=flip)
+                # the flip rides on the resize (a reversed ROI) instead of costing another pass over the image
+                f = fn.cast(flip, dtype=types.FLOAT)
+                images = fn.resize(
+                    images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=True,
+                    roi_start=fn.stack(0.0 * f, f), roi_end=fn.stack(1.0 + 0.0 * f, 1.0 - f), roi_relative=True,
+                    minibatch_size=minibatch,
+                )
         else:
             jpegs, index = outs
             images = fn.decoders.image(jpegs, device=decoder, output_type=types.RGB)
-            images = fn.resize(images, resize_shorter=resize_size, interp_type=types.INTERP_LINEAR, antialias=True)
+            images = fn.resize(images, resize_shorter=resize_size, interp_type=types.INTERP_LINEAR, antialias=True, minibatch_size=minibatch)
             if gpu:
                 images = fn.crop_mirror_normalize(
                     images, crop=[image_size, image_size], mean=list(mean), std=list(std), dtype=types.FLOAT, output_layout="CHW"

@@ -1,0 +1,348 @@
+"""`tagstream bench loader`: our DALI loader vs a torch DataLoader + Pillow baseline vs the decode-only
+ceiling, in one run on the same JPEGs, cores and batch size; plus a per-stage breakdown and the
+first-batch latency at 10^4 and 10^6 images. Numbers are images/s; ratios are printed, never asserted."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..loader.config import LoaderConfig
+from ..loader.dataset import Dataset
+from .loader_bench_data import encode_jpeg, photo_like, write_dataset, write_identity_vocab
+
+VOCAB = "bench"
+NUM_TAGS = 200
+
+
+def _bench_record(i: int) -> tuple[bytes, list[int], int, int]:
+    rng = np.random.default_rng(i)
+    w, h = (500, 375) if i % 4 else (375, 500)  # a quarter portrait, like photo collections
+    tags = sorted({int(t) % NUM_TAGS for t in rng.zipf(1.6, size=1 + i % 4)})
+    return encode_jpeg(photo_like(rng, w, h), quality=90), tags, w, h
+
+
+def make_bench_dataset(root: str | Path, images: int, *, workers: int, progress: Callable[[int], None] | None = None) -> Dataset:
+    """A dataset of photo-like 500x375 JPEGs (q90, 50-110 KB), Zipf-tagged, with the vocabulary "bench"."""
+    with mp.get_context("fork").Pool(max(workers, 1)) as pool:
+        records = pool.imap(_bench_record, range(images), chunksize=8)
+        ds = write_dataset(root, records, num_images=images, shard_size=1000, num_tags=NUM_TAGS, progress=progress)
+    write_identity_vocab(ds, VOCAB)
+    return ds
+
+
+def make_tiny_dataset(root: str | Path, images: int) -> Dataset:
+    """`images` copies of one 32x32 JPEG written straight to LMDB: for first-batch latency only."""
+    rng = np.random.default_rng(0)
+    jpeg = encode_jpeg(photo_like(rng, 32, 32))
+    records = ((jpeg, [i % NUM_TAGS], 32, 32) for i in range(images))
+    ds = write_dataset(root, records, num_images=images, shard_size=100_000, num_tags=NUM_TAGS)
+    write_identity_vocab(ds, VOCAB)
+    return ds
+
+
+def _config(dataset: str, **kw: Any) -> LoaderConfig:
+    return LoaderConfig(dataset=str(dataset), vocab=VOCAB, mode="train", sampling="sqrt", **kw)
+
+
+def run_ours(config: LoaderConfig, batches: int, tick: Callable[[int], None]) -> dict:
+    """Our loader: images/s over `batches` batches after the first (start-up timed separately)."""
+    from ..loader.api import build_loader
+
+    t0 = time.perf_counter()
+    loader = build_loader(config)
+    it = iter(loader)
+    next(it)
+    first = time.perf_counter() - t0
+    n = min(batches, len(loader) - 1)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        next(it)
+        tick(1)
+    dt = time.perf_counter() - t0
+    loader.close()
+    return {"images_per_s": n * config.batch_size / dt, "batches": n, "first_batch_s": first}
+
+
+class _PillowDataset:
+    """The baseline's torch Dataset: the same records, the same crop windows and flips, Pillow decode
+    and torchvision's resized_crop / hflip, uint8 HWC out."""
+
+    def __init__(self, config: LoaderConfig, plan: np.ndarray):
+        from ..loader.store import ShardStore
+
+        self.config, self.plan = config, plan
+        self.store = ShardStore(config.dataset)
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, position: int):
+        import torch
+        import torchvision.transforms.functional as F
+        from PIL import Image
+
+        from ..loader.augment import train_params
+
+        index = int(self.plan[position])
+        img = Image.open(io.BytesIO(self.store.read_image(index))).convert("RGB")
+        (x, y, w, h), flip = train_params(
+            img.width, img.height, seed=self.config.seed, epoch=0, rank=0, position=position,
+            scale=self.config.random_area, ratio=self.config.random_aspect_ratio,
+        )
+        s = self.config.image_size
+        img = F.resized_crop(img, y, x, h, w, [s, s], interpolation=F.InterpolationMode.BILINEAR)
+        if flip:
+            img = F.hflip(img)
+        return torch.from_numpy(np.asarray(img).copy()), index
+
+
+def run_baseline(config: LoaderConfig, batches: int, tick: Callable[[int], None]) -> dict:
+    """torch.utils.data.DataLoader with Pillow, config.workers worker processes, targets in the main process."""
+    import torch
+
+    from ..loader.sampling import RankSampler
+    from ..loader.vocab import Vocab
+
+    ds = Dataset(config.dataset)
+    vocab = Vocab(ds, config.vocab)
+    sampler = RankSampler.from_config(config, ds, vocab)
+    plan = sampler.plan(0, 0, (batches + 1) * config.batch_size)
+    loader = torch.utils.data.DataLoader(
+        _PillowDataset(config, plan), batch_size=config.batch_size, num_workers=config.workers,
+        prefetch_factor=config.prefetch if config.workers else None, persistent_workers=False,
+    )
+    it = iter(loader)
+    next(it)
+    t0 = time.perf_counter()
+    n = 0
+    for images, indices in it:
+        _targets(vocab, indices.numpy())
+        n += 1
+        tick(1)
+    dt = time.perf_counter() - t0
+    return {"images_per_s": n * config.batch_size / dt, "batches": n}
+
+
+def _targets(vocab: Any, indices: np.ndarray) -> np.ndarray:
+    from ..kernels.targets import soft_targets
+
+    return soft_targets(vocab.label_offsets, vocab.labels, indices, np.zeros((len(indices), vocab.num_classes), np.float32))
+
+
+def _read_bytes(config: LoaderConfig, count: int) -> list[bytes]:
+    from ..loader.store import ShardStore
+
+    store = ShardStore(config.dataset)
+    n = len(store.dataset)
+    return [store.read_image(i % n) for i in range(count)]
+
+
+def _pil_decode(data: bytes) -> int:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:  # no draft(): a full-size decode
+        return im.convert("RGB").size[0]
+
+
+def run_ceiling(config: LoaderConfig, images: int, tick: Callable[[int], None]) -> dict:
+    """Decode-only: the same bytes, already in memory, fully decoded (no crop, no resize) with all the
+    cores, by DALI's CPU decoder (config.threads threads) and by Pillow in `cores` processes; the
+    faster is the ceiling."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    data = _read_bytes(config, images)
+    arrays = [np.frombuffer(d, np.uint8) for d in data]
+    b = config.batch_size
+    n_batches = len(arrays) // b
+
+    @pipeline_def(batch_size=b, num_threads=max(config.threads, os.cpu_count() or 1), device_id=None, prefetch_queue_depth=2)
+    def decode_only():
+        jpegs = fn.external_source(source=lambda i: arrays[(i % n_batches) * b : (i % n_batches + 1) * b], batch=True, dtype=types.UINT8)
+        return fn.decoders.image(jpegs, device="cpu", output_type=types.RGB)
+
+    pipe = decode_only()
+    pipe.build()
+    pipe.run()
+    t0 = time.perf_counter()
+    for _ in range(n_batches):
+        pipe.run()
+        tick(1)
+    dali = n_batches * b / (time.perf_counter() - t0)
+    pipe._shutdown()
+    cores = os.cpu_count() or 1
+    with mp.get_context("fork").Pool(cores) as pool:
+        pool.map(_pil_decode, data[:cores])
+        t0 = time.perf_counter()
+        pool.map(_pil_decode, data, chunksize=16)
+        pil = len(data) / (time.perf_counter() - t0)
+    tick(n_batches)
+    best = "dali" if dali >= pil else "pillow"
+    return {"images_per_s": max(dali, pil), "dali_images_per_s": dali, "pillow_images_per_s": pil, "by": best}
+
+
+class _MemorySource:
+    """Our pipeline's source with the records already in memory: isolates decode + augment."""
+
+    def __new__(cls, records: dict[int, bytes], **kw: Any):
+        from ..loader.pipeline import PlanSource
+
+        class Source(PlanSource):
+            def image_bytes(self, index: int) -> bytes:
+                return records[index]
+
+        return Source(**kw)
+
+
+def stage_breakdown(config: LoaderConfig, images: int) -> dict:
+    """Per-image cost of each stage of our loader, measured alone: record read (LMDB + msgpack, one
+    process), decode + augment (our pipeline over records already in memory, config.threads DALI
+    threads, the source run inline), targets (the kernel, per batch)."""
+    from ..loader.api import IMAGENET_MEAN, IMAGENET_STD
+    from ..loader.pipeline import build_pipeline, start, stop
+    from ..loader.sampling import RankSampler
+    from ..loader.store import ShardStore
+    from ..loader.vocab import Vocab
+
+    store = ShardStore(config.dataset)
+    ds = store.dataset
+    vocab = Vocab(ds, config.vocab)
+    b = config.batch_size
+    n_batches = max(images // b, 1)
+    plan = RankSampler.from_config(config, ds, vocab).plan(0, 0, n_batches * b)
+    t0 = time.perf_counter()
+    records = {int(i): store.read_image(int(i)) for i in plan}
+    read_us = (time.perf_counter() - t0) / len(plan) * 1e6
+    source = _MemorySource(records, store=store, plan=_FixedPlan(plan), train=True, length=len(plan), seed=config.seed, rank=0)
+    pipe = build_pipeline(
+        source, batch_size=b, image_size=config.image_size, resize_size=config.image_size, device="cpu", device_id=None,
+        workers=0, threads=config.threads, prefetch=config.prefetch, seed=0, bytes_per_sample=1 << 16,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    )
+    start(pipe, workers=0)
+    pipe.run()
+    t0 = time.perf_counter()
+    for _ in range(n_batches - 1):
+        pipe.run()
+    decode_us = (time.perf_counter() - t0) / (max(n_batches - 1, 1) * b) * 1e6
+    stop(pipe)
+    idx = np.asarray(plan[:b], np.int64)
+    t0 = time.perf_counter()
+    reps = 200
+    for _ in range(reps):
+        _targets(vocab, idx)
+    targets_us = (time.perf_counter() - t0) / (reps * b) * 1e6
+    return {"record_read_us": read_us, "decode_augment_us": decode_us, "targets_us": targets_us,
+            "decode_augment_threads": config.threads}
+
+
+class _FixedPlan:
+    def __init__(self, plan: np.ndarray):
+        self.indices = plan
+
+    def plan(self, epoch: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        return self.indices[start:stop]
+
+
+def first_batch_latency(root: Path, sizes: tuple[int, ...], *, batch_size: int, workers: int, threads: int) -> list[dict]:
+    """Time from build_loader() to the first batch, on tiny-image datasets of each size (made if absent)."""
+    from ..loader.api import build_loader
+
+    out = []
+    for size in sizes:
+        path = Path(root) / f"tiny-{size}"
+        if not (path / "manifest.json").exists():
+            t0 = time.perf_counter()
+            make_tiny_dataset(path, size)
+            made = time.perf_counter() - t0
+        else:
+            made = 0.0
+        config = _config(str(path), batch_size=batch_size, image_size=32, workers=workers, threads=threads)
+        t0 = time.perf_counter()
+        loader = build_loader(config)
+        built = time.perf_counter() - t0
+        next(iter(loader))
+        first = time.perf_counter() - t0
+        loader.close()
+        out.append({"images": size, "build_s": built, "first_batch_s": first, "dataset_made_s": made})
+    return out
+
+
+def bench_loader(
+    dataset: str | Path,
+    *,
+    make: int | None,
+    batch_size: int,
+    workers: int,
+    threads: int,
+    image_size: int,
+    batches: int,
+    startup: bool,
+    startup_root: str | Path | None,
+    progress: Callable[[str, int], Callable[[int], None]],
+) -> dict:
+    """Run every contender on the same dataset; returns the figures and ratios."""
+    dataset = Path(dataset)
+    if not (dataset / "manifest.json").exists():
+        if not make:
+            raise ValueError(f"{dataset} is not a dataset; pass --make N to generate N photo-like images there")
+        make_bench_dataset(dataset, make, workers=workers, progress=progress("making bench dataset", make))
+    ds = Dataset(dataset)
+    if VOCAB not in ds.vocab_names():
+        write_identity_vocab(ds, VOCAB)
+    config = _config(str(dataset), batch_size=batch_size, image_size=image_size, workers=workers, threads=threads, prefetch=2)
+    n = min(batches, len(ds) // batch_size - 1)
+    if n < 1:
+        raise ValueError(f"the dataset's {len(ds)} images give no batch of {batch_size} after warm-up; use more images")
+    result: dict[str, Any] = {"dataset": str(dataset), "images": len(ds), "batch_size": batch_size, "workers": workers,
+                              "threads": threads, "image_size": image_size, "cores": os.cpu_count()}
+    result["ours_cpu"] = run_ours(config, n, progress("ours (DALI, cpu)", n))
+    result["baseline"] = run_baseline(config, n, progress("DataLoader + Pillow", n))
+    result["ceiling"] = run_ceiling(config, (n + 1) * batch_size, progress("decode-only ceiling", 2 * n))
+    result["stages"] = stage_breakdown(config, min(len(ds), (n + 1) * batch_size))
+    ours = result["ours_cpu"]["images_per_s"]
+    result["ratio_vs_baseline"] = ours / result["baseline"]["images_per_s"]
+    result["ratio_vs_ceiling"] = ours / result["ceiling"]["images_per_s"]
+    import torch
+
+    if torch.cuda.is_available():
+        gpu = _config(str(dataset), batch_size=batch_size, image_size=image_size, workers=workers, threads=threads,
+                      device="gpu", device_id=0, prefetch=2)
+        result["ours_gpu"] = run_ours(gpu, n, progress("ours (DALI, gpu)", n))
+    if startup:
+        root = Path(startup_root) if startup_root else dataset.parent / "startup-bench"
+        result["startup"] = first_batch_latency(root, (10**4, 10**6), batch_size=batch_size, workers=workers, threads=threads)
+    return result
+
+
+def format_table(r: dict) -> str:
+    lines = [
+        f"dataset {r['dataset']}: {r['images']} images; batch {r['batch_size']}, {r['workers']} workers, "
+        f"{r['threads']} DALI threads, {r['image_size']} px, {r['cores']} cores",
+        f"{'contender':<44}{'images/s':>10}",
+        f"{'ours: DALI cpu (ROI crop decode, resize, flip)':<44}{r['ours_cpu']['images_per_s']:>10.1f}",
+    ]
+    if "ours_gpu" in r:
+        lines.append(f"{'ours: DALI gpu (mixed decode, normalise)':<44}{r['ours_gpu']['images_per_s']:>10.1f}")
+    c = r["ceiling"]
+    lines += [
+        f"{'baseline: DataLoader + Pillow, same crops':<44}{r['baseline']['images_per_s']:>10.1f}",
+        f"{'ceiling: decode only (' + c['by'] + ')':<44}{c['images_per_s']:>10.1f}"
+        f"   (dali {c['dali_images_per_s']:.1f}, pillow x{r['cores']} procs {c['pillow_images_per_s']:.1f})",
+        f"ours / baseline = {r['ratio_vs_baseline']:.2f}x (target >= 2.5)   ours / ceiling = {r['ratio_vs_ceiling']:.2f}x (target >= 0.6)",
+        f"first batch (ours, this dataset): {r['ours_cpu']['first_batch_s']:.2f} s",
+    ]
+    s = r["stages"]
+    lines.append(
+        f"stages per image: record read {s['record_read_us']:.0f} us (1 process), decode+augment "
+        f"{s['decode_augment_us']:.0f} us ({s['decode_augment_threads']} threads), targets {s['targets_us']:.2f} us"
+    )
+    for row in r.get("startup", []):
+        lines.append(f"start-up at {row['images']:>9,d} images: build {row['build_s']:.2f} s, first batch {row['first_batch_s']:.2f} s")
+    return "\n".join(lines)
