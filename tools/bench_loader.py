@@ -34,7 +34,7 @@ def bench_loader(dataset, make, batch_size, workers, threads, image_size, batche
 
     from .loader_bench import bench_loader as run, format_table
 
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))
     bars = []
 
     def progress(label: str, total: int):

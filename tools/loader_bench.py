@@ -21,6 +21,11 @@ VOCAB = "bench"
 NUM_TAGS = 200
 
 
+def _cores() -> int:
+    """Cores this process may run on (honours taskset / cgroup CPU sets, unlike os.cpu_count)."""
+    return len(os.sched_getaffinity(0))
+
+
 def _bench_record(i: int) -> tuple[bytes, list[int], int, int]:
     rng = np.random.default_rng(i)
     w, h = (500, 375) if i % 4 else (375, 500)  # a quarter portrait, like photo collections
@@ -162,7 +167,7 @@ def run_ceiling(config: LoaderConfig, images: int, tick: Callable[[int], None]) 
     b = config.batch_size
     n_batches = len(arrays) // b
 
-    @pipeline_def(batch_size=b, num_threads=max(config.threads, os.cpu_count() or 1), device_id=None, prefetch_queue_depth=2)
+    @pipeline_def(batch_size=b, num_threads=config.threads, device_id=None, prefetch_queue_depth=2)
     def decode_only():
         jpegs = fn.external_source(source=lambda i: arrays[(i % n_batches) * b : (i % n_batches + 1) * b], batch=True, dtype=types.UINT8)
         return fn.decoders.image(jpegs, device="cpu", output_type=types.RGB)
@@ -176,7 +181,7 @@ def run_ceiling(config: LoaderConfig, images: int, tick: Callable[[int], None]) 
         tick(1)
     dali = n_batches * b / (time.perf_counter() - t0)
     pipe._shutdown()
-    cores = os.cpu_count() or 1
+    cores = _cores()
     with mp.get_context("fork").Pool(cores) as pool:
         pool.map(_pil_decode, data[:cores])
         t0 = time.perf_counter()
@@ -187,17 +192,20 @@ def run_ceiling(config: LoaderConfig, images: int, tick: Callable[[int], None]) 
     return {"images_per_s": max(dali, pil), "dali_images_per_s": dali, "pillow_images_per_s": pil, "by": best}
 
 
-class _MemorySource:
-    """Our pipeline's source with the records already in memory: isolates decode + augment."""
+class _MemoryStore:
+    """A ShardStore whose records are already in memory: isolates decode + augment from reading."""
 
-    def __new__(cls, records: dict[int, bytes], **kw: Any):
-        from ..loader.pipeline import PlanSource
+    def __init__(self, store: Any, records: dict[int, bytes]):
+        self.store, self.records, self.dataset = store, records, store.dataset
 
-        class Source(PlanSource):
-            def image_bytes(self, index: int) -> bytes:
-                return records[index]
+    def read_image(self, index: int) -> bytes:
+        return self.records[index]
 
-        return Source(**kw)
+    def locate(self, index: int) -> tuple[int, int]:
+        return self.store.locate(index)
+
+    def where(self, index: int) -> str:
+        return self.store.where(index)
 
 
 def stage_breakdown(config: LoaderConfig, images: int) -> dict:
@@ -205,7 +213,7 @@ def stage_breakdown(config: LoaderConfig, images: int) -> dict:
     process), decode + augment (our pipeline over records already in memory, config.threads DALI
     threads, the source run inline), targets (the kernel, per batch)."""
     from ..loader.api import IMAGENET_MEAN, IMAGENET_STD
-    from ..loader.pipeline import build_pipeline, start, stop
+    from ..loader.pipeline import PlanSource, build_pipeline, start, stop
     from ..loader.sampling import RankSampler
     from ..loader.store import ShardStore
     from ..loader.vocab import Vocab
@@ -219,7 +227,7 @@ def stage_breakdown(config: LoaderConfig, images: int) -> dict:
     t0 = time.perf_counter()
     records = {int(i): store.read_image(int(i)) for i in plan}
     read_us = (time.perf_counter() - t0) / len(plan) * 1e6
-    source = _MemorySource(records, store=store, plan=_FixedPlan(plan), train=True, length=len(plan), seed=config.seed, rank=0)
+    source = PlanSource(store=_MemoryStore(store, records), plan=_FixedPlan(plan), train=True, length=len(plan), seed=config.seed, rank=0)
     pipe = build_pipeline(
         source, batch_size=b, image_size=config.image_size, resize_size=config.image_size, device="cpu", device_id=None,
         workers=0, threads=config.threads, prefetch=config.prefetch, seed=0, bytes_per_sample=1 << 16,
@@ -301,7 +309,7 @@ def bench_loader(
     if n < 1:
         raise ValueError(f"the dataset's {len(ds)} images give no batch of {batch_size} after warm-up; use more images")
     result: dict[str, Any] = {"dataset": str(dataset), "images": len(ds), "batch_size": batch_size, "workers": workers,
-                              "threads": threads, "image_size": image_size, "cores": os.cpu_count()}
+                              "threads": threads, "image_size": image_size, "cores": _cores()}
     result["ours_cpu"] = run_ours(config, n, progress("ours (DALI, cpu)", n))
     result["baseline"] = run_baseline(config, n, progress("DataLoader + Pillow", n))
     result["ceiling"] = run_ceiling(config, (n + 1) * batch_size, progress("decode-only ceiling", 2 * n))
