@@ -158,7 +158,11 @@ def build_pipeline(
     """
     from nvidia.dali import fn, pipeline_def, types
 
+    from nvidia.dali import backend
+
     gpu = device == "gpu"
+    # fork is cheap but DALI refuses it once CUDA is initialised; spawn on GPU so a rebuild (resume) is always safe
+    start_method = "spawn" if gpu or backend.IsDriverInitialized() else "fork"
     # DALI's CPU resize hands a thread `minibatch_size` images (default 32): a batch of 32 would use one thread
     minibatch = max(1, min(32, batch_size // (2 * threads)))
     decoder = "mixed" if gpu else "cpu"
@@ -173,8 +177,7 @@ def build_pipeline(
         seed=seed,
         prefetch_queue_depth=prefetch,
         py_num_workers=max(workers, 1),
-        # fork is cheap but must precede CUDA; on GPU spawn, so rebuilding on resume is always safe
-        py_start_method="spawn" if gpu else "fork",
+        py_start_method=start_method,
         exec_dynamic=True,
     )
     def graph():
