@@ -7,7 +7,7 @@ indexed once per band in a direct-address table (band width <= 16 bits); each qu
 value and every value within r of it (when r > 0, queries sorted by band value share one gathered
 candidate list per value), and verifies the full distance of each candidate. A pair found through several bands is reported
 once, from its first band. The trade-off: near-linear in the number of queries for small D, but the work
-per query grows like C(w, r) * (1 + M / 2^w), so for D beyond about 12 against 10^5 base hashes the
+per query grows like C(w, r) * (1 + M / 2^w), so for D beyond about 16 against 10^5 base hashes the
 estimate exceeds all pairs and `join` runs the brute-force kernel instead. `join_ref` (NumPy, all
 pairs) is the test oracle.
 """
@@ -26,9 +26,9 @@ HASH_BITS = 64
 MIN_BANDS = 4  # widest band 16 bits: its table has 2^16 + 1 offsets
 MAX_BANDS = 16  # narrowest band 4 bits
 MAX_DISTANCE = 32
-# one unit of estimated_cost costs 3-10 all-pairs comparisons at D <= 12 and ~30 at D = 16, where thousands
-# of probes per query miss cache (measured on 10^6 x 10^5): 32 keeps MIH only where it clearly wins
-MIH_UNIT = 32.0
+# one unit of estimated_cost costs 1-6 all-pairs comparisons at D <= 16 and ~16 at D = 18, where millions
+# of pairs are written (measured on 10^6 x 10^5): with 8, MIH runs up to D = 16 there, all pairs beyond
+MIH_UNIT = 8.0
 QUERY_CHUNK = 1 << 22  # queries joined per round: bounds the per-query count array to 32 MiB
 
 if numba_config.DISABLE_JIT:
@@ -195,7 +195,9 @@ def _sorted(q: np.ndarray, b: np.ndarray, d: np.ndarray) -> tuple[NDArray[np.int
     return q[order], b[order], d[order]
 
 
-def _two_pass(kernel, queries: np.ndarray, first: int, *args, counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _two_pass(
+    kernel, queries: np.ndarray, first: int, *args, counts: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run a kernel's count pass over all queries (unless their counts are given), then its write pass over
     only the queries that matched (few: it costs almost nothing); returns unsorted (first + query index,
     base index, distance)."""
