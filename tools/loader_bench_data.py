@@ -1,6 +1,6 @@
 """Datasets for loader tests and `tagstream bench loader`, written straight to the on-disk format:
-photo-like JPEGs (1/f^1.2 amplitude spectrum, ~80 KB at 500x375 q90), index-encoding tiny JPEGs, and a
-fast writer that repeats one record, for start-up measurements at 10^6 images."""
+photo-like JPEGs (tools.synth_draw.photo_like, 50-110 KB at 500x375 q90), flat JPEGs whose colour
+encodes their index, and a plain writer fast enough for start-up measurements at 10^6 images."""
 
 from __future__ import annotations
 
@@ -14,25 +14,9 @@ from numpy.typing import NDArray
 from ..loader import format as fmt
 from ..loader.dataset import Dataset
 from ..loader.vocab import VocabClass, write_vocab
+from .synth_draw import photo_like
 
-
-def photo_like(rng: np.random.Generator, width: int = 500, height: int = 375, *, alpha: float = 1.2) -> NDArray[np.uint8]:
-    """An RGB image with natural-image statistics: random-phase noise with a 1/f^alpha amplitude
-    spectrum per channel, colour channels mixed; at 500x375 it encodes to 50-110 KB at quality 90."""
-    fy = np.fft.fftfreq(height)[:, None]
-    fx = np.fft.rfftfreq(width)[None, :]
-    f = np.sqrt(fx**2 + fy**2)
-    f[0, 0] = 1.0
-    amp = f**-alpha
-    amp[0, 0] = 0.0
-    chans = [
-        np.fft.irfft2(amp * rng.rayleigh(size=amp.shape) * np.exp(2j * np.pi * rng.random(amp.shape)), s=(height, width))
-        for _ in range(3)
-    ]
-    mix = np.eye(3) + 0.3 * rng.normal(size=(3, 3))
-    img = np.stack(chans, -1) @ mix.T
-    img = 128 + 45 * (img - img.mean((0, 1))) / img.std() + rng.normal(0, 40, 3)
-    return np.clip(img, 0, 255).astype(np.uint8)
+__all__ = ["photo_like", "encode_jpeg", "index_color", "decode_index_color", "write_dataset", "write_identity_vocab", "index_tags"]
 
 
 def encode_jpeg(pixels: NDArray[np.uint8], quality: int = 90) -> bytes:
