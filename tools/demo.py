@@ -18,6 +18,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 RUNS = ("natural", "sqrt")
+VOCAB_FILTERS = ("wordnet", "none")
+WORDNET_DIR = "/usr/share/wordnet"
 ROWS = (("random", "random init"), ("natural", "hashtags, natural sampling"), ("sqrt", "hashtags, sqrt sampling"))
 
 
@@ -75,6 +77,18 @@ def group_accuracy(per_class: dict[str, float], names: list[str], per_class_imag
         return math.nan, math.nan
     p = float(np.mean(acc))
     return p, math.sqrt(max(p * (1 - p), 1e-12) / (len(acc) * per_class_images))
+
+
+def wordnet_keep_list(dataset: Path, wordnet_dir: str, path: Path) -> int:
+    """Write the raw tags that WordNet 3.0 knows as nouns (the paper's vocabulary: hashtags that map to a
+    WordNet synset) one per line; returns how many. A merged class survives `--keep` when any member is listed."""
+    from ..loader.dataset import Dataset
+    from .wordnet import WordNet
+
+    wn = WordNet(wordnet_dir)
+    known = [text for _, text, _ in Dataset(dataset).tags if wn.lookup(text) is not None]
+    path.write_text("".join(f"{t}\n" for t in known), encoding="utf-8")
+    return len(known)
 
 
 def _pretrain(root: Path, ds: Path, sampling: str, size: DemoSize, seed: int, progress: bool) -> dict:
@@ -150,9 +164,13 @@ def plot_per_class(results: dict, freq: dict[str, int], path: Path) -> Path:
     return path
 
 
-def run_demo(out: str | Path, *, size: str = "full", seed: int = 0, workers: int = 2, progress: bool = True,
-             echo: Callable[[str], None] = print) -> dict:
-    """Run every stage into `out` (new or empty); returns the results also written to out/results.json."""
+def run_demo(out: str | Path, *, size: str = "full", seed: int = 0, workers: int = 2, vocab_filter: str = "wordnet",
+             wordnet_dir: str = WORDNET_DIR, progress: bool = True, echo: Callable[[str], None] = print) -> dict:
+    """Run every stage into `out` (new or empty); returns the results also written to out/results.json.
+
+    vocab_filter "wordnet": like the paper, keep only classes with a member WordNet knows as a noun
+    (made-up tags drop out); used when WordNet's files are in wordnet_dir, else the run says so and
+    falls back to "none" (synonyms merged, stop-tags dropped, min-count only)."""
     from ..loader.format import write_json_atomic
     from ..train.transfer import TransferConfig, run_transfer
     from .convert import convert
@@ -162,6 +180,8 @@ def run_demo(out: str | Path, *, size: str = "full", seed: int = 0, workers: int
 
     if size not in SIZES:
         raise ValueError(f"size={size!r} is not one of {tuple(SIZES)}")
+    if vocab_filter not in VOCAB_FILTERS:
+        raise ValueError(f"vocab_filter={vocab_filter!r} is not one of {VOCAB_FILTERS}")
     s = SIZES[size]
     root = Path(out)
     if root.exists() and any(root.iterdir()):
@@ -185,11 +205,19 @@ def run_demo(out: str | Path, *, size: str = "full", seed: int = 0, workers: int
             convert(world_dir / "downstream" / split, path, format="imagefolder", workers=workers)
         echo(f"   {conv.images} images in {conv.shards} shards, {sum(conv.rejected.values())} rejected")
     with clock.stage("vocabulary"):
+        keep = None
+        if vocab_filter == "wordnet" and not (Path(wordnet_dir) / "index.noun").is_file():
+            echo(f"   WordNet not found in {wordnet_dir}: vocabulary not restricted to WordNet nouns")
+            vocab_filter = "none"
+        if vocab_filter == "wordnet":
+            keep = root / "wordnet_keep.txt"
+            echo(f"   {wordnet_keep_list(ds, wordnet_dir, keep)} raw tags are WordNet nouns (keep list)")
         vocab = build_vocab(ds, "tags", VocabOptions(synonyms=str(world_dir / "synonyms.tsv"),
-                                                     stoplist=str(world_dir / "stoplist.txt"), min_count=s.min_count))
+                                                     stoplist=str(world_dir / "stoplist.txt"),
+                                                     keep=str(keep) if keep else None, min_count=s.min_count))
         for path in down.values():
             build_vocab(path, "labels", VocabOptions())
-        echo(f"   {vocab.report.get('classes', '?')} classes after merging synonyms and dropping stop-tags")
+        echo(f"   {vocab.report.get('classes', '?')} classes after merging synonyms, dropping stop-tags and filtering ({vocab_filter})")
         report = {k: sampling_report(ds, "tags", sampling=k) for k in RUNS}
         plot_sampling(report["sqrt"], root / "tag_distribution.png")
     pretrain = {}
@@ -222,7 +250,8 @@ def run_demo(out: str | Path, *, size: str = "full", seed: int = 0, workers: int
         table.append(row)
     total = round(time.perf_counter() - start, 1)
     out_json = {
-        "size": size, "settings": asdict(s), "seed": seed, "table": table, "groups": groups,
+        "size": size, "settings": asdict(s), "seed": seed, "vocab_filter": vocab_filter,
+        "vocab_classes": vocab.report.get("classes"), "table": table, "groups": groups,
         "group_rule": "downstream classes sorted by world.json tagged_images; lower half rare, upper half frequent",
         "class_frequency": {n: freq[n] for n in results["random"]["per_class_accuracy"]},
         "sampled_share": {k: _share(report[k], groups) for k in RUNS},
@@ -279,7 +308,8 @@ def format_results(res: dict) -> str:
     s = res["settings"]
     lines = [
         f"### tagstream demo ({res['size']}: {s['images']} hashtag images, {s['downstream_classes']} downstream classes, "
-        f"{s['steps']} pretraining steps of {s['batch_size']} at {s['image_size']} px, seed {res['seed']})",
+        f"{s['steps']} pretraining steps of {s['batch_size']} at {s['image_size']} px, seed {res['seed']}, "
+        f"vocabulary filter {res['vocab_filter']}: {res['vocab_classes']} classes)",
         "",
         "| backbone | top-1 % | top-5 % | top-1 rare classes % | top-1 frequent classes % | hashtag P@1 (held out) % |",
         "|---|---|---|---|---|---|",

@@ -13,8 +13,13 @@ from ..loader.format import FormatError
               help="full: the real demo (under 15 min on 2 CPU cores); small: a quicker look; tiny: a smoke test.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes for generation and conversion.")
+@click.option("--vocab-filter", type=click.Choice(["wordnet", "none"]), default="wordnet", show_default=True,
+              help="wordnet: keep only hashtag classes with a WordNet noun member, as the paper did (needs WordNet 3.0 files); "
+                   "none: synonyms merged, stop-tags dropped, min-count only.")
+@click.option("--wordnet", "wordnet_dir", default="/usr/share/wordnet", show_default=True, type=click.Path(file_okay=False),
+              help="WordNet 3.0 database folder.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def demo(out, size, seed, workers, progress) -> None:
+def demo(out, size, seed, workers, vocab_filter, wordnet_dir, progress) -> None:
     """Generate a synthetic hashtag world, convert it, build the vocabulary, pretrain a small model with
     natural and with square-root sampling, linear-probe both and a random-init baseline on the clean
     labelled split, and print the results table; writes results.json, results.md and plots to OUT.
@@ -27,6 +32,7 @@ def demo(out, size, seed, workers, progress) -> None:
     from .demo import run_demo
 
     try:
-        run_demo(out, size=size, seed=seed, workers=workers, progress=progress, echo=click.echo)
+        run_demo(out, size=size, seed=seed, workers=workers, vocab_filter=vocab_filter, wordnet_dir=wordnet_dir,
+                 progress=progress, echo=click.echo)
     except (ValueError, FormatError) as exc:
         raise click.ClickException(str(exc)) from exc
