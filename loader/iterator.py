@@ -70,6 +70,8 @@ class DaliLoader:
 
             ok = eligibility(self.dataset, masks=config.masks, holdout_fraction=config.holdout_fraction, split=config.split)
             eligible = np.flatnonzero(ok).astype(np.int64)
+            if eligible.size == 0:
+                raise ValueError(f"no image to evaluate: split={config.split!r}, masks={config.masks} leave none of {len(self.dataset)}")
             largest = math.ceil(eligible.shape[0] / world)
             self.batches = max(1, math.ceil(largest / b))
             self._plan = EvalPlan(eval_share(eligible, self.rank, world), self.batches * b)
@@ -77,7 +79,6 @@ class DaliLoader:
         self.step = 0
         self._pipe: Any = None
         self._pipe_at: tuple[int, int] | None = None  # (epoch, step) the running pipeline delivers next
-        self._drain = False  # the pipeline delivered its last batch but has not yet been reset
 
     # -- the Loader protocol -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -122,7 +123,6 @@ class DaliLoader:
                 if not keep.all():
                     images, indices = images[torch.from_numpy(keep).to(images.device)], indices[keep]
             yield Batch(images, self._targets(indices), torch.from_numpy(indices))
-        self._drain = True
         self._finish_epoch()
 
     def close(self) -> None:
@@ -140,17 +140,17 @@ class DaliLoader:
 
     # -- internals -------------------------------------------------------------------------------
     def _finish_epoch(self) -> None:
-        """Consume the pipeline's end-of-epoch StopIteration and reset it to the next epoch's start."""
-        if not self._drain or self._pipe is None:
+        """After an epoch's last batch: consume the pipeline's StopIteration and reset it, so it stands at
+        the next epoch's start (DALI's epoch_idx + 1, which PlanSource maps to our epoch + 1)."""
+        if self._pipe is None or self._pipe_at is None or self._pipe_at[1] != self.batches:
             return
         try:
             self._pipe.run()
         except StopIteration:
             self._pipe.reset()
-            self._pipe_at = (self._pipe_at[0] + 1, 0) if self._pipe_at else None
+            self._pipe_at = (self._pipe_at[0] + 1, 0)
         else:
             raise RuntimeError("DALI pipeline delivered more batches than the epoch plan holds")
-        self._drain = False
 
     def _ensure_pipeline(self) -> None:
         self._finish_epoch()

@@ -227,3 +227,17 @@ def test_normalize_images():
     torch.testing.assert_close(normalize_images(ref, dtype=torch.float64), ref.double())
     with pytest.raises(ValueError, match="B, H, W, 3"):
         normalize_images(torch.zeros(2, 3, 5, 5, dtype=torch.uint8))
+
+
+def test_next_epoch_continues_the_same_pipeline(root):
+    config = cfg(root, seed=6)
+    loader = build_loader(config)
+    sampler = RankSampler.from_config(config, Dataset(root), Vocab(Dataset(root), "v"))
+    first = [b.indices for _, b in zip(range(len(loader)), loader)]  # stops right after the last batch
+    pipe = loader._pipe
+    loader.set_epoch(1)
+    idx, _, _ = run_epoch(loader)
+    np.testing.assert_array_equal(torch.cat(first).numpy(), sampler.plan(0, 0, len(loader) * 8))
+    np.testing.assert_array_equal(idx, sampler.plan(1, 0, len(loader) * 8))
+    assert loader._pipe is pipe  # epoch 1 came from the running workers, no restart
+    loader.close()
