@@ -133,12 +133,22 @@ def test_user_errors_get_clear_messages(world, reference, tmp_path):
         (_args(world, ref, "--model", "resnet18", "--resume"), "classes, but this run builds 'resnet18' with"),
         (_args(world, tmp_path / "c", "--set", "run.stepz=3"), "unknown key(s) ['run.stepz']"),
         (_args(world, tmp_path / "d", "--resume", str(tmp_path / "x.pt")), "no such checkpoint"),
+        (_args(world, tmp_path / "f", "--mask", "dedup-eval"), "no mask 'dedup-eval'"),
     ]
     for args, message in cases:
         result = runner.invoke(cli, args)
         assert result.exit_code == 1 and message in result.output, (args, result.output)
     result = runner.invoke(cli, _args(world, tmp_path / "e"), env={"WORLD_SIZE": "3", "RANK": "0"})
     assert result.exit_code == 1 and "batch.global_size=32 is not divisible by world size 3" in result.output
+
+
+def test_mask_option_reaches_the_config():
+    from tagstream.train.config import load_config
+    from tagstream.tools.train_cmd import OPTION_KEYS, _toml
+
+    required = ['data.dataset="ds"', 'data.vocab="v1"', 'run.out_dir="out"']
+    config = load_config("tiny-cpu", [*required, f"{OPTION_KEYS['mask']}={_toml(('a', 'b'))}"])
+    assert config.data.masks == ("a", "b")
 
 
 def test_help_says_what_and_shows_examples():

@@ -9,6 +9,7 @@ OPTION_KEYS = {
     "dataset": "data.dataset",
     "vocab": "data.vocab",
     "sampling": "data.sampling",
+    "mask": "data.masks",
     "image_size": "data.image_size",
     "model": "model.name",
     "loss": "model.loss",
@@ -29,6 +30,7 @@ OPTION_KEYS = {
 @click.option("--dataset", type=click.Path(), help="Dataset directory (data.dataset).")
 @click.option("--vocab", help="Vocabulary name under the dataset's vocab/ (data.vocab).")
 @click.option("--sampling", help="natural | sqrt | uniform | power:A (data.sampling).")
+@click.option("--mask", multiple=True, metavar="NAME", help="Exclude the images of masks/NAME.npy, e.g. from `tagstream dedup` (repeatable; data.masks).")
 @click.option("--image-size", type=int, help="Training crop size in pixels (data.image_size).")
 @click.option("--model", help="Model name, e.g. resnet50, resnext101_32x16d, vit_b_16, regnet_y_tiny (model.name).")
 @click.option("--loss", type=click.Choice(["softmax", "sigmoid"]), help="softmax on 1/k soft targets, or per-class sigmoid (model.loss).")
@@ -59,7 +61,7 @@ def train(recipe: str | None, overrides: tuple[str, ...], resume: str | None, **
     from tagstream.train.config import load_config
     from tagstream.train.loop import main
 
-    items = [f"{OPTION_KEYS[name]}={_toml(value)}" for name, value in options.items() if value is not None]
+    items = [f"{OPTION_KEYS[name]}={_toml(value)}" for name, value in options.items() if value not in (None, ())]
     try:
         config = load_config(recipe, [*items, *overrides])
         summary = main(config, resume=resume)
@@ -70,6 +72,8 @@ def train(recipe: str | None, overrides: tuple[str, ...], resume: str | None, **
 
 def _toml(value: object) -> str:
     """An option's value as the text of a --set override (strings quoted so they stay strings)."""
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return str(value)
