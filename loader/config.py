@@ -38,6 +38,7 @@ class LoaderConfig:
     workers: int = 2  # Python worker processes reading records (DALI py_num_workers)
     threads: int = 2  # DALI native threads (decode, resize)
     prefetch: int = 2
+    antialias: bool = True  # train resize: antialiased linear (as torchvision/Pillow); False: plain bilinear, ~25% faster on CPU
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
