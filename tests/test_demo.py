@@ -64,3 +64,12 @@ def test_demo_refuses_unknown_size(tmp_path):
 
     with pytest.raises(ValueError, match="size"):
         run_demo(tmp_path / "x", size="huge")
+
+
+def test_demo_help_says_what_and_shows_an_example():
+    from click.testing import CliRunner
+
+    from tagstream.tools.cli import main
+
+    out = CliRunner().invoke(main, ["demo", "--help"]).output
+    assert "Example" in out and "tagstream demo --out" in out and "--vocab-filter" in out

@@ -264,3 +264,12 @@ def test_transfer_on_gpu(downstream, tmp_path, mode):
         assert r["top1"] >= 0.9
     else:
         assert r["steps"] == 2 * (27 // 8) and np.isfinite(r["last_loss"])
+
+
+def test_transfer_help_shows_an_example():
+    from click.testing import CliRunner
+
+    from tagstream.tools.cli import main
+
+    out = CliRunner().invoke(main, ["transfer", "--help"]).output
+    assert "Example" in out and "tagstream transfer --checkpoint" in out

@@ -27,7 +27,8 @@ def embed(checkpoint, data, out, model, vocab, image_size, batch_size, workers, 
     \b
     Examples:
       tagstream embed --checkpoint runs/sqrt/step-000000300.pt --data ds --out emb.safetensors
-      torchrun --nproc-per-node 8 $(which tagstream) embed --checkpoint c.pt --data ds --out emb.npy
+      torchrun --standalone --nproc_per_node 8 -m tagstream.tools.cli embed \\
+          --checkpoint c.pt --data ds --out emb.npy
     """
     from ..train.embed import EmbedConfig
     from ..train.embed import embed as run_embed
