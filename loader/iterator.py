@@ -184,6 +184,7 @@ class DaliLoader:
             bytes_per_sample=_bytes_per_sample(self.dataset),
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
+            antialias=c.antialias,
         )
         self._pipe = start(pipe, workers=c.workers)
         self._pipe_at = (self.epoch, self.step)

@@ -150,6 +150,7 @@ def build_pipeline(
     bytes_per_sample: int,
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
+    antialias: bool = True,
 ) -> Any:
     """Define (not build) the pipeline; the caller starts the Python workers, then builds.
 
@@ -191,13 +192,13 @@ def build_pipeline(
                 jpegs, anchor, shape, device=decoder, output_type=types.RGB, normalized_anchor=False, normalized_shape=False
             )
             if gpu:
-                images = fn.resize(images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=True)
+                images = fn.resize(images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=antialias)
                 images = fn.crop_mirror_normalize(images, mirror=flip, mean=list(mean), std=list(std), dtype=types.FLOAT, output_layout="CHW")
             else:
                 # the flip rides on the resize (a reversed ROI) instead of costing another pass over the image
                 f = fn.cast(flip, dtype=types.FLOAT)
                 images = fn.resize(
-                    images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=True,
+                    images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=antialias,
                     roi_start=fn.stack(0.0 * f, f), roi_end=fn.stack(1.0 + 0.0 * f, 1.0 - f), roi_relative=True,
                     minibatch_size=minibatch,
                 )

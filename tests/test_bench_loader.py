@@ -29,7 +29,7 @@ def test_bench_runs_every_contender(tmp_path):
     ds = tmp_path / "bench"
     args = [str(ds), "--make", "40", "--batch-size", "8", "--batches", "2", "--workers", "1", "--threads", "1", "--image-size", "64"]
     result = runner.invoke(bench_loader, args + ["--json"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, (result.output, repr(result.exception))
     r = json.loads(result.output)
     for key in ("ours_cpu", "baseline", "ceiling"):
         assert r[key]["images_per_s"] > 0
@@ -38,7 +38,7 @@ def test_bench_runs_every_contender(tmp_path):
     assert {"record_read_us", "decode_augment_us", "targets_us"} <= set(r["stages"])
     assert r["images"] == 40
     result = runner.invoke(bench_loader, args)  # the dataset now exists: reused, table printed
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, (result.output, repr(result.exception))
     assert "ours / baseline" in result.output and "decode only" in result.output
 
 

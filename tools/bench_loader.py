@@ -18,8 +18,10 @@ import click
 @click.option("--batches", type=int, default=20, show_default=True, help="Timed batches per contender (after one warm-up batch).")
 @click.option("--startup", is_flag=True, help="Also time the first batch on tiny-image datasets of 10^4 and 10^6 images.")
 @click.option("--startup-root", type=click.Path(file_okay=False), default=None, help="Where the start-up datasets live [default: next to DATASET].")
+@click.option("--antialias/--no-antialias", default=True, show_default=True,
+              help="Our train resize: antialiased linear (like the Pillow baseline) or plain bilinear (faster).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def bench_loader(dataset, make, batch_size, workers, threads, image_size, batches, startup, startup_root, as_json):
+def bench_loader(dataset, make, batch_size, workers, threads, image_size, batches, startup, startup_root, antialias, as_json):
     """Compare our loader (DALI on CPU; also GPU where present) with a torch DataLoader + Pillow
     baseline doing the same crops and flips with the same workers, and with the decode-only ceiling
     (the same bytes fully decoded with every core), in one run; prints images/s, the ratios and a
@@ -44,7 +46,8 @@ def bench_loader(dataset, make, batch_size, workers, threads, image_size, batche
 
     try:
         result = run(dataset, make=make, batch_size=batch_size, workers=workers or cores, threads=threads or cores,
-                     image_size=image_size, batches=batches, startup=startup, startup_root=startup_root, progress=progress)
+                     image_size=image_size, batches=batches, startup=startup, startup_root=startup_root, antialias=antialias,
+                     progress=progress)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     finally:

@@ -232,7 +232,7 @@ def stage_breakdown(config: LoaderConfig, images: int) -> dict:
     pipe = build_pipeline(
         source, batch_size=b, image_size=config.image_size, resize_size=config.image_size, device="cpu", device_id=None,
         workers=0, threads=config.threads, prefetch=config.prefetch, seed=0, bytes_per_sample=1 << 16,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, antialias=config.antialias,
     )
     start(pipe, workers=0)
     pipe.run()
@@ -299,6 +299,7 @@ def bench_loader(
     batches: int,
     startup: bool,
     startup_root: str | Path | None,
+    antialias: bool = True,
     progress: Callable[[str, int], Callable[[int], None]],
 ) -> dict:
     """Run every contender on the same dataset; returns the figures and ratios."""
@@ -310,12 +311,14 @@ def bench_loader(
     ds = Dataset(dataset)
     if VOCAB not in ds.vocab_names():
         write_identity_vocab(ds, VOCAB)
-    config = _config(str(dataset), batch_size=batch_size, image_size=image_size, workers=workers, threads=threads, prefetch=2)
+    config = _config(str(dataset), batch_size=batch_size, image_size=image_size, workers=workers, threads=threads, prefetch=2,
+                     antialias=antialias)
     n = min(batches, len(ds) // batch_size - 1)
     if n < 1:
         raise ValueError(f"the dataset's {len(ds)} images give no batch of {batch_size} after warm-up; use more images")
     result: dict[str, Any] = {"dataset": str(dataset), "images": len(ds), "batch_size": batch_size, "workers": workers,
-                              "threads": threads, "image_size": image_size, "cores": _cores()}
+                              "threads": threads, "image_size": image_size, "cores": _cores(),
+                              "antialias": antialias}
     result["ours_cpu"] = run_ours(config, n, progress("ours (DALI, cpu)", n))
     result["baseline"] = run_baseline(config, n, progress("DataLoader + Pillow", n))
     result["ceiling"] = run_ceiling(config, (n + 1) * batch_size, progress("decode-only ceiling", 2 * n))
@@ -327,7 +330,7 @@ def bench_loader(
 
     if torch.cuda.is_available():
         gpu = _config(str(dataset), batch_size=batch_size, image_size=image_size, workers=workers, threads=threads,
-                      device="gpu", device_id=0, prefetch=2)
+                      device="gpu", device_id=0, prefetch=2, antialias=antialias)
         result["ours_gpu"] = run_ours(gpu, n, progress("ours (DALI, gpu)", n))
     if startup:
         root = Path(startup_root) if startup_root else dataset.parent / "startup-bench"
@@ -340,7 +343,8 @@ def format_table(r: dict) -> str:
         f"dataset {r['dataset']}: {r['images']} images; batch {r['batch_size']}, {r['workers']} workers, "
         f"{r['threads']} DALI threads, {r['image_size']} px, {r['cores']} cores",
         f"{'contender':<44}{'images/s':>10}",
-        f"{'ours: DALI cpu (ROI crop decode, resize, flip)':<44}{r['ours_cpu']['images_per_s']:>10.1f}",
+        f"{'ours: DALI cpu (ROI crop decode, resize, flip)':<44}{r['ours_cpu']['images_per_s']:>10.1f}"
+        + ("" if r.get("antialias", True) else "   (bilinear resize without antialiasing; the baseline antialiases)"),
     ]
     if "ours_gpu" in r:
         lines.append(f"{'ours: DALI gpu (mixed decode, normalise)':<44}{r['ours_gpu']['images_per_s']:>10.1f}")
