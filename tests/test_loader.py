@@ -241,3 +241,25 @@ def test_next_epoch_continues_the_same_pipeline(root):
     np.testing.assert_array_equal(idx, sampler.plan(1, 0, len(loader) * 8))
     assert loader._pipe is pipe  # epoch 1 came from the running workers, no restart
     loader.close()
+
+
+def test_reads_a_converted_dataset(tiny_dataset):
+    """The loader over what `tagstream convert` wrote (the shared fixture): eval once in order, train by plan."""
+    from tagstream.tools.loader_bench_data import write_identity_vocab
+
+    root = tiny_dataset(13, shard_size=5)
+    ds = Dataset(root)
+    write_identity_vocab(ds, "v")
+    tag_id = {text: t for t, text, _ in ds.tags}
+    idx, imgs, targets = run_epoch(build_loader(cfg(str(root), mode="eval", batch_size=4)))
+    np.testing.assert_array_equal(idx, np.arange(13))
+    assert [tiny_dataset.index_of(im) for im in imgs] == list(range(13))
+    dense = torch.cat(targets).numpy()
+    for row, i in enumerate(idx):
+        expected = np.zeros(dense.shape[1], np.float32)
+        expected[[tag_id[t] for t in tiny_dataset.tags(int(i))]] = 1 / 3
+        np.testing.assert_allclose(dense[row], expected, rtol=1e-6)
+    config = cfg(str(root), batch_size=4, sampling="uniform")
+    idx, imgs, _ = run_epoch(build_loader(config))
+    np.testing.assert_array_equal(idx, RankSampler.from_config(config, ds, Vocab(ds, "v")).plan(0, 0, 12))
+    assert [tiny_dataset.index_of(im) for im in imgs] == idx.tolist()
