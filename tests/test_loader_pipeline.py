@@ -106,3 +106,46 @@ def test_train_crops_and_flips_match_a_pillow_reference(tmp_path):
             diff = np.abs(pos_img.astype(int) - np.asarray(ref, int))
             assert diff.mean() < 4.0, (index, diff.mean())
     assert 0 < flips < 16
+
+
+ORPHAN_SCRIPT = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+from loader_fixtures import make_index_dataset
+from test_loader_pipeline import ModPlan, _pipe, _epoch
+from tagstream.loader.pipeline import PlanSource
+from tagstream.loader.store import ShardStore
+ds = make_index_dataset(sys.argv[1], n=16, shard_size=8)
+pipe = _pipe(PlanSource(store=ShardStore(ds), plan=ModPlan(16), train=True, length=16, seed=0, rank=0), batch=8, size=16, workers=2)
+_epoch(pipe)
+print(" ".join(map(str, pipe._py_pool.pids())), flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_workers_die_with_a_killed_parent(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    proc = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT, str(tmp_path / "ds"), str(Path(__file__).parent)],
+                            stdout=subprocess.PIPE, text=True)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2 and all(Path(f"/proc/{p}").exists() for p in pids)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() and "Z" not in _state(p) for p in pids):
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{p}").exists() and "Z" not in _state(p) for p in pids)
+
+
+def _state(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
