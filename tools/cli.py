@@ -60,10 +60,10 @@ def main() -> None:
 
     \b
     Typical flow:
-      tagstream synth demo-src                     # make a synthetic hashtag world
+      tagstream synth demo-src                      # a synthetic hashtag world
       tagstream convert demo-src/hashtags.jsonl ds  # images + hashtags -> LMDB shards
-      tagstream vocab ds --name v1 --min-count 5   # a class vocabulary
-      tagstream train --config tiny-cpu.toml       # pretrain
+      tagstream vocab ds --name v1 --min-count 5    # a class vocabulary
+      tagstream train --config tiny-cpu --dataset ds --vocab v1 --out runs/tiny
     """
 
 
