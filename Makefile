@@ -22,7 +22,7 @@ system-deps:
 	  || echo "note: could not install wordnet-base; WordNet tests will be skipped"; fi
 
 demo: install
-	$(BIN)/tagstream demo --out demo-out
+	$(BIN)/tagstream demo --out demo-out --overwrite
 
 test: install
 	$(BIN)/python -m pytest -q

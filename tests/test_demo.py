@@ -59,6 +59,26 @@ def test_demo_cli_end_to_end_tiny(tmp_path):
     assert again.exit_code != 0 and "not empty" in again.output
 
 
+def test_demo_overwrites_only_its_own_folder(tmp_path, monkeypatch):
+    from tagstream.tools import demo
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "precious.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="only a folder an earlier demo wrote"):
+        demo.run_demo(other, size="tiny", overwrite=True)
+    assert (other / "precious.txt").read_text() == "keep me"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / demo.MARKER).write_text("")
+    (mine / "old.txt").write_text("stale")
+    # stop right after the folder is prepared: the first stage raises
+    monkeypatch.setattr("tagstream.tools.synth.make_world", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop")))
+    with pytest.raises(RuntimeError, match="stop"):
+        demo.run_demo(mine, size="tiny", overwrite=True, echo=lambda _: None)
+    assert not (mine / "old.txt").exists() and (mine / demo.MARKER).is_file()
+
+
 def test_demo_refuses_unknown_size(tmp_path):
     from tagstream.tools.demo import run_demo
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -20,6 +21,7 @@ import numpy as np
 RUNS = ("natural", "sqrt")
 VOCAB_FILTERS = ("wordnet", "none")
 WORDNET_DIR = "/usr/share/wordnet"
+MARKER = ".tagstream-demo"  # written first into a demo's folder: only such a folder is ever overwritten
 ROWS = (("random", "random init"), ("natural", "hashtags, natural sampling"), ("sqrt", "hashtags, sqrt sampling"))
 
 
@@ -165,12 +167,14 @@ def plot_per_class(results: dict, freq: dict[str, int], path: Path) -> Path:
 
 
 def run_demo(out: str | Path, *, size: str = "full", seed: int = 0, workers: int = 2, vocab_filter: str = "wordnet",
-             wordnet_dir: str = WORDNET_DIR, progress: bool = True, echo: Callable[[str], None] = print) -> dict:
+             wordnet_dir: str = WORDNET_DIR, overwrite: bool = False, progress: bool = True,
+             echo: Callable[[str], None] = print) -> dict:
     """Run every stage into `out` (new or empty); returns the results also written to out/results.json.
 
     vocab_filter "wordnet": like the paper, keep only classes with a member WordNet knows as a noun
     (made-up tags drop out); used when WordNet's files are in wordnet_dir, else the run says so and
-    falls back to "none" (synonyms merged, stop-tags dropped, min-count only)."""
+    falls back to "none" (synonyms merged, stop-tags dropped, min-count only). overwrite=True first
+    deletes `out` if an earlier demo made it (it holds the marker file); any other non-empty folder is refused."""
     from ..loader.format import write_json_atomic
     from ..train.transfer import TransferConfig, run_transfer
     from .convert import convert
@@ -185,8 +189,12 @@ def run_demo(out: str | Path, *, size: str = "full", seed: int = 0, workers: int
     s = SIZES[size]
     root = Path(out)
     if root.exists() and any(root.iterdir()):
-        raise ValueError(f"{root} exists and is not empty; the demo writes into a new or empty folder")
+        if not (overwrite and (root / MARKER).is_file()):
+            raise ValueError(f"{root} exists and is not empty; the demo writes into a new or empty folder"
+                             + (" (it replaces only a folder an earlier demo wrote)" if overwrite else ""))
+        shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text("written by tagstream demo; `tagstream demo --overwrite` may delete this folder\n")
     clock = _Clock(echo)
     start = time.perf_counter()
     world_dir, ds = root / "world", root / "hashtags"

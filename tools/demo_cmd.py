@@ -18,8 +18,9 @@ from ..loader.format import FormatError
                    "none: synonyms merged, stop-tags dropped, min-count only.")
 @click.option("--wordnet", "wordnet_dir", default="/usr/share/wordnet", show_default=True, type=click.Path(file_okay=False),
               help="WordNet 3.0 database folder.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if an earlier demo wrote it (any other non-empty folder is refused).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def demo(out, size, seed, workers, vocab_filter, wordnet_dir, progress) -> None:
+def demo(out, size, seed, workers, vocab_filter, wordnet_dir, overwrite, progress) -> None:
     """Generate a synthetic hashtag world, convert it, build the vocabulary, pretrain a small model with
     natural and with square-root sampling, linear-probe both and a random-init baseline on the clean
     labelled split, and print the results table; writes results.json, results.md and plots to OUT.
@@ -33,6 +34,6 @@ def demo(out, size, seed, workers, vocab_filter, wordnet_dir, progress) -> None:
 
     try:
         run_demo(out, size=size, seed=seed, workers=workers, vocab_filter=vocab_filter, wordnet_dir=wordnet_dir,
-                 progress=progress, echo=click.echo)
+                 overwrite=overwrite, progress=progress, echo=click.echo)
     except (ValueError, FormatError) as exc:
         raise click.ClickException(str(exc)) from exc
