@@ -176,7 +176,7 @@ def run_demo(out: str | Path, *, size: str = "full", seed: int = 0, workers: int
     falls back to "none" (synonyms merged, stop-tags dropped, min-count only). overwrite=True first
     deletes `out` if an earlier demo made it (it holds the marker file); any other non-empty folder is refused."""
     from ..loader.format import write_json_atomic
-    from ..train.transfer import TransferConfig, run_transfer
+    from ..train.transfer import TransferConfig, run_transfer, strict_json
     from .convert import convert
     from .sampling_report import plot_sampling, sampling_report
     from .synth import WorldConfig, make_world
@@ -269,7 +269,7 @@ def run_demo(out: str | Path, *, size: str = "full", seed: int = 0, workers: int
         "stage_seconds": clock.seconds, "total_seconds": total,
         "plots": ["tag_distribution.png", "loss_curves.png", "per_class.png"],
     }
-    write_json_atomic(root / "results.json", _finite(out_json))
+    write_json_atomic(root / "results.json", strict_json(out_json))
     (root / "results.md").write_text(format_results(out_json), encoding="utf-8")
     echo(format_results(out_json))
     return out_json
@@ -293,16 +293,6 @@ def _concept_share(report, world: dict) -> float:
     expected = np.asarray(report.expected, dtype=np.float64)
     visual = np.array([n in concepts for n in report.names], dtype=bool)
     return float(expected[visual].sum() / max(expected.sum(), 1e-300))
-
-
-def _finite(obj):
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _pct(x, se=None) -> str:

@@ -245,16 +245,16 @@ def run_transfer(cfg: TransferConfig, *, out: str | Path | None = None) -> dict:
     }
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(Path(out), _jsonable(report))
+        write_json_atomic(Path(out), strict_json(report))
     return report
 
 
-def _jsonable(obj):
-    """NaN -> None so the report is strict JSON."""
+def strict_json(obj):
+    """A copy with every non-finite float (NaN, inf) as None, so the JSON is strict."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): strict_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [strict_json(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
