@@ -273,3 +273,22 @@ def test_transfer_help_shows_an_example():
 
     out = CliRunner().invoke(main, ["transfer", "--help"]).output
     assert "Example" in out and "tagstream transfer --checkpoint" in out
+
+
+def test_transfer_multilabel_reports_map(tiny_dataset, tmp_path):
+    from tagstream.tools.vocab import VocabOptions, build_vocab
+    from tagstream.train.transfer import TransferConfig, format_table, run_transfer
+
+    # every image carries "all", "mod3_<i%3>" and "mod5_<i%5>": a multi-label task
+    train_ds, eval_ds = tiny_dataset(30, shard_size=7), tiny_dataset(15, shard_size=4)
+    for ds in (train_ds, eval_ds):
+        build_vocab(ds, "labels", VocabOptions())
+    cfg = TransferConfig(train=str(train_ds), eval=str(eval_ds), model="regnet_y_tiny", image_size=32, workers=0)
+    report = run_transfer(cfg, out=tmp_path / "m.json")
+    assert report["task"] == "multi"
+    r = report["results"]["random"]
+    assert r["images"] == 15 and 0.0 <= r["mAP"] <= 1.0
+    assert r["per_class_ap"]["all"] == 1.0  # a class every image carries ranks only positives
+    assert set(r["per_class_ap"]) == {"all", "mod3_0", "mod3_1", "mod3_2"} | {f"mod5_{k}" for k in range(5)}
+    assert "mAP" in format_table(report)
+    assert json.loads((tmp_path / "m.json").read_text())["results"]["random"]["mAP"] == pytest.approx(r["mAP"])
