@@ -98,6 +98,14 @@ def test_join_parts_sorts_and_deduplicates_padding(tmp_path):
     np.testing.assert_array_equal(load_embeddings(out)[0], feats)
 
 
+def test_join_parts_accepts_a_rank_without_images(tmp_path):
+    out = tmp_path / "e.npy"
+    _write_part(out, 0, 2, np.ones((2, 3), np.float32), np.array([0, 1]))
+    _write_part(out, 1, 2, np.zeros((0, 0), np.float32), np.zeros(0, np.int64))
+    f, i = join_parts(out, 2, expected=np.arange(2))
+    assert f.shape == (2, 3) and i.tolist() == [0, 1]
+
+
 def test_join_parts_refuses_gaps_and_conflicts(tmp_path):
     out = tmp_path / "e.npz"
     _write_part(out, 0, 1, np.zeros((2, 2), np.float32), np.array([0, 2]))

@@ -148,8 +148,9 @@ def join_parts(
         if not p.exists():
             raise FileNotFoundError(f"embedding part of rank {rank} is missing: {p}")
         with np.load(p) as z:
-            feats.append(z["features"])
-            idx.append(z["indices"])
+            if z["indices"].shape[0]:  # a rank with no image (world > images) wrote an empty part
+                feats.append(z["features"])
+                idx.append(z["indices"])
     features = np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
     indices = np.concatenate(idx).astype(np.int64) if idx else np.zeros(0, np.int64)
     order = np.argsort(indices, kind="stable")
