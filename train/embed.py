@@ -123,7 +123,7 @@ def _embed(cfg: EmbedConfig, rank: int, world: int) -> dict:
         if rank == 0:  # an eval loader with split "all" and no masks covers every image
             expected = np.arange(dataset.num_images, dtype=np.int64)
             features, indices = join_parts(cfg.out, world, expected=expected, metadata=metadata)
-            images = len(indices)
+            images, dim = len(indices), features.shape[1]
         torch.distributed.barrier()  # the joined file exists before any rank returns
     return {"out": str(cfg.out), "images": images, "feature_dim": int(dim), "world": world, "vocab": vocab,
             "model": info["model"], "image_size": info["image_size"], "seconds": round(time.perf_counter() - start, 2)}
