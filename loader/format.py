@@ -127,6 +127,15 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry (a rename) to disk, so a completed file survives a power loss."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")

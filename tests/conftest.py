@@ -79,3 +79,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         skip = pytest.mark.skip(reason="needs a CUDA GPU (marked gpu)")
         for item in gpu_items:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Small forward passes and L-BFGS problems: one torch thread avoids spin-waiting on an oversubscribed machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -20,15 +20,7 @@ from tagstream.train.embed_io import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny forward passes: one thread avoids spin-waiting when the test machine is oversubscribed."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".npz", ".safetensors"])

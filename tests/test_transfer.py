@@ -18,15 +18,7 @@ from tagstream.train.probe import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small L-BFGS problems: one thread avoids spin-waiting when the test machine is oversubscribed."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _phi(x: float) -> float:

@@ -41,14 +41,6 @@ def open_env(path: Path, *, write: bool = False):
     return lmdb.open(str(path), subdir=True, readonly=True, lock=False, readahead=False)
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class ShardWriter:
     """Accumulates one shard's records, rejects and new tags; `commit` makes it durable under its final name."""
 
@@ -120,7 +112,7 @@ class ShardWriter:
         if self.final.exists():  # left by a run killed between the rename and its state file
             shutil.rmtree(self.final)
         os.replace(self.tmp, self.final)
-        fsync_dir(self.final.parent)
+        fmt.fsync_dir(self.final.parent)
         state = {
             **entry,
             "input_start": self.input_start,

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from tagstream.loader.format import fsync_dir
+
 FORMAT = "tagstream-checkpoint"
 VERSION = 1
 _NAME = re.compile(r"^step-(\d{9})\.pt$")
@@ -38,14 +40,6 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(state: dict[str, Any], out_dir: str | Path, *, keep_last: int) -> Path:
     """Write state as out_dir/step-NNNNNNNNN.pt atomically, then delete all but the newest keep_last.
 
@@ -65,7 +59,7 @@ def save_checkpoint(state: dict[str, Any], out_dir: str | Path, *, keep_last: in
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, final)
-    _fsync_dir(d)
+    fsync_dir(d)
     for old in list_checkpoints(d)[:-keep_last]:
         old.unlink(missing_ok=True)
     return final
