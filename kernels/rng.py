@@ -7,6 +7,8 @@ JIT on or off (pure 64-bit integer arithmetic, no library RNG). Also: the hash-b
 
 from __future__ import annotations
 
+import warnings
+
 import numba
 import numpy as np
 from numpy.typing import NDArray
@@ -21,6 +23,12 @@ _S31 = np.uint64(31)
 _S11 = np.uint64(11)
 _ONE = np.uint64(1)
 _INV53 = 1.0 / 9007199254740992.0  # 2^-53
+
+if numba.config.DISABLE_JIT:
+    # Without the JIT these functions run on NumPy uint64 scalars, which warn when they wrap around;
+    # wrapping modulo 2^64 is exactly the arithmetic the hash wants (as compiled code does silently).
+    warnings.filterwarnings("ignore", message="overflow encountered in scalar", category=RuntimeWarning,
+                            module=r"tagstream\.kernels\.")
 
 
 @numba.njit(cache=True, inline="always")
