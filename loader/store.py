@@ -22,6 +22,12 @@ def _open_env(path: Path) -> Any:
 
     global _ENVS_PID
     if _ENVS_PID != os.getpid():
+        # Handles inherited through fork are never used here, but py-lmdb refuses to open a file that
+        # is still open in this process, and an inherited handle stays "open" until it is closed or
+        # garbage-collected (which another live reference can delay): close this process's copies.
+        # Read-only, lock-free environments: closing unmaps this process's view only.
+        for env in _ENVS.values():
+            env.close()
         _ENVS.clear()
         _ENVS_PID = os.getpid()
     key = str(Path(path).resolve())

@@ -68,6 +68,30 @@ def test_forked_child_opens_its_own_environment(ds):
     assert store.open_shards == [0]  # the parent's handles are untouched
 
 
+def _child_read_same_shard(store: ShardStore, queue) -> None:
+    try:
+        queue.put((store.read(33)["source"], ShardStore(store.dataset.root).read(34)["source"]))
+    except Exception as exc:  # reported to the parent, which asserts on it
+        queue.put(repr(exc))
+
+
+def test_forked_child_reopens_a_shard_the_parent_holds_open(ds):
+    # the parent keeps shard 2 open (a live store holds it), so the child inherits py-lmdb's
+    # "already open in this process" entry for that file: the child must still open its own
+    store = ShardStore(ds)
+    store.read(33)
+    idle = ShardStore(ds)  # another live store the child never uses keeps its inherited handle alive there
+    idle.read(32)
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    p = ctx.Process(target=_child_read_same_shard, args=(store, queue))
+    p.start()
+    result = queue.get(timeout=60)
+    p.join(60)
+    assert result == ("img33", "img34")
+    assert store.read(35)["source"] == "img35" and idle.read(36)["source"] == "img36"  # the parent's handles still work
+
+
 def test_pickles_without_handles(ds):
     store = ShardStore(ds)
     store.read(5)
