@@ -90,6 +90,15 @@ def choose_bands(n_queries: int, n_base: int, max_distance: int) -> int:
     return min(range(MIN_BANDS, MAX_BANDS + 1), key=lambda m: estimated_cost(n_queries, n_base, max_distance, m))
 
 
+@njit(cache=True, inline="always")
+def _found_in_earlier_band(x, band, shifts, masks, radii) -> bool:
+    """Whether the pair with XOR x was already reported through a band before `band` (report it once)."""
+    for b2 in range(band):
+        if _popcount((x >> shifts[b2]) & masks[b2]) <= radii[b2]:
+            return True
+    return False
+
+
 @njit(cache=True, parallel=True)
 def _mih_band(queries, band, shifts, masks, radii, sorted_base, offsets, ids, flips, max_distance,
               starts, out_base, out_dist, write):
@@ -108,12 +117,7 @@ def _mih_band(queries, band, shifts, masks, radii, sorted_base, offsets, ids, fl
                 d = _popcount(x)
                 if d > max_distance:
                     continue
-                seen = False  # already reported through an earlier band?
-                for b2 in range(band):
-                    if _popcount((x >> shifts[b2]) & masks[b2]) <= radii[b2]:
-                        seen = True
-                        break
-                if seen:
+                if _found_in_earlier_band(x, band, shifts, masks, radii):
                     continue
                 if write:
                     out_base[starts[i] + c] = ids[p]
@@ -152,12 +156,7 @@ def _mih_band_runs(sorted_queries, run_starts, band, shifts, masks, radii, sorte
                 x = h ^ candidates[p]
                 if _popcount(x) > max_distance:
                     continue
-                seen = False  # already reported through an earlier band?
-                for b2 in range(band):
-                    if _popcount((x >> shifts[b2]) & masks[b2]) <= radii[b2]:
-                        seen = True
-                        break
-                if not seen:
+                if not _found_in_earlier_band(x, band, shifts, masks, radii):
                     c += 1
             counts[t + 1] = c
 
