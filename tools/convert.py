@@ -270,9 +270,9 @@ def _finish(out: Path, committed: list[dict], tail: list[dict], wanted: dict) ->
         ids = np.load(fmt.index_path(out, s["name"], "tag_ids"))
         counts += np.bincount(ids, minlength=len(tags))[: len(tags)]
     rows = "".join(f"{i}\t{t}\t{c}\n" for i, (t, c) in enumerate(zip(tags, counts)))
-    _write_text_atomic(out / fmt.TAGS, "id\ttag\tcount\n" + rows)
+    fmt.write_text_atomic(out / fmt.TAGS, "id\ttag\tcount\n" + rows)
     rejects = [r for s in committed for r in s["rejects"]] + tail
-    _write_text_atomic(out / fmt.REJECTS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects))
+    fmt.write_text_atomic(out / fmt.REJECTS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects))
     reencoded: Counter[str] = Counter()
     for s in committed:
         reencoded.update(s["reencoded"])
@@ -294,15 +294,6 @@ def _finish(out: Path, committed: list[dict], tail: list[dict], wanted: dict) ->
     }
     fmt.write_json_atomic(out / fmt.MANIFEST, manifest)
     return manifest
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _summary(out: Path, manifest: dict, *, already: bool, resumed: int, processed: int, seconds: float) -> ConvertSummary:

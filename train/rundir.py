@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from tagstream.loader.format import write_text_atomic
 
 from . import checkpoint as ckpt
 from . import distributed as dd
@@ -55,14 +56,14 @@ def init_out_dir(out: Path, config: TrainConfig, *, resume_step: int | None) -> 
     """Save the resolved config; start metrics.jsonl afresh, or on resume cut it back to the checkpoint's
     step (records a killed run wrote after its last checkpoint describe steps about to be re-run)."""
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / CONFIG, config.to_json())
+    write_text_atomic(out / CONFIG, config.to_json())
     metrics = out / METRICS
     if metrics.exists():
         if resume_step is None:
             metrics.unlink()
         else:
             kept = [line for line in metrics.read_text().splitlines() if _record_step(line) <= resume_step]
-            _write_atomic(metrics, "".join(line + "\n" for line in kept))
+            write_text_atomic(metrics, "".join(line + "\n" for line in kept))
 
 
 def _record_step(line: str) -> int:
@@ -70,15 +71,6 @@ def _record_step(line: str) -> int:
         return int(json.loads(line).get("step", 0))
     except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
         return 1 << 62  # a torn last line of a killed run: drop it
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _tensorboard(out: Path) -> Any:
