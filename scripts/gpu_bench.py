@@ -14,10 +14,10 @@ def main(out: str, images: int = 1024, batch_size: int = 128, batches: int = 6) 
     import torch
 
     from tagstream.loader.api import build_loader
-    from tagstream.tools.loader_bench import _config, make_bench_dataset
+    from tagstream.tools.loader_bench import _config, usable_cores, make_bench_dataset
     from tagstream.tools.model_rate import training_rate
 
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     root = Path(os.environ.get("TMPDIR", "/tmp")) / "gpu-bench-ds"
     result: dict = {"cores": cores, "batch_size": batch_size}
     t0 = time.perf_counter()

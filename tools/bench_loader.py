@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import click
 
@@ -34,9 +33,9 @@ def bench_loader(dataset, make, batch_size, workers, threads, image_size, batche
     """
     from tqdm import tqdm
 
-    from .loader_bench import bench_loader as run, format_table
+    from .loader_bench import bench_loader as run, usable_cores, format_table
 
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     bars = []
 
     def progress(label: str, total: int):

@@ -21,7 +21,7 @@ VOCAB = "bench"
 NUM_TAGS = 200
 
 
-def _cores() -> int:
+def usable_cores() -> int:
     """Cores this process may run on (honours taskset / cgroup CPU sets, unlike os.cpu_count)."""
     return len(os.sched_getaffinity(0))
 
@@ -182,7 +182,7 @@ def run_ceiling(config: LoaderConfig, images: int, tick: Callable[[int], None]) 
         tick(1)
     dali = n_batches * b / (time.perf_counter() - t0)
     pipe._shutdown()
-    cores = _cores()
+    cores = usable_cores()
     with mp.get_context("fork").Pool(cores) as pool:
         pool.map(_pil_decode, data[:cores])
         t0 = time.perf_counter()
@@ -317,7 +317,7 @@ def bench_loader(
     if n < 1:
         raise ValueError(f"the dataset's {len(ds)} images give no batch of {batch_size} after warm-up; use more images")
     result: dict[str, Any] = {"dataset": str(dataset), "images": len(ds), "batch_size": batch_size, "workers": workers,
-                              "threads": threads, "image_size": image_size, "cores": _cores(),
+                              "threads": threads, "image_size": image_size, "cores": usable_cores(),
                               "antialias": antialias}
     result["ours_cpu"] = run_ours(config, n, progress("ours (DALI, cpu)", n))
     result["baseline"] = run_baseline(config, n, progress("DataLoader + Pillow", n))
