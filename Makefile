@@ -7,19 +7,25 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test install system-deps clean
 
-$(STAMP): pyproject.toml
+# system-deps first: the C extension (loader/_jpeg.c) compiles against libjpeg-turbo's headers
+$(STAMP): pyproject.toml setup.py loader/_jpeg.c | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP) system-deps
+install: $(STAMP)
 
-# WordNet 3.0 database files for `tagstream vocab --wordnet` (Debian's wordnet-base); optional
+# Debian packages, installed when missing (as root with apt-get): libjpeg-turbo's headers for the CPU
+# decoder extension (without them the loader falls back to DALI's slower CPU decoder and its tests
+# fail), a C compiler, and WordNet 3.0's database files for `tagstream vocab --wordnet`.
+APT_PACKAGES := libjpeg62-turbo-dev:/usr/include/jpeglib.h gcc:/usr/bin/gcc wordnet-base:/usr/share/wordnet
 system-deps:
-	@if [ ! -d /usr/share/wordnet ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	  (apt-get install -y -q wordnet-base >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q wordnet-base >/dev/null)) \
-	  || echo "note: could not install wordnet-base; WordNet tests will be skipped"; fi
+	@missing=""; for pair in $(APT_PACKAGES); do [ -e "$${pair#*:}" ] || missing="$$missing $${pair%%:*}"; done; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -q $$missing >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null)) \
+	  || echo "note: could not install$$missing"; \
+	elif [ -n "$$missing" ]; then echo "note: missing Debian packages:$$missing"; fi
 
 demo: install
 	$(BIN)/tagstream demo --out demo-out --overwrite

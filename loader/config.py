@@ -9,9 +9,10 @@ from tagstream.kernels.weights import COMBINES, SAMPLINGS, sampling_power  # one
 TARGETS = ("soft", "multihot", "sparse")
 MODES = ("train", "eval")
 DEVICES = ("cpu", "gpu")
+CPU_DECODERS = ("auto", "turbo", "dali")
 SPLITS = ("train", "holdout", "all")
 
-__all__ = ["COMBINES", "DEVICES", "MODES", "SAMPLINGS", "SPLITS", "TARGETS", "LoaderConfig", "sampling_power"]
+__all__ = ["COMBINES", "CPU_DECODERS", "DEVICES", "MODES", "SAMPLINGS", "SPLITS", "TARGETS", "LoaderConfig", "sampling_power"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,10 @@ class LoaderConfig:
     workers: int = 2  # Python worker processes reading records (DALI py_num_workers)
     threads: int = 2  # DALI native threads (decode, resize)
     prefetch: int = 2
-    antialias: bool = True  # train resize: antialiased linear (as torchvision/Pillow); False: plain bilinear, ~25% faster on CPU
+    antialias: bool = True  # train resize: antialiased linear (as torchvision/Pillow); False: plain bilinear
+    # CPU decoding: "turbo" = the source workers decode the window and resize (loader/turbo.py), "dali" =
+    # DALI's CPU decoder and resize in the pipeline; "auto" = turbo when its extension is built
+    cpu_decoder: str = "auto"
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -48,6 +52,7 @@ class LoaderConfig:
             ("combine", self.combine, COMBINES),
             ("targets", self.targets, TARGETS),
             ("device", self.device, DEVICES),
+            ("cpu_decoder", self.cpu_decoder, CPU_DECODERS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {allowed}")
@@ -65,3 +70,16 @@ class LoaderConfig:
         lo, hi = self.random_area
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"random_area={self.random_area} must satisfy 0 < lo <= hi <= 1")
+        if self.cpu_decoder == "turbo":
+            from . import turbo
+
+            turbo.require()
+
+    @property
+    def source_decodes(self) -> bool:
+        """True when the CPU path's source workers decode and resize (loader/turbo.py), not DALI's operators."""
+        if self.device != "cpu" or self.cpu_decoder == "dali":
+            return False
+        from . import turbo
+
+        return turbo.available()

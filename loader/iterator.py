@@ -169,6 +169,9 @@ class DaliLoader:
             base_position=self.step * c.batch_size,
             scale=c.random_area,
             ratio=c.random_aspect_ratio,
+            decode_size=c.image_size if c.source_decodes else None,
+            resize_size=c.resize_size or round(c.image_size * 256 / 224),
+            antialias=c.antialias,
         )
         pipe = build_pipeline(
             source,
@@ -181,7 +184,7 @@ class DaliLoader:
             threads=c.threads,
             prefetch=c.prefetch,
             seed=c.seed + self.rank,
-            bytes_per_sample=_bytes_per_sample(self.dataset),
+            bytes_per_sample=3 * c.image_size**2 if c.source_decodes else _bytes_per_sample(self.dataset),
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
             antialias=c.antialias,

@@ -23,6 +23,7 @@ from tagstream.loader.vocab import Vocab
 from tagstream.tools.loader_bench_data import decode_index_color, index_tags
 
 N = 48
+DECODERS = ["turbo", "dali"]  # the CPU path's two decode placements (LoaderConfig.cpu_decoder)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,9 @@ def expected_soft(indices) -> np.ndarray:
     return out
 
 
-def test_indices_pixels_and_targets_follow_the_plan(root):
-    config = cfg(root, sampling="sqrt", seed=4)
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_indices_pixels_and_targets_follow_the_plan(root, decoder):
+    config = cfg(root, sampling="sqrt", seed=4, cpu_decoder=decoder)
     loader = build_loader(config)
     sampler = RankSampler.from_config(config, Dataset(root), Vocab(Dataset(root), "v"))
     assert len(loader) == sampler.len_per_rank // 8 == N // 8 and loader.num_classes == NUM_TAGS and not loader.normalized
@@ -95,8 +97,9 @@ def test_every_sampling_mode_with_a_mask(root, sampling):
     assert [decode_index_color(im) for im in imgs] == [i % 512 for i in idx]
 
 
-def test_eval_covers_every_image_once_over_ranks(root):
-    config = cfg(root, mode="eval", batch_size=5, split="holdout", holdout_fraction=0.5)
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_eval_covers_every_image_once_over_ranks(root, decoder):
+    config = cfg(root, mode="eval", batch_size=5, split="holdout", holdout_fraction=0.5, cpu_decoder=decoder)
     eligible = np.flatnonzero(eligibility(Dataset(root), holdout_fraction=0.5, split="holdout"))
     loaders = [build_loader(config, rank=r, world=3) for r in range(3)]
     assert len({len(ld) for ld in loaders}) == 1
@@ -150,7 +153,8 @@ np.savez(sys.argv[3], idx=np.concatenate(idx), imgs=np.concatenate(imgs))
 """
 
 
-def test_exact_resume_in_a_fresh_process(tmp_path):
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_exact_resume_in_a_fresh_process(tmp_path, decoder):
     """The resumed process runs with the JIT switched the other way from this one: plans and crops
     must not depend on it (so this covers NUMBA_DISABLE_JIT=1 whichever way the suite runs)."""
     # larger, varied images so crops and flips show in the pixels
@@ -160,7 +164,8 @@ def test_exact_resume_in_a_fresh_process(tmp_path):
     records = ((encode_jpeg(photo_like(rng, 48 + i % 3 * 8, 40)), index_tags(i, NUM_TAGS), 48 + i % 3 * 8, 40) for i in range(24))
     ds = write_dataset(tmp_path / "ds", records, num_images=24, shard_size=10, num_tags=NUM_TAGS)
     write_identity_vocab(ds, "v")
-    kw = dict(dataset=str(ds.root), vocab="v", batch_size=4, image_size=24, workers=2, threads=1, seed=5, samples_per_epoch=24)
+    kw = dict(dataset=str(ds.root), vocab="v", batch_size=4, image_size=24, workers=2, threads=1, seed=5, samples_per_epoch=24,
+              cpu_decoder=decoder)
     loader = build_loader(LoaderConfig(**kw))
     loader.set_epoch(1)
     idx1, imgs1, _ = run_epoch(loader)
@@ -190,10 +195,11 @@ def _corrupt(root: Path, shard: int, local: int, value: bytes) -> None:
     [(b"\xc1\xc1\xc1", "shard 00001 key 4 .*does not parse"),
      (fmt.pack_record(b"\xff\xd8\xff\xe0" + b"\x00" * 300, [1], "bad"), "shard 00001 key 4 .*cannot decode")],
 )
-def test_bad_record_names_shard_and_key(tmp_path, value, message):
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_bad_record_names_shard_and_key(tmp_path, value, message, decoder):
     ds = make_index_dataset(tmp_path / "ds", n=32, shard_size=16)
     _corrupt(ds.root, 1, 4, value)
-    loader = build_loader(cfg(str(ds.root), mode="eval", workers=2))
+    loader = build_loader(cfg(str(ds.root), mode="eval", workers=2, cpu_decoder=decoder))
     with pytest.raises(Exception, match=message):
         for _ in loader:
             pass

@@ -1,0 +1,163 @@
+"""loader.turbo (the C window decoder + resize) against Pillow and torch as oracles: pixels, windows,
+mirroring, every kind of bad input, threads."""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tagstream.loader import turbo
+from tagstream.loader.augment import train_params
+from tagstream.tools.loader_bench_data import encode_jpeg, photo_like
+
+
+def test_the_extension_is_built():
+    # make test installs libjpeg-turbo's headers and compiles it; a missing build must fail, not skip
+    assert turbo.available(), turbo._MISSING
+
+
+def _photo(seed: int, w: int, h: int, quality: int = 90) -> bytes:
+    return encode_jpeg(photo_like(np.random.default_rng(seed), w, h), quality=quality)
+
+
+def _pil(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+@pytest.mark.parametrize("w,h,size", [(318, 318, 224), (500, 375, 224), (150, 120, 224), (224, 224, 224), (1000, 50, 32), (7, 300, 16), (1, 1, 8)])
+def test_antialiased_resize_is_pillows_bilinear(w, h, size):
+    img = np.random.default_rng(w * h).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    ours = turbo.resize(img, size)
+    ref = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR, reducing_gap=None))
+    assert np.abs(ours.astype(int) - ref).max() <= 1
+
+
+@pytest.mark.parametrize("w,h,size", [(318, 318, 224), (100, 60, 224), (500, 375, 64)])
+def test_plain_resize_is_torchs_bilinear_without_antialiasing(w, h, size):
+    img = np.random.default_rng(7).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    ours = turbo.resize(img, size, antialias=False)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
+    ref = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+    ref = ref[0].permute(1, 2, 0).round().clamp(0, 255).numpy()
+    assert np.abs(ours.astype(int) - ref).max() <= 1
+
+
+def test_mirror_is_a_horizontal_flip():
+    img = np.random.default_rng(3).integers(0, 256, (90, 130, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(turbo.resize(img, 40, mirror=True), turbo.resize(img, 40)[:, ::-1])
+
+
+def test_full_decode_matches_pillow():
+    data = _photo(0, 500, 375)
+    np.testing.assert_array_equal(turbo.decode(data), _pil(data))
+
+
+def test_grayscale_jpeg_decodes_to_rgb():
+    buf = io.BytesIO()
+    Image.fromarray(np.arange(64 * 48, dtype=np.uint8).reshape(48, 64) % 251).save(buf, "JPEG", quality=95)
+    out = turbo.decode(buf.getvalue())
+    assert out.shape == (48, 64, 3)
+    np.testing.assert_array_equal(out[..., 0], out[..., 2])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_window_decode_equals_full_decode_then_crop(seed):
+    """The ROI decode (rows above skipped, columns outside cropped) gives the full decode's pixels,
+    edges included, for random-resized-crop windows of photo-like images."""
+    w, h = (500, 375) if seed % 3 else (375, 500)
+    data = _photo(seed, w, h)
+    (x, y, cw, ch), flip = train_params(w, h, seed=seed, epoch=0, rank=0, position=seed)
+    full = turbo.decode(data)
+    expect = turbo.resize(full[y : y + ch, x : x + cw], 224, mirror=flip)
+    np.testing.assert_array_equal(turbo.crop_resize(data, (x, y, cw, ch), 224, mirror=flip), expect)
+
+
+def test_crop_resize_is_torchvisions_resized_crop_on_pillow():
+    """The baseline's augmentation (torchvision resized_crop + hflip on a PIL image), pixel for pixel within 1."""
+    import torchvision.transforms.functional as F
+
+    for seed in range(6):
+        data = _photo(100 + seed, 500, 375)
+        (x, y, w, h), flip = train_params(500, 375, seed=seed, epoch=1, rank=0, position=3)
+        ref = F.resized_crop(Image.open(io.BytesIO(data)).convert("RGB"), y, x, h, w, [224, 224], interpolation=F.InterpolationMode.BILINEAR)
+        ref = np.asarray(F.hflip(ref) if flip else ref).astype(int)
+        ours = turbo.crop_resize(data, (x, y, w, h), 224, mirror=flip)
+        assert np.abs(ours.astype(int) - ref).max() <= 1
+
+
+def test_writes_into_a_given_buffer():
+    data = _photo(1, 200, 150)
+    out = np.zeros((32, 32, 3), np.uint8)
+    assert turbo.crop_resize(data, (0, 0, 200, 150), 32, out=out) is out
+    assert out.any()
+    with pytest.raises(ValueError, match="shape"):
+        turbo.crop_resize(data, (0, 0, 200, 150), 32, out=np.zeros((32, 33, 3), np.uint8))
+
+
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda d: d[: len(d) // 3], "Premature end"),
+        (lambda d: d[:20], "Premature end|JPEG"),
+        (lambda d: b"not a jpeg at all", "Not a JPEG"),
+        (lambda d: b"", "JPEG"),
+        (lambda d: d[:600] + bytes(400) + d[1000:], "JPEG"),
+    ],
+    ids=["truncated", "header-only", "garbage", "empty", "zeroed-run"],
+)
+def test_bad_data_raises_instead_of_decoding_grey(mutate, match):
+    """(A window above the damage decodes correctly: rows below the window are never read.)"""
+    data = mutate(_photo(2, 300, 200))
+    with pytest.raises(ValueError, match=match):
+        turbo.crop_resize(data, (0, 0, 300, 200), 32)
+
+
+@pytest.mark.parametrize("window", [(250, 0, 100, 10), (0, 150, 10, 100), (-1, 0, 10, 10), (0, 0, 0, 10), (0, 0, 10, -5)])
+def test_window_outside_the_image_raises(window):
+    with pytest.raises(ValueError, match="window"):
+        turbo.crop_resize(_photo(3, 300, 200), window, 32)
+
+
+def test_threads_decode_concurrently_with_identical_results():
+    """The GIL is released and scratch buffers are per thread: 4 threads give the serial results."""
+    items = [(_photo(s, 320 + 8 * s, 240), s) for s in range(8)]
+    windows = [train_params(320 + 8 * s, 240, seed=0, epoch=0, rank=0, position=s) for s in range(8)]
+
+    def work(k):
+        data, _ = items[k % 8]
+        window, flip = windows[k % 8]
+        return turbo.crop_resize(data, window, 64, mirror=flip)
+
+    serial = [work(k) for k in range(32)]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(work, range(32)))
+    for a, b in zip(serial, threaded):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("w,h", [(500, 375), (375, 500), (300, 300), (100, 40)])
+def test_centre_window_is_the_shorter_side_resize_then_centre_crop(w, h):
+    """Eval on the CPU path: the source window that "shorter side to 256, centre crop 224" keeps."""
+    x, y, cw, ch = turbo.centre_window(w, h, image_size=224, resize_size=256)
+    assert cw == ch == min(w, h, round(224 * min(w, h) / 256))
+    assert abs((x + cw / 2) - w / 2) <= 0.5 and abs((y + ch / 2) - h / 2) <= 0.5
+
+
+def test_config_picks_the_decode_placement(monkeypatch):
+    from tagstream.loader.config import LoaderConfig
+
+    base = dict(dataset="ds", vocab="v")
+    assert LoaderConfig(**base).source_decodes  # auto, extension built
+    assert not LoaderConfig(**base, cpu_decoder="dali").source_decodes
+    assert not LoaderConfig(**base, device="gpu", device_id=0).source_decodes  # nvJPEG in the pipeline
+    with pytest.raises(ValueError, match="cpu_decoder='fast' is not one of"):
+        LoaderConfig(**base, cpu_decoder="fast")
+    monkeypatch.setattr(turbo, "_jpeg", None)
+    assert not LoaderConfig(**base).source_decodes  # auto falls back to DALI's decoder
+    with pytest.raises(RuntimeError, match="libjpeg"):
+        LoaderConfig(**base, cpu_decoder="turbo")
