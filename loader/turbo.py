@@ -12,13 +12,14 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+_HOW = "install libjpeg62-turbo-dev (or another libjpeg-turbo's headers) and a C compiler, then reinstall tagstream"
 try:
     from . import _jpeg
 except ImportError as exc:  # the optional extension was not built
     _jpeg = None
-    _MISSING = f"tagstream.loader._jpeg is not built ({exc}); install libjpeg62-turbo-dev (or libjpeg-turbo headers) and a C compiler, then reinstall"
+    _MISSING = f"tagstream.loader._jpeg is not built ({exc}); {_HOW}"
 else:
-    _MISSING = ""
+    _MISSING = f"tagstream.loader._jpeg is not available; {_HOW}"
 
 
 def available() -> bool:
