@@ -21,6 +21,15 @@ def test_the_extension_is_built():
     assert turbo.available(), turbo._MISSING
 
 
+@pytest.fixture(params=["simd", "portable"])
+def path(request):
+    """Run a test with the AVX2 resize (where the CPU has it) and with the portable one."""
+    before = turbo._jpeg.simd()
+    turbo._jpeg.simd(1 if request.param == "simd" else 0)
+    yield request.param
+    turbo._jpeg.simd(int(before))
+
+
 def _photo(seed: int, w: int, h: int, quality: int = 90) -> bytes:
     return encode_jpeg(photo_like(np.random.default_rng(seed), w, h), quality=quality)
 
@@ -30,7 +39,7 @@ def _pil(data: bytes) -> np.ndarray:
 
 
 @pytest.mark.parametrize("w,h,size", [(318, 318, 224), (500, 375, 224), (150, 120, 224), (224, 224, 224), (1000, 50, 32), (7, 300, 16), (1, 1, 8)])
-def test_antialiased_resize_is_pillows_bilinear(w, h, size):
+def test_antialiased_resize_is_pillows_bilinear(w, h, size, path):
     img = np.random.default_rng(w * h).integers(0, 256, (h, w, 3), dtype=np.uint8)
     ours = turbo.resize(img, size)
     ref = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR, reducing_gap=None))
@@ -38,7 +47,7 @@ def test_antialiased_resize_is_pillows_bilinear(w, h, size):
 
 
 @pytest.mark.parametrize("w,h,size", [(318, 318, 224), (100, 60, 224), (500, 375, 64)])
-def test_plain_resize_is_torchs_bilinear_without_antialiasing(w, h, size):
+def test_plain_resize_is_torchs_bilinear_without_antialiasing(w, h, size, path):
     img = np.random.default_rng(7).integers(0, 256, (h, w, 3), dtype=np.uint8)
     ours = turbo.resize(img, size, antialias=False)
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
@@ -47,7 +56,7 @@ def test_plain_resize_is_torchs_bilinear_without_antialiasing(w, h, size):
     assert np.abs(ours.astype(int) - ref).max() <= 1
 
 
-def test_mirror_is_a_horizontal_flip():
+def test_mirror_is_a_horizontal_flip(path):
     img = np.random.default_rng(3).integers(0, 256, (90, 130, 3), dtype=np.uint8)
     np.testing.assert_array_equal(turbo.resize(img, 40, mirror=True), turbo.resize(img, 40)[:, ::-1])
 
@@ -77,7 +86,7 @@ def test_window_decode_equals_full_decode_then_crop(seed):
     np.testing.assert_array_equal(turbo.crop_resize(data, (x, y, cw, ch), 224, mirror=flip), expect)
 
 
-def test_crop_resize_is_torchvisions_resized_crop_on_pillow():
+def test_crop_resize_is_torchvisions_resized_crop_on_pillow(path):
     """The baseline's augmentation (torchvision resized_crop + hflip on a PIL image), pixel for pixel within 1."""
     import torchvision.transforms.functional as F
 
@@ -161,3 +170,17 @@ def test_config_picks_the_decode_placement(monkeypatch):
     assert not LoaderConfig(**base).source_decodes  # auto falls back to DALI's decoder
     with pytest.raises(RuntimeError, match="libjpeg"):
         LoaderConfig(**base, cpu_decoder="turbo")
+
+
+def test_simd_and_portable_resize_agree_bit_for_bit():
+    img = np.random.default_rng(11).integers(0, 256, (301, 457, 3), dtype=np.uint8)
+    before = turbo._jpeg.simd()
+    try:
+        turbo._jpeg.simd(1)
+        fast = [turbo.resize(img, s, antialias=aa, mirror=m) for s in (17, 224) for aa in (True, False) for m in (True, False)]
+        turbo._jpeg.simd(0)
+        slow = [turbo.resize(img, s, antialias=aa, mirror=m) for s in (17, 224) for aa in (True, False) for m in (True, False)]
+    finally:
+        turbo._jpeg.simd(int(before))
+    for a, b in zip(fast, slow):
+        np.testing.assert_array_equal(a, b)
