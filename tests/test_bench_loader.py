@@ -27,12 +27,17 @@ def test_photo_like_images_are_imagenet_sized_jpegs():
 def test_bench_runs_every_contender(tmp_path):
     runner = CliRunner()
     ds = tmp_path / "bench"
-    args = [str(ds), "--make", "40", "--batch-size", "8", "--batches", "2", "--workers", "1", "--threads", "1", "--image-size", "64"]
+    args = [str(ds), "--make", "40", "--batch-size", "8", "--batches", "2", "--workers", "1", "--threads", "1", "--image-size", "64",
+            "--rounds", "2"]
     result = runner.invoke(bench_loader, args + ["--json"])
     assert result.exit_code == 0, (result.output, repr(result.exception))
     r = json.loads(result.output)
-    for key in ("ours_cpu", "baseline", "ceiling"):
+    for key in ("ours_cpu", "ours_cpu_dali", "baseline", "ceiling"):
         assert r[key]["images_per_s"] > 0
+    assert r["decoder"] == "turbo" and len(r["rounds"]) == 2
+    for key, row in (("ours_cpu", "ours"), ("baseline", "baseline"), ("ceiling", "ceiling")):  # the median run is one of the rounds
+        assert r[key]["images_per_s"] == min(x[row] for x in r["rounds"])
+    assert set(r["ceiling"]) >= {"dali_images_per_s", "pillow_images_per_s", "libjpeg-turbo_images_per_s", "by"}
     assert r["ratio_vs_baseline"] == pytest.approx(r["ours_cpu"]["images_per_s"] / r["baseline"]["images_per_s"])
     assert r["ratio_vs_ceiling"] == pytest.approx(r["ours_cpu"]["images_per_s"] / r["ceiling"]["images_per_s"])
     assert {"record_read_us", "decode_augment_us", "targets_us"} <= set(r["stages"])

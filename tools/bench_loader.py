@@ -19,12 +19,15 @@ import click
 @click.option("--startup-root", type=click.Path(file_okay=False), default=None, help="Where the start-up datasets live [default: next to DATASET].")
 @click.option("--antialias/--no-antialias", default=True, show_default=True,
               help="Our train resize: antialiased linear (like the Pillow baseline) or plain bilinear (faster).")
+@click.option("--rounds", type=int, default=3, show_default=True,
+              help="Interleaved rounds of every contender; figures are medians (a shared machine is noisy).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def bench_loader(dataset, make, batch_size, workers, threads, image_size, batches, startup, startup_root, antialias, as_json):
-    """Compare our loader (DALI on CPU; also GPU where present) with a torch DataLoader + Pillow
-    baseline doing the same crops and flips with the same workers, and with the decode-only ceiling
-    (the same bytes fully decoded with every core), in one run; prints images/s, the ratios and a
-    per-stage breakdown.
+def bench_loader(dataset, make, batch_size, workers, threads, image_size, batches, startup, startup_root, antialias, rounds, as_json):
+    """Compare our loader (CPU: the workers decode the crop window and resize, and the same loader
+    with DALI's CPU decoder; also GPU where present) with a torch DataLoader + Pillow baseline doing
+    the same crops and flips with the same workers, and with the decode-only ceiling (the same bytes
+    fully decoded with every core, by the fastest of DALI, Pillow and libjpeg-turbo), in one run of
+    interleaved rounds; prints median images/s, the ratios and a per-stage breakdown.
 
     \b
     Example:
@@ -46,7 +49,7 @@ def bench_loader(dataset, make, batch_size, workers, threads, image_size, batche
     try:
         result = run(dataset, make=make, batch_size=batch_size, workers=workers or cores, threads=threads or cores,
                      image_size=image_size, batches=batches, startup=startup, startup_root=startup_root, antialias=antialias,
-                     progress=progress)
+                     rounds=rounds, progress=progress)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     finally:
