@@ -24,8 +24,11 @@ from . import turbo
 from .augment import train_params
 from .store import ShardStore
 
-# (x, y, w, h) window and flip bit are returned by the source as these outputs
-TRAIN_OUTPUTS = ("image", "index", "anchor", "shape", "flip")
+# the dataset index, the (x, y, w, h) crop window and the flip bit travel as one float64 (6,) output
+# (indices are exact below 2^53): each output of a per-sample source costs the main process a
+# deserialisation and a feed per sample; with 5 outputs that capped the source at ~8,000 samples/s
+# on one core, with 2 at ~17,000 (docs/loader-bench.md)
+TRAIN_OUTPUTS = ("image", "params")
 EVAL_OUTPUTS = ("image", "index")
 DECODED_OUTPUTS = ("image", "index")  # the source decoded: (size, size, 3) uint8 and the index
 _PLACEHOLDER_SIDE = 16
@@ -78,7 +81,8 @@ def placeholder_jpeg() -> bytes:
 
 
 class PlanSource:
-    """The external-source callable: SampleInfo -> (encoded image, dataset index[, anchor, shape, flip]).
+    """The external-source callable: SampleInfo -> (encoded image, dataset index) for eval, (encoded
+    image, (index, x, y, w, h, flip) as float64) for train, (decoded image, index) when it decodes.
 
     Position p of epoch e is `base_position + idx_in_epoch` in the first epoch the pipeline runs and
     `idx_in_epoch` after it, with e = base_epoch + SampleInfo.epoch_idx; positions >= length raise
@@ -178,7 +182,7 @@ class PlanSource:
         if self.decode_size is not None:
             return self.decode(index, image, (x, y, w, h), flip, antialias=self.antialias), idx
         data = np.frombuffer(image, np.uint8)
-        return data, idx, np.array([x, y], np.float32), np.array([w, h], np.float32), np.array(flip, np.int32)
+        return data, np.array([index, x, y, w, h, flip], np.float64)
 
     def decode(self, index: int, image: bytes, window: tuple[int, int, int, int], flip: bool, *, antialias: bool) -> np.ndarray:
         try:
@@ -232,8 +236,8 @@ def build_pipeline(
     decoder = "mixed" if gpu else "cpu"
     names = source.outputs
     decoded = source.decode_size is not None
-    dtypes = [types.UINT8, types.INT64, types.FLOAT, types.FLOAT, types.INT32][: len(names)]
-    ndims = ([3, 1] if decoded else [1, 1, 1, 1, 0])[: len(names)]
+    dtypes = [types.UINT8, types.FLOAT64 if names == TRAIN_OUTPUTS else types.INT64]
+    ndims = [3 if decoded else 1, 1]
 
     @pipeline_def(
         batch_size=batch_size,
@@ -255,16 +259,21 @@ def build_pipeline(
         if decoded:  # the workers decoded, cropped, resized and flipped: batch and prefetch only
             images, index = outs
         elif source.train:
-            jpegs, index, anchor, shape, flip = outs
+            jpegs, params = outs
+            index = fn.cast(params[0:1], dtype=types.INT64)
+            window = fn.cast(params[1:6], dtype=types.FLOAT)
+            anchor, shape, flip = window[0:2], window[2:4], window[4]
             images = fn.decoders.image_slice(
                 jpegs, anchor, shape, device=decoder, output_type=types.RGB, normalized_anchor=False, normalized_shape=False
             )
             if gpu:
                 images = fn.resize(images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=antialias)
-                images = fn.crop_mirror_normalize(images, mirror=flip, mean=list(mean), std=list(std), dtype=types.FLOAT, output_layout="CHW")
+                images = fn.crop_mirror_normalize(
+                    images, mirror=fn.cast(flip, dtype=types.INT32), mean=list(mean), std=list(std), dtype=types.FLOAT, output_layout="CHW"
+                )
             else:
                 # the flip rides on the resize (a reversed ROI) instead of costing another pass over the image
-                f = fn.cast(flip, dtype=types.FLOAT)
+                f = flip
                 images = fn.resize(
                     images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=antialias,
                     roi_start=fn.stack(0.0 * f, f), roi_end=fn.stack(1.0 + 0.0 * f, 1.0 - f), roi_relative=True,

@@ -41,6 +41,7 @@ def test_bench_runs_every_contender(tmp_path):
     assert r["ratio_vs_baseline"] == pytest.approx(r["ours_cpu"]["images_per_s"] / r["baseline"]["images_per_s"])
     assert r["ratio_vs_ceiling"] == pytest.approx(r["ours_cpu"]["images_per_s"] / r["ceiling"]["images_per_s"])
     assert {"record_read_us", "decode_augment_us", "targets_us"} <= set(r["stages"])
+    assert r["stages"]["handoff_samples_per_s"] > 0 and r["stages"]["handoff_5_outputs_samples_per_s"] > 0
     assert r["images"] == 40
     result = runner.invoke(bench_loader, args)  # the dataset now exists: reused, table printed
     assert result.exit_code == 0, (result.output, repr(result.exception))
