@@ -55,7 +55,8 @@ static void on_message(j_common_ptr cinfo, int level) {
     if (level < 0) on_error(cinfo); /* a warning means corrupt data: refuse the record */
 }
 
-/* Taps of Pillow's bilinear (triangle) filter mapping `in` pixels onto `out` pixels. */
+/* Taps of Pillow's bilinear (triangle) filter mapping the source span [box0, box1) of a line of `in`
+ * pixels onto `out` pixels (Pillow's precompute_coeffs: taps clamped to [0, in)). */
 typedef struct {
     int taps;
     int *first;     /* out: first input pixel */
@@ -63,8 +64,8 @@ typedef struct {
     int16_t *coeff; /* out x taps, fixed point */
 } Taps;
 
-static int make_taps(Taps *t, int in, int out, int antialias) {
-    double scale = (double)in / out;
+static int make_taps(Taps *t, int in, int out, double box0, double box1, int antialias) {
+    double scale = (box1 - box0) / out;
     double filterscale = (antialias && scale > 1.0) ? scale : 1.0;
     double support = filterscale; /* bilinear support is 1 */
     t->taps = (int)(support * 2 + 2);
@@ -77,7 +78,7 @@ static int make_taps(Taps *t, int in, int out, int antialias) {
         return -1;
     }
     for (int o = 0; o < out; o++) {
-        double center = (o + 0.5) * scale, ww = 0.0;
+        double center = box0 + (o + 0.5) * scale, ww = 0.0;
         int lo = (int)(center - support + 0.5), hi = (int)(center + support + 0.5);
         if (lo < 0) lo = 0;
         if (hi > in) hi = in;
@@ -195,17 +196,20 @@ static void untranspose_rgb(const uint8_t *blk, int rows, int cols, uint8_t *out
     }
 }
 
-/* Resize the w x h RGB window at src (rows `stride` bytes apart) to size x size into out, BLOCK output
- * rows at a time so each block's intermediates stay in cache: the vertical pass along the block's rows,
- * a transpose, the horizontal pass as another pass along rows, and the transpose back (with the mirror). */
+/* Resize the source box (bx0, by0)-(bx1, by1) of the w x h RGB image at src (rows `stride` bytes apart)
+ * to size x size into out, as Pillow's resize(box=...) does: taps may reach outside the box, never
+ * outside the image. BLOCK output rows at a time so each block's intermediates stay in cache: the
+ * vertical pass along the block's rows, a transpose, the horizontal pass as another pass along rows,
+ * and the transpose back (with the mirror). */
 #define BLOCK 32
-static int resize_window(const uint8_t *src, size_t stride, int w, int h, int size, int mirror, int antialias, uint8_t *out) {
+static int resize_box(const uint8_t *src, size_t stride, int w, int h, const double box[4], int size, int mirror, int antialias, uint8_t *out) {
     Taps tv = {0}, th = {0};
     int ok = -1;
     uint8_t *vert = scratch(&scratch_vert, (size_t)BLOCK * w * 3);      /* BLOCK rows of w pixels */
     uint8_t *trans = scratch(&scratch_trans, (size_t)w * BLOCK * 3);    /* w rows of BLOCK pixels */
     uint8_t *horiz = scratch(&scratch_horiz, (size_t)size * BLOCK * 3); /* size rows of BLOCK pixels */
-    if (vert && trans && horiz && make_taps(&tv, h, size, antialias) == 0 && make_taps(&th, w, size, antialias) == 0) {
+    if (vert && trans && horiz && make_taps(&tv, h, size, box[1], box[3], antialias) == 0 &&
+        make_taps(&th, w, size, box[0], box[2], antialias) == 0) {
         for (int b0 = 0; b0 < size; b0 += BLOCK) {
             int nb = size - b0 < BLOCK ? size - b0 : BLOCK;
             resample_rows(src, stride, (size_t)w * 3, &tv, b0, b0 + nb, vert);
@@ -220,9 +224,18 @@ static int resize_window(const uint8_t *src, size_t stride, int w, int h, int si
     return ok;
 }
 
+/* The whole w x h image resized to size x size (the crop of a train window). */
+static int resize_window(const uint8_t *src, size_t stride, int w, int h, int size, int mirror, int antialias, uint8_t *out) {
+    const double box[4] = {0.0, 0.0, (double)w, (double)h};
+    return resize_box(src, stride, w, h, box, size, mirror, antialias, out);
+}
+
 /* What to decode, and where the decoded window lies. */
 typedef struct {
     int x, y, w, h, whole;     /* in: the window (whole: the full image) */
+    int use_box;               /* in: instead, the rows and columns that resizing `box` to box_size reads */
+    double box[4];
+    int box_size, box_antialias;
     uint8_t *pixels;           /* out: rows of `stride` bytes, the window `offset` bytes into each (thread's scratch) */
     JSAMPROW *rows;
     size_t stride, offset;
@@ -242,6 +255,17 @@ static const char *read_window(struct jpeg_decompress_struct *cinfo, const uint8
         win->x = win->y = 0;
         win->w = win->width;
         win->h = win->height;
+    } else if (win->use_box) {
+        const double *b = win->box;
+        if (!(b[0] >= 0 && b[1] >= 0 && b[2] <= win->width && b[3] <= win->height && b[2] > b[0] && b[3] > b[1]))
+            return "resize box outside the image";
+        double sx = (b[2] - b[0]) / win->box_size, sy = (b[3] - b[1]) / win->box_size;
+        double mx = (win->box_antialias && sx > 1.0 ? sx : 1.0) + 2.0, my = (win->box_antialias && sy > 1.0 ? sy : 1.0) + 2.0;
+        int x0 = (int)(b[0] - mx), y0 = (int)(b[1] - my), x1 = (int)(b[2] + mx) + 1, y1 = (int)(b[3] + my) + 1;
+        win->x = x0 < 0 ? 0 : x0;
+        win->y = y0 < 0 ? 0 : y0;
+        win->w = (x1 > win->width ? win->width : x1) - win->x;
+        win->h = (y1 > win->height ? win->height : y1) - win->y;
     }
     if (win->x < 0 || win->y < 0 || win->w < 1 || win->h < 1 || win->x + win->w > win->width || win->y + win->h > win->height)
         return "crop window outside the image";
@@ -306,6 +330,27 @@ static PyObject *py_crop_resize(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_box_resize(PyObject *self, PyObject *args) {
+    Py_buffer data, out;
+    double x0, y0, x1, y1;
+    int size, mirror, antialias;
+    if (!PyArg_ParseTuple(args, "y*ddddw*ipp", &data, &x0, &y0, &x1, &y1, &out, &size, &mirror, &antialias)) return NULL;
+    const char *fail = NULL;
+    if (size < 1 || out.len != (Py_ssize_t)size * size * 3) fail = "output buffer must hold size * size * 3 bytes";
+    Window win = {.use_box = 1, .box = {x0, y0, x1, y1}, .box_size = size, .box_antialias = antialias};
+    Py_BEGIN_ALLOW_THREADS
+    if (!fail) fail = decode_window(data.buf, (size_t)data.len, &win);
+    if (!fail) { /* the box in the decoded region's coordinates; the margin holds every tap */
+        const double box[4] = {x0 - win.x, y0 - win.y, x1 - win.x, y1 - win.y};
+        if (resize_box(win.pixels + win.offset, win.stride, win.w, win.h, box, size, mirror, antialias, out.buf) != 0) fail = "out of memory";
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&out);
+    if (fail) return PyErr_Format(PyExc_ValueError, "JPEG %s", fail);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_decode(PyObject *self, PyObject *args) {
     Py_buffer data;
     if (!PyArg_ParseTuple(args, "y*", &data)) return NULL;
@@ -324,12 +369,20 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
 static PyObject *py_resize(PyObject *self, PyObject *args) {
     Py_buffer src, out;
     int w, h, size, mirror, antialias;
-    if (!PyArg_ParseTuple(args, "y*iiw*ipp", &src, &w, &h, &out, &size, &mirror, &antialias)) return NULL;
+    double box[4] = {-1, -1, -1, -1};
+    if (!PyArg_ParseTuple(args, "y*iiw*ipp|(dddd)", &src, &w, &h, &out, &size, &mirror, &antialias, &box[0], &box[1], &box[2], &box[3]))
+        return NULL;
     const char *fail = NULL;
+    if (box[2] < 0) {
+        box[0] = box[1] = 0;
+        box[2] = w;
+        box[3] = h;
+    }
     if (w < 1 || h < 1 || src.len != (Py_ssize_t)w * h * 3) fail = "source buffer must hold w * h * 3 bytes";
     else if (size < 1 || out.len != (Py_ssize_t)size * size * 3) fail = "output buffer must hold size * size * 3 bytes";
+    else if (!(box[0] >= 0 && box[1] >= 0 && box[2] <= w && box[3] <= h && box[2] > box[0] && box[3] > box[1])) fail = "resize box outside the image";
     Py_BEGIN_ALLOW_THREADS
-    if (!fail && resize_window(src.buf, (size_t)w * 3, w, h, size, mirror, antialias, out.buf) != 0) fail = "out of memory";
+    if (!fail && resize_box(src.buf, (size_t)w * 3, w, h, box, size, mirror, antialias, out.buf) != 0) fail = "out of memory";
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&src);
     PyBuffer_Release(&out);
@@ -350,7 +403,11 @@ static PyObject *py_simd(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"simd", py_simd, METH_VARARGS, "simd([enable]) -> whether the AVX2 resize runs (0: force the portable path, 1: AVX2 if the CPU has it)."},
     {"resize", py_resize, METH_VARARGS,
-     "resize(src, w, h, out, size, mirror, antialias): the resize of crop_resize on an h x w RGB image in memory."},
+     "resize(src, w, h, out, size, mirror, antialias[, (x0, y0, x1, y1)]): the resize of crop_resize on an h x w RGB image "
+     "in memory; with a box, Pillow's resize(box=...)."},
+    {"box_resize", py_box_resize, METH_VARARGS,
+     "box_resize(data, x0, y0, x1, y1, out, size, mirror, antialias): decode the rows and columns that resizing the "
+     "source box to size x size reads, and resize it as Pillow's resize(box=...) (the eval centre crop)."},
     {"crop_resize", py_crop_resize, METH_VARARGS,
      "crop_resize(data, x, y, w, h, out, size, mirror, antialias): decode the window, resize it to size x size "
      "(Pillow's bilinear filter), mirror it if asked, into `out` (size*size*3 bytes, RGB). ValueError on bad data."},

@@ -170,6 +170,7 @@ class DaliLoader:
             scale=c.random_area,
             ratio=c.random_aspect_ratio,
             decode_size=c.image_size if c.source_decodes else None,
+            image_size=c.image_size,
             resize_size=c.resize_size or round(c.image_size * 256 / 224),
             antialias=c.antialias,
         )
@@ -177,7 +178,6 @@ class DaliLoader:
             source,
             batch_size=c.batch_size,
             image_size=c.image_size,
-            resize_size=c.resize_size or round(c.image_size * 256 / 224),
             device=c.device,
             device_id=c.device_id,
             workers=c.workers,

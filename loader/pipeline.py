@@ -29,7 +29,7 @@ from .store import ShardStore
 # deserialisation and a feed per sample; with 5 outputs that capped the source at ~8,000 samples/s
 # on one core, with 2 at ~17,000 (docs/loader-bench.md)
 TRAIN_OUTPUTS = ("image", "params")
-EVAL_OUTPUTS = ("image", "index")
+EVAL_OUTPUTS = ("image", "params")  # params: (index, x0, y0, x1, y1), the centre box (turbo.centre_box)
 DECODED_OUTPUTS = ("image", "index")  # the source decoded: (size, size, 3) uint8 and the index
 _PLACEHOLDER_SIDE = 16
 _JPEG_SOI = b"\xff\xd8"
@@ -81,8 +81,9 @@ def placeholder_jpeg() -> bytes:
 
 
 class PlanSource:
-    """The external-source callable: SampleInfo -> (encoded image, dataset index) for eval, (encoded
-    image, (index, x, y, w, h, flip) as float64) for train, (decoded image, index) when it decodes.
+    """The external-source callable: SampleInfo -> (encoded image, (index, x0, y0, x1, y1) as float64)
+    for eval, (encoded image, (index, x, y, w, h, flip) as float64) for train, (decoded image, index)
+    when it decodes.
 
     Position p of epoch e is `base_position + idx_in_epoch` in the first epoch the pipeline runs and
     `idx_in_epoch` after it, with e = base_epoch + SampleInfo.epoch_idx; positions >= length raise
@@ -108,6 +109,7 @@ class PlanSource:
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         chunk: int = 4096,
         decode_size: int | None = None,
+        image_size: int = 224,
         resize_size: int | None = None,
         antialias: bool = True,
     ):
@@ -125,7 +127,8 @@ class PlanSource:
         self.ratio = tuple(ratio)
         self.chunk = int(chunk)
         self.decode_size = None if decode_size is None else int(decode_size)
-        self.resize_size = int(resize_size or round((decode_size or 224) * 256 / 224))
+        self.image_size = int(decode_size or image_size)
+        self.resize_size = int(resize_size or round(self.image_size * 256 / 224))
         self.antialias = bool(antialias)
         self._cached: tuple[int, int, NDArray[np.int64]] | None = None
         self._worker_pid = os.getpid()  # the process that built the source never arms the death signal
@@ -166,29 +169,34 @@ class PlanSource:
         if index < 0:  # eval padding: decoded, then dropped by the iterator
             if self.decode_size is not None:
                 return np.zeros((self.decode_size, self.decode_size, 3), np.uint8), np.array([-1], np.int64)
-            return np.frombuffer(self._placeholder, np.uint8), np.array([-1], np.int64)
+            side = float(_PLACEHOLDER_SIDE)
+            return np.frombuffer(self._placeholder, np.uint8), np.array([-1, 0, 0, side, side], np.float64)
         image = self.image_bytes(index)
-        idx = np.array([index], np.int64)
-        if not self.train:
-            if self.decode_size is None:
-                return np.frombuffer(image, np.uint8), idx
-            width, height = self.image_size_of(index)
-            window = turbo.centre_window(width, height, image_size=self.decode_size, resize_size=self.resize_size)
-            return self.decode(index, image, window, False, antialias=True), idx
         width, height = self.image_size_of(index)
+        if not self.train:
+            size = self.image_size
+            box = turbo.centre_box(width, height, image_size=size, resize_size=self.resize_size)
+            if self.decode_size is None:
+                return np.frombuffer(image, np.uint8), np.array([index, *box], np.float64)
+            try:
+                return turbo.box_resize(image, box, size), np.array([index], np.int64)
+            except ValueError as exc:
+                raise self.bad(index, exc) from None
         (x, y, w, h), flip = train_params(
             width, height, seed=self.seed, epoch=epoch, rank=self.rank, position=position, scale=self.scale, ratio=self.ratio
         )
         if self.decode_size is not None:
-            return self.decode(index, image, (x, y, w, h), flip, antialias=self.antialias), idx
-        data = np.frombuffer(image, np.uint8)
-        return data, np.array([index, x, y, w, h, flip], np.float64)
+            return self.decode(index, image, (x, y, w, h), flip, antialias=self.antialias), np.array([index], np.int64)
+        return np.frombuffer(image, np.uint8), np.array([index, x, y, w, h, flip], np.float64)
+
+    def bad(self, index: int, exc: Exception) -> fmt.FormatError:
+        return fmt.FormatError(f"{self.store.dataset.root}: {self.store.where(index)}: cannot decode: {exc}")
 
     def decode(self, index: int, image: bytes, window: tuple[int, int, int, int], flip: bool, *, antialias: bool) -> np.ndarray:
         try:
             return turbo.crop_resize(image, window, self.decode_size, mirror=flip, antialias=antialias)
         except ValueError as exc:
-            raise fmt.FormatError(f"{self.store.dataset.root}: {self.store.where(index)}: cannot decode: {exc}") from None
+            raise self.bad(index, exc) from None
 
     def __call__(self, info: Any) -> tuple[np.ndarray, ...]:
         if self._worker_pid != os.getpid():
@@ -205,7 +213,6 @@ def build_pipeline(
     *,
     batch_size: int,
     image_size: int,
-    resize_size: int,
     device: str,
     device_id: int | None,
     workers: int,
@@ -236,7 +243,7 @@ def build_pipeline(
     decoder = "mixed" if gpu else "cpu"
     names = source.outputs
     decoded = source.decode_size is not None
-    dtypes = [types.UINT8, types.FLOAT64 if names == TRAIN_OUTPUTS else types.INT64]
+    dtypes = [types.UINT8, types.INT64 if decoded else types.FLOAT64]
     ndims = [3 if decoded else 1, 1]
 
     @pipeline_def(
@@ -279,16 +286,17 @@ def build_pipeline(
                     roi_start=fn.stack(0.0 * f, f), roi_end=fn.stack(1.0 + 0.0 * f, 1.0 - f), roi_relative=True,
                     minibatch_size=minibatch,
                 )
-        else:
-            jpegs, index = outs
+        else:  # eval: the centre box of the source (turbo.centre_box), resized with its neighbours
+            jpegs, params = outs
+            index = fn.cast(params[0:1], dtype=types.INT64)
+            box = fn.cast(params[1:5], dtype=types.FLOAT)
             images = fn.decoders.image(jpegs, device=decoder, output_type=types.RGB)
-            images = fn.resize(images, resize_shorter=resize_size, interp_type=types.INTERP_LINEAR, antialias=True, minibatch_size=minibatch)
+            images = fn.resize(
+                images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=True, minibatch_size=minibatch,
+                roi_start=fn.stack(box[1], box[0]), roi_end=fn.stack(box[3], box[2]), roi_relative=False,
+            )
             if gpu:
-                images = fn.crop_mirror_normalize(
-                    images, crop=[image_size, image_size], mean=list(mean), std=list(std), dtype=types.FLOAT, output_layout="CHW"
-                )
-            else:
-                images = fn.crop(images, crop=[image_size, image_size])
+                images = fn.crop_mirror_normalize(images, mean=list(mean), std=list(std), dtype=types.FLOAT, output_layout="CHW")
         return images, index
 
     return graph()

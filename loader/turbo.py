@@ -62,19 +62,51 @@ def decode(data: bytes | memoryview | NDArray[np.uint8]) -> NDArray[np.uint8]:
     return np.frombuffer(buf, np.uint8).reshape(height, width, 3)
 
 
-def resize(image: NDArray[np.uint8], size: int, *, mirror: bool = False, antialias: bool = True) -> NDArray[np.uint8]:
-    """crop_resize's resize alone, on an (h, w, 3) uint8 image in memory."""
+def resize(
+    image: NDArray[np.uint8], size: int, *, mirror: bool = False, antialias: bool = True, box: tuple[float, float, float, float] | None = None
+) -> NDArray[np.uint8]:
+    """crop_resize's resize alone, on an (h, w, 3) uint8 image in memory; with `box` = (x0, y0, x1, y1)
+    in pixels, Pillow's resize(box=...): that part of the image, with neighbours outside it in the taps."""
     require()
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (h, w, 3) uint8, got {image.dtype} {image.shape}")
     image = np.ascontiguousarray(image)
     out = np.empty((size, size, 3), np.uint8)
-    _jpeg.resize(image, image.shape[1], image.shape[0], out, int(size), bool(mirror), bool(antialias))
+    extra = () if box is None else (tuple(float(v) for v in box),)
+    _jpeg.resize(image, image.shape[1], image.shape[0], out, int(size), bool(mirror), bool(antialias), *extra)
     return out
 
 
-def centre_window(width: int, height: int, *, image_size: int, resize_size: int) -> tuple[int, int, int, int]:
-    """The source window that "resize the shorter side to resize_size, then centre-crop image_size"
-    keeps: (x, y, w, h), square, centred."""
-    side = min(width, height, max(1, round(image_size * min(width, height) / resize_size)))
-    return (width - side) // 2, (height - side) // 2, side, side
+def box_resize(
+    data: bytes | memoryview | NDArray[np.uint8],
+    box: tuple[float, float, float, float],
+    size: int,
+    *,
+    antialias: bool = True,
+    out: NDArray[np.uint8] | None = None,
+) -> NDArray[np.uint8]:
+    """Decode what resizing the source box (x0, y0, x1, y1) needs (the box and its filter's reach) and
+    resize the box to (size, size, 3) as Pillow's resize(box=...) does. The eval path: with
+    `centre_box`, torchvision's Resize(resize_size) + CenterCrop(image_size) on a Pillow image."""
+    require()
+    if out is None:
+        out = np.empty((size, size, 3), np.uint8)
+    x0, y0, x1, y1 = (float(v) for v in box)
+    _jpeg.box_resize(data, x0, y0, x1, y1, out, int(size), False, bool(antialias))
+    return out
+
+
+def centre_box(width: int, height: int, *, image_size: int, resize_size: int) -> tuple[float, float, float, float]:
+    """The source box that torchvision's Resize(resize_size) + CenterCrop(image_size) keeps, in source
+    pixels (fractional): the shorter side resized to resize_size, the longer to int(resize_size *
+    longer / shorter), then a centred image_size square at int(round(...)) offsets (Python's
+    rounding, as torchvision). image_size > resize_size is refused (torchvision would pad)."""
+    if image_size > resize_size:
+        raise ValueError(f"image_size={image_size} must be <= resize_size={resize_size}")
+    if width <= height:
+        new_w, new_h = resize_size, int(resize_size * height / width)
+    else:
+        new_w, new_h = int(resize_size * width / height), resize_size
+    top, left = int(round((new_h - image_size) / 2.0)), int(round((new_w - image_size) / 2.0))
+    sx, sy = width / new_w, height / new_h
+    return left * sx, top * sy, (left + image_size) * sx, (top + image_size) * sy

@@ -31,12 +31,12 @@ DECODERS = ["dali", "turbo"]
 
 def _source(decoder: str, size: int, **kw) -> PlanSource:
     """A PlanSource that leaves decoding to DALI, or decodes to size x size itself."""
-    return PlanSource(decode_size=size if decoder == "turbo" else None, resize_size=size, **kw)
+    return PlanSource(decode_size=size if decoder == "turbo" else None, image_size=size, resize_size=size, **kw)
 
 
 def _pipe(source: PlanSource, *, batch: int, size: int, workers: int = 1):
     pipe = build_pipeline(
-        source, batch_size=batch, image_size=size, resize_size=size, device="cpu", device_id=None, workers=workers,
+        source, batch_size=batch, image_size=size, device="cpu", device_id=None, workers=workers,
         threads=1, prefetch=2, seed=0, bytes_per_sample=1 << 14, mean=(0, 0, 0), std=(1, 1, 1),
     )
     return start(pipe, workers=workers)

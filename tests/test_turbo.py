@@ -149,12 +149,30 @@ def test_threads_decode_concurrently_with_identical_results():
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("w,h", [(500, 375), (375, 500), (300, 300), (100, 40)])
-def test_centre_window_is_the_shorter_side_resize_then_centre_crop(w, h):
-    """Eval on the CPU path: the source window that "shorter side to 256, centre crop 224" keeps."""
-    x, y, cw, ch = turbo.centre_window(w, h, image_size=224, resize_size=256)
-    assert cw == ch == min(w, h, round(224 * min(w, h) / 256))
-    assert abs((x + cw / 2) - w / 2) <= 0.5 and abs((y + ch / 2) - h / 2) <= 0.5
+@pytest.mark.parametrize("w,h,size,resize", [(500, 375, 224, 256), (375, 500, 224, 256), (300, 300, 224, 256), (64, 48, 32, 37), (101, 40, 32, 37)])
+def test_eval_box_is_torchvisions_resize_then_centre_crop(w, h, size, resize, path):
+    """Eval on the CPU path: box_resize(centre_box) = torchvision's Resize(resize) + CenterCrop(size) on
+    the Pillow-decoded image, within 1."""
+    import torchvision.transforms as T
+
+    data = _photo(w + h, w, h)
+    box = turbo.centre_box(w, h, image_size=size, resize_size=resize)
+    ref = np.asarray(T.Compose([T.Resize(resize), T.CenterCrop(size)])(Image.open(io.BytesIO(data)).convert("RGB"))).astype(int)
+    assert np.abs(turbo.box_resize(data, box, size).astype(int) - ref).max() <= 1
+    full = turbo.decode(data)  # the same through resize(box=) on the decoded image, against Pillow's box
+    pil = np.asarray(Image.fromarray(full).resize((size, size), Image.BILINEAR, box=box, reducing_gap=None)).astype(int)
+    assert np.abs(turbo.resize(full, size, box=box).astype(int) - pil).max() <= 1
+
+
+def test_centre_box_refuses_a_crop_larger_than_the_resize():
+    with pytest.raises(ValueError, match="resize_size"):
+        turbo.centre_box(100, 100, image_size=64, resize_size=32)
+
+
+@pytest.mark.parametrize("box", [(-1.0, 0.0, 10.0, 10.0), (0.0, 0.0, 301.0, 10.0), (5.0, 5.0, 5.0, 10.0)])
+def test_a_box_outside_the_image_raises(box):
+    with pytest.raises(ValueError, match="box"):
+        turbo.box_resize(_photo(3, 300, 200), box, 32)
 
 
 def test_config_picks_the_decode_placement(monkeypatch):

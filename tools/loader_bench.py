@@ -249,7 +249,7 @@ def stage_breakdown(config: LoaderConfig, images: int) -> dict:
     source = PlanSource(store=_MemoryStore(store, records), plan=_FixedPlan(plan), train=True, length=len(plan), seed=config.seed,
                         rank=0, decode_size=config.image_size if decodes else None, antialias=config.antialias)
     pipe = build_pipeline(
-        source, batch_size=b, image_size=config.image_size, resize_size=config.image_size, device="cpu", device_id=None,
+        source, batch_size=b, image_size=config.image_size, device="cpu", device_id=None,
         workers=0, threads=config.threads, prefetch=config.prefetch, seed=0, bytes_per_sample=1 << 16,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, antialias=config.antialias,
     )
