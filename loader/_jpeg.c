@@ -224,12 +224,6 @@ static int resize_box(const uint8_t *src, size_t stride, int w, int h, const dou
     return ok;
 }
 
-/* The whole w x h image resized to size x size (the crop of a train window). */
-static int resize_window(const uint8_t *src, size_t stride, int w, int h, int size, int mirror, int antialias, uint8_t *out) {
-    const double box[4] = {0.0, 0.0, (double)w, (double)h};
-    return resize_box(src, stride, w, h, box, size, mirror, antialias, out);
-}
-
 /* What to decode, and where the decoded window lies. */
 typedef struct {
     int x, y, w, h, whole;     /* in: the window (whole: the full image) */
@@ -313,21 +307,32 @@ static const char *decode_window(const uint8_t *data, size_t len, Window *win) {
     return NULL;
 }
 
+/* Decode win's region of `data`, resize `box` (image coordinates) to size x size into `out`; releases
+ * both buffers. Train windows decode exactly the window, so the taps stop at its edges (torchvision
+ * crops, then resizes); eval boxes decode a margin, so the taps see the neighbours (it resizes, then crops). */
+static PyObject *decode_and_resize(Py_buffer *data, Py_buffer *out, Window *win, const double box[4], int size, int mirror, int antialias) {
+    const char *fail = NULL;
+    if (size < 1 || out->len != (Py_ssize_t)size * size * 3) fail = "output buffer must hold size * size * 3 bytes";
+    Py_BEGIN_ALLOW_THREADS
+    if (!fail) fail = decode_window(data->buf, (size_t)data->len, win);
+    if (!fail) {
+        const double rel[4] = {box[0] - win->x, box[1] - win->y, box[2] - win->x, box[3] - win->y};
+        if (resize_box(win->pixels + win->offset, win->stride, win->w, win->h, rel, size, mirror, antialias, out->buf) != 0) fail = "out of memory";
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(data);
+    PyBuffer_Release(out);
+    if (fail) return PyErr_Format(PyExc_ValueError, "JPEG %s", fail);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_crop_resize(PyObject *self, PyObject *args) {
     Py_buffer data, out;
     int x, y, w, h, size, mirror, antialias;
     if (!PyArg_ParseTuple(args, "y*iiiiw*ipp", &data, &x, &y, &w, &h, &out, &size, &mirror, &antialias)) return NULL;
-    const char *fail = NULL;
-    if (size < 1 || out.len != (Py_ssize_t)size * size * 3) fail = "output buffer must hold size * size * 3 bytes";
-    Window win = {.x = x, .y = y, .w = w, .h = h, .whole = 0};
-    Py_BEGIN_ALLOW_THREADS
-    if (!fail) fail = decode_window(data.buf, (size_t)data.len, &win);
-    if (!fail && resize_window(win.pixels + win.offset, win.stride, w, h, size, mirror, antialias, out.buf) != 0) fail = "out of memory";
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&data);
-    PyBuffer_Release(&out);
-    if (fail) return PyErr_Format(PyExc_ValueError, "JPEG %s", fail);
-    Py_RETURN_NONE;
+    Window win = {.x = x, .y = y, .w = w, .h = h};
+    const double box[4] = {x, y, (double)x + w, (double)y + h};
+    return decode_and_resize(&data, &out, &win, box, size, mirror, antialias);
 }
 
 static PyObject *py_box_resize(PyObject *self, PyObject *args) {
@@ -335,20 +340,9 @@ static PyObject *py_box_resize(PyObject *self, PyObject *args) {
     double x0, y0, x1, y1;
     int size, mirror, antialias;
     if (!PyArg_ParseTuple(args, "y*ddddw*ipp", &data, &x0, &y0, &x1, &y1, &out, &size, &mirror, &antialias)) return NULL;
-    const char *fail = NULL;
-    if (size < 1 || out.len != (Py_ssize_t)size * size * 3) fail = "output buffer must hold size * size * 3 bytes";
     Window win = {.use_box = 1, .box = {x0, y0, x1, y1}, .box_size = size, .box_antialias = antialias};
-    Py_BEGIN_ALLOW_THREADS
-    if (!fail) fail = decode_window(data.buf, (size_t)data.len, &win);
-    if (!fail) { /* the box in the decoded region's coordinates; the margin holds every tap */
-        const double box[4] = {x0 - win.x, y0 - win.y, x1 - win.x, y1 - win.y};
-        if (resize_box(win.pixels + win.offset, win.stride, win.w, win.h, box, size, mirror, antialias, out.buf) != 0) fail = "out of memory";
-    }
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&data);
-    PyBuffer_Release(&out);
-    if (fail) return PyErr_Format(PyExc_ValueError, "JPEG %s", fail);
-    Py_RETURN_NONE;
+    const double box[4] = {x0, y0, x1, y1};
+    return decode_and_resize(&data, &out, &win, box, size, mirror, antialias);
 }
 
 static PyObject *py_decode(PyObject *self, PyObject *args) {
