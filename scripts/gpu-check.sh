@@ -13,7 +13,7 @@ timeout 240 python3 -m pytest -q -m gpu tests -p no:cacheprovider > "$out/gpu-te
 echo "rc=$?"; tail -3 "$out/gpu-tests.txt"
 
 echo "== loader benchmark, CPU and GPU paths"
-timeout 300 tagstream bench loader "$work/bench" --make 2000 --batch-size 128 --batches 12 --json \
+timeout 300 tagstream bench loader "$work/bench" --make 2000 --batch-size 128 --batches 12 --rounds 1 --json \
   > "$out/bench-loader.json" 2> "$out/bench-loader.err"
 echo "rc=$?"
 
