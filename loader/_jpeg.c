@@ -21,8 +21,10 @@
  * Pillow uses 22 bits, the outputs differ by at most 1 (tests/test_turbo.py). */
 #define PRECISION_BITS 14
 
-/* Per-thread buffers that only grow: fresh multi-100-KB mallocs are mmapped and page-faulted on every
- * call, which cost as much as the resize itself. A few MB per decoding thread at most. */
+/* Per-thread buffers reused across calls: fresh multi-100-KB mallocs are mmapped and page-faulted on
+ * every call, which cost as much as the resize itself. Kept up to SCRATCH_KEEP bytes each; a larger one
+ * (a huge image) is freed after its call by scratch_trim. */
+#define SCRATCH_KEEP ((size_t)8 << 20)
 typedef struct {
     uint8_t *p;
     size_t cap;
@@ -38,6 +40,17 @@ static uint8_t *scratch(Scratch *s, size_t n) {
 }
 
 static _Thread_local Scratch scratch_pixels, scratch_vert, scratch_trans, scratch_horiz;
+
+static void scratch_trim(void) {
+    Scratch *all[] = {&scratch_pixels, &scratch_vert, &scratch_trans, &scratch_horiz};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        if (all[i]->cap > SCRATCH_KEEP) {
+            free(all[i]->p);
+            all[i]->p = NULL;
+            all[i]->cap = 0;
+        }
+    }
+}
 
 typedef struct {
     struct jpeg_error_mgr pub;
@@ -319,6 +332,7 @@ static PyObject *decode_and_resize(Py_buffer *data, Py_buffer *out, Window *win,
         const double rel[4] = {box[0] - win->x, box[1] - win->y, box[2] - win->x, box[3] - win->y};
         if (resize_box(win->pixels + win->offset, win->stride, win->w, win->h, rel, size, mirror, antialias, out->buf) != 0) fail = "out of memory";
     }
+    scratch_trim();
     Py_END_ALLOW_THREADS
     PyBuffer_Release(data);
     PyBuffer_Release(out);
@@ -354,8 +368,9 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     fail = decode_window(data.buf, (size_t)data.len, &win);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&data);
+    PyObject *buf = fail ? NULL : PyByteArray_FromStringAndSize((const char *)win.pixels, (Py_ssize_t)win.stride * win.height);
+    scratch_trim();
     if (fail) return PyErr_Format(PyExc_ValueError, "JPEG %s", fail);
-    PyObject *buf = PyByteArray_FromStringAndSize((const char *)win.pixels, (Py_ssize_t)win.stride * win.height);
     if (!buf) return NULL;
     return Py_BuildValue("(Nii)", buf, win.width, win.height);
 }
@@ -377,6 +392,7 @@ static PyObject *py_resize(PyObject *self, PyObject *args) {
     else if (!(box[0] >= 0 && box[1] >= 0 && box[2] <= w && box[3] <= h && box[2] > box[0] && box[3] > box[1])) fail = "resize box outside the image";
     Py_BEGIN_ALLOW_THREADS
     if (!fail && resize_box(src.buf, (size_t)w * 3, w, h, box, size, mirror, antialias, out.buf) != 0) fail = "out of memory";
+    scratch_trim();
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&src);
     PyBuffer_Release(&out);

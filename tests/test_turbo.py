@@ -202,3 +202,13 @@ def test_simd_and_portable_resize_agree_bit_for_bit():
         turbo._jpeg.simd(int(before))
     for a, b in zip(fast, slow):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_huge_image_decodes_and_the_next_small_one_still_does():
+    """Scratch buffers above 8 MB are given back after the call; a later call must not reuse them."""
+    big = _photo(5, 2600, 1400, quality=75)  # 10.9 MB of RGB
+    out = turbo.crop_resize(big, (100, 50, 2400, 1300), 64)
+    assert out.shape == (64, 64, 3) and out.std() > 0
+    assert turbo.decode(big).shape == (1400, 2600, 3)
+    small = _photo(6, 120, 90)
+    np.testing.assert_array_equal(turbo.crop_resize(small, (0, 0, 120, 90), 32), turbo.resize(turbo.decode(small), 32))
