@@ -58,6 +58,7 @@ def test_later_override_wins_and_recipe_is_overridden():
         ("run.eval_every=10", r"run.eval_every=10 needs a held-out split"),
         ("batch.global_size=0", r"batch.global_size=0 and grad_accum=1 must be >= 1"),
         ("steps=3", r"must look like section.key=value"),
+        ("data.cpu_decoder=pillow", r"data.cpu_decoder='pillow' is not one of \('auto', 'turbo', 'dali'\)"),
     ],
 )
 def test_refusals_name_the_key_and_the_allowed(item, message):
@@ -108,3 +109,11 @@ def test_parse_override_reads_toml_values_else_text():
     assert parse_override("run.steps=10") == ("run", "steps", 10)
     assert parse_override("data.dataset=/a/b=c") == ("data", "dataset", "/a/b=c")
     assert parse_override('data.vocab="v1"') == ("data", "vocab", "v1")
+
+
+def test_loader_settings_reach_the_loader():
+    from tagstream.train.loop import loader_config
+
+    config = load_config("tiny-cpu", [*REQUIRED, "data.cpu_decoder=dali", "data.antialias=false", "data.workers=3"])
+    lc = loader_config(config, mode="train", batch_size=8, device="cpu", device_id=0)
+    assert (lc.cpu_decoder, lc.antialias, lc.workers) == ("dali", False, 3) and not lc.source_decodes

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tagstream.loader.config import COMBINES, sampling_power
+from tagstream.loader.config import COMBINES, CPU_DECODERS, sampling_power
 
 LOSSES = ("softmax", "sigmoid")
 SCHEDULES = ("cosine", "step", "constant")
@@ -34,8 +34,10 @@ class DataConfig:
     samples_per_epoch: int | None = None  # default: number of eligible images
     image_size: int = 224
     workers: int = 2  # loader worker processes per rank
-    threads: int = 2  # loader decode threads per rank
+    threads: int = 2  # loader decode threads per rank (DALI's; 1 is used when the workers decode)
     prefetch: int = 2
+    cpu_decoder: str = "auto"  # CPU runs: auto | turbo (the workers decode the crop window) | dali
+    antialias: bool = True  # train resize antialiased when shrinking (as torchvision on PIL images)
 
     def __post_init__(self) -> None:
         sampling_power(self.sampling)
@@ -45,6 +47,8 @@ class DataConfig:
             raise ValueError(f"data.holdout_fraction={self.holdout_fraction} must be in [0, 1)")
         if self.image_size < 8:
             raise ValueError(f"data.image_size={self.image_size} must be >= 8")
+        if self.cpu_decoder not in CPU_DECODERS:
+            raise ValueError(f"data.cpu_decoder={self.cpu_decoder!r} is not one of {CPU_DECODERS}")
         if self.workers < 0 or self.threads < 1 or self.prefetch < 1:
             raise ValueError(f"data.workers={self.workers} must be >= 0, threads={self.threads} and prefetch={self.prefetch} >= 1")
 

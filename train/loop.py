@@ -46,7 +46,7 @@ def loader_config(config: TrainConfig, *, mode: str, batch_size: int, device: st
         seed=config.run.seed, batch_size=batch_size, samples_per_epoch=d.samples_per_epoch,
         image_size=d.image_size, targets=loader_targets(config.model.loss),
         device="gpu" if device == "cuda" else "cpu", device_id=device_id if device == "cuda" else None,
-        workers=d.workers, threads=d.threads, prefetch=d.prefetch,
+        workers=d.workers, threads=d.threads, prefetch=d.prefetch, cpu_decoder=d.cpu_decoder, antialias=d.antialias,
     )  # fmt: skip
 
 
