@@ -65,6 +65,8 @@ class LoaderConfig:
             raise ValueError(f"holdout_fraction={self.holdout_fraction} must be in [0, 1)")
         if self.image_size < 8:
             raise ValueError(f"image_size={self.image_size} must be >= 8")
+        if self.resize_size is not None and self.resize_size < self.image_size:
+            raise ValueError(f"resize_size={self.resize_size} must be >= image_size={self.image_size} (eval crops image_size from it)")
         if self.workers < 0 or self.threads < 1:
             raise ValueError(f"workers={self.workers} must be >= 0 and threads={self.threads} >= 1")
         lo, hi = self.random_area

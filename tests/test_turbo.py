@@ -184,6 +184,8 @@ def test_config_picks_the_decode_placement(monkeypatch):
     assert not LoaderConfig(**base, device="gpu", device_id=0).source_decodes  # nvJPEG in the pipeline
     with pytest.raises(ValueError, match="cpu_decoder='fast' is not one of"):
         LoaderConfig(**base, cpu_decoder="fast")
+    with pytest.raises(ValueError, match="resize_size=200 must be >= image_size=224"):
+        LoaderConfig(**base, resize_size=200)
     monkeypatch.setattr(turbo, "_jpeg", None)
     assert not LoaderConfig(**base).source_decodes  # auto falls back to DALI's decoder
     with pytest.raises(RuntimeError, match="libjpeg"):
