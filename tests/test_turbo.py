@@ -214,3 +214,20 @@ def test_a_huge_image_decodes_and_the_next_small_one_still_does():
     assert turbo.decode(big).shape == (1400, 2600, 3)
     small = _photo(6, 120, 90)
     np.testing.assert_array_equal(turbo.crop_resize(small, (0, 0, 120, 90), 32), turbo.resize(turbo.decode(small), 32))
+
+
+@pytest.mark.parametrize("kind", ["444", "422", "420", "progressive", "grey"])
+def test_window_decode_of_every_jpeg_layout(kind):
+    """Chroma layouts and progressive files (converted datasets hold baseline RGB, but other data may
+    not): the window decode still equals the full decode's crop, and the full decode Pillow's."""
+    rgb = photo_like(np.random.default_rng(9), 333, 250)
+    img = Image.fromarray(rgb[..., 0]) if kind == "grey" else Image.fromarray(rgb)
+    buf = io.BytesIO()
+    opts = {"subsampling": {"444": 0, "422": 1, "420": 2}.get(kind, 2), "progressive": kind == "progressive"}
+    img.save(buf, "JPEG", quality=90, **({} if kind == "grey" else opts))
+    data = buf.getvalue()
+    full = turbo.decode(data)
+    np.testing.assert_array_equal(full, _pil(data))
+    for x, y, w, h in [(17, 33, 200, 150), (0, 0, 333, 250), (301, 201, 32, 49), (1, 1, 5, 7)]:
+        expect = turbo.resize(full[y : y + h, x : x + w], 48, mirror=True)
+        np.testing.assert_array_equal(turbo.crop_resize(data, (x, y, w, h), 48, mirror=True), expect)
