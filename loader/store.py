@@ -4,6 +4,7 @@ ever opens the shards its plan touches; the trade-off is one `lmdb.open` per sha
 
 from __future__ import annotations
 
+import bisect
 import os
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ class ShardStore:
         self.dataset = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
         self._pid = -1
         self._envs: dict[int, Any] = {}
+        self._starts: list[int] = [int(v) for v in self.dataset.shard_starts]
 
     def __getstate__(self) -> dict:
         # a spawned worker reopens the dataset (cheap: manifest only) instead of receiving its mmaps
@@ -85,9 +87,13 @@ class ShardStore:
         return sorted(self._envs) if self._pid == os.getpid() else []
 
     def locate(self, index: int) -> tuple[int, int]:
-        """Global index -> (shard number, local index)."""
-        shards, local = self.dataset.locate([int(index)])
-        return int(shards[0]), int(local[0])
+        """Global index -> (shard number, local index); per sample, so bisect on a list, not NumPy (~10x faster)."""
+        index = int(index)
+        if not 0 <= index < self.dataset.num_images:
+            raise IndexError(f"image index {index} out of range [0, {self.dataset.num_images})")
+        starts = self._starts
+        shard = bisect.bisect_right(starts, index) - 1
+        return shard, index - starts[shard]
 
     def where(self, index: int) -> str:
         """A human-readable address of an image, for error messages."""
