@@ -19,7 +19,7 @@ install: $(STAMP)
 # Debian packages, installed when missing (as root with apt-get): libjpeg-turbo's headers for the CPU
 # decoder extension (without them the loader falls back to DALI's slower CPU decoder and its tests
 # fail), a C compiler, and WordNet 3.0's database files for `tagstream vocab --wordnet`.
-APT_PACKAGES := libjpeg62-turbo-dev:/usr/include/jpeglib.h gcc:/usr/bin/gcc wordnet-base:/usr/share/wordnet
+APT_PACKAGES := libjpeg-dev:/usr/include/jpeglib.h gcc:/usr/bin/gcc wordnet-base:/usr/share/wordnet
 system-deps:
 	@missing=""; for pair in $(APT_PACKAGES); do [ -e "$${pair#*:}" ] || missing="$$missing $${pair%%:*}"; done; \
 	if [ -n "$$missing" ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-_HOW = "install libjpeg62-turbo-dev (or another libjpeg-turbo's headers) and a C compiler, then reinstall tagstream"
+_HOW = "install libjpeg-turbo's headers (Debian/Ubuntu: libjpeg-dev) and a C compiler, then reinstall tagstream"
 try:
     from . import _jpeg
 except ImportError as exc:  # the optional extension was not built
