@@ -5,8 +5,8 @@
  * resizes the window to size x size with Pillow's bilinear filter (antialiased when downscaling, the
  * filter of torchvision's RandomResizedCrop on PIL images) and mirrors it if asked, into a caller's
  * buffer. Both resize passes run along contiguous rows (the second on a transposed image), so the
- * compiler vectorises them. The GIL is released while it works. Errors, and libjpeg's warnings about
- * corrupt data, raise ValueError: a damaged record is never silently decoded to grey.
+ * compiler vectorises them. The GIL is released while it works. Errors and truncated data raise
+ * ValueError: a truncated record is never silently padded with grey.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <jpeglib.h>
+#include <jerror.h>
 
 /* Fixed-point coefficients: 14 bits fit int16, so the compiler can multiply-add pixel pairs (pmaddwd);
  * Pillow uses 22 bits, the outputs differ by at most 1 (tests/test_turbo.py). */
@@ -65,7 +66,10 @@ static void on_error(j_common_ptr cinfo) {
 }
 
 static void on_message(j_common_ptr cinfo, int level) {
-    if (level < 0) on_error(cinfo); /* a warning means corrupt data: refuse the record */
+    /* Truncated data (libjpeg pads it with grey) is an error, as it is to Pillow and so to `convert`.
+     * Other corrupt-data warnings (extraneous bytes, a bad Huffman code) are passed over, as Pillow
+     * does: every record `convert` accepted must decode here too. */
+    if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) on_error(cinfo);
 }
 
 /* Taps of Pillow's bilinear (triangle) filter mapping the source span [box0, box1) of a line of `in`
