@@ -158,6 +158,7 @@ class DaliLoader:
             return
         self.close()
         c = self.config
+        decodes = c.source_decodes
         source = PlanSource(
             store=ShardStore(self.dataset.root),
             plan=self._plan,
@@ -169,9 +170,9 @@ class DaliLoader:
             base_position=self.step * c.batch_size,
             scale=c.random_area,
             ratio=c.random_aspect_ratio,
-            decode_size=c.image_size if c.source_decodes else None,
+            decode_size=c.image_size if decodes else None,
             image_size=c.image_size,
-            resize_size=c.resize_size or round(c.image_size * 256 / 224),
+            resize_size=c.resize_size,  # None: PlanSource's default, image_size * 256 / 224
             antialias=c.antialias,
         )
         pipe = build_pipeline(
@@ -184,7 +185,7 @@ class DaliLoader:
             threads=c.threads,
             prefetch=c.prefetch,
             seed=c.seed + self.rank,
-            bytes_per_sample=3 * c.image_size**2 if c.source_decodes else _bytes_per_sample(self.dataset),
+            bytes_per_sample=3 * c.image_size**2 if decodes else _bytes_per_sample(self.dataset),
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
             antialias=c.antialias,

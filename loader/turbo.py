@@ -31,6 +31,15 @@ def require() -> None:
         raise RuntimeError(_MISSING)
 
 
+def _output(out: NDArray[np.uint8] | None, size: int) -> NDArray[np.uint8]:
+    """The (size, size, 3) uint8 array to write into: `out` after checking it, or a new one."""
+    if out is None:
+        return np.empty((size, size, 3), np.uint8)
+    if out.shape != (size, size, 3) or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous uint8 array of shape {(size, size, 3)}, got {out.dtype} {out.shape}")
+    return out
+
+
 def crop_resize(
     data: bytes | memoryview | NDArray[np.uint8],
     window: tuple[int, int, int, int],
@@ -42,14 +51,11 @@ def crop_resize(
 ) -> NDArray[np.uint8]:
     """Decode the (x, y, w, h) window of a JPEG and resize it to (size, size, 3) uint8 RGB.
 
-    Raises ValueError for data libjpeg rejects (or warns about: truncated or corrupt entropy data) and
-    for a window outside the image.
+    Raises ValueError for data libjpeg rejects, truncated data (other corrupt-data warnings are passed
+    over, as Pillow does) and a window outside the image.
     """
     require()
-    if out is None:
-        out = np.empty((size, size, 3), np.uint8)
-    elif out.shape != (size, size, 3) or out.dtype != np.uint8 or not out.flags.c_contiguous:
-        raise ValueError(f"out must be a C-contiguous uint8 array of shape {(size, size, 3)}, got {out.dtype} {out.shape}")
+    out = _output(out, size)
     x, y, w, h = (int(v) for v in window)
     _jpeg.crop_resize(data, x, y, w, h, out, int(size), bool(mirror), bool(antialias))
     return out
@@ -71,7 +77,7 @@ def resize(
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (h, w, 3) uint8, got {image.dtype} {image.shape}")
     image = np.ascontiguousarray(image)
-    out = np.empty((size, size, 3), np.uint8)
+    out = _output(None, size)
     extra = () if box is None else (tuple(float(v) for v in box),)
     _jpeg.resize(image, image.shape[1], image.shape[0], out, int(size), bool(mirror), bool(antialias), *extra)
     return out
@@ -89,8 +95,7 @@ def box_resize(
     resize the box to (size, size, 3) as Pillow's resize(box=...) does. The eval path: with
     `centre_box`, torchvision's Resize(resize_size) + CenterCrop(image_size) on a Pillow image."""
     require()
-    if out is None:
-        out = np.empty((size, size, 3), np.uint8)
+    out = _output(out, size)
     x0, y0, x1, y1 = (float(v) for v in box)
     _jpeg.box_resize(data, x0, y0, x1, y1, out, int(size), False, bool(antialias))
     return out
