@@ -10,8 +10,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numpy.typing import NDArray
-
-from .rng import counter_u64, counter_u64_ref, to_unit, to_unit_ref
+from tagstream.kernels.rng import counter_u64, counter_u64_ref, to_unit, to_unit_ref
 
 _TWO = np.uint64(2)
 _ONE = np.uint64(1)

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 from numpy.typing import NDArray
-
-from .alias import build_alias, draw_alias
-from .rng import counter_u64, counter_u64_ref, stream_key
+from tagstream.kernels.alias import build_alias, draw_alias
+from tagstream.kernels.rng import counter_u64, counter_u64_ref, stream_key
 
 _DRAW_TAG = 0xD7A3  # separates the with-replacement stream from the permutation streams
 _PERM_TAG = 0x9E7

@@ -9,8 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numpy.typing import NDArray
-
-from .counts import check_csr, check_eligible, class_counts
+from tagstream.kernels.counts import check_csr, check_eligible, class_counts
 
 COMBINES = ("sum", "mean", "max")
 SAMPLINGS = ("natural", "sqrt", "uniform")

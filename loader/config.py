@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tagstream.kernels.weights import COMBINES, SAMPLINGS, sampling_power  # one definition, shared with the kernels
+from tagstream.kernels.weights import (  # one definition, shared with the kernels
+    COMBINES,
+    SAMPLINGS,
+    sampling_power,
+)
 
 TARGETS = ("soft", "multihot", "sparse")
 MODES = ("train", "eval")
@@ -73,7 +77,7 @@ class LoaderConfig:
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"random_area={self.random_area} must satisfy 0 < lo <= hi <= 1")
         if self.cpu_decoder == "turbo":
-            from . import turbo
+            from tagstream.loader import turbo
 
             turbo.require()
 
@@ -82,6 +86,6 @@ class LoaderConfig:
         """True when the CPU path's source workers decode and resize (loader/turbo.py), not DALI's operators."""
         if self.device != "cpu" or self.cpu_decoder == "dali":
             return False
-        from . import turbo
+        from tagstream.loader import turbo
 
         return turbo.available()

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-
-from . import format as fmt
+from tagstream.loader import format as fmt
 
 
 class Dataset:

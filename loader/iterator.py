@@ -9,14 +9,13 @@ from typing import Any, Iterator
 
 import numpy as np
 from numpy.typing import NDArray
-
-from . import format as fmt
-from .api import IMAGENET_MEAN, IMAGENET_STD, Batch
-from .config import LoaderConfig
-from .dataset import Dataset
-from .pipeline import EvalPlan, PlanSource, build_pipeline, start, stop
-from .store import ShardStore
-from .vocab import Vocab
+from tagstream.loader import format as fmt
+from tagstream.loader.batch import IMAGENET_MEAN, IMAGENET_STD, Batch
+from tagstream.loader.config import LoaderConfig
+from tagstream.loader.dataset import Dataset
+from tagstream.loader.pipeline import EvalPlan, PlanSource, build_pipeline, start, stop
+from tagstream.loader.store import ShardStore
+from tagstream.loader.vocab import Vocab
 
 STATE_KEYS = ("epoch", "step", "mode", "seed", "batch_size", "rank", "world", "batches")
 
@@ -55,7 +54,7 @@ class DaliLoader:
         self.train = config.mode == "train"
         b = config.batch_size
         if self.train:
-            from .sampling import RankSampler
+            from tagstream.loader.sampling import RankSampler
 
             self.sampler = RankSampler.from_config(config, self.dataset, self.vocab, rank=self.rank, world=self.world)
             self.batches = int(self.sampler.len_per_rank) // b
@@ -66,7 +65,7 @@ class DaliLoader:
                 )
             self._plan: Any = self.sampler
         else:
-            from .sampling import eligibility
+            from tagstream.loader.sampling import eligibility
 
             ok = eligibility(self.dataset, masks=config.masks, holdout_fraction=config.holdout_fraction, split=config.split)
             eligible = np.flatnonzero(ok).astype(np.int64)
@@ -217,8 +216,9 @@ class DaliLoader:
     def _diagnose(self, exc: Exception) -> Exception:
         """A pipeline failure: name the shard and key of the first undecodable image of the batches in
         flight (the decoder's own error cannot, and prefetch may have run a few batches ahead)."""
-        from PIL import Image
         import io
+
+        from PIL import Image
 
         b = self.config.batch_size
         lo = self.step * b
@@ -236,8 +236,7 @@ class DaliLoader:
 
     def _targets(self, indices: NDArray[np.int64]) -> Any:
         import torch
-
-        from ..kernels import targets as tk
+        from tagstream.kernels import targets as tk
 
         offsets, labels = self.vocab.label_offsets, self.vocab.labels
         n = indices.shape[0]

@@ -18,11 +18,10 @@ from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
-
-from . import format as fmt
-from . import turbo
-from .augment import train_params
-from .store import ShardStore
+from tagstream.loader import format as fmt
+from tagstream.loader import turbo
+from tagstream.loader.augment import train_params
+from tagstream.loader.store import ShardStore
 
 # the dataset index, the (x, y, w, h) crop window and the flip bit travel as one float64 (6,) output
 # (indices are exact below 2^53): each output of a per-sample source costs the main process a
@@ -229,9 +228,7 @@ def build_pipeline(
     CPU: decoders on "cpu", uint8 NHWC out. GPU: "mixed" decoding, resize and crop_mirror_normalize on
     the GPU, float32 NCHW normalised out. The dataset index always leaves as a CPU int64 (B, 1).
     """
-    from nvidia.dali import fn, pipeline_def, types
-
-    from nvidia.dali import backend
+    from nvidia.dali import backend, fn, pipeline_def, types
 
     gpu = device == "gpu"
     if source.decode_size is not None and gpu:

@@ -12,19 +12,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
-
 from tagstream.kernels.assign import block_weights, pack_shards, rank_loads
 from tagstream.kernels.counts import class_counts, class_weight_sums
 from tagstream.kernels.plan import build_rank_table, plan_length, plan_slice
 from tagstream.kernels.rng import holdout_mask
 from tagstream.kernels.weights import COMBINES, sample_weights, sampling_power
-
-from .config import SPLITS
+from tagstream.loader.config import SPLITS
 
 if TYPE_CHECKING:
-    from .config import LoaderConfig
-    from .dataset import Dataset
-    from .vocab import Vocab
+    from tagstream.loader.config import LoaderConfig
+    from tagstream.loader.dataset import Dataset
+    from tagstream.loader.vocab import Vocab
 
 
 def eligibility(

@@ -9,9 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import format as fmt
-from .dataset import Dataset
-
+from tagstream.loader import format as fmt
+from tagstream.loader.dataset import Dataset
 
 _ENVS: dict[str, Any] = {}  # this process's open environments by path (lmdb refuses a second open)
 _ENVS_PID = -1

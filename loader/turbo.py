@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 _HOW = "install libjpeg-turbo's headers (Debian/Ubuntu: libjpeg-dev) and a C compiler, then reinstall tagstream"
 try:
-    from . import _jpeg
+    from tagstream.loader import _jpeg
 except ImportError as exc:  # the optional extension was not built
     _jpeg = None
     _MISSING = f"tagstream.loader._jpeg is not built ({exc}); {_HOW}"

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-
-from . import format as fmt
-from .dataset import Dataset
+from tagstream.loader import format as fmt
+from tagstream.loader.dataset import Dataset
 
 CLASSES = "classes.tsv"
 LABEL_OFFSETS = "label_offsets.npy"

@@ -12,10 +12,9 @@ from pathlib import Path
 
 def main(out: str, images: int = 1024, batch_size: int = 128, batches: int = 6) -> None:
     import torch
-
-    from tagstream.loader.api import build_loader
-    from tagstream.tools.loader_bench import _config, usable_cores, make_bench_dataset
-    from tagstream.tools.model_rate import training_rate
+    from tagstream.loader import build_loader
+    from tagstream.tools.bench.loader import _config, make_bench_dataset, usable_cores
+    from tagstream.tools.bench.model_rate import training_rate
 
     cores = usable_cores()
     root = Path(os.environ.get("TMPDIR", "/tmp")) / "gpu-bench-ds"

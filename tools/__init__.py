@@ -1,3 +1,2 @@
-"""The `tagstream` command line: thin click commands over library calls."""
-
-__version__ = "0.1.0"
+"""The jobs around the loader: one sub-package per job (cli, convert, vocab, dedup, inspection, verify,
+synth, bench, demo); `cli/` holds only the thin click commands."""

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from tagstream.loader.format import fsync_dir
 
 FORMAT = "tagstream-checkpoint"

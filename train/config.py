@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import tomllib
 from tagstream.loader.config import COMBINES, CPU_DECODERS, sampling_power
 
 LOSSES = ("softmax", "sigmoid")
@@ -59,7 +59,7 @@ class ModelConfig:
     loss: str = "softmax"  # softmax: cross-entropy on 1/k soft targets (the paper's); sigmoid: per-class BCE
 
     def __post_init__(self) -> None:
-        from .models import MODELS
+        from tagstream.train.models import MODELS
 
         if self.name not in MODELS:
             raise ValueError(f"model.name={self.name!r} is not one of {sorted(MODELS)}")

@@ -14,13 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from tagstream.loader.api import build_loader
+from tagstream.loader import build_loader
 from tagstream.loader.dataset import Dataset
-
-from .embed_io import check_suffix, join_parts, part_path, save_embeddings
-from .features import eval_config, extract_dataset
-from .transfer import DEVICES, load_backbone
+from tagstream.train.embed_io import (
+    check_suffix,
+    join_parts,
+    part_path,
+    save_embeddings,
+)
+from tagstream.train.features import eval_config, extract_dataset
+from tagstream.train.transfer import DEVICES, load_backbone
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ def embed(cfg: EmbedConfig, *, rank: int | None = None, world: int | None = None
 
 
 def _embed(cfg: EmbedConfig, rank: int, world: int) -> dict:
-    from .checkpoint import load_checkpoint
+    from tagstream.train.checkpoint import load_checkpoint
 
     start = time.perf_counter()
     dataset = Dataset(cfg.data)

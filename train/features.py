@@ -12,11 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from numpy.typing import NDArray
-
-from tagstream.loader.api import normalize_images
+from tagstream.loader import normalize_images
 from tagstream.loader.config import LoaderConfig
-
-from .models import extract_features
+from tagstream.train.models import extract_features
 
 
 def eval_config(dataset: str, vocab: str, *, image_size: int, batch_size: int = 64, workers: int = 1,

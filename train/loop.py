@@ -20,19 +20,17 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
-
-from tagstream.loader.api import build_loader, normalize_images
+from tagstream.loader import build_loader, normalize_images
 from tagstream.loader.config import LoaderConfig
-
-from . import checkpoint as ckpt
-from . import distributed as dd
-from .config import TrainConfig
-from .losses import build_loss, loader_targets
-from .metrics import hashtag_metrics
-from .models import build_model
-from .rundir import RunLog, check_out_dir, init_out_dir
-from .schedule import build_scheduler
+from tagstream.train import checkpoint as ckpt
+from tagstream.train import distributed as dd
+from tagstream.train.config import TrainConfig
+from tagstream.train.losses import build_loss, loader_targets
+from tagstream.train.metrics import hashtag_metrics
+from tagstream.train.models import build_model
+from tagstream.train.rundir import RunLog, check_out_dir, init_out_dir
+from tagstream.train.schedule import build_scheduler
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 
 def loader_config(config: TrainConfig, *, mode: str, batch_size: int, device: str, device_id: int) -> LoaderConfig:

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from numpy.typing import NDArray
-
-from .metrics import mean_average_precision
+from tagstream.train.metrics import mean_average_precision
 
 TASKS = ("single", "multi")
 

@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from tagstream.loader.format import write_text_atomic
-
-from . import checkpoint as ckpt
-from . import distributed as dd
-from .config import TrainConfig
+from tagstream.train import checkpoint as ckpt
+from tagstream.train import distributed as dd
+from tagstream.train.config import TrainConfig
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"

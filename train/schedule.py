@@ -10,8 +10,7 @@ import math
 from functools import partial
 
 import torch
-
-from .config import ScheduleConfig
+from tagstream.train.config import ScheduleConfig
 
 
 def lr_factor(

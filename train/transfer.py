@@ -14,17 +14,26 @@ from pathlib import Path
 import numpy as np
 import torch
 from numpy.typing import NDArray
-
-from tagstream.loader.api import build_loader, normalize_images
+from tagstream.loader import build_loader, normalize_images
 from tagstream.loader.config import LoaderConfig
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.vocab import Vocab
-
-from .checkpoint import load_checkpoint
-from .features import Labels, eval_config, extract_dataset, make_labels, vocab_labels
-from .models import build_model, replace_head
-from .metrics import average_precision_per_class
-from .probe import ProbeConfig, fit_linear_probe, per_class_accuracy, topk_accuracy
+from tagstream.train.checkpoint import load_checkpoint
+from tagstream.train.features import (
+    Labels,
+    eval_config,
+    extract_dataset,
+    make_labels,
+    vocab_labels,
+)
+from tagstream.train.metrics import average_precision_per_class
+from tagstream.train.models import build_model, replace_head
+from tagstream.train.probe import (
+    ProbeConfig,
+    fit_linear_probe,
+    per_class_accuracy,
+    topk_accuracy,
+)
 
 MODES = ("linear", "finetune")
 BASELINES = ("none", "random")

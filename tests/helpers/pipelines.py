@@ -1,0 +1,35 @@
+"""A stand-in plan and small helpers to build and drain a DALI pipeline in loader tests."""
+
+from __future__ import annotations
+
+import numpy as np
+from tagstream.loader.pipeline import PlanSource, build_pipeline, start
+
+
+class ModPlan:
+    """Stand-in for a sampler: position p of epoch e -> (7p + e) mod n."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def plan(self, epoch: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        return (np.arange(start, stop, dtype=np.int64) * 7 + epoch) % self.n
+
+
+def _pipe(source: PlanSource, *, batch: int, size: int, workers: int = 1):
+    pipe = build_pipeline(
+        source, batch_size=batch, image_size=size, device="cpu", device_id=None, workers=workers,
+        threads=1, prefetch=2, seed=0, bytes_per_sample=1 << 14, mean=(0, 0, 0), std=(1, 1, 1),
+    )
+    return start(pipe, workers=workers)
+
+
+def _epoch(pipe) -> list[tuple[np.ndarray, np.ndarray]]:
+    out = []
+    while True:
+        try:
+            images, index = pipe.run()
+        except StopIteration:
+            pipe.reset()
+            return out
+        out.append((np.array(images.as_tensor()), np.array(index.as_tensor()).reshape(-1)))

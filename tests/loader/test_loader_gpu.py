@@ -1,0 +1,73 @@
+"""The GPU path (device="gpu", mixed decode, normalisation in the pipeline): same plan and pixels as CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tagstream.loader import IMAGENET_MEAN, IMAGENET_STD, build_loader
+from tagstream.loader.config import LoaderConfig
+from tagstream.tools.bench.loader_data import (
+    encode_jpeg,
+    index_tags,
+    photo_like,
+    write_dataset,
+    write_identity_vocab,
+)
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    pytest.mark.timeout(300),
+]
+
+
+def _denormalize(x: torch.Tensor) -> np.ndarray:
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x * std + mean).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> str:
+    rng = np.random.default_rng(1)
+    records = ((encode_jpeg(photo_like(rng, 64, 48)), index_tags(i, 12), 64, 48) for i in range(48))
+    ds = write_dataset(tmp_path_factory.mktemp("gpu") / "ds", records, num_images=48, shard_size=16, num_tags=12)
+    write_identity_vocab(ds, "v")
+    return str(ds.root)
+
+
+def _cfg(root: str, device: str, **kw) -> LoaderConfig:
+    base = dict(dataset=root, vocab="v", batch_size=8, image_size=32, workers=2, threads=2, seed=3, device=device)
+    if device == "gpu":
+        base["device_id"] = 0
+    base.update(kw)
+    return LoaderConfig(**base)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_gpu_matches_cpu(root, mode):
+    torch.cuda.init()  # CUDA first: spawned DALI workers must not care
+    gpu = build_loader(_cfg(root, "gpu", mode=mode))
+    cpu = build_loader(_cfg(root, "cpu", mode=mode))
+    assert gpu.normalized and not cpu.normalized and len(gpu) == len(cpu)
+    for g, c in zip(gpu, cpu):
+        assert g.images.is_cuda and g.images.dtype == torch.float32 and g.images.shape == (8, 3, 32, 32)
+        np.testing.assert_array_equal(g.indices.numpy(), c.indices.numpy())
+        torch.testing.assert_close(g.targets, c.targets)
+        diff = np.abs(_denormalize(g.images) - c.images.numpy().astype(np.float32))
+        assert diff.mean() < 4.0, diff.mean()  # nvJPEG and libjpeg-turbo upsample chroma differently
+    gpu.close()
+    cpu.close()
+
+
+def test_gpu_resume(root):
+    config = _cfg(root, "gpu")
+    full = [(b.indices.numpy(), _denormalize(b.images)) for b in build_loader(config)]
+    resumed = build_loader(config)
+    resumed.load_state_dict({"epoch": 0, "step": 2})
+    rest = [(b.indices.numpy(), _denormalize(b.images)) for b in resumed]
+    assert len(rest) == len(full) - 2
+    for (i1, x1), (i2, x2) in zip(full[2:], rest):
+        np.testing.assert_array_equal(i1, i2)
+        assert np.abs(x1 - x2).mean() < 0.5

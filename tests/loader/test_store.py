@@ -1,0 +1,136 @@
+"""ShardStore: records by global index, lazy per-process LMDB environments, errors naming shard and key."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing as mp
+import pickle
+import shutil
+
+import lmdb
+import numpy as np
+import pytest
+from PIL import Image
+from tagstream.loader import format as fmt
+from tagstream.loader.store import ShardStore
+from tagstream.tools.bench.loader_data import decode_index_color, index_tags
+
+from tests.helpers.datasets import NUM_TAGS, make_index_dataset
+
+
+@pytest.fixture()
+def ds(tmp_path):
+    return make_index_dataset(tmp_path / "ds", n=40, shard_size=16)
+
+
+def _decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def test_reads_every_record_by_global_index(ds):
+    store = ShardStore(ds)
+    for i in range(len(ds)):
+        rec = store.read(i)
+        assert rec["tags"] == index_tags(i, NUM_TAGS)
+        assert rec["source"] == f"img{i}"
+        assert decode_index_color(_decode(store.read_image(i))) == i
+    assert store.locate(17) == (1, 1)
+    with pytest.raises(IndexError):
+        store.read(40)
+
+
+def test_opens_only_the_shards_it_reads(ds):
+    store = ShardStore(ds.root)
+    assert store.open_shards == []
+    store.read(20)
+    store.read(31)
+    assert store.open_shards == [1]
+    store.close()
+    assert store.open_shards == []
+
+
+def _child_read(store: ShardStore, queue) -> None:
+    queue.put((store.open_shards, store.read(33)["source"], store.open_shards))
+
+
+def test_forked_child_opens_its_own_environment(ds):
+    store = ShardStore(ds)
+    store.read(0)
+    assert store.open_shards == [0]
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    p = ctx.Process(target=_child_read, args=(store, queue))
+    p.start()
+    before, source, after = queue.get(timeout=60)
+    p.join(60)
+    assert p.exitcode == 0
+    assert before == [] and source == "img33" and after == [2]
+    assert store.open_shards == [0]  # the parent's handles are untouched
+
+
+def _child_read_same_shard(store: ShardStore, queue) -> None:
+    try:
+        queue.put((store.read(33)["source"], ShardStore(store.dataset.root).read(34)["source"]))
+    except Exception as exc:  # reported to the parent, which asserts on it
+        queue.put(repr(exc))
+
+
+def test_forked_child_reopens_a_shard_the_parent_holds_open(ds):
+    # the parent keeps shard 2 open (a live store holds it), so the child inherits py-lmdb's
+    # "already open in this process" entry for that file: the child must still open its own
+    store = ShardStore(ds)
+    store.read(33)
+    idle = ShardStore(ds)  # another live store the child never uses keeps its inherited handle alive there
+    idle.read(32)
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    p = ctx.Process(target=_child_read_same_shard, args=(store, queue))
+    p.start()
+    result = queue.get(timeout=60)
+    p.join(60)
+    assert result == ("img33", "img34")
+    assert store.read(35)["source"] == "img35" and idle.read(36)["source"] == "img36"  # the parent's handles still work
+
+
+def test_pickles_without_handles(ds):
+    store = ShardStore(ds)
+    store.read(5)
+    copy = pickle.loads(pickle.dumps(store))
+    assert copy.open_shards == []
+    assert copy.read(5) == store.read(5)
+
+
+def test_missing_shard_names_it(ds):
+    shutil.rmtree(ds.shard_path(1))
+    store = ShardStore(ds)
+    assert store.read(3)["source"] == "img3"
+    with pytest.raises(fmt.FormatError, match="shard 00001 is missing"):
+        store.read(20)
+
+
+def _overwrite(ds, shard: int, local: int, value: bytes | None) -> None:
+    env = lmdb.open(str(ds.shard_path(shard)), subdir=True, lock=False)
+    with env.begin(write=True) as txn:
+        if value is None:
+            txn.delete(fmt.encode_key(local))
+        else:
+            txn.put(fmt.encode_key(local), value)
+    env.close()
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (b"\xc1garbage", "does not parse"),
+        (fmt.pack_record(b"", [1], "x")[:-3], "does not parse"),
+        (b"\x93\x01\x02\x03", "not a map"),
+        (fmt.pack_record(b"", [1], "empty"), "empty image"),
+        (None, "has no key 3"),
+    ],
+)
+def test_bad_record_names_shard_and_key(ds, value, message):
+    _overwrite(ds, 1, 3, value)
+    store = ShardStore(ds)
+    with pytest.raises(fmt.FormatError, match=message) as info:
+        store.read_image(19)
+    assert "00001" in str(info.value) and ("key 3" in str(info.value))

@@ -1,0 +1,217 @@
+"""`tagstream dedup` end to end on tiny converted datasets with planted near and exact copies."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageEnhance
+from tagstream.loader.dataset import Dataset
+from tagstream.tools.cli import main
+from tagstream.tools.dedup.run import read_pairs, run_dedup
+from tagstream.tools.synth.draw import photo_like
+
+N_TRAIN = 24
+SIZE = (96, 72)
+# eval image -> (train image it copies, how); eval images 4.. are new, distinct images
+PLANTED = {0: (3, "resize"), 1: (10, "jpeg"), 2: (17, "brightness"), 3: (21, "same file")}
+N_EVAL = 8
+
+
+@dataclass(frozen=True)
+class Worlds:
+    train: Path
+    eval: Path
+    eval2: Path  # a second evaluation set: a resized copy of train image 5, a new image, train image 7 flipped
+
+
+def _source(root: Path, images: list[Image.Image], files: dict[int, Path] | None = None) -> Path:
+    (root / "images").mkdir(parents=True)
+    lines = []
+    for i, img in enumerate(images):
+        path = root / "images" / f"{i:03d}.jpg"
+        if files and i in files:
+            shutil.copyfile(files[i], path)  # byte-identical input file
+        else:
+            img.save(path, quality=92)
+        lines.append(json.dumps({"image": f"images/{i:03d}.jpg", "tags": ["#all", f"#m{i % 3}"], "id": f"i{i}"}))
+    (root / "hashtags.jsonl").write_text("\n".join(lines) + "\n")
+    return root / "hashtags.jsonl"
+
+
+def _jpeg55(img: Image.Image) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=55)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def worlds(tmp_path_factory) -> Worlds:
+    from tagstream.tools.convert.engine import convert
+
+    tmp = tmp_path_factory.mktemp("dedup")
+    rng = np.random.default_rng(0)
+    train_imgs = [Image.fromarray(photo_like(rng, *SIZE)) for _ in range(N_TRAIN)]
+    train_src = _source(tmp / "train_src", train_imgs)
+    edits = {
+        "resize": lambda im: im.resize((SIZE[0] * 3 // 2, SIZE[1] * 3 // 2), Image.Resampling.BILINEAR),
+        "jpeg": _jpeg55,
+        "brightness": lambda im: ImageEnhance.Brightness(im).enhance(1.08),
+        "same file": lambda im: im,
+    }
+    eval_imgs = [edits[how](train_imgs[t]) for t, how in PLANTED.values()]
+    eval_imgs += [Image.fromarray(photo_like(rng, *SIZE)) for _ in range(N_EVAL - len(PLANTED))]
+    files = {e: train_src.parent / "images" / f"{t:03d}.jpg" for e, (t, how) in PLANTED.items() if how == "same file"}
+    eval_src = _source(tmp / "eval_src", eval_imgs, files)
+    flipped = train_imgs[7].transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    eval2_src = _source(tmp / "eval2_src", [train_imgs[5].resize((80, 60)), Image.fromarray(photo_like(rng, *SIZE)), flipped])
+    out = Worlds(tmp / "train", tmp / "eval", tmp / "eval2")
+    convert(train_src, out.train, shard_size=10)
+    convert(eval_src, out.eval, shard_size=3)
+    convert(eval2_src, out.eval2, shard_size=10)
+    return out
+
+
+def test_planted_copies_are_found_and_masked(worlds):
+    result = CliRunner().invoke(main, ["dedup", str(worlds.train), "--against", str(worlds.eval), "--name", "ev"])
+    assert result.exit_code == 0, result.output
+    ds = Dataset(worlds.train)
+    assert ds.mask_names() == ["ev"]
+    mask = ds.load_mask("ev")  # the loader's own check: bool (N,)
+    np.testing.assert_array_equal(np.flatnonzero(mask), sorted(t for t, _ in PLANTED.values()))
+    rows = read_pairs(worlds.train / "masks" / "ev.pairs.tsv")
+    assert [(i, label, j) for i, label, j, *_ in rows] == sorted((t, "eval", e) for e, (t, _) in PLANTED.items())
+    assert all(d <= 10 and not mirrored for *_, d, _, mirrored in rows)
+    assert {i: exact for i, _, _, _, exact, _ in rows} == {3: False, 10: False, 17: False, 21: True}
+    summary = json.loads((worlds.train / "masks" / "ev.summary.json").read_text())
+    assert summary["excluded"] == 4 and summary["against"][0]["exact_pairs"] == 1
+    assert "4 of 24 images excluded" in result.output
+
+
+def test_several_eval_sets_and_a_grid(worlds, tmp_path):
+    grid = tmp_path / "pairs.png"
+    result = CliRunner().invoke(main, [
+        "dedup", str(worlds.train), "--against", str(worlds.eval), "--against", str(worlds.eval2),
+        "--name", "both", "--grid", str(grid), "--grid-pairs", "3", "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert [e["pairs"] for e in summary["against"]] == [4, 1]
+    assert np.flatnonzero(Dataset(worlds.train).load_mask("both")).tolist() == [3, 5, 10, 17, 21]
+    assert summary["grid"]["pairs_shown"] == 3
+    with Image.open(grid) as im:
+        assert im.format == "PNG" and im.width > 100
+
+
+def test_mirrors_find_a_flipped_copy(worlds, tmp_path):
+    grid = tmp_path / "m.png"
+    summary = run_dedup(worlds.train, [worlds.eval2], name="m", exact=False, mirrors=True, grid=grid)
+    assert summary["against"][0]["pairs"] == 2 and summary["against"][0]["mirrored_pairs"] == 1
+    rows = read_pairs(worlds.train / "masks" / "m.pairs.tsv")
+    assert [(i, j, mirrored) for i, _, j, _, _, mirrored in rows] == [(5, 0, False), (7, 2, True)]
+    assert all(d <= 10 for _, _, _, d, _, _ in rows)
+    assert summary["grid"]["pairs_shown"] == 2
+    without = run_dedup(worlds.train, [worlds.eval2], name="m", exact=False)
+    assert without["against"][0]["pairs"] == 1  # pHash alone does not survive a flip
+
+
+def test_no_match_gives_an_empty_mask_and_a_grid_that_says_so(worlds, tmp_path):
+    summary = run_dedup(worlds.eval2, [worlds.eval], name="none", max_distance=0, exact=False, grid=tmp_path / "g.png")
+    assert summary["excluded"] == 0 and summary["grid"]["pairs_shown"] == 0
+    with Image.open(tmp_path / "g.png") as im:
+        assert im.format == "PNG"
+    assert not Dataset(worlds.eval2).load_mask("none").any()
+    assert read_pairs(worlds.eval2 / "masks" / "none.pairs.tsv") == []
+
+
+def test_same_bytes_found_even_when_the_hash_misses(worlds, tmp_path):
+    """Exact copies come from the stored bytes, not from pHash: damage the eval copy's hash and it is still found."""
+    eval_copy = tmp_path / "eval"
+    shutil.copytree(worlds.eval, eval_copy)
+    for p in sorted((eval_copy / "index").glob("*.phash.npy")):
+        h = np.load(p)
+        np.save(p, ~h)  # every bit flipped: distance 64 from anything it matched
+    summary = run_dedup(worlds.train, [eval_copy], name="x", max_distance=4)
+    assert summary["against"][0]["pairs"] == 1 and summary["against"][0]["exact_pairs"] == 1
+    (row,) = read_pairs(worlds.train / "masks" / "x.pairs.tsv")
+    assert row[0] == 21 and row[2] == 3 and row[4] is True and row[3] == 64 and row[5] is False
+    summary = run_dedup(worlds.train, [eval_copy], name="x", max_distance=4, exact=False)
+    assert summary["excluded"] == 0  # rerun replaces the mask
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--name", "../up"], "mask name"),
+        (["--name", "ok", "--max-distance", "40"], "40"),
+        (["--name", "ok", "--grid-pairs", "0"], "0"),
+    ],
+)
+def test_bad_options_are_refused_clearly(worlds, args, message):
+    result = CliRunner().invoke(main, ["dedup", str(worlds.train), "--against", str(worlds.eval), *args])
+    assert result.exit_code != 0 and message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_train_given_as_its_own_eval_set_is_refused(worlds):
+    result = CliRunner().invoke(main, ["dedup", str(worlds.train), "--against", str(worlds.train), "--name", "self"])
+    assert result.exit_code == 1 and "match itself" in result.output
+
+
+def test_an_eval_path_that_is_not_a_dataset_is_a_clear_error(worlds, tmp_path):
+    result = CliRunner().invoke(main, ["dedup", str(worlds.train), "--against", str(tmp_path), "--name", "z"])
+    assert result.exit_code == 1 and "manifest.json" in result.output
+
+
+def test_help_explains_and_shows_an_example():
+    result = CliRunner().invoke(main, ["dedup", "--help"])
+    assert result.exit_code == 0 and "Example:" in result.output and "--against" in result.output
+
+
+def test_masked_images_are_never_drawn_by_the_sampler(worlds):
+    from tagstream.loader.sampling import RankSampler, eligibility
+    from tagstream.loader.vocab import Vocab
+    from tagstream.tools.vocab.build import VocabOptions, build_vocab
+
+    run_dedup(worlds.train, [worlds.eval], name="s", max_distance=10)
+    ds = Dataset(worlds.train)
+    if "v" not in ds.vocab_names():
+        build_vocab(worlds.train, "v", VocabOptions())
+    vocab = Vocab(ds, "v")
+    masked = set(np.flatnonzero(ds.load_mask("s")).tolist())
+    assert masked == {3, 10, 17, 21}
+    drawn_masked, drawn_all = set(), set()
+    for rank in range(2):
+        with_mask = RankSampler(ds, vocab, eligible=eligibility(ds, masks=("s",)), seed=1, rank=rank, world=2)
+        without = RankSampler(ds, vocab, seed=1, rank=rank, world=2)
+        for epoch in range(200):
+            drawn_masked.update(with_mask.plan(epoch).tolist())
+            drawn_all.update(without.plan(epoch).tolist())
+    assert masked <= drawn_all  # without the mask they are drawn: the check below is not vacuous
+    assert drawn_masked == set(range(N_TRAIN)) - masked
+
+
+def test_inspect_lists_masks_with_their_excluded_counts(worlds):
+    from tagstream.tools.inspection.report import inspect_dataset
+
+    run_dedup(worlds.train, [worlds.eval], name="shown", max_distance=10, exact=False)
+    rows = inspect_dataset(worlds.train)["masks"]["masks"]
+    assert {"name": "shown", "excluded": 4, "of": N_TRAIN} in rows
+    result = CliRunner().invoke(main, ["inspect", str(worlds.train)])
+    assert result.exit_code == 0, result.output
+    assert any(line.split()[:3] == ["shown", "4", str(N_TRAIN)] for line in result.output.splitlines())
+
+
+def test_an_undecodable_eval_image_under_mirrors_is_a_clear_error(worlds, monkeypatch):
+    from tagstream.loader.format import FormatError
+    from tagstream.loader.store import ShardStore
+
+    monkeypatch.setattr(ShardStore, "read_image", lambda self, index: b"not a jpeg")
+    with pytest.raises(FormatError, match="does not decode"):
+        run_dedup(worlds.train, [worlds.eval2], name="bad", exact=False, mirrors=True)

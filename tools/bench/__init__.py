@@ -1,0 +1,2 @@
+"""Benchmarks behind `tagstream bench ...`: each compares against a baseline measured in the same run.
+"""

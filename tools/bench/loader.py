@@ -1,0 +1,476 @@
+"""`tagstream bench loader`: our DALI loader vs a torch DataLoader + Pillow baseline vs the decode-only
+ceiling, in one run on the same JPEGs, cores and batch size; plus a per-stage breakdown and the
+first-batch latency at 10^4 and 10^6 images. Numbers are images/s; ratios are printed, never asserted."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing as mp
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from tagstream.loader.config import LoaderConfig
+from tagstream.loader.dataset import Dataset
+from tagstream.tools.bench.loader_data import (
+    encode_jpeg,
+    photo_like,
+    write_dataset,
+    write_identity_vocab,
+)
+
+VOCAB = "bench"
+NUM_TAGS = 200
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (honours taskset / cgroup CPU sets, unlike os.cpu_count)."""
+    return len(os.sched_getaffinity(0))
+
+
+def _bench_record(i: int) -> tuple[bytes, list[int], int, int]:
+    rng = np.random.default_rng(i)
+    w, h = (500, 375) if i % 4 else (375, 500)  # a quarter portrait, like photo collections
+    tags = sorted({int(t) % NUM_TAGS for t in rng.zipf(1.6, size=1 + i % 4)})
+    return encode_jpeg(photo_like(rng, w, h), quality=90), tags, w, h
+
+
+def make_bench_dataset(root: str | Path, images: int, *, workers: int, progress: Callable[[int], None] | None = None) -> Dataset:
+    """A dataset of photo-like 500x375 JPEGs (q90, 50-110 KB), Zipf-tagged, with the vocabulary "bench"."""
+    with mp.get_context("fork").Pool(max(workers, 1)) as pool:
+        records = pool.imap(_bench_record, range(images), chunksize=8)
+        ds = write_dataset(root, records, num_images=images, shard_size=1000, num_tags=NUM_TAGS, progress=progress)
+    write_identity_vocab(ds, VOCAB)
+    return ds
+
+
+def make_tiny_dataset(root: str | Path, images: int) -> Dataset:
+    """`images` copies of one 16x16 JPEG (~0.6 KB, so an LMDB value stays inside a page) written
+    straight to LMDB: for first-batch latency only."""
+    rng = np.random.default_rng(0)
+    jpeg = encode_jpeg(photo_like(rng, 16, 16), quality=75)
+    records = ((jpeg, [i % NUM_TAGS], 16, 16) for i in range(images))
+    ds = write_dataset(root, records, num_images=images, shard_size=100_000, num_tags=NUM_TAGS)
+    write_identity_vocab(ds, VOCAB)
+    return ds
+
+
+def _config(dataset: str, **kw: Any) -> LoaderConfig:
+    return LoaderConfig(dataset=str(dataset), vocab=VOCAB, mode="train", sampling="sqrt", **kw)
+
+
+def run_ours(config: LoaderConfig, batches: int, tick: Callable[[int], None]) -> dict:
+    """Our loader: images/s over `batches` batches after the first (start-up timed separately)."""
+    from tagstream.loader import build_loader
+
+    t0 = time.perf_counter()
+    loader = build_loader(config)
+    it = iter(loader)
+    next(it)
+    first = time.perf_counter() - t0
+    n = min(batches, len(loader) - 1)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        next(it)
+        tick(1)
+    dt = time.perf_counter() - t0
+    loader.close()
+    return {"images_per_s": n * config.batch_size / dt, "batches": n, "first_batch_s": first}
+
+
+class _PillowDataset:
+    """The baseline's torch Dataset: the same records, the same crop windows and flips, Pillow decode
+    and torchvision's resized_crop / hflip, uint8 HWC out."""
+
+    def __init__(self, config: LoaderConfig, plan: np.ndarray):
+        from tagstream.loader.store import ShardStore
+
+        self.config, self.plan = config, plan
+        self.store = ShardStore(config.dataset)
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, position: int):
+        import torch
+        import torchvision.transforms.functional as F
+        from PIL import Image
+        from tagstream.loader.augment import train_params
+
+        index = int(self.plan[position])
+        img = Image.open(io.BytesIO(self.store.read_image(index))).convert("RGB")
+        (x, y, w, h), flip = train_params(
+            img.width, img.height, seed=self.config.seed, epoch=0, rank=0, position=position,
+            scale=self.config.random_area, ratio=self.config.random_aspect_ratio,
+        )
+        s = self.config.image_size
+        img = F.resized_crop(img, y, x, h, w, [s, s], interpolation=F.InterpolationMode.BILINEAR)
+        if flip:
+            img = F.hflip(img)
+        return torch.from_numpy(np.asarray(img).copy()), index
+
+
+def run_baseline(config: LoaderConfig, batches: int, tick: Callable[[int], None]) -> dict:
+    """torch.utils.data.DataLoader with Pillow, config.workers worker processes, targets in the main process."""
+    import torch
+    from tagstream.loader.sampling import RankSampler
+    from tagstream.loader.vocab import Vocab
+
+    ds = Dataset(config.dataset)
+    vocab = Vocab(ds, config.vocab)
+    sampler = RankSampler.from_config(config, ds, vocab)
+    plan = sampler.plan(0, 0, (batches + 1) * config.batch_size)
+    loader = torch.utils.data.DataLoader(
+        _PillowDataset(config, plan), batch_size=config.batch_size, num_workers=config.workers,
+        prefetch_factor=config.prefetch if config.workers else None, persistent_workers=False,
+    )
+    it = iter(loader)
+    next(it)
+    t0 = time.perf_counter()
+    n = 0
+    for images, indices in it:
+        _targets(vocab, indices.numpy())
+        n += 1
+        tick(1)
+    dt = time.perf_counter() - t0
+    return {"images_per_s": n * config.batch_size / dt, "batches": n}
+
+
+def _targets(vocab: Any, indices: np.ndarray) -> np.ndarray:
+    from tagstream.kernels.targets import soft_targets
+
+    return soft_targets(vocab.label_offsets, vocab.labels, indices, np.zeros((len(indices), vocab.num_classes), np.float32))
+
+
+def _read_bytes(config: LoaderConfig, count: int) -> list[bytes]:
+    from tagstream.loader.store import ShardStore
+
+    store = ShardStore(config.dataset)
+    n = len(store.dataset)
+    return [store.read_image(i % n) for i in range(count)]
+
+
+def _pil_decode(data: bytes) -> int:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:  # no draft(): a full-size decode
+        return im.convert("RGB").size[0]
+
+
+def _turbo_decode(data: bytes) -> int:
+    from tagstream.loader import turbo
+
+    return turbo.decode(data).shape[1]
+
+
+def _decode_rate(decode: Callable[[bytes], int], data: list[bytes], cores: int) -> float:
+    """Images/s of `decode` over `data` in `cores` processes (after one warm-up image each)."""
+    with mp.get_context("fork").Pool(cores) as pool:
+        pool.map(decode, data[:cores])
+        t0 = time.perf_counter()
+        pool.map(decode, data, chunksize=16)
+        return len(data) / (time.perf_counter() - t0)
+
+
+def run_ceiling(config: LoaderConfig, images: int, tick: Callable[[int], None]) -> dict:
+    """Decode-only: the same bytes, already in memory, fully decoded (no crop, no resize) with all the
+    cores, by DALI's CPU decoder (config.threads threads), by Pillow and by libjpeg-turbo called
+    directly (loader.turbo, when built) in `cores` processes; the fastest is the ceiling."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    data = _read_bytes(config, images)
+    arrays = [np.frombuffer(d, np.uint8) for d in data]
+    b = config.batch_size
+    n_batches = len(arrays) // b
+
+    @pipeline_def(batch_size=b, num_threads=config.threads, device_id=None, prefetch_queue_depth=2)
+    def decode_only():
+        jpegs = fn.external_source(source=lambda i: arrays[(i % n_batches) * b : (i % n_batches + 1) * b], batch=True, dtype=types.UINT8)
+        return fn.decoders.image(jpegs, device="cpu", output_type=types.RGB)
+
+    pipe = decode_only()
+    pipe.build()
+    pipe.run()
+    t0 = time.perf_counter()
+    for _ in range(n_batches):
+        pipe.run()
+        tick(1)
+    dali = n_batches * b / (time.perf_counter() - t0)
+    pipe._shutdown()
+    from tagstream.loader import turbo
+
+    cores = usable_cores()
+    rates = {"dali": dali, "pillow": _decode_rate(_pil_decode, data, cores)}
+    if turbo.available():
+        rates["libjpeg-turbo"] = _decode_rate(_turbo_decode, data, cores)
+    tick(n_batches)
+    best = max(rates, key=rates.__getitem__)
+    return {"images_per_s": rates[best], "by": best, **{f"{k}_images_per_s": v for k, v in rates.items()}}
+
+
+class _MemoryStore:
+    """A ShardStore whose records are already in memory: isolates decode + augment from reading."""
+
+    def __init__(self, store: Any, records: dict[int, bytes]):
+        self.store, self.records, self.dataset = store, records, store.dataset
+
+    def read_image(self, index: int) -> bytes:
+        return self.records[index]
+
+    def locate(self, index: int) -> tuple[int, int]:
+        return self.store.locate(index)
+
+    def where(self, index: int) -> str:
+        return self.store.where(index)
+
+
+def stage_breakdown(config: LoaderConfig, images: int) -> dict:
+    """Per-image cost of each stage of our loader, measured alone: record read (LMDB + msgpack, one
+    process), decode + augment (our pipeline over records already in memory with the source run
+    inline: one thread when the source decodes, else config.threads DALI threads), targets (the
+    kernel, per batch)."""
+    from tagstream.loader import IMAGENET_MEAN, IMAGENET_STD
+    from tagstream.loader.pipeline import PlanSource, build_pipeline, start, stop
+    from tagstream.loader.sampling import RankSampler
+    from tagstream.loader.store import ShardStore
+    from tagstream.loader.vocab import Vocab
+
+    store = ShardStore(config.dataset)
+    ds = store.dataset
+    vocab = Vocab(ds, config.vocab)
+    b = config.batch_size
+    n_batches = max(images // b, 1)
+    plan = RankSampler.from_config(config, ds, vocab).plan(0, 0, n_batches * b)
+    t0 = time.perf_counter()
+    records = {int(i): store.read_image(int(i)) for i in plan}
+    read_us = (time.perf_counter() - t0) / len(plan) * 1e6
+    decodes = config.source_decodes
+    source = PlanSource(store=_MemoryStore(store, records), plan=_FixedPlan(plan), train=True, length=len(plan), seed=config.seed,
+                        rank=0, decode_size=config.image_size if decodes else None, antialias=config.antialias)
+    pipe = build_pipeline(
+        source, batch_size=b, image_size=config.image_size, device="cpu", device_id=None,
+        workers=0, threads=config.threads, prefetch=config.prefetch, seed=0, bytes_per_sample=1 << 16,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, antialias=config.antialias,
+    )
+    start(pipe, workers=0)
+    pipe.run()
+    t0 = time.perf_counter()
+    for _ in range(n_batches - 1):
+        pipe.run()
+    decode_us = (time.perf_counter() - t0) / (max(n_batches - 1, 1) * b) * 1e6
+    stop(pipe)
+    idx = np.asarray(plan[:b], np.int64)
+    t0 = time.perf_counter()
+    reps = 200
+    for _ in range(reps):
+        _targets(vocab, idx)
+    targets_us = (time.perf_counter() - t0) / (reps * b) * 1e6
+    return {"record_read_us": read_us, "decode_augment_us": decode_us, "targets_us": targets_us,
+            "decode_augment_threads": 1 if decodes else config.threads, "decoder": "turbo" if decodes else "dali"}
+
+
+class _HandoffSource:
+    """A per-sample source that only hands over: an 87 KB buffer (a photo's JPEG) plus `outputs - 1`
+    small arrays, no reading, no decoding."""
+
+    def __init__(self, outputs: int):
+        self.outputs = outputs
+        self.data = np.random.default_rng(0).integers(0, 256, 87_000, dtype=np.uint8)
+
+    def __call__(self, info: Any) -> tuple[np.ndarray, ...]:
+        small = [np.array([info.idx_in_epoch, 1, 2, 3, 4, 1], np.float64)] if self.outputs == 2 else [
+            np.array([info.idx_in_epoch], np.int64), np.array([1, 2], np.float32), np.array([3, 4], np.float32), np.array(1, np.int32)]
+        return (self.data, *small)
+
+
+def handoff_rate(outputs: int, *, workers: int, batch_size: int = 128, batches: int = 30) -> float:
+    """Samples/s a per-sample parallel external source hands to the pipeline with `outputs` outputs
+    per sample (2: ours since 2026-11-26; 5: image, index, anchor, shape, flip as before), nothing
+    else in the pipeline. The main process deserialises and feeds every output of every sample, so
+    this is the most any loader with that source layout can deliver, whatever decodes after it."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    dtypes = [types.UINT8, types.FLOAT64] if outputs == 2 else [types.UINT8, types.INT64, types.FLOAT, types.FLOAT, types.INT32]
+    ndims = [1, 1] if outputs == 2 else [1, 1, 1, 1, 0]
+
+    @pipeline_def(batch_size=batch_size, num_threads=1, device_id=None, prefetch_queue_depth=2, py_num_workers=max(workers, 1),
+                  py_start_method="fork", exec_dynamic=True)
+    def handoff():
+        return tuple(fn.external_source(source=_HandoffSource(outputs), num_outputs=outputs, batch=False, parallel=True, dtype=dtypes,
+                                        ndim=ndims, prefetch_queue_depth=2, bytes_per_sample_hint=100_000))
+
+    from tagstream.loader.pipeline import start, stop
+
+    pipe = start(handoff(), workers=max(workers, 1))
+    for _ in range(3):
+        pipe.run()
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        pipe.run()
+    rate = batches * batch_size / (time.perf_counter() - t0)
+    stop(pipe)
+    return rate
+
+
+class _FixedPlan:
+    def __init__(self, plan: np.ndarray):
+        self.indices = plan
+
+    def plan(self, epoch: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        return self.indices[start:stop]
+
+
+def first_batch_latency(root: Path, sizes: tuple[int, ...], *, batch_size: int, workers: int, threads: int) -> list[dict]:
+    """Time from build_loader() to the first batch, on tiny-image datasets of each size (made if absent),
+    after one untimed warm-up on the first, so one-off imports and JIT compilation are not counted."""
+    from tagstream.loader import build_loader
+
+    made = {}
+    for size in sizes:
+        path = Path(root) / f"tiny-{size}"
+        t0 = time.perf_counter()
+        if not (path / "manifest.json").exists():
+            make_tiny_dataset(path, size)
+        made[size] = time.perf_counter() - t0
+    warm = build_loader(_config(str(Path(root) / f"tiny-{sizes[0]}"), batch_size=batch_size, image_size=32, workers=workers, threads=threads))
+    next(iter(warm))
+    warm.close()
+    out = []
+    for size in sizes:
+        path = Path(root) / f"tiny-{size}"
+        config = _config(str(path), batch_size=batch_size, image_size=32, workers=workers, threads=threads)
+        t0 = time.perf_counter()
+        loader = build_loader(config)
+        built = time.perf_counter() - t0
+        next(iter(loader))
+        first = time.perf_counter() - t0
+        loader.close()
+        out.append({"images": size, "build_s": built, "first_batch_s": first, "dataset_made_s": made[size]})
+    return out
+
+
+def bench_loader(
+    dataset: str | Path,
+    *,
+    make: int | None,
+    batch_size: int,
+    workers: int,
+    threads: int,
+    image_size: int,
+    batches: int,
+    startup: bool,
+    startup_root: str | Path | None,
+    antialias: bool = True,
+    rounds: int = 3,
+    progress: Callable[[str, int], Callable[[int], None]],
+) -> dict:
+    """Run every contender on the same dataset, `rounds` times interleaved; returns the median figures and ratios."""
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds} must be >= 1")
+    dataset = Path(dataset)
+    if not (dataset / "manifest.json").exists():
+        if not make:
+            raise ValueError(f"{dataset} is not a dataset; pass --make N to generate N photo-like images there")
+        make_bench_dataset(dataset, make, workers=workers, progress=progress("making bench dataset", make))
+    ds = Dataset(dataset)
+    if VOCAB not in ds.vocab_names():
+        write_identity_vocab(ds, VOCAB)
+    config = _config(str(dataset), batch_size=batch_size, image_size=image_size, workers=workers, threads=threads, prefetch=2,
+                     antialias=antialias)
+    n = min(batches, len(ds) // batch_size - 1)
+    if n < 1:
+        raise ValueError(f"the dataset's {len(ds)} images give no batch of {batch_size} after warm-up; use more images")
+    result: dict[str, Any] = {"dataset": str(dataset), "images": len(ds), "batch_size": batch_size, "workers": workers,
+                              "threads": threads, "image_size": image_size, "cores": usable_cores(),
+                              "antialias": antialias}
+    _warm_page_cache(ds)
+    result["decoder"] = "turbo" if config.source_decodes else "dali"
+    # rounds interleave the contenders, so a noisy moment on a shared machine hits all of them; each
+    # figure is the median over rounds and the ratios are of medians (each round's ratios are kept too)
+    runs: dict[str, list[dict]] = {"ours_cpu": [], "ours_cpu_dali": [], "baseline": [], "ceiling": []}
+    for r in range(rounds):
+        tag = f" {r + 1}/{rounds}" if rounds > 1 else ""
+        runs["ours_cpu"].append(run_ours(config, n, progress(f"ours (cpu, {result['decoder']} decode){tag}", n)))
+        if config.source_decodes:  # the same loader with DALI's CPU decoder and resize, for comparison
+            runs["ours_cpu_dali"].append(run_ours(replace(config, cpu_decoder="dali"), n, progress(f"ours (cpu, dali decode){tag}", n)))
+        runs["baseline"].append(run_baseline(config, n, progress(f"DataLoader + Pillow{tag}", n)))
+        runs["ceiling"].append(run_ceiling(config, (n + 1) * batch_size, progress(f"decode-only ceiling{tag}", 2 * n)))
+    for key, rows in runs.items():
+        if rows:
+            result[key] = _median_run(rows)
+    result["rounds"] = [
+        {"ours": o["images_per_s"], "baseline": b["images_per_s"], "ceiling": c["images_per_s"],
+         "ratio_vs_baseline": o["images_per_s"] / b["images_per_s"], "ratio_vs_ceiling": o["images_per_s"] / c["images_per_s"]}
+        for o, b, c in zip(runs["ours_cpu"], runs["baseline"], runs["ceiling"])
+    ]
+    result["stages"] = stage_breakdown(config, min(len(ds), (n + 1) * batch_size))
+    result["stages"]["handoff_samples_per_s"] = handoff_rate(2, workers=workers)
+    result["stages"]["handoff_5_outputs_samples_per_s"] = handoff_rate(5, workers=workers)
+    ours = result["ours_cpu"]["images_per_s"]
+    result["ratio_vs_baseline"] = ours / result["baseline"]["images_per_s"]
+    result["ratio_vs_ceiling"] = ours / result["ceiling"]["images_per_s"]
+    import torch
+
+    if torch.cuda.is_available():
+        gpu = _config(str(dataset), batch_size=batch_size, image_size=image_size, workers=workers, threads=threads,
+                      device="gpu", device_id=0, prefetch=2, antialias=antialias)
+        result["ours_gpu"] = run_ours(gpu, n, progress("ours (DALI, gpu)", n))
+    if startup:
+        root = Path(startup_root) if startup_root else dataset.parent / "startup-bench"
+        result["startup"] = first_batch_latency(root, (10**4, 10**6), batch_size=batch_size, workers=workers, threads=threads)
+    return result
+
+
+def _warm_page_cache(ds: Dataset) -> None:
+    """Read every shard file once, untimed: whichever contender ran first would otherwise pay the
+    disk reads for all of them (seen: a first round at a third of the later rounds' rate)."""
+    for shard in range(len(ds.shards)):
+        with open(ds.shard_path(shard) / "data.mdb", "rb") as f:
+            while f.read(1 << 24):
+                pass
+
+
+def _median_run(rows: list[dict]) -> dict:
+    """The run with the median images/s (the lower middle one for an even count)."""
+    ordered = sorted(rows, key=lambda row: row["images_per_s"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def format_table(r: dict) -> str:
+    how = {"turbo": "workers decode crop, resize, flip", "dali": "DALI ROI decode, resize, flip"}
+    lines = [
+        f"dataset {r['dataset']}: {r['images']} images; batch {r['batch_size']}, {r['workers']} workers, "
+        f"{r['threads']} DALI threads (1 when the workers decode), {r['image_size']} px, {r['cores']} cores",
+        f"{'contender (median of ' + str(len(r.get('rounds', [])) or 1) + ' interleaved rounds)':<52}{'images/s':>10}",
+        f"{'ours: cpu, ' + how[r.get('decoder', 'dali')]:<52}{r['ours_cpu']['images_per_s']:>10.1f}"
+        + ("" if r.get("antialias", True) else "   (bilinear resize without antialiasing; the baseline antialiases)"),
+    ]
+    if "ours_cpu_dali" in r:
+        lines.append(f"{'ours: cpu, ' + how['dali']:<52}{r['ours_cpu_dali']['images_per_s']:>10.1f}")
+    if "ours_gpu" in r:
+        lines.append(f"{'ours: DALI gpu (mixed decode, normalise)':<52}{r['ours_gpu']['images_per_s']:>10.1f}")
+    c = r["ceiling"]
+    others = ", ".join(f"{k[: -len('_images_per_s')]} {v:.1f}" for k, v in c.items() if k.endswith("_images_per_s"))
+    lines += [
+        f"{'baseline: DataLoader + Pillow, same crops':<52}{r['baseline']['images_per_s']:>10.1f}",
+        f"{'ceiling: decode only, full image (' + c['by'] + ')':<52}{c['images_per_s']:>10.1f}   ({others})",
+        f"ours / baseline = {r['ratio_vs_baseline']:.2f}x (target >= 2.5)   ours / ceiling = {r['ratio_vs_ceiling']:.2f}x (target >= 0.6)",
+        "per round: " + "; ".join(f"{x['ratio_vs_baseline']:.2f}x, {x['ratio_vs_ceiling']:.2f}x" for x in r.get("rounds", [])),
+        f"first batch (ours, this dataset, the median round's loader; round 1 also pays imports and JIT): {r['ours_cpu']['first_batch_s']:.2f} s",
+    ]
+    s = r["stages"]
+    lines.append(
+        f"stages per image: record read {s['record_read_us']:.0f} us (1 process), decode+augment "
+        f"{s['decode_augment_us']:.0f} us ({s.get('decoder', 'dali')}, {s['decode_augment_threads']} thread(s)), targets {s['targets_us']:.2f} us"
+    )
+    if "handoff_samples_per_s" in s:
+        lines.append(
+            f"source hand-off alone (87 KB + params per sample, no decode): {s['handoff_samples_per_s']:.0f} samples/s with 2 outputs "
+            f"per sample (ours), {s['handoff_5_outputs_samples_per_s']:.0f} with 5 (the layout before 2026-11-26)"
+        )
+    for row in r.get("startup", []):
+        lines.append(f"start-up at {row['images']:>9,d} images: build {row['build_s']:.2f} s, first batch {row['first_batch_s']:.2f} s")
+    return "\n".join(lines)

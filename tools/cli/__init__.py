@@ -1,0 +1,72 @@
+"""The `tagstream` click group. Each command lives in its own module and is imported only when run,
+so `tagstream --help` stays fast and heavy libraries (DALI, torch) load only for commands that need them."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+from tagstream.loader import __version__
+
+# command name -> "module:attribute" inside tagstream.tools.cli
+COMMANDS = {
+    "synth": "synth:synth",
+    "convert": "convert:convert",
+    "inspect": "inspect_dataset:inspect",
+    "verify": "verify:verify",
+    "vocab": "vocab:vocab",
+    "dedup": "dedup:dedup",
+    "train": "train:train",
+    "transfer": "transfer:transfer",
+    "embed": "embed:embed",
+    "demo": "demo:demo",
+}
+
+BENCHES = {
+    "sampler": "bench_sampler:bench_sampler",
+    "loader": "bench_loader:bench_loader",
+    "dedup": "bench_dedup:bench_dedup",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported on first use."""
+
+    def __init__(self, *args, lazy: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx, name):
+        if name in self.lazy:
+            module, attr = self.lazy[name].split(":")
+            try:
+                mod = importlib.import_module(f"tagstream.tools.cli.{module}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"tagstream.tools.cli.{module}":
+                    raise
+                return None
+            return getattr(mod, attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tagstream")
+def main() -> None:
+    """tagstream: weakly supervised pretraining on hashtags at billion scale.
+
+    \b
+    Typical flow:
+      tagstream synth demo-src                      # a synthetic hashtag world
+      tagstream convert demo-src/hashtags.jsonl ds  # images + hashtags -> LMDB shards
+      tagstream vocab ds --name v1 --min-count 5    # a class vocabulary
+      tagstream train --config tiny-cpu --dataset ds --vocab v1 --out runs/tiny
+    """
+
+
+@main.group(cls=LazyGroup, lazy=BENCHES)
+def bench() -> None:
+    """Benchmarks: each compares against a baseline in the same run and prints ratios."""
+

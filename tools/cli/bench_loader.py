@@ -1,0 +1,58 @@
+"""`tagstream bench loader DATASET`: our DALI loader vs DataLoader + Pillow vs the decode-only ceiling."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("loader")
+@click.argument("dataset", type=click.Path(file_okay=False))
+@click.option("--make", type=int, default=None, help="If DATASET does not exist, first generate N photo-like 500x375 JPEGs there.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--workers", type=int, default=None, help="Worker processes for every contender [default: all cores].")
+@click.option("--threads", type=int, default=None, help="DALI native threads [default: all cores].")
+@click.option("--image-size", type=int, default=224, show_default=True)
+@click.option("--batches", type=int, default=20, show_default=True, help="Timed batches per contender (after one warm-up batch).")
+@click.option("--startup", is_flag=True, help="Also time the first batch on tiny-image datasets of 10^4 and 10^6 images.")
+@click.option("--startup-root", type=click.Path(file_okay=False), default=None, help="Where the start-up datasets live [default: next to DATASET].")
+@click.option("--antialias/--no-antialias", default=True, show_default=True,
+              help="Our train resize: antialiased linear (like the Pillow baseline) or plain bilinear (faster).")
+@click.option("--rounds", type=int, default=3, show_default=True,
+              help="Interleaved rounds of every contender; figures are medians (a shared machine is noisy).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def bench_loader(dataset, make, batch_size, workers, threads, image_size, batches, startup, startup_root, antialias, rounds, as_json):
+    """Compare our loader (CPU: the workers decode the crop window and resize, and the same loader
+    with DALI's CPU decoder; also GPU where present) with a torch DataLoader + Pillow baseline doing
+    the same crops and flips with the same workers, and with the decode-only ceiling (the same bytes
+    fully decoded with every core, by the fastest of DALI, Pillow and libjpeg-turbo), in one run of
+    interleaved rounds; prints median images/s, the ratios and a per-stage breakdown.
+
+    \b
+    Example:
+      tagstream bench loader /tmp/benchds --make 1500 --batch-size 64 --batches 20
+      tagstream bench loader /tmp/benchds --startup --json
+    """
+    from tagstream.tools.bench.loader import bench_loader as run
+    from tagstream.tools.bench.loader import format_table, usable_cores
+    from tqdm import tqdm
+
+    cores = usable_cores()
+    bars = []
+
+    def progress(label: str, total: int):
+        bar = tqdm(total=total, desc=label, unit="it", leave=False, disable=as_json)
+        bars.append(bar)
+        return bar.update
+
+    try:
+        result = run(dataset, make=make, batch_size=batch_size, workers=workers or cores, threads=threads or cores,
+                     image_size=image_size, batches=batches, startup=startup, startup_root=startup_root, antialias=antialias,
+                     rounds=rounds, progress=progress)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    finally:
+        for bar in bars:
+            bar.close()
+    click.echo(json.dumps(result, indent=2) if as_json else format_table(result))

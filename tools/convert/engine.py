@@ -1,0 +1,326 @@
+"""`tagstream convert`: image collections with hashtags -> a tagstream dataset (LMDB shards + NumPy index).
+
+The dataset is a pure function of the input and the options: inputs are enumerated in a fixed order,
+workers only validate and re-encode (results are consumed in input order), tag ids are given in order
+of first appearance, and shards fill with accepted images in order, so --workers and interruptions never
+change a byte. Trade-off: one process writes all shards, which bounds throughput by the writer once
+decoding is spread over enough workers.
+
+State kept in OUT/.convert/: state.json (source, fingerprint, options: a rerun must match it), one
+NNNNN.json per committed shard (its input range, new tags, rejects) and a lock held while converting.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import json
+import multiprocessing as mp
+import os
+import select
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tagstream.loader import __version__
+from tagstream.loader import format as fmt
+from tagstream.tools.convert.image import (
+    Accepted,
+    ImageOptions,
+    Item,
+    ItemResult,
+    process_batch,
+    process_item,
+)
+from tagstream.tools.convert.shards import (
+    STATE_DIR,
+    ShardWriter,
+    remove_after,
+    shard_intact,
+    state_path,
+)
+from tagstream.tools.convert.sources import Source
+
+BATCH = 16  # items per task sent to a worker
+WINDOW = 4  # tasks in flight per worker: bounds memory whatever the input size
+
+
+@dataclass(frozen=True)
+class ConvertSummary:
+    out: str
+    already_complete: bool  # the dataset was complete before this run: nothing was changed
+    resumed_from: int  # inputs already converted by an earlier, interrupted run
+    inputs: int
+    images: int
+    shards: int
+    bytes: int
+    tags: int
+    rejected: dict[str, int]
+    reencoded: dict[str, int]
+    processed: int  # inputs processed by this run
+    seconds: float
+    inputs_per_s: float  # inputs processed per second by this run
+    manifest: dict = field(repr=False, default_factory=dict)
+
+
+class ConvertRefused(Exception):
+    """OUT cannot take this conversion (another source, other options, not a conversion directory)."""
+
+
+@contextmanager
+def _locked(out: Path):
+    (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    with open(out / STATE_DIR / "lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConvertRefused(f"{out}: another `tagstream convert` is writing this directory") from None
+        yield
+
+
+def _check_state(out: Path, wanted: dict) -> None:
+    """Record what is being converted, or refuse when OUT holds something else."""
+    path = out / STATE_DIR / "state.json"
+    if not path.exists():
+        fmt.write_json_atomic(path, wanted)
+        return
+    try:
+        have = json.loads(path.read_text())
+    except ValueError:
+        have = None
+    if not isinstance(have, dict) or not isinstance(have.get("source"), dict) or not isinstance(have.get("options"), dict):
+        raise ConvertRefused(f"{path} is unreadable (not written by this tool?); use a new OUT")
+    if have["source"] != wanted["source"]:
+        raise ConvertRefused(
+            f"{out} holds a conversion of {have['source'].get('path')!r} "
+            f"({have['source'].get('format')}), not of {wanted['source']['path']!r}; use another OUT"
+        )
+    if have.get("fingerprint") != wanted["fingerprint"] or have.get("inputs") != wanted["inputs"]:
+        raise ConvertRefused(
+            f"{out}: the source {wanted['source']['path']} changed since this conversion started "
+            f"({have.get('inputs')} inputs then, {wanted['inputs']} now, or other content); use another OUT"
+        )
+    diff = {k: (have["options"].get(k), v) for k, v in wanted["options"].items() if have["options"].get(k) != v}
+    if diff:
+        said = ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in sorted(diff.items()))
+        raise ConvertRefused(f"{out} was started with other options ({said}); rerun with those or use another OUT")
+
+
+def _committed(out: Path) -> list[dict]:
+    """States of the shards committed so far, contiguous from 0, stopping at the first one not intact."""
+    states = []
+    while (path := state_path(out, len(states))).exists():
+        try:
+            state = json.loads(path.read_text())
+        except ValueError:  # written atomically, so only damage from outside: redo from this shard
+            break
+        if not shard_intact(out, state):
+            break
+        states.append(state)
+    return states
+
+
+def _results(items: Iterable[Item], options: ImageOptions, workers: int) -> Iterator[ItemResult]:
+    """Process items in input order; with workers > 1 a bounded window of batches is in flight."""
+    if workers == 1:
+        for item in items:
+            yield process_item(item, options)
+        return
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")  # no fork: LMDB and threads
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_exit_with, initargs=(os.getpid(),)) as pool:
+        pending: deque = deque()
+        it = iter(items)
+        while batch := list(itertools.islice(it, BATCH)):
+            pending.append((batch, pool.submit(process_batch, batch, options)))
+            if len(pending) >= workers * WINDOW:
+                yield from _batch_result(*pending.popleft())
+        while pending:
+            yield from _batch_result(*pending.popleft())
+
+
+def _exit_with(pid: int) -> None:
+    """Worker initializer: exit when the converting process is gone (a kill -9 must not leave orphans).
+
+    The pool's queues keep workers blocked forever once their parent dies, so a daemon thread waits on
+    the parent's pidfd (Linux) or polls it, and ends the worker.
+    """
+
+    def wait_and_exit() -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # no pidfd (not Linux >= 5.3): poll once a second
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    os._exit(1)
+                except PermissionError:
+                    pass
+        select.select([fd], [], [])  # readable once the process has terminated
+        os._exit(1)
+
+    threading.Thread(target=wait_and_exit, daemon=True, name="exit-with-parent").start()
+
+
+def _batch_result(batch: list[Item], future) -> list[ItemResult]:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise RuntimeError(
+            f"a worker process died while decoding input lines {batch[0].line}..{batch[-1].line} (a decoder crash?); "
+            "rerun the same command to resume, with --workers 1 to find the input that kills it"
+        ) from None
+
+
+def _reject_record(res: ItemResult) -> dict:
+    return {
+        "line": res.item.line,
+        "input": res.item.raw,
+        "image": res.item.image,
+        "reason": res.outcome.reason,
+        "detail": res.outcome.detail,
+    }
+
+
+def convert(
+    src: str | Path,
+    out: str | Path,
+    *,
+    format: str = "auto",
+    shard_size: int = 10_000,
+    workers: int = 1,
+    image_options: ImageOptions = ImageOptions(),
+    image_column: str = "image",
+    tags_column: str = "tags",
+    caption_column: str = "caption",
+    id_column: str = "id",
+    progress: bool = False,
+) -> ConvertSummary:
+    """Convert SRC into the dataset directory OUT, resuming an interrupted run; see the module docstring."""
+    if not isinstance(shard_size, int) or shard_size < 1:
+        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    t0 = time.perf_counter()
+    source = Source(src, format, image_column=image_column, tags_column=tags_column,
+                    caption_column=caption_column, id_column=id_column)
+    out = Path(out).resolve()
+    if source.format == "imagefolder" and out.is_relative_to(source.path):
+        raise ValueError(f"OUT {out} is inside the ImageFolder SRC {source.path}; the dataset would become input")
+    if out.exists() and not out.is_dir():
+        raise ConvertRefused(f"{out} exists and is not a directory")
+    if out.exists() and not (out / STATE_DIR / "state.json").exists() and any(p.name != STATE_DIR for p in out.iterdir()):
+        raise ConvertRefused(f"{out} is not empty and holds no conversion in progress; choose a new or empty OUT")
+    inputs, fingerprint = source.scan()
+    options = {"shard_size": shard_size, **asdict(image_options)}
+    wanted = {"source": source.describe(), "fingerprint": fingerprint, "inputs": inputs, "options": options}
+    with _locked(out):
+        _check_state(out, wanted)
+        if (out / fmt.MANIFEST).exists():
+            manifest = fmt.read_manifest(out)
+            return _summary(out, manifest, already=True, resumed=inputs, processed=0, seconds=time.perf_counter() - t0)
+        for sub in (fmt.SHARDS_DIR, fmt.INDEX_DIR):
+            (out / sub).mkdir(exist_ok=True)
+        committed = _committed(out)
+        remove_after(out, len(committed))
+        start = committed[-1]["input_stop"] if committed else 0
+        tail = _convert_items(out, source, committed, start, inputs, shard_size, workers, image_options, progress)
+        manifest = _finish(out, committed, tail, wanted)
+    return _summary(out, manifest, already=False, resumed=start, processed=inputs - start,
+                    seconds=time.perf_counter() - t0)
+
+
+def _convert_items(out: Path, source: Source, committed: list[dict], start: int, inputs: int, shard_size: int,
+                   workers: int, options: ImageOptions, progress: bool) -> list[dict]:
+    """Convert inputs [start, inputs) into shards appended to `committed`; returns the rejects after the last shard."""
+    from tqdm import tqdm
+
+    tag_ids = {tag: i for i, tag in enumerate(t for s in committed for t in s["new_tags"])}
+    writer = ShardWriter(out, len(committed), start)
+    bar = tqdm(total=inputs, initial=start, unit="img", desc="convert", disable=not progress, smoothing=0.1)
+    try:
+        # inputs added since the scan are left to a rerun (which refuses: the fingerprint changed)
+        for res in _results(itertools.islice(source.items(), start, inputs), options, workers):
+            bar.update(1)
+            if not isinstance(res.outcome, Accepted):
+                writer.rejects.append(_reject_record(res))
+                continue
+            ids = []
+            for tag in res.tags:
+                if tag not in tag_ids:
+                    tag_ids[tag] = len(tag_ids)
+                    writer.new_tags.append(tag)
+                ids.append(tag_ids[tag])
+            writer.add(res.outcome, ids, res.item.source)
+            if len(writer) == shard_size:
+                committed.append(writer.commit(res.item.pos + 1))
+                writer = ShardWriter(out, len(committed), res.item.pos + 1)
+        if len(writer):
+            committed.append(writer.commit(inputs))
+            return []
+        return writer.rejects
+    finally:
+        bar.close()
+        writer.abort()
+
+
+def _finish(out: Path, committed: list[dict], tail: list[dict], wanted: dict) -> dict:
+    """tags.tsv, rejects.jsonl, then the manifest — last, so its presence means the dataset is whole."""
+    tags = [t for s in committed for t in s["new_tags"]]
+    counts = np.zeros(len(tags), np.int64)
+    for s in committed:
+        ids = np.load(fmt.index_path(out, s["name"], "tag_ids"))
+        counts += np.bincount(ids, minlength=len(tags))[: len(tags)]
+    rows = "".join(f"{i}\t{t}\t{c}\n" for i, (t, c) in enumerate(zip(tags, counts)))
+    fmt.write_text_atomic(out / fmt.TAGS, "id\ttag\tcount\n" + rows)
+    rejects = [r for s in committed for r in s["rejects"]] + tail
+    fmt.write_text_atomic(out / fmt.REJECTS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects))
+    reencoded: Counter[str] = Counter()
+    for s in committed:
+        reencoded.update(s["reencoded"])
+    manifest = {
+        "format": fmt.FORMAT_NAME,
+        "version": fmt.FORMAT_VERSION,
+        "images": sum(s["images"] for s in committed),
+        "bytes": sum(s["bytes"] for s in committed),
+        "shards": [{k: s[k] for k in ("name", "images", "bytes", "sha256")} for s in committed],
+        "checksum": {"algorithm": "sha256", "covers": "shards/NNNNN.lmdb/data.mdb"},
+        "tags": len(tags),
+        "inputs": wanted["inputs"],
+        "rejected": len(rejects),
+        "rejects_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
+        "reencoded": dict(sorted(reencoded.items())),
+        "source": {**wanted["source"], "fingerprint": wanted["fingerprint"]},
+        "options": wanted["options"],
+        "tool": {"name": "tagstream", "version": __version__},
+    }
+    fmt.write_json_atomic(out / fmt.MANIFEST, manifest)
+    return manifest
+
+
+def _summary(out: Path, manifest: dict, *, already: bool, resumed: int, processed: int, seconds: float) -> ConvertSummary:
+    return ConvertSummary(
+        out=str(out),
+        already_complete=already,
+        resumed_from=resumed,
+        inputs=manifest["inputs"],
+        images=manifest["images"],
+        shards=len(manifest["shards"]),
+        bytes=manifest["bytes"],
+        tags=manifest["tags"],
+        rejected=manifest["rejects_by_reason"],
+        reencoded=manifest["reencoded"],
+        processed=processed,
+        seconds=seconds,
+        inputs_per_s=processed / seconds if seconds > 0 else 0.0,
+        manifest=manifest,
+    )

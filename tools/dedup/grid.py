@@ -1,0 +1,60 @@
+"""A PNG of sampled matched pairs side by side (training image | evaluation image, with the distance), so a
+person can check by eye that the de-duplication matches are true copies."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tagstream.loader.dataset import Dataset
+from tagstream.loader.store import ShardStore
+
+
+def _image(store: ShardStore, index: int) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(store.read_image(index))).convert("RGB"))
+
+
+def draw_grid(path: Path, train: Dataset, evals: Sequence[Dataset], labels: Sequence[str], results: Sequence,
+              *, count: int = 16, seed: int = 0) -> dict:
+    """Draw up to `count` pairs chosen uniformly at random (seeded) from all matched pairs; returns
+    {"path", "pairs_shown"}. With no pairs the PNG says so, so the file always exists."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if count < 1:
+        raise ValueError(f"grid pair count {count!r} is not allowed; allowed: >= 1")
+    rows = [(e, int(i), int(j), int(d), bool(x), bool(m)) for e, p in enumerate(results)
+            for i, j, d, x, m in zip(p.train, p.eval, p.distance, p.exact, p.mirrored)]
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(rows), size=min(count, len(rows)), replace=False).tolist()) if rows else []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not chosen:
+        fig, ax = plt.subplots(figsize=(4, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no matched pairs", ha="center", va="center")
+    else:
+        train_store = ShardStore(train)
+        eval_stores = [ShardStore(ds) for ds in evals]
+        fig, axes = plt.subplots(len(chosen), 2, figsize=(5, 2.2 * len(chosen)), squeeze=False)
+        for row, k in enumerate(chosen):
+            e, i, j, d, exact, mirrored = rows[k]
+            note = " (same bytes)" if exact else " (mirrored)" if mirrored else ""
+            for col, (img, title) in enumerate((
+                (_image(train_store, i), f"train {i}"),
+                (_image(eval_stores[e], j), f"{labels[e]} {j}  d={d}{note}"),
+            )):
+                axes[row, col].imshow(img)
+                axes[row, col].set_title(title, fontsize=8)
+                axes[row, col].axis("off")
+        train_store.close()
+        for s in eval_stores:
+            s.close()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return {"path": str(path), "pairs_shown": len(chosen)}
