@@ -56,18 +56,23 @@ def as_u64(value: int) -> np.uint64:
     return np.uint64(int(value) & MASK64)
 
 
-def _mix64_int(z: int) -> int:
+def mix64_int(z: int) -> int:
     """mix64 on a Python int (no NumPy scalar overflow warnings on the Python side)."""
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
     return z ^ (z >> 31)
 
 
+def splitmix64_int(x: int) -> int:
+    """One splitmix64 step on a Python int: mix64(x + gamma) — the per-sample mixer of loader/augment.py."""
+    return mix64_int((x + int(GAMMA)) & MASK64)
+
+
 def stream_key(seed: int, *words: int) -> np.uint64:
     """Key of the stream named by (seed, *words): chained mix64, so distinct tuples give unrelated streams."""
-    k = _mix64_int((int(seed) & MASK64) ^ int(GAMMA))
+    k = mix64_int((int(seed) & MASK64) ^ int(GAMMA))
     for w in words:
-        k = _mix64_int(((k ^ (int(w) & MASK64)) + int(GAMMA)) & MASK64)
+        k = mix64_int(((k ^ (int(w) & MASK64)) + int(GAMMA)) & MASK64)
     return np.uint64(k)
 
 

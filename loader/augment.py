@@ -6,17 +6,11 @@ from __future__ import annotations
 
 import math
 
-_MASK = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15
+from tagstream.kernels.rng import GAMMA, MASK64 as _MASK
+from tagstream.kernels.rng import splitmix64_int as _mix
+
+_GOLDEN = int(GAMMA)
 _ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 windows before the centre fallback
-
-
-def _mix(x: int) -> int:
-    """splitmix64's finaliser: a bijection of 64-bit integers with full avalanche."""
-    x = (x + _GOLDEN) & _MASK
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
-    return x ^ (x >> 31)
 
 
 class CounterRNG:

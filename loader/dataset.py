@@ -106,7 +106,7 @@ class Dataset:
 
     def load_mask(self, name: str) -> NDArray[np.bool_]:
         """masks/NAME.npy: True = image excluded from sampling."""
-        path = self.root / fmt.MASKS_DIR / f"{name}.npy"
+        path = fmt.mask_path(self.root, name)
         if not path.exists():
             raise ValueError(f"{self.root}: no mask {name!r}; masks here: {self.mask_names() or 'none'}")
         mask = np.load(path, mmap_mode="r")

@@ -88,6 +88,24 @@ def index_path(root: Path, name: str, array: str) -> Path:
     return Path(root) / INDEX_DIR / f"{name}.{array}.npy"
 
 
+def mask_path(root: Path, name: str) -> Path:
+    return Path(root) / MASKS_DIR / f"{name}.npy"
+
+
+MAP_SIZE = 1 << 40  # a writer's address space only: without writemap the file grows as pages are written
+
+
+def open_env(path: Path, *, write: bool = False) -> Any:
+    """The one way a shard's LMDB environment is opened: read-only and lock-free for readers (shards never
+    change once written), or fresh for a writer (zero-initialised pages, so the same records give the
+    same bytes). py-lmdb environments must not cross a fork: open them in the process that uses them."""
+    import lmdb
+
+    if write:
+        return lmdb.open(str(path), map_size=MAP_SIZE, subdir=True, lock=False, meminit=True, readahead=False)
+    return lmdb.open(str(path), subdir=True, readonly=True, lock=False, readahead=False, max_readers=512)
+
+
 def pack_record(image: bytes, tags: list[int], source: str) -> bytes:
     import msgpack
 

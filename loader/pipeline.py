@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import sys
 import weakref
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,6 +20,7 @@ from numpy.typing import NDArray
 from tagstream.loader import format as fmt
 from tagstream.loader import turbo
 from tagstream.loader.augment import train_params
+from tagstream.loader.lifetime import exit_with_parent
 from tagstream.loader.store import ShardStore
 
 # the dataset index, the (x, y, w, h) crop window and the flip bit travel as one float64 (6,) output
@@ -51,21 +51,6 @@ class EvalPlan:
         real = self.indices[start:stop]
         out[: real.shape[0]] = real
         return out
-
-
-def _exit_with_parent() -> None:
-    """In a DALI worker: ask Linux to SIGTERM this process when its parent dies, so a killed trainer
-    leaves no orphaned workers holding shared memory (DALI's workers otherwise outlive a SIGKILLed parent)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
-    if os.getppid() == 1:  # the parent died before the signal was armed
-        os._exit(1)
 
 
 def placeholder_jpeg() -> bytes:
@@ -200,7 +185,7 @@ class PlanSource:
     def __call__(self, info: Any) -> tuple[np.ndarray, ...]:
         if self._worker_pid != os.getpid():
             self._worker_pid = os.getpid()
-            _exit_with_parent()
+            exit_with_parent()
         epoch, position = self.position_of(info)
         if position >= self.length:
             raise StopIteration

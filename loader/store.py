@@ -18,8 +18,6 @@ _ENVS_PID = -1
 
 def _open_env(path: Path) -> Any:
     """The process-wide read-only environment of a shard, opened on first use in this process."""
-    import lmdb
-
     global _ENVS_PID
     if _ENVS_PID != os.getpid():
         # Handles inherited through fork are never used here, but py-lmdb refuses to open a file that
@@ -33,7 +31,7 @@ def _open_env(path: Path) -> Any:
     key = str(Path(path).resolve())
     env = _ENVS.get(key)
     if env is None:
-        env = _ENVS[key] = lmdb.open(key, readonly=True, lock=False, readahead=False, subdir=True, max_readers=512)
+        env = _ENVS[key] = fmt.open_env(Path(key))
     return env
 
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from tagstream.loader import format as fmt
+from tagstream.loader.writer import write_manifest
 from tagstream.loader.config import LoaderConfig
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.sampling import RankSampler, eligibility
@@ -30,8 +31,8 @@ def image_classes(i: int) -> list[int]:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Dataset:
     root = tmp_path_factory.mktemp("ds")
-    shards = [{"name": fmt.shard_name(k), "images": n} for k, n in enumerate(SHARD_SIZES)]
-    fmt.write_json_atomic(root / fmt.MANIFEST, {"format": fmt.FORMAT_NAME, "version": fmt.FORMAT_VERSION, "images": N, "shards": shards})
+    shards = [{"name": fmt.shard_name(k), "images": n, "bytes": 0, "sha256": ""} for k, n in enumerate(SHARD_SIZES)]
+    write_manifest(root, shards, tags=C, source={"kind": "test", "description": "index only, no shards"})
     ds = Dataset(root)
     rows = [image_classes(i) for i in range(N)]
     offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)

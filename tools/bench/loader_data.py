@@ -10,9 +10,9 @@ from typing import Callable, Iterable
 
 import numpy as np
 from numpy.typing import NDArray
-from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.vocab import VocabClass, write_vocab
+from tagstream.loader.writer import ShardWriter, write_manifest, write_tags
 from tagstream.tools.synth.draw import photo_like
 
 __all__ = ["photo_like", "encode_jpeg", "index_color", "decode_index_color", "write_dataset", "write_identity_vocab", "index_tags"]
@@ -47,52 +47,26 @@ def write_dataset(
     num_tags: int,
     progress: Callable[[int], None] | None = None,
 ) -> Dataset:
-    """Write a dataset of (jpeg, raw tag ids, width, height) records following loader/format.py exactly."""
-    import lmdb
-
+    """Write a dataset of (jpeg, raw tag ids, width, height) records through the format's writer (tags are
+    named tag<i>, sources img<i>)."""
     root = Path(root)
-    (root / fmt.SHARDS_DIR).mkdir(parents=True, exist_ok=True)
-    (root / fmt.INDEX_DIR).mkdir(parents=True, exist_ok=True)
     it = iter(records)
     shards = []
     tag_counts = np.zeros(num_tags, np.int64)
     for shard, start in enumerate(range(0, num_images, shard_size)):
-        n = min(shard_size, num_images - start)
-        name = fmt.shard_name(shard)
-        offsets = np.zeros(n + 1, np.int64)
-        tag_ids: list[int] = []
-        width = np.zeros(n, np.int32)
-        height = np.zeros(n, np.int32)
-        path = fmt.shard_path(root, name)
-        env = lmdb.open(str(path), map_size=1 << 36, subdir=True, lock=False, sync=False, writemap=False)
-        with env.begin(write=True) as txn:
-            for local in range(n):
+        writer = ShardWriter(root, shard)
+        try:
+            for local in range(min(shard_size, num_images - start)):
                 jpeg, tags, w, h = next(it)
-                tags = sorted(set(int(t) for t in tags))
-                txn.put(fmt.encode_key(local), fmt.pack_record(jpeg, tags, f"img{start + local}"))
-                tag_ids.extend(tags)
-                offsets[local + 1] = len(tag_ids)
-                width[local], height[local] = w, h
+                writer.add(jpeg, tags, f"img{start + local}", width=w, height=h)
                 if progress is not None:
                     progress(1)
-        env.sync(True)
-        env.close()
-        ids = np.asarray(tag_ids, np.int32)
-        np.add.at(tag_counts, ids, 1)
-        arrays = {"tag_offsets": offsets, "tag_ids": ids, "width": width, "height": height, "phash": np.zeros(n, np.uint64)}
-        for key, arr in arrays.items():
-            fmt.save_npy_atomic(fmt.index_path(root, name, key), arr.astype(fmt.INDEX_ARRAYS[key]))
-        data = path / "data.mdb"
-        shards.append({"name": name, "images": n, "bytes": data.stat().st_size, "sha256": fmt.file_sha256(data)})
-    with open(root / fmt.TAGS, "w", encoding="utf-8") as f:
-        f.write("id\ttag\tcount\n")
-        for t in range(num_tags):
-            f.write(f"{t}\ttag{t}\t{tag_counts[t]}\n")
-    fmt.write_json_atomic(
-        root / fmt.MANIFEST,
-        {"format": fmt.FORMAT_NAME, "version": fmt.FORMAT_VERSION, "images": num_images, "shards": shards,
-         "source": "tagstream loader test/bench data", "tool_version": "0.1.0"},
-    )
+            shards.append(writer.commit())
+        finally:
+            writer.abort()
+        np.add.at(tag_counts, np.asarray(writer.tag_ids, np.int64), 1)
+    write_tags(root, [f"tag{t}" for t in range(num_tags)], tag_counts)
+    write_manifest(root, shards, tags=num_tags, source={"kind": "synthetic", "description": "tagstream loader test/bench data"})
     return Dataset(root)
 
 

@@ -17,8 +17,6 @@ import itertools
 import json
 import multiprocessing as mp
 import os
-import select
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
@@ -29,7 +27,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tagstream.loader import __version__
 from tagstream.loader import format as fmt
 from tagstream.tools.convert.image import (
     Accepted,
@@ -39,9 +36,11 @@ from tagstream.tools.convert.image import (
     process_batch,
     process_item,
 )
+from tagstream.loader.lifetime import exit_with_parent
+from tagstream.loader.writer import write_manifest, write_tags
 from tagstream.tools.convert.shards import (
     STATE_DIR,
-    ShardWriter,
+    ConvertShard,
     remove_after,
     shard_intact,
     state_path,
@@ -135,7 +134,7 @@ def _results(items: Iterable[Item], options: ImageOptions, workers: int) -> Iter
         return
     methods = mp.get_all_start_methods()
     ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")  # no fork: LMDB and threads
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_exit_with, initargs=(os.getpid(),)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
         pending: deque = deque()
         it = iter(items)
         while batch := list(itertools.islice(it, BATCH)):
@@ -144,31 +143,6 @@ def _results(items: Iterable[Item], options: ImageOptions, workers: int) -> Iter
                 yield from _batch_result(*pending.popleft())
         while pending:
             yield from _batch_result(*pending.popleft())
-
-
-def _exit_with(pid: int) -> None:
-    """Worker initializer: exit when the converting process is gone (a kill -9 must not leave orphans).
-
-    The pool's queues keep workers blocked forever once their parent dies, so a daemon thread waits on
-    the parent's pidfd (Linux) or polls it, and ends the worker.
-    """
-
-    def wait_and_exit() -> None:
-        try:
-            fd = os.pidfd_open(pid)
-        except (AttributeError, OSError):  # no pidfd (not Linux >= 5.3): poll once a second
-            while True:
-                time.sleep(1.0)
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    os._exit(1)
-                except PermissionError:
-                    pass
-        select.select([fd], [], [])  # readable once the process has terminated
-        os._exit(1)
-
-    threading.Thread(target=wait_and_exit, daemon=True, name="exit-with-parent").start()
 
 
 def _batch_result(batch: list[Item], future) -> list[ItemResult]:
@@ -245,7 +219,7 @@ def _convert_items(out: Path, source: Source, committed: list[dict], start: int,
     from tqdm import tqdm
 
     tag_ids = {tag: i for i, tag in enumerate(t for s in committed for t in s["new_tags"])}
-    writer = ShardWriter(out, len(committed), start)
+    writer = ConvertShard(out, len(committed), start)
     bar = tqdm(total=inputs, initial=start, unit="img", desc="convert", disable=not progress, smoothing=0.1)
     try:
         # inputs added since the scan are left to a rerun (which refuses: the fingerprint changed)
@@ -260,12 +234,12 @@ def _convert_items(out: Path, source: Source, committed: list[dict], start: int,
                     tag_ids[tag] = len(tag_ids)
                     writer.new_tags.append(tag)
                 ids.append(tag_ids[tag])
-            writer.add(res.outcome, ids, res.item.source)
+            writer.add_image(res.outcome, ids, res.item.source)
             if len(writer) == shard_size:
-                committed.append(writer.commit(res.item.pos + 1))
-                writer = ShardWriter(out, len(committed), res.item.pos + 1)
+                committed.append(writer.commit_part(res.item.pos + 1))
+                writer = ConvertShard(out, len(committed), res.item.pos + 1)
         if len(writer):
-            committed.append(writer.commit(inputs))
+            committed.append(writer.commit_part(inputs))
             return []
         return writer.rejects
     finally:
@@ -280,31 +254,21 @@ def _finish(out: Path, committed: list[dict], tail: list[dict], wanted: dict) ->
     for s in committed:
         ids = np.load(fmt.index_path(out, s["name"], "tag_ids"))
         counts += np.bincount(ids, minlength=len(tags))[: len(tags)]
-    rows = "".join(f"{i}\t{t}\t{c}\n" for i, (t, c) in enumerate(zip(tags, counts)))
-    fmt.write_text_atomic(out / fmt.TAGS, "id\ttag\tcount\n" + rows)
+    write_tags(out, tags, counts)
     rejects = [r for s in committed for r in s["rejects"]] + tail
     fmt.write_text_atomic(out / fmt.REJECTS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects))
     reencoded: Counter[str] = Counter()
     for s in committed:
         reencoded.update(s["reencoded"])
-    manifest = {
-        "format": fmt.FORMAT_NAME,
-        "version": fmt.FORMAT_VERSION,
-        "images": sum(s["images"] for s in committed),
-        "bytes": sum(s["bytes"] for s in committed),
-        "shards": [{k: s[k] for k in ("name", "images", "bytes", "sha256")} for s in committed],
-        "checksum": {"algorithm": "sha256", "covers": "shards/NNNNN.lmdb/data.mdb"},
-        "tags": len(tags),
-        "inputs": wanted["inputs"],
-        "rejected": len(rejects),
-        "rejects_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
-        "reencoded": dict(sorted(reencoded.items())),
-        "source": {**wanted["source"], "fingerprint": wanted["fingerprint"]},
-        "options": wanted["options"],
-        "tool": {"name": "tagstream", "version": __version__},
-    }
-    fmt.write_json_atomic(out / fmt.MANIFEST, manifest)
-    return manifest
+    return write_manifest(
+        out, committed, tags=len(tags),
+        source={**wanted["source"], "fingerprint": wanted["fingerprint"]},
+        inputs=wanted["inputs"],
+        rejected=len(rejects),
+        rejects_by_reason=dict(sorted(Counter(r["reason"] for r in rejects).items())),
+        reencoded=dict(sorted(reencoded.items())),
+        options=wanted["options"],
+    )  # fmt: skip
 
 
 def _summary(out: Path, manifest: dict, *, already: bool, resumed: int, processed: int, seconds: float) -> ConvertSummary:

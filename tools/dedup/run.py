@@ -25,6 +25,7 @@ from tagstream.kernels import dedup as kdedup
 from tagstream.kernels.phash import hamming
 from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
+from tagstream.loader.writer import write_mask
 
 # chosen from `tagstream bench dedup` (1,000 photo-like images): the smallest D with recall >= 0.95 on
 # every main edit (crops of up to 5% need it) and no false match among 499,500 distinct pairs
@@ -46,8 +47,8 @@ class Pairs:
 
 def mask_paths(train: Path, name: str) -> tuple[Path, Path, Path]:
     """(mask, pairs, summary) paths of mask NAME in dataset TRAIN."""
-    d = Path(train) / fmt.MASKS_DIR
-    return d / f"{name}.npy", d / f"{name}.pairs.tsv", d / f"{name}.summary.json"
+    mask = fmt.mask_path(train, name)
+    return mask, mask.with_name(f"{name}.pairs.tsv"), mask.with_name(f"{name}.summary.json")
 
 
 def _digest(image: bytes) -> bytes:
@@ -186,7 +187,7 @@ def run_dedup(
     mask_path, pairs_path, summary_path = mask_paths(train_ds.root, name)
     mask_path.parent.mkdir(parents=True, exist_ok=True)
     _write_pairs(pairs_path, results, labels)
-    fmt.save_npy_atomic(mask_path, mask)
+    write_mask(train_ds.root, name, mask)
     summary = {
         "name": name, "train": str(train_ds.root), "train_images": train_ds.num_images,
         "max_distance": max_distance, "exact_bytes_checked": exact, "mirrors": mirrors, "excluded": int(mask.sum()),

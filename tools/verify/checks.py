@@ -86,10 +86,9 @@ def _check_index(root: Path, name: str, images: int) -> tuple[dict[str, np.ndarr
 
 def _check_records(root: Path, name: str, images: int, arrays: dict[str, np.ndarray], num_tags: int | None) -> list[str]:
     """Open the (checksum-verified) shard and parse every record; compare with the index."""
-    from tagstream.tools.convert.shards import open_env
 
     try:
-        env = open_env(fmt.shard_path(root, name))
+        env = fmt.open_env(fmt.shard_path(root, name))
     except Exception as exc:  # lmdb.Error subclasses: invalid file, version mismatch, ...
         return [f"LMDB cannot open the shard ({type(exc).__name__}: {exc})"]
     problems: list[str] = []

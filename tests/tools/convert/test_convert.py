@@ -21,13 +21,12 @@ from tests.helpers.convert_inputs import MIXED_OPTS, jpeg, make_mixed_source
 
 def read_back(root: Path) -> list[dict]:
     """Every record of a dataset, in global index order, with tag texts and its index entries."""
-    from tagstream.tools.convert.shards import open_env
 
     ds = Dataset(root)
     names = [t for _, t, _ in ds.tags]
     rows = []
     for k, shard in enumerate(ds.shards):
-        env = open_env(ds.shard_path(k))
+        env = fmt.open_env(ds.shard_path(k))
         with env.begin() as txn:
             recs = [fmt.unpack_record(v) for _, v in txn.cursor()]
         env.close()

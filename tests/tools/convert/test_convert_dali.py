@@ -38,12 +38,11 @@ def odd_dataset(tmp_path_factory):
 
 
 def stored(root) -> tuple[list[bytes], list[tuple[int, int]]]:
-    from tagstream.tools.convert.shards import open_env
 
     ds = Dataset(root)
     images, sizes = [], []
     for k in range(len(ds.shards)):
-        env = open_env(ds.shard_path(k))
+        env = fmt.open_env(ds.shard_path(k))
         with env.begin() as txn:
             images += [fmt.unpack_record(v)["image"] for _, v in txn.cursor()]
         env.close()

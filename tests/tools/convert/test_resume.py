@@ -15,7 +15,7 @@ import pytest
 from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
 from tagstream.tools.convert.engine import convert
-from tagstream.tools.convert.shards import ShardWriter
+from tagstream.loader.writer import ShardWriter
 
 from tests.helpers.tiny import TinyDatasets
 

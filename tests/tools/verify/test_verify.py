@@ -27,9 +27,8 @@ def edit_manifest(root: Path, change) -> None:
 
 def rewrite_record(root: Path, shard: str, key: int, value: bytes) -> None:
     """Replace a record and re-record the shard's checksum: damage only the structure checks can see."""
-    from tagstream.tools.convert.shards import open_env
 
-    env = open_env(fmt.shard_path(root, shard), write=True)
+    env = fmt.open_env(fmt.shard_path(root, shard), write=True)
     with env.begin(write=True) as txn:
         txn.put(fmt.encode_key(key), value)
     env.close()

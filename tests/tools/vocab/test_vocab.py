@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from tagstream.loader import format as fmt
+from tagstream.loader.writer import write_index, write_manifest, write_tags
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.vocab import Vocab
 from tagstream.tools.cli.vocab import vocab as vocab_cmd
@@ -31,25 +32,18 @@ def make_dataset(root: Path, images: list[list[str]], *, shards: int = 2, unused
     for t in unused_tags:
         ids.setdefault(t, len(ids))
     counts = {t: sum(t in tags for tags in images) for t in ids}
-    with open(root / fmt.TAGS, "w") as f:
-        f.write("id\ttag\tcount\n")
-        for t, i in ids.items():
-            f.write(f"{i}\t{t}\t{counts[t]}\n")
-    (root / fmt.INDEX_DIR).mkdir()
+    write_tags(root, list(ids), np.array([counts[t] for t in ids], np.int64))
     bounds = np.linspace(0, len(images), shards + 1).round().astype(int)
     entries = []
     for k in range(shards):
         part = images[bounds[k] : bounds[k + 1]]
         name = fmt.shard_name(k)
         rows = [sorted({ids[t] for t in tags}) for tags in part]
-        offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype("<i8")
-        tag_ids = np.array([t for r in rows for t in r], dtype="<i4")
-        np.save(fmt.index_path(root, name, "tag_offsets"), offsets)
-        np.save(fmt.index_path(root, name, "tag_ids"), tag_ids)
-        for array in ("width", "height", "phash"):  # inspect reads them; vocab does not
-            np.save(fmt.index_path(root, name, array), np.full(len(part), 32, dtype=fmt.INDEX_ARRAYS[array]))
+        write_index(root, name, tag_offsets=np.concatenate([[0], np.cumsum([len(r) for r in rows])]),
+                    tag_ids=[t for r in rows for t in r], width=np.full(len(part), 32), height=np.full(len(part), 32),
+                    phash=np.full(len(part), 32))  # inspect reads sizes and hashes; vocab does not
         entries.append({"name": name, "images": len(part), "bytes": 0, "sha256": ""})
-    fmt.write_json_atomic(root / fmt.MANIFEST, {"format": fmt.FORMAT_NAME, "version": fmt.FORMAT_VERSION, "images": len(images), "shards": entries})
+    write_manifest(root, entries, tags=len(ids), source={"kind": "test", "description": "index only, no shards"})
     return root
 
 

@@ -1,0 +1,137 @@
+"""The dataset writer, beside its reader (loader/dataset.py): every writer — conversion, the loader
+benchmark's datasets, test fixtures — goes through it, so the layout of loader/format.py is written in one place.
+
+A shard's records go to shards/NNNNN.lmdb.tmp in one write transaction; on commit its index arrays are
+written atomically and the directory is renamed to its final name. tags.tsv and the manifest come last:
+a dataset whose manifest exists is whole.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tagstream.loader import format as fmt
+
+TMP_SUFFIX = ".tmp"
+
+
+class ShardWriter:
+    """One shard: `add` records in local-index order, then `commit` (durable under its final name) or `abort`."""
+
+    def __init__(self, root: str | Path, shard: int):
+        self.root = Path(root)
+        self.shard = shard
+        self.name = fmt.shard_name(shard)
+        self.final = fmt.shard_path(self.root, self.name)
+        self.tmp = self.final.with_name(self.final.name + TMP_SUFFIX)
+        self.offsets: list[int] = [0]
+        self.tag_ids: list[int] = []
+        self.width: list[int] = []
+        self.height: list[int] = []
+        self.phash: list[int] = []
+        self._env: Any = None
+        self._txn: Any = None
+
+    def __len__(self) -> int:
+        return len(self.width)
+
+    def add(self, image: bytes, tag_ids: Sequence[int], source: str, *, width: int, height: int, phash: int = 0) -> None:
+        """Append the next record (key = its local index; raw tag ids stored sorted and unique)."""
+        if self._env is None:
+            if self.tmp.exists():
+                shutil.rmtree(self.tmp)
+            self.tmp.parent.mkdir(parents=True, exist_ok=True)
+            self._env = fmt.open_env(self.tmp, write=True)
+            self._txn = self._env.begin(write=True)
+        ids = sorted({int(t) for t in tag_ids})
+        self._txn.put(fmt.encode_key(len(self)), fmt.pack_record(image, ids, source), append=True)
+        self.tag_ids.extend(ids)
+        self.offsets.append(len(self.tag_ids))
+        self.width.append(int(width))
+        self.height.append(int(height))
+        self.phash.append(int(phash))
+
+    def abort(self) -> None:
+        if self._txn is not None:
+            self._txn.abort()
+            self._env.close()
+            self._env = self._txn = None
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+
+    def commit(self) -> dict:
+        """Make the shard durable; returns its manifest entry {name, images, bytes, sha256}."""
+        if self._txn is None:
+            raise ValueError("cannot commit an empty shard")
+        self._txn.commit()
+        self._env.sync(True)
+        self._env.close()
+        self._env = self._txn = None
+        data = self.tmp / "data.mdb"
+        entry = {"name": self.name, "images": len(self), "bytes": data.stat().st_size, "sha256": fmt.file_sha256(data)}
+        write_index(self.root, self.name, tag_offsets=self.offsets, tag_ids=self.tag_ids, width=self.width,
+                    height=self.height, phash=self.phash)
+        if self.final.exists():  # left by a run killed between the rename and its caller's commit record
+            shutil.rmtree(self.final)
+        os.replace(self.tmp, self.final)
+        fmt.fsync_dir(self.final.parent)
+        return entry
+
+
+def write_index(root: str | Path, name: str, **arrays: Any) -> None:
+    """A shard's index arrays (every name of format.INDEX_ARRAYS, as its dtype), each written atomically.
+    Alone, without records, it makes an index-only dataset (sampling and vocabulary tests and benchmarks)."""
+    if set(arrays) != set(fmt.INDEX_ARRAYS):
+        raise ValueError(f"index arrays {sorted(arrays)} must be exactly {sorted(fmt.INDEX_ARRAYS)}")
+    n = len(arrays["width"])
+    if len(arrays["tag_offsets"]) != n + 1 or len(arrays["height"]) != n or len(arrays["phash"]) != n:
+        raise ValueError(f"shard {name}: index arrays disagree on the image count {n}")
+    (Path(root) / fmt.INDEX_DIR).mkdir(parents=True, exist_ok=True)
+    for key, values in arrays.items():
+        fmt.save_npy_atomic(fmt.index_path(root, name, key), np.asarray(values, dtype=fmt.INDEX_ARRAYS[key]))
+
+
+def write_tags(root: str | Path, tags: Sequence[str], counts: NDArray[np.int64]) -> None:
+    """tags.tsv: id, canonical text, number of images carrying it."""
+    rows = "".join(f"{i}\t{t}\t{int(c)}\n" for i, (t, c) in enumerate(zip(tags, counts)))
+    fmt.write_text_atomic(Path(root) / fmt.TAGS, "id\ttag\tcount\n" + rows)
+
+
+def write_manifest(root: str | Path, shards: Sequence[dict], *, tags: int, source: dict, **extra: Any) -> dict:
+    """manifest.json, written last (its presence means the dataset is whole): format, version, image and byte
+    totals, the shards' entries from ShardWriter.commit, the raw tag count, the source, the tool; plus `extra`
+    keys of the writer (conversion adds inputs, rejects, options)."""
+    from tagstream.loader import __version__
+
+    manifest = {
+        "format": fmt.FORMAT_NAME,
+        "version": fmt.FORMAT_VERSION,
+        "images": sum(int(s["images"]) for s in shards),
+        "bytes": sum(int(s["bytes"]) for s in shards),
+        "shards": [{k: s[k] for k in ("name", "images", "bytes", "sha256")} for s in shards],
+        "checksum": {"algorithm": "sha256", "covers": "shards/NNNNN.lmdb/data.mdb"},
+        "tags": int(tags),
+        "source": source,
+        "tool": {"name": "tagstream", "version": __version__},
+        **extra,
+    }
+    fmt.write_json_atomic(Path(root) / fmt.MANIFEST, manifest)
+    return manifest
+
+
+def write_mask(root: str | Path, name: str, mask: NDArray[np.bool_]) -> Path:
+    """masks/NAME.npy: bool (N,), True = never drawn (nothing is deleted)."""
+    path = fmt.mask_path(root, name)
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_ or mask.ndim != 1:
+        raise ValueError(f"mask {name!r} must be a 1-D bool array, got {mask.dtype} {mask.shape}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt.save_npy_atomic(path, mask)
+    return path
