@@ -9,6 +9,7 @@ from tagstream.kernels.weights import (  # one definition, shared with the kerne
     SAMPLINGS,
     sampling_power,
 )
+from tagstream.loader.sizes import check_size_schedule, size_at
 
 TARGETS = ("soft", "multihot", "sparse")
 MODES = ("train", "eval")
@@ -32,7 +33,9 @@ class LoaderConfig:
     seed: int = 0
     batch_size: int = 32  # per rank
     samples_per_epoch: int | None = None  # global draws per epoch; default: number of eligible images
-    image_size: int = 224
+    image_size: int = 224  # train crop size (when size_schedule is empty) and eval size
+    # progressive resizing (train only): (first epoch, size) pairs, e.g. ((0, 160), (2, 192), (4, 224)); see loader/sizes.py
+    size_schedule: tuple[tuple[int, int], ...] = ()
     resize_size: int | None = None  # eval: shorter side before the centre crop; default image_size * 256 / 224
     random_area: tuple[float, float] = (0.08, 1.0)
     random_aspect_ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -69,6 +72,10 @@ class LoaderConfig:
             raise ValueError(f"holdout_fraction={self.holdout_fraction} must be in [0, 1)")
         if self.image_size < 8:
             raise ValueError(f"image_size={self.image_size} must be >= 8")
+        if self.size_schedule:
+            if self.mode != "train":
+                raise ValueError(f"size_schedule={self.size_schedule} applies to mode='train' only; eval uses image_size")
+            object.__setattr__(self, "size_schedule", check_size_schedule(self.size_schedule, name="size_schedule"))
         if self.resize_size is not None and self.resize_size < self.image_size:
             raise ValueError(f"resize_size={self.resize_size} must be >= image_size={self.image_size} (eval crops image_size from it)")
         if self.workers < 0 or self.threads < 1:
@@ -80,6 +87,10 @@ class LoaderConfig:
             from tagstream.loader import turbo
 
             turbo.require()
+
+    def train_size(self, epoch: int) -> int:
+        """The train crop size of `epoch`: size_schedule's entry in force, else image_size."""
+        return size_at(self.size_schedule, epoch) if self.size_schedule else self.image_size
 
     @property
     def source_decodes(self) -> bool:

@@ -78,6 +78,7 @@ class DaliLoader:
         self.step = 0
         self._pipe: Any = None
         self._pipe_at: tuple[int, int] | None = None  # (epoch, step) the running pipeline delivers next
+        self._pipe_size: int | None = None  # the image size the running pipeline produces
 
     # -- the Loader protocol -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -153,10 +154,12 @@ class DaliLoader:
 
     def _ensure_pipeline(self) -> None:
         self._finish_epoch()
-        if self._pipe is not None and self._pipe_at == (self.epoch, self.step):
+        c = self.config
+        # progressive resizing: the size is a function of the epoch, so a new size means a new pipeline
+        size = c.train_size(self.epoch) if self.train else c.image_size
+        if self._pipe is not None and self._pipe_at == (self.epoch, self.step) and self._pipe_size == size:
             return
         self.close()
-        c = self.config
         decodes = c.source_decodes
         source = PlanSource(
             store=ShardStore(self.dataset.root),
@@ -169,28 +172,29 @@ class DaliLoader:
             base_position=self.step * c.batch_size,
             scale=c.random_area,
             ratio=c.random_aspect_ratio,
-            decode_size=c.image_size if decodes else None,
-            image_size=c.image_size,
+            decode_size=size if decodes else None,
+            image_size=size,
             resize_size=c.resize_size,  # None: PlanSource's default, image_size * 256 / 224
             antialias=c.antialias,
         )
         pipe = build_pipeline(
             source,
             batch_size=c.batch_size,
-            image_size=c.image_size,
+            image_size=size,
             device=c.device,
             device_id=c.device_id,
             workers=c.workers,
             threads=c.threads,
             prefetch=c.prefetch,
             seed=c.seed + self.rank,
-            bytes_per_sample=3 * c.image_size**2 if decodes else _bytes_per_sample(self.dataset),
+            bytes_per_sample=3 * size**2 if decodes else _bytes_per_sample(self.dataset),
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
             antialias=c.antialias,
         )
         self._pipe = start(pipe, workers=c.workers)
         self._pipe_at = (self.epoch, self.step)
+        self._pipe_size = size
 
     def _run(self) -> tuple[Any, NDArray[np.int64]]:
         import torch

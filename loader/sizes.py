@@ -1,0 +1,57 @@
+"""Progressive resizing: the train image size as a pure function of the epoch (FFCV's low-to-high resolution trick).
+
+A schedule is a tuple of (first epoch, size) pairs, written "160@0,192@2,224@4": 160 px from epoch 0,
+192 from epoch 2, 224 from epoch 4 on. Because the size depends on the epoch alone, a resumed run
+recomputes it and sees the same shapes; the loader rebuilds its pipeline at the epoch where it changes.
+"""
+
+from __future__ import annotations
+
+MIN_SIZE = 8
+
+SizeSchedule = tuple[tuple[int, int], ...]
+
+
+def check_size_schedule(schedule: SizeSchedule, *, name: str = "size schedule") -> SizeSchedule:
+    """The schedule as a tuple of int pairs, or ValueError naming what is wrong with it."""
+    try:
+        pairs = tuple((int(e), int(s)) for e, s in schedule)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={schedule!r} must be (first epoch, size) pairs, e.g. ((0, 160), (2, 192), (4, 224))") from None
+    if not pairs:
+        raise ValueError(f"{name} is empty; give at least one SIZE@EPOCH entry starting at epoch 0")
+    if pairs[0][0] != 0:
+        raise ValueError(f"{name}={format_size_schedule(pairs)!r} must start at epoch 0 (e.g. '160@0,224@4')")
+    epochs = [e for e, _ in pairs]
+    if any(b <= a for a, b in zip(epochs, epochs[1:])):
+        raise ValueError(f"{name}={format_size_schedule(pairs)!r}: epochs must strictly increase")
+    small = [s for _, s in pairs if s < MIN_SIZE]
+    if small:
+        raise ValueError(f"{name}={format_size_schedule(pairs)!r}: sizes {small} are below {MIN_SIZE}")
+    return pairs
+
+
+def parse_size_schedule(text: str, *, name: str = "image_size") -> SizeSchedule:
+    """"160@0,192@2,224@4" -> ((0, 160), (2, 192), (4, 224)); a bare "224" -> ((0, 224),)."""
+    pairs = []
+    for item in (p.strip() for p in str(text).split(",")):
+        size, _, epoch = item.partition("@")
+        try:
+            pairs.append((int(epoch) if epoch else 0, int(size)))
+        except ValueError:
+            raise ValueError(
+                f"{name}={text!r} is neither a size nor a schedule SIZE@EPOCH,... such as '160@0,192@2,224@4'"
+            ) from None
+    return check_size_schedule(tuple(pairs), name=name)
+
+
+def format_size_schedule(schedule: SizeSchedule) -> str:
+    """((0, 160), (2, 192)) -> "160@0,192@2" (the form parse_size_schedule reads)."""
+    return ",".join(f"{s}@{e}" for e, s in schedule)
+
+
+def size_at(schedule: SizeSchedule, epoch: int) -> int:
+    """The size in force at `epoch`: the last entry whose first epoch is <= epoch."""
+    if epoch < 0:
+        raise ValueError(f"epoch={epoch} must be >= 0")
+    return [s for e, s in schedule if e <= epoch][-1]
