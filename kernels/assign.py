@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from typing import Callable
 
 import numba
 import numpy as np
@@ -183,6 +184,8 @@ def _refine_ref(block_weights, owner, loads, max_rounds) -> None:
         loads[b] += d
 
 
+WeightsOf = Callable[[int, int], NDArray[np.float64]]  # (lo, hi) of one shard -> weights of images lo..hi-1
+
 CUT_CHUNK = 1 << 16  # images summed per step while scanning a shard's tail for a cut point
 
 
@@ -194,6 +197,7 @@ class Packing:
     owner: NDArray[np.int64]  # rank of each block
     imbalance: float  # max rank weight / mean - 1, after the cuts
     imbalance_whole_shards: float  # the same for whole shards only (LPT + refinement)
+    block_weights: NDArray[np.float64]  # total weight of each block
 
 
 def _tail_cut(weights: NDArray[np.float64], lo: int, hi: int, amount: float) -> tuple[int, float]:
@@ -214,7 +218,7 @@ def _tail_cut(weights: NDArray[np.float64], lo: int, hi: int, amount: float) -> 
     return lo, acc
 
 
-def _cut_tails(weights: NDArray[np.float64], loads: NDArray[np.float64], blocks: list[list[int]], by_rank: list[list[int]]) -> None:
+def _cut_tails(weights_of: WeightsOf, loads: NDArray[np.float64], blocks: list[list[int]], by_rank: list[list[int]]) -> None:
     """Move weight from over-full to under-full ranks by cutting block tails; edits blocks (appends pieces).
 
     Surpluses (over-full ranks in rank order) and deficits (under-full ranks in rank order) are laid
@@ -241,7 +245,8 @@ def _cut_tails(weights: NDArray[np.float64], loads: NDArray[np.float64], blocks:
             while want > 0 and queue:
                 b = queue[0]
                 lo, hi = blocks[b][0], blocks[b][1]
-                t, w_tail = _tail_cut(weights, lo, hi, want)
+                t, w_tail = _tail_cut(weights_of(lo, hi), 0, hi - lo, want)
+                t += lo
                 if t < hi and loads[receivers[ri]] + w_tail > loads[d]:
                     break  # the receiver would end heavier than the donor is: never raise the maximum
                 if t < hi:
@@ -266,27 +271,77 @@ def pack_shards(
 ) -> Packing:
     """Assign shards to ranks by weight (assign_blocks), then (cut=True) balance by cutting shard tails.
 
-    See _cut_tails for the cutting. Empty blocks are dropped. Deterministic.
+    See _cut_tails for the cutting. Empty blocks are dropped. Deterministic. The same as pack_shard_sums
+    given every shard's weight sum and the per-image weights.
     """
     shard_starts = np.asarray(shard_starts, dtype=np.int64)
     weights = np.asarray(weights, dtype=np.float64)
-    if world < 1:
-        raise ValueError(f"world={world} must be >= 1")
-    if shard_starts.ndim != 1 or shard_starts.shape[0] < 2 or shard_starts[0] != 0 or np.any(np.diff(shard_starts) < 0):
-        raise ValueError("shard_starts must be non-decreasing, start at 0, and have at least 2 entries")
+    _check_shard_starts(shard_starts)
     if int(shard_starts[-1]) != weights.shape[0]:
         raise ValueError(f"shard_starts end at {int(shard_starts[-1])} but there are {weights.shape[0]} weights")
-    owner, whole = assign_blocks(block_weights(shard_starts, weights), world)
-    if not cut or weights.shape[0] == 0:
-        return Packing(shard_starts, owner, whole, whole)
-    loads = rank_loads(block_weights(shard_starts, weights), owner, world)
+    return pack_shard_sums(shard_starts, block_weights(shard_starts, weights), world, lambda lo, hi: weights[lo:hi], cut=cut)
+
+
+def pack_shard_sums(
+    shard_starts: NDArray[np.int64], shard_sums: NDArray[np.float64], world: int, weights_of: WeightsOf, *, cut: bool = True
+) -> Packing:
+    """pack_shards from each shard's weight sum (block_weights(shard_starts, w)) and weights_of(lo, hi), the
+    weights of the images [lo, hi) of one shard, asked for only for the shards whose tails are cut (at most
+    world - 1 of them): so nobody needs all N weights at once. Bit-identical to pack_shards on the same weights.
+    """
+    shard_starts = np.asarray(shard_starts, dtype=np.int64)
+    shard_sums = np.asarray(shard_sums, dtype=np.float64)
+    if world < 1:
+        raise ValueError(f"world={world} must be >= 1")
+    _check_shard_starts(shard_starts)
+    if shard_sums.shape != (shard_starts.shape[0] - 1,):
+        raise ValueError(f"{shard_sums.shape[0]} shard sums for {shard_starts.shape[0] - 1} shards")
+    owner, whole = assign_blocks(shard_sums, world)
+    n = int(shard_starts[-1])
+    if not cut or n == 0:
+        return Packing(shard_starts, owner, whole, whole, shard_sums)
+    loads = rank_loads(shard_sums, owner, world)
     blocks = [[int(shard_starts[b]), int(shard_starts[b + 1]), int(owner[b])] for b in range(len(owner))]
     by_rank: list[list[int]] = [[] for _ in range(world)]
     for b in range(len(owner) - 1, -1, -1):  # each rank's blocks, highest-placed first
         by_rank[int(owner[b])].append(b)
-    _cut_tails(weights, loads, blocks, by_rank)
+    last = _LastShard(weights_of, shard_starts)
+    _cut_tails(last, loads, blocks, by_rank)
     blocks = sorted((blk for blk in blocks if blk[1] > blk[0]), key=lambda blk: blk[0])
-    starts = np.array([blk[0] for blk in blocks] + [weights.shape[0]], dtype=np.int64)
+    starts = np.array([blk[0] for blk in blocks] + [n], dtype=np.int64)
     new_owner = np.array([blk[2] for blk in blocks], dtype=np.int64)
-    final = rank_loads(block_weights(starts, weights), new_owner, world)
-    return Packing(starts, new_owner, _imbalance(final), whole)
+    sums = np.array([_block_sum(shard_starts, shard_sums, last, lo, hi) for lo, hi in zip(starts[:-1], starts[1:])])
+    return Packing(starts, new_owner, _imbalance(rank_loads(sums, new_owner, world)), whole, sums)
+
+
+def _check_shard_starts(shard_starts: NDArray[np.int64]) -> None:
+    if shard_starts.ndim != 1 or shard_starts.shape[0] < 2 or shard_starts[0] != 0 or np.any(np.diff(shard_starts) < 0):
+        raise ValueError("shard_starts must be non-decreasing, start at 0, and have at least 2 entries")
+
+
+class _LastShard:
+    """weights_of with the weights of the last shard asked for kept: a shard is cut from its end, often more
+    than once, so it is fetched once; only one shard's weights are held at a time."""
+
+    def __init__(self, weights_of: WeightsOf, shard_starts: NDArray[np.int64]):
+        self.weights_of, self.starts = weights_of, shard_starts
+        self.span, self.weights = (0, 0), np.zeros(0)
+
+    def __call__(self, lo: int, hi: int) -> NDArray[np.float64]:
+        if hi == lo:
+            return np.zeros(0)
+        if not self.span[0] <= lo < hi <= self.span[1]:
+            k = int(np.searchsorted(self.starts, lo, side="right")) - 1
+            self.span = (int(self.starts[k]), int(self.starts[k + 1]))
+            self.weights = np.asarray(self.weights_of(*self.span), dtype=np.float64)
+            if self.weights.shape != (self.span[1] - self.span[0],):
+                raise ValueError(f"weights_of{self.span} returned shape {self.weights.shape}")
+        return self.weights[lo - self.span[0] : hi - self.span[0]]
+
+
+def _block_sum(shard_starts: NDArray[np.int64], shard_sums: NDArray[np.float64], last: _LastShard, lo: int, hi: int) -> float:
+    """Weight of the block [lo, hi): its shard's sum when it is a whole shard, else summed as block_weights sums it."""
+    k = int(np.searchsorted(shard_starts, lo, side="right")) - 1
+    if lo == shard_starts[k] and hi == shard_starts[k + 1]:
+        return float(shard_sums[k])
+    return float(block_weights(np.array([0, hi - lo]), last(lo, hi))[0])

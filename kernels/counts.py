@@ -38,8 +38,7 @@ def check_eligible(eligible: NDArray[np.bool_] | None, num_images: int) -> NDArr
 
 @numba.njit(cache=True)
 def _class_counts_kernel(label_offsets, labels, eligible, out) -> int:
-    """Adds into out (zeroed first); returns the number of labels outside [0, len(out))."""
-    out[:] = 0
+    """Adds into out; returns the number of labels outside [0, len(out))."""
     num_classes = out.shape[0]
     check = eligible.shape[0] > 0
     bad = 0
@@ -60,15 +59,20 @@ def class_counts(
     labels: NDArray[np.int32],
     eligible: NDArray[np.bool_] | None,
     out: NDArray[np.int64],
+    *,
+    accumulate: bool = False,
 ) -> NDArray[np.int64]:
     """out[c] = number of eligible images carrying class c (eligible None: all images). Returns out.
 
-    A label outside [0, len(out)) is a ValueError naming how many there are.
+    accumulate=True adds to out instead (a pass over the images in chunks). A label outside
+    [0, len(out)) is a ValueError naming how many there are.
     """
     n = check_csr(label_offsets, labels)
     eligible = check_eligible(eligible, n)
     if out.ndim != 1 or out.dtype != np.int64:
         raise ValueError(f"out must be a 1-D int64 array, got {out.dtype} {out.shape}")
+    if not accumulate:
+        out[:] = 0
     bad = _class_counts_kernel(label_offsets, labels, eligible, out)
     if bad:
         raise ValueError(f"{bad} labels lie outside the class range [0, {out.shape[0]})")
@@ -87,7 +91,6 @@ def class_counts_ref(
 
 @numba.njit(cache=True)
 def _class_weight_sums_kernel(label_offsets, labels, image_weights, out) -> int:
-    out[:] = 0.0
     num_classes = out.shape[0]
     bad = 0
     for i in range(label_offsets.shape[0] - 1):
@@ -104,12 +107,21 @@ def _class_weight_sums_kernel(label_offsets, labels, image_weights, out) -> int:
 
 
 def class_weight_sums(
-    label_offsets: NDArray[np.int64], labels: NDArray[np.int32], image_weights: NDArray[np.float64], out: NDArray[np.float64]
+    label_offsets: NDArray[np.int64],
+    labels: NDArray[np.int32],
+    image_weights: NDArray[np.float64],
+    out: NDArray[np.float64],
+    *,
+    accumulate: bool = False,
 ) -> NDArray[np.float64]:
-    """out[c] = sum of image_weights[i] over the images i carrying class c (e.g. expected draws per class)."""
+    """out[c] = sum of image_weights[i] over the images i carrying class c (e.g. expected draws per class).
+
+    accumulate=True adds to out, in image order: chunks passed in order sum exactly as one pass would."""
     n = check_csr(label_offsets, labels)
     if image_weights.shape != (n,) or out.ndim != 1 or out.dtype != np.float64:
         raise ValueError(f"image_weights must have shape ({n},) and out be 1-D float64, got {image_weights.shape}, {out.dtype} {out.shape}")
+    if not accumulate:
+        out[:] = 0.0
     bad = _class_weight_sums_kernel(label_offsets, labels, np.asarray(image_weights, dtype=np.float64), out)
     if bad:
         raise ValueError(f"{bad} labels lie outside the class range [0, {out.shape[0]})")
