@@ -95,27 +95,28 @@ def to_unit_ref(h: NDArray[np.uint64]) -> NDArray[np.float64]:
 
 
 @numba.njit(cache=True)
-def _holdout_kernel(key: np.uint64, fraction: float, out: NDArray[np.bool_]) -> None:
+def _holdout_kernel(key: np.uint64, fraction: float, start: np.int64, out: NDArray[np.bool_]) -> None:
     for i in range(out.shape[0]):
-        out[i] = to_unit(counter_u64(key, np.uint64(i))) < fraction
+        out[i] = to_unit(counter_u64(key, np.uint64(start + i))) < fraction
 
 
-def holdout_mask(num_images: int, fraction: float, seed: int = 0) -> NDArray[np.bool_]:
+def holdout_mask(num_images: int, fraction: float, seed: int = 0, *, start: int = 0) -> NDArray[np.bool_]:
     """True for the held-out images: image i is held out iff hash(seed, i) < fraction.
 
     Deterministic and per image: an image's membership does not depend on num_images, so a grown
     dataset keeps its old split. The seed is a split seed, deliberately separate from the training seed.
+    With start, the mask of images start .. start + num_images - 1 (a rank's own range).
     """
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"holdout fraction={fraction} must be in [0, 1]")
-    if num_images < 0:
-        raise ValueError(f"num_images={num_images} must be >= 0")
+    if num_images < 0 or start < 0:
+        raise ValueError(f"num_images={num_images} and start={start} must be >= 0")
     out = np.empty(int(num_images), dtype=np.bool_)
-    _holdout_kernel(stream_key(seed, 0x401D0), float(fraction), out)
+    _holdout_kernel(stream_key(seed, 0x401D0), float(fraction), np.int64(start), out)
     return out
 
 
-def holdout_mask_ref(num_images: int, fraction: float, seed: int = 0) -> NDArray[np.bool_]:
+def holdout_mask_ref(num_images: int, fraction: float, seed: int = 0, *, start: int = 0) -> NDArray[np.bool_]:
     """NumPy twin of holdout_mask."""
-    h = counter_u64_ref(stream_key(seed, 0x401D0), np.arange(num_images, dtype=np.uint64))
+    h = counter_u64_ref(stream_key(seed, 0x401D0), np.arange(start, start + num_images, dtype=np.uint64))
     return to_unit_ref(h) < fraction

@@ -52,6 +52,10 @@ def test_holdout_is_per_image_and_seeded():
     assert np.array_equal(rng.holdout_mask(500, 0.3, 7), rng.holdout_mask(2000, 0.3, 7)[:500])
     assert not np.array_equal(rng.holdout_mask(2000, 0.3, 7), rng.holdout_mask(2000, 0.3, 8))
     assert rng.holdout_mask(0, 0.3).shape == (0,)
+    whole = rng.holdout_mask(2000, 0.3, 7)
+    for lo, hi in ((0, 0), (3, 17), (1500, 2000), (999, 1000)):  # a range is the slice of the whole
+        assert np.array_equal(rng.holdout_mask(hi - lo, 0.3, 7, start=lo), whole[lo:hi])
+        assert np.array_equal(rng.holdout_mask_ref(hi - lo, 0.3, 7, start=lo), whole[lo:hi])
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
