@@ -17,8 +17,10 @@ from typing import Any
 
 import tomllib
 from tagstream.loader.config import COMBINES, CPU_DECODERS, sampling_power
+from tagstream.loader.sizes import format_size_schedule, parse_size_schedule
 
 LOSSES = ("softmax", "sigmoid")
+OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -32,7 +34,9 @@ class DataConfig:
     masks: tuple[str, ...] = ()  # masks/NAME.npy excluded from training (de-duplication)
     holdout_fraction: float = 0.0  # held-out split for evaluation; 0 = no evaluation
     samples_per_epoch: int | None = None  # default: number of eligible images
-    image_size: int = 224
+    # train crop size, or a progressive-resizing schedule "SIZE@EPOCH,..." such as "160@0,192@2,224@4"
+    # (loader/sizes.py); the model and the held-out evaluation use the last (largest-epoch) size
+    image_size: int | str = 224
     workers: int = 2  # loader worker processes per rank
     threads: int = 2  # loader decode threads per rank (DALI's; 1 is used when the workers decode)
     prefetch: int = 2
@@ -45,18 +49,30 @@ class DataConfig:
             raise ValueError(f"data.combine={self.combine!r} is not one of {COMBINES}")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ValueError(f"data.holdout_fraction={self.holdout_fraction} must be in [0, 1)")
-        if self.image_size < 8:
-            raise ValueError(f"data.image_size={self.image_size} must be >= 8")
+        schedule = parse_size_schedule(str(self.image_size), name="data.image_size")
+        # canonical form: a single size is an int, a schedule its normalised text (config.json compares equal)
+        object.__setattr__(self, "image_size", schedule[0][1] if len(schedule) == 1 else format_size_schedule(schedule))
         if self.cpu_decoder not in CPU_DECODERS:
             raise ValueError(f"data.cpu_decoder={self.cpu_decoder!r} is not one of {CPU_DECODERS}")
         if self.workers < 0 or self.threads < 1 or self.prefetch < 1:
             raise ValueError(f"data.workers={self.workers} must be >= 0, threads={self.threads} and prefetch={self.prefetch} >= 1")
+
+    @property
+    def size_schedule(self) -> tuple[tuple[int, int], ...]:
+        """(first epoch, size) pairs; one pair (0, image_size) without progressive resizing."""
+        return parse_size_schedule(str(self.image_size), name="data.image_size")
+
+    @property
+    def final_image_size(self) -> int:
+        """The size the run ends at: the model's input size and the held-out evaluation's."""
+        return self.size_schedule[-1][1]
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "resnet50"  # a key of tagstream.train.models.MODELS
     loss: str = "softmax"  # softmax: cross-entropy on 1/k soft targets (the paper's); sigmoid: per-class BCE
+    label_smoothing: float = 0.0  # softmax only: targets (1 - e) * t + e / classes
 
     def __post_init__(self) -> None:
         from tagstream.train.models import MODELS
@@ -65,17 +81,34 @@ class ModelConfig:
             raise ValueError(f"model.name={self.name!r} is not one of {sorted(MODELS)}")
         if self.loss not in LOSSES:
             raise ValueError(f"model.loss={self.loss!r} is not one of {LOSSES}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"model.label_smoothing={self.label_smoothing} must be in [0, 1)")
+        if self.label_smoothing and self.loss != "softmax":
+            raise ValueError(f"model.label_smoothing={self.label_smoothing} needs model.loss='softmax' (got {self.loss!r})")
 
 
 @dataclass(frozen=True)
 class OptimConfig:
+    name: str = "sgd"  # sgd (momentum, nesterov) | adamw (betas, eps): see train/optim.py
     base_lr: float = 0.1  # learning rate per base_batch_size images; scaled linearly with the global batch
     base_batch_size: int = 256
-    momentum: float = 0.9
-    nesterov: bool = True
+    momentum: float = 0.9  # sgd
+    nesterov: bool = True  # sgd
+    betas: tuple[float, ...] = (0.9, 0.999)  # adamw
+    eps: float = 1e-8  # adamw
     weight_decay: float = 1e-4
+    decay_norm_and_bias: bool = True  # false: no weight decay on biases, norm layers, ViT class token and position embedding
+    grad_clip: float = 0.0  # clip the global gradient norm to this before each step; 0 = off
 
     def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"optim.name={self.name!r} is not one of {OPTIMIZERS}")
+        if self.name == "adamw" and self.nesterov:
+            raise ValueError("optim.nesterov=true applies to optim.name='sgd'; set optim.nesterov=false with adamw")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optim.betas={list(self.betas)} must be two values in [0, 1)")
+        if self.eps <= 0 or self.grad_clip < 0:
+            raise ValueError(f"optim.eps={self.eps} must be > 0 and grad_clip={self.grad_clip} >= 0")
         if self.base_lr <= 0 or self.base_batch_size < 1:
             raise ValueError(f"optim.base_lr={self.base_lr} must be > 0 and base_batch_size={self.base_batch_size} >= 1")
         if not 0 <= self.momentum < 1 or self.weight_decay < 0:
@@ -172,6 +205,11 @@ class TrainConfig:
                 raise ValueError(f"{key} is required (set it in the recipe, with --set {key}=..., or its option)")
         if self.run.eval_every and self.data.holdout_fraction == 0:
             raise ValueError(f"run.eval_every={self.run.eval_every} needs a held-out split: set data.holdout_fraction > 0")
+        if len(self.data.size_schedule) > 1 and self.model.name.startswith("vit_"):
+            raise ValueError(
+                f"data.image_size={self.data.image_size!r} changes the size during the run, but {self.model.name}'s "
+                "position embedding is built for one size; give a ViT a single data.image_size"
+            )
 
     @property
     def lr(self) -> float:
@@ -223,9 +261,18 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        optional = len(args) < len(typing.get_args(tp))
+        if optional and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
             return None
-        return _coerce(key, value, args[0])
+        for arg in args[:-1]:  # X | Y: the first type the value fits
+            try:
+                return _coerce(key, value, arg)
+            except ValueError:
+                pass
+        try:
+            return _coerce(key, value, args[-1])
+        except ValueError:
+            raise ValueError(f"{key}: expected {' or '.join(map(_type_name, args))}, got {value!r} ({type(value).__name__})") from None
     if origin is tuple:
         (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
         if isinstance(value, str):  # --set data.masks=a,b

@@ -13,7 +13,9 @@ Continue after a crash or preemption: the same command plus --resume.
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
@@ -28,7 +30,9 @@ from tagstream.train.config import TrainConfig
 from tagstream.train.losses import build_loss, loader_targets
 from tagstream.train.metrics import hashtag_metrics
 from tagstream.train.models import build_model
-from tagstream.train.rundir import RunLog, check_out_dir, init_out_dir
+from tagstream.train.optim import build_optimizer, clip_gradients
+from tagstream.train.resume import check_resume, fresh_hyperparameters, reapply_hyperparameters
+from tagstream.train.rundir import RunLock, RunLog, check_out_dir, init_out_dir
 from tagstream.train.schedule import build_scheduler
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -42,7 +46,8 @@ def loader_config(config: TrainConfig, *, mode: str, batch_size: int, device: st
         split=("train" if mode == "train" else "holdout") if holdout else "all",
         holdout_fraction=d.holdout_fraction, sampling=d.sampling, combine=d.combine, masks=d.masks,
         seed=config.run.seed, batch_size=batch_size, samples_per_epoch=d.samples_per_epoch,
-        image_size=d.image_size, targets=loader_targets(config.model.loss),
+        image_size=d.final_image_size, size_schedule=d.size_schedule if mode == "train" and len(d.size_schedule) > 1 else (),
+        targets=loader_targets(config.model.loss),
         device="gpu" if device == "cuda" else "cpu", device_id=device_id if device == "cuda" else None,
         workers=d.workers, threads=d.threads, prefetch=d.prefetch, cpu_decoder=d.cpu_decoder, antialias=d.antialias,
     )  # fmt: skip
@@ -55,6 +60,7 @@ class Step:
         cuda = device.type == "cuda"
         self.device = device
         self.grad_accum = config.batch.grad_accum
+        self.grad_clip = config.optim.grad_clip
         self.channels_last = cuda and config.run.channels_last
         # bf16 autocast only on GPU: on most CPUs bf16 convolutions are slower than float32 ones
         self.autocast = (
@@ -107,6 +113,7 @@ def train_one_epoch(
                     loss = loss_fn(model(images), targets) / accum
                 loss.backward()
             loss_sum += loss.detach()  # stays on the device: no CPU-GPU sync per step
+        clip_gradients(model, run.grad_clip)  # after DDP's all-reduce: every rank clips the same gradients
         lr = optimizer.param_groups[0]["lr"]  # the LR this step used (scheduler.step() sets the next one)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -148,30 +155,35 @@ def evaluate(model: torch.nn.Module, loader: Any, *, run: Step, softmax: bool, d
     return hashtag_metrics(s[first], p[first])
 
 
-def _build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.SGD:
-    o = config.optim
-    return torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
-    )
-
-
 def _rng_state(cuda: bool) -> dict[str, Any]:
     return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if cuda else []}
 
 
-def main(config: TrainConfig, *, resume: str | None = None, loader_factory: Callable[..., Any] = build_loader) -> dict[str, Any]:
-    """Train as configured; resume=None (fresh), "auto" (latest checkpoint in out_dir, if any) or a path.
+def main(config: TrainConfig, *, resume: str | None = None, resume_anyway: Sequence[str] = (),
+         loader_factory: Callable[..., Any] = build_loader) -> dict[str, Any]:
+    """Train as configured; resume=None (fresh), "auto" (latest intact checkpoint in out_dir, if any) or a path;
+    resume_anyway: config keys a resumed run may change beyond train.resume.MAY_CHANGE.
 
     Returns the run's summary (also the last line of out_dir/metrics.jsonl on rank 0). Process-wide
-    torch settings it changes (threads, deterministic algorithms) are restored on return.
+    torch settings it changes (threads, deterministic algorithms) are restored on return. Rank 0 holds
+    the run directory's lock for the whole run.
     """
+    rank = dd.env_ranks()[0]
+    with RunLock(config.run.out_dir) if rank == 0 else nullcontext():
+        return _main(config, resume=resume, resume_anyway=resume_anyway, loader_factory=loader_factory)
+
+
+def _main(config: TrainConfig, *, resume: str | None, resume_anyway: Sequence[str],
+          loader_factory: Callable[..., Any]) -> dict[str, Any]:
     # Refuse bad set-ups before anything expensive: batch split, device, out_dir holding another run.
     rank, world, local_rank = dd.env_ranks()
     per_rank = config.batch.per_rank(world)
     device_kind = dd.resolve_device(config.run.device)
     out = Path(config.run.out_dir)
-    resume_path = ckpt.resolve_resume(out, resume)
-    state = ckpt.load_checkpoint(resume_path) if resume_path else None
+    warn = (lambda msg: print(msg, file=sys.stderr)) if rank == 0 else (lambda msg: None)
+    resume_path, state = ckpt.load_resumable(out, resume, warn=warn)
+    if state is not None:
+        check_resume(state["config"], config, path=resume_path, allow=resume_anyway)
     if rank == 0:
         check_out_dir(out, config, resuming=state is not None)
 
@@ -217,16 +229,23 @@ def _train(config: TrainConfig, train_loader: Any, eval_loader: Any | None, *, d
     if dist.is_main:
         init_out_dir(out, config, resume_step=None if state is None else int(state["step"]))
 
-    model = build_model(config.model.name, num_classes, image_size=config.data.image_size).to(dist.device)
+    model = build_model(config.model.name, num_classes, image_size=config.data.final_image_size).to(dist.device)
     if run.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = _build_optimizer(model, config)
+    optimizer = build_optimizer(model, config.optim, lr=config.lr)
     scheduler = build_scheduler(optimizer, config.schedule, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
     step = 0
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["schedule"])
+        try:  # a checkpoint that loads safely can still be malformed: wrong shapes, missing keys
+            fresh = fresh_hyperparameters(optimizer)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["schedule"])
+            reapply_hyperparameters(optimizer, scheduler, fresh)
+            torch.set_rng_state(state["rng"]["torch"])
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{resume_path}: checkpoint does not fit this run ({first})") from None
         try:
             train_loader.load_state_dict(state["loader"])  # the exact next batch of the interrupted run
         except ValueError as exc:
@@ -234,7 +253,6 @@ def _train(config: TrainConfig, train_loader: Any, eval_loader: Any | None, *, d
                 f"{resume_path}: cannot continue its sample stream ({exc}); resume with the same number of ranks, "
                 "global batch size, grad_accum and seed"
             ) from None
-        torch.set_rng_state(state["rng"]["torch"])
         if dist.device.type == "cuda" and state["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         step = int(state["step"])
@@ -244,7 +262,7 @@ def _train(config: TrainConfig, train_loader: Any, eval_loader: Any | None, *, d
     bare = model
     if dist.enabled:
         model = DDP(model, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
-    loss_fn = build_loss(config.model.loss)
+    loss_fn = build_loss(config.model.loss, label_smoothing=config.model.label_smoothing)
     softmax = config.model.loss == "softmax"
 
     log = RunLog(out, config, dist=dist, total_steps=total_steps, start_step=step, images_per_step=config.batch.global_size)

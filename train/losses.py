@@ -7,6 +7,7 @@ in float32 even under bf16 autocast: log-softmax over thousands of classes loses
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Union
 
 import torch
@@ -46,9 +47,17 @@ def sigmoid_bce(logits: torch.Tensor, targets: Targets) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), y, reduction="sum") / logits.shape[0]
 
 
-def build_loss(name: str) -> Callable[[torch.Tensor, Targets], torch.Tensor]:
+def smoothed_cross_entropy(logits: torch.Tensor, targets: Targets, *, smoothing: float) -> torch.Tensor:
+    """soft_cross_entropy against (1 - e) t + e / C (label smoothing): (1 - e) CE(t) + e mean_c(-log p_c)."""
+    uniform = -F.log_softmax(logits.float(), dim=1).mean(dim=1).mean()
+    return (1.0 - smoothing) * soft_cross_entropy(logits, targets) + smoothing * uniform
+
+
+def build_loss(name: str, *, label_smoothing: float = 0.0) -> Callable[[torch.Tensor, Targets], torch.Tensor]:
+    if label_smoothing and name != "softmax":
+        raise ValueError(f"label_smoothing={label_smoothing} needs the softmax loss, not {name!r}")
     if name == "softmax":
-        return soft_cross_entropy
+        return partial(smoothed_cross_entropy, smoothing=label_smoothing) if label_smoothing else soft_cross_entropy
     if name == "sigmoid":
         return sigmoid_bce
     raise ValueError(f"loss {name!r} is not one of {LOSSES}")

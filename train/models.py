@@ -15,6 +15,7 @@ from torch import nn
 from torchvision import models as tvm
 from torchvision.models.regnet import BlockParams, RegNet
 from torchvision.models.resnet import Bottleneck, ResNet
+from torchvision.models.vision_transformer import VisionTransformer, interpolate_embeddings
 
 
 def _resnext101_wsl(width_per_group: int, *, num_classes: int, image_size: int) -> nn.Module:
@@ -28,6 +29,12 @@ def _torchvision(builder: Callable[..., nn.Module], *, num_classes: int, image_s
 
 def _vit(builder: Callable[..., nn.Module], *, num_classes: int, image_size: int) -> nn.Module:
     return builder(weights=None, num_classes=num_classes, image_size=image_size)
+
+
+def _vit_tiny(*, num_classes: int, image_size: int) -> nn.Module:
+    # ViT-B/16's structure at toy width (2 layers of 32, patch 8): the ViT recipes' CPU stand-in in tests
+    return VisionTransformer(image_size=image_size, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+                             num_classes=num_classes)
 
 
 def _regnet_y_tiny(*, num_classes: int, image_size: int) -> nn.Module:
@@ -57,6 +64,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "vit_l_16": partial(_vit, tvm.vit_l_16),
     "vit_h_14": partial(_vit, tvm.vit_h_14),
     "regnet_y_tiny": _regnet_y_tiny,
+    "vit_tiny_8": _vit_tiny,
 }
 
 
@@ -66,11 +74,26 @@ def build_model(name: str, num_classes: int, *, image_size: int = 224) -> nn.Mod
         raise ValueError(f"model {name!r} is not one of {sorted(MODELS)}")
     if num_classes < 1:
         raise ValueError(f"num_classes={num_classes} must be >= 1")
-    if name.startswith("vit_"):
-        patch = int(name.rsplit("_", 1)[1])
+    patch = patch_size(name)
+    if patch is not None:
         if image_size % patch:
             raise ValueError(f"image_size={image_size} must be a multiple of {name}'s patch size {patch}")
     return MODELS[name](num_classes=num_classes, image_size=image_size)
+
+
+def patch_size(name: str) -> int | None:
+    """A ViT's patch size from its name (vit_b_16 -> 16); None for a convolutional model."""
+    return int(name.rsplit("_", 1)[1]) if name.startswith("vit_") else None
+
+
+def adapt_state(name: str, state: dict[str, torch.Tensor], *, image_size: int) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights for `name` built at image_size: a ViT's position embedding is resized
+    bicubically over the patch grid (the class token's entry kept), as for fine-tuning at 384 after
+    pretraining at 224; a convolutional model's weights do not depend on the size and come back as given."""
+    patch = patch_size(name)
+    if patch is None:
+        return state
+    return interpolate_embeddings(image_size, patch, state, interpolation_mode="bicubic")
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
