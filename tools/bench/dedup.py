@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tagstream.kernels import dedup as kdedup
 from tagstream.tools.dedup.quality import EDITS, MIRRORED, Quality
-from tagstream.tools.dedup.run import DEFAULT_MAX_DISTANCE
+from tagstream.tools.dedup.hashing import DEFAULT_MAX_DISTANCE
 
 
 def planted_hashes(n_train: int, n_eval: int, *, copies: int, max_flips: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

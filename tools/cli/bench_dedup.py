@@ -10,7 +10,7 @@ import click
 from tagstream.kernels import dedup as kdedup
 from tagstream.tools.bench.dedup import format_speed, plot_quality, quality_summary, run_speed
 from tagstream.tools.dedup.quality import measure, table
-from tagstream.tools.dedup.run import DEFAULT_MAX_DISTANCE
+from tagstream.tools.dedup.hashing import DEFAULT_MAX_DISTANCE
 
 def _size(value: str) -> tuple[int, int]:
     try:

@@ -7,24 +7,39 @@ import json
 import click
 from tagstream.kernels.dedup import MAX_DISTANCE
 from tagstream.loader.format import FormatError
-from tagstream.tools.dedup.run import DEFAULT_MAX_DISTANCE, run_dedup
+from tagstream.tools.dedup.features import DEFAULT_THRESHOLD, EmbedMethod, EmbedOptions
+from tagstream.tools.dedup.grid import ORDERS
+from tagstream.tools.dedup.hashing import DEFAULT_MAX_DISTANCE
+from tagstream.tools.dedup.knn import KINDS
+from tagstream.tools.dedup.run import METHODS, run_dedup
 
 
 def format_summary(s: dict) -> str:
+    rule = {"hash": f"pHash distance <= {s['max_distance']}", "embed": f"cosine >= {s['threshold']}",
+            "both": f"pHash distance <= {s['max_distance']} or cosine >= {s['threshold']}"}[s["method"]]
     lines = [
         f"{s['train']}: {s['excluded']:,} of {s['train_images']:,} images excluded "
-        f"({100 * s['excluded_fraction']:.3f}%), pHash distance <= {s['max_distance']}"
+        f"({100 * s['excluded_fraction']:.3f}%), {rule}"
         f"{', same bytes checked' if s['exact_bytes_checked'] else ''}{', mirrors too' if s['mirrors'] else ''}"
     ]
     for e in s["against"]:
+        how = "; ".join(x for x in (e.get("hash_join"), e.get("index")) if x)
         lines.append(
-            f"  vs {e['label']} ({e['images']:,} images): {e['pairs']:,} pairs ({e['exact_pairs']:,} same bytes, "
-            f"{e['mirrored_pairs']:,} mirrored), "
-            f"{e['train_matched']:,} train / {e['eval_matched']:,} eval images matched; {e['method']}"
+            f"  vs {e['label']} ({e['images']:,} images): {e['pairs']:,} pairs ({e['hash_pairs']:,} by hash, "
+            f"{e['embed_pairs']:,} by embedding, {e['exact_pairs']:,} same bytes, {e['mirrored_pairs']:,} mirrored), "
+            f"{e['train_matched']:,} train / {e['eval_matched']:,} eval images matched; {how}"
         )
+        c = e["contamination"]
+        lines.append("    eval images with a near copy in train: " + ", ".join(
+            f"{m} {k:,} ({100 * c['fraction'][m]:.2f}%)" for m, k in c["contaminated"].items()))
+        worst = sorted(((row["any"] / row["images"], name, row) for name, row in c["per_class"].items() if row["images"]),
+                       key=lambda t: (-t[0], t[1]))[:5]
+        for share, cls, row in worst:
+            if row["any"]:
+                lines.append(f"      class {cls}: {row['any']} of {row['images']} ({100 * share:.1f}%)")
     lines.append(f"mask {s['mask']}\npairs {s['pairs_file']}")
     if "grid" in s:
-        lines.append(f"grid {s['grid']['path']} ({s['grid']['pairs_shown']} pairs)")
+        lines.append(f"grid {s['grid']['path']} ({s['grid']['pairs_shown']} pairs, {s['grid']['order']} first)")
     lines.append(f"{s['seconds']:.2f} s")
     return "\n".join(lines)
 
@@ -34,32 +49,63 @@ def format_summary(s: dict) -> str:
 @click.option("--against", "against", multiple=True, required=True, type=click.Path(exists=True, file_okay=False),
               help="An evaluation dataset (repeat for several).")
 @click.option("--name", required=True, help="Mask name: writes TRAIN/masks/NAME.npy, NAME.pairs.tsv, NAME.summary.json.")
+@click.option("--method", type=click.Choice(METHODS), default="hash", show_default=True,
+              help="hash: perceptual hash; embed: cosine of embeddings (faiss kNN); both: the union.")
 @click.option("--max-distance", default=DEFAULT_MAX_DISTANCE, show_default=True, type=click.IntRange(0, MAX_DISTANCE),
               help="Largest perceptual-hash Hamming distance (of 64 bits) that counts as a copy.")
+@click.option("--features", multiple=True, type=click.Path(dir_okay=False),
+              help="TRAIN's embeddings from `tagstream embed` (.npy/.npz/.safetensors; repeat for per-rank parts).")
+@click.option("--against-features", multiple=True, type=click.Path(dir_okay=False),
+              help="An evaluation set's embeddings, one per --against in the same order.")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False),
+              help="Embed TRAIN and every --against with this checkpoint instead of reading feature files.")
+@click.option("--threshold", default=DEFAULT_THRESHOLD, show_default=True, type=float,
+              help="Smallest cosine similarity that counts as a copy; model-specific: take it from "
+                   "`tagstream bench dedup --method embed --checkpoint CKPT --target-fpr F`.")
+@click.option("--index", type=click.Choice(KINDS), default="auto", show_default=True,
+              help="faiss index over the evaluation features (auto: exact when affordable, else HNSW, else IVF).")
+@click.option("--vocab", default=None, help="With --checkpoint: the vocabulary the loader reads (labels unused).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="With --checkpoint: where the model runs.")
+@click.option("--eval-vocab", default=None, help="Vocabulary of the evaluation sets for the per-class report (default: their first).")
 @click.option("--exact/--no-exact", default=True, show_default=True,
               help="Also match identical stored image bytes (reads every record once).")
 @click.option("--mirrors", is_flag=True,
-              help="Also match copies flipped left-right (hashes each evaluation image mirrored: decodes it once).")
-@click.option("--grid", type=click.Path(dir_okay=False), help="Draw a sample of matched pairs side by side into this PNG.")
+              help="Hash method: also match copies flipped left-right (hashes each evaluation image mirrored).")
+@click.option("--grid", type=click.Path(dir_okay=False), help="Draw matched pairs side by side into this PNG.")
 @click.option("--grid-pairs", default=16, show_default=True, type=click.IntRange(min=1), help="Pairs drawn in the grid.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the grid's sample.")
+@click.option("--grid-order", type=click.Choice(ORDERS), default="closest", show_default=True,
+              help="closest pairs first, or a seeded random sample (shows borderline matches).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the grid's random sample.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def dedup(train, against, name, max_distance, exact, mirrors, grid, grid_pairs, seed, as_json) -> None:
-    """Find every TRAIN image within --max-distance (perceptual hash) of, or byte-identical to, an image of
-    an --against dataset, and write the mask TRAIN/masks/NAME.npy (True = excluded; no data is deleted),
-    the matched pairs and a summary. Train with data.masks = [NAME] to never draw a masked image.
-
-    The default distance was chosen with `tagstream bench dedup`.
+def dedup(train, against, name, method, max_distance, features, against_features, checkpoint, threshold, index, vocab,
+          device, eval_vocab, exact, mirrors, grid, grid_pairs, grid_order, seed, as_json) -> None:
+    """Find every TRAIN image that is a near copy of an image of an --against dataset (perceptual hash within
+    --max-distance, and/or embedding cosine >= --threshold) or byte-identical to one, and write the mask
+    TRAIN/masks/NAME.npy (True = excluded; no data is deleted), the matched pairs and a summary with the
+    contamination report (per evaluation set, method and class). Train with data.masks = [NAME].
 
     \b
     Example:
-      tagstream dedup ds --against imagenet-val --against places-val --name eval-copies --grid pairs.png
-      tagstream dedup ds --against imagenet-val --name eval-copies --mirrors --max-distance 8
+      tagstream dedup ds --against imagenet-val --name eval-copies --grid pairs.png
+      tagstream embed --checkpoint c.pt --data ds --out ds.npy
+      tagstream embed --checkpoint c.pt --data imagenet-val --out val.npy
+      tagstream dedup ds --against imagenet-val --name eval-copies --method both \\
+          --features ds.npy --against-features val.npy --threshold 0.93
+      tagstream dedup ds --against imagenet-val --name eval-copies --method embed --checkpoint c.pt
       tagstream train --config resnet50 --dataset ds --vocab v1 --set data.masks=eval-copies
     """
     try:
-        summary = run_dedup(train, against, name=name, max_distance=max_distance, exact=exact, mirrors=mirrors,
-                            grid=grid, grid_pairs=grid_pairs, seed=seed)
+        embedding = None
+        if method != "hash":
+            options = EmbedOptions(checkpoint=checkpoint, vocab=vocab, device=device) if checkpoint else None
+            embedding = EmbedMethod(threshold=threshold, features=tuple(features), against_features=tuple(against_features),
+                                    embed=options, index=index)
+        elif features or against_features or checkpoint:
+            raise ValueError("--features/--against-features/--checkpoint are for --method embed or both")
+        summary = run_dedup(train, against, name=name, method=method, max_distance=max_distance, exact=exact,
+                            mirrors=mirrors, embedding=embedding, eval_vocab=eval_vocab, grid=grid, grid_pairs=grid_pairs,
+                            grid_order=grid_order, seed=seed)
     except (ValueError, FormatError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))

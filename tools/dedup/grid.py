@@ -1,5 +1,6 @@
-"""A PNG of sampled matched pairs side by side (training image | evaluation image, with the distance), so a
-person can check by eye that the de-duplication matches are true copies."""
+"""A PNG of matched pairs side by side (training image | evaluation image, with the hash distance and the
+cosine), the closest pairs first or a seeded random sample, so a person can check by eye that the
+de-duplication matches are true copies (a random sample shows the borderline ones too)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,22 @@ def _image(store: ShardStore, index: int) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(store.read_image(index))).convert("RGB"))
 
 
+ORDERS = ("closest", "random")
+
+
+def _choose(rows: list[tuple], count: int, order: str, seed: int) -> list[int]:
+    """closest: highest cosine first where pairs have one, then smallest hash distance; random: seeded sample."""
+    if order == "random":
+        rng = np.random.default_rng(seed)
+        return sorted(rng.choice(len(rows), size=min(count, len(rows)), replace=False).tolist()) if rows else []
+    key = [(-(s if s == s else -2.0), d) for _, _, _, d, s, *_ in rows]  # NaN (no features) sorts last
+    return sorted(range(len(rows)), key=key.__getitem__)[:count]
+
+
 def draw_grid(path: Path, train: Dataset, evals: Sequence[Dataset], labels: Sequence[str], results: Sequence,
-              *, count: int = 16, seed: int = 0) -> dict:
-    """Draw up to `count` pairs chosen uniformly at random (seeded) from all matched pairs; returns
-    {"path", "pairs_shown"}. With no pairs the PNG says so, so the file always exists."""
+              *, count: int = 16, order: str = "closest", seed: int = 0) -> dict:
+    """Draw up to `count` matched pairs, the closest first or chosen uniformly at random (seeded); returns
+    {"path", "pairs_shown", "order"}. With no pairs the PNG says so, so the file always exists."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,10 +41,11 @@ def draw_grid(path: Path, train: Dataset, evals: Sequence[Dataset], labels: Sequ
 
     if count < 1:
         raise ValueError(f"grid pair count {count!r} is not allowed; allowed: >= 1")
-    rows = [(e, int(i), int(j), int(d), bool(x), bool(m)) for e, p in enumerate(results)
-            for i, j, d, x, m in zip(p.train, p.eval, p.distance, p.exact, p.mirrored)]
-    rng = np.random.default_rng(seed)
-    chosen = sorted(rng.choice(len(rows), size=min(count, len(rows)), replace=False).tolist()) if rows else []
+    if order not in ORDERS:
+        raise ValueError(f"grid order {order!r} is not one of {ORDERS}")
+    rows = [(e, int(i), int(j), int(d), float(s), bool(x), bool(m)) for e, p in enumerate(results)
+            for i, j, d, s, x, m in zip(p.train, p.eval, p.distance, p.similarity, p.exact, p.mirrored)]
+    chosen = _choose(rows, count, order, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not chosen:
         fig, ax = plt.subplots(figsize=(4, 1.5))
@@ -42,8 +56,8 @@ def draw_grid(path: Path, train: Dataset, evals: Sequence[Dataset], labels: Sequ
         eval_stores = [ShardStore(ds) for ds in evals]
         fig, axes = plt.subplots(len(chosen), 2, figsize=(5, 2.2 * len(chosen)), squeeze=False)
         for row, k in enumerate(chosen):
-            e, i, j, d, exact, mirrored = rows[k]
-            note = " (same bytes)" if exact else " (mirrored)" if mirrored else ""
+            e, i, j, d, sim, exact, mirrored = rows[k]
+            note = (f" cos={sim:.3f}" if sim == sim else "") + (" (same bytes)" if exact else " (mirrored)" if mirrored else "")
             for col, (img, title) in enumerate((
                 (_image(train_store, i), f"train {i}"),
                 (_image(eval_stores[e], j), f"{labels[e]} {j}  d={d}{note}"),
@@ -57,4 +71,4 @@ def draw_grid(path: Path, train: Dataset, evals: Sequence[Dataset], labels: Sequ
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
-    return {"path": str(path), "pairs_shown": len(chosen)}
+    return {"path": str(path), "pairs_shown": len(chosen), "order": order}

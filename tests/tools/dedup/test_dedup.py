@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from PIL import Image, ImageEnhance
 from tagstream.loader.dataset import Dataset
 from tagstream.tools.cli import main
-from tagstream.tools.dedup.run import read_pairs, run_dedup
+from tagstream.tools.dedup.pairs import read_pairs
+from tagstream.tools.dedup.run import run_dedup
 from tagstream.tools.synth.draw import photo_like
 
 N_TRAIN = 24
@@ -86,9 +87,10 @@ def test_planted_copies_are_found_and_masked(worlds):
     mask = ds.load_mask("ev")  # the loader's own check: bool (N,)
     np.testing.assert_array_equal(np.flatnonzero(mask), sorted(t for t, _ in PLANTED.values()))
     rows = read_pairs(worlds.train / "masks" / "ev.pairs.tsv")
-    assert [(i, label, j) for i, label, j, *_ in rows] == sorted((t, "eval", e) for e, (t, _) in PLANTED.items())
-    assert all(d <= 10 and not mirrored for *_, d, _, mirrored in rows)
-    assert {i: exact for i, _, _, _, exact, _ in rows} == {3: False, 10: False, 17: False, 21: True}
+    assert [(r.train, r.eval_label, r.eval) for r in rows] == sorted((t, "eval", e) for e, (t, _) in PLANTED.items())
+    assert all(r.distance <= 10 and not r.mirrored and r.similarity is None for r in rows)
+    assert {r.train: r.exact for r in rows} == {3: False, 10: False, 17: False, 21: True}
+    assert {r.train: r.by_hash for r in rows} == {3: True, 10: True, 17: True, 21: True}
     summary = json.loads((worlds.train / "masks" / "ev.summary.json").read_text())
     assert summary["excluded"] == 4 and summary["against"][0]["exact_pairs"] == 1
     assert "4 of 24 images excluded" in result.output
@@ -114,8 +116,8 @@ def test_mirrors_find_a_flipped_copy(worlds, tmp_path):
     summary = run_dedup(worlds.train, [worlds.eval2], name="m", exact=False, mirrors=True, grid=grid)
     assert summary["against"][0]["pairs"] == 2 and summary["against"][0]["mirrored_pairs"] == 1
     rows = read_pairs(worlds.train / "masks" / "m.pairs.tsv")
-    assert [(i, j, mirrored) for i, _, j, _, _, mirrored in rows] == [(5, 0, False), (7, 2, True)]
-    assert all(d <= 10 for _, _, _, d, _, _ in rows)
+    assert [(r.train, r.eval, r.mirrored) for r in rows] == [(5, 0, False), (7, 2, True)]
+    assert all(r.distance <= 10 for r in rows)
     assert summary["grid"]["pairs_shown"] == 2
     without = run_dedup(worlds.train, [worlds.eval2], name="m", exact=False)
     assert without["against"][0]["pairs"] == 1  # pHash alone does not survive a flip
@@ -140,7 +142,7 @@ def test_same_bytes_found_even_when_the_hash_misses(worlds, tmp_path):
     summary = run_dedup(worlds.train, [eval_copy], name="x", max_distance=4)
     assert summary["against"][0]["pairs"] == 1 and summary["against"][0]["exact_pairs"] == 1
     (row,) = read_pairs(worlds.train / "masks" / "x.pairs.tsv")
-    assert row[0] == 21 and row[2] == 3 and row[4] is True and row[3] == 64 and row[5] is False
+    assert (row.train, row.eval, row.exact, row.distance, row.mirrored, row.by_hash) == (21, 3, True, 64, False, False)
     summary = run_dedup(worlds.train, [eval_copy], name="x", max_distance=4, exact=False)
     assert summary["excluded"] == 0  # rerun replaces the mask
 

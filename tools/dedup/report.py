@@ -1,0 +1,51 @@
+"""The contamination report of one evaluation set: how many of its images have a near copy in the training
+data, per method (hash, embedding, same bytes, any) and per class of the evaluation set's vocabulary.
+
+An image counts once however many training copies it has; a class's count covers the images carrying
+that class (an image with two classes counts in both), so the per-class rows need not add up to the total.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tagstream.loader.dataset import Dataset
+from tagstream.tools.dedup.pairs import Pairs
+
+
+def _flags(pairs: Pairs, method: str, exact: bool) -> dict[str, np.ndarray]:
+    flags = {"any": np.ones(len(pairs), np.bool_)}
+    if method in ("hash", "both"):
+        flags["hash"] = pairs.by_hash
+    if method in ("embed", "both"):
+        flags["embed"] = pairs.by_embed
+    if exact:
+        flags["exact"] = pairs.exact
+    return flags
+
+
+def contamination(pairs: Pairs, eval_ds: Dataset, *, method: str, exact: bool, vocab: str | None = None) -> dict:
+    """{"images", "contaminated": {method: images}, "fraction": {method: share}, "vocab", "per_class"}.
+
+    vocab: the evaluation set's vocabulary for the per-class rows; None takes its only (or first) one,
+    and with none there are no per-class rows (vocab null)."""
+    from tagstream.loader.vocab import Vocab
+
+    n = eval_ds.num_images
+    hit = {m: np.bincount(pairs.eval[f], minlength=n) > 0 for m, f in _flags(pairs, method, exact).items()}
+    out = {"images": n, "contaminated": {m: int(h.sum()) for m, h in hit.items()},
+           "fraction": {m: float(h.mean()) if n else 0.0 for m, h in hit.items()}, "vocab": None, "per_class": {}}
+    names = eval_ds.vocab_names()
+    if vocab is None and not names:
+        return out
+    v = Vocab(eval_ds, vocab if vocab is not None else names[0])  # names the known ones if `vocab` is missing
+    offsets = np.asarray(v.label_offsets, np.int64)
+    labels = np.asarray(v.labels, np.int64)
+    image_of = np.repeat(np.arange(n), np.diff(offsets))
+    per_class_images = np.bincount(labels, minlength=v.num_classes)
+    rows = {m: np.bincount(labels[h[image_of]], minlength=v.num_classes) for m, h in hit.items()}
+    out["vocab"] = v.name
+    out["per_class"] = {
+        name: {"images": int(per_class_images[c]), **{m: int(r[c]) for m, r in rows.items()}}
+        for c, name in enumerate(v.class_names())
+    }
+    return out
