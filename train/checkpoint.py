@@ -4,11 +4,15 @@ A checkpoint is a dict saved with torch.save holding only tensors and plain Pyth
 with weights_only=True (no pickled code runs on load):
   format, version, model (state_dict of the bare model), model_name, num_classes, optimizer, schedule,
   step (optimizer steps done), loader (the train loader's state_dict), config (the resolved TrainConfig
-  as a dict), rng (torch CPU and CUDA generator states), world (ranks that wrote it), metrics.
+  as a dict), rng (torch CPU and CUDA generator states), world (ranks that wrote it), metrics; and
+  checksum: sha256 over every value above (tensor bytes with dtype and shape, plain values as JSON), checked
+  on load, so a flipped bit in a weight is refused instead of resumed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -18,7 +22,8 @@ import torch
 from tagstream.loader.format import fsync_dir
 
 FORMAT = "tagstream-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: a checksum over the state
+REQUIRED = ("model", "model_name", "num_classes", "optimizer", "schedule", "step", "loader", "config", "rng", "world")
 _NAME = re.compile(r"^step-(\d{9})\.pt$")
 
 
@@ -53,6 +58,7 @@ def save_checkpoint(state: dict[str, Any], out_dir: str | Path, *, keep_last: in
     final = d / checkpoint_name(int(state["step"]))
     tmp = d / f".{final.name}.{os.getpid()}.tmp"
     payload = {"format": FORMAT, "version": VERSION, **state}
+    payload["checksum"] = state_digest(payload)
     with open(tmp, "wb") as f:
         torch.save(payload, f)
         f.flush()
@@ -64,20 +70,77 @@ def save_checkpoint(state: dict[str, Any], out_dir: str | Path, *, keep_last: in
     return final
 
 
+def state_digest(state: dict[str, Any]) -> str:
+    """sha256 over a checkpoint's content (its "checksum" entry excluded): keys in sorted order, tensors as
+    dtype, shape and raw bytes, everything else as JSON. Independent of how torch.save lays the file out."""
+    h = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            h.update(b"{")
+            for k in sorted(value, key=str):
+                if k == "checksum" and value is state:
+                    continue
+                h.update(json.dumps(str(k)).encode())
+                feed(value[k])
+            h.update(b"}")
+        elif isinstance(value, (list, tuple)):
+            h.update(b"[")
+            for v in value:
+                feed(v)
+            h.update(b"]")
+        else:
+            h.update(json.dumps(value, sort_keys=True, default=repr).encode())
+
+    feed(state)
+    return h.hexdigest()
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's dict on CPU; refuses files that are not tagstream checkpoints or of an unknown version."""
+    """A checkpoint's dict on CPU; refuses (ValueError naming the file) a file that is not a tagstream checkpoint,
+    of an unknown version, with missing entries, or whose content does not match its checksum."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for damaged or foreign files
-        raise ValueError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a tagstream checkpoint")
     if state.get("version") != VERSION:
         raise ValueError(f"{path}: checkpoint version {state.get('version')!r} is not supported (known: {VERSION})")
+    missing = [k for k in REQUIRED if k not in state]
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    if state.get("checksum") != state_digest(state):
+        raise ValueError(f"{path}: checkpoint content does not match its checksum (damaged on disk?)")
+    if not isinstance(state["model"], dict) or not isinstance(state["config"], dict) or not isinstance(state["step"], int):
+        raise ValueError(f"{path}: checkpoint entries model/config/step have the wrong types")
     return state
+
+
+def load_resumable(out_dir: str | Path, resume: str | None, *, warn: Any = print) -> tuple[Path | None, dict[str, Any] | None]:
+    """--resume's checkpoint and its state: resume=None -> (None, None); "auto" -> the newest checkpoint of out_dir
+    that loads intact, each damaged newer one reported through `warn` and passed over (the run goes back to an older
+    step rather than stopping or resuming garbage); a path -> that file, which must load."""
+    path = resolve_resume(out_dir, resume)
+    if path is None:
+        return None, None
+    if resume != "auto":
+        return path, load_checkpoint(path)
+    found = list_checkpoints(out_dir)
+    for candidate in reversed(found):
+        try:
+            return candidate, load_checkpoint(candidate)
+        except ValueError as exc:
+            older = found.index(candidate)
+            warn(f"warning: {exc}; " + (f"falling back to {found[older - 1].name}" if older else "no older checkpoint"))
+    raise ValueError(f"{out_dir}: no intact checkpoint to resume from ({len(found)} damaged); start a new run.out_dir")
 
 
 def check_compatible(state: dict[str, Any], *, model_name: str, num_classes: int, path: str | Path = "checkpoint") -> None:

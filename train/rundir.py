@@ -7,8 +7,10 @@ window, not per step; every step's loss is still recorded (the exact-resume guar
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,40 @@ from tagstream.train.config import TrainConfig
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+LOCK = ".lock"
+
+
+class RunLock:
+    """An exclusive lock on a run directory for the life of a run (taken by rank 0): a second run started into the
+    same directory is refused at once, naming the process that holds it, instead of both writing there. The lock
+    (flock on OUT/.lock) goes with the process, so a killed run never leaves it held."""
+
+    def __init__(self, out: str | Path):
+        self.path = Path(out) / LOCK
+        self._file: Any = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise ValueError(f"{self.path.parent} is in use by another run (pid {holder}); wait for it to end or "
+                             "choose another run.out_dir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._file = f
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()  # releases the flock
+            self._file = None
 
 
 def _differences(old: dict, new: dict) -> list[str]:

@@ -12,17 +12,10 @@ from tagstream.train.checkpoint import (
     list_checkpoints,
     load_checkpoint,
 )
-from tagstream.train.config import load_config
 from tagstream.train.loop import main
 
 from tests.helpers.train_fakes import FakeLoader, fake_factory
-
-
-def _config(out, *extra: str):
-    return load_config("tiny-cpu", [
-        "data.dataset=fake", "data.vocab=fake", f"run.out_dir={out}", "data.image_size=16",
-        "batch.global_size=16", "run.progress=false", "run.log_every=4", "run.threads=1", "schedule.warmup_steps=2", *extra,
-    ])  # fmt: skip
+from tests.helpers.train_fakes import fake_run_config as _config
 
 
 def _records(out, kind):
@@ -107,7 +100,7 @@ def test_refusals(tmp_path, monkeypatch):
         main(_config(out, "run.steps=2", "optim.base_lr=0.2"), loader_factory=fake_factory)
     with pytest.raises(ValueError, match="already holds checkpoints of this run; pass --resume"):
         main(_config(out, "run.steps=2"), loader_factory=fake_factory)
-    with pytest.raises(ValueError, match="holds model 'regnet_y_tiny' with 6 classes, but this run builds 'resnet18'"):
+    with pytest.raises(ValueError, match=r"was trained with another config \(model.name: 'regnet_y_tiny' -> 'resnet18'\)"):
         main(_config(out, "run.steps=4", "model.name=resnet18"), resume="auto", loader_factory=fake_factory)
     assert json.loads((out / "config.json").read_text())["model"]["name"] == "regnet_y_tiny"  # left as it was
     with pytest.raises(ValueError, match="an epoch has 2 batches per rank, fewer than batch.grad_accum=4"):

@@ -31,7 +31,7 @@ OPTION_KEYS = {
 @click.option("--vocab", help="Vocabulary name under the dataset's vocab/ (data.vocab).")
 @click.option("--sampling", help="natural | sqrt | uniform | power:A (data.sampling).")
 @click.option("--mask", multiple=True, metavar="NAME", help="Exclude the images of masks/NAME.npy, e.g. from `tagstream dedup` (repeatable; data.masks).")
-@click.option("--image-size", type=int, help="Training crop size in pixels (data.image_size).")
+@click.option("--image-size", metavar="SIZE|SCHEDULE", help="Training crop size in pixels, or a progressive-resizing schedule SIZE@EPOCH,... such as 160@0,192@2,224@4 (data.image_size).")
 @click.option("--model", help="Model name, e.g. resnet50, resnext101_32x16d, vit_b_16, regnet_y_tiny (model.name).")
 @click.option("--loss", type=click.Choice(["softmax", "sigmoid"]), help="softmax on 1/k soft targets, or per-class sigmoid (model.loss).")
 @click.option("--batch-size", type=int, help="Global batch size over all ranks (batch.global_size).")
@@ -43,8 +43,11 @@ OPTION_KEYS = {
 @click.option("--out", type=click.Path(), help="Run directory for config, metrics and checkpoints (run.out_dir).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train (run.device).")
 @click.option("--resume", is_flag=False, flag_value="auto", default=None, metavar="[CHECKPOINT]",
-              help="Continue the run in --out from its latest checkpoint, or from CHECKPOINT.")  # fmt: skip
-def train(recipe: str | None, overrides: tuple[str, ...], resume: str | None, **options: object) -> None:
+              help="Continue the run in --out from its latest intact checkpoint, or from CHECKPOINT.")  # fmt: skip
+@click.option("--resume-anyway", "resume_anyway", multiple=True, metavar="KEY",
+              help="With --resume: accept a change of config KEY (e.g. optim.base_lr) that a resume otherwise refuses (repeatable).")  # fmt: skip
+def train(recipe: str | None, overrides: tuple[str, ...], resume: str | None, resume_anyway: tuple[str, ...],
+          **options: object) -> None:
     """Pretrain a model on hashtags: one process, or every rank of a torchrun job.
 
     Settings come from the recipe, then the options, then each --set, in that order; the resolved
@@ -54,6 +57,8 @@ def train(recipe: str | None, overrides: tuple[str, ...], resume: str | None, **
     Examples:
       tagstream train --config tiny-cpu --dataset ds --vocab v1 --out runs/tiny
       tagstream train --config tiny-cpu --dataset ds --vocab v1 --out runs/tiny --resume
+      tagstream train --config tiny-cpu --dataset ds --vocab v1 --out runs/tiny --resume \\
+          --base-lr 0.05 --resume-anyway optim.base_lr
       torchrun --standalone --nproc_per_node 8 -m tagstream.tools.cli train \\
           --config resnet50 --dataset ds --vocab v1 --out runs/r50 --set run.epochs=90
     """
@@ -64,7 +69,7 @@ def train(recipe: str | None, overrides: tuple[str, ...], resume: str | None, **
     items = [f"{OPTION_KEYS[name]}={_toml(value)}" for name, value in options.items() if value not in (None, ())]
     try:
         config = load_config(recipe, [*items, *overrides])
-        summary = main(config, resume=resume)
+        summary = main(config, resume=resume, resume_anyway=resume_anyway)
     except (ValueError, FormatError, FloatingPointError) as exc:
         raise click.ClickException(str(exc)) from None
     _report(summary)

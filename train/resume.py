@@ -1,0 +1,67 @@
+"""What `--resume` may change: a resumed run must train the model it checkpointed on the same data with the same
+optimisation, so every other difference between the checkpoint's config and the new one is refused, naming each,
+unless the user names the key in `--resume-anyway KEY` (an explicit, recorded override)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from tagstream.train.config import TrainConfig
+
+# keys that change how long or how visibly a run goes, or how it is spread over processes — not what it computes
+MAY_CHANGE = frozenset({
+    "run.steps", "run.epochs", "run.log_every", "run.checkpoint_every", "run.keep_last", "run.eval_every",
+    "run.out_dir", "run.threads", "run.progress", "run.device", "run.channels_last",
+    "data.workers", "data.threads", "data.prefetch", "batch.grad_accum",
+})  # fmt: skip
+
+
+def differences(old: dict, new: dict) -> dict[str, tuple[object, object]]:
+    """section.key -> (old value, new value) for every key that differs between two config dicts."""
+    out = {}
+    for section in sorted(set(old) | set(new)):
+        a, b = old.get(section, {}), new.get(section, {})
+        if not isinstance(a, dict) or not isinstance(b, dict):
+            if a != b:
+                out[section] = (a, b)
+            continue
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                out[f"{section}.{key}"] = (a.get(key), b.get(key))
+    return out
+
+
+def check_resume(saved: dict, config: TrainConfig, *, path: str | Path, allow: Sequence[str] = ()) -> None:
+    """Refuse to resume checkpoint `path` (its config dict `saved`) under `config` when anything but MAY_CHANGE
+    and the keys in `allow` differs; the message lists each difference as key: old -> new."""
+    known = set(differences({}, config.to_dict()))
+    unknown = sorted(set(allow) - known)
+    if unknown:
+        raise ValueError(f"--resume-anyway {', '.join(unknown)}: not a config key (keys look like data.sampling)")
+    refused = {k: v for k, v in differences(saved, config.to_dict()).items() if k not in MAY_CHANGE and k not in allow}
+    if refused:
+        listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
+        raise ValueError(
+            f"{path} was trained with another config ({listed}); resume with the same settings, start a new "
+            "run.out_dir, or accept each change with --resume-anyway KEY"
+        )
+
+
+def fresh_hyperparameters(optimizer) -> list[dict]:
+    """The hyperparameters (everything but the parameters) of a freshly built optimizer's groups."""
+    return [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+
+
+def reapply_hyperparameters(optimizer, scheduler, fresh: list[dict]) -> None:
+    """After loading a checkpoint's optimizer and schedule state, make this run's config govern again: the loaded
+    state carries the checkpoint's LR, weight decay and momentum, which only differ when the user accepted a change
+    (--resume-anyway optim.base_lr, ...). The current LR is recomputed from the schedule at the resumed step."""
+    if len(fresh) != len(optimizer.param_groups):
+        raise ValueError(f"the checkpoint's optimizer has {len(optimizer.param_groups)} parameter groups, this run {len(fresh)}")
+    for group, hyper in zip(optimizer.param_groups, fresh):
+        group.update({k: v for k, v in hyper.items() if k != "lr"})
+        group["initial_lr"] = hyper.get("initial_lr", hyper["lr"])
+    scheduler.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+    for group, base, fn in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * fn(scheduler.last_epoch)
