@@ -1,0 +1,448 @@
+"""Object storage through fsspec (s3://, gs://, https://, file://, plain paths): read, list, get and put
+with one bounded retry policy, so every caller handles a flaky network the same way.
+
+Transient faults (connection reset or refused, timeouts, 5xx/429, a truncated or corrupted body) are
+retried with exponential backoff up to `Retry.attempts` times; anything else (no such object, access
+denied) fails at once. The last error is a one-line `StorageError` naming the object, with any
+credential-looking part of a URL or message removed. Each request has a socket timeout, so a stalled
+or vanished server costs at most `attempts * timeout_s`, never a hang. The backends' own retry loops
+are turned off where they can be (S3), so the attempts here are the only ones.
+
+Credentials and endpoints come from each backend's standard places: for S3 the AWS environment
+(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_PROFILE, ...) and ~/.aws files; for GCS the Google
+application-default credentials. Nothing here reads or logs them.
+
+Downloads (`get`) fetch bounded byte ranges, resume after a fault from the bytes already written,
+hash while writing, and rename into place only when the size (and sha256, when given) match; a
+checksum mismatch is downloaded once more from scratch, then reported as a `ChecksumError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+CHUNK = 16 << 20  # bytes per ranged read of a download: bounds memory and the work a fault throws away
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How hard to try: attempts per request, backoff between them, and a per-request socket timeout."""
+
+    attempts: int = 5
+    backoff_s: float = 0.25  # wait before the 2nd attempt; doubled each time, capped, with jitter
+    max_backoff_s: float = 8.0
+    timeout_s: float = 30.0  # connect and per-read timeout of one request
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts={self.attempts} must be >= 1")
+        if self.backoff_s < 0 or self.max_backoff_s < self.backoff_s:
+            raise ValueError(f"backoff_s={self.backoff_s}, max_backoff_s={self.max_backoff_s}: need 0 <= backoff_s <= max_backoff_s")
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s={self.timeout_s} must be > 0")
+
+    def wait_s(self, failures: int) -> float:
+        """Seconds to sleep after `failures` failed attempts (1, 2, ...): full backoff halved by jitter at most."""
+        full = min(self.max_backoff_s, self.backoff_s * 2 ** (failures - 1))
+        return full * (0.5 + 0.5 * random.random())
+
+
+DEFAULT_RETRY = Retry()
+
+
+class StorageError(OSError):
+    """An object could not be read or written (after the last retry, or at once for a permanent fault)."""
+
+
+class ChecksumError(StorageError):
+    """A downloaded object's sha256 differs from the expected one, twice."""
+
+
+class TruncatedRead(OSError):
+    """A ranged read returned fewer bytes than asked for (a body cut short): transient."""
+
+
+# ---------------------------------------------------------------- URLs
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """True for "scheme://..." strings (s3://, gs://, https://, file://, memory://); False for plain paths."""
+    return isinstance(path, str) and bool(_URL.match(path))
+
+
+def protocol(url: str) -> str:
+    """"s3" of "s3://bucket/key"; "file" for a plain path."""
+    return url.split("://", 1)[0].lower() if is_url(url) else "file"
+
+
+def join(base: str | os.PathLike, *parts: str) -> str:
+    """base/part/...: "/"-joined for a URL, os.path-joined for a plain path."""
+    if not is_url(base):
+        return str(Path(base, *parts))
+    tail = "/".join(p.strip("/") for p in parts if p.strip("/"))
+    return base.rstrip("/") + ("/" + tail if tail else "")
+
+
+def local_path(url: str | os.PathLike) -> Path | None:
+    """The local path of a plain path or file:// URL; None for a remote URL."""
+    if not is_url(url):
+        return Path(url)
+    if protocol(str(url)) == "file":
+        return Path(urlsplit(str(url)).path)
+    return None
+
+
+_SECRETS = re.compile(
+    r"(?i)((?:x-amz-)?(?:signature|credential|security-token|access[_-]?key[_-]?id|secret[_-]?access[_-]?key|token|sig)"
+    r"\s*[=:]\s*)[^&\s,;\"']+"
+)
+
+
+def redact(text: str) -> str:
+    """A URL or message with user:password@, query strings of URLs and key=value secrets removed."""
+
+    def clean_url(m: re.Match) -> str:
+        parts = urlsplit(m.group(0))
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+    text = re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+", clean_url, str(text))
+    return _SECRETS.sub(r"\1***", text)
+
+
+# ---------------------------------------------------------------- file systems
+
+_FS: dict[tuple[int, str, float, int], Any] = {}
+_FS_LOCK = threading.Lock()
+_ENV_PREFIXES = ("AWS_", "GOOGLE_", "GCS", "FSSPEC_")  # where the backends find endpoints and credentials
+
+
+def _env_fingerprint() -> int:
+    """Changes when the environment a backend reads its endpoint/credentials from changes (a new
+    endpoint must get a new client); a hash, so the values themselves are kept nowhere."""
+    return hash(tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES))))
+
+
+def _backend_options(proto: str, retry: Retry) -> dict[str, Any]:
+    if proto in ("s3", "s3a"):
+        # one attempt per call inside botocore: our loop is the only retry loop (bounded, logged)
+        return {
+            "config_kwargs": {
+                "connect_timeout": retry.timeout_s,
+                "read_timeout": retry.timeout_s,
+                "retries": {"total_max_attempts": 1},
+            }
+        }
+    if proto in ("http", "https"):
+        import aiohttp
+
+        return {"client_kwargs": {"timeout": aiohttp.ClientTimeout(sock_connect=retry.timeout_s, sock_read=retry.timeout_s)}}
+    return {}
+
+
+def filesystem(url: str, retry: Retry = DEFAULT_RETRY) -> tuple[Any, str]:
+    """(fsspec file system, backend path) of a URL or plain path. One instance per process, protocol,
+    timeout and backend environment: never shared across a fork (event loops and sockets are per process)."""
+    import fsspec
+
+    url = str(url)
+    proto = protocol(url)
+    key = (os.getpid(), proto, retry.timeout_s, _env_fingerprint())
+    with _FS_LOCK:
+        fs = _FS.get(key)
+        if fs is None:
+            try:
+                cls = fsspec.get_filesystem_class(proto)
+            except (ImportError, ValueError) as exc:
+                raise StorageError(f"{redact(url)}: no fsspec backend for {proto!r} ({exc}); install tagstream[storage]") from exc
+            fs = cls(skip_instance_cache=True, **_backend_options(proto, retry))
+            if proto in ("s3", "s3a"):
+                fs.retries = 1  # s3fs's own loop around each call
+            _FS[key] = fs
+    return fs, fs._strip_protocol(url)
+
+
+# ---------------------------------------------------------------- retries
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    status = getattr(exc, "status", None) or getattr(exc, "code", None)
+    return status if isinstance(status, int) else None
+
+
+_TRANSIENT_NAMES = {
+    # aiohttp, botocore, google-auth/gcsfs and fsspec names for a network fault or a damaged body
+    "ClientPayloadError", "ServerDisconnectedError", "ClientConnectionError", "ClientOSError",
+    "ServerTimeoutError", "ContentLengthError", "EndpointConnectionError", "ConnectionClosedError",
+    "ReadTimeoutError", "ConnectTimeoutError", "IncompleteReadError", "ResponseStreamingError",
+    "FlexibleChecksumError", "HTTPClientError", "ProxyConnectionError", "FSTimeoutError",
+    "TransportError", "RetryError",
+}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Is this fault worth another attempt? Network faults, timeouts, 5xx/429 and damaged bodies are;
+    a missing object, a refused permission or a bad request are not."""
+    for e in _chain(exc):
+        if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+            return False
+        status = _status(e)
+        if status is not None:
+            return status in TRANSIENT_STATUS
+        if isinstance(e, (ConnectionError, TimeoutError, TruncatedRead)):
+            return True
+        if type(e).__name__ in _TRANSIENT_NAMES:
+            return True
+        if isinstance(e, OSError) and e.errno == 121:  # EREMOTEIO: s3fs's translation of an S3 InternalError
+            return True
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """One line: the exception's type and message, secrets removed."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    return redact(f"{type(exc).__name__}: {text}")[:400]
+
+
+def retrying(what: str, call: Callable[[], T], retry: Retry = DEFAULT_RETRY) -> T:
+    """call() with retries on transient faults. `what` names the object in messages (redacted).
+    A missing object raises FileNotFoundError; any other final fault a StorageError."""
+    for attempt in range(1, retry.attempts + 1):
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - classified below, re-raised as one type
+            if not is_transient(exc):
+                if any(isinstance(e, FileNotFoundError) for e in _chain(exc)):
+                    raise FileNotFoundError(f"{redact(what)}: no such object") from exc
+                raise StorageError(f"{redact(what)}: {describe(exc)}") from exc
+            if attempt == retry.attempts:
+                raise StorageError(f"{redact(what)}: {describe(exc)} (gave up after {attempt} attempts)") from exc
+            wait = retry.wait_s(attempt)
+            log.warning("%s: %s; attempt %d/%d, retrying in %.2f s", redact(what), describe(exc), attempt, retry.attempts, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------- reading and listing
+
+
+def exists(url: str, retry: Retry = DEFAULT_RETRY) -> bool:
+    fs, path = filesystem(url, retry)
+    return retrying(url, lambda: fs.exists(path), retry)
+
+
+def size(url: str, retry: Retry = DEFAULT_RETRY) -> int:
+    """Size in bytes of one object."""
+    fs, path = filesystem(url, retry)
+    return int(retrying(url, lambda: fs.info(path), retry)["size"])
+
+
+def read_bytes(url: str, retry: Retry = DEFAULT_RETRY) -> bytes:
+    """A whole (small) object."""
+    fs, path = filesystem(url, retry)
+    return retrying(url, lambda: fs.cat_file(path), retry)
+
+
+def read_text(url: str, retry: Retry = DEFAULT_RETRY) -> str:
+    return read_bytes(url, retry).decode("utf-8")
+
+
+def list_files(url: str, retry: Retry = DEFAULT_RETRY) -> list[str]:
+    """Every object under url (recursively), as sorted "/"-separated paths relative to it; [] if none."""
+    fs, path = filesystem(url, retry)
+    base = path.rstrip("/")
+
+    def find() -> list[str]:
+        try:
+            found = fs.find(base, withdirs=False)
+        except FileNotFoundError:
+            return []
+        return sorted(p[len(base) :].lstrip("/") for p in found if p.rstrip("/") != base)
+
+    return retrying(url, find, retry)
+
+
+class _RetryingRaw(io.RawIOBase):
+    """A read-only remote object as a raw stream; a transient fault reopens it at the current offset."""
+
+    def __init__(self, url: str, retry: Retry, block_size: int):
+        self._url, self._retry, self._block = url, retry, block_size
+        self._fs, self._path = filesystem(url, retry)
+        self._f = None
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_END:
+            offset += self.size
+        elif whence == io.SEEK_CUR:
+            offset += self._pos
+        self._pos = max(0, offset)
+        if self._f is not None:
+            self._f.seek(self._pos)
+        return self._pos
+
+    @property
+    def size(self) -> int:
+        return size(self._url, self._retry) if self._f is None else int(self._f.size)
+
+    def readinto(self, buffer) -> int:
+        def once() -> bytes:
+            try:
+                if self._f is None:
+                    self._f = self._fs.open(self._path, "rb", block_size=self._block)
+                    self._f.seek(self._pos)
+                return self._f.read(len(buffer))
+            except Exception:
+                self._drop()
+                raise
+
+        data = retrying(self._url, once, self._retry)
+        n = len(data)
+        buffer[:n] = data
+        self._pos += n
+        return n
+
+    def _drop(self) -> None:
+        f, self._f = self._f, None
+        if f is not None:
+            try:
+                f.close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is dropped anyway
+                pass
+
+    def close(self) -> None:
+        self._drop()
+        super().close()
+
+
+def open_read(url: str | os.PathLike, retry: Retry = DEFAULT_RETRY, *, block_size: int = 4 << 20) -> BinaryIO:
+    """A buffered, seekable binary reader of one object (a tar, a Parquet file, an image) that survives
+    transient faults by reopening at its offset. Plain paths open as local files."""
+    local = local_path(url)
+    if local is not None:
+        return open(local, "rb")
+    raw = _RetryingRaw(str(url), retry, block_size)
+    return io.BufferedReader(raw, buffer_size=block_size)
+
+
+# ---------------------------------------------------------------- downloading and uploading
+
+
+def _download_once(url: str, fs: Any, path: str, part: Path, total: int, retry: Retry, chunk: int, progress) -> str:
+    """Ranged reads into `part`, resuming after transient faults; returns the sha256 of the whole file."""
+    h = hashlib.sha256()
+    done = 0
+    with open(part, "wb") as out:
+        while done < total:
+            end = min(done + chunk, total)
+
+            def read_range(start: int = done, stop: int = end) -> bytes:
+                data = fs.cat_file(path, start=start, end=stop)
+                if len(data) != stop - start:
+                    raise TruncatedRead(f"asked bytes {start}-{stop}, got {len(data)}")
+                return data
+
+            data = retrying(url, read_range, retry)
+            out.write(data)
+            h.update(data)
+            done += len(data)
+            if progress is not None:
+                progress(len(data))
+        out.flush()
+        os.fsync(out.fileno())
+    return h.hexdigest()
+
+
+def get(
+    url: str,
+    dest: str | os.PathLike,
+    *,
+    expected_size: int | None = None,
+    sha256: str | None = None,
+    retry: Retry = DEFAULT_RETRY,
+    chunk: int = CHUNK,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Download one object to dest (written as dest.part, renamed when whole); returns its size.
+
+    The size must match expected_size (when given) and the content sha256 (when given); a sha
+    mismatch is downloaded again from scratch once, then raises ChecksumError naming the object.
+    """
+    fs, path = filesystem(url, retry)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + f".part{os.getpid()}")
+    total = size(url, retry)
+    if expected_size is not None and total != expected_size:
+        raise StorageError(f"{redact(url)}: object has {total} bytes, expected {expected_size}")
+    try:
+        for attempt in (1, 2):
+            digest = _download_once(url, fs, path, part, total, retry, chunk, progress)
+            if sha256 is None or digest == sha256:
+                os.replace(part, dest)
+                return total
+            if attempt == 1:
+                log.warning("%s: sha256 %s does not match the expected %s; downloading it again", redact(url), digest, sha256)
+        raise ChecksumError(f"{redact(url)}: sha256 {digest} does not match the expected {sha256} (downloaded twice)")
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def put(src: str | os.PathLike, url: str, retry: Retry = DEFAULT_RETRY) -> None:
+    """Upload a local file to url (whole upload retried on transient faults)."""
+    fs, path = filesystem(url, retry)
+    retrying(url, lambda: fs.put_file(str(src), path), retry)
+
+
+def put_bytes(data: bytes, url: str, retry: Retry = DEFAULT_RETRY) -> None:
+    fs, path = filesystem(url, retry)
+    retrying(url, lambda: fs.pipe_file(path, data), retry)
+
+
+def remove(url: str, retry: Retry = DEFAULT_RETRY) -> None:
+    """Delete one object; a missing one is not an error."""
+    fs, path = filesystem(url, retry)
+
+    def rm() -> None:
+        try:
+            fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+
+    retrying(url, rm, retry)
