@@ -19,11 +19,13 @@ from numpy.typing import NDArray
 
 
 def block_weights(block_starts: NDArray[np.int64], weights: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Total weight per block (empty blocks 0)."""
-    if weights.shape[0] == 0:
-        return np.zeros(len(block_starts) - 1)
-    bw = np.add.reduceat(weights, np.minimum(block_starts[:-1], weights.shape[0] - 1))
-    bw[np.diff(block_starts) == 0] = 0.0
+    """Total weight per block (empty blocks 0). Each block is one reduction over its own images, so a block
+    sums the same from a slice of the weights as from all of them."""
+    block_starts = np.asarray(block_starts, dtype=np.int64)
+    bw = np.zeros(len(block_starts) - 1)
+    full = np.diff(block_starts) > 0  # reduceat over the non-empty blocks only: each runs to the next one's start
+    if full.any():
+        bw[full] = np.add.reduceat(weights, block_starts[:-1][full])
     return bw
 
 

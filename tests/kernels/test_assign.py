@@ -146,3 +146,40 @@ def test_refinement_matches_twin_on_uneven_blocks():
         ref_owner, ref_imb = assign_blocks_ref(bw, world)
         assert np.array_equal(owner, ref_owner) and imb == pytest.approx(ref_imb)
         assert imb <= assign_blocks(bw, world, refine=False)[1]
+
+
+def test_block_weights_sum_every_block_including_the_last_before_empty_ones():
+    w = np.arange(1.0, 11.0)
+    starts = np.array([0, 0, 4, 4, 10, 10, 10])  # empty blocks first, between and last
+    assert block_weights(starts, w).tolist() == [0.0, 10.0, 0.0, 45.0, 0.0, 0.0]
+    assert block_weights(np.array([0, 0]), np.zeros(0)).tolist() == [0.0]
+    # a block sums bit for bit the same from a slice as from all weights (what the sampling cache relies on)
+    r = np.random.default_rng(5).random(100_003) ** 3
+    starts = np.array([0, 17, 40_000, 40_000, 99_999, 100_003])
+    sliced = [block_weights(np.array([0, hi - lo]), r[lo:hi])[0] for lo, hi in zip(starts[:-1], starts[1:])]
+    assert block_weights(starts, r).tolist() == sliced
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_packing_from_shard_sums_is_bit_identical_and_fetches_only_cut_shards(seed):
+    from tagstream.kernels.assign import pack_shard_sums
+
+    r = np.random.default_rng(seed)
+    sizes = r.integers(0, 400, int(r.integers(1, 40)))
+    sizes[r.random(sizes.shape[0]) < 0.2] = 0
+    w = r.pareto(1.2, int(sizes.sum())) * (r.random(int(sizes.sum())) > 0.1)
+    shards = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    world = int(r.integers(1, 12))
+    fetched = []
+
+    def weights_of(lo, hi):
+        fetched.append((lo, hi))
+        return w[lo:hi].copy()
+
+    p = pack_shards(shards, w, world)
+    q = pack_shard_sums(shards, block_weights(shards, w), world, weights_of)
+    assert np.array_equal(p.block_starts, q.block_starts) and np.array_equal(p.owner, q.owner)
+    assert (p.imbalance, p.imbalance_whole_shards) == (q.imbalance, q.imbalance_whole_shards)
+    assert p.block_weights.tolist() == q.block_weights.tolist() == block_weights(p.block_starts, w).tolist()
+    cut = {lo for lo, hi in zip(p.block_starts[:-1], p.block_starts[1:])} - set(shards.tolist())
+    assert len(fetched) <= len(cut) + world and all((lo, hi) in set(zip(shards[:-1].tolist(), shards[1:].tolist())) for lo, hi in fetched)
