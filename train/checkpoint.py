@@ -23,6 +23,7 @@ from tagstream.loader.format import fsync_dir
 
 FORMAT = "tagstream-checkpoint"
 VERSION = 2  # 2: a checksum over the state
+READABLE = (1, 2)  # version 1 (no checksum) still loads, unchecked
 REQUIRED = ("model", "model_name", "num_classes", "optimizer", "schedule", "step", "loader", "config", "rng", "world")
 _NAME = re.compile(r"^step-(\d{9})\.pt$")
 
@@ -112,12 +113,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a tagstream checkpoint")
-    if state.get("version") != VERSION:
-        raise ValueError(f"{path}: checkpoint version {state.get('version')!r} is not supported (known: {VERSION})")
+    if state.get("version") not in READABLE:
+        raise ValueError(f"{path}: checkpoint version {state.get('version')!r} is not supported (known: {READABLE})")
     missing = [k for k in REQUIRED if k not in state]
     if missing:
         raise ValueError(f"{path}: checkpoint lacks {', '.join(missing)}")
-    if state.get("checksum") != state_digest(state):
+    if state["version"] >= 2 and state.get("checksum") != state_digest(state):
         raise ValueError(f"{path}: checkpoint content does not match its checksum (damaged on disk?)")
     if not isinstance(state["model"], dict) or not isinstance(state["config"], dict) or not isinstance(state["step"], int):
         raise ValueError(f"{path}: checkpoint entries model/config/step have the wrong types")
