@@ -114,7 +114,8 @@ def test_hashtag_metrics_keys():
 
 # -- checkpoints ----------------------------------------------------------------------------------
 def _state(step: int) -> dict:
-    return {"step": step, "model": {"w": torch.full((2,), float(step))}, "model_name": "resnet18", "num_classes": 5}
+    return {"step": step, "model": {"w": torch.full((2,), float(step))}, "model_name": "resnet18", "num_classes": 5,
+            "optimizer": {}, "schedule": {}, "loader": {"epoch": 0, "step": 0}, "config": {}, "rng": {}, "world": 1}
 
 
 def test_save_keeps_last_k_and_loads(tmp_path):
