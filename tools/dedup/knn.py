@@ -94,7 +94,7 @@ def range_pairs(index, queries: NDArray[np.float32], threshold: float) -> tuple[
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     # faiss keeps inner products strictly above the radius: step one float below so ">=" holds
     lims, sims, ids = index.range_search(queries, float(np.nextafter(np.float32(threshold), np.float32(-2))))
-    rows = np.repeat(np.arange(queries.shape[0], dtype=np.int64), np.diff(lims))
+    rows = np.repeat(np.arange(queries.shape[0], dtype=np.int64), np.diff(lims).astype(np.int64))
     keep = sims >= np.float32(threshold)
     return rows[keep], ids[keep].astype(np.int64), sims[keep].astype(np.float32)
 

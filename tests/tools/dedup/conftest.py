@@ -1,0 +1,12 @@
+"""Fixtures of the dedup tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers.dedup_worlds import Worlds, build_worlds
+
+
+@pytest.fixture(scope="module")
+def worlds(tmp_path_factory) -> Worlds:
+    return build_worlds(tmp_path_factory.mktemp("dedup"))
