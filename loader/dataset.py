@@ -55,11 +55,40 @@ class Dataset:
             raise ValueError(f"unknown index array {name!r}; known: {sorted(fmt.INDEX_ARRAYS)}")
         key = (shard, name)
         if key not in self._index_cache:
-            path = fmt.index_path(self.root, self.shards[shard]["name"], name)
-            if not path.exists():
-                raise fmt.FormatError(f"{self.root}: missing index file {path.name} of shard {self.shards[shard]['name']}")
-            self._index_cache[key] = np.load(path, mmap_mode="r")
+            if name in ("width", "height"):  # checked together: no decoder is asked for an impossible image
+                width, height = self._load_index(shard, "width"), self._load_index(shard, "height")
+                fmt.check_image_sizes(width, height, f"{self.root}: index of shard {self.shards[shard]['name']}")
+                self._index_cache[(shard, "width")], self._index_cache[(shard, "height")] = width, height
+            elif name in ("tag_offsets", "tag_ids"):  # a CSR read by kernels that do not bounds-check
+                offsets, ids = self._load_index(shard, "tag_offsets"), self._load_index(shard, "tag_ids")
+                self._check_csr(shard, offsets, ids)
+                self._index_cache[(shard, "tag_offsets")], self._index_cache[(shard, "tag_ids")] = offsets, ids
+            else:
+                self._index_cache[key] = self._load_index(shard, name)
         return self._index_cache[key]
+
+    def _check_csr(self, shard: int, offsets: np.ndarray, ids: np.ndarray) -> None:
+        where = f"{self.root}: index of shard {self.shards[shard]['name']}"
+        if offsets[0] != 0 or offsets[-1] != ids.shape[0] or (offsets.shape[0] > 1 and np.diff(offsets).min() < 0):
+            raise fmt.FormatError(f"{where}: tag_offsets is not a CSR over tag_ids ({ids.shape[0]} entries)")
+        tags = self.manifest.get("tags")
+        if ids.shape[0] and (ids.min() < 0 or (isinstance(tags, int) and ids.max() >= tags)):
+            raise fmt.FormatError(f"{where}: tag_ids holds ids outside [0, {tags}) (the manifest's tag count)")
+
+    def _load_index(self, shard: int, name: str) -> np.ndarray:
+        """Map one index file and check it against the manifest (dtype, length): O(1), once per process."""
+        images = int(self.shards[shard]["images"])
+        path = fmt.index_path(self.root, self.shards[shard]["name"], name)
+        if not path.exists():
+            raise fmt.FormatError(f"{self.root}: missing index file {path.name} of shard {self.shards[shard]['name']}")
+        array = load_npy(path)
+        expected = {"tag_offsets": images + 1, "tag_ids": None}.get(name, images)
+        if array.dtype != np.dtype(fmt.INDEX_ARRAYS[name]) or array.ndim != 1 or expected not in (None, array.shape[0]):
+            raise fmt.FormatError(
+                f"{path}: {array.dtype} of shape {array.shape}, expected 1-d {fmt.INDEX_ARRAYS[name]} "
+                f"of {expected if expected is not None else 'any'} entries (the manifest says {images} images)"
+            )
+        return array
 
     def global_array(self, name: str) -> np.ndarray:
         """An index array over all images (concatenated; O(N) — for tools, not the hot path).
@@ -94,7 +123,7 @@ class Dataset:
         return rows
 
     def vocab_dir(self, name: str) -> Path:
-        return self.root / fmt.VOCAB_DIR / name
+        return self.root / fmt.VOCAB_DIR / fmt.check_name(name, "vocabulary")
 
     def vocab_names(self) -> list[str]:
         d = self.root / fmt.VOCAB_DIR
@@ -109,7 +138,15 @@ class Dataset:
         path = fmt.mask_path(self.root, name)
         if not path.exists():
             raise ValueError(f"{self.root}: no mask {name!r}; masks here: {self.mask_names() or 'none'}")
-        mask = np.load(path, mmap_mode="r")
+        mask = load_npy(path)
         if mask.shape != (self.num_images,) or mask.dtype != np.bool_:
             raise fmt.FormatError(f"{path}: mask must be bool of shape ({self.num_images},), got {mask.dtype} {mask.shape}")
         return mask
+
+
+def load_npy(path: Path) -> np.ndarray:
+    """np.load(path, mmap_mode="r"), with a truncated or garbled file a FormatError naming it."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # numpy's reactions to a bad header or a short file
+        raise fmt.FormatError(f"{path}: not a readable .npy array ({type(exc).__name__}: {exc})") from None

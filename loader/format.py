@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,40 @@ class FormatError(Exception):
     """A structural fault of a dataset: unknown format/version, missing or damaged files."""
 
 
+# names of vocabularies, masks and shards: a file or directory name inside the dataset, never a path
+# (no "/", no "..", no leading dot, no trailing newline: fullmatch, because `$` also matches before "\n")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+# the decode bound of every reader (index width x height, JPEG header): Pillow's own default guard;
+# conversion stores at most --max-pixels (same default), so a larger image in a dataset is damage
+MAX_PIXELS = 89_478_485
+MAX_SIDE = 65_535  # JPEG's own limit on a side
+
+
+def check_name(name: object, what: str) -> str:
+    """A vocabulary/mask/shard name, or ValueError naming it and the allowed form."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"{what} name {name!r} is not allowed: letters, digits, '.', '_', '-', starting with a letter or "
+            "digit, at most 128 characters (a name inside the dataset, never a path)"
+        )
+    return name
+
+
+def check_image_sizes(width: np.ndarray, height: np.ndarray, where: str) -> None:
+    """Index widths and heights within [1, MAX_PIXELS] pixels: FormatError naming the first bad entry, so
+    no decoder is asked for a window of an impossible image (DALI allocates what the index implies)."""
+    w = np.asarray(width, dtype=np.int64)
+    h = np.asarray(height, dtype=np.int64)
+    bad = (w < 1) | (h < 1) | (w > MAX_SIDE) | (h > MAX_SIDE) | (w * h > MAX_PIXELS)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise FormatError(
+            f"{where}: image {i} has width {int(w[i])} and height {int(h[i])} in the index "
+            f"(each must be in [1, {MAX_SIDE}] and width x height <= {MAX_PIXELS} pixels)"
+        )
+
+
 def encode_key(local_index: int) -> bytes:
     """LMDB key of an image: its index within the shard, fixed-width big-endian."""
     return int(local_index).to_bytes(KEY_BYTES, "big")
@@ -89,7 +124,7 @@ def index_path(root: Path, name: str, array: str) -> Path:
 
 
 def mask_path(root: Path, name: str) -> Path:
-    return Path(root) / MASKS_DIR / f"{name}.npy"
+    return Path(root) / MASKS_DIR / f"{check_name(name, 'mask')}.npy"
 
 
 MAP_SIZE = 1 << 40  # a writer's address space only: without writemap the file grows as pages are written
@@ -166,14 +201,17 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> None:
 
 
 def read_manifest(root: Path) -> dict[str, Any]:
-    """Read and check manifest.json; refuses another format or an unknown version."""
+    """Read and check manifest.json: refuses another format, an unknown version and a malformed structure
+    (every fault a FormatError naming the file), so no reader meets a bad value later."""
     path = Path(root) / MANIFEST
     if not path.exists():
         raise FormatError(f"{root}: no {MANIFEST} (not a tagstream dataset, or its conversion has not finished)")
     try:
-        manifest = json.loads(path.read_text())
-    except ValueError as exc:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, OSError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise FormatError(f"{path}: not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise FormatError(f"{path}: expected a JSON object, got a JSON {type(manifest).__name__}")
     if manifest.get("format") != FORMAT_NAME:
         raise FormatError(f"{path}: format is {manifest.get('format')!r}, expected {FORMAT_NAME!r}")
     version = manifest.get("version")
@@ -182,4 +220,35 @@ def read_manifest(root: Path) -> dict[str, Any]:
             f"{path}: format version {version!r} is not known to this tagstream "
             f"(it reads version {FORMAT_VERSION}); upgrade tagstream or re-convert the dataset"
         )
+    _check_manifest_shards(path, manifest)
     return manifest
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_manifest_shards(path: Path, manifest: dict) -> None:
+    if not _count(manifest.get("images")):
+        raise FormatError(f"{path}: 'images' must be a non-negative integer, got {manifest.get('images')!r}")
+    shards = manifest.get("shards")
+    if not isinstance(shards, list):
+        raise FormatError(f"{path}: 'shards' must be a list of shard entries, got {shards!r}")
+    seen: set[str] = set()
+    for k, entry in enumerate(shards):
+        if not isinstance(entry, dict):
+            raise FormatError(f"{path}: shard entry {k} must be an object, got {entry!r}")
+        name = entry.get("name")
+        try:
+            check_name(name, "shard")
+        except ValueError as exc:
+            raise FormatError(f"{path}: shard entry {k}: {exc}") from None
+        if name in seen:
+            raise FormatError(f"{path}: shard {name!r} is listed twice")
+        seen.add(name)
+        for key in ("images", "bytes"):
+            if (key in entry or key == "images") and not _count(entry.get(key)):
+                raise FormatError(f"{path}: shard {name}: {key!r} must be a non-negative integer, got {entry.get(key)!r}")
+        digest = entry.get("sha256")
+        if "sha256" in entry and not (isinstance(digest, str) and re.fullmatch(r"([0-9a-f]{64})?", digest)):
+            raise FormatError(f"{path}: shard {name}: 'sha256' must be 64 hex digits (or empty), got {digest!r}")

@@ -43,6 +43,37 @@ def close_all() -> None:
     _ENVS.clear()
 
 
+def check_shard_file(dataset: Dataset, shard: int) -> None:
+    """The shard's data.mdb exists with the manifest's byte size, checked BEFORE LMDB maps it: LMDB maps
+    past the end of a truncated file and the first read there kills the process with SIGBUS."""
+    path = dataset.shard_path(shard) / "data.mdb"
+    name = dataset.shard_names[shard]
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise fmt.FormatError(f"{dataset.root}: shard {name} is missing ({path})") from None
+    except OSError as exc:
+        raise fmt.FormatError(f"{path}: cannot read shard {name} ({exc})") from None
+    expected = dataset.shards[shard].get("bytes")
+    if expected is None:
+        raise fmt.FormatError(f"{dataset.root}: the manifest gives no byte size of shard {name}; it cannot be opened safely")
+    if size != expected:
+        raise fmt.FormatError(
+            f"{path}: shard {name} has {size} bytes, the manifest says {expected} (truncated or replaced); "
+            "run `tagstream verify` on the dataset"
+        )
+
+
+def check_shard_files(dataset: Dataset, shards: list[int] | None = None) -> fmt.FormatError | None:
+    """The first shard (of `shards`, default all) whose file is missing or has another size, as an error; O(shards)."""
+    for shard in range(len(dataset.shards)) if shards is None else shards:
+        try:
+            check_shard_file(dataset, shard)
+        except fmt.FormatError as exc:
+            return exc
+    return None
+
+
 class ShardStore:
     """Global image index -> (shard, key) -> record bytes, image bytes or the parsed record.
 
@@ -72,10 +103,16 @@ class ShardStore:
             self._envs = {}
         env = self._envs.get(shard)
         if env is None:
+            check_shard_file(self.dataset, shard)
             path = self.dataset.shard_path(shard)
-            if not (path / "data.mdb").exists():
-                raise fmt.FormatError(f"{self.dataset.root}: shard {self.dataset.shard_names[shard]} is missing ({path})")
-            env = self._envs[shard] = _open_env(path)
+            try:
+                env = _open_env(path)
+            except Exception as exc:  # lmdb.Error subclasses (invalid file, corrupted, version mismatch)
+                raise fmt.FormatError(
+                    f"{path}: LMDB cannot open shard {self.dataset.shard_names[shard]} ({type(exc).__name__}: {exc}); "
+                    "run `tagstream verify` on the dataset"
+                ) from None
+            self._envs[shard] = env
         return env
 
     @property
@@ -101,8 +138,11 @@ class ShardStore:
         """The raw msgpack value of image `index`."""
         shard, local = self.locate(index)
         env = self._env(shard)
-        with env.begin(buffers=False) as txn:
-            value = txn.get(fmt.encode_key(local))
+        try:
+            with env.begin(buffers=False) as txn:
+                value = txn.get(fmt.encode_key(local))
+        except Exception as exc:  # lmdb.Error subclasses on damaged pages (PageNotFoundError, CorruptedError, ...)
+            raise fmt.FormatError(f"{self.dataset.root}: {self.where(index)}: LMDB read failed ({type(exc).__name__}: {exc})") from None
         if value is None:
             raise fmt.FormatError(
                 f"{self.dataset.root}: shard {self.dataset.shard_names[shard]} has no key {local} (image {index})"

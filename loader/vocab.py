@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 from tagstream.loader import format as fmt
-from tagstream.loader.dataset import Dataset
+from tagstream.loader.dataset import Dataset, load_npy
 
 CLASSES = "classes.tsv"
 LABEL_OFFSETS = "label_offsets.npy"
@@ -39,14 +39,30 @@ class Vocab:
                 f"{dataset.root}: no vocabulary {name!r} (vocabularies here: {', '.join(known) or 'none'}; "
                 f"build one with `tagstream vocab {dataset.root} --name {name}`)"
             )
-        self.meta = json.loads((self.dir / META).read_text())
-        self.label_offsets: NDArray[np.int64] = np.load(self.dir / LABEL_OFFSETS, mmap_mode="r")
-        self.labels: NDArray[np.int32] = np.load(self.dir / LABELS, mmap_mode="r")
-        if self.label_offsets.shape != (dataset.num_images + 1,):
-            raise fmt.FormatError(
-                f"{self.dir}: labels cover {self.label_offsets.shape[0] - 1} images, dataset has {dataset.num_images}"
-            )
+        try:
+            self.meta = json.loads((self.dir / META).read_bytes().decode("utf-8"))
+        except ValueError as exc:
+            raise fmt.FormatError(f"{self.dir / META}: not valid JSON: {exc}") from None
+        if not isinstance(self.meta, dict) or not isinstance(self.meta.get("classes"), int) or self.meta["classes"] < 0:
+            raise fmt.FormatError(f"{self.dir / META}: expected an object with a non-negative integer 'classes'")
         self.num_classes = int(self.meta["classes"])
+        self.label_offsets: NDArray[np.int64] = load_npy(self.dir / LABEL_OFFSETS)
+        self.labels: NDArray[np.int32] = load_npy(self.dir / LABELS)
+        if self.label_offsets.shape != (dataset.num_images + 1,) or self.label_offsets.dtype != np.dtype("<i8"):
+            raise fmt.FormatError(
+                f"{self.dir}: {LABEL_OFFSETS} is {self.label_offsets.dtype} {self.label_offsets.shape}, "
+                f"expected int64 ({dataset.num_images + 1},) for a dataset of {dataset.num_images} images"
+            )
+        self._check_labels()
+
+    def _check_labels(self) -> None:
+        """O(1) checks of the label CSR (dtypes, both ends): opening stays independent of the image count;
+        `tagstream verify` checks every entry."""
+        off, labels = self.label_offsets, self.labels
+        if labels.dtype != np.dtype("<i4") or labels.ndim != 1:
+            raise fmt.FormatError(f"{self.dir / LABELS}: {labels.dtype} {labels.shape}, expected 1-d int32")
+        if off[0] != 0 or off[-1] != labels.shape[0]:
+            raise fmt.FormatError(f"{self.dir}: {LABEL_OFFSETS} is not a CSR over {LABELS} ({labels.shape[0]} entries)")
 
     def classes(self) -> list[VocabClass]:
         rows = []

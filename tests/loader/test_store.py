@@ -7,7 +7,6 @@ import multiprocessing as mp
 import pickle
 import shutil
 
-import lmdb
 import numpy as np
 import pytest
 from PIL import Image
@@ -15,6 +14,7 @@ from tagstream.loader import format as fmt
 from tagstream.loader.store import ShardStore
 from tagstream.tools.bench.loader_data import decode_index_color, index_tags
 
+from tests.helpers.damage import put_record
 from tests.helpers.datasets import NUM_TAGS, make_index_dataset
 
 
@@ -109,13 +109,8 @@ def test_missing_shard_names_it(ds):
 
 
 def _overwrite(ds, shard: int, local: int, value: bytes | None) -> None:
-    env = lmdb.open(str(ds.shard_path(shard)), subdir=True, lock=False)
-    with env.begin(write=True) as txn:
-        if value is None:
-            txn.delete(fmt.encode_key(local))
-        else:
-            txn.put(fmt.encode_key(local), value)
-    env.close()
+    """Damage one record; the manifest is rewritten to match, so only the record itself is wrong."""
+    put_record(ds.root, ds.shard_names[shard], local, value)
 
 
 @pytest.mark.parametrize(
@@ -130,7 +125,7 @@ def _overwrite(ds, shard: int, local: int, value: bytes | None) -> None:
 )
 def test_bad_record_names_shard_and_key(ds, value, message):
     _overwrite(ds, 1, 3, value)
-    store = ShardStore(ds)
+    store = ShardStore(ds.root)
     with pytest.raises(fmt.FormatError, match=message) as info:
         store.read_image(19)
     assert "00001" in str(info.value) and ("key 3" in str(info.value))

@@ -1,0 +1,62 @@
+"""Ways to damage a converted dataset, for the fault-injection tests: truncation, bit flips, record
+rewrites, and a manifest rewritten to match (so only the deeper checks can see the damage)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tagstream.loader import format as fmt
+
+
+def data_file(root: Path, shard: str = "00000") -> Path:
+    return fmt.shard_path(Path(root), shard) / "data.mdb"
+
+
+def rewrite_manifest(root: Path, shard: str | None = None) -> None:
+    """Recompute the byte size and sha256 of `shard` (default: every shard) in manifest.json, as a careless
+    repair would: the damage stays, the manifest stops saying so."""
+    path = Path(root) / fmt.MANIFEST
+    manifest = json.loads(path.read_text())
+    for entry in manifest["shards"]:
+        if shard is None or entry["name"] == shard:
+            data = data_file(root, entry["name"])
+            entry["bytes"], entry["sha256"] = data.stat().st_size, fmt.file_sha256(data)
+    fmt.write_json_atomic(path, manifest)
+
+
+def truncate(path: Path, keep: int) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+
+
+def flip_bytes(path: Path, offset: int, count: int = 1) -> None:
+    """XOR `count` bytes at `offset` with 0xFF."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        block = bytearray(f.read(count))
+        f.seek(offset)
+        f.write(bytes(b ^ 0xFF for b in block))
+
+
+def put_record(root: Path, shard: str, local: int, value: bytes | None, *, match_manifest: bool = True) -> None:
+    """Overwrite (or delete, value None) one record of a shard in place; by default the manifest is then
+    rewritten to match, so size and checksum checks pass and only the record itself is wrong."""
+    import lmdb
+
+    env = lmdb.open(str(fmt.shard_path(Path(root), shard)), subdir=True, lock=False)
+    with env.begin(write=True) as txn:
+        if value is None:
+            txn.delete(fmt.encode_key(local))
+        else:
+            txn.put(fmt.encode_key(local), value)
+    env.close()
+    if match_manifest:
+        rewrite_manifest(root, shard)
+
+
+def run_python(code: str, *, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter: a reader that dies of a signal must not take pytest with it."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,162 @@
+"""Damaged and hostile datasets meet the reader: a one-line FormatError/ValueError naming the file, never
+a signal (SIGBUS from LMDB mapping past a truncated file), a traceback from deep inside NumPy or LMDB, or
+a read outside the dataset."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from tagstream.loader import format as fmt
+from tagstream.loader.dataset import Dataset
+from tagstream.loader.store import ShardStore
+from tagstream.loader.vocab import Vocab
+
+from tests.helpers.damage import data_file, flip_bytes, rewrite_manifest, run_python, truncate
+from tests.helpers.tiny import TinyDatasets
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    return TinyDatasets(tmp_path_factory)(12, shard_size=5)
+
+
+@pytest.fixture
+def ds(pristine, tmp_path):
+    """A private copy of a converted 12-image, 3-shard dataset, to damage."""
+    return shutil.copytree(pristine, tmp_path / "ds")
+
+
+def _read_all(root) -> str:
+    return f"from tagstream.loader.store import ShardStore\ns = ShardStore({str(root)!r})\nfor i in range(len(s.dataset)): s.read_image(i)\n"
+
+
+def test_truncated_shard_is_named_not_a_signal(ds):
+    data = data_file(ds, "00001")
+    truncate(data, data.stat().st_size // 2)
+    done = run_python(_read_all(ds))
+    assert done.returncode == 1, (done.returncode, done.stderr[-400:])  # was -7 (SIGBUS, shell rc 135)
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("tagstream.loader.format.FormatError") and str(data) in last and "the manifest says" in last
+
+
+def test_truncated_shard_checked_before_lmdb_opens_it(ds):
+    truncate(data_file(ds, "00000"), 4096)
+    store = ShardStore(ds)
+    assert store.read(7)["source"] == "img7"  # other shards still read
+    with pytest.raises(fmt.FormatError, match=r"shard 00000 has 4096 bytes, the manifest says \d+"):
+        store.read(0)
+    assert 0 not in store.open_shards
+
+
+def test_lmdb_damage_under_a_matching_manifest_is_named(ds):
+    data = data_file(ds, "00002")
+    flip_bytes(data, 0, 64)  # the first meta page: LMDB refuses the file
+    flip_bytes(data, 4096, 64)  # and the second
+    rewrite_manifest(ds, "00002")
+    done = run_python(_read_all(ds))
+    assert done.returncode == 1, (done.returncode, done.stderr[-400:])
+    last = done.stderr.strip().splitlines()[-1]
+    assert "FormatError" in last and "LMDB cannot open shard 00002" in last
+
+
+@pytest.mark.parametrize(
+    "manifest, message",
+    [
+        ("[]", "expected a JSON object, got a JSON list"),
+        ('{"format": "tagstream", "version": 1, "images": 0, "shards": null}', "'shards' must be a list"),
+        ('{"format": "tagstream", "version": 1, "images": 1, "shards": [{"images": 1}]}', "shard name None is not allowed"),
+        ('{"format": "tagstream", "version": 1, "images": 1e30, "shards": []}', "'images' must be a non-negative integer"),
+        ('{"format": "tagstream", "version": 1, "images": 1, "shards": [{"name": "../../x", "images": 1}]}', "'../../x' is not allowed"),
+        ('{"format": "tagstream", "version": 1, "images": 2, "shards": [{"name": "a", "images": 1}, {"name": "a", "images": 1}]}',
+         "listed twice"),
+        ('{"format": "tagstream", "version": 1, "images": 1, "shards": [{"name": "a", "images": true}]}', "'images' must be"),
+        ('{"format": "tagstream", "version": 1, "images": 1, "shards": ["a"]}', "shard entry 0 must be an object"),
+        ('{"format": "tagstream", "version": 1, "images": 1, "shards": [{"name": "a", "images": 1, "bytes": -1}]}', "'bytes' must be"),
+        ('{"format": "tagstream", "version": 1, "images": 1, "shards": [{"name": "a", "images": 1, "sha256": 5}]}', "'sha256' must be"),
+        ('{"format": "tagstream", "version": 1, "images": 5, "shards": [{"name": "a", "images": 1}]}', "its shards hold 1"),
+        ("\xff\xfe{", "not valid JSON"),
+    ],
+)
+def test_malformed_manifest_is_one_format_error(tmp_path, manifest, message):
+    (tmp_path / fmt.MANIFEST).write_bytes(manifest.encode("latin-1"))
+    with pytest.raises(fmt.FormatError, match=message) as info:
+        Dataset(tmp_path)
+    assert str(tmp_path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "garbage", "wrong_length", "wrong_dtype"])
+def test_damaged_index_file_is_named(ds, damage):
+    path = fmt.index_path(ds, "00001", "phash")
+    if damage == "missing":
+        path.unlink()
+    elif damage == "truncated":
+        truncate(path, path.stat().st_size - 9)
+    elif damage == "garbage":
+        path.write_bytes(b"\x93NUMPY garbage")
+    elif damage == "wrong_length":
+        np.save(path, np.zeros(3, "<u8"))
+    else:
+        np.save(path, np.zeros(5, "<f4"))
+    dataset = Dataset(ds)
+    assert dataset.index_array(0, "phash").shape == (5,)
+    with pytest.raises(fmt.FormatError, match="00001.phash.npy") as info:
+        dataset.index_array(1, "phash")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("width, height", [(100000, 48), (0, 48), (-5, 48), (64, 0), (60000, 60000)])
+def test_impossible_image_size_in_the_index_is_refused(ds, width, height):
+    for name, value in (("width", width), ("height", height)):
+        a = np.load(fmt.index_path(ds, "00000", name))
+        a[2] = value
+        np.save(fmt.index_path(ds, "00000", name), a)
+    dataset = Dataset(ds)
+    with pytest.raises(fmt.FormatError, match=f"image 2 has width {width} and height {height}"):
+        dataset.index_array(0, "height")
+    assert dataset.index_array(1, "width").shape == (5,)
+
+
+def test_tag_index_that_is_not_a_csr_is_refused(ds):
+    off = np.load(fmt.index_path(ds, "00001", "tag_offsets"))
+    off[2] = off[-1] + 100
+    np.save(fmt.index_path(ds, "00001", "tag_offsets"), off)
+    ids = np.load(fmt.index_path(ds, "00002", "tag_ids"))
+    ids[0] = 10**6
+    np.save(fmt.index_path(ds, "00002", "tag_ids"), ids)
+    dataset = Dataset(ds)
+    with pytest.raises(fmt.FormatError, match="shard 00001: tag_offsets is not a CSR"):
+        dataset.index_array(1, "tag_ids")
+    with pytest.raises(fmt.FormatError, match=r"shard 00002: tag_ids holds ids outside \[0, \d+\)"):
+        dataset.index_array(2, "tag_offsets")
+
+
+@pytest.mark.parametrize("name", ["v\n", "../../x", "..", ".hidden", "a/b", "", "x" * 200, "v\x1b[31m"])
+def test_names_stay_inside_the_dataset(ds, tmp_path, name):
+    outside = tmp_path / "x"  # what ../../x would reach from vocab/ or masks/
+    (outside / "vocab.json").parent.mkdir(parents=True, exist_ok=True)
+    np.save(tmp_path / "x.npy", np.zeros(12, bool))
+    dataset = Dataset(ds)
+    with pytest.raises(ValueError, match="name .* is not allowed"):
+        Vocab(dataset, name)
+    with pytest.raises(ValueError, match="mask name .* is not allowed"):
+        dataset.load_mask(name)
+    with pytest.raises(ValueError, match="is not allowed"):
+        fmt.mask_path(ds, name)
+
+
+def test_damaged_vocabulary_files_are_named(ds):
+    from tagstream.tools.vocab.build import VocabOptions, build_vocab
+
+    build_vocab(ds, "v", VocabOptions(min_count=1))
+    vdir = ds / fmt.VOCAB_DIR / "v"
+    meta = json.loads((vdir / "vocab.json").read_text())
+    (vdir / "vocab.json").write_text("[1, 2")
+    with pytest.raises(fmt.FormatError, match="vocab.json: not valid JSON"):
+        Vocab(Dataset(ds), "v")
+    (vdir / "vocab.json").write_text(json.dumps(meta))
+    truncate(vdir / "labels.npy", 10)
+    with pytest.raises(fmt.FormatError, match="labels.npy: not a readable .npy"):
+        Vocab(Dataset(ds), "v")
