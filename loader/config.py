@@ -17,7 +17,23 @@ DEVICES = ("cpu", "gpu")
 CPU_DECODERS = ("auto", "turbo", "dali")
 SPLITS = ("train", "holdout", "all")
 
-__all__ = ["COMBINES", "CPU_DECODERS", "DEVICES", "MODES", "SAMPLINGS", "SPLITS", "TARGETS", "LoaderConfig", "sampling_power"]
+def check_data_settings(*, prefix: str = "", sampling: str, combine: str, holdout_fraction: float, cpu_decoder: str,
+                        workers: int, threads: int, prefetch: int, samples_per_epoch: int | None) -> None:
+    """The checks a LoaderConfig and the trainer's DataConfig share, in one place; `prefix` names the keys as the
+    user wrote them ("data." in a recipe)."""
+    sampling_power(sampling)
+    for name, value, allowed in (("combine", combine, COMBINES), ("cpu_decoder", cpu_decoder, CPU_DECODERS)):
+        if value not in allowed:
+            raise ValueError(f"{prefix}{name}={value!r} is not one of {allowed}")
+    if not 0.0 <= holdout_fraction < 1.0:
+        raise ValueError(f"{prefix}holdout_fraction={holdout_fraction} must be in [0, 1)")
+    if samples_per_epoch is not None and samples_per_epoch < 1:
+        raise ValueError(f"{prefix}samples_per_epoch={samples_per_epoch} must be >= 1")
+    if workers < 0 or threads < 1 or prefetch < 1:
+        raise ValueError(f"{prefix}workers={workers} must be >= 0, threads={threads} and prefetch={prefetch} >= 1")
+
+
+__all__ = ["COMBINES", "CPU_DECODERS", "DEVICES", "MODES", "SAMPLINGS", "SPLITS", "TARGETS", "LoaderConfig", "check_data_settings", "sampling_power"]
 
 
 @dataclass(frozen=True)
@@ -56,20 +72,16 @@ class LoaderConfig:
         for name, value, allowed in (
             ("mode", self.mode, MODES),
             ("split", self.split, SPLITS),
-            ("combine", self.combine, COMBINES),
             ("targets", self.targets, TARGETS),
             ("device", self.device, DEVICES),
-            ("cpu_decoder", self.cpu_decoder, CPU_DECODERS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {allowed}")
-        sampling_power(self.sampling)
+        check_data_settings(sampling=self.sampling, combine=self.combine, holdout_fraction=self.holdout_fraction,
+                            cpu_decoder=self.cpu_decoder, workers=self.workers, threads=self.threads,
+                            prefetch=self.prefetch, samples_per_epoch=self.samples_per_epoch)  # fmt: skip
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
-        if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
-            raise ValueError(f"samples_per_epoch={self.samples_per_epoch} must be >= 1")
-        if not 0.0 <= self.holdout_fraction < 1.0:
-            raise ValueError(f"holdout_fraction={self.holdout_fraction} must be in [0, 1)")
         if self.image_size < 8:
             raise ValueError(f"image_size={self.image_size} must be >= 8")
         if self.size_schedule:
@@ -78,8 +90,6 @@ class LoaderConfig:
             object.__setattr__(self, "size_schedule", check_size_schedule(self.size_schedule, name="size_schedule"))
         if self.resize_size is not None and self.resize_size < self.image_size:
             raise ValueError(f"resize_size={self.resize_size} must be >= image_size={self.image_size} (eval crops image_size from it)")
-        if self.workers < 0 or self.threads < 1:
-            raise ValueError(f"workers={self.workers} must be >= 0 and threads={self.threads} >= 1")
         lo, hi = self.random_area
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"random_area={self.random_area} must satisfy 0 < lo <= hi <= 1")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import tomllib
-from tagstream.loader.config import COMBINES, CPU_DECODERS, sampling_power
+from tagstream.loader.config import check_data_settings
 from tagstream.loader.sizes import format_size_schedule, parse_size_schedule
 
 LOSSES = ("softmax", "sigmoid")
@@ -44,18 +44,12 @@ class DataConfig:
     antialias: bool = True  # train resize antialiased when shrinking (as torchvision on PIL images)
 
     def __post_init__(self) -> None:
-        sampling_power(self.sampling)
-        if self.combine not in COMBINES:
-            raise ValueError(f"data.combine={self.combine!r} is not one of {COMBINES}")
-        if not 0.0 <= self.holdout_fraction < 1.0:
-            raise ValueError(f"data.holdout_fraction={self.holdout_fraction} must be in [0, 1)")
+        check_data_settings(prefix="data.", sampling=self.sampling, combine=self.combine,
+                            holdout_fraction=self.holdout_fraction, cpu_decoder=self.cpu_decoder, workers=self.workers,
+                            threads=self.threads, prefetch=self.prefetch, samples_per_epoch=self.samples_per_epoch)  # fmt: skip
         schedule = parse_size_schedule(str(self.image_size), name="data.image_size")
         # canonical form: a single size is an int, a schedule its normalised text (config.json compares equal)
         object.__setattr__(self, "image_size", schedule[0][1] if len(schedule) == 1 else format_size_schedule(schedule))
-        if self.cpu_decoder not in CPU_DECODERS:
-            raise ValueError(f"data.cpu_decoder={self.cpu_decoder!r} is not one of {CPU_DECODERS}")
-        if self.workers < 0 or self.threads < 1 or self.prefetch < 1:
-            raise ValueError(f"data.workers={self.workers} must be >= 0, threads={self.threads} and prefetch={self.prefetch} >= 1")
 
     @property
     def size_schedule(self) -> tuple[tuple[int, int], ...]:
