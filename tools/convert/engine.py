@@ -74,17 +74,19 @@ class ConvertRefused(Exception):
 
 
 @contextmanager
-def _locked(out: Path):
+def locked(out: Path, *, shared: bool = False):
+    """Hold OUT's conversion lock: exclusive for a writer of OUT itself, shared for the parts converting beside
+    each other under OUT/parts/ (a merge takes it exclusively, so it never runs beside a part)."""
     (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
     with open(out / STATE_DIR / "lock", "a") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConvertRefused(f"{out}: another `tagstream convert` is writing this directory") from None
+            raise ConvertRefused(f"{out}: another `tagstream convert` is writing this directory (or a `tagstream merge`)") from None
         yield
 
 
-def _check_state(out: Path, wanted: dict) -> None:
+def check_state(out: Path, wanted: dict) -> None:
     """Record what is being converted, or refuse when OUT holds something else."""
     path = out / STATE_DIR / "state.json"
     if not path.exists():
@@ -180,13 +182,28 @@ def convert(
     progress: bool = False,
 ) -> ConvertSummary:
     """Convert SRC into the dataset directory OUT, resuming an interrupted run; see the module docstring."""
-    if not isinstance(shard_size, int) or shard_size < 1:
-        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     t0 = time.perf_counter()
-    source = Source(src, format, image_column=image_column, tags_column=tags_column,
-                    caption_column=caption_column, id_column=id_column)
+    source, out = open_source(src, out, format=format, image_column=image_column, tags_column=tags_column,
+                              caption_column=caption_column, id_column=id_column)
+    wanted = scan_source(source, shard_size=shard_size, image_options=image_options)
+    with locked(out):
+        check_state(out, wanted)
+        if (out / fmt.MANIFEST).exists():
+            manifest = fmt.read_manifest(out)
+            return summary(out, manifest, already=True, resumed=wanted["inputs"], processed=0,
+                           seconds=time.perf_counter() - t0)
+        committed, tail, start = convert_range(out, source, 0, wanted["inputs"], shard_size=shard_size,
+                                               workers=workers, image_options=image_options, progress=progress)
+        manifest = finish(out, committed, tail, wanted)
+    return summary(out, manifest, already=False, resumed=start, processed=wanted["inputs"] - start,
+                   seconds=time.perf_counter() - t0)
+
+
+def open_source(src: str | Path, out: str | Path, *, format: str = "auto", **columns: str) -> tuple[Source, Path]:
+    """The Source of SRC and the resolved OUT, refused when OUT cannot hold a conversion."""
+    source = Source(src, format, **columns)
     out = Path(out).resolve()
     if source.format == "imagefolder" and out.is_relative_to(source.path):
         raise ValueError(f"OUT {out} is inside the ImageFolder SRC {source.path}; the dataset would become input")
@@ -194,23 +211,29 @@ def convert(
         raise ConvertRefused(f"{out} exists and is not a directory")
     if out.exists() and not (out / STATE_DIR / "state.json").exists() and any(p.name != STATE_DIR for p in out.iterdir()):
         raise ConvertRefused(f"{out} is not empty and holds no conversion in progress; choose a new or empty OUT")
+    return source, out
+
+
+def scan_source(source: Source, *, shard_size: int, image_options: ImageOptions, **more_options) -> dict:
+    """What is being converted (the state a rerun, a part or a merge must match): one pass over the input."""
+    if not isinstance(shard_size, int) or shard_size < 1:
+        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
     inputs, fingerprint = source.scan()
-    options = {"shard_size": shard_size, **asdict(image_options)}
-    wanted = {"source": source.describe(), "fingerprint": fingerprint, "inputs": inputs, "options": options}
-    with _locked(out):
-        _check_state(out, wanted)
-        if (out / fmt.MANIFEST).exists():
-            manifest = fmt.read_manifest(out)
-            return _summary(out, manifest, already=True, resumed=inputs, processed=0, seconds=time.perf_counter() - t0)
-        for sub in (fmt.SHARDS_DIR, fmt.INDEX_DIR):
-            (out / sub).mkdir(exist_ok=True)
-        committed = _committed(out)
-        remove_after(out, len(committed))
-        start = committed[-1]["input_stop"] if committed else 0
-        tail = _convert_items(out, source, committed, start, inputs, shard_size, workers, image_options, progress)
-        manifest = _finish(out, committed, tail, wanted)
-    return _summary(out, manifest, already=False, resumed=start, processed=inputs - start,
-                    seconds=time.perf_counter() - t0)
+    options = {"shard_size": shard_size, **asdict(image_options), **more_options}
+    return {"source": source.describe(), "fingerprint": fingerprint, "inputs": inputs, "options": options}
+
+
+def convert_range(root: Path, source: Source, lo: int, hi: int, *, shard_size: int, workers: int,
+                  image_options: ImageOptions, progress: bool) -> tuple[list[dict], list[dict], int]:
+    """Convert inputs [lo, hi) into shards under root (locked by the caller), resuming after its committed shards.
+    Returns (the shards' states, the rejects after the last shard, the input this run started at)."""
+    for sub in (fmt.SHARDS_DIR, fmt.INDEX_DIR):
+        (root / sub).mkdir(exist_ok=True)
+    committed = _committed(root)
+    remove_after(root, len(committed))
+    start = committed[-1]["input_stop"] if committed else lo
+    tail = _convert_items(root, source, committed, start, hi, shard_size, workers, image_options, progress)
+    return committed, tail, start
 
 
 def _convert_items(out: Path, source: Source, committed: list[dict], start: int, inputs: int, shard_size: int,
@@ -247,7 +270,7 @@ def _convert_items(out: Path, source: Source, committed: list[dict], start: int,
         writer.abort()
 
 
-def _finish(out: Path, committed: list[dict], tail: list[dict], wanted: dict) -> dict:
+def finish(out: Path, committed: list[dict], tail: list[dict], wanted: dict) -> dict:
     """tags.tsv, rejects.jsonl, then the manifest — last, so its presence means the dataset is whole."""
     tags = [t for s in committed for t in s["new_tags"]]
     counts = np.zeros(len(tags), np.int64)
@@ -271,7 +294,7 @@ def _finish(out: Path, committed: list[dict], tail: list[dict], wanted: dict) ->
     )  # fmt: skip
 
 
-def _summary(out: Path, manifest: dict, *, already: bool, resumed: int, processed: int, seconds: float) -> ConvertSummary:
+def summary(out: Path, manifest: dict, *, already: bool, resumed: int, processed: int, seconds: float) -> ConvertSummary:
     return ConvertSummary(
         out=str(out),
         already_complete=already,

@@ -1,0 +1,196 @@
+"""`tagstream merge OUT`: the committed parts of a partitioned conversion -> one dataset, the same records in the
+same order as a one-process conversion of the same inputs (shard boundaries fall at part ends as well).
+
+Global tag ids: a one-process conversion numbers tags in order of first appearance over the inputs. A part
+numbers its own tags the same way inside its range, so walking the parts in order and appending each part's
+tags not seen before gives exactly the one-process table; a part's local id l becomes global id
+table[part_tags[l]]. A shard whose ids all keep their value (every shard of part 0) is renamed into place;
+any other is rewritten record by record with the global ids (same image bytes, same source ids, tag ids
+re-sorted as the writer stores them).
+
+Crash safety: each global shard is placed atomically and then recorded in OUT/.convert/NNNNN.json, the same
+state a one-process conversion writes, so a killed merge reruns from the shards already placed; tags.tsv,
+rejects.jsonl and the manifest follow (tools/convert/engine.finish), and the parts are deleted last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tagstream.loader import format as fmt
+from tagstream.loader.writer import ShardWriter, write_index
+from tagstream.tools.convert.engine import ConvertRefused, ConvertSummary, finish, locked, summary
+from tagstream.tools.convert.parts import PARTS_DIR, PartSpec, parse_part_name, part_root, read_part
+from tagstream.tools.convert.shards import STATE_DIR, shard_intact, state_path
+
+_SAME_AS_STATE = ("source", "fingerprint", "inputs", "options")
+
+
+@dataclass(frozen=True)
+class ShardMove:
+    """One global shard of the merged dataset: where it comes from and the state it is recorded with."""
+
+    out: str  # the dataset being merged
+    part_dir: str  # the part's directory
+    part_shard: str  # the shard's name inside the part
+    state: dict  # its global state (name, input range, global new tags, rejects, re-encode counts)
+    part_state: dict = field(repr=False)  # its state inside the part (name, images, bytes, sha256)
+    tag_map: list[int] | None = field(repr=False)  # local tag id -> global id; None: the ids stay as they are
+
+
+def merge(out: str | Path, *, place_all: Callable[[Sequence[ShardMove]], list[dict]] | None = None) -> ConvertSummary:
+    """Merge OUT/parts/* into the dataset OUT; refuses (nothing written) unless all N parts are committed from
+    the scan recorded in OUT. `place_all` places the shards (default: one after the other in this process; the
+    Ray engine spreads them over the cluster)."""
+    t0 = time.perf_counter()
+    out = Path(out).resolve()
+    state_file = out / STATE_DIR / "state.json"
+    if not state_file.exists():
+        raise ConvertRefused(f"{out} holds no conversion (no {STATE_DIR}/state.json); run `tagstream convert SRC OUT --part I/N` first")
+    wanted = json.loads(state_file.read_text())
+    count = wanted.get("options", {}).get("parts")
+    if not isinstance(count, int):
+        raise ConvertRefused(f"{out} holds a one-process conversion, not a partitioned one: nothing to merge")
+    with locked(out):
+        if (out / fmt.MANIFEST).exists():
+            shutil.rmtree(out / PARTS_DIR, ignore_errors=True)  # left by a merge killed after its manifest
+            return summary(out, fmt.read_manifest(out), already=True, resumed=wanted["inputs"], processed=0,
+                           seconds=time.perf_counter() - t0)
+        records = committed_parts(out, wanted)
+        moves, tail = plan_moves(out, records)
+        placed = (place_all or _place_here)(moves)
+        for sub in (fmt.SHARDS_DIR, fmt.INDEX_DIR):
+            (out / sub).mkdir(exist_ok=True)
+        manifest = finish(out, placed, tail, wanted)
+        shutil.rmtree(out / PARTS_DIR)
+    return summary(out, manifest, already=False, resumed=0, processed=wanted["inputs"], seconds=time.perf_counter() - t0)
+
+
+def committed_parts(out: Path, wanted: dict) -> list[dict]:
+    """The N parts' commit records in order; ConvertRefused names every part missing, foreign or of another N."""
+    count = wanted["options"]["parts"]
+    root = out / PARTS_DIR
+    names = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    specs = [parse_part_name(n) for n in names]
+    strays = [n for n, s in zip(names, specs) if s is None]
+    if strays:
+        raise ConvertRefused(f"{root} holds entries that are not parts ({', '.join(strays[:5])}); remove them and rerun")
+    other_n = sorted({s.count for s in specs if s.count != count})
+    if other_n:
+        raise ConvertRefused(
+            f"{root} holds parts of N={', '.join(map(str, other_n))} beside this conversion's N={count} "
+            f"(parts of different N cannot be merged); delete them or convert into another OUT"
+        )
+    records, missing = [], []
+    for index in range(count):
+        spec = PartSpec(index, count)
+        lo, hi = spec.input_range(wanted["inputs"])
+        record = read_part(part_root(out, spec)) if spec.name in names else None
+        if record is None:
+            missing.append(f"{spec} (inputs {lo}..{hi - 1})" if hi > lo else f"{spec} (no inputs)")
+            continue
+        foreign = [k for k in _SAME_AS_STATE if record.get(k) != wanted[k]]
+        if foreign or record.get("part") != [index, count]:
+            raise ConvertRefused(
+                f"part {spec} in {part_root(out, spec)} was converted from another source or with other options "
+                f"({', '.join(foreign) or 'part number'} differ from {out / STATE_DIR / 'state.json'}); "
+                f"delete it and convert it again with --part {spec}"
+            )
+        records.append(record)
+    if missing:
+        raise ConvertRefused(
+            f"{out}: {len(missing)} of {count} parts not committed yet: {', '.join(missing[:10])}"
+            f"{' ...' if len(missing) > 10 else ''}; run `tagstream convert SRC OUT --part I/{count}` for each, then merge"
+        )
+    return records
+
+
+def plan_moves(out: Path, records: list[dict]) -> tuple[list[ShardMove], list[dict]]:
+    """The global shards in input order and the rejects after the last one."""
+    table: dict[str, int] = {}
+    moves: list[ShardMove] = []
+    carried: list[dict] = []  # rejects after a part's last shard belong to the next global shard
+    start = 0
+    for record in records:
+        before = len(table)
+        local = [t for s in record["shards"] for t in s["new_tags"]]
+        tag_map = [table.setdefault(t, len(table)) for t in local]
+        identity = tag_map == list(range(len(tag_map)))
+        for s in record["shards"]:
+            state = {
+                "name": fmt.shard_name(len(moves)),
+                "input_start": start,
+                "input_stop": s["input_stop"],
+                "new_tags": [t for t in s["new_tags"] if table[t] >= before],  # first seen here, globally
+                "rejects": carried + s["rejects"],
+                "reencoded": s["reencoded"],
+            }
+            moves.append(ShardMove(str(out), str(part_root(out, PartSpec(*record["part"]))), s["name"], state, s,
+                                   None if identity else tag_map))
+            carried, start = [], s["input_stop"]
+        carried = carried + record["tail"]
+    return moves, carried
+
+
+def _place_here(moves: Sequence[ShardMove]) -> list[dict]:
+    return [place(m) for m in moves]
+
+
+def place(move: ShardMove) -> dict:
+    """Put one shard in place under OUT with its global name and record its state; idempotent (a rerun after a
+    kill at any point finishes the job). Returns the global state, as engine.finish takes it."""
+    out = Path(move.out)
+    name = move.state["name"]
+    recorded = state_path(out, int(name))
+    if recorded.exists():  # placed by an earlier, killed merge
+        state = json.loads(recorded.read_text())
+        if shard_intact(out, state) and all(state.get(k) == v for k, v in move.state.items()):
+            return state
+    part_dir = Path(move.part_dir)
+    source = fmt.shard_path(part_dir, move.part_shard)
+    target = fmt.shard_path(out, name)
+    (out / fmt.SHARDS_DIR).mkdir(exist_ok=True)
+    if move.tag_map is None:
+        entry = {k: move.part_state[k] for k in ("images", "bytes", "sha256")}
+        if source.exists():
+            arrays = {a: np.load(fmt.index_path(part_dir, move.part_shard, a)) for a in fmt.INDEX_ARRAYS}
+            write_index(out, name, **arrays)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(source, target)
+            fmt.fsync_dir(target.parent)
+        elif not target.exists():
+            raise ConvertRefused(f"shard {move.part_shard} of {part_dir} is gone and not in place as {name}; "
+                                 f"delete {out / PARTS_DIR / part_dir.name} and convert that part again")
+        state = {**move.state, "name": name, **entry}
+    else:
+        state = {**move.state, **_relabel(part_dir, move.part_shard, out, int(name), np.asarray(move.tag_map, np.int64))}
+    fmt.write_json_atomic(recorded, state)
+    return state
+
+
+def _relabel(part_dir: Path, part_shard: str, out: Path, shard: int, tag_map: np.ndarray) -> dict:
+    """Rewrite a part's shard under OUT with global tag ids; returns its manifest entry."""
+    index = {a: np.load(fmt.index_path(part_dir, part_shard, a)) for a in ("width", "height", "phash")}
+    writer = ShardWriter(out, shard)
+    env = fmt.open_env(fmt.shard_path(part_dir, part_shard))
+    try:
+        with env.begin(buffers=True) as txn:
+            for i, (key, value) in enumerate(txn.cursor()):
+                if fmt.decode_key(bytes(key)) != i:
+                    raise fmt.FormatError(f"{part_dir}/{part_shard}: record {i} has key {fmt.decode_key(bytes(key))}")
+                rec = fmt.unpack_record(bytes(value))
+                writer.add(rec["image"], tag_map[np.asarray(rec["tags"], np.int64)].tolist(), rec["source"],
+                           width=int(index["width"][i]), height=int(index["height"][i]), phash=int(index["phash"][i]))
+        return writer.commit()
+    finally:
+        env.close()
+        writer.abort()
