@@ -73,7 +73,14 @@ def build_rank_table(
         raise ValueError(
             f"rank {rank} owns no image with positive weight: too few eligible images or blocks for this world size"
         )
-    w = weights[pool]
+    return table_from_pool(pool, weights[pool], replacement=replacement)
+
+
+def table_from_pool(pool: NDArray[np.int64], pool_weights: NDArray[np.float64], *, replacement: bool = True) -> RankTable:
+    """The table over a non-empty pool (ascending global indices) of positive-weight images and their weights."""
+    w = np.asarray(pool_weights, dtype=np.float64)
+    if pool.shape[0] == 0 or w.shape != pool.shape:
+        raise ValueError(f"a table needs a non-empty pool and one weight per image, got {pool.shape[0]} and {w.shape}")
     if not replacement:
         return RankTable(pool, np.zeros(0), np.zeros(0, np.int64), float(w.sum()), False)
     prob = np.empty(pool.shape[0], dtype=np.float64)

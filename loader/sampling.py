@@ -1,54 +1,45 @@
-"""RankSampler: eligibility (masks, holdout split) -> weights -> shards packed onto ranks -> plan(epoch).
+"""RankSampler: one rank's share of the resampled epochs, memory and start-up O(N / world).
 
-Built once per rank. The weights are computed over all N images (O(N) float64 on every rank: the
-class counts, and so every weight, depend on the whole dataset); the alias table and the pool of
-images are only over the rank's own blocks, O(N/world). plan(epoch, start, stop) is a pure
-function of (seed, epoch, rank, world): resuming at step s is plan(epoch, start=s * batch).
+eligibility (masks, holdout split: loader/eligible.py) -> class counts and per-shard weight sums over all
+images, O(classes + shards), computed once and cached beside the vocabulary (loader/summary.py,
+loader/sampling_cache.py) -> shards packed onto P partitions (kernels/assign.py, cached per P) -> the
+labels, weights and alias tables of this rank's own blocks only -> plan(epoch). A partition's plan is a
+pure function of (seed, epoch, partition); a rank serving several partitions lays their shares of each
+step end to end (loader/partitions.py), so the global batches do not depend on the world size.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from numpy.typing import NDArray
-from tagstream.kernels.assign import block_weights, pack_shards, rank_loads
-from tagstream.kernels.counts import class_counts, class_weight_sums
-from tagstream.kernels.plan import build_rank_table, plan_length, plan_slice
-from tagstream.kernels.rng import holdout_mask
-from tagstream.kernels.weights import COMBINES, sample_weights, sampling_power
-from tagstream.loader.config import SPLITS
+from tagstream.kernels.assign import Packing, pack_shard_sums, rank_loads
+from tagstream.kernels.counts import class_weight_sums
+from tagstream.kernels.plan import RankTable, plan_length, plan_slice, table_from_pool
+from tagstream.kernels.weights import COMBINES, sampling_power
+from tagstream.loader.eligible import Eligibility, RangeEligibility, as_eligibility, eligibility
+from tagstream.loader.partitions import check_layout, rank_positions, served
+from tagstream.loader.range_weights import RangeWeights
+from tagstream.loader.sampling_cache import SamplingCache
+from tagstream.loader.summary import SamplingSummary, compute_summary
 
 if TYPE_CHECKING:
     from tagstream.loader.config import LoaderConfig
     from tagstream.loader.dataset import Dataset
     from tagstream.loader.vocab import Vocab
 
-
-def eligibility(
-    dataset: Dataset,
-    *,
-    masks: tuple[str, ...] = (),
-    holdout_fraction: float = 0.0,
-    split: str = "all",
-    holdout_seed: int = 0,
-) -> NDArray[np.bool_]:
-    """True = may be drawn. Masks (masks/NAME.npy, True = excluded) remove images; with a holdout
-    fraction, split "train" removes the held-out images and "holdout" keeps only them.
-    The holdout split is keyed by holdout_seed, not the training seed, so it never moves between runs."""
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r} is not one of {SPLITS}")
-    ok = np.ones(dataset.num_images, dtype=np.bool_)
-    for name in masks:
-        ok &= ~np.asarray(dataset.load_mask(name))
-    if holdout_fraction > 0 and split != "all":
-        held = holdout_mask(dataset.num_images, holdout_fraction, holdout_seed)
-        ok &= held if split == "holdout" else ~held
-    return ok
+__all__ = ["Eligibility", "RankSampler", "eligibility"]
 
 
 class RankSampler:
-    """One rank's view of the resampled epochs. See the module docstring for the memory trade-off."""
+    """One rank's view of the resampled epochs (see the module docstring).
+
+    partitions (P, default world) must be a multiple of world; a rank serving P / world > 1 partitions
+    needs `share`, the samples each partition gives every global batch. `timings` and `cache_hits` say
+    where start-up went (summary, packing, tables) and what the cache saved.
+    """
 
     def __init__(
         self,
@@ -57,12 +48,15 @@ class RankSampler:
         *,
         sampling: str = "sqrt",
         combine: str = "sum",
-        eligible: NDArray[np.bool_] | None = None,
+        eligible: RangeEligibility | NDArray[np.bool_] | None = None,
         seed: int = 0,
         rank: int = 0,
         world: int = 1,
+        partitions: int | None = None,
+        share: int | None = None,
         samples_per_epoch: int | None = None,
         replacement: bool = True,
+        cache: bool = True,
     ):
         if world < 1 or not 0 <= rank < world:
             raise ValueError(f"rank={rank} must be in [0, world={world}) with world >= 1")
@@ -71,74 +65,155 @@ class RankSampler:
         power = sampling_power(sampling)
         if not replacement and power is not None:
             raise ValueError(f"replacement=False needs sampling='natural' (a permutation), got sampling={sampling!r}")
+        self.partitions = world if partitions is None else int(partitions)
+        if self.partitions < world or self.partitions % world:
+            check_layout(self.partitions, world, 1)  # raises, naming the world sizes that work
+        serves = self.partitions // world
+        if serves > 1 and (share is None or share < 1):
+            raise ValueError(f"a rank serving {serves} partitions needs share >= 1 (samples per partition per step), got {share}")
         self.dataset, self.vocab = dataset, vocab
         self.sampling, self.combine, self.seed, self.rank, self.world = sampling, combine, seed, rank, world
-        self.replacement = replacement
-        offsets, labels = np.asarray(vocab.label_offsets), np.asarray(vocab.labels)
-        self.counts: NDArray[np.int64] = class_counts(offsets, labels, eligible, np.zeros(vocab.num_classes, np.int64))
-        self.weights: NDArray[np.float64] = sample_weights(
-            offsets, labels, self.counts, power, combine, eligible, np.empty(dataset.num_images, np.float64)
-        )
-        self.num_drawable = int(np.count_nonzero(self.weights))
+        self.replacement, self.share = replacement, share if serves > 1 else None
+        rule = as_eligibility(eligible, dataset.num_images)
+        if isinstance(rule, Eligibility):
+            rule.check(dataset)
+        self.source = RangeWeights(dataset, vocab, power=power, combine=combine, eligible=rule)
+        what = rule.settings()
+        entry = SamplingCache(dataset, vocab, {"sampling": sampling, "combine": combine, **what}) if cache and what is not None else None
+        self.timings: dict[str, float] = {}
+        self.cache_hits: dict[str, bool] = {}
+
+        summary = self._cached("summary", entry, lambda: entry.load_summary(), self._summary, lambda s: entry.save_summary(s))
+        self.counts: NDArray[np.int64] = summary.counts
+        self.num_drawable = summary.num_drawable
         if self.num_drawable == 0:
             raise ValueError("no image can be drawn: every image is masked out, held out, or has no class in the vocabulary")
         self.samples_per_epoch = self.num_drawable if samples_per_epoch is None else int(samples_per_epoch)
-        self.len_per_rank = plan_length(self.samples_per_epoch, world)
-        packing = pack_shards(dataset.shard_starts, self.weights, world)
+        self.len_per_partition = plan_length(self.samples_per_epoch, self.partitions)
+        packing = self._cached("packing", entry, lambda: entry.load_packing(self.partitions), lambda: self._pack(summary),
+                               lambda p: entry.save_packing(self.partitions, p))  # fmt: skip
         self.block_starts: NDArray[np.int64] = packing.block_starts
-        self.owner: NDArray[np.int64] = packing.owner
-        self.imbalance = packing.imbalance  # max rank weight / mean - 1 (the packing error of the law)
+        self.owner: NDArray[np.int64] = packing.owner  # the partition of each block
+        self.imbalance = packing.imbalance  # max partition weight / mean - 1 (the packing error of the law)
         self.imbalance_whole_shards = packing.imbalance_whole_shards
-        self.block_weights = block_weights(self.block_starts, self.weights)
-        self.rank_weights = rank_loads(self.block_weights, self.owner, world)
-        if not np.all(self.rank_weights > 0):
+        self.block_weights: NDArray[np.float64] = packing.block_weights
+        self.partition_weights = rank_loads(self.block_weights, self.owner, self.partitions)
+        if not np.all(self.partition_weights > 0):
             # raised on every rank alike, so no rank goes on to wait for one that failed
-            empty = np.flatnonzero(self.rank_weights <= 0).tolist()
+            empty = np.flatnonzero(self.partition_weights <= 0).tolist()
             raise ValueError(
-                f"ranks {empty} of world={world} own no image with positive weight: "
-                f"{self.num_drawable} drawable images are too few for this world size"
+                f"partitions {empty} of {self.partitions} (world={world}) own no image with positive weight: "
+                f"{self.num_drawable} drawable images are too few for this many partitions"
             )
-        self.owned_blocks: NDArray[np.int64] = np.flatnonzero(self.owner == rank).astype(np.int64)
-        self.table = build_rank_table(self.weights, self.block_starts, self.owner, rank, replacement=replacement)
+        self.served = served(rank, world, self.partitions)
+        self.owned_blocks: NDArray[np.int64] = np.flatnonzero(np.isin(self.owner, np.array(self.served))).astype(np.int64)
+        t = time.perf_counter()
+        self.tables: list[RankTable] = [self._table(p) for p in self.served]
+        self.timings["tables"] = time.perf_counter() - t
+        if serves == 1:
+            self.len_per_rank = self.len_per_partition
+        else:  # whole steps only: every served partition gives `share` samples to each
+            self.len_per_rank = (self.len_per_partition // self.share) * self.share * serves
 
     @classmethod
     def from_config(
         cls, config: LoaderConfig, dataset: Dataset, vocab: Vocab, *, rank: int = 0, world: int = 1, replacement: bool = True
     ) -> RankSampler:
-        """The sampler a LoaderConfig describes (masks, holdout split, sampling, combine, seed, samples)."""
-        ok = eligibility(dataset, masks=config.masks, holdout_fraction=config.holdout_fraction, split=config.split)
+        """The sampler a LoaderConfig describes (masks, holdout split, sampling, combine, seed, samples, partitions)."""
+        partitions = getattr(config, "partitions", None) or world
+        share = check_layout(partitions, world, config.batch_size)
+        rule = Eligibility(masks=config.masks, holdout_fraction=config.holdout_fraction, split=config.split)
         return cls(
-            dataset, vocab, sampling=config.sampling, combine=config.combine, eligible=ok, seed=config.seed,
-            rank=rank, world=world, samples_per_epoch=config.samples_per_epoch, replacement=replacement,
-        )
+            dataset, vocab, sampling=config.sampling, combine=config.combine, eligible=rule, seed=config.seed,
+            rank=rank, world=world, partitions=partitions, share=share, samples_per_epoch=config.samples_per_epoch,
+            replacement=replacement,
+        )  # fmt: skip
 
     def __len__(self) -> int:
         return self.len_per_rank
 
     def plan(self, epoch: int, start: int = 0, stop: int | None = None) -> NDArray[np.int64]:
         """Global image indices [start, stop) of this rank's plan for epoch (int64)."""
-        return plan_slice(
-            self.table, seed=self.seed, epoch=epoch, rank=self.rank, length=self.len_per_rank, start=start, stop=stop
-        )
+        stop = self.len_per_rank if stop is None else stop
+        if not 0 <= start <= stop <= self.len_per_rank:
+            raise ValueError(f"slice [{start}, {stop}) must satisfy 0 <= start <= stop <= length={self.len_per_rank}")
+        if len(self.tables) == 1:
+            return self._partition_plan(0, epoch, start, stop)
+        slot, pos = rank_positions(start, stop, len(self.tables), self.share)
+        out = np.empty(stop - start, dtype=np.int64)
+        for q in range(len(self.tables)):
+            sel = slot == q
+            if sel.any():
+                lo, hi = int(pos[sel].min()), int(pos[sel].max()) + 1
+                out[sel] = self._partition_plan(q, epoch, lo, hi)[pos[sel] - lo]
+        return out
 
     def owned_ranges(self) -> NDArray[np.int64]:
         """(n, 2) [lo, hi) image ranges of this rank's blocks."""
         b = self.owned_blocks
         return np.stack([self.block_starts[b], self.block_starts[b + 1]], axis=1)
 
-    def expected_class_draws(self, *, ideal: bool = False) -> NDArray[np.float64]:
-        """Expected draws per epoch (all ranks together) of an image carrying each class, float64[C].
+    def image_weights(self, lo: int = 0, hi: int | None = None) -> NDArray[np.float64]:
+        """Sampling weights of images [lo, hi) (all images by default: O(N), for tools and tests)."""
+        return self.source.weights(lo, self.dataset.num_images if hi is None else hi, self.counts)
 
-        Exact for this plan: rank r draws len_per_rank times from w_i / W_r over its images. With
-        ideal=True, the formula alone (samples_per_epoch · sum_i w_i [c in C(i)] / W), without the
-        rank packing error. Without replacement the same expectations hold (w_i = 1).
+    def expected_class_draws(self, *, ideal: bool = False) -> NDArray[np.float64]:
+        """Expected draws per epoch (all partitions together) of an image carrying each class, float64[C].
+
+        Exact for this plan: partition p draws len_per_partition times from w_i / W_p over its images. With
+        ideal=True, the formula alone (samples_per_epoch · sum_i w_i [c in C(i)] / W), without the packing
+        error. Without replacement the same expectations hold (w_i = 1). One pass over all blocks, O(N) time.
         """
-        offsets, labels = np.asarray(self.vocab.label_offsets), np.asarray(self.vocab.labels)
         if ideal:
-            per_image = self.weights * (self.samples_per_epoch / self.weights.sum())
+            scale = np.full(self.partitions, self.samples_per_epoch / float(self.block_weights.sum()))
         else:
-            scale = np.divide(self.len_per_rank, self.rank_weights, out=np.zeros(self.world), where=self.rank_weights > 0)
-            per_image = self.weights.copy()
-            for lo, hi, r in zip(self.block_starts[:-1], self.block_starts[1:], self.owner):
-                per_image[lo:hi] *= scale[r]
-        return class_weight_sums(offsets, labels, per_image, np.zeros(self.vocab.num_classes))
+            w = self.partition_weights
+            scale = np.divide(self.len_per_partition, w, out=np.zeros(self.partitions), where=w > 0)
+        out = np.zeros(self.vocab.num_classes)
+        for lo, hi, p in zip(self.block_starts[:-1], self.block_starts[1:], self.owner):
+            off, labels = self.source.labels_of(int(lo), int(hi))
+            per_image = self.source.weights(int(lo), int(hi), self.counts) * scale[p]
+            class_weight_sums(off, labels, per_image, out, accumulate=True)
+        return out
+
+    # -- start-up --------------------------------------------------------------------------------
+    def _cached(self, name: str, entry: SamplingCache | None, load: Callable[[], Any], compute: Callable[[], Any],
+                save: Callable[[Any], None]) -> Any:  # fmt: skip
+        """load, else compute and save, under the entry's lock (one process computes, the others read)."""
+        t = time.perf_counter()
+        value = None
+        if entry is None:
+            value = compute()
+        else:
+            with entry.locked():
+                value = load()
+                self.cache_hits[name] = value is not None
+                if value is None:
+                    value = compute()
+                    save(value)
+        self.timings[name] = time.perf_counter() - t
+        return value
+
+    def _summary(self) -> SamplingSummary:
+        return compute_summary(self.source, self.dataset.shard_starts, self.vocab.num_classes)
+
+    def _pack(self, summary: SamplingSummary) -> Packing:
+        return pack_shard_sums(
+            self.dataset.shard_starts, summary.shard_sums, self.partitions, lambda lo, hi: self.source.weights(lo, hi, self.counts)
+        )
+
+    def _table(self, partition: int) -> RankTable:
+        """The partition's pool (positive-weight images of its blocks, ascending) and alias table."""
+        pools, weights = [], []
+        for b in np.flatnonzero(self.owner == partition):
+            lo, hi = int(self.block_starts[b]), int(self.block_starts[b + 1])
+            w = self.source.weights(lo, hi, self.counts)
+            keep = np.flatnonzero(w > 0)
+            pools.append(lo + keep)
+            weights.append(w[keep])
+        pool = np.concatenate(pools).astype(np.int64)
+        return table_from_pool(pool, np.concatenate(weights), replacement=self.replacement)
+
+    def _partition_plan(self, slot: int, epoch: int, start: int, stop: int) -> NDArray[np.int64]:
+        return plan_slice(self.tables[slot], seed=self.seed, epoch=epoch, rank=self.served[slot],
+                          length=self.len_per_partition, start=start, stop=stop)  # fmt: skip

@@ -80,7 +80,7 @@ def test_ranks_plan_equal_lengths_from_their_own_blocks(dataset, vocab, world, s
         inside = np.zeros(N, bool)
         for lo, hi in s.owned_ranges():
             inside[lo:hi] = True
-        assert inside[plan].all() and ok[plan].all() and np.all(s.weights[plan] > 0)
+        assert inside[plan].all() and ok[plan].all() and np.all(s.image_weights()[plan] > 0)
         assert np.array_equal(s.plan(0, start=5, stop=9), plan[5:9]) and not np.array_equal(s.plan(1), plan)
         seen.append(set(plan.tolist()))
         assert s.imbalance == samplers[0].imbalance and s.imbalance >= 0
@@ -93,7 +93,7 @@ def test_ranks_plan_equal_lengths_from_their_own_blocks(dataset, vocab, world, s
 
 def test_without_replacement_one_rank_is_a_permutation(dataset, vocab):
     s = RankSampler(dataset, vocab, sampling="natural", replacement=False, seed=1)
-    drawable = np.flatnonzero(s.weights > 0)
+    drawable = np.flatnonzero(s.image_weights() > 0)
     assert np.array_equal(np.sort(s.plan(0)), drawable)
     assert np.array_equal(drawable, np.flatnonzero(np.diff(vocab.label_offsets) > 0))
 
@@ -112,7 +112,8 @@ def test_expected_class_draws_match_observed(dataset, vocab):
     ideal = s.expected_class_draws(ideal=True)
     np.testing.assert_allclose(ideal, expected, rtol=0.05)  # packing error is small, not zero
     # the formula: each draw lands on image i w.p. w_i / W, and carries its classes
-    per_image = s.weights / s.weights.sum() * samples
+    weights = s.image_weights()
+    per_image = weights / weights.sum() * samples
     by_hand = np.array([sum(per_image[i] for i in range(N) if c in image_classes(i)) for c in range(C)])
     np.testing.assert_allclose(ideal, by_hand, rtol=1e-9)
 
@@ -141,7 +142,7 @@ def test_bad_arguments_are_clear_errors(dataset, vocab):
     few = np.zeros(N, bool)
     few[[1, 2]] = True  # two drawable images in one shard, three ranks
     for rank in range(3):  # every rank refuses, not only the empty one: none is left waiting
-        with pytest.raises(ValueError, match=r"ranks \[\d\] of world=3 own no image"):
+        with pytest.raises(ValueError, match=r"partitions \[\d\] of 3 \(world=3\) own no image"):
             RankSampler(dataset, vocab, eligible=few, rank=rank, world=3, samples_per_epoch=30)
 
 
