@@ -160,6 +160,24 @@ def unpack_record(value: bytes) -> dict[str, Any]:
     return rec
 
 
+_IMAGE_HEAD = b"\x83\xa5image"  # pack_record's map: 3 entries, "image" first (msgpack keeps the dict's order)
+_BIN_LENGTH_BYTES = {0xC4: 1, 0xC5: 2, 0xC6: 4}  # msgpack bin 8 / bin 16 / bin 32
+
+
+def image_span(value: bytes | memoryview) -> tuple[int, int] | None:
+    """(offset, length) of the image bytes inside a record laid out as pack_record writes it, found
+    without parsing the rest (so the image can be handed on as a view, uncopied); None for any other
+    layout or a length past the value's end, which the caller then parses with unpack_record."""
+    head = bytes(value[:12])
+    if head[:7] != _IMAGE_HEAD or len(head) < 8 or head[7] not in _BIN_LENGTH_BYTES:
+        return None
+    start = 8 + _BIN_LENGTH_BYTES[head[7]]
+    if len(head) < start:
+        return None
+    length = int.from_bytes(head[8:start], "big")
+    return (start, length) if start + length <= len(value) else None
+
+
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -13,7 +13,8 @@ from tagstream.loader import format as fmt
 from tagstream.loader.batch import IMAGENET_MEAN, IMAGENET_STD, Batch
 from tagstream.loader.config import LoaderConfig
 from tagstream.loader.dataset import Dataset
-from tagstream.loader.pipeline import EvalPlan, PlanSource, build_pipeline, start, stop
+from tagstream.loader.feed import BatchSource
+from tagstream.loader.pipeline import GPU_MAX_PIXELS, EvalPlan, PlanSource, build_pipeline, start, stop
 from tagstream.loader.store import ShardStore
 from tagstream.loader.vocab import Vocab
 
@@ -24,12 +25,6 @@ def eval_share(eligible: NDArray[np.int64], rank: int, world: int) -> NDArray[np
     """Rank r's contiguous share of the eval images: [floor(r*M/world), floor((r+1)*M/world))."""
     m = eligible.shape[0]
     return eligible[(rank * m) // world : ((rank + 1) * m) // world]
-
-
-def _bytes_per_sample(dataset: Dataset) -> int:
-    """Presize DALI's shared-memory slots: twice the mean record size, at least 64 KiB."""
-    total = sum(int(s.get("bytes", 0)) for s in dataset.shards)
-    return max(1 << 16, 2 * total // max(dataset.num_images, 1))
 
 
 class DaliLoader:
@@ -161,7 +156,7 @@ class DaliLoader:
             return
         self.close()
         decodes = c.source_decodes
-        source = PlanSource(
+        common = dict(
             store=ShardStore(self.dataset.root),
             plan=self._plan,
             train=self.train,
@@ -172,27 +167,32 @@ class DaliLoader:
             base_position=self.step * c.batch_size,
             scale=c.random_area,
             ratio=c.random_aspect_ratio,
-            decode_size=size if decodes else None,
             image_size=size,
-            resize_size=c.resize_size,  # None: PlanSource's default, image_size * 256 / 224
-            antialias=c.antialias,
+            resize_size=c.resize_size,  # None: the sources' default, image_size * 256 / 224
         )
+        source: PlanSource | BatchSource
+        if decodes:  # CPU: worker processes decode the windows (loader/turbo.py)
+            source = PlanSource(**common, decode_size=size, antialias=c.antialias)
+        else:  # DALI decodes: whole batches handed over from this thread, no workers (loader/feed.py)
+            source = BatchSource(**common, batch_size=c.batch_size, prefetch=c.prefetch,
+                                 max_pixels=GPU_MAX_PIXELS if c.device == "gpu" else None)
+        workers = c.workers if decodes else 0
         pipe = build_pipeline(
             source,
             batch_size=c.batch_size,
             image_size=size,
             device=c.device,
             device_id=c.device_id,
-            workers=c.workers,
+            workers=workers,
             threads=c.threads,
             prefetch=c.prefetch,
             seed=c.seed + self.rank,
-            bytes_per_sample=3 * size**2 if decodes else _bytes_per_sample(self.dataset),
+            bytes_per_sample=3 * size**2,  # a decoded sample (the only parallel source)
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
             antialias=c.antialias,
         )
-        self._pipe = start(pipe, workers=c.workers)
+        self._pipe = start(pipe, workers=workers)
         self._pipe_at = (self.epoch, self.step)
         self._pipe_size = size
 

@@ -13,7 +13,7 @@ import atexit
 import os
 import weakref
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,6 +22,9 @@ from tagstream.loader import turbo
 from tagstream.loader.augment import train_params
 from tagstream.loader.lifetime import exit_with_parent
 from tagstream.loader.store import ShardStore
+
+if TYPE_CHECKING:
+    from tagstream.loader.feed import BatchSource
 
 # the dataset index, the (x, y, w, h) crop window and the flip bit travel as one float64 (6,) output
 # (indices are exact below 2^53): each output of a per-sample source costs the main process a
@@ -32,6 +35,18 @@ EVAL_OUTPUTS = ("image", "params")  # params: (index, x0, y0, x1, y1), the centr
 DECODED_OUTPUTS = ("image", "index")  # the source decoded: (size, size, 3) uint8 and the index
 _PLACEHOLDER_SIDE = 16
 _JPEG_SOI = b"\xff\xd8"
+
+# nvJPEG ("mixed") on the GPU path. The share of images sent to the GPU's hardware JPEG engines (A100,
+# H100/H200) rather than CUDA cores: DALI's default, to be tuned on the machine (scripts/gpu-check.sh).
+HW_DECODER_LOAD = 0.65
+# nvJPEG sizes its buffers for the largest image it has met and reallocates when a larger one comes,
+# which is where allocator failures on outliers happen (DALI issue #1137: a 28-megapixel JPEG among
+# ImageNet's). Conversion bounds every image (`tagstream convert --max-side`, default 1024: 1 MP);
+# the decoder preallocates DEVICE_MEMORY_PADDING a thread, enough for any image up to GPU_MAX_PIXELS
+# (3 bytes a pixel), and the GPU source refuses a bigger image by name (loader/feed.py) rather than
+# leave it to an allocator failure mid-run.
+DEVICE_MEMORY_PADDING = 64 << 20
+GPU_MAX_PIXELS = 4096 * 4096
 
 
 class Plan(Protocol):
@@ -69,6 +84,9 @@ class PlanSource:
     for eval, (encoded image, (index, x, y, w, h, flip) as float64) for train, (decoded image, index)
     when it decodes.
 
+    The CPU path's source (it decodes, in worker processes); where DALI decodes, loader/feed.py's
+    BatchSource hands whole batches over instead (this per-sample layout stays as its reference).
+
     Position p of epoch e is `base_position + idx_in_epoch` in the first epoch the pipeline runs and
     `idx_in_epoch` after it, with e = base_epoch + SampleInfo.epoch_idx; positions >= length raise
     StopIteration (length is a multiple of the batch size, so no batch is dropped). Plans are
@@ -77,6 +95,8 @@ class PlanSource:
     With `decode_size` set, the source decodes itself (loader.turbo) and returns (image, index): the
     train window resized to decode_size square and mirrored by the flip bit, or the eval centre crop.
     """
+
+    batched = False  # build_pipeline: a per-sample source, parallel in worker processes when workers > 0
 
     def __init__(
         self,
@@ -193,7 +213,7 @@ class PlanSource:
 
 
 def build_pipeline(
-    source: PlanSource,
+    source: PlanSource | BatchSource,
     *,
     batch_size: int,
     image_size: int,
@@ -225,6 +245,10 @@ def build_pipeline(
     decoder = "mixed" if gpu else "cpu"
     names = source.outputs
     decoded = source.decode_size is not None
+    batched = source.batched
+    workers = 0 if batched else workers
+    # GPU: the hardware decoder where present, buffers preallocated for the largest image allowed
+    nvjpeg = {"hw_decoder_load": HW_DECODER_LOAD, "device_memory_padding": DEVICE_MEMORY_PADDING} if gpu else {}
     dtypes = [types.UINT8, types.INT64 if decoded else types.FLOAT64]
     ndims = [3 if decoded else 1, 1]
 
@@ -241,10 +265,13 @@ def build_pipeline(
         exec_dynamic=True,
     )
     def graph():
-        parallel = {"parallel": True, "bytes_per_sample_hint": bytes_per_sample, "prefetch_queue_depth": prefetch}
-        outs = fn.external_source(
-            source=source, num_outputs=len(names), batch=False, dtype=dtypes, ndim=ndims, **(parallel if workers > 0 else {})
-        )
+        if batched:  # one call per batch in this thread; the JPEGs are views of LMDB's map, handed over uncopied
+            feed = {"batch": True, "batch_info": True, "no_copy": True}
+        elif workers > 0:
+            feed = {"batch": False, "parallel": True, "bytes_per_sample_hint": bytes_per_sample, "prefetch_queue_depth": prefetch}
+        else:
+            feed = {"batch": False}
+        outs = fn.external_source(source=source, num_outputs=len(names), dtype=dtypes, ndim=ndims, **feed)
         if decoded:  # the workers decoded, cropped, resized and flipped: batch and prefetch only
             images, index = outs
         elif source.train:
@@ -253,7 +280,8 @@ def build_pipeline(
             window = fn.cast(params[1:6], dtype=types.FLOAT)
             anchor, shape, flip = window[0:2], window[2:4], window[4]
             images = fn.decoders.image_slice(
-                jpegs, anchor, shape, device=decoder, output_type=types.RGB, normalized_anchor=False, normalized_shape=False
+                jpegs, anchor, shape, device=decoder, output_type=types.RGB, normalized_anchor=False, normalized_shape=False,
+                **nvjpeg,
             )
             if gpu:
                 images = fn.resize(images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=antialias)
@@ -272,7 +300,7 @@ def build_pipeline(
             jpegs, params = outs
             index = fn.cast(params[0:1], dtype=types.INT64)
             box = fn.cast(params[1:5], dtype=types.FLOAT)
-            images = fn.decoders.image(jpegs, device=decoder, output_type=types.RGB)
+            images = fn.decoders.image(jpegs, device=decoder, output_type=types.RGB, **nvjpeg)
             images = fn.resize(
                 images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=True, minibatch_size=minibatch,
                 roi_start=fn.stack(box[1], box[0]), roi_end=fn.stack(box[3], box[2]), roi_relative=False,

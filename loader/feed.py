@@ -1,0 +1,142 @@
+"""BatchSource: the external source of the paths where DALI decodes (GPU; CPU with cpu_decoder="dali"),
+called once per batch in the thread that runs the pipeline, with no worker processes.
+
+Per batch: the plan slice, the crop windows and flips of the whole batch in one kernel call
+(kernels/crops.py, the same numbers as loader/augment.py), the records read in one LMDB read
+transaction per shard, and the JPEG bytes handed to DALI as views of LMDB's memory map (`no_copy`):
+nothing is copied, pickled or sent between processes. ~8 µs of CPU a sample on the 2-core development
+machine, all of it in the training process, against ~45 µs of main-process time for the per-sample
+parallel source (the copy through shared memory and the per-sample feed; docs/loader-bench.md).
+The trade-off: the source runs in the trainer's thread (inside `pipeline.run()`), so it must stay cheap;
+the CPU path, whose source decodes, keeps its worker processes (loader/pipeline.py PlanSource).
+
+Lifetime: DALI reads the views after the call returns (up to `prefetch` batches later), so the source
+keeps each batch's views and read transactions for prefetch + 2 calls; LMDB keeps a read transaction's
+pages valid, and the environments stay open for the life of the process (loader/store.py).
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from tagstream.kernels.crops import ratio_args, stream_prefix, train_windows
+from tagstream.loader import format as fmt
+from tagstream.loader import turbo
+from tagstream.loader.pipeline import _PLACEHOLDER_SIDE, EVAL_OUTPUTS, TRAIN_OUTPUTS, Plan, placeholder_jpeg
+from tagstream.loader.store import ShardStore
+
+
+class BatchSource:
+    """The batch-mode external-source callable: BatchInfo -> (list of B JPEG views, params).
+
+    params is (B, 6) float64 rows (index, x, y, w, h, flip) for train, (B, 5) rows (index, x0, y0, x1,
+    y1) — the eval centre box (turbo.centre_box) — for eval, exactly what PlanSource gives per sample.
+    Batch i of the pipeline's first epoch covers plan positions base_position + i*B onwards of epoch
+    base_epoch; after that, epoch base_epoch + epoch_idx from position 0; a batch starting at or past
+    `length` raises StopIteration (length is a multiple of B). Eval padding (index -1) gets a small grey
+    JPEG, as with PlanSource. With `max_pixels`, an image with more pixels is a FormatError naming it.
+    """
+
+    batched = True  # build_pipeline: a batch-mode, in-thread external source
+    decode_size = None  # DALI decodes
+
+    def __init__(
+        self,
+        *,
+        store: ShardStore,
+        plan: Plan,
+        train: bool,
+        length: int,
+        batch_size: int,
+        seed: int,
+        rank: int,
+        base_epoch: int = 0,
+        base_position: int = 0,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        image_size: int = 224,
+        resize_size: int | None = None,
+        prefetch: int = 2,
+        max_pixels: int | None = None,
+    ):
+        if batch_size < 1 or length % batch_size:
+            raise ValueError(f"length={length} must be a multiple of batch_size={batch_size} >= 1")
+        self.store = store
+        self.planner = plan
+        self.train = bool(train)
+        self.length = int(length)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.base_epoch = int(base_epoch)
+        self.base_position = int(base_position)
+        self.scale = np.array(scale, np.float64)
+        self.ratio = ratio_args(ratio)
+        self.image_size = int(image_size)
+        self.resize_size = int(resize_size or round(self.image_size * 256 / 224))
+        self.max_pixels = None if max_pixels is None else int(max_pixels)
+        self._keep: collections.deque = collections.deque(maxlen=int(prefetch) + 2)
+        self._placeholder = np.frombuffer(placeholder_jpeg(), np.uint8)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return TRAIN_OUTPUTS if self.train else EVAL_OUTPUTS
+
+    def __call__(self, info: Any) -> tuple[list[np.ndarray], NDArray[np.float64]]:
+        first = info.epoch_idx == 0
+        start = info.iteration * self.batch_size + (self.base_position if first else 0)
+        if start >= self.length:
+            raise StopIteration
+        return self.batch(self.base_epoch + info.epoch_idx, start)
+
+    def batch(self, epoch: int, start: int) -> tuple[list[np.ndarray], NDArray[np.float64]]:
+        """The JPEG views and params of the batch at plan positions [start, start + B) of `epoch`."""
+        stop = min(start + self.batch_size, self.length)
+        indices = np.asarray(self.planner.plan(epoch, start, stop), dtype=np.int64)
+        if self.train:
+            widths, heights = self.sizes(indices)
+            params = np.empty((indices.shape[0], 6), np.float64)
+            windows = np.empty((indices.shape[0], 5), np.int64)
+            positions = np.arange(start, stop, dtype=np.int64)
+            train_windows(widths, heights, positions, stream_prefix(self.seed, epoch, self.rank), self.scale, self.ratio, windows)
+            params[:, 0] = indices
+            params[:, 1:] = windows
+            views, txns = self.store.image_views(indices)
+        else:
+            real = indices >= 0
+            widths, heights = self.sizes(indices[real])
+            params = np.empty((indices.shape[0], 5), np.float64)
+            params[:, 0] = indices
+            params[~real, 1:] = (0.0, 0.0, _PLACEHOLDER_SIDE, _PLACEHOLDER_SIDE)
+            size, resize = self.image_size, self.resize_size
+            params[real, 1:] = [turbo.centre_box(int(w), int(h), image_size=size, resize_size=resize)
+                                for w, h in zip(widths, heights)]
+            read, txns = self.store.image_views(indices[real])
+            views = [self._placeholder] * indices.shape[0]
+            for i, view in zip(np.flatnonzero(real).tolist(), read):
+                views[i] = view
+        self._keep.append((views, txns))
+        return views, params
+
+    def sizes(self, indices: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """(widths, heights) of the images, from the memory-mapped index; checks `max_pixels`."""
+        ds = self.store.dataset
+        shards, local = ds.locate(indices)
+        widths = np.empty(indices.shape[0], np.int64)
+        heights = np.empty(indices.shape[0], np.int64)
+        for shard in np.unique(shards).tolist():
+            sel = shards == shard
+            widths[sel] = ds.index_array(shard, "width")[local[sel]]
+            heights[sel] = ds.index_array(shard, "height")[local[sel]]
+        if self.max_pixels is not None:
+            big = np.flatnonzero(widths * heights > self.max_pixels)
+            if big.size:
+                i = int(big[0])
+                raise fmt.FormatError(
+                    f"{ds.root}: {self.store.where(int(indices[i]))}: {widths[i]}x{heights[i]} is more than the "
+                    f"{self.max_pixels:,} pixels the GPU decoder is sized for; convert with --max-side (default 1024)"
+                )
+        return widths, heights
