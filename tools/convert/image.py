@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from tagstream.loader import storage
 from tagstream.tools.convert.sources import Item
 from tagstream.tools.convert.tags import canonical_tags
 from tagstream.tools.dedup.imagehash import phash_image
@@ -30,6 +31,10 @@ REJECT_REASONS = (
     "corrupt",  # recognised format, but decoding fails
     "too_small",  # shorter side below --min-side
     "decompression_bomb",  # more pixels than --max-pixels
+    "no_image",  # a tar sample without an image member
+    "damaged_tar",  # the part of a tar after damage (or the whole of one that is not a tar)
+    "download_failed",  # img2dataset could not download the image (status other than "success")
+    "video",  # YFCC100M: the entry is a video
 )
 
 ORIENTATION = 0x0112  # EXIF tag; decoders that honour it (DALI does by default) would rotate the stored image
@@ -240,11 +245,40 @@ def read_image_file(path: str, options: ImageOptions) -> bytes | Rejected:
     return data
 
 
+def check_image_bytes(data: bytes, options: ImageOptions) -> bytes | Rejected:
+    """Image bytes an input holds itself (a tar member, a Parquet cell), under the same size rules as a file."""
+    if not data:
+        return Rejected("empty_file", "zero bytes")
+    if len(data) > options.max_file_bytes:
+        return Rejected("file_too_large", f"{len(data)} bytes > --max-file-bytes {options.max_file_bytes}")
+    return data
+
+
+def read_image(path: str, options: ImageOptions) -> bytes | Rejected:
+    """The bytes of an image file or object (an fsspec URL); a storage fault after its retries is raised
+    (StorageError: the conversion stops and resumes on a rerun), never taken for a bad image."""
+    if not storage.is_url(path):
+        return read_image_file(path, options)
+    if storage.local_path(path) is not None:  # file://
+        return read_image_file(str(storage.local_path(path)), options)
+    try:
+        size = storage.size(path)
+    except FileNotFoundError:
+        return Rejected("missing_file", f"no such object: {storage.redact(path)}")
+    if size > options.max_file_bytes:
+        return Rejected("file_too_large", f"{size} bytes > --max-file-bytes {options.max_file_bytes}")
+    try:
+        data = storage.read_bytes(path)
+    except FileNotFoundError:
+        return Rejected("missing_file", f"no such object: {storage.redact(path)}")
+    return check_image_bytes(data, options)
+
+
 def process_item(item: Item, options: ImageOptions) -> ItemResult:
     """Worker entry: one input -> accepted image with canonical tags, or a rejection with its reason."""
     if item.error is not None:
-        return ItemResult(item, Rejected("bad_metadata", item.error), ())
-    data = read_image_file(item.image, options)
+        return ItemResult(item, Rejected(item.reason, item.error), ())
+    data = check_image_bytes(item.data, options) if item.data is not None else read_image(item.image, options)
     if isinstance(data, Rejected):
         return ItemResult(item, data, ())
     return ItemResult(item, validate_image(data, options), tuple(canonical_tags(item.tags)))

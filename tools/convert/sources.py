@@ -1,62 +1,144 @@
-"""Conversion inputs: ImageFolder trees, JSON-lines and CSV/TSV files, enumerated in a fixed order as Items.
+"""Conversion inputs, enumerated in a fixed order as Items: ImageFolder trees, JSON-lines and CSV/TSV files
+(here), WebDataset/img2dataset tars (source_tar.py), Parquet tables (source_parquet.py) and YFCC100M's
+metadata table (source_yfcc.py); every file may be local or an fsspec URL (source_paths.py).
 
-The order is a pure function of the input (ImageFolder: sorted paths; files: line order), so input i
-always lands in the same place and an interrupted conversion resumes by skipping a counted prefix.
-Metadata lines that cannot be used become Items with `error` set, rejected downstream with a reason.
+The order is a pure function of the input (ImageFolder: sorted paths; files: line order; tars and tables:
+file order, then member or row order), so input i always lands in the same place and an interrupted
+conversion resumes at a counted position: `items(start)` enumerates from input `start` on, reading only
+what that position needs (the tar or row group holding it; for a file of lines, its lines up to it).
+Inputs that cannot be used become Items with `error` set, rejected downstream with their reason.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import importlib
+import io
+import itertools
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+from tagstream.loader import storage
+from tagstream.tools.convert.source_paths import is_pattern
 from tagstream.tools.convert.tags import caption_hashtags, split_tag_cell
 
-FORMATS = ("auto", "imagefolder", "jsonl", "csv")
+# format name -> "module:class" of its reader (None: read by Source itself)
+READERS = {
+    "imagefolder": None,
+    "jsonl": None,
+    "csv": None,
+    "tar": "tagstream.tools.convert.source_tar:TarSource",
+    "parquet": "tagstream.tools.convert.source_parquet:ParquetSource",
+    "yfcc": "tagstream.tools.convert.source_yfcc:YfccSource",
+}
+FORMATS = ("auto", *READERS)
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 CSV_SUFFIXES = (".csv", ".tsv")
+TAR_SUFFIXES = (".tar",)
+PARQUET_SUFFIXES = (".parquet",)
 RAW_LIMIT = 2000  # characters of an input line kept in rejects.jsonl
 
 
 @dataclass(frozen=True)
 class Item:
-    """One input: an image path with its raw tags, or an unusable metadata line (error set)."""
+    """One input: an image (a path or URL, or its bytes when the input holds them, as a tar does) with its raw
+    tags, or an unusable input (error set, rejected with `reason`)."""
 
     pos: int  # 0-based position in the enumeration
-    line: int  # 1-based line of the metadata file (ImageFolder: pos + 1)
+    line: int  # 1-based line of the metadata file (ImageFolder: pos + 1; tars and tables: sample or row in its file)
     raw: str  # the input line as read (ImageFolder: the relative path), cut to RAW_LIMIT
-    image: str | None  # path of the image file
+    image: str | None  # path or URL of the image file (tars and tables: "file:member" or "file:row", for messages)
     tags: tuple[str, ...]  # raw tags, not yet canonical
     source: str  # source id kept with the record
     error: str | None = None
+    reason: str = "bad_metadata"  # why an Item with `error` is rejected (image.REJECT_REASONS)
+    data: bytes | None = None  # the image bytes, when the input holds them (tars, binary Parquet columns)
 
 
-def detect_format(src: Path, fmt: str = "auto") -> str:
+@dataclass(frozen=True)
+class SourceOptions:
+    """Where each source kind finds images, tags, captions and ids (`tagstream convert` options)."""
+
+    image_column: str = "image"  # CSV/TSV/Parquet: image path, URL, or (Parquet) the image bytes
+    tags_column: str = "tags"  # CSV/TSV/Parquet: tags (a list column, or a string of tags)
+    caption_column: str = "caption"  # CSV/TSV/Parquet: free text whose #hashtags are tags
+    id_column: str = "id"  # CSV/TSV/Parquet: source id
+    tags_field: str = "tags"  # tars: the JSON member's field with tags (a list, or a comma/space separated string)
+    caption_field: str = "caption"  # tars: JSON field with a caption, when the sample has no .txt member
+    id_field: str = ""  # tars: JSON field with the source id ('' = the sample key); YFCC tars: the photo id
+    status_field: str = "status"  # tars/Parquet: img2dataset's download status; anything but "success" is rejected
+    images: str = ""  # YFCC: a directory of images named by photo id, or img2dataset tars (file, dir, glob, braces)
+    yfcc_machine_tags: bool = False  # YFCC: the machine tags too, not only the user tags
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = bool if f.type in ("bool", bool) else str
+            if not isinstance(value, kind):
+                raise ValueError(f"source option {f.name} must be a {kind.__name__}, got {value!r}")
+
+    @classmethod
+    def of(cls, **options) -> SourceOptions:
+        """From keyword options; an unknown one is refused with the allowed set."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown source option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        return cls(**options)
+
+
+def _suffix_format(name: str) -> str | None:
+    lower = name.lower().rstrip("/")
+    for suffixes, kind in ((TAR_SUFFIXES, "tar"), (PARQUET_SUFFIXES, "parquet"), (JSONL_SUFFIXES, "jsonl"),
+                           (CSV_SUFFIXES, "csv")):
+        if lower.endswith(suffixes):
+            return kind
+    return None
+
+
+def _folder_format(path: Path) -> str:
+    """A local directory: tars or Parquet files at its top level make it that kind, else an ImageFolder."""
+    names = [p.name.lower() for p in path.iterdir() if p.is_file()]
+    for suffixes, kind in ((TAR_SUFFIXES, "tar"), (PARQUET_SUFFIXES, "parquet")):
+        if any(n.endswith(suffixes) for n in names):
+            return kind
+    return "imagefolder"
+
+
+def detect_format(src: str | Path, fmt: str = "auto") -> str:
     """Resolve --format auto from what SRC is; ValueError names the bad value and the allowed set."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown input format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    spec = str(src)
+    local = storage.local_path(spec)
+    if local is None or is_pattern(spec):  # a URL or a pattern: its files are listed by the reader
+        if fmt in ("imagefolder",) or (fmt == "auto" and _suffix_format(spec) is None):
+            raise ValueError(f"{storage.redact(spec)}: a URL or a pattern needs --format tar, parquet, jsonl, csv "
+                             f"or yfcc (auto knows names ending in .tar, .parquet, .jsonl, .csv, .tsv)")
+        return fmt if fmt != "auto" else _suffix_format(spec)
+    src = local
     if not src.exists():
         raise ValueError(f"source {src} does not exist")
-    if fmt != "auto":
+    if fmt in ("imagefolder", "jsonl", "csv", "yfcc"):
         if (fmt == "imagefolder") != src.is_dir():
             raise ValueError(f"--format {fmt} needs a {'directory' if fmt == 'imagefolder' else 'file'}, got {src}")
         return fmt
+    if fmt != "auto":
+        return fmt
     if src.is_dir():
-        return "imagefolder"
-    suffix = src.suffix.lower()
-    if suffix in JSONL_SUFFIXES:
-        return "jsonl"
-    if suffix in CSV_SUFFIXES:
-        return "csv"
-    raise ValueError(
-        f"cannot tell the format of {src} from its name (suffix {suffix!r}); use --format "
-        f"imagefolder|jsonl|csv (auto knows directories, {'/'.join(JSONL_SUFFIXES + CSV_SUFFIXES)})"
-    )
+        return _folder_format(src)
+    kind = _suffix_format(src.name)
+    if kind is None:
+        raise ValueError(
+            f"cannot tell the format of {src} from its name (suffix {src.suffix.lower()!r}); use --format "
+            f"{'|'.join(READERS)} (auto knows directories, "
+            f"{'/'.join(TAR_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES + CSV_SUFFIXES)})"
+        )
+    return kind
 
 
 def _utf8_ok(text: str) -> bool:
@@ -72,20 +154,66 @@ def _bad(pos: int, line: int, raw: str, error: str, image: str | None = None) ->
 
 
 class Source:
-    """An input collection: `scan()` counts and fingerprints it, `items()` enumerates it."""
+    """An input collection: `scan()` counts and fingerprints it, `items(start)` enumerates it from input `start`.
 
-    def __init__(self, path: str | Path, fmt: str = "auto", *, image_column: str = "image",
-                 tags_column: str = "tags", caption_column: str = "caption", id_column: str = "id"):
-        self.path = Path(path).resolve()
-        self.format = detect_format(self.path, fmt)
-        self.columns = {"image": image_column, "tags": tags_column, "caption": caption_column, "id": id_column}
+    Keyword options are SourceOptions fields (image_column=..., tags_field=..., images=...)."""
+
+    def __init__(self, path: str | Path, fmt: str = "auto", **options):
+        self.options = SourceOptions.of(**options)
+        self.format = detect_format(path, fmt)
+        spec = str(path)
+        local = storage.local_path(spec)
+        # a local, plain path resolved (a rerun from another directory is the same source); URLs and patterns as given
+        self.path: Path | str = local.resolve() if local is not None and not is_pattern(spec) else spec
+        if local is not None and is_pattern(spec):
+            self.path = os.path.abspath(local)
+        o = self.options
+        self.columns = {"image": o.image_column, "tags": o.tags_column, "caption": o.caption_column, "id": o.id_column}
         self._files: list[str] | None = None
+        reader = READERS[self.format]
+        self._reader = None
+        if reader is not None:
+            module, name = reader.split(":")
+            self._reader = getattr(importlib.import_module(module), name)(str(self.path), self.options)
+        elif not isinstance(self.path, Path) and self.format == "imagefolder":
+            raise ValueError(f"an ImageFolder must be a local directory, got {storage.redact(str(self.path))}")
 
     def describe(self) -> dict:
+        if self._reader is not None:
+            return {"format": self.format, "path": str(self.path), **self._reader.describe()}
         desc: dict = {"format": self.format, "path": str(self.path)}
         if self.format == "csv":
             desc["columns"] = self.columns
         return desc
+
+    def scan(self) -> tuple[int, str]:
+        """(number of items, sha256 fingerprint of the input) — one pass, no image is decoded."""
+        if self._reader is not None:
+            return self._reader.scan()
+        return self._scan()
+
+    def items(self, start: int = 0) -> Iterator[Item]:
+        """Items from input position `start` on (positions as counted by scan(), which must run first for
+        tars, tables and YFCC: their readers locate `start` from the per-file counts the scan found)."""
+        if self._reader is not None:
+            yield from self._reader.items(start)
+        elif self.format == "imagefolder":
+            yield from itertools.islice(self._imagefolder_items(), start, None)
+        elif self.format == "jsonl":
+            yield from itertools.islice(self._jsonl_items(), start, None)
+        else:
+            yield from itertools.islice(self._csv_items(), start, None)
+
+    def _open(self):
+        return open(self.path, "rb") if isinstance(self.path, Path) else storage.open_read(self.path)
+
+    def _image_path(self, image: str) -> str:
+        """A path or URL in a metadata file, relative to that file's folder unless it is a URL or absolute."""
+        if storage.is_url(image):
+            return image
+        if isinstance(self.path, Path):
+            return str(self.path.parent / image)
+        return image if image.startswith("/") else storage.join(self.path.rsplit("/", 1)[0], image)
 
     # ---- ImageFolder ----
     def _listing(self) -> list[str]:
@@ -100,8 +228,7 @@ class Source:
             self._files = sorted(files)
         return self._files
 
-    def scan(self) -> tuple[int, str]:
-        """(number of items, sha256 fingerprint of the input) — one pass, no image is read."""
+    def _scan(self) -> tuple[int, str]:
         h = hashlib.sha256()
         if self.format == "imagefolder":
             files = self._listing()
@@ -112,24 +239,16 @@ class Source:
                     size = -1
                 h.update(os.fsencode(rel) + b"\0" + str(size).encode() + b"\n")
             return len(files), h.hexdigest()
-        with open(self.path, "rb") as f:
+        with self._open() as f:
             while block := f.read(1 << 22):
                 h.update(block)
         if self.format == "jsonl":
-            with open(self.path, "rb") as f:
+            with self._open() as f:
                 count = sum(1 for raw in f if raw.strip())
         else:
             self._check_header()
             count = sum(1 for _ in self._csv_rows())
         return count, h.hexdigest()
-
-    def items(self) -> Iterator[Item]:
-        if self.format == "imagefolder":
-            yield from self._imagefolder_items()
-        elif self.format == "jsonl":
-            yield from self._jsonl_items()
-        else:
-            yield from self._csv_items()
 
     def _imagefolder_items(self) -> Iterator[Item]:
         for pos, rel in enumerate(self._listing()):
@@ -142,7 +261,7 @@ class Source:
 
     def _jsonl_items(self) -> Iterator[Item]:
         pos = 0
-        with open(self.path, "rb") as f:
+        with self._open() as f:
             for lineno, data in enumerate(f, start=1):
                 if not data.strip():
                     continue
@@ -175,15 +294,17 @@ class Source:
         if not all(_utf8_ok(s) for s in (image, caption, str(sid), *tags)):  # JSON can escape lone surrogates
             return _bad(pos, lineno, text, "line holds text that is not valid Unicode (a lone surrogate)")
         raw_tags = tuple(tags) + tuple(caption_hashtags(caption))
-        return Item(pos, lineno, text[:RAW_LIMIT], str(self.path.parent / image), raw_tags, str(sid))
+        return Item(pos, lineno, text[:RAW_LIMIT], self._image_path(image), raw_tags, str(sid))
 
     # ---- CSV / TSV ----
     @property
     def _delimiter(self) -> str:
-        return "\t" if self.path.suffix.lower() == ".tsv" else ","
+        return "\t" if str(self.path).lower().endswith(".tsv") else ","
 
     def _open_csv(self):
-        return open(self.path, encoding="utf-8", errors="surrogateescape", newline="")
+        if isinstance(self.path, Path):
+            return open(self.path, encoding="utf-8", errors="surrogateescape", newline="")
+        return io.TextIOWrapper(self._open(), encoding="utf-8", errors="surrogateescape", newline="")
 
     def _check_header(self) -> list[str]:
         with self._open_csv() as f:
@@ -232,4 +353,4 @@ class Source:
                 continue
             raw_tags = tuple(split_tag_cell(values["tags"])) + tuple(caption_hashtags(values["caption"]))
             sid = values["id"].strip() or image
-            yield Item(pos, lineno, raw[:RAW_LIMIT], str(self.path.parent / image), raw_tags, sid)
+            yield Item(pos, lineno, raw[:RAW_LIMIT], self._image_path(image), raw_tags, sid)

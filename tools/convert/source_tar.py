@@ -1,0 +1,258 @@
+"""WebDataset / img2dataset tar shards as a conversion source, streamed (tarfile "r|*"), never unpacked to disk.
+
+A sample is a run of consecutive members with the same key (the member name up to the first dot of its
+basename, folders included), as webdataset groups them: `000123.jpg` + `000123.json` + `000123.txt`. The
+image is the jpg/jpeg/png/webp member; tags come from the JSON member's `tags_field` (a list, or a comma or
+space separated string) and the #hashtags of the caption (the .txt member, else the JSON `caption_field`);
+the source id is the key or the JSON `id_field`. img2dataset's failed downloads (JSON `status` other than
+"success"), samples without an image, and the unreadable rest of a damaged tar become rejects with a reason.
+
+Positions: the scan walks every tar's headers once (seeking over the data of a local uncompressed tar; a
+remote or compressed one is streamed) and keeps each tar's sample count, so `items(start)` opens only the
+tar holding `start` and skips to it inside that tar. A tar damaged after k samples counts k + 1 inputs (the
+last one is the reject naming the damage); a missing tar of a brace pattern counts 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import tarfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from tagstream.loader import storage
+from tagstream.tools.convert.source_paths import display_name, expand, file_size
+from tagstream.tools.convert.sources import RAW_LIMIT, TAR_SUFFIXES, Item, SourceOptions, _utf8_ok
+from tagstream.tools.convert.tags import caption_hashtags, split_tag_cell
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # in order of preference when a sample holds several
+READ_EXTS = frozenset(IMAGE_EXTS + ("json", "txt"))
+MEMBER_LIMIT = 1 << 30  # a member larger than this is not read into memory: its sample is rejected as too large
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+# what a damaged tar (or a damaged compressed stream) raises while being read
+DAMAGE = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError, ValueError)
+
+
+def split_key(name: str) -> tuple[str, str]:
+    """'dir/000123.seg.png' -> ('dir/000123', 'seg.png'): the WebDataset key and extension (lower case)."""
+    slash = name.rfind("/") + 1
+    dot = name.find(".", slash)
+    if dot < 0:
+        return name, ""
+    return name[:dot], name[dot + 1 :].lower()
+
+
+@dataclass
+class Sample:
+    key: str
+    number: int  # 0-based position among the tar's samples
+    members: dict[str, bytes | int]  # extension -> bytes (read) or size in bytes (not read)
+
+
+def _compressed(path: str) -> bool:
+    with storage.open_read(path, block_size=1 << 16) as f:
+        head = f.read(6)
+    return head.startswith(_COMPRESSED)
+
+
+@contextmanager
+def open_tar(path: str, *, stream: bool):
+    """A TarFile over a local path or URL: streamed ("r|*", data read in order) or seekable ("r:*", headers
+    read, data skipped by seeking; for the scan of local files)."""
+    with storage.open_read(path) as raw:
+        with tarfile.open(fileobj=raw, mode="r|*" if stream else "r:*") as tf:
+            yield tf
+
+
+def samples(tf: tarfile.TarFile, *, read: bool, skip: int = 0, hasher=None) -> Iterator[Sample]:
+    """The samples of an open tar, in order; with `read`, the bytes of the members a sample needs from
+    sample `skip` on. `hasher` (a hashlib object) is fed every member's name, size and mtime."""
+    key: str | None = None
+    members: dict[str, bytes | int] = {}
+    number = 0
+    for info in tf:
+        if hasher is not None:
+            hasher.update(f"{info.name}\0{info.size}\0{info.mtime}\0{info.type!r}\n".encode("utf-8", "surrogateescape"))
+        if not info.isfile():
+            continue
+        k, ext = split_key(info.name)
+        if k != key:
+            if key is not None:
+                yield Sample(key, number, members)
+                number += 1
+            key, members = k, {}
+        if ext in members:  # a repeated extension inside one sample: the first one counts
+            continue
+        wanted = read and number >= skip and ext in READ_EXTS and info.size <= MEMBER_LIMIT
+        members[ext] = tf.extractfile(info).read() if wanted else info.size
+    if key is not None:
+        yield Sample(key, number, members)
+
+
+def tail_problem(path: str, offset: int, size: int) -> str | None:
+    """Why a tar whose reader stopped at `offset` is damaged, or None when it ended properly: tarfile takes
+    an unreadable header after the first one for the end of the archive, so look at that header ourselves."""
+    if offset >= size:
+        return None
+    with storage.open_read(path, block_size=1 << 16) as f:
+        f.seek(offset)
+        block = f.read(tarfile.BLOCKSIZE)
+    if not block.strip(b"\0"):
+        return None
+    return f"no valid tar header at byte {offset} of {size}: the rest of the tar cannot be read"
+
+
+@dataclass
+class TarScan:
+    """What the scan learned about one tar."""
+
+    path: str
+    size: int | None  # None: no such file
+    samples: int
+    damage: str | None  # why the tar (or its rest after `samples` samples) cannot be read
+
+    @property
+    def inputs(self) -> int:
+        return self.samples + (1 if self.damage is not None else 0)
+
+
+def scan_tar(path: str, hasher) -> TarScan:
+    """Count one tar's samples (and find damage), feeding its member list to `hasher`."""
+    size = file_size(path)
+    hasher.update(f"{path}\0{size}\n".encode("utf-8", "surrogateescape"))
+    if size is None:
+        return TarScan(path, None, 0, "no such file")
+    count = 0
+    try:
+        compressed = _compressed(path)
+        with open_tar(path, stream=compressed or storage.local_path(path) is None) as tf:
+            for _ in samples(tf, read=False, hasher=hasher):
+                count += 1
+            end = tf.offset
+        damage = None if compressed else tail_problem(path, end, size)
+        if damage is not None and count:  # the sample being read when the damage began may miss members
+            count -= 1
+    except (storage.StorageError, FileNotFoundError, PermissionError):
+        raise
+    except DAMAGE as exc:
+        damage = f"{type(exc).__name__}: {exc}"
+    hasher.update(f"{count}\0{damage}\n".encode())
+    return TarScan(path, size, count, damage)
+
+
+class TarSource:
+    """Reader of WebDataset tars for tools/convert/sources.Source (see the module docstring)."""
+
+    def __init__(self, spec: str, options: SourceOptions):
+        self.spec = spec
+        self.options = options
+        self.tars: list[TarScan] | None = None
+
+    def describe(self) -> dict:
+        o = self.options
+        return {"fields": {"tags": o.tags_field, "caption": o.caption_field, "id": o.id_field or "(the key)",
+                           "status": o.status_field}}
+
+    def scan(self) -> tuple[int, str]:
+        files = expand(self.spec, TAR_SUFFIXES)
+        h = hashlib.sha256()
+        self.tars = [scan_tar(path, h) for path in files]
+        return sum(t.inputs for t in self.tars), h.hexdigest()
+
+    def counts(self) -> list[tuple[str, int]]:
+        """(tar, inputs) per tar, in order: where each input position lies (after scan())."""
+        if self.tars is None:
+            raise RuntimeError("scan() the source before asking where its inputs lie")
+        return [(t.path, t.inputs) for t in self.tars]
+
+    def items(self, start: int = 0) -> Iterator[Item]:
+        if self.tars is None:
+            self.scan()
+        names = [t.path for t in self.tars]
+        base = 0
+        for tar in self.tars:
+            if start < base + tar.inputs:
+                yield from self._tar_items(tar, base, max(0, start - base), display_name(tar.path, names))
+            base += tar.inputs
+
+    def _tar_items(self, tar: TarScan, base: int, skip: int, name: str) -> Iterator[Item]:
+        produced = skip
+        error = tar.damage
+        if produced < tar.samples:
+            try:
+                with open_tar(tar.path, stream=True) as tf:
+                    for sample in samples(tf, read=True, skip=skip):
+                        if sample.number < skip:
+                            continue
+                        if produced >= tar.samples:  # more than the scan saw: left to a rerun, which refuses
+                            break
+                        yield self._item(base + produced, name, sample)
+                        produced += 1
+            except (storage.StorageError, FileNotFoundError, PermissionError):
+                raise
+            except DAMAGE as exc:
+                error = error or f"{type(exc).__name__}: {exc}"
+        for k in range(produced, tar.inputs):  # the unreadable rest, as many inputs as the scan counted
+            what = f"{name}: sample {k + 1}" if k < tar.samples else name
+            reason = "missing_file" if tar.size is None else "damaged_tar"
+            yield Item(base + k, k + 1, what, what, (), "", error or "the tar ended early", reason)
+
+    def _item(self, pos: int, name: str, s: Sample) -> Item:
+        o = self.options
+        where = f"{name}:{s.key}"
+        line = s.number + 1
+        meta: dict = {}
+        raw = where
+        if "json" in s.members:
+            data = s.members["json"]
+            if isinstance(data, int):
+                return Item(pos, line, raw, where, (), "", f"JSON member of {data} bytes is too large")
+            try:
+                raw = data.decode("utf-8")[:RAW_LIMIT]
+                meta = json.loads(data)
+            except ValueError as exc:
+                return Item(pos, line, data.decode("utf-8", "replace")[:RAW_LIMIT], where, (), "",
+                            f"{s.key}.json is not JSON: {exc}")
+            if not isinstance(meta, dict):
+                return Item(pos, line, raw, where, (), "", f"{s.key}.json is a JSON {type(meta).__name__}, expected an object")
+        status = meta.get(o.status_field) if o.status_field else None
+        if isinstance(status, str) and status != "success":
+            detail = meta.get("error_message") or "no error message"
+            return Item(pos, line, raw, where, (), "", f"{o.status_field} {status!r}: {detail}", "download_failed")
+        ext = next((e for e in IMAGE_EXTS if e in s.members), None)
+        if ext is None:
+            have = ", ".join(f".{e}" for e in s.members) or "none"
+            return Item(pos, line, raw, where, (), "", f"sample {s.key} has no {'/'.join(IMAGE_EXTS)} member (members: {have})",
+                        "no_image")
+        image = s.members[ext]
+        if isinstance(image, int):
+            return Item(pos, line, raw, f"{where}.{ext}", (), "", f"image member of {image} bytes (over {MEMBER_LIMIT})",
+                        "file_too_large")
+        tags = meta.get(o.tags_field, []) if o.tags_field else []
+        if isinstance(tags, str):
+            tags = split_tag_cell(tags)
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            return Item(pos, line, raw, where, (), "", f"{o.tags_field!r} must be a list of strings or a string")
+        caption = meta.get(o.caption_field, "") if o.caption_field else ""
+        if "txt" in s.members:
+            text = s.members["txt"]
+            try:
+                caption = text.decode("utf-8") if isinstance(text, bytes) else ""
+            except UnicodeDecodeError:
+                return Item(pos, line, raw, where, (), "", f"{s.key}.txt is not valid UTF-8")
+        if not isinstance(caption, str):
+            return Item(pos, line, raw, where, (), "", f"{o.caption_field!r} must be a string")
+        sid = s.key
+        if o.id_field:
+            value = meta.get(o.id_field)
+            if not isinstance(value, (str, int)) or isinstance(value, bool):
+                return Item(pos, line, raw, where, (), "", f"no {o.id_field!r} (a string or an integer) in {s.key}.json")
+            sid = str(value)
+        if not all(_utf8_ok(t) for t in (caption, sid, *tags)):
+            return Item(pos, line, raw, where, (), "", "the sample holds text that is not valid Unicode (a lone surrogate)")
+        raw_tags = tuple(tags) + tuple(caption_hashtags(caption))
+        return Item(pos, line, raw, f"{where}.{ext}", raw_tags, sid, data=image)
