@@ -60,3 +60,31 @@ def put_record(root: Path, shard: str, local: int, value: bytes | None, *, match
 def run_python(code: str, *, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run code in a fresh interpreter: a reader that dies of a signal must not take pytest with it."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+
+
+def small_jpeg(width: int = 64, height: int = 48, *, quality: int = 90, seed: int = 0) -> bytes:
+    """A baseline JPEG of noise (so its scan data is long enough to damage)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def forge_size(jpeg: bytes, width: int, height: int) -> bytes:
+    """The JPEG with its frame header (SOF0) claiming width x height: an image-bomb header on small data."""
+    sof = jpeg.index(b"\xff\xc0")
+    return jpeg[: sof + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[sof + 9 :]
+
+
+def corrupt_scan(jpeg: bytes) -> bytes:
+    """The JPEG with stray restart markers written into the middle of its entropy-coded data: libjpeg warns
+    ("Corrupt JPEG data: premature end of data segment") and pads the rest of the scan, Pillow keeps quiet."""
+    sos = jpeg.index(b"\xff\xda")
+    start = sos + 2 + int.from_bytes(jpeg[sos + 2 : sos + 4], "big")
+    mid = start + (len(jpeg) - 2 - start) // 3
+    return jpeg[:mid] + b"\xff\xd3" * 4 + jpeg[mid + 8 :]

@@ -14,7 +14,7 @@ from tagstream.loader.dataset import Dataset
 from tagstream.loader.store import ShardStore
 from tagstream.loader.vocab import Vocab
 
-from tests.helpers.damage import data_file, flip_bytes, rewrite_manifest, run_python, truncate
+from tests.helpers.damage import corrupt_scan, data_file, flip_bytes, forge_size, rewrite_manifest, run_python, small_jpeg, truncate
 from tests.helpers.tiny import TinyDatasets
 
 
@@ -160,3 +160,29 @@ def test_damaged_vocabulary_files_are_named(ds):
     truncate(vdir / "labels.npy", 10)
     with pytest.raises(fmt.FormatError, match="labels.npy: not a readable .npy"):
         Vocab(Dataset(ds), "v")
+
+
+def test_every_decode_path_refuses_an_image_bomb_header_before_allocating():
+    from tagstream.loader import turbo
+
+    bomb = forge_size(small_jpeg(), 65500, 65500)  # 4.3 gigapixels claimed by a 2 KB file
+    for call in (
+        lambda: turbo.decode(bomb),
+        lambda: turbo.crop_resize(bomb, (0, 0, 64, 48), 32),
+        lambda: turbo.box_resize(bomb, (0.0, 0.0, 64.0, 48.0), 32),
+        lambda: turbo.check(bomb),
+    ):
+        with pytest.raises(ValueError, match=f"65500 x 65500 pixels is over the limit of {fmt.MAX_PIXELS} pixels"):
+            call()
+    assert turbo.decode(forge_size(small_jpeg(), 64, 48)).shape == (48, 64, 3)  # the bound, not the forging, refuses
+
+
+@pytest.mark.parametrize("damage", ["corrupt_scan", "soi_and_zeros", "truncated"])
+def test_strict_check_refuses_damaged_scan_data(damage):
+    from tagstream.loader import turbo
+
+    good = small_jpeg(256, 192)
+    assert turbo.check(good) == (256, 192)
+    bad = {"corrupt_scan": corrupt_scan(good), "soi_and_zeros": b"\xff\xd8" + bytes(4000), "truncated": good[: len(good) // 2]}[damage]
+    with pytest.raises(ValueError, match="^JPEG "):
+        turbo.check(bad)
