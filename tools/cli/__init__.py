@@ -12,6 +12,7 @@ from tagstream.loader import __version__
 COMMANDS = {
     "synth": "synth:synth",
     "convert": "convert:convert",
+    "merge": "merge:merge",
     "inspect": "inspect_dataset:inspect",
     "verify": "verify:verify",
     "vocab": "vocab:vocab",

@@ -1,0 +1,34 @@
+"""`tagstream merge OUT`: the click command over tagstream.tools.convert.merge.merge."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+def merge(out):
+    """Merge the N committed parts of a partitioned conversion in OUT into one dataset.
+
+    Each part was converted by `tagstream convert SRC OUT --part I/N` (on any machine that sees OUT).
+    The merge refuses, writing nothing, until all N parts are committed from the same input and options;
+    the dataset then holds the records a one-process conversion of SRC holds, in the same order. A merge
+    that was interrupted resumes when run again.
+
+    \b
+    Example:
+      for i in 0 1 2; do tagstream convert photos.jsonl ds --part $i/3; done
+      tagstream merge ds
+    """
+    from tagstream.tools.convert.engine import ConvertRefused
+    from tagstream.tools.convert.merge import merge as run_merge
+
+    try:
+        summary = run_merge(out)
+    except (ConvertRefused, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if summary.already_complete:
+        click.echo(f"{summary.out} is already merged: nothing to do, nothing changed")
+    click.echo(f"images    {summary.images} in {summary.shards} shards, {summary.bytes / 2**20:.1f} MiB")
+    click.echo(f"tags      {summary.tags}")
+    click.echo(f"rejected  {sum(summary.rejected.values())}")
