@@ -49,6 +49,9 @@ class LoaderConfig:
     seed: int = 0
     batch_size: int = 32  # per rank
     samples_per_epoch: int | None = None  # global draws per epoch; default: number of eligible images
+    # sample-stream partitions, fixed when a run starts (default: its world size); a run resumes on any
+    # world size dividing it with the same global batches (loader/partitions.py)
+    partitions: int | None = None
     image_size: int = 224  # train crop size (when size_schedule is empty) and eval size
     # progressive resizing (train only): (first epoch, size) pairs, e.g. ((0, 160), (2, 192), (4, 224)); see loader/sizes.py
     size_schedule: tuple[tuple[int, int], ...] = ()
@@ -82,6 +85,8 @@ class LoaderConfig:
                             prefetch=self.prefetch, samples_per_epoch=self.samples_per_epoch)  # fmt: skip
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+        if self.partitions is not None and (not isinstance(self.partitions, int) or self.partitions < 1):
+            raise ValueError(f"partitions={self.partitions!r} must be an integer >= 1 (or None: the world size)")
         if self.image_size < 8:
             raise ValueError(f"image_size={self.image_size} must be >= 8")
         if self.size_schedule:

@@ -120,7 +120,7 @@ class RankSampler:
         cls, config: LoaderConfig, dataset: Dataset, vocab: Vocab, *, rank: int = 0, world: int = 1, replacement: bool = True
     ) -> RankSampler:
         """The sampler a LoaderConfig describes (masks, holdout split, sampling, combine, seed, samples, partitions)."""
-        partitions = getattr(config, "partitions", None) or world
+        partitions = config.partitions or world
         share = check_layout(partitions, world, config.batch_size)
         rule = Eligibility(masks=config.masks, holdout_fraction=config.holdout_fraction, split=config.split)
         return cls(
