@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from tagstream.loader import build_loader, normalize_images
 from tagstream.loader.config import LoaderConfig
 from tagstream.loader.dataset import Dataset
+from tagstream.loader.sizes import parse_size_schedule
 from tagstream.loader.vocab import Vocab
 from tagstream.train.checkpoint import load_checkpoint
 from tagstream.train.features import (
@@ -26,8 +27,9 @@ from tagstream.train.features import (
     make_labels,
     vocab_labels,
 )
+from tagstream.train.lowshot import LowShotConfig, format_low_shot, low_shot
 from tagstream.train.metrics import average_precision_per_class
-from tagstream.train.models import build_model, replace_head
+from tagstream.train.models import adapt_state, build_model, replace_head
 from tagstream.train.probe import (
     ProbeConfig,
     fit_linear_probe,
@@ -65,7 +67,7 @@ class TransferConfig:
     vocab: str = "labels"  # vocabulary of the downstream datasets whose classes are the labels
     task: str = "auto"  # auto: single-label when no image carries two classes
     model: str | None = None  # architecture when there is no checkpoint
-    image_size: int | None = None  # default: the checkpoint's training image size
+    image_size: int | None = None  # default: the checkpoint's final training size; a ViT's position embedding is resized
     batch_size: int = 64  # feature extraction batch
     workers: int = 1
     threads: int = 2
@@ -74,6 +76,7 @@ class TransferConfig:
     progress: bool = False
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    low_shot: LowShotConfig = field(default_factory=LowShotConfig)  # linear mode: k images per class, several seeds
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("mode", self.mode, MODES), ("baseline", self.baseline, BASELINES),
@@ -84,6 +87,10 @@ class TransferConfig:
             raise ValueError("give a checkpoint, or a model name for a random-initialised backbone")
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+        if self.image_size is not None and self.image_size < 8:
+            raise ValueError(f"image_size={self.image_size} must be >= 8")
+        if self.low_shot.shots and self.mode != "linear":
+            raise ValueError(f"low-shot evaluation (shots={self.low_shot.shots}) is a linear-probe protocol; use mode='linear'")
 
 
 def _device(name: str) -> torch.device:
@@ -96,16 +103,19 @@ def load_backbone(checkpoint: str | None, *, model: str | None = None, image_siz
                   seed: int = 0, random_init: bool = False) -> tuple[torch.nn.Module, dict]:
     """(model, info) from a checkpoint, or random-initialised with the checkpoint's (or given) architecture.
 
-    info: model name, image size, head classes, source ("checkpoint" or "random").
+    info: model name, image size, head classes, source ("checkpoint" or "random"). A ViT loaded at
+    another size than it was trained at gets its position embedding resized (models.adapt_state).
     """
     state = load_checkpoint(checkpoint) if checkpoint is not None else None
     name = state["model_name"] if state else model
-    size = image_size or (int(state["config"]["data"]["image_size"]) if state else 224)
+    # the size the checkpoint's run ended at (the last entry of a progressive-resizing schedule)
+    trained = parse_size_schedule(str(state["config"]["data"]["image_size"]))[-1][1] if state else 224
+    size = image_size or trained
     classes = int(state["num_classes"]) if state else 1
     torch.manual_seed(seed)
     net = build_model(name, classes, image_size=size)
     if state is not None and not random_init:
-        net.load_state_dict(state["model"])
+        net.load_state_dict(adapt_state(name, state["model"], image_size=size))
     source = "random" if (state is None or random_init) else "checkpoint"
     return net, {"model": name, "image_size": size, "head_classes": classes, "source": source}
 
@@ -154,6 +164,11 @@ def linear_probe(net, cfg: TransferConfig, train_labels: Labels, eval_labels: La
     out = score(probe.scores(fev), eval_labels, iev)
     out.update(train_images=int(keep.sum()), feature_dim=int(ftr.shape[1]), weight_decay=probe.weight_decay,
                val_scores=probe.val_scores, train_top1=score(probe.scores(ftr), train_labels, itr).get("top1"))
+    if cfg.low_shot.shots:
+        if train_labels.task != "single":
+            raise ValueError("low-shot evaluation needs a single-label task (k images of each class); this one is multi-label")
+        out["low_shot"] = low_shot(ftr, train_labels.single[itr], fev, eval_labels.single[iev],
+                                   num_classes=len(train_labels.class_names), config=cfg.low_shot)
     return out
 
 
@@ -279,4 +294,5 @@ def format_table(report: dict) -> str:
     for name, r in report["results"].items():
         vals = "".join(f"{100 * r[c]:>21.2f}%" if r[c] is not None and math.isfinite(r[c]) else f"{'-':>22}" for c in cols)
         lines.append(f"{name:<12}{vals}{r['images']:>9}{r['seconds']:>9.1f}")
-    return "\n".join(lines)
+    low = format_low_shot(report["results"])
+    return "\n".join(lines + (["low-shot linear probe:", *low] if low else []))

@@ -16,6 +16,8 @@ from tagstream.train.probe import (
     topk_accuracy,
 )
 
+from tests.helpers.transfer_data import downstream_datasets, imagefolder
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -141,32 +143,10 @@ def test_stratified_split_keeps_every_class_in_train():
 
 # -- the transfer protocol on converted ImageFolder datasets ---------------------------------
 
-COLOURS = {"red": (200, 30, 30), "green": (30, 180, 40), "blue": (40, 50, 210)}
-
-
-def _imagefolder(root, counts: dict[str, int], seed: int):
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for name, n in counts.items():
-        (root / name).mkdir(parents=True)
-        for j in range(n):
-            base = np.array(COLOURS[name]) + rng.integers(-25, 26, 3)
-            px = np.clip(base + rng.normal(0, 20, (40, 40, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(px).save(root / name / f"{j:03d}.jpg", quality=90)
-    return root
-
 
 @pytest.fixture
 def downstream(tmp_path):
-    from tagstream.tools.convert.engine import convert
-
-    # eval class counts differ from train, so the two vocabularies number the classes differently
-    train_src = _imagefolder(tmp_path / "src_train", {"red": 10, "green": 8, "blue": 9}, 0)
-    eval_src = _imagefolder(tmp_path / "src_eval", {"red": 3, "green": 7, "blue": 5}, 1)
-    convert(train_src, tmp_path / "train", format="imagefolder")
-    convert(eval_src, tmp_path / "eval", format="imagefolder")
-    return tmp_path / "train", tmp_path / "eval"
+    return downstream_datasets(tmp_path)
 
 
 def test_transfer_cli_linear_probe_with_random_baseline(downstream, tmp_path):
@@ -189,10 +169,9 @@ def test_transfer_cli_linear_probe_with_random_baseline(downstream, tmp_path):
 
 
 def test_transfer_finetune_from_a_checkpoint(downstream, tmp_path):
-    import torch
     from tagstream.tools.vocab.build import VocabOptions, build_vocab
-    from tagstream.train.checkpoint import save_checkpoint
-    from tagstream.train.models import build_model
+    from tagstream.train.checkpoint import latest_checkpoint
+    from tagstream.train.loop import main
     from tagstream.train.transfer import (
         FinetuneConfig,
         TransferConfig,
@@ -200,13 +179,13 @@ def test_transfer_finetune_from_a_checkpoint(downstream, tmp_path):
         run_transfer,
     )
 
+    from tests.helpers.train_fakes import fake_factory, fake_run_config
+
     train_ds, eval_ds = downstream
     for ds in downstream:
         build_vocab(ds, "labels", VocabOptions())
-    torch.manual_seed(0)
-    net = build_model("regnet_y_tiny", 7, image_size=32)
-    ckpt = save_checkpoint({"step": 1, "model": net.state_dict(), "model_name": "regnet_y_tiny", "num_classes": 7,
-                            "config": {"data": {"image_size": 32, "vocab": "v"}}}, tmp_path / "run", keep_last=1)
+    main(fake_run_config(tmp_path / "run", "data.image_size=32", "run.steps=1"), loader_factory=fake_factory)
+    ckpt = latest_checkpoint(tmp_path / "run")
     cfg = TransferConfig(train=str(train_ds), eval=str(eval_ds), checkpoint=str(ckpt), mode="finetune", baseline="random",
                          workers=0, device="cpu", finetune=FinetuneConfig(epochs=2, batch_size=8, lr=0.05))
     report = run_transfer(cfg, out=tmp_path / "ft.json")
@@ -224,8 +203,8 @@ def test_transfer_refuses_eval_classes_missing_from_train(tmp_path):
     from tagstream.tools.vocab.build import VocabOptions, build_vocab
     from tagstream.train.transfer import TransferConfig, run_transfer
 
-    convert(_imagefolder(tmp_path / "a", {"red": 3, "green": 3}, 0), tmp_path / "tr", format="imagefolder")
-    convert(_imagefolder(tmp_path / "b", {"red": 2, "blue": 2}, 1), tmp_path / "ev", format="imagefolder")
+    convert(imagefolder(tmp_path / "a", {"red": 3, "green": 3}, 0), tmp_path / "tr", format="imagefolder")
+    convert(imagefolder(tmp_path / "b", {"red": 2, "blue": 2}, 1), tmp_path / "ev", format="imagefolder")
     for ds in ("tr", "ev"):
         build_vocab(tmp_path / ds, "labels", VocabOptions())
     cfg = TransferConfig(train=str(tmp_path / "tr"), eval=str(tmp_path / "ev"), model="regnet_y_tiny", workers=0)

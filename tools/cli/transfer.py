@@ -28,26 +28,32 @@ def _ensure_label_vocab(dataset: str, name: str) -> str | None:
 @click.option("--vocab", default="labels", show_default=True, help="Vocabulary of the downstream datasets holding the class labels (built from the raw tags, no filtering, if missing).")
 @click.option("--task", type=click.Choice(["auto", "single", "multi"]), default="auto", show_default=True, help="single: top-1/top-5; multi: mAP; auto: single when no image has two classes.")
 @click.option("--model", default=None, help="Architecture of the random backbone when no --checkpoint is given.")
-@click.option("--image-size", type=int, default=None, help="Input size (default: the checkpoint's).")
+@click.option("--image-size", type=int, default=None, help="Input size (default: the checkpoint's); a ViT's position embedding is interpolated, e.g. 384 after pretraining at 224.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, help="Loader worker processes.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--epochs", type=int, default=3, show_default=True, help="Fine-tuning epochs.")
+@click.option("--finetune-batch-size", type=int, default=32, show_default=True, help="Fine-tuning batch size.")
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Fine-tuning learning rate (SGD, cosine).")
+@click.option("--shots", default="", metavar="K,K,...", help="Linear mode: also low-shot probes on K images per class, e.g. 1,5,10,25.")
+@click.option("--shot-seeds", type=int, default=5, show_default=True, help="Draws of the K images per class (mean ± std over them).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default="transfer.json", show_default=True, help="JSON report.")
 def transfer(checkpoint, train_ds, eval_ds, mode, baseline, vocab, task, model, image_size, batch_size, workers, device,
-             epochs, lr, seed, out) -> None:
+             epochs, finetune_batch_size, lr, shots, shot_seeds, seed, out) -> None:
     """Transfer a pretrained backbone to a labelled task and print top-1/top-5 (or mAP) per backbone.
 
     Classes are matched between --train and --eval by name. Writes the full report (per-class
     accuracy, chosen probe weight decay, timings) as JSON.
 
     \b
-    Example:
+    Examples:
       tagstream transfer --checkpoint runs/sqrt/step-000000300.pt \\
-          --train down/train --eval down/eval --mode linear --baseline random --out transfer.json
+          --train down/train --eval down/eval --mode linear --baseline random --shots 1,5,10,25 --out transfer.json
+      tagstream transfer --checkpoint runs/vit/step-000100000.pt \\
+          --train down/train --eval down/eval --mode finetune --image-size 384 --out finetune-384.json
     """
+    from tagstream.train.lowshot import LowShotConfig, parse_shots
     from tagstream.train.probe import ProbeConfig
     from tagstream.train.transfer import (
         FinetuneConfig,
@@ -64,7 +70,8 @@ def transfer(checkpoint, train_ds, eval_ds, mode, baseline, vocab, task, model, 
         cfg = TransferConfig(
             train=train_ds, eval=eval_ds, checkpoint=checkpoint, mode=mode, baseline=baseline, vocab=vocab, task=task,
             model=model, image_size=image_size, batch_size=batch_size, workers=workers, device=device, seed=seed,
-            progress=True, probe=ProbeConfig(seed=seed), finetune=FinetuneConfig(epochs=epochs, lr=lr),
+            progress=True, probe=ProbeConfig(seed=seed), finetune=FinetuneConfig(epochs=epochs, batch_size=finetune_batch_size, lr=lr),
+            low_shot=LowShotConfig(shots=parse_shots(shots), seeds=shot_seeds),
         )
         report = run_transfer(cfg, out=out)
     except (ValueError, FormatError) as exc:
