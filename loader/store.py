@@ -64,6 +64,9 @@ def check_shard_file(dataset: Dataset, shard: int) -> None:
             f"{path}: shard {name} has {size} bytes, the manifest says {expected} (truncated or replaced); "
             "run `tagstream verify` on the dataset"
         )
+    problem = fmt.lmdb_file_problem(path)
+    if problem:
+        raise fmt.FormatError(f"{path}: shard {name} {problem}; run `tagstream verify` on the dataset")
 
 
 def check_shard_files(dataset: Dataset, shards: list[int] | None = None) -> fmt.FormatError | None:
@@ -105,8 +108,8 @@ class ShardStore:
             self._envs = {}
         env = self._envs.get(shard)
         if env is None:
+            path = self.dataset.ensure_shard(shard)  # a remote dataset's shard: downloaded and verified first
             check_shard_file(self.dataset, shard)
-            path = self.dataset.shard_path(shard)
             try:
                 env = _open_env(path)
             except Exception as exc:  # lmdb.Error subclasses (invalid file, corrupted, version mismatch)

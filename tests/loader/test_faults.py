@@ -51,15 +51,20 @@ def test_truncated_shard_checked_before_lmdb_opens_it(ds):
     assert 0 not in store.open_shards
 
 
-def test_lmdb_damage_under_a_matching_manifest_is_named(ds):
+@pytest.mark.parametrize(
+    "offsets, message",
+    [((16, 4096 + 16), "shard 00002 is not an LMDB file"),  # both meta pages' magic numbers
+     ((20, 4096 + 20), "LMDB cannot open shard 00002 (")],  # both format versions
+)
+def test_lmdb_damage_under_a_matching_manifest_is_named(ds, offsets, message):
     data = data_file(ds, "00002")
-    flip_bytes(data, 0, 64)  # the first meta page: LMDB refuses the file
-    flip_bytes(data, 4096, 64)  # and the second
+    for offset in offsets:
+        flip_bytes(data, offset, 2)
     rewrite_manifest(ds, "00002")
     done = run_python(_read_all(ds))
     assert done.returncode == 1, (done.returncode, done.stderr[-400:])
     last = done.stderr.strip().splitlines()[-1]
-    assert "FormatError" in last and "LMDB cannot open shard 00002" in last
+    assert "FormatError" in last and message in last
 
 
 @pytest.mark.parametrize(
@@ -186,3 +191,13 @@ def test_strict_check_refuses_damaged_scan_data(damage):
     bad = {"corrupt_scan": corrupt_scan(good), "soi_and_zeros": b"\xff\xd8" + bytes(4000), "truncated": good[: len(good) // 2]}[damage]
     with pytest.raises(ValueError, match="^JPEG "):
         turbo.check(bad)
+
+
+def test_truncated_shard_under_a_rewritten_manifest_is_named_not_a_signal(ds):
+    data = data_file(ds, "00001")
+    truncate(data, data.stat().st_size - 4096)
+    rewrite_manifest(ds, "00001")  # the size check at open cannot see it now: LMDB's own meta page can
+    done = run_python(_read_all(ds))
+    assert done.returncode == 1, (done.returncode, done.stderr[-400:])
+    last = done.stderr.strip().splitlines()[-1]
+    assert "FormatError" in last and "shard 00001 is cut short: LMDB's meta page says" in last
