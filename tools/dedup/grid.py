@@ -5,6 +5,7 @@ de-duplication matches are true copies (a random sample shows the borderline one
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def _choose(rows: list[tuple], count: int, order: str, seed: int) -> list[int]:
     if order == "random":
         rng = np.random.default_rng(seed)
         return sorted(rng.choice(len(rows), size=min(count, len(rows)), replace=False).tolist()) if rows else []
-    key = [(-(s if s == s else -2.0), d) for _, _, _, d, s, *_ in rows]  # NaN (no features) sorts last
+    key = [(-(s if not math.isnan(s) else -2.0), d) for _, _, _, d, s, *_ in rows]  # NaN (no features) sorts last
     return sorted(range(len(rows)), key=key.__getitem__)[:count]
 
 
@@ -57,7 +58,7 @@ def draw_grid(path: Path, train: Dataset, evals: Sequence[Dataset], labels: Sequ
         fig, axes = plt.subplots(len(chosen), 2, figsize=(5, 2.2 * len(chosen)), squeeze=False)
         for row, k in enumerate(chosen):
             e, i, j, d, sim, exact, mirrored = rows[k]
-            note = (f" cos={sim:.3f}" if sim == sim else "") + (" (same bytes)" if exact else " (mirrored)" if mirrored else "")
+            note = ("" if math.isnan(sim) else f" cos={sim:.3f}") + (" (same bytes)" if exact else " (mirrored)" if mirrored else "")
             for col, (img, title) in enumerate((
                 (_image(train_store, i), f"train {i}"),
                 (_image(eval_stores[e], j), f"{labels[e]} {j}  d={d}{note}"),

@@ -27,7 +27,7 @@ def _resize(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     return img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.Resampling.BILINEAR)
 
 
-def _jpeg(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+def jpeg_edit(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=int(rng.integers(50, 96)))
     return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
@@ -37,7 +37,7 @@ def _brightness(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     return ImageEnhance.Brightness(img).enhance(rng.uniform(0.9, 1.1))
 
 
-def _cropper(low: float, high: float) -> Edit:
+def cropper(low: float, high: float) -> Edit:
     def crop(img: Image.Image, rng: np.random.Generator) -> Image.Image:
         """Remove a fraction in [low, high] of the width and of the height, split at random between the sides."""
         cut_w = round(img.width * rng.uniform(low, high))
@@ -53,7 +53,7 @@ def _flip(img: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 
 def _combined(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    for edit in (_cropper(0.0, 0.05), _resize, _brightness, _jpeg):
+    for edit in (cropper(0.0, 0.05), _resize, _brightness, jpeg_edit):
         img = edit(img, rng)
     return img
 
@@ -61,11 +61,11 @@ def _combined(img: Image.Image, rng: np.random.Generator) -> Image.Image:
 # family -> (edit, main): the target (recall >= 0.95) applies to the main families; the others are reported
 EDITS: dict[str, tuple[Edit, bool]] = {
     "resize 50-200%": (_resize, True),
-    "jpeg q50-95": (_jpeg, True),
+    "jpeg q50-95": (jpeg_edit, True),
     "brightness +-10%": (_brightness, True),
-    "crop <=5%": (_cropper(0.0, 0.05), True),
+    "crop <=5%": (cropper(0.0, 0.05), True),
     "all four": (_combined, True),
-    "crop 5-20%": (_cropper(0.05, 0.20), False),
+    "crop 5-20%": (cropper(0.05, 0.20), False),
     "flip": (_flip, False),
 }
 

@@ -21,7 +21,11 @@ from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.writer import write_mask
 from tagstream.tools.dedup.features import EmbedMethod, embed_dataset, open_features
-from tagstream.tools.dedup.hashing import DEFAULT_MAX_DISTANCE, exact_pairs, mirror_hashes
+from tagstream.tools.dedup.hashing import (
+    DEFAULT_MAX_DISTANCE,
+    exact_pairs,
+    mirror_hashes,
+)
 from tagstream.tools.dedup.knn import cosine_join
 from tagstream.tools.dedup.pairs import mask_paths, merge, write_pairs
 from tagstream.tools.dedup.report import contamination
