@@ -2,6 +2,9 @@
 
 Opening costs O(number of shards), never O(number of images): arrays are memory-mapped on first
 use, so the first batch of a billion-image dataset is as quick as that of a small one.
+
+`root` may be an fsspec URL (s3://bucket/ds, gs://..., file://...): the dataset is then read through a
+local mirror (loader/remote.py) whose small files and shards are fetched on first use.
 """
 
 from __future__ import annotations
@@ -12,13 +15,26 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 from tagstream.loader import format as fmt
+from tagstream.loader import storage
+from tagstream.loader.remote import Mirror
 
 
 class Dataset:
-    """A read-only view of a dataset directory (see tagstream.loader.format for the layout)."""
+    """A read-only view of a dataset directory or URL (see tagstream.loader.format for the layout).
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    For a URL, `root` is the local mirror under cache_dir (default remote.default_cache_dir()),
+    `mirror` fetches what is missing and `source` is the URL; for a directory, mirror is None.
+    """
+
+    def __init__(self, root: str | Path, *, cache_dir: str | Path | None = None):
+        self.source = str(root)
+        local = storage.local_path(root)
+        if local is None:
+            self.mirror: Mirror | None = Mirror.open(str(root), cache_dir)
+            local = self.mirror.root
+        else:
+            self.mirror = Mirror.attach(local)  # a mirror opened by its directory (a worker's copy)
+        self.root = Path(local)
         self.manifest = fmt.read_manifest(self.root)
         self.shards: list[dict] = self.manifest["shards"]
         counts = np.array([s["images"] for s in self.shards], dtype=np.int64)
@@ -40,6 +56,18 @@ class Dataset:
 
     def shard_path(self, shard: int) -> Path:
         return fmt.shard_path(self.root, self.shards[shard]["name"])
+
+    def ensure_shard(self, shard: int) -> Path:
+        """The shard's directory, downloaded and verified first when the dataset is remote and it is not here."""
+        if self.mirror is not None:
+            self.mirror.ensure_shard(self.shards[shard])
+        return self.shard_path(shard)
+
+    def _ensure(self, path: Path) -> Path:
+        """A small file of the dataset, fetched first when remote and missing."""
+        if self.mirror is not None and not path.exists():
+            self.mirror.ensure_file(path.relative_to(self.root).as_posix())
+        return path
 
     def locate(self, indices: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """Global indices -> (shard number, local index); vectorised, bounds-checked."""
@@ -78,7 +106,7 @@ class Dataset:
     def _load_index(self, shard: int, name: str) -> np.ndarray:
         """Map one index file and check it against the manifest (dtype, length): O(1), once per process."""
         images = int(self.shards[shard]["images"])
-        path = fmt.index_path(self.root, self.shards[shard]["name"], name)
+        path = self._ensure(fmt.index_path(self.root, self.shards[shard]["name"], name))
         if not path.exists():
             raise fmt.FormatError(f"{self.root}: missing index file {path.name} of shard {self.shards[shard]['name']}")
         array = load_npy(path)
@@ -111,7 +139,7 @@ class Dataset:
     def tags(self) -> list[tuple[int, str, int]]:
         """The raw tag table: (id, canonical text, count), by id."""
         rows = []
-        path = self.root / fmt.TAGS
+        path = self._ensure(self.root / fmt.TAGS)
         if not path.exists():
             raise fmt.FormatError(f"{self.root}: missing {fmt.TAGS}")
         with open(path, encoding="utf-8") as f:
@@ -123,19 +151,24 @@ class Dataset:
         return rows
 
     def vocab_dir(self, name: str) -> Path:
-        return self.root / fmt.VOCAB_DIR / fmt.check_name(name, "vocabulary")
+        rel = f"{fmt.VOCAB_DIR}/{fmt.check_name(name, 'vocabulary')}"
+        return self.mirror.ensure_dir(rel) if self.mirror is not None else self.root / rel
 
     def vocab_names(self) -> list[str]:
+        if self.mirror is not None:
+            return self.mirror.vocab_names()
         d = self.root / fmt.VOCAB_DIR
         return sorted(p.name for p in d.iterdir() if (p / "vocab.json").exists()) if d.exists() else []
 
     def mask_names(self) -> list[str]:
+        if self.mirror is not None:
+            return self.mirror.mask_names()
         d = self.root / fmt.MASKS_DIR
         return sorted(p.stem for p in d.glob("*.npy")) if d.exists() else []
 
     def load_mask(self, name: str) -> NDArray[np.bool_]:
         """masks/NAME.npy: True = image excluded from sampling."""
-        path = fmt.mask_path(self.root, name)
+        path = self._ensure(fmt.mask_path(self.root, name))
         if not path.exists():
             raise ValueError(f"{self.root}: no mask {name!r}; masks here: {self.mask_names() or 'none'}")
         mask = load_npy(path)

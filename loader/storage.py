@@ -276,15 +276,27 @@ def read_text(url: str, retry: Retry = DEFAULT_RETRY) -> str:
 
 def list_files(url: str, retry: Retry = DEFAULT_RETRY) -> list[str]:
     """Every object under url (recursively), as sorted "/"-separated paths relative to it; [] if none."""
+    return sorted(list_versions(url, retry))
+
+
+def list_versions(url: str, retry: Retry = DEFAULT_RETRY) -> dict[str, str]:
+    """Every object under url (recursively): relative path -> a version string (size and ETag,
+    generation or mtime, whichever the backend gives) that changes when the object is replaced."""
     fs, path = filesystem(url, retry)
     base = path.rstrip("/")
 
-    def find() -> list[str]:
+    def find() -> dict[str, str]:
         try:
-            found = fs.find(base, withdirs=False)
+            found = fs.find(base, withdirs=False, detail=True)
         except FileNotFoundError:
-            return []
-        return sorted(p[len(base) :].lstrip("/") for p in found if p.rstrip("/") != base)
+            return {}
+        out = {}
+        for p, info in found.items():
+            rel = p[len(base) :].lstrip("/")
+            if rel and info.get("type", "file") != "directory":
+                tag = next((info[k] for k in ("ETag", "etag", "generation", "mtime", "LastModified") if info.get(k)), "")
+                out[rel] = f"{info.get('size')}:{str(tag).strip(chr(34))}"
+        return out
 
     return retrying(url, find, retry)
 

@@ -68,6 +68,7 @@ class FaultProxy:
         self._requests: Counter[tuple[str, str]] = Counter()
         self._bytes: Counter[str] = Counter()  # body bytes sent per GET path (faulted responses included)
         self.faulted: Counter[tuple[str, str]] = Counter()  # (kind, path) -> faults applied
+        self.log: list[tuple[str, str]] = []  # (method, path) of every request, in arrival order
         self._stall = threading.Event()  # set on stop: stalled handlers return
         proxy = self
 
@@ -116,6 +117,7 @@ class FaultProxy:
         with self._lock:
             self._requests.clear()
             self._bytes.clear()
+            self.log.clear()
             self.faulted.clear()
 
     def go_away(self) -> None:
@@ -130,6 +132,7 @@ class FaultProxy:
     def _take_fault(self, method: str, path: str) -> str | None:
         with self._lock:
             self._requests[(method, path)] += 1
+            self.log.append((method, path))
             for f in self._faults:
                 if f.times != 0 and f.method == method and fnmatch.fnmatch(path, f.pattern):
                     if f.times > 0:

@@ -1,0 +1,279 @@
+"""A dataset on object storage (an fsspec URL), mirrored into a local cache directory on first use.
+
+    CACHE_DIR/NAME-HASH/               the mirror: an ordinary dataset directory that names its source
+        .source.json                   {"url", "manifest_sha256", "files": {path: version}} (vocab/, masks/)
+        manifest.json                  fetched at every open (one small GET): the source of truth
+        tags.tsv index/ vocab/ masks/  small files, fetched whole on first use
+        shards/NAME.lmdb/data.mdb      fetched on first use, or ahead of time (loader/prefetch.py)
+        shards/NAME.lmdb/verified.json {"sha256", "bytes", "seconds"}: written after the check, so a
+                                       shard with it is a verified shard and a resumed run reuses it
+        .locks/                        flocks: NAME.get (one downloader per shard on a machine, the others
+                                       wait), NAME.use (held shared while a loader reads the shard: never
+                                       evicted then), open (one process refreshes the mirror at a time)
+
+A shard is checked against the manifest's size and sha256 before use (storage.get: a mismatch is
+downloaded once more, then an error naming the object). A mirror is a directory any process can open
+as a Dataset (a DALI worker does): missing files are fetched from the recorded URL. When the remote
+manifest changes, files of the old version are dropped. Trade-off: the cache never holds part of a
+shard, so `cache_limit` must hold all shards a rank samples from (it samples them all every epoch,
+with replacement; streaming them through a smaller cache would download each many times per epoch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import IO, Iterator
+
+from tagstream.loader import format as fmt
+from tagstream.loader import storage
+
+SOURCE = ".source.json"
+VERIFIED = "verified.json"
+LOCKS = ".locks"
+LISTED_DIRS = (fmt.VOCAB_DIR, fmt.MASKS_DIR)  # listed at open (names are not in the manifest); the rest is named by it
+LOCAL_ONLY = re.compile(r"(^|/)(sampling/|[^/]*\.lock$)")  # per-machine caches and locks of a pushed dataset: not fetched
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/tagstream/datasets (~/.cache/tagstream/datasets)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tagstream" / "datasets"
+
+
+def mirror_dir(url: str, cache_dir: str | Path | None = None) -> Path:
+    """Where a URL's mirror lives: CACHE_DIR/<last path part>-<12 hex of the URL's sha256>."""
+    url = url.rstrip("/")
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", url.rsplit("/", 1)[-1])[:40] or "dataset"
+    return Path(cache_dir or default_cache_dir()) / f"{name}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+
+
+@contextlib.contextmanager
+def _flock(path: Path, mode: int = fcntl.LOCK_EX) -> Iterator[IO]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, mode)
+        yield f  # closing the file releases the lock (also when the process dies)
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class Mirror:
+    """The local mirror of one remote dataset (see the module docstring for its layout)."""
+
+    def __init__(self, root: Path, state: dict, retry: storage.Retry = storage.DEFAULT_RETRY):
+        self.root = Path(root)
+        self.url: str = state["url"]
+        self.files: dict[str, str] = dict(state.get("files", {}))
+        self.retry = retry
+        self._in_use: dict[str, IO] = {}
+
+    # ---- opening ----
+    @classmethod
+    def open(cls, url: str, cache_dir: str | Path | None = None, retry: storage.Retry = storage.DEFAULT_RETRY) -> Mirror:
+        """Fetch the manifest and the listing of vocab/ and masks/, refresh the mirror; O(shards + listed files)."""
+        url = url.rstrip("/")
+        root = mirror_dir(url, cache_dir)
+        try:
+            manifest = storage.read_bytes(storage.join(url, fmt.MANIFEST), retry)
+        except FileNotFoundError:
+            raise fmt.FormatError(
+                f"{storage.redact(url)}: no {fmt.MANIFEST} (not a tagstream dataset, or its upload has not finished)"
+            ) from None
+        files = {}
+        for d in LISTED_DIRS:
+            for rel, version in storage.list_versions(storage.join(url, d), retry).items():
+                if not LOCAL_ONLY.search(rel):
+                    files[f"{d}/{rel}"] = version
+        state = {"url": url, "manifest_sha256": hashlib.sha256(manifest).hexdigest(), "files": files}
+        root.mkdir(parents=True, exist_ok=True)
+        with _flock(root / LOCKS / "open"):
+            old = cls._read_state(root)
+            if old is not None:
+                for rel, version in old.get("files", {}).items():
+                    if files.get(rel) != version:  # replaced or removed at the source
+                        (root / rel).unlink(missing_ok=True)
+            changed = old is None or old.get("manifest_sha256") != state["manifest_sha256"]
+            if changed:  # another version of the dataset (or a first open): per-version files start over
+                shutil.rmtree(root / fmt.INDEX_DIR, ignore_errors=True)
+                (root / fmt.TAGS).unlink(missing_ok=True)
+            _write_bytes_atomic(root / fmt.MANIFEST, manifest)
+            fmt.write_json_atomic(root / SOURCE, state)
+            mirror = cls(root, state, retry)
+            if changed:
+                mirror._drop_stale_shards(fmt.read_manifest(root))
+        return mirror
+
+    @classmethod
+    def attach(cls, root: str | Path) -> Mirror | None:
+        """The mirror a local directory is, or None for an ordinary dataset directory (no network)."""
+        state = cls._read_state(Path(root))
+        return None if state is None else cls(Path(root), state)
+
+    @staticmethod
+    def _read_state(root: Path) -> dict | None:
+        try:
+            state = json.loads((root / SOURCE).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise fmt.FormatError(f"{root / SOURCE}: unreadable mirror state ({exc}); delete {root} to start over") from None
+        if not isinstance(state, dict) or not isinstance(state.get("url"), str):
+            raise fmt.FormatError(f"{root / SOURCE}: not a mirror state; delete {root} to start over")
+        return state
+
+    def _drop_stale_shards(self, manifest: dict) -> None:
+        wanted = {s["name"]: s for s in manifest["shards"]}
+        for d in sorted((self.root / fmt.SHARDS_DIR).glob("*.lmdb")):
+            entry = wanted.get(d.name[: -len(".lmdb")])
+            if entry is None or not self.shard_ready(entry):
+                shutil.rmtree(d, ignore_errors=True)
+
+    # ---- small files ----
+    def ensure_file(self, rel: str) -> Path:
+        """root/rel, fetched whole if missing; a file missing at the source too is left missing (the
+        caller reports it as it would for a local dataset)."""
+        path = self.root / rel
+        if path.exists():
+            return path
+        with _flock(self.root / LOCKS / (rel.replace("/", "__") + ".get")):
+            if not path.exists():
+                try:
+                    storage.get(storage.join(self.url, rel), path, retry=self.retry)
+                except FileNotFoundError:
+                    pass
+        return path
+
+    def ensure_dir(self, rel_dir: str) -> Path:
+        """Every listed file under rel_dir/ (a vocabulary), fetched if missing."""
+        prefix = rel_dir.rstrip("/") + "/"
+        for rel in self.files:
+            if rel.startswith(prefix):
+                self.ensure_file(rel)
+        return self.root / rel_dir
+
+    def vocab_names(self) -> list[str]:
+        return sorted({rel.split("/")[1] for rel in self.files if re.fullmatch(rf"{fmt.VOCAB_DIR}/[^/]+/vocab\.json", rel)})
+
+    def mask_names(self) -> list[str]:
+        return sorted(rel.split("/")[1][: -len(".npy")] for rel in self.files if re.fullmatch(rf"{fmt.MASKS_DIR}/[^/]+\.npy", rel))
+
+    # ---- shards ----
+    def shard_url(self, entry: dict) -> str:
+        return storage.join(self.url, fmt.SHARDS_DIR, f"{entry['name']}.lmdb", "data.mdb")
+
+    def shard_ready(self, entry: dict) -> bool:
+        """Is the shard in the mirror and verified against this manifest entry? (a stat and a small read)"""
+        d = fmt.shard_path(self.root, entry["name"])
+        try:
+            size = (d / "data.mdb").stat().st_size
+            marker = json.loads((d / VERIFIED).read_text())
+        except (OSError, ValueError):
+            return False
+        return (
+            isinstance(marker, dict)
+            and marker.get("sha256") == entry.get("sha256", "")
+            and size == marker.get("bytes")
+            and entry.get("bytes") in (None, size)
+        )
+
+    def ensure_shard(self, entry: dict) -> bool:
+        """Make the shard ready (download and verify it unless it is); True when this call downloaded it.
+        One process of the machine downloads a shard; the others wait on its lock, then find it ready."""
+        if self.shard_ready(entry):
+            return False
+        name = entry["name"]
+        with _flock(self.root / LOCKS / f"{name}.get"):
+            if self.shard_ready(entry):
+                return False
+            d = fmt.shard_path(self.root, name)
+            d.mkdir(parents=True, exist_ok=True)
+            (d / VERIFIED).unlink(missing_ok=True)
+            for stale in d.glob("data.mdb.part*"):  # a download killed mid-way
+                stale.unlink(missing_ok=True)
+            t0 = time.monotonic()
+            size = storage.get(
+                self.shard_url(entry), d / "data.mdb", expected_size=entry.get("bytes"),
+                sha256=entry.get("sha256") or None, retry=self.retry,
+            )  # fmt: skip
+            record = {"sha256": entry.get("sha256", ""), "bytes": size, "seconds": round(time.monotonic() - t0, 3)}
+            fmt.write_json_atomic(d / VERIFIED, record)
+        return True
+
+    # ---- space ----
+    def use(self, entries: list[dict]) -> None:
+        """Mark shards as in use by this process (shared locks, released by release() or exit)."""
+        for entry in entries:
+            if entry["name"] not in self._in_use:
+                path = self.root / LOCKS / f"{entry['name']}.use"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                f = open(path, "a")
+                fcntl.flock(f, fcntl.LOCK_SH)
+                self._in_use[entry["name"]] = f
+
+    def release(self) -> None:
+        for f in self._in_use.values():
+            f.close()
+        self._in_use.clear()
+
+    def cached_shards(self) -> dict[str, int]:
+        """Verified shards in the mirror: name -> bytes."""
+        out = {}
+        for d in (self.root / fmt.SHARDS_DIR).glob("*.lmdb"):
+            try:
+                out[d.name[: -len(".lmdb")]] = int(json.loads((d / VERIFIED).read_text())["bytes"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return out
+
+    def make_room(self, needed: list[dict], limit: int) -> list[str]:
+        """Evict shards no process uses, least recently verified first, until the cached shards plus the
+        needed ones not yet cached fit in `limit` bytes (0 = no limit); refuse what cannot fit, and what
+        the disk cannot hold. Returns the evicted names."""
+        names = {e["name"] for e in needed}
+        need = sum(int(e.get("bytes") or 0) for e in needed)
+        if limit and need > limit:
+            raise ValueError(
+                f"data.cache_limit={limit} bytes is less than the {need} bytes of the {len(needed)} shards this "
+                f"rank samples from; raise it, or train on more ranks (each reads 1/world of the shards)"
+            )
+        cached = self.cached_shards()
+        missing = sum(int(e.get("bytes") or 0) for e in needed if e["name"] not in cached)
+        total = sum(cached.values()) + missing
+        evicted: list[str] = []
+        if limit and total > limit:
+            def age(name: str) -> float:
+                return (fmt.shard_path(self.root, name) / VERIFIED).stat().st_mtime
+
+            for name in sorted((n for n in cached if n not in names), key=age):
+                if total <= limit:
+                    break
+                lock = self.root / LOCKS / f"{name}.use"
+                with open(lock, "a") as f:
+                    try:
+                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # another loader reads it
+                    shutil.rmtree(fmt.shard_path(self.root, name), ignore_errors=True)
+                total -= cached[name]
+                evicted.append(name)
+            if total > limit:
+                raise ValueError(
+                    f"{self.root}: the cached shards in use by other processes plus this rank's "
+                    f"{need} bytes exceed data.cache_limit={limit} bytes (it covers every rank sharing the cache dir)"
+                )
+        free = shutil.disk_usage(self.root).free
+        if missing > free:
+            raise ValueError(f"{self.root}: {missing} bytes of shards to download but only {free} bytes free on its disk")
+        return evicted
