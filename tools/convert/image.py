@@ -32,7 +32,7 @@ REJECT_REASONS = (
     "too_small",  # shorter side below --min-side
     "decompression_bomb",  # more pixels than --max-pixels
     "no_image",  # a tar sample without an image member
-    "damaged_tar",  # the part of a tar after damage (or the whole of one that is not a tar)
+    "damaged_file",  # a tar or table after the point where it is damaged (or one that cannot be opened at all)
     "download_failed",  # img2dataset could not download the image (status other than "success")
     "video",  # YFCC100M: the entry is a video
 )

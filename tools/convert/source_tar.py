@@ -50,7 +50,7 @@ def split_key(name: str) -> tuple[str, str]:
 class Sample:
     key: str
     number: int  # 0-based position among the tar's samples
-    members: dict[str, bytes | int]  # extension -> bytes (read) or size in bytes (not read)
+    members: dict[str, bytes | tarfile.TarInfo]  # extension -> bytes (read) or the member's header (not read)
 
 
 def _compressed(path: str) -> bool:
@@ -68,11 +68,11 @@ def open_tar(path: str, *, stream: bool):
             yield tf
 
 
-def samples(tf: tarfile.TarFile, *, read: bool, skip: int = 0, hasher=None) -> Iterator[Sample]:
-    """The samples of an open tar, in order; with `read`, the bytes of the members a sample needs from
-    sample `skip` on. `hasher` (a hashlib object) is fed every member's name, size and mtime."""
+def samples(tf: tarfile.TarFile, *, read: frozenset[str] = frozenset(), skip: int = 0, hasher=None) -> Iterator[Sample]:
+    """The samples of an open tar, in order, with the bytes of their members whose extension is in `read`
+    from sample `skip` on (the others as headers). `hasher` (hashlib) is fed every member's name, size, mtime."""
     key: str | None = None
-    members: dict[str, bytes | int] = {}
+    members: dict[str, bytes | tarfile.TarInfo] = {}
     number = 0
     for info in tf:
         if hasher is not None:
@@ -87,8 +87,8 @@ def samples(tf: tarfile.TarFile, *, read: bool, skip: int = 0, hasher=None) -> I
             key, members = k, {}
         if ext in members:  # a repeated extension inside one sample: the first one counts
             continue
-        wanted = read and number >= skip and ext in READ_EXTS and info.size <= MEMBER_LIMIT
-        members[ext] = tf.extractfile(info).read() if wanted else info.size
+        wanted = number >= skip and ext in read and info.size <= MEMBER_LIMIT
+        members[ext] = tf.extractfile(info).read() if wanted else info
     if key is not None:
         yield Sample(key, number, members)
 
@@ -130,7 +130,7 @@ def scan_tar(path: str, hasher) -> TarScan:
     try:
         compressed = _compressed(path)
         with open_tar(path, stream=compressed or storage.local_path(path) is None) as tf:
-            for _ in samples(tf, read=False, hasher=hasher):
+            for _ in samples(tf, hasher=hasher):
                 count += 1
             end = tf.offset
         damage = None if compressed else tail_problem(path, end, size)
@@ -185,7 +185,7 @@ class TarSource:
         if produced < tar.samples:
             try:
                 with open_tar(tar.path, stream=True) as tf:
-                    for sample in samples(tf, read=True, skip=skip):
+                    for sample in samples(tf, read=READ_EXTS, skip=skip):
                         if sample.number < skip:
                             continue
                         if produced >= tar.samples:  # more than the scan saw: left to a rerun, which refuses
@@ -198,7 +198,7 @@ class TarSource:
                 error = error or f"{type(exc).__name__}: {exc}"
         for k in range(produced, tar.inputs):  # the unreadable rest, as many inputs as the scan counted
             what = f"{name}: sample {k + 1}" if k < tar.samples else name
-            reason = "missing_file" if tar.size is None else "damaged_tar"
+            reason = "missing_file" if tar.size is None else "damaged_file"
             yield Item(base + k, k + 1, what, what, (), "", error or "the tar ended early", reason)
 
     def _item(self, pos: int, name: str, s: Sample) -> Item:
@@ -209,8 +209,8 @@ class TarSource:
         raw = where
         if "json" in s.members:
             data = s.members["json"]
-            if isinstance(data, int):
-                return Item(pos, line, raw, where, (), "", f"JSON member of {data} bytes is too large")
+            if isinstance(data, tarfile.TarInfo):
+                return Item(pos, line, raw, where, (), "", f"JSON member of {data.size} bytes is too large")
             try:
                 raw = data.decode("utf-8")[:RAW_LIMIT]
                 meta = json.loads(data)
@@ -229,8 +229,8 @@ class TarSource:
             return Item(pos, line, raw, where, (), "", f"sample {s.key} has no {'/'.join(IMAGE_EXTS)} member (members: {have})",
                         "no_image")
         image = s.members[ext]
-        if isinstance(image, int):
-            return Item(pos, line, raw, f"{where}.{ext}", (), "", f"image member of {image} bytes (over {MEMBER_LIMIT})",
+        if isinstance(image, tarfile.TarInfo):
+            return Item(pos, line, raw, f"{where}.{ext}", (), "", f"image member of {image.size} bytes (over {MEMBER_LIMIT})",
                         "file_too_large")
         tags = meta.get(o.tags_field, []) if o.tags_field else []
         if isinstance(tags, str):

@@ -1,0 +1,223 @@
+"""YFCC100M's metadata table as a conversion source: its user tags are the public stand-in for hashtags.
+
+The dataset file is tab-separated, plain or bz2, in one of its two published layouts, told apart by the
+column count of the first line (and reported in the source description):
+  25 columns: line number, photo id, photo hash, user NSID, user nickname, date taken, date uploaded,
+              capture device, title, description, user tags, machine tags, longitude, latitude, accuracy,
+              page URL, download URL, license name, license URL, server id, farm id, secret,
+              original secret, original extension, photo/video marker;
+  23 columns: the same without the line number and the photo hash.
+Tags are the user tags (comma separated, URL-encoded with '+' for space), optionally the machine tags too.
+Videos (marker 1) are rejected as `video`. Each photo is joined to its image through `images`: a folder of
+files named by photo id (or, in the 25-column layout, by photo hash), any extension, at any depth; or
+img2dataset tars whose JSON member carries the photo id in `id_field`. A photo without an image is
+rejected as missing_file. Memory: the join index holds one entry per image (~150 bytes).
+
+Positions are line order (blank lines skipped); the scan keeps the byte offset of every 65,536th line of a
+plain file, so `items(start)` seeks near `start` (a bz2 file is decompressed from its start).
+"""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import os
+import tarfile
+from dataclasses import replace
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import unquote_plus
+
+from tagstream.loader import storage
+from tagstream.tools.convert.source_paths import expand, file_size, is_pattern
+from tagstream.tools.convert.source_tar import DAMAGE, IMAGE_EXTS, TAR_SUFFIXES, open_tar, samples, split_key
+from tagstream.tools.convert.sources import RAW_LIMIT, Item, SourceOptions
+
+# columns of each layout: photo id, photo hash (None: absent), user tags, machine tags, photo/video marker
+LAYOUTS = {
+    25: {"id": 1, "hash": 2, "user_tags": 10, "machine_tags": 11, "marker": 24},
+    23: {"id": 0, "hash": None, "user_tags": 8, "machine_tags": 9, "marker": 22},
+}
+MARK_EVERY = 1 << 16  # lines between two remembered byte offsets of a plain file
+OPEN_TARS = 8  # image tars kept open at once (photos come in the table's order, not the tars')
+
+
+def split_tags(field: str) -> list[str]:
+    """'sunset,new+york,caf%C3%A9' -> ['sunset', 'new york', 'café']."""
+    return [unquote_plus(t) for t in field.split(",") if t.strip()]
+
+
+class YfccSource:
+    """Reader of YFCC100M metadata for tools/convert/sources.Source (see the module docstring)."""
+
+    def __init__(self, spec: str, options: SourceOptions):
+        if not options.images:
+            raise ValueError("--format yfcc needs --images: a folder of images named by photo id, or img2dataset tars "
+                             "(with --id-field naming the JSON field that holds the photo id)")
+        self.spec = spec
+        local = storage.local_path(options.images)
+        if local is not None:  # a rerun from another directory names the same images
+            options = replace(options, images=os.path.abspath(local))
+        self.options = options
+        self.layout: int | None = None
+        self.marks: list[tuple[int, int, int]] = []  # (position, byte offset, lines before it) in a plain file
+        self.index: dict[str, tuple] | None = None  # photo id (or hash) -> ("file", path) | ("tar", tar, offset, size)
+        self.image_kind = self._image_kind()
+        if self.image_kind == "tar" and not options.id_field:
+            raise ValueError("--images names tars: give --id-field, the JSON field of each sample that holds the "
+                             "photo id (img2dataset: save it with --save_additional_columns)")
+        self._tars: OrderedDict[str, object] = OrderedDict()
+
+    def describe(self) -> dict:
+        o = self.options
+        return {"images": o.images, "images_kind": self.image_kind, "id_field": o.id_field,
+                "machine_tags": o.yfcc_machine_tags}
+
+    def _image_kind(self) -> str:
+        images = self.options.images
+        if is_pattern(images) or images.lower().endswith(TAR_SUFFIXES):
+            return "tar"
+        local = storage.local_path(images)
+        if local is not None and not local.is_dir():
+            raise ValueError(f"--images {images}: not a folder, a tar or a pattern of tars")
+        names = storage.list_files(images)
+        return "tar" if any(n.lower().endswith(TAR_SUFFIXES) for n in names) else "dir"
+
+    # ---- the metadata file ----
+    @contextmanager
+    def _open(self):
+        with storage.open_read(self.spec) as raw:
+            if raw.peek(3)[:3] == b"BZh":
+                with bz2.open(raw, "rb") as f:
+                    yield f
+            else:
+                yield raw
+
+    def scan(self) -> tuple[int, str]:
+        h = hashlib.sha256()
+        count = 0
+        self.marks = []
+        with self._open() as f:
+            plain = not isinstance(f, bz2.BZ2File)
+            lineno, at = 0, 0
+            for data in f:
+                h.update(data)
+                if data.strip():
+                    if count == 0:
+                        self.layout = len(data.rstrip(b"\r\n").split(b"\t"))
+                        if self.layout not in LAYOUTS:
+                            raise ValueError(f"{storage.redact(self.spec)}: the first line has {self.layout} tab-separated "
+                                             f"columns; a YFCC100M dataset file has 25 (or 23, without line number and hash)")
+                    if plain and count % MARK_EVERY == 0:
+                        self.marks.append((count, at, lineno))
+                    count += 1
+                lineno += 1
+                at += len(data)
+        h.update(f"\0layout {self.layout}\0".encode())
+        self.index = self._index_images(h)
+        return count, h.hexdigest()
+
+    def items(self, start: int = 0) -> Iterator[Item]:
+        if self.index is None:
+            self.scan()
+        pos, offset, lineno = max((m for m in self.marks if m[0] <= start), default=(0, 0, 0))
+        with self._open() as f:
+            if offset:
+                f.seek(offset)
+            for data in f:
+                lineno += 1
+                if data.strip():
+                    if pos >= start:
+                        yield self._item(pos, lineno, data)
+                    pos += 1
+
+    def _item(self, pos: int, lineno: int, data: bytes) -> Item:
+        try:
+            text = data.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            return Item(pos, lineno, data.decode("utf-8", "replace")[:RAW_LIMIT], None, (), "", "line is not valid UTF-8")
+        raw = text[:RAW_LIMIT]
+        cols = text.split("\t")
+        if len(cols) != self.layout:
+            return Item(pos, lineno, raw, None, (), "", f"line has {len(cols)} columns, the file's layout has {self.layout}")
+        c = LAYOUTS[self.layout]
+        photo = cols[c["id"]].strip()
+        if not photo:
+            return Item(pos, lineno, raw, None, (), "", "empty photo id")
+        if cols[c["marker"]].strip() == "1":
+            return Item(pos, lineno, raw, None, (), photo, f"photo {photo} is a video (marker 1)", "video")
+        tags = split_tags(cols[c["user_tags"]])
+        if self.options.yfcc_machine_tags:
+            tags += split_tags(cols[c["machine_tags"]])
+        keys = [photo] + ([cols[c["hash"]].strip()] if c["hash"] is not None else [])
+        found = next((self.index[k] for k in keys if k in self.index), None)
+        if found is None:
+            return Item(pos, lineno, raw, None, (), photo, f"no image for photo {photo} in {self.options.images}",
+                        "missing_file")
+        if found[0] == "file":
+            return Item(pos, lineno, raw, found[1], tuple(tags), photo)
+        _, tar, offset, size, ext = found
+        return Item(pos, lineno, raw, f"{tar}:{photo}.{ext}", tuple(tags), photo, data=self._read_member(tar, offset, size))
+
+    # ---- the images ----
+    def _index_images(self, h) -> dict[str, tuple]:
+        index: dict[str, tuple] = {}
+        if self.image_kind == "dir":
+            for rel, size in self._listing():
+                h.update(f"{rel}\0{size}\n".encode("utf-8", "surrogateescape"))
+                stem = rel.rsplit("/", 1)[-1].split(".", 1)[0]
+                index.setdefault(stem, ("file", storage.join(self.options.images, rel)))
+            return index
+        for tar in expand(self.options.images, TAR_SUFFIXES):
+            h.update(f"{tar}\0{file_size(tar)}\n".encode("utf-8", "surrogateescape"))
+            try:
+                with open_tar(tar, stream=storage.local_path(tar) is None) as tf:
+                    for s in samples(tf, read=frozenset({"json"}), hasher=h):
+                        self._index_sample(index, tar, s)
+            except (storage.StorageError, FileNotFoundError, PermissionError):
+                raise
+            except DAMAGE as exc:  # the images after the damage are missing: their photos are rejected as such
+                h.update(f"damaged {type(exc).__name__}\n".encode())
+        return index
+
+    def _index_sample(self, index: dict, tar: str, s) -> None:
+        import json
+
+        ext = next((e for e in IMAGE_EXTS if e in s.members), None)
+        meta = s.members.get("json")
+        if ext is None or not isinstance(meta, bytes) or not isinstance(s.members[ext], tarfile.TarInfo):
+            return
+        try:
+            photo = json.loads(meta).get(self.options.id_field)
+        except (ValueError, AttributeError):
+            return
+        if isinstance(photo, (str, int)) and not isinstance(photo, bool):
+            info = s.members[ext]
+            index.setdefault(str(photo), ("tar", tar, info.offset_data, info.size, ext))
+
+    def _listing(self) -> list[tuple[str, int]]:
+        """(path relative to the images folder, size) of every image file under it, sorted."""
+        images = self.options.images
+        local = storage.local_path(images)
+        if local is not None:
+            out = []
+            for dirpath, dirnames, filenames in os.walk(local):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in filenames:
+                    if not name.startswith("."):
+                        full = os.path.join(dirpath, name)
+                        out.append((os.path.relpath(full, local).replace(os.sep, "/"), os.stat(full).st_size))
+            return sorted(out)
+        fs, path = storage.filesystem(images)
+        found = storage.retrying(images, lambda: fs.find(path, withdirs=False, detail=True), storage.DEFAULT_RETRY)
+        base = path.rstrip("/")
+        return sorted((p[len(base):].lstrip("/"), int(d.get("size") or 0)) for p, d in found.items())
+
+    def _read_member(self, tar: str, offset: int, size: int) -> bytes:
+        f = self._tars.pop(tar, None) or storage.open_read(tar, block_size=1 << 20)
+        self._tars[tar] = f
+        while len(self._tars) > OPEN_TARS:
+            self._tars.popitem(last=False)[1].close()
+        f.seek(offset)
+        return f.read(size)
