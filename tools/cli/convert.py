@@ -10,10 +10,11 @@ from tagstream.tools.convert.sources import FORMATS
 
 
 @click.command()
-@click.argument("src", type=click.Path(exists=True))
+@click.argument("src")
 @click.argument("out", type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
-              help="Input kind; auto: a directory is an ImageFolder, *.jsonl JSON lines, *.csv/*.tsv a table.")
+              help="Input kind; auto: *.tar (or a folder of them) WebDataset tars, *.parquet tables, *.jsonl JSON "
+                   "lines, *.csv/*.tsv a table, another folder an ImageFolder. YFCC100M needs --format yfcc.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=10_000, show_default=True, help="Images per LMDB shard.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Decoding processes.")
 @click.option("--min-side", type=click.IntRange(min=1), default=ImageOptions.min_side, show_default=True,
@@ -26,36 +27,45 @@ from tagstream.tools.convert.sources import FORMATS
               help="Reject image files larger than this.")
 @click.option("--quality", type=click.IntRange(1, 100), default=ImageOptions.quality, show_default=True,
               help="JPEG quality of re-encoded images.")
-@click.option("--image-column", default="image", show_default=True, help="CSV/TSV: column with the image path.")
-@click.option("--tags-column", default="tags", show_default=True, help="CSV/TSV: column with the tags.")
-@click.option("--caption-column", default="caption", show_default=True, help="CSV/TSV: column with a caption (#hashtags).")
-@click.option("--id-column", default="id", show_default=True, help="CSV/TSV: column with the source id.")
+@click.option("--image-column", default="image", show_default=True,
+              help="CSV/TSV/Parquet: column with the image path or URL (Parquet: or the image bytes).")
+@click.option("--tags-column", default="tags", show_default=True, help="CSV/TSV/Parquet: column with the tags.")
+@click.option("--caption-column", default="caption", show_default=True,
+              help="CSV/TSV/Parquet: column with a caption (#hashtags).")
+@click.option("--id-column", default="id", show_default=True, help="CSV/TSV/Parquet: column with the source id.")
+@click.option("--tags-field", default="tags", show_default=True,
+              help="Tars: field of the JSON member with the tags (a list, or a comma/space separated string).")
+@click.option("--caption-field", default="caption", show_default=True,
+              help="Tars: JSON field with a caption (#hashtags), used when a sample has no .txt member.")
+@click.option("--id-field", default="", help="Tars: JSON field with the source id [default: the sample key]; "
+                                            "YFCC with tar images: the JSON field holding the photo id.")
+@click.option("--status-field", default="status", show_default=True,
+              help="Tars/Parquet: img2dataset's download status; other values than 'success' are rejected ('' = none).")
+@click.option("--images", default="", help="YFCC: a folder of images named by photo id, or img2dataset tars.")
+@click.option("--yfcc-machine-tags", is_flag=True, help="YFCC: take the machine tags too, not only the user tags.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar with images/s.")
-@click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
-              help="local: this machine; ray: one Ray task per part on a cluster (OUT on storage every node sees).")
-@click.option("--parts", type=click.IntRange(1, MAX_PARTS), default=None,
-              help="Ray: cut the inputs into this many parts (default: the recorded N, else 4 per cluster CPU).")
-@click.option("--address", default=None, help="Ray: the cluster to join (default: RAY_ADDRESS, else a local one).")
-@click.option("--part", "part", default=None, metavar="I/N",
-              help="Convert only part I of N (0 <= I < N) into OUT/parts/; `tagstream merge OUT` joins the N parts.")
 def convert(src, out, fmt, shard_size, workers, min_side, max_side, max_pixels, max_file_bytes, quality,
-            image_column, tags_column, caption_column, id_column, progress, engine, parts, address, part):
+            image_column, tags_column, caption_column, id_column, tags_field, caption_field, id_field, status_field,
+            images, yfcc_machine_tags, progress):
     """Convert images with hashtags in SRC into the dataset directory OUT (LMDB shards + NumPy index).
 
-    SRC is an ImageFolder tree (SRC/<tag>/<image>), a JSON-lines file
-    ({"image": "a.jpg", "tags": ["#beach"]} or {"image": ..., "caption": "... #beach"}) or a CSV/TSV
-    file with image and tags columns. Bad inputs go to OUT/rejects.jsonl with a reason. Rerunning the
-    same command after an interruption resumes and gives the identical dataset.
-
-    On a cluster, the inputs are cut into N parts by input position: `--engine ray` runs each part as a
-    Ray task and merges; `--part I/N` converts one part for any other scheduler, `tagstream merge OUT` joins
-    them. Either way the dataset holds the records a one-process conversion holds, in the same order.
+    SRC is an ImageFolder tree (SRC/<tag>/<image>); a JSON-lines file ({"image": "a.jpg", "tags":
+    ["#beach"]} or {"image": ..., "caption": "... #beach"}); a CSV/TSV or Parquet table with image and
+    tags columns; WebDataset/img2dataset tar shards (a file, a folder, a glob or a brace pattern; tars
+    are streamed, never unpacked); or YFCC100M's metadata file (--format yfcc, plain or .bz2) joined
+    to its images. Any of these may be an s3://, gs://, https:// or file:// URL. Bad inputs go to
+    OUT/rejects.jsonl with a reason. Rerunning the same command after an interruption (or a storage
+    error) resumes and gives the identical dataset.
 
     \b
-    Example:
+    Examples:
       tagstream convert demo-src/hashtags.jsonl ds --workers 2 --shard-size 5000
-      tagstream convert photos.jsonl /shared/ds --engine ray --address auto --parts 64
-      tagstream convert photos.jsonl /shared/ds --part 3/64   # e.g. SLURM_ARRAY_TASK_ID=3, then merge
+      tagstream convert photos/ ds                                   # ImageFolder
+      tagstream convert table.csv ds --tags-column hashtags
+      tagstream convert 'laion/{00000..00123}.tar' ds --tags-field tags   # img2dataset tars
+      tagstream convert s3://bucket/shards/ ds --format tar --workers 8
+      tagstream convert table.parquet ds --image-column jpg --caption-column caption
+      tagstream convert yfcc100m_dataset.bz2 ds --format yfcc --images yfcc-images/
     """
     from tagstream.tools.convert.engine import ConvertRefused
     from tagstream.tools.convert.launch import run_conversion
@@ -68,10 +78,13 @@ def convert(src, out, fmt, shard_size, workers, min_side, max_side, max_pixels, 
             image_options=ImageOptions(min_side=min_side, max_side=max_side, max_pixels=max_pixels,
                                        max_file_bytes=max_file_bytes, quality=quality),
             image_column=image_column, tags_column=tags_column, caption_column=caption_column,
-            id_column=id_column, progress=progress,
+            id_column=id_column, tags_field=tags_field, caption_field=caption_field, id_field=id_field,
+            status_field=status_field, images=images, yfcc_machine_tags=yfcc_machine_tags, progress=progress,
         )
     except (ConvertRefused, ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # storage.StorageError after its retries, a missing object, a local I/O error
+        raise click.ClickException(f"{exc}; rerun the same command to resume where it stopped") from None
     if isinstance(summary, PartSummary):
         done = "was already committed: nothing changed" if summary.already_complete else "committed"
         click.echo(f"part {summary.part} (inputs {summary.input_start}..{summary.input_stop - 1}) {done}")
