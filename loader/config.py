@@ -18,7 +18,8 @@ CPU_DECODERS = ("auto", "turbo", "dali")
 SPLITS = ("train", "holdout", "all")
 
 def check_data_settings(*, prefix: str = "", sampling: str, combine: str, holdout_fraction: float, cpu_decoder: str,
-                        workers: int, threads: int, prefetch: int, samples_per_epoch: int | None) -> None:
+                        workers: int, threads: int, prefetch: int, samples_per_epoch: int | None,
+                        cache_limit: int = 0) -> None:
     """The checks a LoaderConfig and the trainer's DataConfig share, in one place; `prefix` names the keys as the
     user wrote them ("data." in a recipe)."""
     sampling_power(sampling)
@@ -31,6 +32,8 @@ def check_data_settings(*, prefix: str = "", sampling: str, combine: str, holdou
         raise ValueError(f"{prefix}samples_per_epoch={samples_per_epoch} must be >= 1")
     if workers < 0 or threads < 1 or prefetch < 1:
         raise ValueError(f"{prefix}workers={workers} must be >= 0, threads={threads} and prefetch={prefetch} >= 1")
+    if not isinstance(cache_limit, int) or isinstance(cache_limit, bool) or cache_limit < 0:
+        raise ValueError(f"{prefix}cache_limit={cache_limit!r} must be a whole number of bytes >= 0 (0 = no limit)")
 
 
 __all__ = ["COMBINES", "CPU_DECODERS", "DEVICES", "MODES", "SAMPLINGS", "SPLITS", "TARGETS", "LoaderConfig", "check_data_settings", "sampling_power"]
@@ -69,6 +72,10 @@ class LoaderConfig:
     # CPU decoding: "turbo" = the source workers decode the window and resize (loader/turbo.py), "dali" =
     # DALI's CPU decoder and resize in the pipeline; "auto" = turbo when its extension is built
     cpu_decoder: str = "auto"
+    # a dataset given as a URL (s3://, gs://, ...): its local mirror goes under cache_dir (default
+    # ~/.cache/tagstream/datasets), holding at most cache_limit bytes of shards (0 = no limit); loader/remote.py
+    cache_dir: str | None = None
+    cache_limit: int = 0
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -82,7 +89,8 @@ class LoaderConfig:
                 raise ValueError(f"{name}={value!r} is not one of {allowed}")
         check_data_settings(sampling=self.sampling, combine=self.combine, holdout_fraction=self.holdout_fraction,
                             cpu_decoder=self.cpu_decoder, workers=self.workers, threads=self.threads,
-                            prefetch=self.prefetch, samples_per_epoch=self.samples_per_epoch)  # fmt: skip
+                            prefetch=self.prefetch, samples_per_epoch=self.samples_per_epoch,
+                            cache_limit=self.cache_limit)  # fmt: skip
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
         if self.partitions is not None and (not isinstance(self.partitions, int) or self.partitions < 1):

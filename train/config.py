@@ -27,7 +27,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = ""  # dataset directory (required)
+    dataset: str = ""  # dataset directory or URL such as s3://bucket/ds (required)
     vocab: str = ""  # vocabulary name under vocab/ (required)
     sampling: str = "sqrt"  # natural | sqrt | uniform | power:A
     combine: str = "sum"
@@ -42,11 +42,14 @@ class DataConfig:
     prefetch: int = 2
     cpu_decoder: str = "auto"  # CPU runs: auto | turbo (the workers decode the crop window) | dali
     antialias: bool = True  # train resize antialiased when shrinking (as torchvision on PIL images)
+    cache_dir: str = ""  # a URL dataset's local mirror and shard cache; "" = ~/.cache/tagstream/datasets
+    cache_limit: int = 0  # bytes of shards the cache may hold (all ranks sharing cache_dir); 0 = no limit
 
     def __post_init__(self) -> None:
         check_data_settings(prefix="data.", sampling=self.sampling, combine=self.combine,
                             holdout_fraction=self.holdout_fraction, cpu_decoder=self.cpu_decoder, workers=self.workers,
-                            threads=self.threads, prefetch=self.prefetch, samples_per_epoch=self.samples_per_epoch)  # fmt: skip
+                            threads=self.threads, prefetch=self.prefetch, samples_per_epoch=self.samples_per_epoch,
+                            cache_limit=self.cache_limit)  # fmt: skip
         schedule = parse_size_schedule(str(self.image_size), name="data.image_size")
         # canonical form: a single size is an int, a schedule its normalised text (config.json compares equal)
         object.__setattr__(self, "image_size", schedule[0][1] if len(schedule) == 1 else format_size_schedule(schedule))
