@@ -14,11 +14,12 @@ from tagstream.loader.batch import IMAGENET_MEAN, IMAGENET_STD, Batch
 from tagstream.loader.config import LoaderConfig
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.feed import BatchSource
+from tagstream.loader.partitions import working_worlds
 from tagstream.loader.pipeline import GPU_MAX_PIXELS, EvalPlan, PlanSource, build_pipeline, start, stop
 from tagstream.loader.store import ShardStore
 from tagstream.loader.vocab import Vocab
 
-STATE_KEYS = ("epoch", "step", "mode", "seed", "batch_size", "rank", "world", "batches")
+STATE_KEYS = ("epoch", "step", "mode", "seed", "batch_size", "rank", "world", "batches", "partitions", "global_batch")
 
 
 def eval_share(eligible: NDArray[np.int64], rank: int, world: int) -> NDArray[np.int64]:
@@ -30,8 +31,9 @@ def eval_share(eligible: NDArray[np.int64], rank: int, world: int) -> NDArray[np
 class DaliLoader:
     """Yields Batch(images, targets, indices) for one rank; see loader/api.py for the contract.
 
-    train: `len(self)` = samples_per_epoch // world // batch_size batches on every rank, drawn by the
-    rank's sampler plan; eval: each rank takes a contiguous share of the eligible images in dataset
+    train: `len(self)` = samples_per_epoch // partitions // (batch_size * world / partitions) batches on
+    every rank (samples_per_epoch // world // batch_size with one partition per rank), drawn by the rank's
+    sampler plan; eval: each rank takes a contiguous share of the eligible images in dataset
     order, the pipeline pads to whole batches and the iterator drops the padding, so the last batch
     of a rank may be short (rarely empty) while every rank yields the same number of batches.
     """
@@ -85,19 +87,31 @@ class DaliLoader:
         self.epoch, self.step = int(epoch), 0
 
     def state_dict(self) -> dict:
+        """Where the sample stream stands: (epoch, step) of the global batch sequence, and the layout it
+        is a function of (seed, partitions, global batch); rank, world and batch_size are this loader's."""
         c = self.config
         return {"epoch": self.epoch, "step": self.step, "mode": c.mode, "seed": c.seed, "batch_size": c.batch_size,
-                "rank": self.rank, "world": self.world, "batches": self.batches}
+                "rank": self.rank, "world": self.world, "batches": self.batches,
+                "partitions": self.sampler.partitions if self.train else None,
+                "global_batch": c.batch_size * self.world}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from state["epoch"], state["step"]; refuses a state from another seed/batch/world layout."""
+        """Continue from state["epoch"], state["step"]; refuses a state from another seed, partition count or
+        global batch. Another world size is fine when it divides the partitions (the same global batches)."""
         missing = [k for k in ("epoch", "step") if k not in state]
         if missing:
             raise ValueError(f"loader state lacks {missing}; expected keys {STATE_KEYS}")
         mine = self.state_dict()
-        for key in ("mode", "seed", "batch_size", "world", "batches"):
+        state = dict(state)
+        if "world" in state and "batch_size" in state:  # a state written before partitions: one per rank
+            state.setdefault("partitions", state["world"] if state.get("mode", "train") == "train" else None)
+            state.setdefault("global_batch", state["batch_size"] * state["world"])
+        for key in ("mode", "seed", "partitions", "global_batch", "batches"):
             if key in state and state[key] != mine[key]:
-                raise ValueError(f"loader state has {key}={state[key]!r} but this loader has {key}={mine[key]!r}")
+                hint = ""
+                if key == "partitions" and state[key]:
+                    hint = f": build the loader with partitions={state[key]} on a world size dividing it ({', '.join(map(str, working_worlds(state[key])))})"
+                raise ValueError(f"loader state has {key}={state[key]!r} but this loader has {key}={mine[key]!r}{hint}")
         step = int(state["step"])
         if not 0 <= step <= self.batches:
             raise ValueError(f"loader state step={step} is outside [0, {self.batches}]")

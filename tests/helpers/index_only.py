@@ -6,6 +6,7 @@ Image i's classes are derived from i (`image_classes`), so a test can recompute 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tagstream.loader import format as fmt
@@ -31,15 +32,28 @@ def mask_values(name: str, n: int) -> np.ndarray:
     return {"dedup": i % 10 == 1, "other": i % 7 == 3}[name]
 
 
-def write_index_only(root: Path, shard_sizes=SHARD_SIZES, num_classes: int = NUM_CLASSES, vocab: str = "v") -> Dataset:
-    """Write manifest.json, vocab/<vocab>/ and masks/{dedup,other}.npy under root; returns the Dataset."""
+def zipf_class(i: int, num_classes: int = NUM_CLASSES) -> list[int]:
+    """One class per image, Zipf-like (class c about twice as frequent as c + 1), derived from i by a hash."""
+    h = (i * 2654435761) % 2**32
+    return [min(num_classes - 1, 32 - h.bit_length())]
+
+
+def write_index_only(
+    root: Path,
+    shard_sizes=SHARD_SIZES,
+    num_classes: int = NUM_CLASSES,
+    vocab: str = "v",
+    classes_of: Callable[[int, int], list[int]] = image_classes,
+) -> Dataset:
+    """Write manifest.json, vocab/<vocab>/ and masks/{dedup,other}.npy under root; returns the Dataset.
+    Image i carries classes_of(i, num_classes)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     n = int(sum(shard_sizes))
     shards = [{"name": fmt.shard_name(k), "images": int(s)} for k, s in enumerate(shard_sizes)]
     fmt.write_json_atomic(root / fmt.MANIFEST, {"format": fmt.FORMAT_NAME, "version": fmt.FORMAT_VERSION, "images": n, "shards": shards})
     ds = Dataset(root)
-    rows = [image_classes(i, num_classes) for i in range(n)]
+    rows = [classes_of(i, num_classes) for i in range(n)]
     offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
     labels = np.array([c for r in rows for c in r], np.int32)
     counts = np.bincount(labels, minlength=num_classes)
