@@ -39,13 +39,15 @@ class DemoSize:
     steps: int  # optimizer steps of each pretraining run
     batch_size: int
     min_count: int  # vocabulary: drop hashtag classes on fewer images
+    shots: tuple[int, ...]  # low-shot probes: labelled images per class (each at most downstream_train)
 
 
 SIZES: dict[str, DemoSize] = {
-    "tiny": DemoSize(240, 6, 8, 6, 64, 96, 32, 12, 16, 3),
-    "small": DemoSize(1500, 12, 20, 12, 128, 192, 48, 150, 32, 3),
-    "full": DemoSize(4000, 24, 30, 20, 160, 256, 64, 600, 64, 3),
+    "tiny": DemoSize(240, 6, 8, 6, 64, 96, 32, 12, 16, 3, (1, 5)),
+    "small": DemoSize(1500, 12, 20, 12, 128, 192, 48, 150, 32, 3, (1, 5, 10)),
+    "full": DemoSize(4000, 24, 30, 20, 160, 256, 64, 600, 64, 3, (1, 5, 10, 25)),
 }
+SHOT_SEEDS = 5
 
 
 class _Clock:
@@ -180,6 +182,7 @@ def run_demo(out: str | Path, *, size: str = "full", seed: int = 0, workers: int
     from tagstream.tools.inspection.sampling import plot_sampling, sampling_report
     from tagstream.tools.synth.world import WorldConfig, make_world
     from tagstream.tools.vocab.build import VocabOptions, build_vocab
+    from tagstream.train.lowshot import LowShotConfig
     from tagstream.train.transfer import TransferConfig, run_transfer, strict_json
 
     if size not in SIZES:
@@ -237,7 +240,7 @@ def run_demo(out: str | Path, *, size: str = "full", seed: int = 0, workers: int
         for sampling in RUNS:
             cfg = TransferConfig(train=str(down["train"]), eval=str(down["eval"]), checkpoint=pretrain[sampling]["checkpoint"],
                                  baseline="random" if sampling == "natural" else "none", workers=min(workers, 1), seed=seed,
-                                 batch_size=64, progress=progress)
+                                 batch_size=64, progress=progress, low_shot=LowShotConfig(shots=s.shots, seeds=SHOT_SEEDS))
             rep = run_transfer(cfg, out=root / f"transfer-{sampling}.json")
             results[sampling] = rep["results"]["pretrained"]
             if "random" in rep["results"]:
@@ -264,6 +267,7 @@ def run_demo(out: str | Path, *, size: str = "full", seed: int = 0, workers: int
         "class_frequency": {n: freq[n] for n in results["random"]["per_class_accuracy"]},
         "sampled_share": {k: _share(report[k], groups) for k in RUNS},
         "concept_label_share": {k: _concept_share(report[k], world) for k in RUNS},
+        "low_shot": {key: results[key]["low_shot"] for key, _ in ROWS},
         "pretrain": {k: {"loss": v["loss"], "eval": v["eval"], "steps": v["step"], "images_per_s": v["images_per_s"]}
                      for k, v in pretrain.items()},
         "stage_seconds": clock.seconds, "total_seconds": total,
@@ -293,6 +297,18 @@ def _concept_share(report, world: dict) -> float:
     expected = np.asarray(report.expected, dtype=np.float64)
     visual = np.array([n in concepts for n in report.names], dtype=bool)
     return float(expected[visual].sum() / max(expected.sum(), 1e-300))
+
+
+def _low_shot_table(res: dict) -> list[str]:
+    """Markdown rows: k-shot linear-probe top-1 per backbone, mean ± std over the seeds."""
+    shots = list(next(iter(res["low_shot"].values())))
+    lines = ["| backbone | " + " | ".join(f"{k}-shot top-1 %" for k in shots) + " |", "|---|" + "---|" * len(shots)]
+    for key, label in ROWS:
+        r = res["low_shot"][key]
+        lines.append(f"| {label} | " + " | ".join(_pct(r[k]["top1_mean"], r[k]["top1_std"]) for k in shots) + " |")
+    seeds = res["low_shot"][ROWS[0][0]][shots[0]]["seeds"]
+    return lines + ["", f"Low-shot: a linear probe on k labelled images per class, {seeds} draws of them; ± is the standard "
+                        "deviation over the draws (not a standard error)."]
 
 
 def _pct(x, se=None) -> str:
@@ -327,6 +343,8 @@ def format_results(res: dict) -> str:
         f"sqrt {_pct(share['sqrt']['frequent'])} %. Share of all class draws that go to a visual-concept class "
         f"(the rest: junk or unmerged tags): natural {_pct(res['concept_label_share']['natural'])} %, "
         f"sqrt {_pct(res['concept_label_share']['sqrt'])} %.",
+        "",
+        *_low_shot_table(res),
         "",
         "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res["stage_seconds"].items())
         + f"; total {res['total_seconds']:.0f} s.",

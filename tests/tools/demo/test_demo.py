@@ -52,6 +52,11 @@ def test_demo_cli_end_to_end_tiny(tmp_path):
     for plot in results["plots"]:
         assert (out / plot).stat().st_size > 1000
     assert "| hashtags, sqrt sampling |" in (out / "results.md").read_text()
+    for key in ("random", "natural", "sqrt"):  # low-shot probes: every k of the size, SHOT_SEEDS draws each
+        low = results["low_shot"][key]
+        assert list(low) == [str(k) for k in s.shots]
+        assert all(len(v["top1"]) == 5 and 0 <= v["top1_mean"] <= 1 and v["top1_std"] >= 0 for v in low.values())
+    assert "| 5-shot top-1 % |" in (out / "results.md").read_text().replace("| 1-shot top-1 % ", "")
     assert "Stage times" in res.output
     again = CliRunner().invoke(main, ["demo", "--out", str(out), "--size", "tiny"])
     assert again.exit_code != 0 and "not empty" in again.output
