@@ -44,9 +44,16 @@ from tagstream.tools.convert.sources import FORMATS
 @click.option("--images", default="", help="YFCC: a folder of images named by photo id, or img2dataset tars.")
 @click.option("--yfcc-machine-tags", is_flag=True, help="YFCC: take the machine tags too, not only the user tags.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar with images/s.")
+@click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+              help="local: this machine; ray: one Ray task per part on a cluster (OUT on storage every node sees).")
+@click.option("--parts", type=click.IntRange(1, MAX_PARTS), default=None,
+              help="Ray: cut the inputs into this many parts (default: the recorded N, else 4 per cluster CPU).")
+@click.option("--address", default=None, help="Ray: the cluster to join (default: RAY_ADDRESS, else a local one).")
+@click.option("--part", "part", default=None, metavar="I/N",
+              help="Convert only part I of N (0 <= I < N) into OUT/parts/; `tagstream merge OUT` joins the N parts.")
 def convert(src, out, fmt, shard_size, workers, min_side, max_side, max_pixels, max_file_bytes, quality,
             image_column, tags_column, caption_column, id_column, tags_field, caption_field, id_field, status_field,
-            images, yfcc_machine_tags, progress):
+            images, yfcc_machine_tags, progress, engine, parts, address, part):
     """Convert images with hashtags in SRC into the dataset directory OUT (LMDB shards + NumPy index).
 
     SRC is an ImageFolder tree (SRC/<tag>/<image>); a JSON-lines file ({"image": "a.jpg", "tags":
@@ -57,6 +64,10 @@ def convert(src, out, fmt, shard_size, workers, min_side, max_side, max_pixels, 
     OUT/rejects.jsonl with a reason. Rerunning the same command after an interruption (or a storage
     error) resumes and gives the identical dataset.
 
+    On a cluster, the inputs are cut into N parts by input position: `--engine ray` runs each part as a
+    Ray task and merges; `--part I/N` converts one part for any other scheduler, `tagstream merge OUT` joins
+    them. Either way the dataset holds the records a one-process conversion holds, in the same order.
+
     \b
     Examples:
       tagstream convert demo-src/hashtags.jsonl ds --workers 2 --shard-size 5000
@@ -66,6 +77,8 @@ def convert(src, out, fmt, shard_size, workers, min_side, max_side, max_pixels, 
       tagstream convert s3://bucket/shards/ ds --format tar --workers 8
       tagstream convert table.parquet ds --image-column jpg --caption-column caption
       tagstream convert yfcc100m_dataset.bz2 ds --format yfcc --images yfcc-images/
+      tagstream convert photos.jsonl /shared/ds --engine ray --address auto --parts 64
+      tagstream convert photos.jsonl /shared/ds --part 3/64   # e.g. SLURM_ARRAY_TASK_ID=3, then merge
     """
     from tagstream.tools.convert.engine import ConvertRefused
     from tagstream.tools.convert.launch import run_conversion
