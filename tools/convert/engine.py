@@ -175,18 +175,15 @@ def convert(
     shard_size: int = 10_000,
     workers: int = 1,
     image_options: ImageOptions = ImageOptions(),
-    image_column: str = "image",
-    tags_column: str = "tags",
-    caption_column: str = "caption",
-    id_column: str = "id",
     progress: bool = False,
+    **source_options: str | bool,
 ) -> ConvertSummary:
-    """Convert SRC into the dataset directory OUT, resuming an interrupted run; see the module docstring."""
+    """Convert SRC into the dataset directory OUT, resuming an interrupted run; see the module docstring.
+    `source_options` are sources.SourceOptions fields (image_column=..., tags_field=..., images=...)."""
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     t0 = time.perf_counter()
-    source, out = open_source(src, out, format=format, image_column=image_column, tags_column=tags_column,
-                              caption_column=caption_column, id_column=id_column)
+    source, out = open_source(src, out, format=format, **source_options)
     wanted = scan_source(source, shard_size=shard_size, image_options=image_options)
     with locked(out):
         check_state(out, wanted)
@@ -246,7 +243,7 @@ def _convert_items(out: Path, source: Source, committed: list[dict], start: int,
     bar = tqdm(total=inputs, initial=start, unit="img", desc="convert", disable=not progress, smoothing=0.1)
     try:
         # inputs added since the scan are left to a rerun (which refuses: the fingerprint changed)
-        for res in _results(itertools.islice(source.items(), start, inputs), options, workers):
+        for res in _results(itertools.islice(source.items(start), inputs - start), options, workers):
             bar.update(1)
             if not isinstance(res.outcome, Accepted):
                 writer.rejects.append(_reject_record(res))
