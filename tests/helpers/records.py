@@ -41,3 +41,23 @@ def same_dataset_parts(root: Path) -> dict:
     manifest = json.loads((Path(root) / fmt.MANIFEST).read_text())
     totals = {k: manifest[k] for k in ("images", "tags", "inputs", "rejected", "rejects_by_reason", "reencoded", "source")}
     return {"tags.tsv": (Path(root) / fmt.TAGS).read_bytes(), "rejects": (Path(root) / fmt.REJECTS).read_bytes(), **totals}
+
+
+def partition_source(root: Path) -> Path:
+    """A JSON-lines source of 18 inputs for partitioned conversions: 13 images whose tags first appear in an
+    order that differs from part to part (so parts number them differently), a run of 3 missing files
+    (inputs 3..5: a whole part of N=6 rejected), a bad line inside and a missing file at the end."""
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "images").mkdir(exist_ok=True)
+    lines = []
+    for i in range(13):
+        Image.new("RGB", (40, 36), (15 * i, 100, 200 - 10 * i)).save(root / "images" / f"{i}.jpg", quality=95)
+        tags = [f"#T{(7 * i) % 5}", f"u{i // 4}", "all"] + ([f"only{i}"] if i % 4 == 3 else [])
+        lines.append(json.dumps({"image": f"images/{i}.jpg", "tags": tags, "id": f"s{i}"}))
+    lines[3:3] = [json.dumps({"image": f"images/gone{k}.jpg", "tags": [f"lost{k}"]}) for k in range(3)]
+    lines.insert(10, "{not json")
+    lines.append(json.dumps({"image": "images/gone-last.jpg", "tags": ["late"]}))
+    (root / "h.jsonl").write_text("\n".join(lines) + "\n")
+    return root / "h.jsonl"

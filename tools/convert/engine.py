@@ -108,7 +108,9 @@ def check_state(out: Path, wanted: dict) -> None:
             f"{out}: the source {wanted['source']['path']} changed since this conversion started "
             f"({have.get('inputs')} inputs then, {wanted['inputs']} now, or other content); use another OUT"
         )
-    diff = {k: (have["options"].get(k), v) for k, v in wanted["options"].items() if have["options"].get(k) != v}
+    keys = {**have["options"], **wanted["options"]}  # both ways: a partitioned OUT's `parts` is not in a plain run's
+    diff = {k: (have["options"].get(k), wanted["options"].get(k)) for k in keys
+            if have["options"].get(k) != wanted["options"].get(k)}
     if diff:
         said = ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in sorted(diff.items()))
         raise ConvertRefused(f"{out} was started with other options ({said}); rerun with those or use another OUT")

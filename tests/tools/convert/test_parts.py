@@ -1,0 +1,227 @@
+"""Partitioned conversion without Ray: `--part I/N` + merge gives a one-process conversion's records, in order;
+bad partition arguments are refused with nothing written; a merge killed anywhere resumes."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from tagstream.loader import format as fmt
+from tagstream.loader.dataset import Dataset
+from tagstream.tools.cli import main
+from tagstream.tools.convert.engine import ConvertRefused, convert
+from tagstream.tools.convert.launch import run_conversion
+from tagstream.tools.convert.merge import merge
+from tagstream.tools.convert.parts import PARTS_DIR, PartSpec, convert_part
+from tagstream.tools.verify.checks import verify
+
+from tests.helpers.records import dataset_records, partition_source, same_dataset_parts
+
+SHARD = 2
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    return partition_source(tmp_path_factory.mktemp("parts_src"))
+
+
+@pytest.fixture(scope="module")
+def reference(source, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("one") / "ds"
+    convert(source, out, shard_size=SHARD)
+    return out
+
+
+def convert_parts(source: Path, out: Path, n: int, order=None) -> None:
+    for i in order if order is not None else reversed(range(n)):
+        convert_part(source, out, PartSpec(i, n), shard_size=SHARD)
+
+
+def tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under root with its size and modification time: to show nothing was written."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("n", [1, 3, 6, 20])  # 6: part 1 holds only rejects; 20: more parts than inputs
+def test_parts_then_merge_equal_one_process(source, reference, tmp_path, n):
+    out = tmp_path / "ds"
+    convert_parts(source, out, n)
+    summary = merge(out)
+    assert dataset_records(out) == dataset_records(reference)
+    assert same_dataset_parts(out) == same_dataset_parts(reference)
+    assert len(dataset_records(out)) == 13 and summary.images == 13
+    assert verify(out).ok
+    assert not (out / PARTS_DIR).exists()
+    assert fmt.read_manifest(out)["options"]["parts"] == n
+    assert merge(out).already_complete  # a second merge changes nothing
+
+
+def test_part_tag_ids_differ_and_merge_rewrites_them(source, reference, tmp_path):
+    """The merge's work is real: part 2 of 3 numbers its tags on its own, the merged records hold global ids."""
+    out = tmp_path / "ds"
+    convert_parts(source, out, 3)
+    part = out / PARTS_DIR / PartSpec(2, 3).name
+    local = [t for s in __import__("json").loads((part / "part.json").read_text())["shards"] for t in s["new_tags"]]
+    ref_tags = (reference / fmt.TAGS).read_text().splitlines()[1:]
+    global_ids = {line.split("\t")[1]: int(line.split("\t")[0]) for line in ref_tags}
+    assert [global_ids[t] for t in local] != list(range(len(local)))
+    merge(out)
+    ds, ref = Dataset(out), Dataset(reference)
+    assert ds.tags == ref.tags
+
+
+def test_cli_parts_and_merge(source, reference, tmp_path):
+    out = tmp_path / "ds"
+    runner = CliRunner()
+    for i in (1, 0, 2):
+        res = runner.invoke(main, ["convert", str(source), str(out), "--part", f"{i}/3", "--shard-size", str(SHARD),
+                                   "--no-progress"])
+        assert res.exit_code == 0, res.output
+        assert f"part {i}/3" in res.output and "committed" in res.output
+    res = runner.invoke(main, ["convert", str(source), str(out), "--part", "1/3", "--shard-size", str(SHARD)])
+    assert res.exit_code == 0 and "already committed" in res.output
+    res = runner.invoke(main, ["merge", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "images    13" in res.output
+    assert dataset_records(out) == dataset_records(reference)
+    res = runner.invoke(main, ["verify", str(out)])
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("3/3", r"part index I must be in \[0, 2\] for N=3, got 3"),
+    ("0/0", r"number of parts N must be in \[1, "),
+    ("-1/3", "must look like I/N"),
+    ("one/3", "must look like I/N"),
+    ("1/3/4", "must look like I/N"),
+])
+def test_bad_part_argument(source, tmp_path, text, message):
+    with pytest.raises(ValueError, match=message):
+        PartSpec.parse(text)
+    res = CliRunner().invoke(main, ["convert", str(source), str(tmp_path / "ds"), "--part", text])
+    assert res.exit_code != 0 and "Error" in res.output
+    assert not (tmp_path / "ds").exists()
+
+
+def test_bad_engine_combinations(source, tmp_path):
+    for kwargs, message in [
+        ({"engine": "ray", "part": "0/2"}, "does not go with --engine ray"),
+        ({"parts": 3}, "--parts needs --engine ray"),
+        ({"part": "0/2", "parts": 3}, "--parts 3 disagrees with --part 0/2"),
+        ({"address": "auto"}, "--address names a Ray cluster"),
+        ({"engine": "spark"}, "unknown engine 'spark'; allowed: local, ray"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            run_conversion(source, tmp_path / "ds", **kwargs)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_merge_refusals_write_nothing(source, tmp_path):
+    out = tmp_path / "ds"
+    convert_parts(source, out, 3, order=[0, 2])
+    before = tree(out)
+    with pytest.raises(ConvertRefused, match=r"1 of 3 parts not committed yet: 1/3 \(inputs 6\.\.11\)"):
+        merge(out)
+    # a part of another N
+    with pytest.raises(ConvertRefused, match="other options .*parts: 3 then, 2 now"):
+        convert_part(source, out, PartSpec(1, 2), shard_size=SHARD)
+    # a one-process conversion into a partitioned OUT
+    with pytest.raises(ConvertRefused, match="other options .*parts: 3 then, None now"):
+        convert(source, out, shard_size=SHARD)
+    assert tree(out) == before
+    # a stray part of another N (copied in by hand)
+    stray = out / PARTS_DIR / PartSpec(1, 2).name
+    shutil.copytree(out / PARTS_DIR / PartSpec(0, 3).name, stray)
+    convert_part(source, out, PartSpec(1, 3), shard_size=SHARD)
+    before = tree(out)
+    with pytest.raises(ConvertRefused, match="parts of N=2 beside this conversion's N=3"):
+        merge(out)
+    assert tree(out) == before and not (out / fmt.MANIFEST).exists()
+
+
+def test_part_from_another_source_refused(source, tmp_path):
+    other = partition_source(tmp_path / "other")
+    other.write_text(other.read_text().replace('"u1"', '"elsewhere"'))
+    out = tmp_path / "ds"
+    convert_part(source, out, PartSpec(0, 3), shard_size=SHARD)
+    before = tree(out)
+    with pytest.raises(ConvertRefused, match="holds a conversion of .*h.jsonl.* not of .*other/h.jsonl"):
+        convert_part(other, out, PartSpec(1, 3), shard_size=SHARD)
+    assert tree(out) == before
+    convert_parts(other, tmp_path / "ds_other", 3)
+    convert_parts(source, out, 3, order=[1, 2])
+    foreign = out / PARTS_DIR / PartSpec(1, 3).name
+    shutil.rmtree(foreign)
+    shutil.copytree(tmp_path / "ds_other" / PARTS_DIR / PartSpec(1, 3).name, foreign)
+    before = tree(out)
+    with pytest.raises(ConvertRefused, match=r"part 1/3 .* another source or with other options \(source, fingerprint differ"):
+        merge(out)
+    assert tree(out) == before
+
+
+def _merge_killed(out: str, replace_at: int) -> None:
+    calls, real = [0], os.replace
+
+    def replace(a, b):
+        if calls[0] == replace_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        calls[0] += 1
+        real(a, b)
+
+    os.replace = replace
+    merge(out)
+    os._exit(0)
+
+
+def _merge_renames(parts: Path, scratch: Path) -> int:
+    """How many os.replace calls a merge of a copy of `parts` makes (each one is a point where a kill may land)."""
+    calls, real = [0], os.replace
+    shutil.copytree(parts, scratch)
+
+    def counting(a, b):
+        calls[0] += 1
+        real(a, b)
+
+    os.replace = counting
+    try:
+        merge(scratch)
+    finally:
+        os.replace = real
+    return calls[0]
+
+
+def _kill_and_rerun(parts: Path, out: Path, at: int) -> list[tuple]:
+    shutil.copytree(parts, out)
+    proc = mp.get_context("fork").Process(target=_merge_killed, args=(str(out), at))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == -signal.SIGKILL, f"merge was not killed at rename {at}"
+    with pytest.raises(fmt.FormatError, match="no manifest.json"):
+        Dataset(out)  # a killed merge never leaves a dataset that looks whole
+    merge(out)
+    assert verify(out).ok
+    return dataset_records(out)
+
+
+@pytest.mark.parametrize("at", [6, 7, 13])  # inside the first shard placed (rename, state) and a rewritten one
+def test_merge_killed_resumes_identically(source, reference, tmp_path, at):
+    parts = tmp_path / "parts"
+    convert_parts(source, parts, 2)
+    assert _kill_and_rerun(parts, tmp_path / "ds", at) == dataset_records(reference)
+
+
+@pytest.mark.slow
+def test_merge_killed_at_every_rename_resumes_identically(source, tmp_path):
+    parts = tmp_path / "parts"
+    for i in range(2):
+        convert_part(source, parts, PartSpec(i, 2), shard_size=5)
+    total = _merge_renames(parts, tmp_path / "counted")
+    assert total == 4 * 7 + 3  # 4 shards x (5 index arrays, rename, state), tags, rejects, manifest
+    expected = dataset_records(tmp_path / "counted")
+    for at in range(total):
+        assert _kill_and_rerun(parts, tmp_path / f"k{at}", at) == expected, f"killed at rename {at}"
