@@ -89,6 +89,14 @@ class ParquetSource:
             self.tables.append(TableScan(path, meta.num_rows, groups, None))
         return sum(t.inputs for t in self.tables), h.hexdigest()
 
+    def scan_state(self) -> dict:
+        if self.tables is None:
+            raise RuntimeError("scan() the source before asking for its scan state")
+        return {"tables": [[t.path, t.rows, t.row_groups, t.damage] for t in self.tables]}
+
+    def load_scan_state(self, state: dict) -> None:
+        self.tables = [TableScan(*row) for row in state["tables"]]
+
     def items(self, start: int = 0) -> Iterator[Item]:
         if self.tables is None:
             self.scan()

@@ -163,11 +163,13 @@ class TarSource:
         self.tars = [scan_tar(path, h) for path in files]
         return sum(t.inputs for t in self.tars), h.hexdigest()
 
-    def counts(self) -> list[tuple[str, int]]:
-        """(tar, inputs) per tar, in order: where each input position lies (after scan())."""
+    def scan_state(self) -> dict:
         if self.tars is None:
-            raise RuntimeError("scan() the source before asking where its inputs lie")
-        return [(t.path, t.inputs) for t in self.tars]
+            raise RuntimeError("scan() the source before asking for its scan state")
+        return {"tars": [[t.path, t.size, t.samples, t.damage] for t in self.tars]}
+
+    def load_scan_state(self, state: dict) -> None:
+        self.tars = [TarScan(*row) for row in state["tars"]]
 
     def items(self, start: int = 0) -> Iterator[Item]:
         if self.tars is None:

@@ -192,6 +192,16 @@ class Source:
             return self._reader.scan()
         return self._scan()
 
+    def scan_state(self) -> dict | None:
+        """What scan() learned that items(start) needs (tars: samples per tar; tables: rows per row group), as
+        JSON, for a process that converts a range of an input scanned elsewhere (a part on another machine):
+        `load_scan_state` there skips the scan. None for kinds whose items() need no scan."""
+        return self._reader.scan_state() if self._reader is not None and hasattr(self._reader, "scan_state") else None
+
+    def load_scan_state(self, state: dict | None) -> None:
+        if state is not None:
+            self._reader.load_scan_state(state)
+
     def items(self, start: int = 0) -> Iterator[Item]:
         """Items from input position `start` on (positions as counted by scan(), which must run first for
         tars, tables and YFCC: their readers locate `start` from the per-file counts the scan found)."""
