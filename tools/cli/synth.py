@@ -23,25 +23,32 @@ from tagstream.tools.synth.world import WorldConfig, make_world
 @click.option("--corrupt", default=0, show_default=True, type=click.IntRange(min=0),
               help="Add N broken entries (zero-byte, truncated, not an image, missing, bad JSON line, bad record).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Processes drawing images.")
+@click.option("--as", "as_", type=click.Choice(["files", "tar"]), default="files", show_default=True,
+              help="tar: also write the world as WebDataset tars in OUT/tars/ (img2dataset's layout).")
+@click.option("--tar-samples", default=1000, show_default=True, type=click.IntRange(min=1), help="Samples per tar (--as tar).")
 def synth(out: Path, images: int, seed: int, downstream_classes: int, downstream_train: int, downstream_eval: int,
-          min_side: int, max_side: int, zipf: float, odd: bool, corrupt: int, workers: int) -> None:
+          min_side: int, max_side: int, zipf: float, odd: bool, corrupt: int, workers: int, as_: str,
+          tar_samples: int) -> None:
     """Write a synthetic hashtag world into OUT (a new or empty folder).
 
     Photos of drawn concepts with Zipf-distributed, noisy hashtags (spelling variants, synonyms,
     non-visual and junk tags, missing tags) in OUT/hashtags.jsonl; OUT/synonyms.tsv and
     OUT/stoplist.txt for `tagstream vocab`; a clean one-class-per-image split in
-    OUT/downstream/{train,eval}/<class>/; the ground truth in OUT/world.json.
+    OUT/downstream/{train,eval}/<class>/; the ground truth in OUT/world.json. With --as tar, the
+    same images and hashtags also as WebDataset tars OUT/tars/NNNNN.tar (KEY.jpg, KEY.json, KEY.txt).
 
     \b
     Example:
       tagstream synth demo-src --images 3000 --seed 0 --workers 2
       tagstream convert demo-src/hashtags.jsonl demo-ds
+      tagstream synth demo-tar --images 3000 --as tar --tar-samples 500
+      tagstream convert 'demo-tar/tars/{00000..00005}.tar' demo-ds-tar
     """
     try:
         cfg = WorldConfig(images=images, seed=seed, downstream_classes=downstream_classes,
                           downstream_train=downstream_train, downstream_eval=downstream_eval, min_side=min_side,
                           max_side=max_side, zipf=zipf, odd=odd, corrupt=corrupt)
-        summary = make_world(out, workers=workers, config=cfg)
+        summary = make_world(out, workers=workers, config=cfg, tar_samples=tar_samples if as_ == "tar" else None)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     click.echo("\n".join(summary.lines()))

@@ -2,7 +2,7 @@
 
 A sample is a run of consecutive members with the same key (the member name up to the first dot of its
 basename, folders included), as webdataset groups them: `000123.jpg` + `000123.json` + `000123.txt`. The
-image is the jpg/jpeg/png/webp member; tags come from the JSON member's `tags_field` (a list, or a comma or
+image is the jpg/jpeg/png/webp (or gif/bmp/tiff) member; tags come from the JSON member's `tags_field` (a list, or a comma or
 space separated string) and the #hashtags of the caption (the .txt member, else the JSON `caption_field`);
 the source id is the key or the JSON `id_field`. img2dataset's failed downloads (JSON `status` other than
 "success"), samples without an image, and the unreadable rest of a damaged tar become rejects with a reason.
@@ -29,7 +29,7 @@ from tagstream.tools.convert.source_paths import display_name, expand, file_size
 from tagstream.tools.convert.sources import RAW_LIMIT, TAR_SUFFIXES, Item, SourceOptions, _utf8_ok
 from tagstream.tools.convert.tags import caption_hashtags, split_tag_cell
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # in order of preference when a sample holds several
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")  # preferred first when a sample holds several
 READ_EXTS = frozenset(IMAGE_EXTS + ("json", "txt"))
 MEMBER_LIMIT = 1 << 30  # a member larger than this is not read into memory: its sample is rejected as too large
 _COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")

@@ -24,6 +24,7 @@ from tagstream.tools.synth.odd import (
     write_corrupt,
     write_odd,
 )
+from tagstream.tools.synth.tars import write_tars
 from tagstream.tools.synth.tags import TagModel, draw_tokens, write_line, zipf_probs
 
 WORLD_FORMAT = "tagstream-synth-world"
@@ -231,14 +232,18 @@ def make_world(
     corrupt: int = 0,
     workers: int = 1,
     config: WorldConfig | None = None,
+    tar_samples: int | None = None,
 ) -> WorldSummary:
     """Write a synthetic hashtag world into `out` (created; must be empty if it exists).
 
-    `config`, when given, holds every generation setting and the images/seed/odd/corrupt keywords are ignored."""
+    `config`, when given, holds every generation setting and the images/seed/odd/corrupt keywords are ignored.
+    `tar_samples`, when given, also writes the world as WebDataset tars of that many samples (tools/synth/tars.py)."""
     t0 = time.perf_counter()
     cfg = config or WorldConfig(images=images, seed=seed, odd=odd, corrupt=corrupt)
     if workers < 1:
         raise ValueError(f"workers = {workers!r}: must be >= 1")
+    if tar_samples is not None and (not isinstance(tar_samples, int) or tar_samples < 1):
+        raise ValueError(f"tar_samples = {tar_samples!r}: must be a positive integer (samples per tar)")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out}: exists and is not empty; synth writes a fresh world into an empty or new folder "
@@ -248,6 +253,8 @@ def make_world(
         d.mkdir(parents=True, exist_ok=True)
     _run([(out, t, cfg.quality) for t in plan.tasks], workers)
     (out / JSONL).write_text("\n".join(plan.lines) + "\n", encoding="utf-8")
+    if tar_samples is not None:
+        write_tars(out, plan.lines, tar_samples)
     _write_vocab_files(out)
     summary = _summarize(out, plan, t0)
     _write_world(out, plan, summary)
