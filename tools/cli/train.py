@@ -25,7 +25,7 @@ OPTION_KEYS = {
 
 
 @click.command("train", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "recipe", metavar="RECIPE", help="Recipe: a TOML file, or a shipped recipe name (tiny-cpu, resnet50, resnext101_32x{8,16,32,48}d-wsl).")
+@click.option("--config", "recipe", metavar="RECIPE", help="Recipe: a TOML file, or a shipped recipe name (tiny-cpu, resnet50, resnext101_32x{8,16,32,48}d-wsl, vit_{b16,l16,h14}-swag, regnety_{16,32,128}gf-swag).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override one config key (repeatable), e.g. --set run.steps=100.")
 @click.option("--dataset", type=click.Path(), help="Dataset directory (data.dataset).")
 @click.option("--vocab", help="Vocabulary name under the dataset's vocab/ (data.vocab).")
