@@ -88,3 +88,14 @@ def corrupt_scan(jpeg: bytes) -> bytes:
     start = sos + 2 + int.from_bytes(jpeg[sos + 2 : sos + 4], "big")
     mid = start + (len(jpeg) - 2 - start) // 3
     return jpeg[:mid] + b"\xff\xd3" * 4 + jpeg[mid + 8 :]
+
+
+def inflate_record_size(root: Path, shard: str, local: int) -> None:
+    """Make record `local`'s LMDB leaf node claim a value of ~2 GB (its size field's high half set), then
+    rewrite the manifest to match: a reader that copies the value runs off the end of the file (SIGBUS)."""
+    data = data_file(root, shard)
+    raw = bytearray(data.read_bytes())
+    at = raw.index(b"\x08\x00" + fmt.encode_key(local))  # mn_ksize = 8 (little-endian), then the key
+    raw[at - 4 : at - 2] = b"\xff\x7f"  # mn_hi: the high 16 bits of the value's size
+    data.write_bytes(bytes(raw))
+    rewrite_manifest(root, shard)

@@ -7,21 +7,26 @@ import click
 
 @click.command()
 @click.argument("dataset", type=click.Path())
-def verify(dataset):
+@click.option("--deep", is_flag=True,
+              help="Also check every image: header within the pixel limit, size equal to the index's, every scan decodable.")
+def verify(dataset, deep):
     """Recompute every shard checksum and parse every record of DATASET; exit 1 naming each damaged shard.
 
-    Catches flipped bytes, missing or truncated shards and index files, count mismatches and an unknown
-    format version.
+    Catches flipped bytes, missing or truncated shards and index files, damaged LMDB structure, count
+    mismatches, malformed manifests, vocabularies and masks, and an unknown format version; never crashes
+    on damage. --deep also decodes every image (strictly: corrupt scan data is a fault).
 
     \b
     Example:
       tagstream verify ds
+      tagstream verify ds --deep
     """
     from tagstream.tools.verify.checks import verify as run_verify
 
-    report = run_verify(dataset)
+    report = run_verify(dataset, deep=deep)
     if report.ok:
-        click.echo(f"OK: {report.shards} shards, {report.images} images, {report.bytes / 2**20:.1f} MiB verified")
+        how = "every image decoded" if deep else "records parsed"
+        click.echo(f"OK: {report.shards} shards, {report.images} images, {report.bytes / 2**20:.1f} MiB verified ({how})")
         return
     for problem in report.problems:
         click.echo(f"DAMAGED {problem}", err=True)

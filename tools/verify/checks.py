@@ -1,8 +1,11 @@
-"""`tagstream verify`: recompute every shard checksum and parse every record; name each damaged shard.
+"""`tagstream verify`: recompute every shard checksum and check every record; name each damaged shard.
 
 Streaming: each shard is read once for its checksum (4 MiB blocks) and once for its records, so memory
-stays flat for any dataset size. A shard whose checksum fails is not opened with LMDB at all: LMDB
-trusts its page pointers, and a damaged file could crash the reader instead of being reported.
+stays flat for any dataset size. A shard whose size, LMDB meta page or checksum fails is not opened with
+LMDB at all, and the record pass runs in a child process (tools/verify/records.py): LMDB trusts its page
+pointers, and a damaged file must be reported, never crash `verify`. `deep=True` also checks every
+image (header, size against the index, every scan decodable). Vocabularies and masks are checked entry by
+entry (what opening them at run time skips to stay O(1)).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from tagstream.loader import format as fmt
+from tagstream.tools.verify.records import check_records
 
 
 @dataclass(frozen=True)
@@ -45,14 +49,17 @@ def _read_tags(root: Path) -> tuple[int | None, str | None]:
     if not path.exists():
         return None, f"missing {fmt.TAGS}"
     n = 0
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if lineno == 1 and line.startswith("id\t"):
-                continue
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 3 or not parts[0].isdigit() or int(parts[0]) != n or not parts[2].isdigit():
-                return None, f"{fmt.TAGS} line {lineno} is not 'id<TAB>tag<TAB>count' with ids 0, 1, 2, ..."
-            n += 1
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                if lineno == 1 and line.startswith("id\t"):
+                    continue
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) != 3 or not parts[0].isdigit() or int(parts[0]) != n or not parts[2].isdigit():
+                    return None, f"{fmt.TAGS} line {lineno} is not 'id<TAB>tag<TAB>count' with ids 0, 1, 2, ..."
+                n += 1
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"{fmt.TAGS} is unreadable ({type(exc).__name__}: {exc})"
     return n, None
 
 
@@ -75,6 +82,12 @@ def _check_index(root: Path, name: str, images: int) -> tuple[dict[str, np.ndarr
     for array in ("width", "height", "phash"):
         if array in arrays and len(arrays[array]) != images:
             problems.append(f"count mismatch: index {array} has {len(arrays[array])} entries, manifest says {images} images")
+            del arrays[array]
+    if "width" in arrays and "height" in arrays:
+        try:
+            fmt.check_image_sizes(arrays["width"], arrays["height"], "index")
+        except fmt.FormatError as exc:
+            problems.append(str(exc))
     if "tag_offsets" in arrays:
         off = arrays["tag_offsets"]
         if len(off) != images + 1:
@@ -84,49 +97,9 @@ def _check_index(root: Path, name: str, images: int) -> tuple[dict[str, np.ndarr
     return arrays, problems
 
 
-def _check_records(root: Path, name: str, images: int, arrays: dict[str, np.ndarray], num_tags: int | None) -> list[str]:
-    """Open the (checksum-verified) shard and parse every record; compare with the index."""
-
-    try:
-        env = fmt.open_env(fmt.shard_path(root, name))
-    except Exception as exc:  # lmdb.Error subclasses: invalid file, version mismatch, ...
-        return [f"LMDB cannot open the shard ({type(exc).__name__}: {exc})"]
-    problems: list[str] = []
-    off, ids = arrays.get("tag_offsets"), arrays.get("tag_ids")
-    csr_ok = off is not None and ids is not None and len(off) == images + 1
-    try:
-        with env.begin() as txn:
-            entries = txn.stat()["entries"]
-            if entries != images:
-                problems.append(f"count mismatch: the shard holds {entries} records, manifest says {images}")
-            for expected, (key, value) in enumerate(txn.cursor()):
-                if len(key) != fmt.KEY_BYTES or fmt.decode_key(key) != expected:
-                    problems.append(f"record {expected}: key {key.hex()} is not the local index {expected}")
-                    break
-                try:
-                    rec = fmt.unpack_record(value)
-                except fmt.FormatError as exc:
-                    problems.append(f"record {expected}: {exc}")
-                    break
-                tags = rec["tags"]
-                if not all(isinstance(t, int) for t in tags) or (
-                    num_tags is not None and any(t < 0 or t >= num_tags for t in tags)
-                ):
-                    problems.append(f"record {expected}: tag ids {tags} out of range [0, {num_tags})")
-                    break
-                if not rec["image"].startswith(b"\xff\xd8"):
-                    problems.append(f"record {expected}: image bytes are not a JPEG")
-                    break
-                if csr_ok and expected < images and list(ids[off[expected] : off[expected + 1]]) != tags:
-                    problems.append(f"record {expected}: tags {tags} differ from the index")
-                    break
-    finally:
-        env.close()
-    return problems
-
-
-def verify(root: str | Path) -> VerifyReport:
-    """Check a dataset end to end; never raises on damage, every fault becomes a Problem."""
+def verify(root: str | Path, *, deep: bool = False) -> VerifyReport:
+    """Check a dataset end to end; never raises on damage, every fault becomes a Problem. deep: also
+    check every image (header, size against the index, every scan decodable)."""
     root = Path(root)
     report = VerifyReport(str(root))
     try:
@@ -139,34 +112,75 @@ def verify(root: str | Path) -> VerifyReport:
         report.problems.append(Problem(None, tag_problem))
     elif num_tags != manifest.get("tags", num_tags):
         report.problems.append(Problem(None, f"{fmt.TAGS} has {num_tags} tags, manifest says {manifest['tags']}"))
-    shards = manifest.get("shards", [])
+    shards = manifest["shards"]
     held = sum(s["images"] for s in shards)
-    if held != manifest.get("images"):
-        report.problems.append(Problem(None, f"count mismatch: manifest says {manifest.get('images')} images, its shards hold {held}"))
+    if held != manifest["images"]:
+        report.problems.append(Problem(None, f"count mismatch: manifest says {manifest['images']} images, its shards hold {held}"))
     for s in shards:
-        name, images = s["name"], s["images"]
         report.shards += 1
-
-        def bad(what: str) -> None:
-            report.problems.append(Problem(name, what))
-
-        data = fmt.shard_path(root, name) / "data.mdb"
-        arrays, index_problems = _check_index(root, name, images)
-        for what in index_problems:
-            bad(what)
-        if not data.exists():
-            bad(f"missing shard: {data} does not exist")
-            continue
-        size = data.stat().st_size
-        if size != s["bytes"]:
-            bad(f"truncated or resized file: data.mdb has {size} bytes, manifest says {s['bytes']}")
-            continue
-        digest = fmt.file_sha256(data)
-        report.bytes += size
-        if digest != s["sha256"]:
-            bad(f"checksum mismatch (damaged bytes): sha256 {digest[:16]}..., manifest says {s['sha256'][:16]}...")
-            continue
-        for what in _check_records(root, name, images, arrays, num_tags):
-            bad(what)
-        report.images += images
+        problems = _check_shard(root, s, num_tags, deep, report)
+        report.problems.extend(Problem(s["name"], what) for what in problems)
+    if held == manifest["images"]:
+        report.problems.extend(Problem(None, what) for what in _check_vocabs_and_masks(root, held))
     return report
+
+
+def _check_shard(root: Path, s: dict, num_tags: int | None, deep: bool, report: VerifyReport) -> list[str]:
+    name, images = s["name"], s["images"]
+    data = fmt.shard_path(root, name) / "data.mdb"
+    arrays, problems = _check_index(root, name, images)
+    if not data.exists():
+        return problems + [f"missing shard: {data} does not exist"]
+    size = data.stat().st_size
+    if "bytes" not in s:
+        return problems + ["the manifest gives no byte size or checksum of the shard"]
+    if size != s["bytes"]:
+        return problems + [f"truncated or resized file: data.mdb has {size} bytes, manifest says {s['bytes']}"]
+    digest = fmt.file_sha256(data)
+    report.bytes += size
+    if digest != s.get("sha256"):
+        return problems + [f"checksum mismatch (damaged bytes): sha256 {digest[:16]}..., manifest says {str(s.get('sha256'))[:16]}..."]
+    lmdb_problem = fmt.lmdb_file_problem(data)
+    if lmdb_problem:
+        return problems + [f"data.mdb {lmdb_problem}"]
+    problems += check_records(root, name, images, arrays, num_tags, deep)
+    if not problems:
+        report.images += images
+    return problems
+
+
+def _check_vocabs_and_masks(root: Path, images: int) -> list[str]:
+    """Every vocabulary's label CSR entry by entry, every mask's shape and dtype."""
+    from tagstream.loader.dataset import Dataset, load_npy
+    from tagstream.loader.vocab import Vocab
+
+    problems = []
+    ds = Dataset(root)
+    for name in ds.vocab_names():
+        try:
+            vocab = Vocab(ds, name)
+            if not _labels_ok(vocab.label_offsets, vocab.labels, vocab.num_classes):
+                problems.append(f"vocabulary {name}: labels are not a CSR of class ids in [0, {vocab.num_classes})")
+        except (fmt.FormatError, ValueError) as exc:
+            problems.append(f"vocabulary {name}: {exc}")
+    d = root / fmt.MASKS_DIR
+    for path in sorted(d.glob("*.npy")) if d.exists() else []:
+        try:
+            mask = load_npy(path)
+            if mask.shape != (images,) or mask.dtype != np.bool_:
+                problems.append(f"mask {path.name}: {mask.dtype} {mask.shape}, expected bool ({images},)")
+        except fmt.FormatError as exc:
+            problems.append(f"mask {path.name}: {exc}")
+    return problems
+
+
+def _labels_ok(offsets: np.ndarray, labels: np.ndarray, classes: int, chunk: int = 1 << 22) -> bool:
+    """Offsets non-decreasing and every label in [0, classes), in chunks (memory stays flat)."""
+    for lo in range(0, max(offsets.shape[0] - 1, 0), chunk):
+        if np.any(np.diff(offsets[lo : lo + chunk + 1]) < 0):
+            return False
+    for lo in range(0, labels.shape[0], chunk):
+        part = labels[lo : lo + chunk]
+        if part.min() < 0 or part.max() >= classes:
+            return False
+    return True
