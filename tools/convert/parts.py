@@ -135,11 +135,12 @@ def recorded_parts(out: str | Path) -> int | None:
 
 def convert_part(src: str | Path, out: str | Path, part: PartSpec, *, format: str = "auto", shard_size: int = 10_000,
                  workers: int = 1, image_options: ImageOptions = ImageOptions(), progress: bool = False,
-                 wanted: dict | None = None, **columns: str) -> PartSummary:
+                 wanted: dict | None = None, scan_state: dict | None = None, **columns: str) -> PartSummary:
     """Convert part I of N of SRC into OUT/parts/IIIII-of-NNNNN/ (resuming it), then commit it with part.json.
 
-    `wanted` is the driver's scan (from `plan`), so a cluster's tasks do not each read the whole input again;
-    without it the part scans SRC itself and checks the scan against OUT's record."""
+    `wanted` and `scan_state` are the driver's scan (from `plan`, and its Source.scan_state()), so a cluster's
+    tasks do not each read the whole input again; without them the part scans SRC itself and checks the scan
+    against OUT's record."""
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     t0 = time.perf_counter()
@@ -148,6 +149,7 @@ def convert_part(src: str | Path, out: str | Path, part: PartSpec, *, format: st
                                    image_options=image_options, **columns)
     else:
         source, out = open_source(src, out, format=format, **columns)
+        source.load_scan_state(scan_state)
     if wanted["options"].get("parts") != part.count:
         raise ValueError(f"part {part} does not belong to a conversion in {wanted['options'].get('parts')} parts")
     lo, hi = part.input_range(wanted["inputs"])

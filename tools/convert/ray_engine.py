@@ -65,7 +65,7 @@ def convert_on_ray(src: str | Path, out: str | Path, *, parts: int | None = None
     todo = [s for s in specs if read_part(part_root(out, s)) is None]
     task = ray.remote(num_cpus=workers, max_retries=max_retries, retry_exceptions=False)(convert_part)
     kwargs = dict(format=format, shard_size=shard_size, workers=workers, image_options=image_options,
-                  wanted=wanted, **columns)
+                  wanted=wanted, scan_state=source.scan_state(), **columns)
     running = {task.remote(str(src), str(out), spec, **kwargs): spec for spec in todo}
     failed = []
     from tqdm import tqdm
