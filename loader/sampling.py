@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from tagstream.loader.dataset import Dataset
     from tagstream.loader.vocab import Vocab
 
-__all__ = ["Eligibility", "RankSampler", "eligibility"]
+__all__ = ["Eligibility", "RankSampler", "eligibility", "prepare_sampling"]
 
 
 class RankSampler:
@@ -60,10 +60,7 @@ class RankSampler:
     ):
         if world < 1 or not 0 <= rank < world:
             raise ValueError(f"rank={rank} must be in [0, world={world}) with world >= 1")
-        if combine not in COMBINES:
-            raise ValueError(f"combine={combine!r} is not one of {COMBINES}")
-        power = sampling_power(sampling)
-        if not replacement and power is not None:
+        if not replacement and sampling_power(sampling) is not None:
             raise ValueError(f"replacement=False needs sampling='natural' (a permutation), got sampling={sampling!r}")
         self.partitions = world if partitions is None else int(partitions)
         if self.partitions < world or self.partitions % world:
@@ -74,24 +71,17 @@ class RankSampler:
         self.dataset, self.vocab = dataset, vocab
         self.sampling, self.combine, self.seed, self.rank, self.world = sampling, combine, seed, rank, world
         self.replacement, self.share = replacement, share if serves > 1 else None
-        rule = as_eligibility(eligible, dataset.num_images)
-        if isinstance(rule, Eligibility):
-            rule.check(dataset)
-        self.source = RangeWeights(dataset, vocab, power=power, combine=combine, eligible=rule)
-        what = rule.settings()
-        entry = SamplingCache(dataset, vocab, {"sampling": sampling, "combine": combine, **what}) if cache and what is not None else None
+        self.source = sampling_source(dataset, vocab, sampling=sampling, combine=combine, eligible=eligible)
         self.timings: dict[str, float] = {}
         self.cache_hits: dict[str, bool] = {}
-
-        summary = self._cached("summary", entry, lambda: entry.load_summary(), self._summary, lambda s: entry.save_summary(s))
+        entry = cache_entry(self.source, sampling) if cache else None
+        summary, packing = load_layout(self.source, entry, self.partitions, self.timings, self.cache_hits)
         self.counts: NDArray[np.int64] = summary.counts
         self.num_drawable = summary.num_drawable
-        if self.num_drawable == 0:
+        if packing is None:
             raise ValueError("no image can be drawn: every image is masked out, held out, or has no class in the vocabulary")
         self.samples_per_epoch = self.num_drawable if samples_per_epoch is None else int(samples_per_epoch)
         self.len_per_partition = plan_length(self.samples_per_epoch, self.partitions)
-        packing = self._cached("packing", entry, lambda: entry.load_packing(self.partitions), lambda: self._pack(summary),
-                               lambda p: entry.save_packing(self.partitions, p))  # fmt: skip
         self.block_starts: NDArray[np.int64] = packing.block_starts
         self.owner: NDArray[np.int64] = packing.owner  # the partition of each block
         self.imbalance = packing.imbalance  # max partition weight / mean - 1 (the packing error of the law)
@@ -177,31 +167,6 @@ class RankSampler:
         return out
 
     # -- start-up --------------------------------------------------------------------------------
-    def _cached(self, name: str, entry: SamplingCache | None, load: Callable[[], Any], compute: Callable[[], Any],
-                save: Callable[[Any], None]) -> Any:  # fmt: skip
-        """load, else compute and save, under the entry's lock (one process computes, the others read)."""
-        t = time.perf_counter()
-        value = None
-        if entry is None:
-            value = compute()
-        else:
-            with entry.locked():
-                value = load()
-                self.cache_hits[name] = value is not None
-                if value is None:
-                    value = compute()
-                    save(value)
-        self.timings[name] = time.perf_counter() - t
-        return value
-
-    def _summary(self) -> SamplingSummary:
-        return compute_summary(self.source, self.dataset.shard_starts, self.vocab.num_classes)
-
-    def _pack(self, summary: SamplingSummary) -> Packing:
-        return pack_shard_sums(
-            self.dataset.shard_starts, summary.shard_sums, self.partitions, lambda lo, hi: self.source.weights(lo, hi, self.counts)
-        )
-
     def _table(self, partition: int) -> RankTable:
         """The partition's pool (positive-weight images of its blocks, ascending) and alias table."""
         pools, weights = [], []
@@ -217,3 +182,73 @@ class RankSampler:
     def _partition_plan(self, slot: int, epoch: int, start: int, stop: int) -> NDArray[np.int64]:
         return plan_slice(self.tables[slot], seed=self.seed, epoch=epoch, rank=self.served[slot],
                           length=self.len_per_partition, start=start, stop=stop)  # fmt: skip
+
+
+def sampling_source(
+    dataset: Dataset, vocab: Vocab, *, sampling: str, combine: str, eligible: RangeEligibility | NDArray[np.bool_] | None
+) -> RangeWeights:
+    """The weights of any image range under this rule (masks checked here, once)."""
+    if combine not in COMBINES:
+        raise ValueError(f"combine={combine!r} is not one of {COMBINES}")
+    rule = as_eligibility(eligible, dataset.num_images)
+    if isinstance(rule, Eligibility):
+        rule.check(dataset)
+    return RangeWeights(dataset, vocab, power=sampling_power(sampling), combine=combine, eligible=rule)
+
+
+def cache_entry(source: RangeWeights, sampling: str) -> SamplingCache | None:
+    """The cache entry of a rule given by settings (None for a caller's eligibility array: nothing names it)."""
+    what = source.eligible.settings()
+    if what is None:
+        return None
+    return SamplingCache(source.dataset, source.vocab, {"sampling": sampling, "combine": source.combine, **what})
+
+
+def load_layout(
+    source: RangeWeights, entry: SamplingCache | None, partitions: int | None, timings: dict[str, float], hits: dict[str, bool]
+) -> tuple[SamplingSummary, Packing | None]:
+    """The summary, and the packing onto `partitions` (None when nothing can be drawn or partitions is None):
+    each read from the cache or computed and saved under the entry's lock (one process computes, the others read).
+    Records seconds per step in timings and cache hits in hits."""
+    ds = source.dataset
+
+    def cached(name: str, load: Callable[[], Any], compute: Callable[[], Any], save: Callable[[Any], None]) -> Any:
+        t = time.perf_counter()
+        if entry is None:
+            value = compute()
+        else:
+            with entry.locked():
+                value = load()
+                hits[name] = value is not None
+                if value is None:
+                    value = compute()
+                    save(value)
+        timings[name] = time.perf_counter() - t
+        return value
+
+    summary: SamplingSummary = cached(
+        "summary", lambda: entry.load_summary(), lambda: compute_summary(source, ds.shard_starts, source.vocab.num_classes),
+        lambda v: entry.save_summary(v),
+    )  # fmt: skip
+    if partitions is None or summary.num_drawable == 0:
+        return summary, None
+    packing = cached(
+        "packing", lambda: entry.load_packing(partitions),
+        lambda: pack_shard_sums(ds.shard_starts, summary.shard_sums, partitions, lambda lo, hi: source.weights(lo, hi, summary.counts)),
+        lambda v: entry.save_packing(partitions, v),
+    )  # fmt: skip
+    return summary, packing
+
+
+def prepare_sampling(
+    dataset: Dataset, vocab: Vocab, *, sampling: str = "sqrt", combine: str = "sum", eligible: Eligibility | None = None,
+    partitions: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Fill the cache before a run: the summary (one O(N) pass) and, with partitions, the packing, so the ranks
+    of a large run only read them. Returns {"timings": seconds per step, "cache_hits": ...}."""
+    source = sampling_source(dataset, vocab, sampling=sampling, combine=combine, eligible=eligible)
+    entry = cache_entry(source, sampling)
+    timings: dict[str, float] = {}
+    hits: dict[str, bool] = {}
+    load_layout(source, entry, partitions, timings, hits)
+    return {"timings": timings, "cache_hits": hits}
