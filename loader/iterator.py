@@ -16,6 +16,8 @@ from tagstream.loader.dataset import Dataset
 from tagstream.loader.feed import BatchSource
 from tagstream.loader.partitions import working_worlds
 from tagstream.loader.pipeline import GPU_MAX_PIXELS, EvalPlan, PlanSource, build_pipeline, start, stop
+from tagstream.loader.prefetch import start_prefetch
+from tagstream.loader.storage import StorageError
 from tagstream.loader.store import ShardStore
 from tagstream.loader.vocab import Vocab
 
@@ -43,7 +45,7 @@ class DaliLoader:
             raise ValueError(f"rank={rank} must be in [0, world={world})")
         self.config = config
         self.rank, self.world = int(rank), int(world)
-        self.dataset = Dataset(config.dataset)
+        self.dataset = Dataset(config.dataset, cache_dir=config.cache_dir)
         self.vocab = Vocab(self.dataset, config.vocab)
         self.num_classes = self.vocab.num_classes
         self.normalized = config.device == "gpu"
@@ -76,6 +78,9 @@ class DaliLoader:
         self._pipe: Any = None
         self._pipe_at: tuple[int, int] | None = None  # (epoch, step) the running pipeline delivers next
         self._pipe_size: int | None = None  # the image size the running pipeline produces
+        # a remote dataset: this rank's shards download in the background, first-read first (loader/prefetch.py)
+        self._fetch = start_prefetch(self.dataset, self._plan, length=self.batches * b, limit=config.cache_limit,
+                                     owned_ranges=self.sampler.owned_ranges() if self.train else None)  # fmt: skip
 
     # -- the Loader protocol -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -169,6 +174,8 @@ class DaliLoader:
         if self._pipe is not None and self._pipe_at == (self.epoch, self.step) and self._pipe_size == size:
             return
         self.close()
+        if self._fetch is not None:
+            self._fetch.follow(self._plan, epoch=self.epoch, position=self.step * c.batch_size, length=self.batches * c.batch_size)
         decodes = c.source_decodes
         common = dict(
             store=ShardStore(self.dataset.root),
@@ -238,6 +245,8 @@ class DaliLoader:
 
         from PIL import Image
 
+        if self._fetch is not None and self._fetch.error is not None:
+            return self._fetch.error  # a remote shard that could not be fetched: the error names the object
         b = self.config.batch_size
         lo = self.step * b
         hi = min(self.batches * b, lo + (self.config.prefetch + 2) * b)
@@ -248,6 +257,8 @@ class DaliLoader:
                 data = self.store.read_image(int(index))
                 with Image.open(io.BytesIO(data)) as im:
                     im.load()
+            except StorageError as bad:
+                return bad
             except Exception as bad:
                 return fmt.FormatError(f"{self.dataset.root}: {self.store.where(int(index))}: cannot decode: {bad}")
         return exc

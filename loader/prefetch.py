@@ -45,6 +45,31 @@ def first_use_order(shard_starts: NDArray[np.int64], plan: NDArray[np.int64], sh
     return head + rest
 
 
+def start_prefetch(dataset: Any, plan: Any, *, length: int, owned_ranges: NDArray[np.int64] | None = None,
+                   limit: int = 0) -> ShardPrefetcher | None:
+    """For a remote dataset (None otherwise): mark the shards this rank reads as in use, make room for them
+    in the cache (refusing a limit they cannot fit), and start downloading them, first-read first.
+
+    plan: anything with plan(epoch, start, stop) -> indices (a RankSampler, an EvalPlan) of `length`
+    positions; owned_ranges: the [lo, hi) image ranges the rank samples from (RankSampler.owned_ranges());
+    without them, the shards of the whole epoch-0 plan (an eval share)."""
+    if dataset.mirror is None:
+        return None
+    starts = dataset.shard_starts
+    if owned_ranges is None:
+        every = np.asarray(plan.plan(0, 0, length), dtype=np.int64)
+        shards = sorted({int(s) for s in np.searchsorted(starts, every[every >= 0], side="right") - 1})
+    else:
+        shards = shards_of_ranges(starts, owned_ranges)
+    entries = [dataset.shards[k] for k in shards]
+    dataset.mirror.use(entries)
+    dataset.mirror.make_room(entries, limit)
+    fetcher = ShardPrefetcher(dataset, shards, start=False)
+    fetcher.follow(plan, epoch=0, position=0, length=length)
+    fetcher.begin()
+    return fetcher
+
+
 class ShardPrefetcher:
     """Background threads that make each given shard ready (remote.Mirror.ensure_shard), queue order first.
 
@@ -52,7 +77,7 @@ class ShardPrefetcher:
     and raised by `raise_if_failed()` in the main thread; the other shards go on downloading.
     """
 
-    def __init__(self, dataset: Any, shards: Sequence[int], *, threads: int = THREADS):
+    def __init__(self, dataset: Any, shards: Sequence[int], *, threads: int = THREADS, start: bool = True):
         self.dataset = dataset
         self._pending: deque[int] = deque(shards)
         self._lock = threading.Lock()
@@ -64,8 +89,20 @@ class ShardPrefetcher:
         self.finished: float | None = None
         self._active = 0
         self._threads = [threading.Thread(target=self._work, name=f"shard-prefetch-{i}", daemon=True) for i in range(threads)]
+        if start:
+            self.begin()
+
+    def begin(self) -> None:
         for t in self._threads:
             t.start()
+
+    def follow(self, plan: Any, *, epoch: int, position: int, length: int) -> None:
+        """Put the pending shards the plan reads next (from `position` of `epoch`) first, in order of first read."""
+        with self._lock:
+            pending = list(self._pending)
+        if pending:
+            window = plan.plan(epoch, position, min(length, position + ORDER_WINDOW))
+            self.prioritize(first_use_order(self.dataset.shard_starts, window, pending))
 
     def prioritize(self, order: Sequence[int]) -> None:
         with self._lock:

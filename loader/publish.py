@@ -1,7 +1,8 @@
 """Publish a dataset directory to object storage (`tagstream push DS URL`), the writer beside loader/remote.py.
 
 Order is what makes it safe: an old manifest at the URL is deleted first, then every other file is
-uploaded, their sizes are checked by listing the URL, and the manifest is uploaded last. A reader
+uploaded, their sizes are checked by listing the URL, objects of an earlier version that this one
+does not have are deleted, and the manifest is uploaded last. A reader
 (loader/remote.py opens the manifest first) therefore never sees a manifest whose shards are not all
 there; an interrupted push leaves no manifest, so it reads as "upload not finished", and is run again.
 Only data.mdb of each shard is uploaded (readers open shards lock-free); conversion state (.convert/),
@@ -27,6 +28,7 @@ class PushReport:
     url: str
     files: int
     bytes: int
+    removed: int  # objects of an earlier version deleted
     seconds: float
 
 
@@ -67,6 +69,11 @@ def push(root: str | Path, url: str, *, retry: storage.Retry = storage.DEFAULT_R
             f"{storage.redact(url)}: {len(wrong)} uploaded object(s) missing or of another size, e.g. {wrong[0]}; "
             "the manifest was not uploaded, run the push again"
         )
+    stale = sorted(set(there) - set(rels) - {fmt.MANIFEST})  # left by an earlier version: a reader must not find them
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for _ in pool.map(lambda rel: storage.remove(storage.join(url, rel), retry), stale):
+            pass
     storage.put(root / fmt.MANIFEST, storage.join(url, fmt.MANIFEST), retry)
     total = sum(sizes.values()) + (root / fmt.MANIFEST).stat().st_size
-    return PushReport(url=storage.redact(url), files=len(rels) + 1, bytes=total, seconds=round(time.monotonic() - t0, 3))
+    return PushReport(url=storage.redact(url), files=len(rels) + 1, bytes=total, removed=len(stale),
+                      seconds=round(time.monotonic() - t0, 3))

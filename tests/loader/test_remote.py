@@ -1,0 +1,182 @@
+"""Datasets on object storage: push, the local mirror, per-rank shard downloads, faults, versions, cache limit.
+Against moto's S3 server on 127.0.0.1 behind the fault proxy (tests/helpers/s3server.py)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from tagstream.loader import build_loader
+from tagstream.loader import format as fmt
+from tagstream.loader.config import LoaderConfig
+from tagstream.loader.dataset import Dataset
+from tagstream.loader.prefetch import shards_of_ranges
+from tagstream.loader.publish import push
+from tagstream.loader.remote import Mirror
+from tagstream.loader.storage import Retry, StorageError
+from tagstream.loader.store import ShardStore
+
+from tests.helpers.datasets import make_index_dataset
+from tests.helpers.s3server import SECRET, _moto_server, s3_server  # noqa: F401 - fixtures
+
+URL = "s3://bkt/ds"
+FAST = Retry(attempts=3, backoff_s=0.01, max_backoff_s=0.05, timeout_s=2.0)
+SHARDS = "/bkt/ds/shards/*/data.mdb"
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory) -> Dataset:
+    """48 images in 6 shards of 8, identity vocabulary "v", and a mask."""
+    ds = make_index_dataset(tmp_path_factory.mktemp("remote") / "ds", n=48, shard_size=8)
+    from tagstream.loader.writer import write_mask
+
+    write_mask(ds.root, "odd", np.arange(48) % 2 == 1)
+    return Dataset(ds.root)
+
+
+@pytest.fixture
+def pushed(s3_server, local):  # noqa: F811
+    s3_server.create_bucket("bkt")
+    push(local.root, URL)
+    s3_server.proxy.reset_counts()
+    return s3_server
+
+
+def shard_gets(server) -> dict[str, int]:
+    return {p.split("/")[-2][: -len(".lmdb")]: n for p, n in server.proxy.counts("GET", SHARDS).items()}
+
+
+def test_push_uploads_the_manifest_last(s3_server, local):  # noqa: F811
+    s3_server.create_bucket("bkt")
+    s3_server.proxy.reset_counts()
+    report = push(local.root, URL)
+    writes = [(m, p) for m, p in s3_server.proxy.log if m in ("PUT", "POST", "DELETE")]
+    assert writes[0] == ("DELETE", "/bkt/ds/manifest.json") and writes[-1] == ("PUT", "/bkt/ds/manifest.json")
+    put = {p for m, p in writes if m == "PUT"}
+    assert {f"/bkt/ds/shards/{n}.lmdb/data.mdb" for n in local.shard_names} <= put
+    assert "/bkt/ds/vocab/v/labels.npy" in put and "/bkt/ds/masks/odd.npy" in put
+    assert not any("sampling/" in p or p.endswith(".lock") or "/.convert/" in p for p in put)
+    assert report.files == len(put) and report.bytes > sum(s["bytes"] for s in local.shards)
+    with pytest.raises(ValueError, match="push needs a URL"):
+        push(local.root, "/some/dir")
+
+
+def test_mirror_reads_every_record_and_reuses_its_cache(pushed, local, tmp_path):
+    ds = Dataset(URL, cache_dir=tmp_path)
+    assert ds.source == URL and ds.mirror is not None and ds.root.parent == tmp_path
+    assert ds.vocab_names() == ["v"] and ds.mask_names() == ["odd"] and len(ds) == 48
+    assert np.array_equal(ds.load_mask("odd"), local.load_mask("odd"))
+    assert np.array_equal(ds.index_array(2, "width"), local.index_array(2, "width"))
+    assert shard_gets(pushed) == {}  # nothing downloaded until a record is read
+    remote, here = ShardStore(ds), ShardStore(local)
+    assert all(remote.read_bytes(i) == here.read_bytes(i) for i in range(48))
+    assert shard_gets(pushed) == {n: 1 for n in local.shard_names}
+    again = ShardStore(Dataset(URL, cache_dir=tmp_path))  # a resumed run: verified shards are reused
+    assert all(again.read_bytes(i) == here.read_bytes(i) for i in range(48))
+    assert shard_gets(pushed) == {n: 1 for n in local.shard_names}
+    assert pushed.proxy.counts("GET", "/bkt/ds/manifest.json") == {"/bkt/ds/manifest.json": 2}
+
+
+def test_missing_dataset_and_missing_vocabulary(pushed, tmp_path):
+    with pytest.raises(fmt.FormatError, match=r"s3://bkt/nothing: no manifest.json"):
+        Dataset("s3://bkt/nothing", cache_dir=tmp_path)
+    from tagstream.loader.vocab import Vocab
+
+    with pytest.raises(ValueError, match="no vocabulary 'w'.*vocabularies here: v"):
+        Vocab(Dataset(URL, cache_dir=tmp_path), "w")
+
+
+def test_drop_500_and_corruption_are_survived(pushed, local, tmp_path):
+    pushed.proxy.inject("/bkt/ds/shards/00001.lmdb/data.mdb", "drop", times=1)
+    pushed.proxy.inject("/bkt/ds/shards/00002.lmdb/data.mdb", "500", times=2)
+    pushed.proxy.inject("/bkt/ds/shards/00003.lmdb/data.mdb", "corrupt", times=1)
+    ds = Dataset(URL, cache_dir=tmp_path)
+    ds.mirror.retry = FAST
+    remote, here = ShardStore(ds), ShardStore(local)
+    assert all(remote.read_bytes(i) == here.read_bytes(i) for i in range(48))
+    faulted = {kind for kind, _ in pushed.proxy.faulted}
+    assert faulted == {"drop", "500", "corrupt"}
+
+
+def test_a_corrupt_object_is_named_and_never_used(pushed, tmp_path):
+    pushed.proxy.inject("/bkt/ds/shards/00004.lmdb/data.mdb", "corrupt", times=-1)
+    ds = Dataset(URL, cache_dir=tmp_path)
+    ds.mirror.retry = FAST
+    store = ShardStore(ds)
+    with pytest.raises(StorageError, match=r"s3://bkt/ds/shards/00004.lmdb/data.mdb: .*(sha256|checksum)") as err:
+        store.read_bytes(int(ds.shard_starts[4]))
+    assert SECRET not in str(err.value)
+    assert not (ds.shard_path(4) / "data.mdb").exists() and not ds.mirror.shard_ready(ds.shards[4])
+
+
+def test_a_gone_server_is_a_clear_error_not_a_hang(pushed, tmp_path):
+    ds = Dataset(URL, cache_dir=tmp_path)
+    ds.mirror.retry = Retry(attempts=2, backoff_s=0.01, max_backoff_s=0.01, timeout_s=1.0)
+    pushed.proxy.go_away()
+    t0 = time.monotonic()
+    with pytest.raises(StorageError, match=r"s3://bkt/ds/shards/00000.lmdb/data.mdb: .*gave up after 2 attempts"):
+        ShardStore(ds).read_bytes(0)
+    assert time.monotonic() - t0 < 60  # bounded by attempts x timeout; generous for a loaded machine
+
+
+def test_a_new_version_at_the_url_replaces_the_old(pushed, local, tmp_path, tmp_path_factory):
+    old = Dataset(URL, cache_dir=tmp_path)
+    ShardStore(old).read_bytes(0)
+    assert old.mirror.shard_ready(old.shards[0])
+    smaller = make_index_dataset(tmp_path_factory.mktemp("v2") / "ds", n=20, shard_size=8)
+    push(smaller.root, URL)
+    new = Dataset(URL, cache_dir=tmp_path)
+    assert new.root == old.root and len(new) == 20 and new.mask_names() == []
+    assert not (new.root / fmt.MASKS_DIR / "odd.npy").exists()  # removed at the source: dropped here
+    here = ShardStore(Dataset(smaller.root))
+    assert all(ShardStore(new).read_bytes(i) == here.read_bytes(i) for i in range(20))
+
+
+def test_cache_limit_evicts_unused_shards_and_refuses_what_cannot_fit(pushed, tmp_path):
+    ds = Dataset(URL, cache_dir=tmp_path)
+    for k in range(6):
+        ds.ensure_shard(k)
+    size = ds.shards[0]["bytes"]
+    assert all(s["bytes"] == size for s in ds.shards)  # equal shards keep the arithmetic below simple
+    with pytest.raises(ValueError, match=r"data.cache_limit=\d+ bytes is less than the \d+ bytes of the 3 shards"):
+        ds.mirror.make_room(ds.shards[:3], limit=2 * size)
+    other = Mirror.attach(ds.root)  # another loader on this machine reads shard 5
+    other.use([ds.shards[5]])
+    evicted = ds.mirror.make_room(ds.shards[:2], limit=3 * size)
+    assert len(evicted) == 3 and "00005" not in evicted and set(ds.mirror.cached_shards()) == {"00000", "00001", "00005"}
+    with pytest.raises(ValueError, match="in use by other processes"):
+        ds.mirror.make_room(ds.shards[:2], limit=2 * size)
+    other.release()
+    assert ds.mirror.make_room(ds.shards[:2], limit=2 * size) == ["00005"]
+
+
+def _cfg(dataset: str, **kw) -> LoaderConfig:
+    base = dict(dataset=dataset, vocab="v", batch_size=8, image_size=16, workers=1, threads=1, prefetch=2, masks=("odd",))
+    return LoaderConfig(**{**base, **kw})
+
+
+def test_each_rank_downloads_only_its_shards_and_sees_the_local_batches(pushed, local, tmp_path):
+    fetched: dict[int, set[str]] = {}
+    for rank in (0, 1):
+        cache = tmp_path / f"node{rank}"  # one machine per rank: nothing shared
+        remote = build_loader(_cfg(URL, cache_dir=str(cache)), rank, 2)
+        here = build_loader(_cfg(str(local.root)), rank, 2)
+        try:
+            assert remote._fetch.wait(timeout=120)
+            owned = {local.shard_names[k] for k in shards_of_ranges(local.shard_starts, remote.sampler.owned_ranges())}
+            assert set(remote.dataset.mirror.cached_shards()) == owned
+            fetched[rank] = owned
+            for epoch in (0, 1):
+                remote.set_epoch(epoch)
+                here.set_epoch(epoch)
+                for a, b in zip(remote, here, strict=True):
+                    assert np.array_equal(a.indices.numpy(), b.indices.numpy())
+                    assert np.array_equal(a.images.numpy(), b.images.numpy())
+        finally:
+            remote.close()
+            here.close()
+    assert fetched[0] and fetched[1] and fetched[0] != fetched[1]
+    assert fetched[0] | fetched[1] == set(local.shard_names)
+    expected = {n: (n in fetched[0]) + (n in fetched[1]) for n in local.shard_names}
+    assert shard_gets(pushed) == expected  # a shard reaches a rank only when that rank samples from it
