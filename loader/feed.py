@@ -25,15 +25,21 @@ from numpy.typing import NDArray
 from tagstream.kernels.crops import ratio_args, stream_prefix, train_windows
 from tagstream.loader import format as fmt
 from tagstream.loader import turbo
-from tagstream.loader.pipeline import _PLACEHOLDER_SIDE, EVAL_OUTPUTS, TRAIN_OUTPUTS, Plan, placeholder_jpeg
+from tagstream.loader.pipeline import _PLACEHOLDER_SIDE, Plan, placeholder_jpeg
 from tagstream.loader.store import ShardStore
+
+# the decoder's inputs, each one array per batch: in batch mode an output costs per batch, not per
+# sample, so the source hands over what the operators take instead of one array that DALI's CPU
+# operators would slice and cast per sample (~5 µs a sample for the per-sample source's layout)
+TRAIN_OUTPUTS = ("image", "index", "anchor", "shape", "flip")  # int64 (1,), float32 (x, y), (w, h), int32 ()
+EVAL_OUTPUTS = ("image", "index", "roi_start", "roi_end")  # int64 (1,), float32 (y0, x0), (y1, x1)
 
 
 class BatchSource:
-    """The batch-mode external-source callable: BatchInfo -> (list of B JPEG views, params).
+    """The batch-mode external-source callable: BatchInfo -> the batch's TRAIN_OUTPUTS or EVAL_OUTPUTS.
 
-    params is (B, 6) float64 rows (index, x, y, w, h, flip) for train, (B, 5) rows (index, x0, y0, x1,
-    y1) — the eval centre box (turbo.centre_box) — for eval, exactly what PlanSource gives per sample.
+    The same samples, windows and flips (train) or centre boxes (eval, turbo.centre_box) as PlanSource
+    gives per sample, in the form pipeline.train_inputs / eval_inputs make of PlanSource's params.
     Batch i of the pipeline's first epoch covers plan positions base_position + i*B onwards of epoch
     base_epoch; after that, epoch base_epoch + epoch_idx from position 0; a batch starting at or past
     `length` raises StopIteration (length is a multiple of B). Eval padding (index -1) gets a small grey
@@ -79,47 +85,54 @@ class BatchSource:
         self.resize_size = int(resize_size or round(self.image_size * 256 / 224))
         self.max_pixels = None if max_pixels is None else int(max_pixels)
         self._keep: collections.deque = collections.deque(maxlen=int(prefetch) + 2)
-        self._placeholder = np.frombuffer(placeholder_jpeg(), np.uint8)
+        self._placeholder = memoryview(placeholder_jpeg())
+        from nvidia.dali.tensors import TensorCPU, TensorListCPU
+
+        self._tensor, self._tensor_list = TensorCPU, TensorListCPU
 
     @property
     def outputs(self) -> tuple[str, ...]:
         return TRAIN_OUTPUTS if self.train else EVAL_OUTPUTS
 
-    def __call__(self, info: Any) -> tuple[list[np.ndarray], NDArray[np.float64]]:
+    def __call__(self, info: Any) -> tuple[Any, ...]:
         first = info.epoch_idx == 0
         start = info.iteration * self.batch_size + (self.base_position if first else 0)
         if start >= self.length:
             raise StopIteration
         return self.batch(self.base_epoch + info.epoch_idx, start)
 
-    def batch(self, epoch: int, start: int) -> tuple[list[np.ndarray], NDArray[np.float64]]:
-        """The JPEG views and params of the batch at plan positions [start, start + B) of `epoch`."""
+    def batch(self, epoch: int, start: int) -> tuple[Any, ...]:
+        """The outputs for plan positions [start, start + B) of `epoch`: the JPEGs (a DALI TensorListCPU
+        of views), then the train window or eval box arrays."""
         stop = min(start + self.batch_size, self.length)
         indices = np.asarray(self.planner.plan(epoch, start, stop), dtype=np.int64)
+        n = indices.shape[0]
         if self.train:
             widths, heights = self.sizes(indices)
-            params = np.empty((indices.shape[0], 6), np.float64)
-            windows = np.empty((indices.shape[0], 5), np.int64)
+            windows = np.empty((n, 5), np.int64)
             positions = np.arange(start, stop, dtype=np.int64)
             train_windows(widths, heights, positions, stream_prefix(self.seed, epoch, self.rank), self.scale, self.ratio, windows)
-            params[:, 0] = indices
-            params[:, 1:] = windows
-            views, txns = self.store.image_views(indices)
+            buffers, txns = self.store.image_buffers(indices)
+            rest = (windows[:, 0:2].astype(np.float32), windows[:, 2:4].astype(np.float32), windows[:, 4].astype(np.int32))
         else:
             real = indices >= 0
             widths, heights = self.sizes(indices[real])
-            params = np.empty((indices.shape[0], 5), np.float64)
-            params[:, 0] = indices
-            params[~real, 1:] = (0.0, 0.0, _PLACEHOLDER_SIDE, _PLACEHOLDER_SIDE)
+            box = np.empty((n, 4), np.float64)  # x0, y0, x1, y1 in float64 as PlanSource's, then float32 as its cast
+            box[~real] = (0.0, 0.0, _PLACEHOLDER_SIDE, _PLACEHOLDER_SIDE)
             size, resize = self.image_size, self.resize_size
-            params[real, 1:] = [turbo.centre_box(int(w), int(h), image_size=size, resize_size=resize)
-                                for w, h in zip(widths, heights)]
-            read, txns = self.store.image_views(indices[real])
-            views = [self._placeholder] * indices.shape[0]
-            for i, view in zip(np.flatnonzero(real).tolist(), read):
-                views[i] = view
-        self._keep.append((views, txns))
-        return views, params
+            if real.any():
+                box[real] = [turbo.centre_box(int(w), int(h), image_size=size, resize_size=resize) for w, h in zip(widths, heights)]
+            box32 = box.astype(np.float32)
+            read, txns = self.store.image_buffers(indices[real])
+            buffers = [self._placeholder] * n
+            for i, buffer in zip(np.flatnonzero(real).tolist(), read):
+                buffers[i] = buffer
+            rest = (box32[:, 1::-1].copy(), box32[:, 3:1:-1].copy())
+        # a batch of views, not copies (contiguous=False); built here, so DALI skips its per-sample checks
+        jpegs = self._tensor_list([self._tensor(b) for b in buffers], contiguous=False)
+        outputs = (jpegs, indices.reshape(n, 1), *rest)
+        self._keep.append((outputs, buffers, txns))
+        return outputs
 
     def sizes(self, indices: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """(widths, heights) of the images, from the memory-mapped index; checks `max_pixels`."""

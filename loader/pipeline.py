@@ -212,6 +212,52 @@ class PlanSource:
         return self.sample(epoch, position)
 
 
+def source_node(source: PlanSource | BatchSource, *, workers: int, prefetch: int, bytes_per_sample: int) -> Any:
+    """The external_source node of `source`, inside a pipeline definition: a batched source is called once
+    per batch in the pipeline's thread, its JPEGs handed over uncopied; a per-sample source runs in
+    `workers` processes (parallel, through shared memory), or in the pipeline's thread when workers == 0."""
+    from nvidia.dali import fn, types
+
+    decoded = source.decode_size is not None
+    if source.batched:
+        feed = {"batch": True, "batch_info": True, "no_copy": True}
+    elif workers > 0:
+        feed = {"batch": False, "parallel": True, "bytes_per_sample_hint": bytes_per_sample, "prefetch_queue_depth": prefetch}
+    else:
+        feed = {"batch": False}
+    if source.batched:  # the decoder's inputs ready-made, one array per batch each (see BatchSource)
+        dtypes = [types.UINT8, types.INT64, types.FLOAT, types.FLOAT] + ([types.INT32] if source.train else [])
+        ndims = [1, 1, 1, 1] + ([0] if source.train else [])
+    else:
+        dtypes, ndims = [types.UINT8, types.INT64 if decoded else types.FLOAT64], [3 if decoded else 1, 1]
+    return fn.external_source(source=source, num_outputs=len(source.outputs), dtype=dtypes, ndim=ndims, **feed)
+
+
+def train_inputs(source: PlanSource | BatchSource, outs: Any) -> tuple[Any, Any, Any, Any, Any]:
+    """(jpegs, index int64 (1,), anchor (x, y) and shape (w, h) float32, flip int32) of a train source's
+    outputs: as they come from a batched source; split and cast from the (6,) float64 params of a
+    per-sample one (CPU operators, a few µs a sample)."""
+    from nvidia.dali import fn, types
+
+    if source.batched:
+        return tuple(outs)
+    jpegs, params = outs
+    window = fn.cast(params[1:6], dtype=types.FLOAT)
+    return jpegs, fn.cast(params[0:1], dtype=types.INT64), window[0:2], window[2:4], fn.cast(window[4], dtype=types.INT32)
+
+
+def eval_inputs(source: PlanSource | BatchSource, outs: Any) -> tuple[Any, Any, Any, Any]:
+    """(jpegs, index int64 (1,), roi_start (y0, x0), roi_end (y1, x1) float32) of an eval source's
+    outputs: the centre box (turbo.centre_box) as DALI's resize takes it."""
+    from nvidia.dali import fn, types
+
+    if source.batched:
+        return tuple(outs)
+    jpegs, params = outs
+    box = fn.cast(params[1:5], dtype=types.FLOAT)
+    return jpegs, fn.cast(params[0:1], dtype=types.INT64), fn.stack(box[1], box[0]), fn.stack(box[3], box[2])
+
+
 def build_pipeline(
     source: PlanSource | BatchSource,
     *,
@@ -243,14 +289,10 @@ def build_pipeline(
     # DALI's CPU resize hands a thread `minibatch_size` images (default 32): a batch of 32 would use one thread
     minibatch = max(1, min(32, batch_size // (2 * threads)))
     decoder = "mixed" if gpu else "cpu"
-    names = source.outputs
     decoded = source.decode_size is not None
-    batched = source.batched
-    workers = 0 if batched else workers
+    workers = 0 if source.batched else workers
     # GPU: the hardware decoder where present, buffers preallocated for the largest image allowed
     nvjpeg = {"hw_decoder_load": HW_DECODER_LOAD, "device_memory_padding": DEVICE_MEMORY_PADDING} if gpu else {}
-    dtypes = [types.UINT8, types.INT64 if decoded else types.FLOAT64]
-    ndims = [3 if decoded else 1, 1]
 
     @pipeline_def(
         batch_size=batch_size,
@@ -265,20 +307,11 @@ def build_pipeline(
         exec_dynamic=True,
     )
     def graph():
-        if batched:  # one call per batch in this thread; the JPEGs are views of LMDB's map, handed over uncopied
-            feed = {"batch": True, "batch_info": True, "no_copy": True}
-        elif workers > 0:
-            feed = {"batch": False, "parallel": True, "bytes_per_sample_hint": bytes_per_sample, "prefetch_queue_depth": prefetch}
-        else:
-            feed = {"batch": False}
-        outs = fn.external_source(source=source, num_outputs=len(names), dtype=dtypes, ndim=ndims, **feed)
+        outs = source_node(source, workers=workers, prefetch=prefetch, bytes_per_sample=bytes_per_sample)
         if decoded:  # the workers decoded, cropped, resized and flipped: batch and prefetch only
             images, index = outs
         elif source.train:
-            jpegs, params = outs
-            index = fn.cast(params[0:1], dtype=types.INT64)
-            window = fn.cast(params[1:6], dtype=types.FLOAT)
-            anchor, shape, flip = window[0:2], window[2:4], window[4]
+            jpegs, index, anchor, shape, flip = train_inputs(source, outs)
             images = fn.decoders.image_slice(
                 jpegs, anchor, shape, device=decoder, output_type=types.RGB, normalized_anchor=False, normalized_shape=False,
                 **nvjpeg,
@@ -286,24 +319,22 @@ def build_pipeline(
             if gpu:
                 images = fn.resize(images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=antialias)
                 images = fn.crop_mirror_normalize(
-                    images, mirror=fn.cast(flip, dtype=types.INT32), mean=list(mean), std=list(std), dtype=types.FLOAT, output_layout="CHW"
+                    images, mirror=flip, mean=list(mean), std=list(std), dtype=types.FLOAT, output_layout="CHW"
                 )
             else:
                 # the flip rides on the resize (a reversed ROI) instead of costing another pass over the image
-                f = flip
+                f = fn.cast(flip, dtype=types.FLOAT)
                 images = fn.resize(
                     images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=antialias,
                     roi_start=fn.stack(0.0 * f, f), roi_end=fn.stack(1.0 + 0.0 * f, 1.0 - f), roi_relative=True,
                     minibatch_size=minibatch,
                 )
         else:  # eval: the centre box of the source (turbo.centre_box), resized with its neighbours
-            jpegs, params = outs
-            index = fn.cast(params[0:1], dtype=types.INT64)
-            box = fn.cast(params[1:5], dtype=types.FLOAT)
+            jpegs, index, roi_start, roi_end = eval_inputs(source, outs)
             images = fn.decoders.image(jpegs, device=decoder, output_type=types.RGB, **nvjpeg)
             images = fn.resize(
                 images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=True, minibatch_size=minibatch,
-                roi_start=fn.stack(box[1], box[0]), roi_end=fn.stack(box[3], box[2]), roi_relative=False,
+                roi_start=roi_start, roi_end=roi_end, roi_relative=False,
             )
             if gpu:
                 images = fn.crop_mirror_normalize(images, mean=list(mean), std=list(std), dtype=types.FLOAT, output_layout="CHW")

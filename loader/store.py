@@ -169,15 +169,15 @@ class ShardStore:
             raise fmt.FormatError(f"{self.dataset.root}: {self.where(index)}: empty image bytes")
         return image
 
-    def image_views(self, indices: NDArray[np.int64]) -> tuple[list[np.ndarray], list[Any]]:
-        """The JPEG bytes of a batch of images as uint8 views of LMDB's memory map (nothing copied), and the
-        read transactions (one per shard) that keep the views valid: hold the second item as long as the
-        views are in use. ~2 µs a sample. A record not laid out as format.pack_record writes it is parsed
-        and its image copied, as read_image does; errors name the shard and key like read_image's."""
+    def image_buffers(self, indices: NDArray[np.int64]) -> tuple[list[memoryview], list[Any]]:
+        """The JPEG bytes of a batch of images as memoryviews of LMDB's memory map (nothing copied), and the
+        read transactions (one per shard) that keep them valid: hold the second item as long as the
+        buffers are in use. ~1.5 µs a sample. A record not laid out as format.pack_record writes it is
+        parsed and its image copied, as read_image does; errors name the shard and key like read_image's."""
         shards, local = self.dataset.locate(indices)
         keys = local.astype(">u8").tobytes()
         txns: dict[int, Any] = {}
-        views: list[np.ndarray] = []
+        buffers: list[memoryview] = []
         for i, (shard, index) in enumerate(zip(shards.tolist(), np.asarray(indices).tolist())):
             txn = txns.get(shard)
             if txn is None:
@@ -190,15 +190,14 @@ class ShardStore:
                 raise fmt.FormatError(f"{self.dataset.root}: shard {self.dataset.shard_names[shard]} has no key {local[i]} (image {index})")
             span = fmt.image_span(value)
             if span is None:
-                view = np.frombuffer(self.read_image(index), np.uint8)
+                image = memoryview(self.read_image(index))
             else:
-                start, length = span
-                view = np.frombuffer(value, np.uint8, length, start)
-            if view.shape[0] < 2 or view[0] != 0xFF or view[1] != 0xD8:
-                what = "empty image bytes" if view.shape[0] == 0 else "image is not a JPEG"
+                image = value[span[0] : span[0] + span[1]]
+            if len(image) < 2 or image[0] != 0xFF or image[1] != 0xD8:
+                what = "empty image bytes" if len(image) == 0 else "image is not a JPEG"
                 raise fmt.FormatError(f"{self.dataset.root}: {self.where(index)}: {what}")
-            views.append(view)
-        return views, list(txns.values())
+            buffers.append(image)
+        return buffers, list(txns.values())
 
     def close(self) -> None:
         """Forget this store's handles; the process-wide environments stay open for other stores."""
