@@ -34,6 +34,9 @@ class DataConfig:
     masks: tuple[str, ...] = ()  # masks/NAME.npy excluded from training (de-duplication)
     holdout_fraction: float = 0.0  # held-out split for evaluation; 0 = no evaluation
     samples_per_epoch: int | None = None  # default: number of eligible images
+    # sample-stream partitions, fixed when the run starts (default: its world size); --resume works on any
+    # world size dividing it, with the same global batches (loader/partitions.py)
+    partitions: int | None = None
     # train crop size, or a progressive-resizing schedule "SIZE@EPOCH,..." such as "160@0,192@2,224@4"
     # (loader/sizes.py); the model and the held-out evaluation use the last (largest-epoch) size
     image_size: int | str = 224
@@ -50,6 +53,8 @@ class DataConfig:
                             holdout_fraction=self.holdout_fraction, cpu_decoder=self.cpu_decoder, workers=self.workers,
                             threads=self.threads, prefetch=self.prefetch, samples_per_epoch=self.samples_per_epoch,
                             cache_limit=self.cache_limit)  # fmt: skip
+        if self.partitions is not None and (not isinstance(self.partitions, int) or self.partitions < 1):
+            raise ValueError(f"data.partitions={self.partitions!r} must be an integer >= 1 (or unset: the world size)")
         schedule = parse_size_schedule(str(self.image_size), name="data.image_size")
         # canonical form: a single size is an int, a schedule its normalised text (config.json compares equal)
         object.__setattr__(self, "image_size", schedule[0][1] if len(schedule) == 1 else format_size_schedule(schedule))

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tagstream.loader import build_loader, normalize_images
 from tagstream.loader.config import LoaderConfig
+from tagstream.loader.partitions import working_worlds
 from tagstream.train import checkpoint as ckpt
 from tagstream.train import distributed as dd
 from tagstream.train.config import TrainConfig
@@ -37,7 +38,8 @@ from tagstream.train.schedule import build_scheduler
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 
-def loader_config(config: TrainConfig, *, mode: str, batch_size: int, device: str, device_id: int) -> LoaderConfig:
+def loader_config(config: TrainConfig, *, mode: str, batch_size: int, device: str, device_id: int,
+                  partitions: int | None = None) -> LoaderConfig:  # fmt: skip
     """The loader settings of the train split (resampled, augmented) or the held-out split (every image once)."""
     d = config.data
     holdout = d.holdout_fraction > 0
@@ -45,13 +47,31 @@ def loader_config(config: TrainConfig, *, mode: str, batch_size: int, device: st
         dataset=d.dataset, vocab=d.vocab, mode=mode,
         split=("train" if mode == "train" else "holdout") if holdout else "all",
         holdout_fraction=d.holdout_fraction, sampling=d.sampling, combine=d.combine, masks=d.masks,
-        seed=config.run.seed, batch_size=batch_size, samples_per_epoch=d.samples_per_epoch,
+        seed=config.run.seed, batch_size=batch_size, samples_per_epoch=d.samples_per_epoch, partitions=partitions,
         image_size=d.final_image_size, size_schedule=d.size_schedule if mode == "train" and len(d.size_schedule) > 1 else (),
         targets=loader_targets(config.model.loss),
         device="gpu" if device == "cuda" else "cpu", device_id=device_id if device == "cuda" else None,
         workers=d.workers, threads=d.threads, prefetch=d.prefetch, cpu_decoder=d.cpu_decoder, antialias=d.antialias,
         cache_dir=d.cache_dir or None, cache_limit=d.cache_limit,
     )  # fmt: skip
+
+
+def run_partitions(config: TrainConfig, state: dict | None, world: int, *, path: Path | None = None) -> int:
+    """The run's sample-stream partitions: data.partitions, else the checkpoint's (a resumed run keeps the
+    count it started with; a checkpoint from before partitions had one per rank), else this world size.
+    Refuses a world size that does not divide it, naming those that do."""
+    saved = None
+    if state is not None:
+        loader = state.get("loader", {})
+        saved = loader.get("partitions") or state.get("world") or loader.get("world")
+    partitions = config.data.partitions or saved or world
+    if saved and partitions != saved:
+        raise ValueError(f"{path}: the run has data.partitions={saved}; it cannot continue with {partitions}")
+    if partitions % world:
+        ways = ", ".join(map(str, working_worlds(partitions)))
+        started = f"{path}: the run" if state is not None else "this run"
+        raise ValueError(f"{started} has data.partitions={partitions}: it runs on world sizes {ways}, not on {world} ranks")
+    return partitions
 
 
 class Step:
@@ -178,13 +198,14 @@ def _main(config: TrainConfig, *, resume: str | None, resume_anyway: Sequence[st
           loader_factory: Callable[..., Any]) -> dict[str, Any]:
     # Refuse bad set-ups before anything expensive: batch split, device, out_dir holding another run.
     rank, world, local_rank = dd.env_ranks()
-    per_rank = config.batch.per_rank(world)
     device_kind = dd.resolve_device(config.run.device)
     out = Path(config.run.out_dir)
     warn = (lambda msg: print(msg, file=sys.stderr)) if rank == 0 else (lambda msg: None)
     resume_path, state = ckpt.load_resumable(out, resume, warn=warn)
     if state is not None:
         check_resume(state["config"], config, path=resume_path, allow=resume_anyway)
+    partitions = run_partitions(config, state, world, path=resume_path)
+    per_rank = config.batch.per_rank(world)
     if rank == 0:
         check_out_dir(out, config, resuming=state is not None)
 
@@ -198,7 +219,8 @@ def _main(config: TrainConfig, *, resume: str | None, resume_anyway: Sequence[st
     try:
         # Loaders first: their worker processes must not inherit an initialised CUDA context or process group.
         for mode in ("train", "eval") if config.data.holdout_fraction > 0 else ("train",):
-            lc = loader_config(config, mode=mode, batch_size=per_rank, device=device_kind, device_id=local_rank)
+            lc = loader_config(config, mode=mode, batch_size=per_rank, device=device_kind, device_id=local_rank,
+                               partitions=partitions if mode == "train" else None)  # fmt: skip
             loaders.append(loader_factory(lc, rank, world))
         dist = dd.setup(device_kind)
         return _train(config, loaders[0], loaders[1] if len(loaders) > 1 else None, dist=dist, state=state,
@@ -251,8 +273,8 @@ def _train(config: TrainConfig, train_loader: Any, eval_loader: Any | None, *, d
             train_loader.load_state_dict(state["loader"])  # the exact next batch of the interrupted run
         except ValueError as exc:
             raise ValueError(
-                f"{resume_path}: cannot continue its sample stream ({exc}); resume with the same number of ranks, "
-                "global batch size, grad_accum and seed"
+                f"{resume_path}: cannot continue its sample stream ({exc}); resume with the same global batch size, "
+                "grad_accum and seed, on a world size dividing the run's data.partitions"
             ) from None
         if dist.device.type == "cuda" and state["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
