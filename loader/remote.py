@@ -211,6 +211,17 @@ class Mirror:
             fmt.write_json_atomic(d / VERIFIED, record)
         return True
 
+    def fetch_all(self, threads: int = 4) -> None:
+        """Every file of the dataset into the mirror, shards verified (what `tagstream verify URL` then checks)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        manifest = fmt.read_manifest(self.root)
+        rels = [fmt.TAGS, fmt.REJECTS, *self.files]
+        rels += [fmt.index_path(Path(), s["name"], a).as_posix() for s in manifest["shards"] for a in fmt.INDEX_ARRAYS]
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(self.ensure_file, rels))
+            list(pool.map(self.ensure_shard, manifest["shards"]))
+
     # ---- space ----
     def use(self, entries: list[dict]) -> None:
         """Mark shards as in use by this process (shared locks, released by release() or exit)."""

@@ -15,6 +15,7 @@ COMMANDS = {
     "merge": "merge:merge",
     "inspect": "inspect_dataset:inspect",
     "verify": "verify:verify",
+    "push": "push:push",
     "vocab": "vocab:vocab",
     "dedup": "dedup:dedup",
     "train": "train:train",

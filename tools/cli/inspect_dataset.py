@@ -6,7 +6,7 @@ import click
 
 
 @click.command()
-@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.argument("dataset", type=click.Path(file_okay=False))  # a directory or a URL (s3://...)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for machines).")
 @click.option("--top", type=click.IntRange(min=0), default=20, show_default=True, help="How many of the most frequent tags.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,

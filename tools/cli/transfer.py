@@ -13,16 +13,20 @@ def _ensure_label_vocab(dataset: str, name: str) -> str | None:
     from tagstream.loader.dataset import Dataset
     from tagstream.tools.vocab.build import VocabOptions, build_vocab
 
+    from tagstream.loader.storage import local_path
+
     if name in Dataset(dataset).vocab_names():
         return None
+    if local_path(dataset) is None:
+        raise click.ClickException(f"{dataset} has no vocabulary {name!r}: build it on a local copy (tagstream vocab) and push that")
     result = build_vocab(dataset, name, VocabOptions())
     return f"built vocabulary {name!r} on {dataset}: {result.report.get('classes', '?')} classes"
 
 
 @click.command()
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), help="Pretrained checkpoint (tagstream train). Without it: a random-initialised --model only.")
-@click.option("--train", "train_ds", required=True, type=click.Path(exists=True, file_okay=False), help="Labelled downstream training dataset.")
-@click.option("--eval", "eval_ds", required=True, type=click.Path(exists=True, file_okay=False), help="Labelled downstream evaluation dataset.")
+@click.option("--train", "train_ds", required=True, type=click.Path(file_okay=False), help="Labelled downstream training dataset (a directory or a URL).")
+@click.option("--eval", "eval_ds", required=True, type=click.Path(file_okay=False), help="Labelled downstream evaluation dataset (a directory or a URL).")
 @click.option("--mode", type=click.Choice(["linear", "finetune"]), default="linear", show_default=True, help="linear: frozen features + logistic regression; finetune: whole network, new head.")
 @click.option("--baseline", type=click.Choice(["none", "random"]), default="none", show_default=True, help="random: also run a random-initialised backbone with the same protocol.")
 @click.option("--vocab", default="labels", show_default=True, help="Vocabulary of the downstream datasets holding the class labels (built from the raw tags, no filtering, if missing).")

@@ -16,14 +16,20 @@ def verify(dataset, deep):
     mismatches, malformed manifests, vocabularies and masks, and an unknown format version; never crashes
     on damage. --deep also decodes every image (strictly: corrupt scan data is a fault).
 
+    DATASET may be a URL (s3://...): every file is first fetched into the local cache (shards checked
+    against the manifest's sha256 as they arrive), then checked there.
+
     \b
     Example:
       tagstream verify ds
       tagstream verify ds --deep
+      tagstream verify s3://my-bucket/datasets/ds
     """
+    from tagstream.loader.storage import local_path
     from tagstream.tools.verify.checks import verify as run_verify
 
-    report = run_verify(dataset, deep=deep)
+    root = dataset if local_path(dataset) is not None else _fetch(dataset)
+    report = run_verify(root, deep=deep)
     if report.ok:
         how = "every image decoded" if deep else "records parsed"
         click.echo(f"OK: {report.shards} shards, {report.images} images, {report.bytes / 2**20:.1f} MiB verified ({how})")
@@ -32,3 +38,17 @@ def verify(dataset, deep):
         click.echo(f"DAMAGED {problem}", err=True)
     named = ", ".join(report.damaged_shards) or "dataset files"
     raise click.ClickException(f"{len(report.problems)} problem(s) in {dataset} (damaged: {named})")
+
+
+def _fetch(url: str) -> str:
+    """A URL dataset's every file in its local mirror; the mirror's directory."""
+    from tagstream.loader.dataset import Dataset
+    from tagstream.loader.format import FormatError
+    from tagstream.loader.storage import StorageError
+
+    try:
+        ds = Dataset(url)
+        ds.mirror.fetch_all()
+    except (FormatError, StorageError) as exc:
+        raise click.ClickException(str(exc)) from None
+    return str(ds.root)

@@ -1,0 +1,34 @@
+"""`tagstream push DATASET URL`: the click command over tagstream.loader.publish.push."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.argument("url")
+def push(dataset, url):
+    """Upload DATASET to object storage at URL (s3://, gs://, ...), so that `tagstream train --dataset URL`
+    and the other commands read it from there.
+
+    The manifest goes last (an old one is deleted first), so a reader never sees a manifest whose shards are
+    not all uploaded; an interrupted push is simply run again. Credentials and endpoint come from the
+    backend's usual places (for S3: AWS_PROFILE / AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL for S3-compatible stores).
+
+    \b
+    Examples:
+      tagstream push ds s3://my-bucket/datasets/ds
+      AWS_ENDPOINT_URL=http://minio:9000 tagstream push ds s3://datasets/ds
+      tagstream train --config tiny-cpu --dataset s3://my-bucket/datasets/ds --vocab v1 --out runs/tiny
+    """
+    from tagstream.loader.format import FormatError
+    from tagstream.loader.publish import push as run_push
+    from tagstream.loader.storage import StorageError
+
+    try:
+        report = run_push(dataset, url)
+    except (ValueError, FormatError, StorageError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"pushed {report.files} files, {report.bytes / 2**20:.1f} MiB to {report.url} in {report.seconds:.1f} s"
+               + (f" ({report.removed} objects of an earlier version removed)" if report.removed else ""))
