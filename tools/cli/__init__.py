@@ -28,6 +28,7 @@ BENCHES = {
     "sampler": "bench_sampler:bench_sampler",
     "loader": "bench_loader:bench_loader",
     "dedup": "bench_dedup:bench_dedup",
+    "convert": "bench_convert:bench_convert",
 }
 
 
