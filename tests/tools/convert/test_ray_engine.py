@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import ray
 from click.testing import CliRunner
 from tagstream.tools.cli import main
 from tagstream.tools.convert.engine import convert
@@ -18,7 +19,6 @@ from tagstream.tools.verify.checks import verify
 from tests.helpers.ray_faults import claimed, ray_runtime_env, request
 from tests.helpers.records import dataset_records, partition_source, same_dataset_parts
 
-ray = pytest.importorskip("ray")
 SHARD = 2
 
 
