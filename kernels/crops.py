@@ -15,7 +15,6 @@ import math
 import numba
 import numpy as np
 from numpy.typing import NDArray
-
 from tagstream.kernels.rng import GAMMA, MASK64, mix64, mix64_ref, splitmix64_int
 
 ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 windows before the centre fallback

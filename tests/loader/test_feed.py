@@ -60,11 +60,11 @@ def _sources(ds, train: bool, **kw):
 @pytest.mark.parametrize("train", [True, False])
 def test_batches_equal_the_per_sample_source(ds, train):
     per_sample, batched = _sources(ds, train, base_epoch=2)
-    for start in (0, 8, 40):
-        outs = batched.batch(3, start)
+    for first in (0, 8, 40):
+        outs = batched.batch(3, first)
         jpegs, index = outs[0], outs[1]
         for i in range(8):
-            image, params = per_sample.sample(3, start + i)
+            image, params = per_sample.sample(3, first + i)
             assert np.array_equal(np.array(jpegs[i]), image)
             assert index[i, 0] == params[0]
             if train:  # anchor (x, y), shape (w, h), flip

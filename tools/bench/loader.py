@@ -21,6 +21,7 @@ from tagstream.tools.bench.loader_data import (
     write_dataset,
     write_identity_vocab,
 )
+from tagstream.tools.bench.loader_stages import stage_breakdown, targets
 
 VOCAB = "bench"
 NUM_TAGS = 200
@@ -132,17 +133,11 @@ def run_baseline(config: LoaderConfig, batches: int, tick: Callable[[int], None]
     t0 = time.perf_counter()
     n = 0
     for images, indices in it:
-        _targets(vocab, indices.numpy())
+        targets(vocab, indices.numpy())
         n += 1
         tick(1)
     dt = time.perf_counter() - t0
     return {"images_per_s": n * config.batch_size / dt, "batches": n}
-
-
-def _targets(vocab: Any, indices: np.ndarray) -> np.ndarray:
-    from tagstream.kernels.targets import soft_targets
-
-    return soft_targets(vocab.label_offsets, vocab.labels, indices, np.zeros((len(indices), vocab.num_classes), np.float32))
 
 
 def _read_bytes(config: LoaderConfig, count: int) -> list[bytes]:
@@ -211,118 +206,6 @@ def run_ceiling(config: LoaderConfig, images: int, tick: Callable[[int], None]) 
     return {"images_per_s": rates[best], "by": best, **{f"{k}_images_per_s": v for k, v in rates.items()}}
 
 
-class _MemoryStore:
-    """A ShardStore whose records are already in memory: isolates decode + augment from reading."""
-
-    def __init__(self, store: Any, records: dict[int, bytes]):
-        self.store, self.records, self.dataset = store, records, store.dataset
-
-    def read_image(self, index: int) -> bytes:
-        return self.records[index]
-
-    def locate(self, index: int) -> tuple[int, int]:
-        return self.store.locate(index)
-
-    def where(self, index: int) -> str:
-        return self.store.where(index)
-
-
-def stage_breakdown(config: LoaderConfig, images: int) -> dict:
-    """Per-image cost of each stage of our loader, measured alone: record read (LMDB + msgpack, one
-    process), decode + augment (our pipeline over records already in memory with the source run
-    inline: one thread when the source decodes, else config.threads DALI threads), targets (the
-    kernel, per batch)."""
-    from tagstream.loader import IMAGENET_MEAN, IMAGENET_STD
-    from tagstream.loader.pipeline import PlanSource, build_pipeline, start, stop
-    from tagstream.loader.sampling import RankSampler
-    from tagstream.loader.store import ShardStore
-    from tagstream.loader.vocab import Vocab
-
-    store = ShardStore(config.dataset)
-    ds = store.dataset
-    vocab = Vocab(ds, config.vocab)
-    b = config.batch_size
-    n_batches = max(images // b, 1)
-    plan = RankSampler.from_config(config, ds, vocab).plan(0, 0, n_batches * b)
-    t0 = time.perf_counter()
-    records = {int(i): store.read_image(int(i)) for i in plan}
-    read_us = (time.perf_counter() - t0) / len(plan) * 1e6
-    decodes = config.source_decodes
-    source = PlanSource(store=_MemoryStore(store, records), plan=_FixedPlan(plan), train=True, length=len(plan), seed=config.seed,
-                        rank=0, decode_size=config.image_size if decodes else None, antialias=config.antialias)
-    pipe = build_pipeline(
-        source, batch_size=b, image_size=config.image_size, device="cpu", device_id=None,
-        workers=0, threads=config.threads, prefetch=config.prefetch, seed=0, bytes_per_sample=1 << 16,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, antialias=config.antialias,
-    )
-    start(pipe, workers=0)
-    pipe.run()
-    t0 = time.perf_counter()
-    for _ in range(n_batches - 1):
-        pipe.run()
-    decode_us = (time.perf_counter() - t0) / (max(n_batches - 1, 1) * b) * 1e6
-    stop(pipe)
-    idx = np.asarray(plan[:b], np.int64)
-    t0 = time.perf_counter()
-    reps = 200
-    for _ in range(reps):
-        _targets(vocab, idx)
-    targets_us = (time.perf_counter() - t0) / (reps * b) * 1e6
-    return {"record_read_us": read_us, "decode_augment_us": decode_us, "targets_us": targets_us,
-            "decode_augment_threads": 1 if decodes else config.threads, "decoder": "turbo" if decodes else "dali"}
-
-
-class _HandoffSource:
-    """A per-sample source that only hands over: an 87 KB buffer (a photo's JPEG) plus `outputs - 1`
-    small arrays, no reading, no decoding."""
-
-    def __init__(self, outputs: int):
-        self.outputs = outputs
-        self.data = np.random.default_rng(0).integers(0, 256, 87_000, dtype=np.uint8)
-
-    def __call__(self, info: Any) -> tuple[np.ndarray, ...]:
-        small = [np.array([info.idx_in_epoch, 1, 2, 3, 4, 1], np.float64)] if self.outputs == 2 else [
-            np.array([info.idx_in_epoch], np.int64), np.array([1, 2], np.float32), np.array([3, 4], np.float32), np.array(1, np.int32)]
-        return (self.data, *small)
-
-
-def handoff_rate(outputs: int, *, workers: int, batch_size: int = 128, batches: int = 30) -> float:
-    """Samples/s a per-sample parallel external source hands to the pipeline with `outputs` outputs
-    per sample (2: ours since 2026-11-26; 5: image, index, anchor, shape, flip as before), nothing
-    else in the pipeline. The main process deserialises and feeds every output of every sample, so
-    this is the most any loader with that source layout can deliver, whatever decodes after it."""
-    from nvidia.dali import fn, pipeline_def, types
-
-    dtypes = [types.UINT8, types.FLOAT64] if outputs == 2 else [types.UINT8, types.INT64, types.FLOAT, types.FLOAT, types.INT32]
-    ndims = [1, 1] if outputs == 2 else [1, 1, 1, 1, 0]
-
-    @pipeline_def(batch_size=batch_size, num_threads=1, device_id=None, prefetch_queue_depth=2, py_num_workers=max(workers, 1),
-                  py_start_method="fork", exec_dynamic=True)
-    def handoff():
-        return tuple(fn.external_source(source=_HandoffSource(outputs), num_outputs=outputs, batch=False, parallel=True, dtype=dtypes,
-                                        ndim=ndims, prefetch_queue_depth=2, bytes_per_sample_hint=100_000))
-
-    from tagstream.loader.pipeline import start, stop
-
-    pipe = start(handoff(), workers=max(workers, 1))
-    for _ in range(3):
-        pipe.run()
-    t0 = time.perf_counter()
-    for _ in range(batches):
-        pipe.run()
-    rate = batches * batch_size / (time.perf_counter() - t0)
-    stop(pipe)
-    return rate
-
-
-class _FixedPlan:
-    def __init__(self, plan: np.ndarray):
-        self.indices = plan
-
-    def plan(self, epoch: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-        return self.indices[start:stop]
-
-
 def first_batch_latency(root: Path, sizes: tuple[int, ...], *, batch_size: int, workers: int, threads: int) -> list[dict]:
     """Time from build_loader() to the first batch, on tiny-image datasets of each size (made if absent),
     after one untimed warm-up on the first, so one-off imports and JIT compilation are not counted."""
@@ -352,6 +235,20 @@ def first_batch_latency(root: Path, sizes: tuple[int, ...], *, batch_size: int, 
     return out
 
 
+def prepare_dataset(dataset: str | Path, *, make: int | None, workers: int, progress: Callable[[str, int], Callable[[int], None]]) -> Dataset:
+    """The bench dataset at `dataset` with its vocabulary, made first (`make` photo-like images) if absent."""
+    dataset = Path(dataset)
+    if not (dataset / "manifest.json").exists():
+        if not make:
+            raise ValueError(f"{dataset} is not a dataset; pass --make N to generate N photo-like images there")
+        make_bench_dataset(dataset, make, workers=workers, progress=progress("making bench dataset", make))
+    ds = Dataset(dataset)
+    if VOCAB not in ds.vocab_names():
+        write_identity_vocab(ds, VOCAB)
+    _warm_page_cache(ds)
+    return ds
+
+
 def bench_loader(
     dataset: str | Path,
     *,
@@ -370,14 +267,8 @@ def bench_loader(
     """Run every contender on the same dataset, `rounds` times interleaved; returns the median figures and ratios."""
     if rounds < 1:
         raise ValueError(f"rounds={rounds} must be >= 1")
-    dataset = Path(dataset)
-    if not (dataset / "manifest.json").exists():
-        if not make:
-            raise ValueError(f"{dataset} is not a dataset; pass --make N to generate N photo-like images there")
-        make_bench_dataset(dataset, make, workers=workers, progress=progress("making bench dataset", make))
-    ds = Dataset(dataset)
-    if VOCAB not in ds.vocab_names():
-        write_identity_vocab(ds, VOCAB)
+    ds = prepare_dataset(dataset, make=make, workers=workers, progress=progress)
+    dataset = ds.root
     config = _config(str(dataset), batch_size=batch_size, image_size=image_size, workers=workers, threads=threads, prefetch=2,
                      antialias=antialias)
     n = min(batches, len(ds) // batch_size - 1)
@@ -386,7 +277,6 @@ def bench_loader(
     result: dict[str, Any] = {"dataset": str(dataset), "images": len(ds), "batch_size": batch_size, "workers": workers,
                               "threads": threads, "image_size": image_size, "cores": usable_cores(),
                               "antialias": antialias}
-    _warm_page_cache(ds)
     result["decoder"] = "turbo" if config.source_decodes else "dali"
     # rounds interleave the contenders, so a noisy moment on a shared machine hits all of them; each
     # figure is the median over rounds and the ratios are of medians (each round's ratios are kept too)
@@ -407,8 +297,6 @@ def bench_loader(
         for o, b, c in zip(runs["ours_cpu"], runs["baseline"], runs["ceiling"])
     ]
     result["stages"] = stage_breakdown(config, min(len(ds), (n + 1) * batch_size))
-    result["stages"]["handoff_samples_per_s"] = handoff_rate(2, workers=workers)
-    result["stages"]["handoff_5_outputs_samples_per_s"] = handoff_rate(5, workers=workers)
     ours = result["ours_cpu"]["images_per_s"]
     result["ratio_vs_baseline"] = ours / result["baseline"]["images_per_s"]
     result["ratio_vs_ceiling"] = ours / result["ceiling"]["images_per_s"]
@@ -466,11 +354,6 @@ def format_table(r: dict) -> str:
         f"stages per image: record read {s['record_read_us']:.0f} us (1 process), decode+augment "
         f"{s['decode_augment_us']:.0f} us ({s.get('decoder', 'dali')}, {s['decode_augment_threads']} thread(s)), targets {s['targets_us']:.2f} us"
     )
-    if "handoff_samples_per_s" in s:
-        lines.append(
-            f"source hand-off alone (87 KB + params per sample, no decode): {s['handoff_samples_per_s']:.0f} samples/s with 2 outputs "
-            f"per sample (ours), {s['handoff_5_outputs_samples_per_s']:.0f} with 5 (the layout before 2026-11-26)"
-        )
     for row in r.get("startup", []):
         lines.append(f"start-up at {row['images']:>9,d} images: build {row['build_s']:.2f} s, first batch {row['first_batch_s']:.2f} s")
     return "\n".join(lines)

@@ -45,8 +45,8 @@ def feed_rate(config: LoaderConfig, kind: str, batches: int, tick: Callable[[int
     """One contender over `batches` timed batches (after 3 untimed): wall samples/s, CPU µs a sample in
     the main process, in its calling thread and in worker processes, samples/s per core."""
     from nvidia.dali import fn, pipeline_def
-    from tagstream.loader.pipeline import source_node, start, stop, train_inputs
     from tagstream.loader.dataset import Dataset
+    from tagstream.loader.pipeline import source_node, start, stop, train_inputs
     from tagstream.loader.sampling import RankSampler
     from tagstream.loader.vocab import Vocab
 
@@ -126,3 +126,17 @@ def format_feed(r: dict) -> str:
     ]
     return "\n".join(lines)
 
+
+
+def bench_feed_dataset(dataset: str, *, make: int | None, batch_size: int, workers: int, image_size: int, batches: int,
+                       rounds: int, progress: Callable[[str, int], Callable[[int], None]]) -> dict:
+    """`bench loader --feed`: the bench dataset (made if absent), then both contenders."""
+    from tagstream.tools.bench.loader import _config, prepare_dataset, usable_cores
+
+    ds = prepare_dataset(dataset, make=make, workers=workers, progress=progress)
+    config = _config(str(ds.root), batch_size=batch_size, image_size=image_size, workers=workers, prefetch=2)
+    if len(ds) < batch_size:
+        raise ValueError(f"the dataset's {len(ds)} images give no batch of {batch_size}; use more images")
+    result = bench_feed(config, batches=batches, rounds=rounds, progress=progress)
+    result.update(dataset=str(ds.root), images=len(ds), batch_size=batch_size, cores=usable_cores())
+    return result

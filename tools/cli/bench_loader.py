@@ -21,21 +21,29 @@ import click
               help="Our train resize: antialiased linear (like the Pillow baseline) or plain bilinear (faster).")
 @click.option("--rounds", type=int, default=3, show_default=True,
               help="Interleaved rounds of every contender; figures are medians (a shared machine is noisy).")
+@click.option("--feed", is_flag=True,
+              help="Only the GPU path's CPU side (plan, record read, crop window, hand-off to DALI; no decode): the batch "
+                   "source vs the per-sample source before it, in samples/s per core and CPU us a sample by process.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def bench_loader(dataset, make, batch_size, workers, threads, image_size, batches, startup, startup_root, antialias, rounds, as_json):
+def bench_loader(dataset, make, batch_size, workers, threads, image_size, batches, startup, startup_root, antialias, rounds, feed, as_json):
     """Compare our loader (CPU: the workers decode the crop window and resize, and the same loader
     with DALI's CPU decoder; also GPU where present) with a torch DataLoader + Pillow baseline doing
     the same crops and flips with the same workers, and with the decode-only ceiling (the same bytes
     fully decoded with every core, by the fastest of DALI, Pillow and libjpeg-turbo), in one run of
     interleaved rounds; prints median images/s, the ratios and a per-stage breakdown.
 
+    With --feed, only the GPU path's CPU side: what the trainer's cores spend to feed nvJPEG (goal:
+    >= 50,000 samples/s per core, <= 10 us a sample in the main process), beside the per-sample source.
+
     \b
     Example:
       tagstream bench loader /tmp/benchds --make 1500 --batch-size 64 --batches 20
       tagstream bench loader /tmp/benchds --startup --json
+      tagstream bench loader /tmp/benchds --feed --batch-size 128 --batches 200
     """
     from tagstream.tools.bench.loader import bench_loader as run
     from tagstream.tools.bench.loader import format_table, usable_cores
+    from tagstream.tools.bench.loader_feed import bench_feed_dataset, format_feed
     from tqdm import tqdm
 
     cores = usable_cores()
@@ -47,12 +55,16 @@ def bench_loader(dataset, make, batch_size, workers, threads, image_size, batche
         return bar.update
 
     try:
-        result = run(dataset, make=make, batch_size=batch_size, workers=workers or cores, threads=threads or cores,
-                     image_size=image_size, batches=batches, startup=startup, startup_root=startup_root, antialias=antialias,
-                     rounds=rounds, progress=progress)
+        if feed:
+            result = bench_feed_dataset(dataset, make=make, batch_size=batch_size, workers=workers or cores, image_size=image_size,
+                                        batches=batches, rounds=rounds, progress=progress)
+        else:
+            result = run(dataset, make=make, batch_size=batch_size, workers=workers or cores, threads=threads or cores,
+                         image_size=image_size, batches=batches, startup=startup, startup_root=startup_root, antialias=antialias,
+                         rounds=rounds, progress=progress)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     finally:
         for bar in bars:
             bar.close()
-    click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
+    click.echo(json.dumps(result, indent=2) if as_json else (format_feed if feed else format_table)(result))

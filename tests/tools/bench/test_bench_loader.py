@@ -38,11 +38,29 @@ def test_bench_runs_every_contender(tmp_path):
     assert r["ratio_vs_baseline"] == pytest.approx(r["ours_cpu"]["images_per_s"] / r["baseline"]["images_per_s"])
     assert r["ratio_vs_ceiling"] == pytest.approx(r["ours_cpu"]["images_per_s"] / r["ceiling"]["images_per_s"])
     assert {"record_read_us", "decode_augment_us", "targets_us"} <= set(r["stages"])
-    assert r["stages"]["handoff_samples_per_s"] > 0 and r["stages"]["handoff_5_outputs_samples_per_s"] > 0
     assert r["images"] == 40
     result = runner.invoke(bench_loader, args)  # the dataset now exists: reused, table printed
     assert result.exit_code == 0, (result.output, repr(result.exception))
     assert "ours / baseline" in result.output and "decode only" in result.output
+
+
+@pytest.mark.timeout(300)
+def test_feed_compares_the_batch_source_with_the_per_sample_one(tmp_path):
+    runner = CliRunner()
+    args = [str(tmp_path / "bench"), "--make", "24", "--batch-size", "8", "--batches", "4", "--workers", "1", "--rounds", "2", "--feed"]
+    result = runner.invoke(bench_loader, args + ["--json"])
+    assert result.exit_code == 0, (result.output, repr(result.exception))
+    r = json.loads(result.output)
+    batch, per_sample = r["batch"], r["per_sample"]
+    assert batch["samples"] == per_sample["samples"] == 32 and len(r["rounds"]) == 2
+    assert batch["workers"] == 0 and batch["workers_us"] == 0 and per_sample["workers"] == 1 and per_sample["workers_us"] > 0
+    for row in (batch, per_sample):
+        assert row["samples_per_s"] > 0 and row["main_us"] > 0 and row["thread_us"] > 0
+        assert row["total_us"] == pytest.approx(row["main_us"] + row["workers_us"])
+        assert row["per_core_samples_per_s"] == pytest.approx(1e6 / row["total_us"])
+    assert r["per_core_ratio"] == pytest.approx(batch["per_core_samples_per_s"] / per_sample["per_core_samples_per_s"])
+    result = runner.invoke(bench_loader, args)
+    assert result.exit_code == 0 and "batch / per-sample" in result.output and "per core" in result.output
 
 
 def test_bench_refuses_a_missing_dataset_without_make(tmp_path):
