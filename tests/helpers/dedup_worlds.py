@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,3 +86,16 @@ def tiny_checkpoint(out_dir: Path, *, vocab: str, image_size: int = 32, classes:
              "optimizer": {}, "schedule": {}, "loader": {}, "rng": {}, "world": 1,
              "config": {"data": {"image_size": image_size, "vocab": vocab}}}
     return save_checkpoint(state, out_dir, keep_last=1)
+
+
+@contextmanager
+def one_faiss_thread() -> Iterator[None]:
+    """faiss's OpenMP threads spin-wait; on a busy 2-core machine one thread is many times faster for tiny searches."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)

@@ -21,7 +21,7 @@ from tagstream.train.embed_io import check_suffix, indices_path, load_embeddings
 
 # the cosine that `tagstream bench dedup --method embed` chose for the `make demo` checkpoint at a
 # false-match rate of 1e-4 per pair; another model needs its own: the bench prints it (--target-fpr)
-DEFAULT_THRESHOLD = 0.9
+DEFAULT_THRESHOLD = 0.988
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def open_features(paths: Sequence[str | Path], dataset: Dataset) -> Features:
     if dataset.num_images == 0:
         raise ValueError(f"{dataset.root} has no images: there is nothing to compare")
     blocks, dims = [], set()
-    seen = np.zeros(dataset.num_images, np.int64)
+    seen = np.zeros(dataset.num_images, np.uint8)  # 1 byte per image: 3.5 GB at 3.5e9
     for p in paths:
         feats, idx = _read(p)
         if feats.ndim != 2 or feats.dtype.kind != "f":

@@ -14,9 +14,15 @@ from tagstream.tools.cli import main
 from tagstream.tools.dedup.calibrate import Calibration
 from tagstream.tools.dedup.transforms import TRANSFORMS
 
-from tests.helpers.dedup_worlds import tiny_checkpoint
+from tests.helpers.dedup_worlds import one_faiss_thread, tiny_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(autouse=True)
+def _one_faiss_thread():
+    with one_faiss_thread():
+        yield
 
 
 def _calibration(cos: list[float], dist: list[int]) -> Calibration:
