@@ -1,7 +1,9 @@
 """`tagstream bench convert`: conversion throughput of each engine on one synthetic photo-like source, against
 the one-process converter (1 worker) measured in the same run, with ratios.
 
-Rows: the one-process converter with 1 and 2 decoding workers; the same inputs as N parts converted one after
+Rows: the one-process converter with 1 and 2 decoding workers, each beside the same images converted from
+WebDataset tars and the full-decode ceiling of as many processes (tools/bench/convert_inputs.py; every input
+file is read once before timing, so no row pays the disk for the others); the same inputs as N parts converted one after
 the other in this process then merged (`--part I/N` + `merge`: the merge's own cost, measured apart); with
 `--engine ray`, a local Ray cluster of 1 and then 2 CPUs (one task per part, merged by Ray tasks). A Ray
 cluster's start and its workers' first import are timed and reported apart, not in the rate (a job pays them
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tagstream.tools.bench.convert_inputs import TAR_SAMPLES, TARS, input_rows, warm, write_source_tars
 from tagstream.tools.convert.engine import convert
 from tagstream.tools.convert.image import ImageOptions
 from tagstream.tools.convert.merge import merge
@@ -33,7 +36,7 @@ def make_source(root: Path, *, images: int, width: int, height: int, seed: int =
     from tagstream.tools.bench.loader_data import encode_jpeg
     from tagstream.tools.synth.draw import photo_like
 
-    spec = {"images": images, "width": width, "height": height, "seed": seed}
+    spec = {"images": images, "width": width, "height": height, "seed": seed, "tar_samples": TAR_SAMPLES}
     marker = root / "source.json"
     if marker.exists() and json.loads(marker.read_text()) == spec:
         return root / SOURCE_NAME
@@ -46,6 +49,7 @@ def make_source(root: Path, *, images: int, width: int, height: int, seed: int =
         tags = sorted({f"#tag{int(t)}" for t in rng.zipf(1.3, int(rng.integers(2, 6))) if t < 50_000})
         lines.append(json.dumps({"image": f"images/{i:07d}.jpg", "tags": tags, "id": f"b{i}"}))
     (root / SOURCE_NAME).write_text("\n".join(lines) + "\n")
+    write_source_tars(root, lines)
     marker.write_text(json.dumps(spec))
     return root / SOURCE_NAME
 
@@ -63,6 +67,7 @@ def run_convert_bench(workdir: str | Path, *, images: int = 600, width: int = 64
         raise ValueError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
     workdir = Path(workdir)
     src = make_source(workdir / "source", images=images, width=width, height=height)
+    warm_bytes = warm(src.parent)
     options = dict(shard_size=shard_size, image_options=ImageOptions(max_side=max_side))
     rows = []
 
@@ -77,6 +82,10 @@ def run_convert_bench(workdir: str | Path, *, images: int = 600, width: int = 64
         s = convert(src, out, workers=workers, **options)
         rows.append(_row(f"one process, {workers} worker{'s' * (workers > 1)}", workers, images, s.seconds, out,
                          cpu_ms_per_image=1e3 * (_cpu_seconds() - cpu) / images))
+        out = fresh(f"tars{workers}")
+        t = convert(src.parent / TARS, out, format="tar", workers=workers, **options)
+        tars = _row(f"  the same from tars, {workers} worker{'s' * (workers > 1)}", workers, images, t.seconds, out)
+        rows += input_rows(src, rows[-1], tars, workers, images)
     out = fresh("parts")
     cpu, t0 = _cpu_seconds(), time.perf_counter()
     for i in range(parts):
@@ -94,6 +103,7 @@ def run_convert_bench(workdir: str | Path, *, images: int = 600, width: int = 64
     for row in rows:
         row["ratio"] = row["images_per_s"] / base
     return {"images": images, "width": width, "height": height, "max_side": max_side, "parts": parts,
+            "warm_bytes": warm_bytes,
             "source_bytes_per_image": sum(p.stat().st_size for p in (src.parent / "images").iterdir()) / images,
             "rows": rows}
 
@@ -147,8 +157,13 @@ def format_table(result: dict) -> str:
         if "merge_seconds" in r:
             notes.append(f"merge {r['merge_seconds']:.2f} s ({r['merge_images_per_s']:.0f} images/s, "
                          f"{r['merge_cpu_ms_per_image']:.2f} CPU ms/image)")
+        if "vs_files" in r:
+            notes.append(f"x{r['vs_files']:.2f} the files row of as many workers")
+        if "of_ceiling" in r:
+            notes.append(f"{r['of_ceiling']:.2f} of the full-decode ceiling")
         if "cluster_start_s" in r:
             notes.append(f"not counted: cluster start {r['cluster_start_s']:.1f} s, worker warm-up {r['worker_warmup_s']:.1f} s")
+        kib = "-" if r["bytes_per_image"] is None else f"{r['bytes_per_image'] / 1024:.1f}"
         lines.append(f"{r['name']:<40} {r['cpus']:>4} {r['images_per_s']:>9.1f} {r['ratio']:>6.2f} "
-                     f"{r['bytes_per_image'] / 1024:>9.1f}  {'; '.join(notes)}")
+                     f"{kib:>9}  {'; '.join(notes)}")
     return "\n".join(lines)

@@ -21,7 +21,9 @@ from tagstream.tools.bench.convert import ENGINES, format_table, run_convert_ben
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench_convert(workdir, images, width, height, engine, parts, max_side, as_json):
     """Conversion images/s of each engine (one process with 1 and 2 workers, --part + merge, Ray with 1 and 2
-    CPUs) on one synthetic photo-like source in WORKDIR, with ratios to the one-process 1-worker row.
+    CPUs) on one synthetic photo-like source in WORKDIR, with ratios to the one-process 1-worker row; beside
+    each one-process row, the same images converted from WebDataset tars and the full-decode ceiling
+    (read + decode only) of as many processes.
 
     \b
     Example:

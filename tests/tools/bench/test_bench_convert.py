@@ -16,13 +16,23 @@ def test_local_rows_and_ratios(tmp_path):
     assert res.exit_code == 0, res.output
     result = json.loads(res.output)
     names = [r["name"] for r in result["rows"]]
-    assert names == ["one process, 1 worker", "one process, 2 workers", "--part I/3 x 3 + merge, in turn"]
-    base = result["rows"][0]["images_per_s"]
-    for row in result["rows"]:
+    assert names == ["one process, 1 worker", "  the same from tars, 1 worker", "full-decode ceiling, 1 process",
+                     "one process, 2 workers", "  the same from tars, 2 workers", "full-decode ceiling, 2 processes",
+                     "--part I/3 x 3 + merge, in turn"]
+    rows = result["rows"]
+    base = rows[0]["images_per_s"]
+    for row in rows:
         assert row["inputs"] == 6 and row["seconds"] > 0
         assert abs(row["ratio"] - row["images_per_s"] / base) < 1e-9
-        assert 500 < row["bytes_per_image"] < 100_000  # a small JPEG plus its LMDB page overhead
-    assert result["rows"][2]["merge_seconds"] > 0
+        if "ceiling" in row["name"]:
+            assert row["bytes_per_image"] is None  # nothing is written
+        else:  # a small JPEG plus its LMDB page overhead
+            assert 500 < row["bytes_per_image"] < 100_000
+    for files, tars, ceiling in (rows[0:3], rows[3:6]):
+        assert abs(tars["vs_files"] - tars["images_per_s"] / files["images_per_s"]) < 1e-9
+        for row in (files, tars):
+            assert abs(row["of_ceiling"] - row["images_per_s"] / ceiling["images_per_s"]) < 1e-9
+    assert rows[6]["merge_seconds"] > 0 and result["warm_bytes"] > 6 * 500
     again = CliRunner().invoke(main, args[:-1])  # the source is reused, the table printed
     assert again.exit_code == 0 and "one process, 1 worker" in again.output and "ratio" in again.output
 
