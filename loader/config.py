@@ -65,7 +65,8 @@ class LoaderConfig:
     max_labels: int = 16  # sparse targets: labels kept per image
     device: str = "cpu"
     device_id: int | None = None  # GPU: the local rank's device
-    workers: int = 2  # Python worker processes reading records (DALI py_num_workers)
+    workers: int = 2  # CPU path: worker processes reading and decoding (py_num_workers); where DALI decodes
+    # (GPU, cpu_decoder="dali") the training process reads whole batches itself (loader/feed.py) and this is unused
     threads: int = 2  # DALI native threads (decode, resize)
     prefetch: int = 2
     antialias: bool = True  # train resize: antialiased linear (as torchvision/Pillow); False: plain bilinear
