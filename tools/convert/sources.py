@@ -38,7 +38,7 @@ READERS = {
 FORMATS = ("auto", *READERS)
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 CSV_SUFFIXES = (".csv", ".tsv")
-TAR_SUFFIXES = (".tar",)
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")  # compressed tars are streamed; only plain ones are seekable on resume
 PARQUET_SUFFIXES = (".parquet",)
 RAW_LIMIT = 2000  # characters of an input line kept in rejects.jsonl
 
@@ -123,6 +123,8 @@ def detect_format(src: str | Path, fmt: str = "auto") -> str:
     src = local
     if not src.exists():
         raise ValueError(f"source {src} does not exist")
+    if not src.is_dir() and not src.is_file():  # a FIFO would hang the scan (which reads it) and cannot be read twice
+        raise ValueError(f"source {src} is not a regular file or a directory (a FIFO, socket or device); copy it to a file")
     if fmt in ("imagefolder", "jsonl", "csv", "yfcc"):
         if (fmt == "imagefolder") != src.is_dir():
             raise ValueError(f"--format {fmt} needs a {'directory' if fmt == 'imagefolder' else 'file'}, got {src}")
@@ -147,6 +149,18 @@ def _utf8_ok(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _stamp(path: str) -> bytes:
+    """Size and modification time of a local file for a fingerprint (b"-" for a URL: not fetched to
+    fingerprint; b"missing" when it cannot be read: rejected later, fingerprinted as such)."""
+    if storage.is_url(path):
+        return b"-"
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return b"missing"
+    return f"{st.st_size}:{st.st_mtime_ns}".encode()
 
 
 def _bad(pos: int, line: int, raw: str, error: str, image: str | None = None) -> Item:
@@ -227,42 +241,60 @@ class Source:
 
     # ---- ImageFolder ----
     def _listing(self) -> list[str]:
+        """Sorted relative paths of the files under SRC, and of the symbolic links to folders (os.walk does
+        not descend into them; they are listed so that each becomes a rejected input, not a silent gap)."""
         if self._files is None:
             files = []
             for dirpath, dirnames, filenames in os.walk(self.path):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 rel = os.path.relpath(dirpath, self.path)
-                for name in sorted(filenames):
+                linked = [d for d in dirnames if not d.startswith(".") and os.path.islink(os.path.join(dirpath, d))]
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in linked)
+                for name in sorted(filenames + linked):
                     if not name.startswith("."):
                         files.append(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/"))
             self._files = sorted(files)
         return self._files
+
+    def _link_problem(self, rel: str) -> str | None:
+        """Why a symbolic link under an ImageFolder is not followed, or None for anything else: a link to a
+        folder (not descended: loops, and a second name for the same images), or to a file outside SRC."""
+        path = self.path / rel
+        if not path.is_symlink():
+            return None
+        target = os.path.realpath(path)
+        if os.path.isdir(target):
+            return f"symbolic link to a folder ({target}): not followed; give the folder itself as SRC or copy it in"
+        if not Path(target).is_relative_to(os.path.realpath(self.path)):
+            return f"symbolic link to a file outside SRC ({target}): not followed"
+        return None
 
     def _scan(self) -> tuple[int, str]:
         h = hashlib.sha256()
         if self.format == "imagefolder":
             files = self._listing()
             for rel in files:
-                try:
-                    size = os.stat(self.path / rel).st_size
-                except OSError:  # a dangling link: rejected later as missing, fingerprinted as such
-                    size = -1
-                h.update(os.fsencode(rel) + b"\0" + str(size).encode() + b"\n")
+                h.update(os.fsencode(rel) + b"\0" + _stamp(str(self.path / rel)) + b"\n")
             return len(files), h.hexdigest()
         with self._open() as f:
             while block := f.read(1 << 22):
                 h.update(block)
-        if self.format == "jsonl":
-            with self._open() as f:
-                count = sum(1 for raw in f if raw.strip())
-        else:
+        if self.format == "csv":
             self._check_header()
-            count = sum(1 for _ in self._csv_rows())
+        count = 0
+        # the images too (size and modification time of each local file): an image changed between an
+        # interrupted run and its rerun must not leave a dataset of old and new bytes that verifies
+        for item in self._jsonl_items() if self.format == "jsonl" else self._csv_items():
+            if item.image is not None and item.error is None:
+                h.update(os.fsencode(item.image) + b"\0" + _stamp(item.image) + b"\n")
+            count += 1
         return count, h.hexdigest()
 
     def _imagefolder_items(self) -> Iterator[Item]:
         for pos, rel in enumerate(self._listing()):
-            if not _utf8_ok(rel):
+            link = self._link_problem(rel)
+            if link is not None:
+                yield Item(pos, pos + 1, rel.encode("utf-8", "replace").decode()[:RAW_LIMIT], None, (), "", link, "symlink")
+            elif not _utf8_ok(rel):
                 yield _bad(pos, pos + 1, rel.encode("utf-8", "replace").decode(), "path is not valid UTF-8")
             elif "/" not in rel:
                 yield _bad(pos, pos + 1, rel, "file is not inside a class folder (SRC/<class>/<image>)")
@@ -279,6 +311,8 @@ class Source:
                 pos += 1
 
     def _jsonl_item(self, pos: int, lineno: int, data: bytes) -> Item:
+        if lineno == 1 and data.startswith(b"\xef\xbb\xbf"):  # a byte-order mark is not part of the JSON
+            data = data[3:]
         try:
             text = data.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError:
@@ -312,9 +346,10 @@ class Source:
         return "\t" if str(self.path).lower().endswith(".tsv") else ","
 
     def _open_csv(self):
+        # utf-8-sig: a byte-order mark (spreadsheets write one) is not part of the first column's name
         if isinstance(self.path, Path):
-            return open(self.path, encoding="utf-8", errors="surrogateescape", newline="")
-        return io.TextIOWrapper(self._open(), encoding="utf-8", errors="surrogateescape", newline="")
+            return open(self.path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        return io.TextIOWrapper(self._open(), encoding="utf-8-sig", errors="surrogateescape", newline="")
 
     def _check_header(self) -> list[str]:
         with self._open_csv() as f:

@@ -133,6 +133,22 @@ def test_items_from_any_position(tmp_path):
     assert Source(spec, "tar").scan() == (count, fingerprint)
 
 
+def test_compressed_tars_are_streamed(tmp_path):
+    import gzip
+
+    plain = write_tar(tmp_path / "p.tar", [m for i in range(6) for m in sample_members(i)])
+    packed = gzip.compress(plain.read_bytes())
+    (tmp_path / "z.tar.gz").write_bytes(packed)
+    (tmp_path / "cut.tgz").write_bytes(packed[: len(packed) * 2 // 3])
+    same = [(i.pos, i.tags, i.data) for i in items(plain)]
+    assert [(i.pos, i.tags, i.data) for i in items(tmp_path / "z.tar.gz")] == same
+    source = Source(tmp_path / "z.tar.gz")
+    source.scan()
+    assert [(i.pos, i.tags, i.data) for i in source.items(4)] == same[4:]
+    cut = items(tmp_path / "cut.tgz")
+    assert cut[-1].reason == "damaged_file" and all(i.error is None for i in cut[:-1]) and len(cut) < 6
+
+
 def test_fingerprint_follows_the_members(tmp_path):
     path = write_tar(tmp_path / "a.tar", sample_members(0))
     before = Source(path).scan()
