@@ -1,11 +1,13 @@
-"""The DALI pipelines of one rank, fed by a per-sample parallel external source that maps a position
-of the epoch plan to a record; augmentation parameters come from loader.augment (pure functions), so
-the decoder does a ROI decode of a window we chose instead of `image_random_crop` drawing its own:
-the same operation, but resumable without DALI RNG state. DALI is imported only inside functions.
+"""The DALI pipelines of one rank, fed by an external source that maps positions of the epoch plan to
+records; augmentation parameters are pure functions of (seed, epoch, rank, position) (loader.augment,
+kernels.crops), so the decoder does a ROI decode of a window we chose instead of `image_random_crop`
+drawing its own: the same operation, but resumable without DALI RNG state. DALI is imported only
+inside functions.
 
-Two decode placements: DALI's decoder in the pipeline (GPU: nvJPEG "mixed"; CPU on request), or, the
-CPU default, the source's workers decode the window and resize it themselves (loader.turbo), which
-on a few cores is twice as fast as DALI's CPU operators; the pipeline then batches and prefetches."""
+Two decode placements: DALI's decoder in the pipeline (GPU: nvJPEG "mixed"; CPU on request), fed whole
+batches from the training process by loader/feed.py's BatchSource; or, the CPU default, PlanSource's
+worker processes decode the window and resize it themselves (loader.turbo), which on a few cores is
+twice as fast as DALI's CPU operators; the pipeline then batches and prefetches."""
 
 from __future__ import annotations
 
@@ -26,10 +28,9 @@ from tagstream.loader.store import ShardStore
 if TYPE_CHECKING:
     from tagstream.loader.feed import BatchSource
 
-# the dataset index, the (x, y, w, h) crop window and the flip bit travel as one float64 (6,) output
-# (indices are exact below 2^53): each output of a per-sample source costs the main process a
-# deserialisation and a feed per sample; with 5 outputs that capped the source at ~8,000 samples/s
-# on one core, with 2 at ~17,000 (docs/loader-bench.md)
+# PlanSource without decoding (the reference for loader/feed.py): the dataset index, the (x, y, w, h)
+# crop window and the flip bit travel as one float64 (6,) output (indices are exact below 2^53): each
+# output of a per-sample source costs the main process a deserialisation and a feed per sample
 TRAIN_OUTPUTS = ("image", "params")
 EVAL_OUTPUTS = ("image", "params")  # params: (index, x0, y0, x1, y1), the centre box (turbo.centre_box)
 DECODED_OUTPUTS = ("image", "index")  # the source decoded: (size, size, 3) uint8 and the index
