@@ -91,3 +91,62 @@ def test_synthetic_index_is_zipf_tagged_sorted_and_deterministic():
     assert not np.array_equal(synthetic_index(20_000, 100, seed=2)[1][:100], lab[:100])
     with pytest.raises(ValueError, match="classes=2"):
         synthetic_index(10, 2)
+
+
+def test_startup_bench_measures_each_phase_in_its_own_process(tmp_path):
+    """--world: rank R of W beside world 1 on one index-only dataset; every phase a child with its own peak RSS."""
+    data = tmp_path / "idx"
+    args = ["bench", "sampler", "--images", "40000", "--classes", "60", "--world", "4", "--rank", "1",
+            "--shard-size", "900", "--data", str(data), "--json"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.output)
+    assert list(r["phases"]) == ["bare", "precompute", "packing", "rank", "world1"] and r["shards"] == 45
+    for p in r["phases"].values():
+        assert p["peak_rss_mb"] > 50 and p["seconds"] >= 0 and p["wall_seconds"] >= p["seconds_with_imports"] >= p["seconds"]
+    assert r["phases"]["precompute"]["cache_hits"] == {"summary": False}
+    assert r["phases"]["packing"]["cache_hits"] == {"summary": True, "packing": False}
+    rank, world1 = r["phases"]["rank"], r["phases"]["world1"]
+    assert rank["cache_hits"] == {"summary": True, "packing": True} and world1["cache_hits"]["summary"] is True
+    # a quarter of the images (within the packing's cuts), all at world 1; no class, mask, holdout remove ~4 %
+    assert 0.2 < rank["owned_images"] / 40_000 < 0.3 and world1["owned_images"] == 40_000
+    assert 0.94 < rank["drawable"] / 40_000 < 0.98 and rank["pool"] < world1["pool"] == rank["drawable"]
+    assert r["rank_vs_world1"]["memory"] == pytest.approx(rank["peak_rss_mb"] / world1["peak_rss_mb"])
+    from tagstream.tools.bench.sampler_startup import format_startup
+
+    table = format_startup(r)
+    assert "rank 1 of 4 (cached)" in table and "precompute (world 1, cached once)" in table and "rank / world 1: memory" in table
+
+
+def test_startup_bench_skips_world_1_that_cannot_fit_and_refuses_a_dataset_that_cannot(tmp_path, monkeypatch):
+    from tagstream.tools.bench import sampler_startup
+
+    monkeypatch.setattr(sampler_startup, "available_memory", lambda: 1000)
+    # phases in this process (the skip decision is the parent's; measuring is the test above's)
+    monkeypatch.setattr(sampler_startup, "_child", lambda *a: {**sampler_startup.run_phase(*a), "peak_rss_mb": 1.0})
+    r = sampler_startup.run_startup_bench(images=5000, world=2, rank=1, classes=20, shard_size=700)
+    assert r["phases"]["rank"]["pool"] > 0
+    assert "needs about" in r["phases"]["world1"]["skipped"] and "rank_vs_world1" not in r
+    result = CliRunner().invoke(main, ["bench", "sampler", "--images", str(10**15), "--world", "2", "--data", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "GiB of disk" in result.output and not (tmp_path / "x").exists()
+    bad = CliRunner().invoke(main, ["bench", "sampler", "--images", "100", "--world", "2", "--rank", "2"])
+    assert bad.exit_code == 2 and "rank 2 is not in [0, 2)" in bad.output
+
+
+def test_index_dataset_is_the_same_whatever_the_chunk(tmp_path, monkeypatch):
+    from tagstream.loader.vocab import Vocab
+    from tagstream.tools.bench import index_data
+
+    big = index_data.make_index_dataset(tmp_path / "a", images=3000, classes=40, shard_size=700, seed=4)
+    monkeypatch.setattr(index_data, "CHUNK", 97)
+    small = index_data.make_index_dataset(tmp_path / "b", images=3000, classes=40, shard_size=700, seed=4)
+    va, vb = Vocab(big, "v"), Vocab(small, "v")
+    assert np.array_equal(va.label_offsets, vb.label_offsets) and np.array_equal(va.labels, vb.labels)
+    assert np.array_equal(big.load_mask("dedup"), small.load_mask("dedup")) and 0 < big.load_mask("dedup").sum() < 100
+    assert [s["images"] for s in big.shards] == [700, 700, 700, 700, 200] and va.num_classes == 40
+    k = np.diff(va.label_offsets)
+    assert k.max() == 3 and 0.005 < np.mean(k == 0) < 0.05 and va.labels.max() < 40
+    image = np.repeat(np.arange(3000), k)
+    same = image[1:] == image[:-1]
+    assert np.all(va.labels[1:][same] > va.labels[:-1][same])  # sorted, distinct within an image
+    assert [c.count for c in va.classes()] == np.bincount(va.labels, minlength=40).tolist()
