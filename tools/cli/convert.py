@@ -107,6 +107,9 @@ def convert(src, out, fmt, shard_size, workers, min_side, max_side, max_pixels, 
         return
     if summary.already_complete:
         click.echo(f"{summary.out} is already a complete conversion of {src}: nothing to do, nothing changed")
+    elif summary.redone:
+        click.echo(f"shards {', '.join(summary.redone)} of the finished dataset were missing or cut short: "
+                   f"converted again from input {summary.resumed_from} on")
     elif summary.resumed_from:
         click.echo(f"resumed after {summary.resumed_from} of {summary.inputs} inputs converted by an earlier run")
     click.echo(f"images    {summary.images} in {summary.shards} shards, {summary.bytes / 2**20:.1f} MiB")

@@ -67,10 +67,40 @@ class ConvertSummary:
     seconds: float
     inputs_per_s: float  # inputs processed per second by this run
     manifest: dict = field(repr=False, default_factory=dict)
+    redone: tuple[str, ...] = ()  # shards of a finished dataset found missing or cut short, converted again
 
 
 class ConvertRefused(Exception):
     """OUT cannot take this conversion (another source, other options, not a conversion directory)."""
+
+
+class WriteFailed(RuntimeError):
+    """Writing OUT failed (a full disk, a quota, an I/O error): what was committed is kept, a rerun resumes."""
+
+
+@contextmanager
+def writing(out: Path, what: str):
+    """Turn a failed write into one line naming OUT, what was being written and the free space left: LMDB
+    reports a full disk as an I/O error at commit, Python as OSError ENOSPC/EDQUOT/EFBIG."""
+    import errno
+
+    import lmdb
+
+    try:
+        yield
+    except (OSError, lmdb.Error) as exc:
+        if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+            raise  # not a failed write (an input that went away, ...): the caller's own error
+        import shutil
+
+        try:
+            free = f"{shutil.disk_usage(out).free / 2**20:.1f} MiB free there now"
+        except OSError:
+            free = "free space unknown"
+        raise WriteFailed(
+            f"{out}: writing {what} failed ({type(exc).__name__}: {exc}; {free}); free space and rerun the same "
+            "command: committed shards are kept and the conversion resumes where it stopped"
+        ) from None
 
 
 @contextmanager
@@ -189,15 +219,22 @@ def convert(
     wanted = scan_source(source, shard_size=shard_size, image_options=image_options)
     with locked(out):
         check_state(out, wanted)
+        redone: tuple[str, ...] = ()
         if (out / fmt.MANIFEST).exists():
             manifest = fmt.read_manifest(out)
-            return summary(out, manifest, already=True, resumed=wanted["inputs"], processed=0,
-                           seconds=time.perf_counter() - t0)
+            redone = tuple(s["name"] for s in manifest["shards"] if not shard_intact(out, s))
+            if not redone:
+                return summary(out, manifest, already=True, resumed=wanted["inputs"], processed=0,
+                               seconds=time.perf_counter() - t0)
+            # not whole after all (a shard deleted or cut short since): no manifest until it is again;
+            # the conversion resumes after the last intact shard (the same input gives the same bytes)
+            (out / fmt.MANIFEST).unlink()
         committed, tail, start = convert_range(out, source, 0, wanted["inputs"], shard_size=shard_size,
                                                workers=workers, image_options=image_options, progress=progress)
-        manifest = finish(out, committed, tail, wanted)
+        with writing(out, "the dataset's tables and manifest"):
+            manifest = finish(out, committed, tail, wanted)
     return summary(out, manifest, already=False, resumed=start, processed=wanted["inputs"] - start,
-                   seconds=time.perf_counter() - t0)
+                   seconds=time.perf_counter() - t0, redone=redone)
 
 
 def open_source(src: str | Path, out: str | Path, *, format: str = "auto", **columns: str) -> tuple[Source, Path]:
@@ -256,12 +293,14 @@ def _convert_items(out: Path, source: Source, committed: list[dict], start: int,
                     tag_ids[tag] = len(tag_ids)
                     writer.new_tags.append(tag)
                 ids.append(tag_ids[tag])
-            writer.add_image(res.outcome, ids, res.item.source)
-            if len(writer) == shard_size:
-                committed.append(writer.commit_part(res.item.pos + 1))
-                writer = ConvertShard(out, len(committed), res.item.pos + 1)
+            with writing(out, f"shard {writer.name}"):
+                writer.add_image(res.outcome, ids, res.item.source)
+                if len(writer) == shard_size:
+                    committed.append(writer.commit_part(res.item.pos + 1))
+                    writer = ConvertShard(out, len(committed), res.item.pos + 1)
         if len(writer):
-            committed.append(writer.commit_part(inputs))
+            with writing(out, f"shard {writer.name}"):
+                committed.append(writer.commit_part(inputs))
             return []
         return writer.rejects
     finally:
@@ -293,8 +332,10 @@ def finish(out: Path, committed: list[dict], tail: list[dict], wanted: dict) -> 
     )  # fmt: skip
 
 
-def summary(out: Path, manifest: dict, *, already: bool, resumed: int, processed: int, seconds: float) -> ConvertSummary:
+def summary(out: Path, manifest: dict, *, already: bool, resumed: int, processed: int, seconds: float,
+            redone: tuple[str, ...] = ()) -> ConvertSummary:
     return ConvertSummary(
+        redone=redone,
         out=str(out),
         already_complete=already,
         resumed_from=resumed,
