@@ -38,7 +38,8 @@ def _open_env(path: Path) -> Any:
 
 
 def close_all() -> None:
-    """Close every environment this process opened (stores reopen on their next read)."""
+    """Close every environment this process opened (stores reopen on their next read). Never while a
+    pipeline may still read a batch source's views of the maps (loader/feed.py): closing unmaps them."""
     if _ENVS_PID == os.getpid():
         for env in _ENVS.values():
             env.close()
