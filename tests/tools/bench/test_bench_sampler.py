@@ -123,7 +123,7 @@ def test_startup_bench_skips_world_1_that_cannot_fit_and_refuses_a_dataset_that_
 
     monkeypatch.setattr(sampler_startup, "available_memory", lambda: 1000)
     # phases in this process (the skip decision is the parent's; measuring is the test above's)
-    monkeypatch.setattr(sampler_startup, "_child", lambda *a: {**sampler_startup.run_phase(*a), "peak_rss_mb": 1.0})
+    monkeypatch.setattr(sampler_startup, "_child", sampler_startup.run_phase)
     r = sampler_startup.run_startup_bench(images=5000, world=2, rank=1, classes=20, shard_size=700)
     assert r["phases"]["rank"]["pool"] > 0
     assert "needs about" in r["phases"]["world1"]["skipped"] and "rank_vs_world1" not in r
