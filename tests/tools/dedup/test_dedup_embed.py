@@ -220,3 +220,17 @@ def test_checkpoint_embeds_both_and_finds_the_identical_image(worlds, tmp_path, 
     assert (21, 3) in {(r.train, r.eval) for r in rows}  # eval 3 is train 21's file: same bytes, same features
     assert all(r.similarity >= 0.9999 for r in rows if r.by_embed)
     assert "closest first" in result.output and grid.exists()
+
+
+def test_hnsw_returns_every_neighbour_above_the_threshold_even_past_k():
+    """30 base vectors near one direction: more than the first k=8 neighbours clear the threshold."""
+    from tagstream.tools.dedup.knn import IndexPlan, build_index, range_pairs
+
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((200, 24)).astype(np.float32)
+    base[:30] = base[0] + 0.05 * rng.standard_normal((30, 24)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    index = build_index(base, IndexPlan("hnsw"))
+    rows, ids, sims = range_pairs(index, base[:1], 0.9)
+    truth = np.flatnonzero(base @ base[0] >= 0.9)
+    assert truth.size >= 30 and sorted(ids.tolist()) == truth.tolist() and (rows == 0).all()
