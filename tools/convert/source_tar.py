@@ -15,6 +15,8 @@ last one is the reject naming the damage); a missing tar of a brace pattern coun
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import json
 import lzma
@@ -32,7 +34,6 @@ from tagstream.tools.convert.tags import caption_hashtags, split_tag_cell
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")  # preferred first when a sample holds several
 READ_EXTS = frozenset(IMAGE_EXTS + ("json", "txt"))
 MEMBER_LIMIT = 1 << 30  # a member larger than this is not read into memory: its sample is rejected as too large
-_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
 # what a damaged tar (or a damaged compressed stream) raises while being read
 DAMAGE = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError, ValueError)
 
@@ -53,19 +54,48 @@ class Sample:
     members: dict[str, bytes | tarfile.TarInfo]  # extension -> bytes (read) or the member's header (not read)
 
 
-def _compressed(path: str) -> bool:
-    with storage.open_read(path, block_size=1 << 16) as f:
-        head = f.read(6)
-    return head.startswith(_COMPRESSED)
+class _EndAwareTarInfo(tarfile.TarInfo):
+    """tarfile takes an unreadable header after the first one for the end of the archive; this remembers on
+    the TarFile which header fault ended it, so a damaged tar is not read as a shorter one."""
+
+    @classmethod
+    def fromtarfile(cls, tf):
+        try:
+            return super().fromtarfile(tf)
+        except tarfile.HeaderError as exc:
+            tf.end_fault = type(exc).__name__
+            raise
+
+
+# compressed tars are decompressed here rather than by tarfile, whose stream mode takes a cut stream for the end
+_DECOMPRESSORS = (
+    (b"\x1f\x8b", lambda f: gzip.GzipFile(fileobj=f, mode="rb")),
+    (b"BZh", lambda f: bz2.BZ2File(f, "rb")),
+    (b"\xfd7zXZ\x00", lambda f: lzma.LZMAFile(f, "rb")),
+)
 
 
 @contextmanager
 def open_tar(path: str, *, stream: bool):
-    """A TarFile over a local path or URL: streamed ("r|*", data read in order) or seekable ("r:*", headers
-    read, data skipped by seeking; for the scan of local files)."""
+    """A TarFile over a local path or URL: streamed ("r|", data read in order) or seekable ("r:", headers read,
+    data skipped by seeking: the scan of a local plain tar). Compressed tars are always streamed."""
     with storage.open_read(path) as raw:
-        with tarfile.open(fileobj=raw, mode="r|*" if stream else "r:*") as tf:
-            yield tf
+        head = raw.peek(6)[:6]
+        opener = next((o for magic, o in _DECOMPRESSORS if head.startswith(magic)), None)
+        if opener is None:
+            with tarfile.open(fileobj=raw, mode="r|" if stream else "r:", tarinfo=_EndAwareTarInfo) as tf:
+                yield tf
+        else:
+            with opener(raw) as plain, tarfile.open(fileobj=plain, mode="r|", tarinfo=_EndAwareTarInfo) as tf:
+                yield tf
+
+
+def end_problem(tf: tarfile.TarFile) -> str | None:
+    """Why a tar whose members were all read did not end properly (a damaged or cut header), or None."""
+    fault = getattr(tf, "end_fault", None)
+    if fault in (None, "EOFHeaderError", "EmptyHeaderError"):  # the end-of-archive zero block, or end of file
+        return None
+    return f"no valid tar header at byte {tf.offset} ({fault}): the rest of the tar cannot be read"
 
 
 def samples(tf: tarfile.TarFile, *, read: frozenset[str] = frozenset(), skip: int = 0, hasher=None) -> Iterator[Sample]:
@@ -93,19 +123,6 @@ def samples(tf: tarfile.TarFile, *, read: frozenset[str] = frozenset(), skip: in
         yield Sample(key, number, members)
 
 
-def tail_problem(path: str, offset: int, size: int) -> str | None:
-    """Why a tar whose reader stopped at `offset` is damaged, or None when it ended properly: tarfile takes
-    an unreadable header after the first one for the end of the archive, so look at that header ourselves."""
-    if offset >= size:
-        return None
-    with storage.open_read(path, block_size=1 << 16) as f:
-        f.seek(offset)
-        block = f.read(tarfile.BLOCKSIZE)
-    if not block.strip(b"\0"):
-        return None
-    return f"no valid tar header at byte {offset} of {size}: the rest of the tar cannot be read"
-
-
 @dataclass
 class TarScan:
     """What the scan learned about one tar."""
@@ -128,12 +145,10 @@ def scan_tar(path: str, hasher) -> TarScan:
         return TarScan(path, None, 0, "no such file")
     count = 0
     try:
-        compressed = _compressed(path)
-        with open_tar(path, stream=compressed or storage.local_path(path) is None) as tf:
+        with open_tar(path, stream=storage.local_path(path) is None) as tf:
             for _ in samples(tf, hasher=hasher):
                 count += 1
-            end = tf.offset
-        damage = None if compressed else tail_problem(path, end, size)
+            damage = end_problem(tf)
         if damage is not None and count:  # the sample being read when the damage began may miss members
             count -= 1
     except (storage.StorageError, FileNotFoundError, PermissionError):
