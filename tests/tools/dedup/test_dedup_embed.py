@@ -232,5 +232,6 @@ def test_hnsw_returns_every_neighbour_above_the_threshold_even_past_k():
     base /= np.linalg.norm(base, axis=1, keepdims=True)
     index = build_index(base, IndexPlan("hnsw"))
     rows, ids, sims = range_pairs(index, base[:1], 0.9)
+    assert (sims >= 0.9).all()
     truth = np.flatnonzero(base @ base[0] >= 0.9)
     assert truth.size >= 30 and sorted(ids.tolist()) == truth.tolist() and (rows == 0).all()
