@@ -22,14 +22,6 @@ from tagstream.tools.cli import main as cli
 from tests.helpers.train_fakes import fake_factory, fake_run_config
 
 
-def _losses(out) -> dict[int, float]:
-    steps = {}
-    for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()):
-        if r["kind"] == "train":
-            steps.update({r["first_step"] + i: loss for i, loss in enumerate(r["losses"])})
-    return steps
-
-
 def _flip_weight_bytes(path, count: int = 64) -> None:
     """Flip `count` bytes in the middle of the largest tensor's storage inside the checkpoint file."""
     state = torch.load(path, weights_only=True)
