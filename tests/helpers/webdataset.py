@@ -87,3 +87,15 @@ def write_collection(root: Path) -> dict[str, Path]:
         })
         pq.write_table(table, root / "tables" / f"{part:05d}.parquet", row_group_size=5)
     return {"jsonl": root / "c.jsonl", "tars": root / "tars", "parquet": root / "tables", "count": n}
+
+
+def item_image(item) -> bytes | None:
+    """The image bytes a source Item stands for: carried (streamed tars, Parquet) or at a local tar's offset."""
+    if item.data is not None:
+        return item.data
+    if item.member is not None:
+        path, offset, size = item.member
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(size)
+    return None

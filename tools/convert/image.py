@@ -276,6 +276,20 @@ def check_image_bytes(data: bytes, options: ImageOptions) -> bytes | Rejected:
     return data
 
 
+def read_member(tar: str, offset: int, size: int, options: ImageOptions) -> bytes | Rejected:
+    """An image member of a local tar, read at its offset (the converter's main process only walked the headers)."""
+    if size > options.max_file_bytes:
+        return Rejected("file_too_large", f"{size} bytes > --max-file-bytes {options.max_file_bytes}")
+    try:
+        with open(tar, "rb") as f:
+            data = os.pread(f.fileno(), size, offset)
+    except OSError as exc:
+        return Rejected("unreadable_file", f"{type(exc).__name__}: {exc}")
+    if len(data) != size:
+        return Rejected("truncated", f"tar member of {size} bytes at byte {offset}: only {len(data)} bytes there")
+    return check_image_bytes(data, options)
+
+
 def read_image(path: str, options: ImageOptions) -> bytes | Rejected:
     """The bytes of an image file or object (an fsspec URL); a storage fault after its retries is raised
     (StorageError: the conversion stops and resumes on a rerun), never taken for a bad image."""
@@ -300,7 +314,12 @@ def process_item(item: Item, options: ImageOptions) -> ItemResult:
     """Worker entry: one input -> accepted image with canonical tags, or a rejection with its reason."""
     if item.error is not None:
         return ItemResult(item, Rejected(item.reason, item.error), ())
-    data = check_image_bytes(item.data, options) if item.data is not None else read_image(item.image, options)
+    if item.data is not None:
+        data = check_image_bytes(item.data, options)
+    elif item.member is not None:
+        data = read_member(*item.member, options)
+    else:
+        data = read_image(item.image, options)
     if isinstance(data, Rejected):
         return ItemResult(item, data, ())
     return ItemResult(item, validate_image(data, options), tuple(canonical_tags(item.tags)))

@@ -32,7 +32,8 @@ from tagstream.tools.convert.sources import RAW_LIMIT, TAR_SUFFIXES, Item, Sourc
 from tagstream.tools.convert.tags import caption_hashtags, split_tag_cell
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")  # preferred first when a sample holds several
-READ_EXTS = frozenset(IMAGE_EXTS + ("json", "txt"))
+TEXT_EXTS = frozenset(("json", "txt"))
+READ_EXTS = TEXT_EXTS | frozenset(IMAGE_EXTS)
 MEMBER_LIMIT = 1 << 30  # a member larger than this is not read into memory: its sample is rejected as too large
 # what a damaged tar (or a damaged compressed stream) raises while being read
 DAMAGE = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError, ValueError)
@@ -84,9 +85,11 @@ def open_tar(path: str, *, stream: bool):
         opener = next((o for magic, o in _DECOMPRESSORS if head.startswith(magic)), None)
         if opener is None:
             with tarfile.open(fileobj=raw, mode="r|" if stream else "r:", tarinfo=_EndAwareTarInfo) as tf:
+                tf.seekable = not stream
                 yield tf
         else:
             with opener(raw) as plain, tarfile.open(fileobj=plain, mode="r|", tarinfo=_EndAwareTarInfo) as tf:
+                tf.seekable = False
                 yield tf
 
 
@@ -201,13 +204,15 @@ class TarSource:
         error = tar.damage
         if produced < tar.samples:
             try:
-                with open_tar(tar.path, stream=True) as tf:
-                    for sample in samples(tf, read=READ_EXTS, skip=skip):
+                # a local plain tar is walked by its headers: the workers read each image member themselves
+                with open_tar(tar.path, stream=storage.local_path(tar.path) is None) as tf:
+                    by_reference = str(storage.local_path(tar.path)) if tf.seekable else None
+                    for sample in samples(tf, read=TEXT_EXTS if by_reference else READ_EXTS, skip=skip):
                         if sample.number < skip:
                             continue
                         if produced >= tar.samples:  # more than the scan saw: left to a rerun, which refuses
                             break
-                        yield self._item(base + produced, name, sample)
+                        yield self._item(base + produced, name, sample, by_reference)
                         produced += 1
             except (storage.StorageError, FileNotFoundError, PermissionError):
                 raise
@@ -218,7 +223,7 @@ class TarSource:
             reason = "missing_file" if tar.size is None else "damaged_file"
             yield Item(base + k, k + 1, what, what, (), "", error or "the tar ended early", reason)
 
-    def _item(self, pos: int, name: str, s: Sample) -> Item:
+    def _item(self, pos: int, name: str, s: Sample, tar: str | None) -> Item:
         o = self.options
         where = f"{name}:{s.key}"
         line = s.number + 1
@@ -246,7 +251,10 @@ class TarSource:
             return Item(pos, line, raw, where, (), "", f"sample {s.key} has no {'/'.join(IMAGE_EXTS)} member (members: {have})",
                         "no_image")
         image = s.members[ext]
-        if isinstance(image, tarfile.TarInfo):
+        member = None
+        if isinstance(image, tarfile.TarInfo) and tar is not None and image.size <= MEMBER_LIMIT:
+            member, image = (tar, image.offset_data, image.size), None
+        elif isinstance(image, tarfile.TarInfo):
             return Item(pos, line, raw, f"{where}.{ext}", (), "", f"image member of {image.size} bytes (over {MEMBER_LIMIT})",
                         "file_too_large")
         tags = meta.get(o.tags_field, []) if o.tags_field else []
@@ -272,4 +280,4 @@ class TarSource:
         if not all(_utf8_ok(t) for t in (caption, sid, *tags)):
             return Item(pos, line, raw, where, (), "", "the sample holds text that is not valid Unicode (a lone surrogate)")
         raw_tags = tuple(tags) + tuple(caption_hashtags(caption))
-        return Item(pos, line, raw, f"{where}.{ext}", raw_tags, sid, data=image)
+        return Item(pos, line, raw, f"{where}.{ext}", raw_tags, sid, data=image, member=member)

@@ -57,6 +57,7 @@ class Item:
     error: str | None = None
     reason: str = "bad_metadata"  # why an Item with `error` is rejected (image.REJECT_REASONS)
     data: bytes | None = None  # the image bytes, when the input holds them (tars, binary Parquet columns)
+    member: tuple[str, int, int] | None = None  # (local tar, offset, size) of the image: read by the worker itself
 
 
 @dataclass(frozen=True)
