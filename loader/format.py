@@ -193,12 +193,17 @@ def unpack_record(value: bytes) -> dict[str, Any]:
 
 _IMAGE_HEAD = b"\x83\xa5image"  # pack_record's map: 3 entries, "image" first (msgpack keeps the dict's order)
 _BIN_LENGTH_BYTES = {0xC4: 1, 0xC5: 2, 0xC6: 4}  # msgpack bin 8 / bin 16 / bin 32
+_BIN32_HEAD = struct.Struct(">8sI")  # the head of a record whose image is a bin 32 (over 64 KiB: most photos)
 
 
 def image_span(value: bytes | memoryview) -> tuple[int, int] | None:
     """(offset, length) of the image bytes inside a record laid out as pack_record writes it, found
     without parsing the rest (so the image can be handed on as a view, uncopied); None for any other
     layout or a length past the value's end, which the caller then parses with unpack_record."""
+    if len(value) >= 12:  # the common case in one C call (~0.2 µs; this runs per sample on the GPU path)
+        head, length = _BIN32_HEAD.unpack_from(value)
+        if head == _IMAGE_HEAD + b"\xc6":
+            return (12, length) if 12 + length <= len(value) else None
     head = bytes(value[:12])
     if head[:7] != _IMAGE_HEAD or len(head) < 8 or head[7] not in _BIN_LENGTH_BYTES:
         return None

@@ -179,24 +179,22 @@ class ShardStore:
         keys = local.astype(">u8").tobytes()
         txns: dict[int, Any] = {}
         buffers: list[memoryview] = []
-        for i, (shard, index) in enumerate(zip(shards.tolist(), np.asarray(indices).tolist())):
+        span_of = fmt.image_span
+        for i, shard in enumerate(shards.tolist()):  # per sample: keep this loop lean (~1.5 µs a pass)
             txn = txns.get(shard)
             if txn is None:
                 txn = txns[shard] = self._env(shard).begin(buffers=True)
             try:
                 value = txn.get(keys[8 * i : 8 * i + 8])
             except Exception as exc:  # lmdb.Error subclasses on damaged pages
-                raise fmt.FormatError(f"{self.dataset.root}: {self.where(index)}: LMDB read failed ({type(exc).__name__}: {exc})") from None
+                raise fmt.FormatError(f"{self.dataset.root}: {self.where(int(indices[i]))}: LMDB read failed ({type(exc).__name__}: {exc})") from None
             if value is None:
-                raise fmt.FormatError(f"{self.dataset.root}: shard {self.dataset.shard_names[shard]} has no key {local[i]} (image {index})")
-            span = fmt.image_span(value)
-            if span is None:
-                image = memoryview(self.read_image(index))
-            else:
-                image = value[span[0] : span[0] + span[1]]
+                raise fmt.FormatError(f"{self.dataset.root}: shard {self.dataset.shard_names[shard]} has no key {local[i]} (image {indices[i]})")
+            span = span_of(value)
+            image = memoryview(self.read_image(int(indices[i]))) if span is None else value[span[0] : span[0] + span[1]]
             if len(image) < 2 or image[0] != 0xFF or image[1] != 0xD8:
                 what = "empty image bytes" if len(image) == 0 else "image is not a JPEG"
-                raise fmt.FormatError(f"{self.dataset.root}: {self.where(index)}: {what}")
+                raise fmt.FormatError(f"{self.dataset.root}: {self.where(int(indices[i]))}: {what}")
             buffers.append(image)
         return buffers, list(txns.values())
 
