@@ -77,7 +77,7 @@ def write_collection(root: Path) -> dict[str, Path]:
         write_tar(root / "tars" / f"{t:05d}.tar", [m for i in range(start, start + count) for m in sample_members(i)])
         start += count
     cut = 12
-    for part, rows in enumerate((range(0, cut), range(cut, n))):
+    for part, rows in enumerate((range(cut), range(cut, n))):
         table = pa.table({
             "jpg": pa.array([image_bytes(i)[1] for i in rows], pa.binary()),
             "tags": [record(i)["tags"] for i in rows],

@@ -19,8 +19,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from tagstream.tools.bench.convert_inputs import TAR_SAMPLES, TARS, input_rows, warm, write_source_tars
+from tagstream.tools.bench.convert_inputs import (
+    TAR_SAMPLES,
+    TARS,
+    input_rows,
+    warm,
+    write_source_tars,
+)
 from tagstream.tools.convert.engine import convert
 from tagstream.tools.convert.image import ImageOptions
 from tagstream.tools.convert.merge import merge

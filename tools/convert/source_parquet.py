@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tagstream.loader import storage
 from tagstream.tools.convert.source_paths import display_name, expand, file_size
-from tagstream.tools.convert.sources import PARQUET_SUFFIXES, RAW_LIMIT, Item, SourceOptions, _utf8_ok
+from tagstream.tools.convert.sources import (
+    PARQUET_SUFFIXES,
+    RAW_LIMIT,
+    Item,
+    SourceOptions,
+    _utf8_ok,
+)
 from tagstream.tools.convert.tags import caption_hashtags, split_tag_cell
 
 ERROR_COLUMN = "error_message"  # img2dataset's explanation of a failed download

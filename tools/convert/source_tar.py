@@ -1,4 +1,9 @@
-"""WebDataset / img2dataset tar shards as a conversion source, streamed (tarfile "r|*"), never unpacked to disk.
+"""WebDataset / img2dataset tar shards as a conversion source, read in order and never unpacked to disk.
+
+A remote or compressed tar is streamed (tarfile "r|"; compressed ones decompressed here), the images' bytes
+carried by the Items. A local plain tar is walked by its headers (tarfile "r:", the image data skipped by
+seeking) and each image handed to the workers as (tar, offset, size), which they read themselves: the
+converter's one main process then moves no image bytes but the results'.
 
 A sample is a run of consecutive members with the same key (the member name up to the first dot of its
 basename, folders included), as webdataset groups them: `000123.jpg` + `000123.json` + `000123.txt`. The
@@ -28,7 +33,13 @@ from dataclasses import dataclass
 
 from tagstream.loader import storage
 from tagstream.tools.convert.source_paths import display_name, expand, file_size
-from tagstream.tools.convert.sources import RAW_LIMIT, TAR_SUFFIXES, Item, SourceOptions, _utf8_ok
+from tagstream.tools.convert.sources import (
+    RAW_LIMIT,
+    TAR_SUFFIXES,
+    Item,
+    SourceOptions,
+    _utf8_ok,
+)
 from tagstream.tools.convert.tags import caption_hashtags, split_tag_cell
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")  # preferred first when a sample holds several

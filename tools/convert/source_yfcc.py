@@ -23,15 +23,21 @@ import bz2
 import hashlib
 import os
 import tarfile
-from dataclasses import replace
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from urllib.parse import unquote_plus
 
 from tagstream.loader import storage
 from tagstream.tools.convert.source_paths import expand, file_size, is_pattern
-from tagstream.tools.convert.source_tar import DAMAGE, IMAGE_EXTS, TAR_SUFFIXES, open_tar, samples, split_key
+from tagstream.tools.convert.source_tar import (
+    DAMAGE,
+    IMAGE_EXTS,
+    TAR_SUFFIXES,
+    open_tar,
+    samples,
+)
 from tagstream.tools.convert.sources import RAW_LIMIT, Item, SourceOptions
 
 # columns of each layout: photo id, photo hash (None: absent), user tags, machine tags, photo/video marker

@@ -23,7 +23,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from tagstream.loader import storage
-from tagstream.tools.convert.source_paths import is_pattern
+from tagstream.tools.convert.source_paths import (  # noqa: F401 - detect_format and the suffixes are used from here
+    CSV_SUFFIXES,
+    FORMATS,
+    JSONL_SUFFIXES,
+    PARQUET_SUFFIXES,
+    TAR_SUFFIXES,
+    detect_format,
+    is_pattern,
+)
 from tagstream.tools.convert.tags import caption_hashtags, split_tag_cell
 
 # format name -> "module:class" of its reader (None: read by Source itself)
@@ -35,11 +43,6 @@ READERS = {
     "parquet": "tagstream.tools.convert.source_parquet:ParquetSource",
     "yfcc": "tagstream.tools.convert.source_yfcc:YfccSource",
 }
-FORMATS = ("auto", *READERS)
-JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
-CSV_SUFFIXES = (".csv", ".tsv")
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")  # compressed tars are streamed; only plain ones are seekable on resume
-PARQUET_SUFFIXES = (".parquet",)
 RAW_LIMIT = 2000  # characters of an input line kept in rejects.jsonl
 
 
@@ -90,58 +93,6 @@ class SourceOptions:
         if unknown:
             raise ValueError(f"unknown source option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
         return cls(**options)
-
-
-def _suffix_format(name: str) -> str | None:
-    lower = name.lower().rstrip("/")
-    for suffixes, kind in ((TAR_SUFFIXES, "tar"), (PARQUET_SUFFIXES, "parquet"), (JSONL_SUFFIXES, "jsonl"),
-                           (CSV_SUFFIXES, "csv")):
-        if lower.endswith(suffixes):
-            return kind
-    return None
-
-
-def _folder_format(path: Path) -> str:
-    """A local directory: tars or Parquet files at its top level make it that kind, else an ImageFolder."""
-    names = [p.name.lower() for p in path.iterdir() if p.is_file()]
-    for suffixes, kind in ((TAR_SUFFIXES, "tar"), (PARQUET_SUFFIXES, "parquet")):
-        if any(n.endswith(suffixes) for n in names):
-            return kind
-    return "imagefolder"
-
-
-def detect_format(src: str | Path, fmt: str = "auto") -> str:
-    """Resolve --format auto from what SRC is; ValueError names the bad value and the allowed set."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown input format {fmt!r}; allowed: {', '.join(FORMATS)}")
-    spec = str(src)
-    local = storage.local_path(spec)
-    if local is None or is_pattern(spec):  # a URL or a pattern: its files are listed by the reader
-        if fmt in ("imagefolder",) or (fmt == "auto" and _suffix_format(spec) is None):
-            raise ValueError(f"{storage.redact(spec)}: a URL or a pattern needs --format tar, parquet, jsonl, csv "
-                             f"or yfcc (auto knows names ending in .tar, .parquet, .jsonl, .csv, .tsv)")
-        return fmt if fmt != "auto" else _suffix_format(spec)
-    src = local
-    if not src.exists():
-        raise ValueError(f"source {src} does not exist")
-    if not src.is_dir() and not src.is_file():  # a FIFO would hang the scan (which reads it) and cannot be read twice
-        raise ValueError(f"source {src} is not a regular file or a directory (a FIFO, socket or device); copy it to a file")
-    if fmt in ("imagefolder", "jsonl", "csv", "yfcc"):
-        if (fmt == "imagefolder") != src.is_dir():
-            raise ValueError(f"--format {fmt} needs a {'directory' if fmt == 'imagefolder' else 'file'}, got {src}")
-        return fmt
-    if fmt != "auto":
-        return fmt
-    if src.is_dir():
-        return _folder_format(src)
-    kind = _suffix_format(src.name)
-    if kind is None:
-        raise ValueError(
-            f"cannot tell the format of {src} from its name (suffix {src.suffix.lower()!r}); use --format "
-            f"{'|'.join(READERS)} (auto knows directories, "
-            f"{'/'.join(TAR_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES + CSV_SUFFIXES)})"
-        )
-    return kind
 
 
 def _utf8_ok(text: str) -> bool:

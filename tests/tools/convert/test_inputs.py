@@ -94,7 +94,7 @@ def test_inspect_shows_kind_and_rejects(collection, tmp_path):
     by_reason = report["rejects"]["by_reason"]
     assert set(by_reason) == {"damaged_file", "too_small"} and by_reason["damaged_file"] == 1
     text = CliRunner().invoke(main, ["inspect", str(out)]).output
-    assert re.search(r"^\s+format\s+tar$", text, re.M) and re.search(r"^\s+damaged_file\s+1$", text, re.M)
+    assert re.search(r"^\s+format\s+tar$", text, re.MULTILINE) and re.search(r"^\s+damaged_file\s+1$", text, re.MULTILINE)
 
 
 def test_synth_as_tar_converts_like_its_jsonl(tmp_path):

@@ -11,7 +11,13 @@ import pytest
 from tagstream.tools.convert.source_paths import braceexpand
 from tagstream.tools.convert.sources import Source, detect_format
 
-from tests.helpers.webdataset import add_member, image_bytes, item_image, sample_members, write_tar
+from tests.helpers.webdataset import (
+    add_member,
+    image_bytes,
+    item_image,
+    sample_members,
+    write_tar,
+)
 
 
 def items(src, fmt="auto", **options) -> list:
