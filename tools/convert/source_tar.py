@@ -96,11 +96,11 @@ def open_tar(path: str, *, stream: bool):
         opener = next((o for magic, o in _DECOMPRESSORS if head.startswith(magic)), None)
         if opener is None:
             with tarfile.open(fileobj=raw, mode="r|" if stream else "r:", tarinfo=_EndAwareTarInfo) as tf:
-                tf.seekable = not stream
+                tf.seekable, tf.compressed = not stream, False
                 yield tf
         else:
             with opener(raw) as plain, tarfile.open(fileobj=plain, mode="r|", tarinfo=_EndAwareTarInfo) as tf:
-                tf.seekable = False
+                tf.seekable, tf.compressed = False, True
                 yield tf
 
 

@@ -164,7 +164,10 @@ class YfccSource:
         if found[0] == "file":
             return Item(pos, lineno, raw, found[1], tuple(tags), photo)
         _, tar, offset, size, ext = found
-        return Item(pos, lineno, raw, f"{tar}:{photo}.{ext}", tuple(tags), photo, data=self._read_member(tar, offset, size))
+        where = f"{tar}:{photo}.{ext}"
+        if storage.local_path(tar) is not None:  # the worker reads it at its offset
+            return Item(pos, lineno, raw, where, tuple(tags), photo, member=(str(storage.local_path(tar)), offset, size))
+        return Item(pos, lineno, raw, where, tuple(tags), photo, data=self._read_member(tar, offset, size))
 
     # ---- the images ----
     def _index_images(self, h) -> dict[str, tuple]:
@@ -175,16 +178,26 @@ class YfccSource:
                 stem = rel.rsplit("/", 1)[-1].split(".", 1)[0]
                 index.setdefault(stem, ("file", storage.join(self.options.images, rel)))
             return index
+        compressed: list[str] = []
         for tar in expand(self.options.images, TAR_SUFFIXES):
-            h.update(f"{tar}\0{file_size(tar)}\n".encode("utf-8", "surrogateescape"))
+            size = file_size(tar)
+            h.update(f"{tar}\0{size}\n".encode("utf-8", "surrogateescape"))
+            if size is None:  # a missing tar of a brace pattern: its photos are rejected as missing
+                continue
             try:
                 with open_tar(tar, stream=storage.local_path(tar) is None) as tf:
+                    if tf.compressed:
+                        compressed.append(tar)
+                        continue
                     for s in samples(tf, read=frozenset({"json"}), hasher=h):
                         self._index_sample(index, tar, s)
             except (storage.StorageError, FileNotFoundError, PermissionError):
                 raise
             except DAMAGE as exc:  # the images after the damage are missing: their photos are rejected as such
                 h.update(f"damaged {type(exc).__name__}\n".encode())
+        if compressed:
+            raise ValueError(f"{storage.redact(compressed[0])}: images in a compressed tar cannot be read by position; "
+                             "decompress the tars first")
         return index
 
     def _index_sample(self, index: dict, tar: str, s) -> None:

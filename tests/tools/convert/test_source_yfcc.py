@@ -11,7 +11,7 @@ from tagstream.tools.convert import source_yfcc
 from tagstream.tools.convert.engine import convert
 from tagstream.tools.convert.sources import Source
 
-from tests.helpers.webdataset import image_bytes, write_tar
+from tests.helpers.webdataset import image_bytes, item_image, write_tar
 
 
 def yfcc_line(i: int, *, layout: int = 25, video: bool = False) -> str:
@@ -66,13 +66,16 @@ def test_bz2_marks_and_tar_images(tmp_path, monkeypatch):
     for meta in ("meta.tsv", "meta.bz2"):
         source = Source(tmp_path / meta, "yfcc", images=str(tmp_path / "images.tar"), id_field="photoid")
         count, _ = source.scan()
-        every = [(i.pos, i.line, i.error, i.data) for i in source.items()]
+        every = [(i.pos, i.line, i.error, item_image(i)) for i in source.items()]
         for start in range(count + 1):
-            assert [(i.pos, i.line, i.error, i.data) for i in source.items(start)] == every[start:]
+            assert [(i.pos, i.line, i.error, item_image(i)) for i in source.items(start)] == every[start:]
         runs.append(every)
     assert runs[0] == runs[1] and len(source._reader.marks) == 0  # bz2 is read from its start
     assert [e is None for _, _, e, _ in runs[0]] == [i in (0, 1, 3, 7) for i in range(10)]
     assert runs[0][3][3] == image_bytes(3)[1]
+    summary = convert(tmp_path / "meta.bz2", tmp_path / "ds", format="yfcc", images=str(tmp_path / "images.tar"),
+                      id_field="photoid")
+    assert (summary.images, summary.rejected) == (4, {"missing_file": 6})
     with pytest.raises(ValueError, match="--id-field"):
         Source(tmp_path / "meta.tsv", "yfcc", images=str(tmp_path / "images.tar"))
     with pytest.raises(ValueError, match="needs --images"):
