@@ -18,7 +18,7 @@ from tagstream.loader.partitions import working_worlds
 from tagstream.loader.pipeline import GPU_MAX_PIXELS, EvalPlan, PlanSource, build_pipeline, start, stop
 from tagstream.loader.prefetch import start_prefetch
 from tagstream.loader.storage import StorageError
-from tagstream.loader.store import ShardStore
+from tagstream.loader.store import ShardStore, check_shard_files
 from tagstream.loader.vocab import Vocab
 
 STATE_KEYS = ("epoch", "step", "mode", "seed", "batch_size", "rank", "world", "batches", "partitions", "global_batch")
@@ -114,6 +114,8 @@ class DaliLoader:
         for key in ("mode", "seed", "partitions", "global_batch", "batches"):
             if key in state and state[key] != mine[key]:
                 hint = ""
+                if key == "global_batch":
+                    hint = f" (batch_size={self.config.batch_size} x world={self.world})"
                 if key == "partitions" and state[key]:
                     hint = f": build the loader with partitions={state[key]} on a world size dividing it ({', '.join(map(str, working_worlds(state[key])))})"
                 raise ValueError(f"loader state has {key}={state[key]!r} but this loader has {key}={mine[key]!r}{hint}")
@@ -250,7 +252,13 @@ class DaliLoader:
         b = self.config.batch_size
         lo = self.step * b
         hi = min(self.batches * b, lo + (self.config.prefetch + 2) * b)
-        for index in self._plan.plan(self.epoch, lo, hi):
+        in_flight = self._plan.plan(self.epoch, lo, hi)
+        shards, _ = self.dataset.locate(in_flight[in_flight >= 0])
+        here = [k for k in sorted(set(shards.tolist())) if self.dataset.mirror is None or self.dataset.shard_path(k).exists()]
+        cut = check_shard_files(self.dataset, here)  # a shard truncated (or deleted) under a reader
+        if cut is not None:
+            return cut
+        for index in in_flight:
             if index < 0:
                 continue
             try:
