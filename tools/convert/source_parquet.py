@@ -57,6 +57,10 @@ class ParquetSource:
     """Reader of Parquet tables for tools/convert/sources.Source (see the module docstring)."""
 
     def __init__(self, spec: str, options: SourceOptions):
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            raise ValueError("reading Parquet needs pyarrow: pip install 'tagstream[parquet]'") from None
         self.spec = spec
         self.options = options
         self.tables: list[TableScan] | None = None
