@@ -93,6 +93,7 @@ class ShardStore:
         self.dataset = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
         self._pid = -1
         self._envs: dict[int, Any] = {}
+        self._fds: dict[int, int] = {}  # each open shard's data.mdb, to see it cut short under the map (fstat)
         self._starts: list[int] = [int(v) for v in self.dataset.shard_starts]
 
     def __getstate__(self) -> dict:
@@ -107,8 +108,19 @@ class ShardStore:
             # inherited handles belong to the parent; never use (or close) them here
             self._pid = os.getpid()
             self._envs = {}
+            self._fds = {}
         env = self._envs.get(shard)
-        if env is None:
+        if env is not None:
+            # once per call (a sample on the CPU path, a shard's share of a batch on the batch path), ~0.3 us:
+            # a file truncated under LMDB's map would kill this process with SIGBUS at the next read past its
+            # end; seen here, it is an error naming the shard (only a truncation racing this very read is not)
+            size = os.fstat(self._fds[shard]).st_size
+            if size != self.dataset.shards[shard]["bytes"]:
+                raise fmt.FormatError(
+                    f"{self.dataset.shard_path(shard) / 'data.mdb'}: shard {self.dataset.shard_names[shard]} was cut "
+                    f"to {size} bytes while being read (the manifest says {self.dataset.shards[shard]['bytes']})"
+                )
+        else:
             path = self.dataset.ensure_shard(shard)  # a remote dataset's shard: downloaded and verified first
             check_shard_file(self.dataset, shard)
             try:
@@ -119,6 +131,7 @@ class ShardStore:
                     "run `tagstream verify` on the dataset"
                 ) from None
             self._envs[shard] = env
+            self._fds[shard] = os.open(path / "data.mdb", os.O_RDONLY | os.O_CLOEXEC)
         return env
 
     @property
@@ -200,4 +213,8 @@ class ShardStore:
 
     def close(self) -> None:
         """Forget this store's handles; the process-wide environments stay open for other stores."""
+        if self._pid == os.getpid():
+            for fd in self._fds.values():
+                os.close(fd)
         self._envs = {}
+        self._fds = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,3 +202,45 @@ def test_truncated_shard_under_a_rewritten_manifest_is_named_not_a_signal(ds):
     assert done.returncode == 1, (done.returncode, done.stderr[-400:])
     last = done.stderr.strip().splitlines()[-1]
     assert "FormatError" in last and "shard 00001 is cut short: LMDB's meta page says" in last
+
+
+_TRAIN_THEN_TRUNCATE = """
+import sys
+from pathlib import Path
+from tagstream.loader import LoaderConfig, build_loader
+from tests.helpers.damage import data_file, truncate
+from tests.helpers.datasets import make_index_dataset
+
+ds = make_index_dataset(Path(sys.argv[1]) / "ds", n=64, shard_size=48)
+config = LoaderConfig(dataset=str(ds.root), vocab="v", batch_size=4, image_size=16, workers=1, threads=1, prefetch=1,
+                      mode="eval", cpu_decoder=sys.argv[2])
+batches = iter(build_loader(config))
+next(batches)
+truncate(data_file(ds.root, "00000"), 8192)  # cut under the readers' maps, mid-epoch
+for _ in batches:
+    pass
+print("no error")
+"""
+
+
+def test_a_shard_cut_short_after_the_store_opened_it_is_named(ds):
+    code = _read_all(ds).replace("for i in", "s.read_image(0)\nimport os\nos.truncate({!r}, 8192)\nfor i in".format(
+        str(data_file(ds, "00000"))))
+    done = run_python(code)
+    assert done.returncode == 1, (done.returncode, done.stderr[-400:])
+    assert "shard 00000 was cut to 8192 bytes while being read" in done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("decoder", ["dali"])  # DALI's CPU decoder: the batch read runs in the main process
+def test_a_shard_cut_short_while_the_loader_runs_is_named(tmp_path, decoder):
+    """Was: SIGBUS (rc 135) in the process reading LMDB's map past the new end of the file. The store checks
+    the file's size (fstat) at each read; only a truncation racing one read could still be a signal."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _TRAIN_THEN_TRUNCATE, str(tmp_path), decoder], capture_output=True,
+                          text=True, timeout=110, cwd=str(Path(__file__).parents[2]))
+    assert done.returncode == 1, (done.returncode, done.stdout[-300:], done.stderr[-600:])
+    last = done.stderr.strip().splitlines()[-1]
+    assert "FormatError" in last and "shards/00000.lmdb/data.mdb: shard 00000" in last and "8192 bytes" in last
