@@ -10,7 +10,6 @@ The mask holds exactly the training images of the reported pairs.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +29,6 @@ from tagstream.tools.dedup.knn import cosine_join
 from tagstream.tools.dedup.pairs import mask_paths, merge, write_pairs
 from tagstream.tools.dedup.report import contamination
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 METHODS = ("hash", "embed", "both")
 
 
@@ -48,8 +46,7 @@ def eval_labels(against: Sequence[Path]) -> list[str]:
 
 
 def _check(name: str, method: str, max_distance: int, against: Sequence, embedding: EmbedMethod | None) -> None:
-    if not NAME_PATTERN.match(name or ""):
-        raise ValueError(f"mask name {name!r} is not allowed: use letters, digits, '_', '.', '-' (not starting with '.')")
+    fmt.check_name(name, "mask")  # one rule for every name inside a dataset (fullmatch: no trailing newline)
     if method not in METHODS:
         raise ValueError(f"method {method!r} is not one of {METHODS}")
     if not isinstance(max_distance, int) or not 0 <= max_distance <= kdedup.MAX_DISTANCE:

@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.sampling import RankSampler, eligibility
 from tagstream.loader.vocab import Vocab
+from tagstream.tools.inspection.text import printable
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def format_sampling_report(r: SamplingReport, *, rows: int = 10) -> str:
     empty = len(r.names) - present.size
     if empty:
         lines.append(f"{empty} classes have no eligible image (never drawn)")
-    return "\n".join(lines)
+    return printable("\n".join(lines))  # tags are user data: no terminal control reaches the screen
 
 
 def plot_sampling(r: SamplingReport, path: str | Path) -> Path:

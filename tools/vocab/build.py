@@ -12,7 +12,6 @@ the raw-tag CSR, one shard chunk at a time (a mapping raw tag -> class, then sor
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.vocab import VocabClass, write_vocab
 from tagstream.tools.convert.tags import canonical_tag
+from tagstream.tools.inspection.text import printable
 from tagstream.tools.vocab.lists import file_digest, read_synonyms, read_taglist
 from tagstream.tools.vocab.merge import (
     EXAMPLES,
@@ -45,7 +45,6 @@ ORDER = (
     "per-image labels CSR (sorted unique class ids)",
 )
 DROP_REASONS = ("no_images", "stoplist", "not_in_keep", "min_count", "top_k")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 CHUNK_IMAGES = 1 << 20
 
 
@@ -178,8 +177,7 @@ def _saved_options(options: VocabOptions) -> dict:
 
 def build_vocab(root: str | Path, name: str, options: VocabOptions, *, force: bool = False) -> VocabResult:
     """Build and write vocab/NAME/ of the dataset at root; returns where and the report. Shards are not read."""
-    if not NAME_RE.match(name):
-        raise ValueError(f"vocabulary name {name!r} must match {NAME_RE.pattern} (letters, digits, . _ -)")
+    fmt.check_name(name, "vocabulary")  # fullmatch: `vocab --name $'v\n'` was accepted
     ds = Dataset(root)
     if (ds.vocab_dir(name) / "vocab.json").exists() and not force:
         raise ValueError(f"{ds.root}: vocabulary {name!r} already exists; choose another --name or pass --force")
@@ -285,4 +283,4 @@ def format_report(report: dict) -> str:
     )
     if report["top_classes"]:
         lines.append("top classes: " + ", ".join(f"{n} ({c})" for n, c in report["top_classes"]))
-    return "\n".join(lines)
+    return printable("\n".join(lines))  # tags are user data: no terminal control reaches the screen
