@@ -101,7 +101,8 @@ def test_an_unwritable_cache_location_means_no_cache_not_an_error(dataset):
         warnings.simplefilter("always")
         s = _sampler(dataset, world=2, rank=1)
     assert np.array_equal(s.plan(0), good.plan(0)) and s.cache_hits == {"summary": False, "packing": False}
-    assert len(caught) == 1 and "sampling cache not written" in str(caught[0].message)
+    mine = [w for w in caught if "sampling cache" in str(w.message)]  # (the JIT off adds overflow warnings)
+    assert len(mine) == 1 and "sampling cache not written" in str(mine[0].message)
 
 
 def test_given_eligibility_arrays_are_never_cached(dataset):
