@@ -30,12 +30,12 @@ def eval_config(dataset: str, vocab: str, *, image_size: int, batch_size: int = 
 def extract_dataset(model: torch.nn.Module, loader, *, device: torch.device, progress: bool = False,
                     desc: str = "features") -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """(features (n, D) float32, dataset indices (n,) int64) of every image the loader yields, in its order."""
-    from tqdm import tqdm
+    from tagstream.loader.progress import progress_bar
 
     model.eval()
     feats: list[np.ndarray] = []
     idx: list[np.ndarray] = []
-    with tqdm(total=len(loader), desc=desc, disable=not progress, unit="batch", leave=False) as bar:
+    with progress_bar(total=len(loader), desc=desc, disable=not progress, unit="batch", leave=False) as bar:
         for batch in loader:
             x = normalize_images(batch.images, device=device)
             feats.append(extract_features(model, x).float().cpu().numpy())

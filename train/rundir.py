@@ -123,15 +123,15 @@ class RunLog:
     """
 
     def __init__(self, out: Path, config: TrainConfig, *, dist: dd.Dist, total_steps: int, start_step: int, images_per_step: int):
-        from tqdm import tqdm
+        from tagstream.loader.progress import progress_bar
 
         self.dist = dist
         self.images_per_step = images_per_step
         main = dist.is_main
         self.file = open(out / METRICS, "a", encoding="utf-8") if main else None
         self.tb = _tensorboard(out) if main else None
-        self.bar = tqdm(total=total_steps, initial=start_step, disable=not (main and config.run.progress),
-                        unit="step", dynamic_ncols=True, desc="train")  # fmt: skip
+        self.bar = progress_bar(total=total_steps, initial=start_step, disable=not (main and config.run.progress),
+                                unit="step", dynamic_ncols=True, desc="train")  # fmt: skip
         self.losses: list[torch.Tensor] = []
         self.first_step = start_step + 1
         self.window_wait = 0.0

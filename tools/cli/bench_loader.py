@@ -44,13 +44,13 @@ def bench_loader(dataset, make, batch_size, workers, threads, image_size, batche
     from tagstream.tools.bench.loader import bench_loader as run
     from tagstream.tools.bench.loader import format_table, usable_cores
     from tagstream.tools.bench.loader_feed import bench_feed_dataset, format_feed
-    from tqdm import tqdm
+    from tagstream.loader.progress import progress_bar
 
     cores = usable_cores()
     bars = []
 
     def progress(label: str, total: int):
-        bar = tqdm(total=total, desc=label, unit="it", leave=False, disable=as_json)
+        bar = progress_bar(total=total, desc=label, unit="it", leave=False, disable=as_json)
         bars.append(bar)
         return bar.update
 

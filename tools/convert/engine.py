@@ -275,11 +275,11 @@ def convert_range(root: Path, source: Source, lo: int, hi: int, *, shard_size: i
 def _convert_items(out: Path, source: Source, committed: list[dict], start: int, inputs: int, shard_size: int,
                    workers: int, options: ImageOptions, progress: bool) -> list[dict]:
     """Convert inputs [start, inputs) into shards appended to `committed`; returns the rejects after the last shard."""
-    from tqdm import tqdm
+    from tagstream.loader.progress import progress_bar
 
     tag_ids = {tag: i for i, tag in enumerate(t for s in committed for t in s["new_tags"])}
     writer = ConvertShard(out, len(committed), start)
-    bar = tqdm(total=inputs, initial=start, unit="img", desc="convert", disable=not progress, smoothing=0.1)
+    bar = progress_bar(total=inputs, initial=start, unit="img", desc="convert", disable=not progress, smoothing=0.1)
     try:
         # inputs added since the scan are left to a rerun (which refuses: the fingerprint changed)
         for res in _results(itertools.islice(source.items(start), inputs - start), options, workers):

@@ -68,9 +68,9 @@ def convert_on_ray(src: str | Path, out: str | Path, *, parts: int | None = None
                   wanted=wanted, scan_state=source.scan_state(), **columns)
     running = {task.remote(str(src), str(out), spec, **kwargs): spec for spec in todo}
     failed = []
-    from tqdm import tqdm
+    from tagstream.loader.progress import progress_bar
 
-    with tqdm(total=parts, initial=parts - len(todo), unit="part", desc="convert", disable=not progress) as bar:
+    with progress_bar(total=parts, initial=parts - len(todo), unit="part", desc="convert", disable=not progress) as bar:
         while running:
             ready, _ = ray.wait(list(running), num_returns=1)
             spec = running.pop(ready[0])
