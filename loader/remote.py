@@ -5,7 +5,7 @@
         manifest.json                  fetched at every open (one small GET): the source of truth
         tags.tsv index/ vocab/ masks/  small files, fetched whole on first use
         shards/NAME.lmdb/data.mdb      fetched on first use, or ahead of time (loader/prefetch.py)
-        shards/NAME.lmdb/verified.json {"sha256", "bytes", "seconds"}: written after the check, so a
+        shards/NAME.lmdb/verified.json {"sha256", "bytes", "seconds", "by"}: written after the check, so a
                                        shard with it is a verified shard and a resumed run reuses it
         .locks/                        flocks: NAME.get (one downloader per shard on a machine, the others
                                        wait), NAME.use (held shared while a loader reads the shard: never
@@ -55,12 +55,31 @@ def mirror_dir(url: str, cache_dir: str | Path | None = None) -> Path:
     return Path(cache_dir or default_cache_dir()) / f"{name}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
 
 
+_HELD: set[IO] = set()  # lock files this process holds a download lock on
+
+
+def _close_held_in_child() -> None:
+    # A forked child (a DALI worker started while a shard downloads in a thread) shares the parent's lock
+    # file descriptions: a flock lasts until every copy is closed, so the child must close its copies,
+    # or the lock would outlive the download for as long as the worker lives.
+    for f in list(_HELD):
+        f.close()
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
+
+
 @contextlib.contextmanager
 def _flock(path: Path, mode: int = fcntl.LOCK_EX) -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         fcntl.flock(f, mode)
-        yield f  # closing the file releases the lock (also when the process dies)
+        _HELD.add(f)
+        try:
+            yield f  # closing the file releases the lock (also when the process dies)
+        finally:
+            _HELD.discard(f)
 
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -207,7 +226,8 @@ class Mirror:
                 self.shard_url(entry), d / "data.mdb", expected_size=entry.get("bytes"),
                 sha256=entry.get("sha256") or None, retry=self.retry,
             )  # fmt: skip
-            record = {"sha256": entry.get("sha256", ""), "bytes": size, "seconds": round(time.monotonic() - t0, 3)}
+            record = {"sha256": entry.get("sha256", ""), "bytes": size, "seconds": round(time.monotonic() - t0, 3),
+                      "by": {"rank": os.environ.get("RANK"), "host": os.uname().nodename, "pid": os.getpid()}}
             fmt.write_json_atomic(d / VERIFIED, record)
         return True
 
