@@ -4,9 +4,10 @@ called once per batch in the thread that runs the pipeline, with no worker proce
 Per batch: the plan slice, the crop windows and flips of the whole batch in one kernel call
 (kernels/crops.py, the same numbers as loader/augment.py), the records read in one LMDB read
 transaction per shard, and the JPEG bytes handed to DALI as views of LMDB's memory map (`no_copy`):
-nothing is copied, pickled or sent between processes. ~8 µs of CPU a sample on the 2-core development
-machine, all of it in the training process, against ~45 µs of main-process time for the per-sample
-parallel source (the copy through shared memory and the per-sample feed; docs/loader-bench.md).
+nothing is copied, pickled or sent between processes. On the 2-core development machine (loaded):
+~7 µs of CPU a sample in the training thread, ~14 µs in the training process in all (DALI's threads
+included), against ~29 µs in the main process plus ~80 µs in worker processes for the per-sample
+parallel source (its copies through shared memory, per-sample feed and slicing; docs/loader-bench.md).
 The trade-off: the source runs in the trainer's thread (inside `pipeline.run()`), so it must stay cheap;
 the CPU path, whose source decodes, keeps its worker processes (loader/pipeline.py PlanSource).
 
