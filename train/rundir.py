@@ -29,7 +29,7 @@ LOCK = ".lock"
 class RunLock:
     """An exclusive lock on a run directory for the life of a run (taken by rank 0): a second run started into the
     same directory is refused at once, naming the process that holds it, instead of both writing there. The lock
-    (flock on OUT/.lock) goes with the process, so a killed run never leaves it held."""
+    (a POSIX lock on OUT/.lock) goes with the process, so a killed run never leaves it held."""
 
     def __init__(self, out: str | Path):
         self.path = Path(out) / LOCK
@@ -38,9 +38,9 @@ class RunLock:
     def __enter__(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         f = open(self.path, "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        try:  # a POSIX record lock: held by this process only (not by the loader workers it forks), gone with it
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
             f.seek(0)
             holder = f.read().strip() or "unknown"
             f.close()
@@ -55,7 +55,7 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         if self._file is not None:
-            self._file.close()  # releases the flock
+            self._file.close()  # releases the lock
             self._file = None
 
 

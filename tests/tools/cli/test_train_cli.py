@@ -129,7 +129,7 @@ def test_user_errors_get_clear_messages(world, reference, tmp_path):
         (_args(world, tmp_path / "a", "--vocab", "nope"), "no vocabulary 'nope' (vocabularies here: v1"),
         (_args(tmp_path / "missing", tmp_path / "b"), "missing"),
         (_args(world, ref, "--base-lr", "0.3"), "holds another run (its config.json differs in optim.base_lr)"),
-        (_args(world, ref, "--model", "resnet18", "--resume"), "classes, but this run builds 'resnet18' with"),
+        (_args(world, ref, "--model", "resnet18", "--resume"), "was trained with another config (model.name: 'regnet_y_tiny' -> 'resnet18')"),
         (_args(world, tmp_path / "c", "--set", "run.stepz=3"), "unknown key(s) ['run.stepz']"),
         (_args(world, tmp_path / "d", "--resume", str(tmp_path / "x.pt")), "no such checkpoint"),
         (_args(world, tmp_path / "f", "--mask", "dedup-eval"), "no mask 'dedup-eval'"),
