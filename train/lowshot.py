@@ -8,9 +8,12 @@ fixed penalty (LowShotConfig.weight_decay) rather than a grid: the numbers stay 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 from tagstream.train.probe import ProbeConfig, fit_linear_probe, topk_accuracy
 
@@ -27,6 +30,18 @@ class LowShotConfig:
             raise ValueError(f"shots={self.shots} must be distinct whole numbers >= 1, e.g. (1, 5, 10, 25)")
         if self.seeds < 1 or self.weight_decay < 0 or self.max_iter < 1:
             raise ValueError(f"low-shot seeds={self.seeds} and max_iter={self.max_iter} must be >= 1, weight_decay={self.weight_decay} >= 0")
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """k x classes rows are a small problem: a second torch thread only spin-waits (measured 20x slower
+    with 2 threads than with 1 on a busy 2-core machine), so the fits run on one and the setting is restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def parse_shots(text: str) -> tuple[int, ...]:
@@ -66,7 +81,8 @@ def low_shot(train_features: NDArray[np.floating], train_labels: NDArray[np.int6
         accs = []
         for seed in range(config.seeds):
             rows = sample_shots(ytr, k, num_classes=num_classes, seed=seed)
-            fitted = fit_linear_probe(xtr[rows], ytr[rows], num_classes=num_classes, task="single", config=probe)
+            with _one_thread():
+                fitted = fit_linear_probe(xtr[rows], ytr[rows], num_classes=num_classes, task="single", config=probe)
             accs.append(topk_accuracy(fitted.scores(xev), yev, k=1))
         out[str(k)] = {"top1_mean": float(np.mean(accs)), "top1_std": float(np.std(accs, ddof=1 if len(accs) > 1 else 0)),
                        "top1": [float(a) for a in accs], "seeds": config.seeds, "train_images": k * num_classes}
