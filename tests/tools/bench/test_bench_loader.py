@@ -47,12 +47,13 @@ def test_bench_runs_every_contender(tmp_path):
 @pytest.mark.timeout(300)
 def test_feed_compares_the_batch_source_with_the_per_sample_one(tmp_path):
     runner = CliRunner()
-    args = [str(tmp_path / "bench"), "--make", "24", "--batch-size", "8", "--batches", "4", "--workers", "1", "--rounds", "2", "--feed"]
+    args = [str(tmp_path / "bench"), "--make", "24", "--batch-size", "8", "--batches", "60", "--workers", "1", "--rounds", "2", "--feed"]
     result = runner.invoke(bench_loader, args + ["--json"])
     assert result.exit_code == 0, (result.output, repr(result.exception))
     r = json.loads(result.output)
     batch, per_sample = r["batch"], r["per_sample"]
-    assert batch["samples"] == per_sample["samples"] == 32 and len(r["rounds"]) == 2
+    # 480 samples: enough that the worker's CPU time, counted by /proc in 10 ms ticks, is not zero
+    assert batch["samples"] == per_sample["samples"] == 480 and len(r["rounds"]) == 2
     assert batch["workers"] == 0 and batch["workers_us"] == 0 and per_sample["workers"] == 1 and per_sample["workers_us"] > 0
     for row in (batch, per_sample):
         assert row["samples_per_s"] > 0 and row["main_us"] > 0 and row["thread_us"] > 0
