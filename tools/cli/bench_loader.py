@@ -24,13 +24,20 @@ import click
 @click.option("--feed", is_flag=True,
               help="Only the GPU path's CPU side (plan, record read, crop window, hand-off to DALI; no decode): the batch "
                    "source vs the per-sample source before it, in samples/s per core and CPU us a sample by process.")
+@click.option("--remote", is_flag=True,
+              help="Only our loader, from local disk vs from s3:// (a local S3 server, moto) with a cold and a warm cache.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def bench_loader(dataset, make, batch_size, workers, threads, image_size, batches, startup, startup_root, antialias, rounds, feed, as_json):
+def bench_loader(dataset, make, batch_size, workers, threads, image_size, batches, startup, startup_root, antialias, rounds, feed,
+                 remote, as_json):
     """Compare our loader (CPU: the workers decode the crop window and resize, and the same loader
     with DALI's CPU decoder; also GPU where present) with a torch DataLoader + Pillow baseline doing
     the same crops and flips with the same workers, and with the decode-only ceiling (the same bytes
     fully decoded with every core, by the fastest of DALI, Pillow and libjpeg-turbo), in one run of
     interleaved rounds; prints median images/s, the ratios and a per-stage breakdown.
+
+    With --remote, the dataset is pushed to a local S3 server and read back through the object-storage
+    path (loader/remote.py): cold cache, warm cache and local disk in one run, and the download rate a
+    rank needs at 3,000 images/s.
 
     With --feed, only the GPU path's CPU side: what the trainer's cores spend to feed nvJPEG (goal:
     >= 50,000 samples/s per core, <= 10 us a sample in the main process), beside the per-sample source.
@@ -40,6 +47,7 @@ def bench_loader(dataset, make, batch_size, workers, threads, image_size, batche
       tagstream bench loader /tmp/benchds --make 1500 --batch-size 64 --batches 20
       tagstream bench loader /tmp/benchds --startup --json
       tagstream bench loader /tmp/benchds --feed --batch-size 128 --batches 200
+      tagstream bench loader /tmp/benchds --make 1500 --remote
     """
     from tagstream.tools.bench.loader import bench_loader as run
     from tagstream.tools.bench.loader import format_table, usable_cores
@@ -55,7 +63,12 @@ def bench_loader(dataset, make, batch_size, workers, threads, image_size, batche
         return bar.update
 
     try:
-        if feed:
+        if remote:
+            from tagstream.tools.bench.loader_remote import bench_remote, format_remote
+
+            result = bench_remote(dataset, make=make, batch_size=batch_size, workers=workers or cores, threads=threads or cores,
+                                  image_size=image_size, batches=batches, rounds=rounds, progress=progress)
+        elif feed:
             result = bench_feed_dataset(dataset, make=make, batch_size=batch_size, workers=workers or cores, image_size=image_size,
                                         batches=batches, rounds=rounds, progress=progress)
         else:
@@ -67,4 +80,7 @@ def bench_loader(dataset, make, batch_size, workers, threads, image_size, batche
     finally:
         for bar in bars:
             bar.close()
+    if remote:
+        click.echo(json.dumps(result, indent=2) if as_json else format_remote(result))
+        return
     click.echo(json.dumps(result, indent=2) if as_json else (format_feed if feed else format_table)(result))
