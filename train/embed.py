@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tagstream.loader import build_loader
 from tagstream.loader.dataset import Dataset
+from tagstream.loader.storage import is_url
 from tagstream.train.embed_io import (
     check_suffix,
     join_parts,
@@ -114,7 +115,7 @@ def _embed(cfg: EmbedConfig, rank: int, world: int) -> dict:
     finally:
         loader.close()
     metadata = {"checkpoint": str(cfg.checkpoint), "model": info["model"], "image_size": str(info["image_size"]),
-                "dataset": str(Path(cfg.data).resolve()), "source": info["source"]}
+                "dataset": cfg.data if is_url(cfg.data) else str(Path(cfg.data).resolve()), "source": info["source"]}
     if world == 1:
         save_embeddings(cfg.out, features, indices, metadata=metadata)
         images, dim = len(indices), features.shape[1]
