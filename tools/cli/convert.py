@@ -47,7 +47,8 @@ from tagstream.tools.convert.sources import FORMATS
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
               help="local: this machine; ray: one Ray task per part on a cluster (OUT on storage every node sees).")
 @click.option("--parts", type=click.IntRange(1, MAX_PARTS), default=None,
-              help="Ray: cut the inputs into this many parts (default: the recorded N, else 4 per cluster CPU).")
+              help="Cut the inputs into N parts. Ray: default the recorded N, else 4 per cluster CPU. Alone: scan "
+                   "once and record the plan that the `--part I/N` jobs then reuse.")
 @click.option("--address", default=None, help="Ray: the cluster to join (default: RAY_ADDRESS, else a local one).")
 @click.option("--part", "part", default=None, metavar="I/N",
               help="Convert only part I of N (0 <= I < N) into OUT/parts/; `tagstream merge OUT` joins the N parts.")
@@ -78,11 +79,12 @@ def convert(src, out, fmt, shard_size, workers, min_side, max_side, max_pixels, 
       tagstream convert table.parquet ds --image-column jpg --caption-column caption
       tagstream convert yfcc100m_dataset.bz2 ds --format yfcc --images yfcc-images/
       tagstream convert photos.jsonl /shared/ds --engine ray --address auto --parts 64
+      tagstream convert photos.jsonl /shared/ds --parts 64     # one scan, the plan the parts reuse
       tagstream convert photos.jsonl /shared/ds --part 3/64   # e.g. SLURM_ARRAY_TASK_ID=3, then merge
     """
     from tagstream.tools.convert.engine import ConvertRefused
     from tagstream.tools.convert.launch import run_conversion
-    from tagstream.tools.convert.parts import PartSummary
+    from tagstream.tools.convert.parts import PartsPlan, PartSummary
 
     try:
         summary = run_conversion(
@@ -98,6 +100,11 @@ def convert(src, out, fmt, shard_size, workers, min_side, max_side, max_pixels, 
         raise click.ClickException(str(exc)) from None
     except OSError as exc:  # storage.StorageError after its retries, a missing object, a local I/O error
         raise click.ClickException(f"{exc}; rerun the same command to resume where it stopped") from None
+    if isinstance(summary, PartsPlan):
+        click.echo(f"{summary.out}: {summary.inputs} inputs in {summary.parts} parts, {summary.committed} committed; "
+                   f"next, on machines that see OUT: `tagstream convert SRC OUT --part I/{summary.parts}` for each "
+                   f"I in 0..{summary.parts - 1} (same options), then `tagstream merge OUT`")
+        return
     if isinstance(summary, PartSummary):
         done = "was already committed: nothing changed" if summary.already_complete else "committed"
         click.echo(f"part {summary.part} (inputs {summary.input_start}..{summary.input_stop - 1}) {done}")

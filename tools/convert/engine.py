@@ -252,11 +252,16 @@ def open_source(src: str | Path, out: str | Path, *, format: str = "auto", **col
 
 def scan_source(source: Source, *, shard_size: int, image_options: ImageOptions, **more_options) -> dict:
     """What is being converted (the state a rerun, a part or a merge must match): one pass over the input."""
+    options = conversion_options(shard_size=shard_size, image_options=image_options, **more_options)
+    inputs, fingerprint = source.scan()
+    return {"source": source.describe(), "fingerprint": fingerprint, "inputs": inputs, "options": options}
+
+
+def conversion_options(*, shard_size: int, image_options: ImageOptions, **more_options) -> dict:
+    """The options a conversion records in its state (a rerun must give the same)."""
     if not isinstance(shard_size, int) or shard_size < 1:
         raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
-    inputs, fingerprint = source.scan()
-    options = {"shard_size": shard_size, **asdict(image_options), **more_options}
-    return {"source": source.describe(), "fingerprint": fingerprint, "inputs": inputs, "options": options}
+    return {"shard_size": shard_size, **asdict(image_options), **more_options}
 
 
 def convert_range(root: Path, source: Source, lo: int, hi: int, *, shard_size: int, workers: int,

@@ -6,15 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from tagstream.tools.convert.engine import ConvertSummary, convert
-from tagstream.tools.convert.parts import PartSpec, PartSummary, convert_part
+from tagstream.tools.convert.parts import PartSpec, PartsPlan, PartSummary, convert_part, plan_parts
 
 ENGINES = ("local", "ray")
 
 
 def run_conversion(src: str | Path, out: str | Path, *, engine: str = "local", part: str | None = None,
-                   parts: int | None = None, address: str | None = None, **options) -> ConvertSummary | PartSummary:
-    """engine 'local' without `part`: convert everything here; with `part` ('I/N'): convert that part only
-    (`tagstream merge OUT` joins the parts); engine 'ray': every part as a Ray task, then the merge."""
+                   parts: int | None = None, address: str | None = None,
+                   **options) -> ConvertSummary | PartSummary | PartsPlan:
+    """engine 'local': convert everything here; with `part` ('I/N'): convert that part only (`tagstream merge
+    OUT` joins the parts); with `parts` alone: scan once and record the plan the `--part` jobs reuse.
+    engine 'ray': every part as a Ray task, then the merge."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
     if engine == "ray":
@@ -31,5 +33,7 @@ def run_conversion(src: str | Path, out: str | Path, *, engine: str = "local", p
             raise ValueError(f"--parts {parts} disagrees with --part {part}")
         return convert_part(src, out, spec, **options)
     if parts is not None:
-        raise ValueError("--parts needs --engine ray, or --part I/N to convert one part")
+        options.pop("workers", None)
+        options.pop("progress", None)
+        return plan_parts(src, out, parts, **options)
     return convert(src, out, **options)

@@ -23,6 +23,7 @@ from tagstream.loader import format as fmt
 from tagstream.tools.convert.engine import (
     ConvertRefused,
     check_state,
+    conversion_options,
     convert_range,
     locked,
     open_source,
@@ -33,6 +34,7 @@ from tagstream.tools.convert.shards import STATE_DIR
 
 PARTS_DIR = "parts"
 PART_DONE = "part.json"
+SCAN_STATE = "scan.json"  # in OUT/.convert/: the planning scan's Source.scan_state(), reused by every part
 MAX_PARTS = 99_999  # the width of a part's directory name
 _PART_NAME = re.compile(r"(\d{5})-of-(\d{5})")
 
@@ -111,16 +113,56 @@ def read_part(root: Path) -> dict | None:
         raise ConvertRefused(f"{root / PART_DONE} is unreadable (damaged?); delete {root} and convert that part again") from None
 
 
+@dataclass(frozen=True)
+class PartsPlan:
+    out: str
+    inputs: int
+    parts: int
+    committed: int  # parts committed so far
+
+
 def plan(src: str | Path, out: str | Path, parts: int, *, format: str = "auto", shard_size: int = 10_000,
          image_options: ImageOptions = ImageOptions(), **columns: str):
-    """Scan SRC once and record the partitioned conversion in OUT/.convert/state.json (or check it against what
-    is recorded there): returns (source, resolved OUT, the state every part and the merge must match)."""
+    """Scan SRC and record the partitioned conversion in OUT/.convert/ (state.json, or check it against what is
+    recorded there: a changed input is refused here; and scan.json, the source's scan state): returns
+    (source, resolved OUT, the state every part and the merge must match)."""
     PartSpec(0, parts)  # validates N
     source, out = open_source(src, out, format=format, **columns)
     wanted = scan_source(source, shard_size=shard_size, image_options=image_options, parts=parts)
     with locked(out, shared=True):
         check_state(out, wanted)
+        fmt.write_json_atomic(out / STATE_DIR / SCAN_STATE, {"fingerprint": wanted["fingerprint"],
+                                                             "state": source.scan_state()})
     return source, out, wanted
+
+
+def recorded_plan(src: str | Path, out: str | Path, parts: int, *, format: str = "auto", shard_size: int = 10_000,
+                  image_options: ImageOptions = ImageOptions(), **columns: str):
+    """The plan an earlier `plan` recorded in OUT for this source and these options, without scanning SRC again
+    (None when OUT holds none), so each of N parts does not pay a scan of the whole input. Trade-off: the input
+    must not change between the planning scan and the merge; a new `plan` (or a Ray driver) scans and refuses
+    a changed input."""
+    source, out = open_source(src, out, format=format, **columns)
+    try:
+        have = json.loads((out / STATE_DIR / "state.json").read_text())
+        scan = json.loads((out / STATE_DIR / SCAN_STATE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(have, dict) or not isinstance(scan, dict) or scan.get("fingerprint") != have.get("fingerprint"):
+        return None
+    options = conversion_options(shard_size=shard_size, image_options=image_options, parts=parts)
+    wanted = {"source": source.describe(), "fingerprint": have["fingerprint"], "inputs": have["inputs"], "options": options}
+    check_state(out, wanted)  # another source or other options: refused, as after a scan
+    source.load_scan_state(scan["state"])
+    return source, out, wanted
+
+
+def plan_parts(src: str | Path, out: str | Path, parts: int, **options) -> PartsPlan:
+    """`tagstream convert SRC OUT --parts N` without an engine: scan once and record the plan, so the N
+    `--part I/N` jobs started next reuse it."""
+    _, out, wanted = plan(src, out, parts, **options)
+    done = sum(read_part(part_root(out, PartSpec(i, parts))) is not None for i in range(parts))
+    return PartsPlan(out=str(out), inputs=wanted["inputs"], parts=parts, committed=done)
 
 
 def recorded_parts(out: str | Path) -> int | None:
@@ -139,14 +181,14 @@ def convert_part(src: str | Path, out: str | Path, part: PartSpec, *, format: st
     """Convert part I of N of SRC into OUT/parts/IIIII-of-NNNNN/ (resuming it), then commit it with part.json.
 
     `wanted` and `scan_state` are the driver's scan (from `plan`, and its Source.scan_state()), so a cluster's
-    tasks do not each read the whole input again; without them the part scans SRC itself and checks the scan
-    against OUT's record."""
+    tasks do not each read the whole input again; without them the part reuses the plan recorded in OUT
+    (`recorded_plan`), or scans SRC itself and records it when OUT has none."""
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     t0 = time.perf_counter()
     if wanted is None:
-        source, out, wanted = plan(src, out, part.count, format=format, shard_size=shard_size,
-                                   image_options=image_options, **columns)
+        how = dict(format=format, shard_size=shard_size, image_options=image_options, **columns)
+        source, out, wanted = recorded_plan(src, out, part.count, **how) or plan(src, out, part.count, **how)
     else:
         source, out = open_source(src, out, format=format, **columns)
         source.load_scan_state(scan_state)

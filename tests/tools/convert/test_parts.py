@@ -111,7 +111,6 @@ def test_bad_part_argument(source, tmp_path, text, message):
 def test_bad_engine_combinations(source, tmp_path):
     for kwargs, message in [
         ({"engine": "ray", "part": "0/2"}, "does not go with --engine ray"),
-        ({"parts": 3}, "--parts needs --engine ray"),
         ({"part": "0/2", "parts": 3}, "--parts 3 disagrees with --part 0/2"),
         ({"address": "auto"}, "--address names a Ray cluster"),
         ({"engine": "spark"}, "unknown engine 'spark'; allowed: local, ray"),
@@ -119,6 +118,41 @@ def test_bad_engine_combinations(source, tmp_path):
         with pytest.raises(ValueError, match=message):
             run_conversion(source, tmp_path / "ds", **kwargs)
     assert not (tmp_path / "ds").exists()
+
+
+def test_plan_once_then_parts_do_not_scan(source, reference, tmp_path, monkeypatch):
+    out = tmp_path / "ds"
+    runner = CliRunner()
+    res = runner.invoke(main, ["convert", str(source), str(out), "--parts", "3", "--shard-size", str(SHARD)])
+    assert res.exit_code == 0, res.output
+    assert "18 inputs in 3 parts, 0 committed" in res.output and "--part I/3" in res.output
+    from tagstream.tools.convert.sources import Source
+
+    def no_scan(self):
+        raise AssertionError("a part scanned the whole input again")
+
+    monkeypatch.setattr(Source, "scan", no_scan)
+    for i in range(3):
+        res = runner.invoke(main, ["convert", str(source), str(out), "--part", f"{i}/3", "--shard-size", str(SHARD),
+                                   "--no-progress"])
+        assert res.exit_code == 0, res.output
+    # a part with other options is refused from the recorded plan, as after a scan
+    with pytest.raises(ConvertRefused, match="other options .*shard_size: 2 then, 3 now"):
+        convert_part(source, out, PartSpec(0, 3), shard_size=3)
+    monkeypatch.undo()
+    assert runner.invoke(main, ["merge", str(out)]).exit_code == 0
+    assert dataset_records(out) == dataset_records(reference)
+
+
+def test_replanning_refuses_a_changed_input(source, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(source.parent, src)
+    out = tmp_path / "ds"
+    run_conversion(src / source.name, out, parts=2, shard_size=SHARD)
+    convert_part(src / source.name, out, PartSpec(0, 2), shard_size=SHARD)
+    (src / source.name).write_text((src / source.name).read_text().replace('"u1"', '"u9"'))
+    with pytest.raises(ConvertRefused, match="changed since this conversion started"):
+        run_conversion(src / source.name, out, parts=2, shard_size=SHARD)
 
 
 def test_merge_refusals_write_nothing(source, tmp_path):
