@@ -114,6 +114,7 @@ class BatchSource:
             positions = np.arange(start, stop, dtype=np.int64)
             train_windows(widths, heights, positions, stream_prefix(self.seed, epoch, self.rank), self.scale, self.ratio, windows)
             buffers, txns = self.store.image_buffers(indices)
+            self._check_frames(indices, buffers, widths, heights)
             rest = (windows[:, 0:2].astype(np.float32), windows[:, 2:4].astype(np.float32), windows[:, 4].astype(np.int32))
         else:
             real = indices >= 0
@@ -125,6 +126,7 @@ class BatchSource:
                 box[real] = [turbo.centre_box(int(w), int(h), image_size=size, resize_size=resize) for w, h in zip(widths, heights)]
             box32 = box.astype(np.float32)
             read, txns = self.store.image_buffers(indices[real])
+            self._check_frames(indices[real], read, widths, heights)
             buffers = [self._placeholder] * n
             for i, buffer in zip(np.flatnonzero(real).tolist(), read):
                 buffers[i] = buffer
@@ -134,6 +136,19 @@ class BatchSource:
         outputs = (jpegs, indices.reshape(n, 1), *rest)
         self._keep.append((outputs, buffers, txns))
         return outputs
+
+    def _check_frames(self, indices: NDArray[np.int64], buffers: list, widths: NDArray[np.int64], heights: NDArray[np.int64]) -> None:
+        """Each JPEG's frame header says the index's size (checked at open against format.MAX_PIXELS): DALI's
+        decoders size their output from the header, so a forged one (65500 x 65500 on 2 KB) would allocate
+        gigabytes. One C call a batch (~0.1 us a sample)."""
+        k = turbo.first_size_mismatch(buffers, widths, heights)
+        if k >= 0:
+            try:
+                what = "its JPEG header says {} x {}, the index {} x {}".format(*turbo.frame_size(buffers[k]), widths[k], heights[k])
+            except ValueError:
+                what = "no JPEG frame header before the first scan"
+            raise fmt.FormatError(f"{self.store.dataset.root}: {self.store.where(int(indices[k]))}: cannot decode: {what}; "
+                                  "run `tagstream verify --deep` on the dataset")
 
     def sizes(self, indices: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """(widths, heights) of the images, from the memory-mapped index; checks `max_pixels`."""

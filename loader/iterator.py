@@ -245,8 +245,10 @@ class DaliLoader:
         flight (the decoder's own error cannot, and prefetch may have run a few batches ahead)."""
         import io
 
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
 
+        if isinstance(exc, fmt.FormatError):
+            return exc  # the source's own error: it already names the shard and key
         if self._fetch is not None and self._fetch.error is not None:
             return self._fetch.error  # a remote shard that could not be fetched: the error names the object
         b = self.config.batch_size
@@ -264,11 +266,14 @@ class DaliLoader:
             try:
                 data = self.store.read_image(int(index))
                 with Image.open(io.BytesIO(data)) as im:
+                    if im.width * im.height > fmt.MAX_PIXELS:  # an image-bomb header: never decoded here either
+                        raise ValueError(f"its header claims {im.width} x {im.height} pixels, over the limit of {fmt.MAX_PIXELS}")
                     im.load()
             except StorageError as bad:
                 return bad
             except Exception as bad:
-                return fmt.FormatError(f"{self.dataset.root}: {self.store.where(int(index))}: cannot decode: {bad}")
+                what = "no image format recognises the bytes" if isinstance(bad, UnidentifiedImageError) else bad
+                return fmt.FormatError(f"{self.dataset.root}: {self.store.where(int(index))}: cannot decode: {what}")
         return exc
 
     def _targets(self, indices: NDArray[np.int64]) -> Any:

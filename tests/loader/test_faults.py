@@ -244,3 +244,44 @@ def test_a_shard_cut_short_while_the_loader_runs_is_named(tmp_path, decoder):
     assert done.returncode == 1, (done.returncode, done.stdout[-300:], done.stderr[-600:])
     last = done.stderr.strip().splitlines()[-1]
     assert "FormatError" in last and "shards/00000.lmdb/data.mdb: shard 00000" in last and "8192 bytes" in last
+
+
+def test_frame_sizes_are_read_from_the_markers_by_c_and_by_the_fallback(monkeypatch):
+    from tagstream.loader import turbo
+
+    good, bomb = small_jpeg(64, 48), forge_size(small_jpeg(64, 48), 65500, 65500)
+    buffers = [memoryview(good), np.frombuffer(good, np.uint8), bomb, b"\xff\xd8" + bytes(50)]
+    widths, heights = np.array([64, 64, 64, 64]), np.array([48, 48, 48, 48])
+    for _ in ("c", "python"):
+        assert turbo.frame_size(good) == (64, 48) and turbo.frame_size(bomb) == (65500, 65500)
+        assert turbo.first_size_mismatch(buffers[:2], widths[:2], heights[:2]) == -1
+        assert turbo.first_size_mismatch(buffers, widths, heights) == 2
+        assert turbo.first_size_mismatch(buffers[3:], widths[3:], heights[3:]) == 0
+        with pytest.raises(ValueError, match="no frame header"):
+            turbo.frame_size(buffers[3])
+        monkeypatch.setattr(turbo, "_jpeg", None)  # the extension not built: the Python walk
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("forged", ["bomb", "other_size"])
+def test_dali_never_sees_a_header_that_disagrees_with_the_index(tmp_path, forged):
+    """DALI's decoders size their output from the JPEG header: a forged 65500 x 65500 header on 2 KB was an
+    allocation of ~24 GB (OOM-killed); the batch source compares every header with the index first."""
+    from tagstream.loader import LoaderConfig, build_loader
+    from tagstream.loader.store import close_all
+
+    from tests.helpers.damage import put_record
+    from tests.helpers.datasets import make_index_dataset
+
+    ds = make_index_dataset(tmp_path / "ds", n=32, shard_size=16)
+    rec = ShardStore(ds.root).read(20)
+    close_all()
+    w, h = int(ds.index_array(1, "width")[4]), int(ds.index_array(1, "height")[4])
+    image = forge_size(small_jpeg(w, h), 65500, 65500) if forged == "bomb" else small_jpeg(w + 16, h)
+    put_record(ds.root, "00001", 4, fmt.pack_record(image, rec["tags"], rec["source"]))
+    config = LoaderConfig(dataset=str(ds.root), vocab="v", batch_size=8, image_size=16, workers=1, threads=1, prefetch=1,
+                          mode="eval", cpu_decoder="dali")
+    said = "65500 x 65500" if forged == "bomb" else f"{w + 16} x {h}"
+    with pytest.raises(fmt.FormatError, match=f"shard 00001 key 4 .*cannot decode: its JPEG header says {said}, the index {w} x {h}"):
+        for _ in build_loader(config):
+            pass
