@@ -259,3 +259,29 @@ def test_merge_killed_at_every_rename_resumes_identically(source, tmp_path):
     expected = dataset_records(tmp_path / "counted")
     for at in range(total):
         assert _kill_and_rerun(parts, tmp_path / f"k{at}", at) == expected, f"killed at rename {at}"
+
+
+@pytest.mark.parametrize("kind", ["tars", "parquet"])
+def test_parts_of_tars_and_tables_equal_one_process(kind, tmp_path, monkeypatch):
+    """Any source kind: parts cut inside and between tars / row groups start at their position from the
+    recorded scan state, and the merge equals a one-process conversion."""
+    from tagstream.tools.convert.sources import Source
+
+    from tests.helpers.webdataset import write_collection
+
+    collection = write_collection(tmp_path / "c")
+    columns = {"image_column": "jpg", "id_column": "key"} if kind == "parquet" else {}
+    convert(collection[kind], tmp_path / "one", shard_size=SHARD, **columns)
+    run_conversion(collection[kind], tmp_path / "ds", parts=4, shard_size=SHARD, **columns)
+    from tagstream.tools.convert.source_parquet import ParquetSource
+    from tagstream.tools.convert.source_tar import TarSource
+
+    for reader in (Source, TarSource, ParquetSource):
+        monkeypatch.setattr(reader, "scan", lambda self: pytest.fail("a part scanned the whole input again"))
+    for i in (3, 1, 0, 2):
+        convert_part(collection[kind], tmp_path / "ds", PartSpec(i, 4), shard_size=SHARD, **columns)
+    monkeypatch.undo()
+    merge(tmp_path / "ds")
+    assert len(dataset_records(tmp_path / "one")) == collection["count"]
+    assert dataset_records(tmp_path / "ds") == dataset_records(tmp_path / "one")
+    assert same_dataset_parts(tmp_path / "ds") == same_dataset_parts(tmp_path / "one")
