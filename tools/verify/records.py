@@ -3,7 +3,7 @@ makes LMDB touch memory past the end of the file (SIGBUS) or trip over its own p
 problem, never the death of `verify`.
 
 Fast: every key in order, every record parsed, its tags against the index and the tag table, its image
-starting as a JPEG. Deep (`--deep`): also every image checked strictly (header within format.MAX_PIXELS,
+a JPEG whose frame header (read from its markers, not decoded) gives the index's width and height. Deep (`--deep`): also every image checked strictly (header within format.MAX_PIXELS,
 its size equal to the index's width and height, every scan decodable without a corrupt-data warning:
 loader.turbo.check; Pillow's full decode where the extension is not built).
 """
@@ -64,6 +64,8 @@ def walk_records(root: Path, name: str, images: int, arrays: dict[str, np.ndarra
                 problems.append(f"count mismatch: the shard holds {entries} records, manifest says {images}")
             for expected, (key, value) in enumerate(txn.cursor()):
                 what = _record_problem(expected, key, value, images, num_tags, ids, off, csr_ok)
+                if what is None and sizes_ok and expected < images:  # the header's size, from its markers (~0.1 us)
+                    what = _frame_problem(fmt.unpack_record(value)["image"], int(sizes[0][expected]), int(sizes[1][expected]))
                 if what is None and deep:
                     size, what = image_problem(fmt.unpack_record(value)["image"])
                     if what is None and sizes_ok and expected < images and size != (int(sizes[0][expected]), int(sizes[1][expected])):
@@ -95,6 +97,16 @@ def _record_problem(expected: int, key: bytes, value: bytes, images: int, num_ta
     if csr_ok and expected < images and list(ids[off[expected] : off[expected + 1]]) != tags:
         return f"tags {tags} differ from the index"
     return None
+
+
+def _frame_problem(image: bytes, width: int, height: int) -> str | None:
+    from tagstream.loader import turbo
+
+    try:
+        w, h = turbo.frame_size(image)
+    except ValueError as exc:
+        return str(exc)
+    return None if (w, h) == (width, height) else f"JPEG header says {w} x {h}, the index says {width} x {height}"
 
 
 def _child(conn, *args) -> None:
