@@ -111,7 +111,7 @@ class ShardStore:
             self._fds = {}
         env = self._envs.get(shard)
         if env is not None:
-            # once per call (a sample on the CPU path, a shard's share of a batch on the batch path), ~0.3 us:
+            # once per call (a sample on the CPU path, a shard's share of a batch on the batch path), ~1-2 us:
             # a file truncated under LMDB's map would kill this process with SIGBUS at the next read past its
             # end; seen here, it is an error naming the shard (only a truncation racing this very read is not)
             size = os.fstat(self._fds[shard]).st_size
