@@ -1,0 +1,30 @@
+/* What the two C files of tagstream.loader._jpeg share: _jpeg.c (libjpeg-turbo decoding, the Python
+ * module) and _resize.c (Pillow's bilinear resize, the per-thread scratch buffers). Hidden symbols: the
+ * extension exports only its module init. */
+#ifndef TAGSTREAM_JPEG_H
+#define TAGSTREAM_JPEG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#pragma GCC visibility push(hidden)
+
+/* A per-thread buffer reused across calls (see _resize.c). */
+typedef struct {
+    uint8_t *p;
+    size_t cap;
+} Scratch;
+
+extern _Thread_local Scratch scratch_pixels; /* the decoded window */
+uint8_t *scratch(Scratch *s, size_t n);       /* at least n bytes, or NULL */
+void scratch_trim(void);                      /* free the buffers a huge image grew past their keep size */
+
+/* Resize the source box (x0, y0)-(x1, y1) of the w x h RGB image at src (rows `stride` bytes apart) to
+ * size x size into out, mirrored if asked; 0, or -1 when out of memory. */
+int resize_box(const uint8_t *src, size_t stride, int w, int h, const double box[4], int size, int mirror, int antialias, uint8_t *out);
+void resize_init(void);        /* once at import: use AVX2 where the CPU has it */
+int resize_simd(int enable);   /* 0: portable path, 1: AVX2 if present, -1: leave; returns whether AVX2 runs */
+
+#pragma GCC visibility pop
+
+#endif
