@@ -36,6 +36,7 @@ import json
 import os
 import re
 import struct
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -222,12 +223,13 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write text to a temporary name, fsync, rename: readers never see half a file."""
+def write_text_atomic(path: Path, text: str | Iterable[str]) -> None:
+    """Write text (a string, or pieces streamed from an iterable) to a temporary name, fsync, rename: readers
+    never see half a file."""
     path = Path(path)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
+        f.writelines([text] if isinstance(text, str) else text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

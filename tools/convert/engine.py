@@ -43,6 +43,7 @@ from tagstream.tools.convert.shards import (
     ConvertShard,
     remove_after,
     shard_intact,
+    slim,
     state_path,
 )
 from tagstream.tools.convert.sources import Source
@@ -156,7 +157,7 @@ def _committed(out: Path) -> list[dict]:
             break
         if not shard_intact(out, state):
             break
-        states.append(state)
+        states.append(slim(state))
     return states
 
 
@@ -314,15 +315,25 @@ def _convert_items(out: Path, source: Source, committed: list[dict], start: int,
 
 
 def finish(out: Path, committed: list[dict], tail: list[dict], wanted: dict) -> dict:
-    """tags.tsv, rejects.jsonl, then the manifest — last, so its presence means the dataset is whole."""
+    """tags.tsv, rejects.jsonl, then the manifest — last, so its presence means the dataset is whole.
+    Shard i's rejects are read from its state file (OUT/.convert/NNNNN.json) one shard at a time and streamed
+    into rejects.jsonl, so memory does not grow with the number of rejects."""
     tags = [t for s in committed for t in s["new_tags"]]
     counts = np.zeros(len(tags), np.int64)
     for s in committed:
         ids = np.load(fmt.index_path(out, s["name"], "tag_ids"))
         counts += np.bincount(ids, minlength=len(tags))[: len(tags)]
     write_tags(out, tags, counts)
-    rejects = [r for s in committed for r in s["rejects"]] + tail
-    fmt.write_text_atomic(out / fmt.REJECTS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects))
+    reasons: Counter[str] = Counter()
+
+    def lines() -> Iterator[str]:
+        shard_rejects = (json.loads(state_path(out, i).read_text())["rejects"] for i in range(len(committed)))
+        for rejects in itertools.chain(shard_rejects, [tail]):
+            for r in rejects:
+                reasons[r["reason"]] += 1
+                yield json.dumps(r, sort_keys=True) + "\n"
+
+    fmt.write_text_atomic(out / fmt.REJECTS, lines())
     reencoded: Counter[str] = Counter()
     for s in committed:
         reencoded.update(s["reencoded"])
@@ -330,8 +341,8 @@ def finish(out: Path, committed: list[dict], tail: list[dict], wanted: dict) -> 
         out, committed, tags=len(tags),
         source={**wanted["source"], "fingerprint": wanted["fingerprint"]},
         inputs=wanted["inputs"],
-        rejected=len(rejects),
-        rejects_by_reason=dict(sorted(Counter(r["reason"] for r in rejects).items())),
+        rejected=sum(reasons.values()),
+        rejects_by_reason=dict(sorted(reasons.items())),
         reencoded=dict(sorted(reencoded.items())),
         options=wanted["options"],
     )  # fmt: skip

@@ -11,6 +11,10 @@ re-sorted as the writer stores them).
 Crash safety: each global shard is placed atomically and then recorded in OUT/.convert/NNNNN.json, the same
 state a one-process conversion writes, so a killed merge reruns from the shards already placed; tags.tsv,
 rejects.jsonl and the manifest follow (tools/convert/engine.finish), and the parts are deleted last.
+
+Memory: the driver keeps the tag table and one small record per shard. Rejects stay in the parts' state files
+until each global shard's placement copies them into its own state file; a part's tag map goes to a file in
+the part (`tag_map.npy`) that the shards' placements read.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from tagstream.loader import format as fmt
 from tagstream.loader.writer import ShardWriter, write_index
 from tagstream.tools.convert.engine import ConvertRefused, ConvertSummary, finish, locked, summary
 from tagstream.tools.convert.parts import PARTS_DIR, PartSpec, parse_part_name, part_root, read_part
-from tagstream.tools.convert.shards import STATE_DIR, shard_intact, state_path
+from tagstream.tools.convert.shards import STATE_DIR, shard_intact, slim, state_path
 
 _SAME_AS_STATE = ("source", "fingerprint", "inputs", "options")
+TAG_MAP = "tag_map.npy"  # in a part whose tag ids change: local id -> global id
+TAIL = "tail"
 
 
 @dataclass(frozen=True)
@@ -41,9 +47,12 @@ class ShardMove:
     out: str  # the dataset being merged
     part_dir: str  # the part's directory
     part_shard: str  # the shard's name inside the part
-    state: dict  # its global state (name, input range, global new tags, rejects, re-encode counts)
+    state: dict  # its global state but the rejects (name, input range, global new tags, re-encode counts)
     part_state: dict = field(repr=False)  # its state inside the part (name, images, bytes, sha256)
-    tag_map: list[int] | None = field(repr=False)  # local tag id -> global id; None: the ids stay as they are
+    relabel: bool  # its tag ids change (rewrite it with the part's tag_map.npy) or stay (rename it)
+    # where its rejects are, in input order: (part directory, shard name) of a part's shard state file, or
+    # (part directory, TAIL): a part's rejects after its last shard (in part.json)
+    rejects_from: tuple[tuple[str, str], ...] = ()
 
 
 def merge(out: str | Path, *, place_all: Callable[[Sequence[ShardMove]], list[dict]] | None = None) -> ConvertSummary:
@@ -69,7 +78,7 @@ def merge(out: str | Path, *, place_all: Callable[[Sequence[ShardMove]], list[di
         placed = (place_all or _place_here)(moves)
         for sub in (fmt.SHARDS_DIR, fmt.INDEX_DIR):
             (out / sub).mkdir(exist_ok=True)
-        manifest = finish(out, placed, tail, wanted)
+        manifest = finish(out, placed, _rejects(tail), wanted)
         shutil.rmtree(out / PARTS_DIR)
     return summary(out, manifest, already=False, resumed=0, processed=wanted["inputs"], seconds=time.perf_counter() - t0)
 
@@ -113,31 +122,45 @@ def committed_parts(out: Path, wanted: dict) -> list[dict]:
     return records
 
 
-def plan_moves(out: Path, records: list[dict]) -> tuple[list[ShardMove], list[dict]]:
-    """The global shards in input order and the rejects after the last one."""
+def plan_moves(out: Path, records: list[dict]) -> tuple[list[ShardMove], tuple[tuple[str, str], ...]]:
+    """The global shards in input order, and where the rejects after the last one are; writes each part's tag
+    map (local id -> global id) to its tag_map.npy where the ids change."""
     table: dict[str, int] = {}
     moves: list[ShardMove] = []
-    carried: list[dict] = []  # rejects after a part's last shard belong to the next global shard
-    start = 0
+    carried: tuple[tuple[str, str], ...] = ()  # rejects after a part's last shard belong to the next global shard
+    carried_count, start = 0, 0
     for record in records:
+        part_dir = str(part_root(out, PartSpec(*record["part"])))
         before = len(table)
-        local = [t for s in record["shards"] for t in s["new_tags"]]
-        tag_map = [table.setdefault(t, len(table)) for t in local]
-        identity = tag_map == list(range(len(tag_map)))
+        tag_map = np.array([table.setdefault(t, len(table)) for s in record["shards"] for t in s["new_tags"]], np.int64)
+        relabel = not np.array_equal(tag_map, np.arange(len(tag_map)))
+        if relabel:
+            fmt.save_npy_atomic(Path(part_dir) / TAG_MAP, tag_map)
         for s in record["shards"]:
             state = {
                 "name": fmt.shard_name(len(moves)),
                 "input_start": start,
                 "input_stop": s["input_stop"],
                 "new_tags": [t for t in s["new_tags"] if table[t] >= before],  # first seen here, globally
-                "rejects": carried + s["rejects"],
+                "rejected": carried_count + s["rejected"],
                 "reencoded": s["reencoded"],
             }
-            moves.append(ShardMove(str(out), str(part_root(out, PartSpec(*record["part"]))), s["name"], state, s,
-                                   None if identity else tag_map))
-            carried, start = [], s["input_stop"]
-        carried = carried + record["tail"]
+            moves.append(ShardMove(str(out), part_dir, s["name"], state, s, relabel, carried + ((part_dir, s["name"]),)))
+            carried, carried_count, start = (), 0, s["input_stop"]
+        carried += ((part_dir, TAIL),)
+        carried_count += len(record["tail"])
     return moves, carried
+
+
+def _rejects(refs: Sequence[tuple[str, str]]) -> list[dict]:
+    """The rejects at these references, in order."""
+    rejects: list[dict] = []
+    for part_dir, where in refs:
+        if where == TAIL:
+            rejects += read_part(Path(part_dir))["tail"]
+        else:
+            rejects += json.loads(state_path(Path(part_dir), int(where)).read_text())["rejects"]
+    return rejects
 
 
 def _place_here(moves: Sequence[ShardMove]) -> list[dict]:
@@ -153,12 +176,12 @@ def place(move: ShardMove) -> dict:
     if recorded.exists():  # placed by an earlier, killed merge
         state = json.loads(recorded.read_text())
         if shard_intact(out, state) and all(state.get(k) == v for k, v in move.state.items()):
-            return state
+            return slim(state)
     part_dir = Path(move.part_dir)
     source = fmt.shard_path(part_dir, move.part_shard)
     target = fmt.shard_path(out, name)
     (out / fmt.SHARDS_DIR).mkdir(exist_ok=True)
-    if move.tag_map is None:
+    if not move.relabel:
         entry = {k: move.part_state[k] for k in ("images", "bytes", "sha256")}
         if source.exists():
             arrays = {a: np.load(fmt.index_path(part_dir, move.part_shard, a)) for a in fmt.INDEX_ARRAYS}
@@ -172,9 +195,10 @@ def place(move: ShardMove) -> dict:
                                  f"delete {out / PARTS_DIR / part_dir.name} and convert that part again")
         state = {**move.state, "name": name, **entry}
     else:
-        state = {**move.state, **_relabel(part_dir, move.part_shard, out, int(name), np.asarray(move.tag_map, np.int64))}
-    fmt.write_json_atomic(recorded, state)
-    return state
+        tag_map = np.load(part_dir / TAG_MAP)
+        state = {**move.state, **_relabel(part_dir, move.part_shard, out, int(name), tag_map)}
+    fmt.write_json_atomic(recorded, {**state, "rejects": _rejects(move.rejects_from)})
+    return slim(state)
 
 
 def _relabel(part_dir: Path, part_shard: str, out: Path, shard: int, tag_map: np.ndarray) -> dict:

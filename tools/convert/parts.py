@@ -216,7 +216,7 @@ def convert_part(src: str | Path, out: str | Path, part: PartSpec, *, format: st
 
 def _part_summary(part: PartSpec, record: dict, *, already: bool, processed: int, seconds: float) -> PartSummary:
     shards = record["shards"]
-    rejected = sum(len(s["rejects"]) for s in shards) + len(record["tail"])
+    rejected = sum(s["rejected"] for s in shards) + len(record["tail"])
     return PartSummary(part=str(part), input_start=record["input_start"], input_stop=record["input_stop"],
                        already_complete=already, images=sum(s["images"] for s in shards), shards=len(shards),
                        rejected=rejected, processed=processed, seconds=seconds)

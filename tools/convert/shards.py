@@ -45,18 +45,26 @@ class ConvertShard(ShardWriter):
             self.reencoded["images"] += 1
 
     def commit_part(self, input_stop: int) -> dict:
-        """Make the shard durable; returns its state (also written to .convert/NNNNN.json, the commit point)."""
+        """Make the shard durable; returns its state without the rejects (`slim`), all of it written to
+        .convert/NNNNN.json, the commit point."""
         entry = self.commit()
         state = {
             **entry,
             "input_start": self.input_start,
             "input_stop": input_stop,
             "new_tags": self.new_tags,
+            "rejected": len(self.rejects),
             "rejects": self.rejects,
             "reencoded": dict(sorted(self.reencoded.items())),
         }
         fmt.write_json_atomic(state_path(self.root, self.shard), state)
-        return state
+        return slim(state)
+
+
+def slim(state: dict) -> dict:
+    """A shard's state as kept in memory: without its rejects (read back from its state file when written out),
+    so a conversion's memory grows with its shards, not with its rejects."""
+    return {k: v for k, v in state.items() if k != "rejects"}
 
 
 def shard_intact(root: Path, state: dict) -> bool:

@@ -255,7 +255,7 @@ def test_merge_killed_at_every_rename_resumes_identically(source, tmp_path):
     for i in range(2):
         convert_part(source, parts, PartSpec(i, 2), shard_size=5)
     total = _merge_renames(parts, tmp_path / "counted")
-    assert total == 4 * 7 + 3  # 4 shards x (5 index arrays, rename, state), tags, rejects, manifest
+    assert total == 1 + 4 * 7 + 3  # part 1's tag map, 4 shards x (5 index arrays, rename, state), tags, rejects, manifest
     expected = dataset_records(tmp_path / "counted")
     for at in range(total):
         assert _kill_and_rerun(parts, tmp_path / f"k{at}", at) == expected, f"killed at rename {at}"
