@@ -123,9 +123,10 @@ def test_each_index_finds_the_planted_near_copies(kind):
 def test_index_rule():
     assert plan_index(1000, 10**9).kind == "flat"  # tiny base: exact
     assert plan_index(10**5, 10**5).kind == "flat"  # 10^10 pairs: exact
-    assert plan_index(10**5, 10**7).kind == "hnsw"
-    ivf = plan_index(10**7, 10**9)
-    assert ivf.kind == "ivf" and ivf.nlist == 16384
+    ivf = plan_index(10**5, 10**7)
+    assert ivf.kind == "ivf" and ivf.nlist == 1024  # 4 sqrt(10^5) = 1265 -> 2^10
+    assert plan_index(10**7, 10**9).nlist == 16384
+    assert plan_index(10**5, 10**7, "hnsw").kind == "hnsw"
     with pytest.raises(ValueError, match="not one of"):
         plan_index(10, 10, "lsh")
 
