@@ -104,6 +104,27 @@ def check_image_sizes(width: np.ndarray, height: np.ndarray, where: str) -> None
         )
 
 
+def open_image(data: bytes) -> Any:
+    """A stored image opened with Pillow (lazily: nothing decoded yet), its header checked against MAX_PIXELS
+    first (Pillow itself refuses only past twice its own limit, and decodes anything below it): ValueError
+    for a larger image, OSError (PIL.UnidentifiedImageError) for bytes no format recognises."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            raise ValueError(str(exc)) from None
+    if img.width * img.height > MAX_PIXELS:
+        img.close()
+        raise ValueError(f"its header claims {img.width} x {img.height} pixels, over the limit of {MAX_PIXELS}")
+    return img
+
+
 def encode_key(local_index: int) -> bytes:
     """LMDB key of an image: its index within the shard, fixed-width big-endian."""
     return int(local_index).to_bytes(KEY_BYTES, "big")

@@ -4,19 +4,19 @@ de-duplication matches are true copies (a random sample shows the borderline one
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.store import ShardStore
 
 
 def _image(store: ShardStore, index: int) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(store.read_image(index))).convert("RGB"))
+    with fmt.open_image(store.read_image(index)) as img:  # an image-bomb header: refused before decoding
+        return np.asarray(img.convert("RGB"))
 
 
 ORDERS = ("closest", "random")
