@@ -2,8 +2,10 @@
 loader/augment.py's per-sample `train_params` (torchvision's RandomResizedCrop with our counter-based
 RNG), bit for bit, at ~0.1 µs a sample instead of ~10 µs of Python.
 
-Sample i's stream key is splitmix64(prefix ^ position_i), where `prefix` folds (seed, epoch, rank)
+Sample i's stream key is splitmix64(prefix ^ position_i), where `prefix` folds (seed, epoch, partition)
 exactly as augment.CounterRNG does; draw k of a stream is splitmix64(key ^ k·gamma), k = 1, 2, ...
+`train_windows` takes one prefix for the batch (a rank serving one partition); `train_windows_keyed` one
+per sample (a rank serving several: its batch mixes their streams, loader/partitions.py stream_keys).
 Exactness rests on doing the same IEEE operations in the same order as the Python reference
 (no fastmath, libm's exp, correctly rounded sqrt, round-half-even); tests pin it against augment.py.
 """
@@ -24,12 +26,20 @@ _ONE = np.uint64(1)
 _INV53 = 1.0 / 9007199254740992.0  # 2^-53
 
 
-def stream_prefix(seed: int, epoch: int, rank: int) -> np.uint64:
-    """The key every sample of (seed, epoch, rank) starts from (augment.CounterRNG's first three folds)."""
+def stream_prefix(seed: int, epoch: int, partition: int) -> np.uint64:
+    """The key every sample of (seed, epoch, partition) starts from (augment.CounterRNG's first three folds)."""
     key = splitmix64_int(int(seed) & MASK64)
-    for part in (epoch, rank):
+    for part in (epoch, partition):
         key = splitmix64_int(key ^ (int(part) & MASK64))
     return np.uint64(key)
+
+
+def stream_prefixes(seed: int, epoch: int, partitions: NDArray[np.int64]) -> NDArray[np.uint64]:
+    """stream_prefix of each sample's partition (one Python hash chain per distinct partition)."""
+    partitions = np.asarray(partitions, np.int64)
+    distinct, which = np.unique(partitions, return_inverse=True)
+    keys = np.array([stream_prefix(seed, epoch, int(p)) for p in distinct.tolist()], np.uint64)
+    return keys[which.reshape(-1)] if partitions.size else np.zeros(0, np.uint64)
 
 
 @numba.njit(cache=True, inline="always")
@@ -40,6 +50,46 @@ def _splitmix(x: np.uint64) -> np.uint64:
 @numba.njit(cache=True, inline="always")
 def _uniform(key: np.uint64, k: np.uint64, lo: float, hi: float) -> float:
     return lo + (hi - lo) * (float(_splitmix(key ^ (k * GAMMA)) >> _S11) * _INV53)
+
+
+@numba.njit(cache=True, inline="always")
+def _window_into(
+    out: NDArray[np.int64], i: int, width: int, height: int, key: np.uint64, scale: NDArray[np.float64], ratio: NDArray[np.float64]
+) -> None:
+    """out[i] = (x, y, w, h, flip) of an image width x height from the stream `key`."""
+    area_lo, area_hi = scale[0], scale[1]
+    log_lo, log_hi, r_min, r_max = ratio[2], ratio[3], ratio[4], ratio[5]
+    k = np.uint64(0)
+    area = float(width * height)
+    found = False
+    x = y = w = h = 0
+    for _ in range(ATTEMPTS):
+        target_area = area * _uniform(key, k + _ONE, area_lo, area_hi)
+        aspect = math.exp(_uniform(key, k + np.uint64(2), log_lo, log_hi))
+        k += np.uint64(2)
+        w = int(np.rint(math.sqrt(target_area * aspect)))
+        h = int(np.rint(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            k += _ONE
+            y = int(_splitmix(key ^ (k * GAMMA)) % np.uint64(height - h + 1))
+            k += _ONE
+            x = int(_splitmix(key ^ (k * GAMMA)) % np.uint64(width - w + 1))
+            found = True
+            break
+    if not found:
+        in_ratio = width / height
+        if in_ratio < r_min:
+            w = width
+            h = max(1, int(np.rint(w / r_min)))
+        elif in_ratio > r_max:
+            h = height
+            w = max(1, int(np.rint(h * r_max)))
+        else:
+            w, h = width, height
+        x, y = (width - w) // 2, (height - h) // 2
+    k += _ONE
+    out[i, 0], out[i, 1], out[i, 2], out[i, 3] = x, y, w, h
+    out[i, 4] = int(_splitmix(key ^ (k * GAMMA)) >> _S63)
 
 
 @numba.njit(cache=True)
@@ -56,42 +106,24 @@ def train_windows(
 
     scale = (lo, hi) of the area fraction; ratio = (lo, hi, log lo, log hi, min, max) of the aspect
     ratio (see `ratio_args`). Sizes must be >= 1 (the caller checks)."""
-    area_lo, area_hi = scale[0], scale[1]
-    log_lo, log_hi, r_min, r_max = ratio[2], ratio[3], ratio[4], ratio[5]
     for i in range(widths.shape[0]):
-        width, height = widths[i], heights[i]
-        key = _splitmix(prefix ^ np.uint64(positions[i]))
-        k = np.uint64(0)
-        area = float(width * height)
-        found = False
-        x = y = w = h = 0
-        for _ in range(ATTEMPTS):
-            target_area = area * _uniform(key, k + _ONE, area_lo, area_hi)
-            aspect = math.exp(_uniform(key, k + np.uint64(2), log_lo, log_hi))
-            k += np.uint64(2)
-            w = int(np.rint(math.sqrt(target_area * aspect)))
-            h = int(np.rint(math.sqrt(target_area / aspect)))
-            if 0 < w <= width and 0 < h <= height:
-                k += _ONE
-                y = int(_splitmix(key ^ (k * GAMMA)) % np.uint64(height - h + 1))
-                k += _ONE
-                x = int(_splitmix(key ^ (k * GAMMA)) % np.uint64(width - w + 1))
-                found = True
-                break
-        if not found:
-            in_ratio = width / height
-            if in_ratio < r_min:
-                w = width
-                h = max(1, int(np.rint(w / r_min)))
-            elif in_ratio > r_max:
-                h = height
-                w = max(1, int(np.rint(h * r_max)))
-            else:
-                w, h = width, height
-            x, y = (width - w) // 2, (height - h) // 2
-        k += _ONE
-        out[i, 0], out[i, 1], out[i, 2], out[i, 3] = x, y, w, h
-        out[i, 4] = int(_splitmix(key ^ (k * GAMMA)) >> _S63)
+        _window_into(out, i, widths[i], heights[i], _splitmix(prefix ^ np.uint64(positions[i])), scale, ratio)
+
+
+@numba.njit(cache=True)
+def train_windows_keyed(
+    widths: NDArray[np.int64],
+    heights: NDArray[np.int64],
+    positions: NDArray[np.int64],
+    prefixes: NDArray[np.uint64],
+    scale: NDArray[np.float64],
+    ratio: NDArray[np.float64],
+    out: NDArray[np.int64],
+) -> None:
+    """train_windows with a prefix per sample: sample i is position positions[i] of stream prefixes[i]
+    (see `stream_prefixes`); the same numbers as train_windows wherever the prefixes agree."""
+    for i in range(widths.shape[0]):
+        _window_into(out, i, widths[i], heights[i], _splitmix(prefixes[i] ^ np.uint64(positions[i])), scale, ratio)
 
 
 def ratio_args(ratio: tuple[float, float]) -> NDArray[np.float64]:
@@ -105,17 +137,21 @@ def train_windows_ref(
     widths: NDArray[np.int64],
     heights: NDArray[np.int64],
     positions: NDArray[np.int64],
-    prefix: np.uint64,
+    prefix: np.uint64 | NDArray[np.uint64],
     scale: NDArray[np.float64],
     ratio: NDArray[np.float64],
 ) -> NDArray[np.int64]:
-    """NumPy twin of train_windows, vectorised over samples (exp through math.exp per element, so the
-    twin does not depend on NumPy's own exp rounding the same way as libm)."""
+    """NumPy twin of train_windows (one prefix) and of train_windows_keyed (a prefix per sample),
+    vectorised over samples (exp through math.exp per element, so the twin does not depend on NumPy's
+    own exp rounding the same way as libm)."""
     widths = np.asarray(widths, np.int64)
     heights = np.asarray(heights, np.int64)
     n = widths.shape[0]
     g = np.uint64(GAMMA)
-    keys = mix64_ref((np.uint64(prefix) ^ np.asarray(positions, np.int64).astype(np.uint64)) + g)
+    prefix = np.asarray(prefix, np.uint64)
+    if prefix.ndim and prefix.shape != (n,):
+        raise ValueError(f"prefixes of shape {prefix.shape} for {n} samples: give one prefix, or one per sample")
+    keys = mix64_ref((prefix ^ np.asarray(positions, np.int64).astype(np.uint64)) + g)
 
     def draw(k: NDArray[np.uint64]) -> NDArray[np.uint64]:
         return mix64_ref((keys ^ (k * g)) + g)

@@ -1,6 +1,8 @@
-"""Augmentation parameters as pure functions of (seed, epoch, rank, position): torchvision's
-RandomResizedCrop window and a flip bit from a counter-based RNG, so a resumed run gets the same crops
-without saving any RNG state, whatever worker computed a sample; costs ~10 µs of Python per sample."""
+"""Augmentation parameters as pure functions of (seed, epoch, partition, position in the partition's plan):
+torchvision's RandomResizedCrop window and a flip bit from a counter-based RNG, so a resumed run gets the
+same crops without saving any RNG state, whatever worker computed a sample and whatever world size serves
+the partition (loader/partitions.py stream_keys; with one partition per rank, partition = rank and the
+position is the rank's); costs ~10 µs of Python per sample."""
 
 from __future__ import annotations
 
@@ -14,13 +16,13 @@ _ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 windows before the ce
 
 
 class CounterRNG:
-    """Draw k of the stream keyed by (seed, epoch, rank, position) depends only on those and k."""
+    """Draw k of the stream keyed by (seed, epoch, partition, position) depends only on those and k."""
 
     __slots__ = ("_key", "_k")
 
-    def __init__(self, seed: int, epoch: int, rank: int, position: int):
+    def __init__(self, seed: int, epoch: int, partition: int, position: int):
         key = _mix(int(seed) & _MASK)
-        for part in (epoch, rank, position):
+        for part in (epoch, partition, position):
             key = _mix(key ^ (int(part) & _MASK))
         self._key = key
         self._k = 0
@@ -81,12 +83,18 @@ def train_params(
     *,
     seed: int,
     epoch: int,
-    rank: int,
     position: int,
+    partition: int | None = None,
+    rank: int | None = None,
     scale: tuple[float, float] = (0.08, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> tuple[tuple[int, int, int, int], bool]:
-    """The crop window (x, y, w, h) and horizontal-flip bit of the sample at `position` of a rank's epoch plan."""
-    rng = CounterRNG(seed, epoch, rank, position)
+    """The crop window (x, y, w, h) and horizontal-flip bit of the sample at `position` of a partition's epoch plan.
+
+    Give `partition`, or `rank` for a run of one partition per rank (the same key: partition = rank).
+    """
+    if (partition is None) == (rank is None):
+        raise ValueError(f"give one of partition={partition} and rank={rank} (the same key with one partition per rank)")
+    rng = CounterRNG(seed, epoch, rank if partition is None else partition, position)
     window = random_resized_crop(width, height, rng, scale=scale, ratio=ratio)
     return window, bool(rng.next_u64() >> 63)

@@ -2,7 +2,7 @@
 called once per batch in the thread that runs the pipeline, with no worker processes.
 
 Per batch: the plan slice, the crop windows and flips of the whole batch in one kernel call
-(kernels/crops.py, the same numbers as loader/augment.py), the records read in one LMDB read
+(kernels/crops.py, the same numbers as loader/augment.py, keyed by partition: loader/partitions.py), the records read in one LMDB read
 transaction per shard, and the JPEG bytes handed to DALI as views of LMDB's memory map (`no_copy`):
 nothing is copied, pickled or sent between processes. On the 2-core development machine (loaded):
 ~7 µs of CPU a sample in the training thread, ~14 µs in the training process in all (DALI's threads
@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from tagstream.kernels.crops import ratio_args, stream_prefix, train_windows
+from tagstream.kernels.crops import ratio_args, stream_prefixes, train_windows_keyed
 from tagstream.loader import format as fmt
 from tagstream.loader import turbo
+from tagstream.loader.partitions import check_serving, stream_keys
 from tagstream.loader.pipeline import _PLACEHOLDER_SIDE, Plan, placeholder_jpeg
 from tagstream.loader.store import ShardStore
 
@@ -43,7 +44,8 @@ class BatchSource:
     gives per sample, in the form pipeline.train_inputs / eval_inputs make of PlanSource's params.
     Batch i of the pipeline's first epoch covers plan positions base_position + i*B onwards of epoch
     base_epoch; after that, epoch base_epoch + epoch_idx from position 0; a batch starting at or past
-    `length` raises StopIteration (length is a multiple of B). Eval padding (index -1) gets a small grey
+    `length` raises StopIteration (length is a multiple of B). A rank serving `serves` partitions (each
+    giving `share` samples a step) keys each sample's window by its partition (see PlanSource). Eval padding (index -1) gets a small grey
     JPEG, as with PlanSource. With `max_pixels`, an image with more pixels is a FormatError naming it.
     """
 
@@ -60,6 +62,8 @@ class BatchSource:
         batch_size: int,
         seed: int,
         rank: int,
+        serves: int = 1,
+        share: int | None = None,
         base_epoch: int = 0,
         base_position: int = 0,
         scale: tuple[float, float] = (0.08, 1.0),
@@ -71,6 +75,7 @@ class BatchSource:
     ):
         if batch_size < 1 or length % batch_size:
             raise ValueError(f"length={length} must be a multiple of batch_size={batch_size} >= 1")
+        check_serving(serves, share)
         self.store = store
         self.planner = plan
         self.train = bool(train)
@@ -78,6 +83,7 @@ class BatchSource:
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.rank = int(rank)
+        self.serves, self.share = int(serves), share
         self.base_epoch = int(base_epoch)
         self.base_position = int(base_position)
         self.scale = np.array(scale, np.float64)
@@ -110,9 +116,7 @@ class BatchSource:
         n = indices.shape[0]
         if self.train:
             widths, heights = self.sizes(indices)
-            windows = np.empty((n, 5), np.int64)
-            positions = np.arange(start, stop, dtype=np.int64)
-            train_windows(widths, heights, positions, stream_prefix(self.seed, epoch, self.rank), self.scale, self.ratio, windows)
+            windows = self.windows(epoch, start, widths, heights)
             buffers, txns = self.store.image_buffers(indices)
             self._check_frames(indices, buffers, widths, heights)
             rest = (windows[:, 0:2].astype(np.float32), windows[:, 2:4].astype(np.float32), windows[:, 4].astype(np.int32))
@@ -136,6 +140,14 @@ class BatchSource:
         outputs = (jpegs, indices.reshape(n, 1), *rest)
         self._keep.append((outputs, buffers, txns))
         return outputs
+
+    def windows(self, epoch: int, start: int, widths: NDArray[np.int64], heights: NDArray[np.int64]) -> NDArray[np.int64]:
+        """(x, y, w, h, flip) rows of plan positions start, start + 1, ... of `epoch` (images widths x heights),
+        each keyed by (partition, position in the partition's plan) (loader/partitions.py stream_keys)."""
+        partitions, positions = stream_keys(self.rank, self.serves, self.share, start, start + widths.shape[0])
+        out = np.empty((widths.shape[0], 5), np.int64)
+        train_windows_keyed(widths, heights, positions, stream_prefixes(self.seed, epoch, partitions), self.scale, self.ratio, out)
+        return out
 
     def _check_frames(self, indices: NDArray[np.int64], buffers: list, widths: NDArray[np.int64], heights: NDArray[np.int64]) -> None:
         """Each JPEG's frame header says the index's size (checked at open against format.MAX_PIXELS): DALI's

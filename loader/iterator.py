@@ -78,6 +78,7 @@ class DaliLoader:
         self._pipe: Any = None
         self._pipe_at: tuple[int, int] | None = None  # (epoch, step) the running pipeline delivers next
         self._pipe_size: int | None = None  # the image size the running pipeline produces
+        self.source: PlanSource | BatchSource | None = None  # what feeds the running pipeline (None before the first)
         # a remote dataset: this rank's shards download in the background, first-read first (loader/prefetch.py)
         self._fetch = start_prefetch(self.dataset, self._plan, length=self.batches * b, limit=config.cache_limit,
                                      owned_ranges=self.sampler.owned_ranges() if self.train else None)  # fmt: skip
@@ -186,6 +187,9 @@ class DaliLoader:
             length=self.batches * c.batch_size,
             seed=c.seed,
             rank=self.rank,
+            # the partitions this rank serves key the crops and flips, so they survive a change of world size
+            serves=self.sampler.partitions // self.world if self.train else 1,
+            share=self.sampler.share if self.train else None,
             base_epoch=self.epoch,
             base_position=self.step * c.batch_size,
             scale=c.random_area,
@@ -216,6 +220,7 @@ class DaliLoader:
             antialias=c.antialias,
         )
         self._pipe = start(pipe, workers=workers)
+        self.source = source
         self._pipe_at = (self.epoch, self.step)
         self._pipe_size = size
 

@@ -4,6 +4,8 @@ The global batch sequence is a pure function of (seed, epoch, step, P): P partit
 about equal weight and draw `share` = global batch / P samples of every global batch from their own plan.
 Rank r of world W (W dividing P) serves partitions r*P/W .. (r+1)*P/W - 1, and its batch at step s is
 their shares of step s laid end to end. With P = W a rank is one partition: the plan of before.
+A sample's augmentation is keyed by (partition, position in the partition's plan) (`stream_keys`), not by
+the rank's position, so a run resumed on another world size gets the same crops and flips too.
 """
 
 from __future__ import annotations
@@ -56,3 +58,26 @@ def rank_positions(start: int, stop: int, serves: int, share: int) -> tuple[NDAr
     step, within = np.divmod(j, serves * share)
     slot, offset = np.divmod(within, share)
     return slot, step * share + offset
+
+
+def check_serving(serves: int, share: int | None) -> None:
+    """A source serving `serves` partitions needs their `share` of each step (one partition: none)."""
+    if serves < 1 or (serves > 1 and (share is None or share < 1)):
+        raise ValueError(f"serves={serves} partitions must be >= 1, and a rank serving more than one needs share >= 1, got share={share}")
+
+
+def stream_keys(rank: int, serves: int, share: int | None, start: int, stop: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Positions [start, stop) of the plan of a rank serving `serves` partitions -> (partition, position in the
+    partition's plan) of each: the key of its augmentation (loader/augment.py, kernels/crops.py), the same
+    whatever world size serves the sample. One partition per rank: (rank, position), the key of before."""
+    slot, position = rank_positions(start, stop, serves, share or 1)
+    return rank * serves + slot, position
+
+
+def stream_key(rank: int, serves: int, share: int | None, position: int) -> tuple[int, int]:
+    """stream_keys of one position, in plain integers (the per-sample source's path)."""
+    if serves == 1:
+        return rank, position
+    step, within = divmod(position, serves * share)
+    slot, offset = divmod(within, share)
+    return rank * serves + slot, step * share + offset

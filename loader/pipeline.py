@@ -1,6 +1,6 @@
 """The DALI pipelines of one rank, fed by an external source that maps positions of the epoch plan to
-records; augmentation parameters are pure functions of (seed, epoch, rank, position) (loader.augment,
-kernels.crops), so the decoder does a ROI decode of a window we chose instead of `image_random_crop`
+records; augmentation parameters are pure functions of (seed, epoch, partition, position in the
+partition's plan) (loader.augment, kernels.crops, loader.partitions.stream_keys), so the decoder does a ROI decode of a window we chose instead of `image_random_crop`
 drawing its own: the same operation, but resumable without DALI RNG state. DALI is imported only
 inside functions.
 
@@ -23,6 +23,7 @@ from tagstream.loader import format as fmt
 from tagstream.loader import turbo
 from tagstream.loader.augment import train_params
 from tagstream.loader.lifetime import exit_with_parent
+from tagstream.loader.partitions import check_serving, stream_key
 from tagstream.loader.store import ShardStore
 
 if TYPE_CHECKING:
@@ -92,6 +93,9 @@ class PlanSource:
     `idx_in_epoch` after it, with e = base_epoch + SampleInfo.epoch_idx; positions >= length raise
     StopIteration (length is a multiple of the batch size, so no batch is dropped). Plans are
     fetched in chunks and cached per worker process; nothing here depends on which worker runs a sample.
+    A train sample's window and flip are keyed by its partition and position in the partition's plan: a rank
+    serving `serves` partitions (`share` samples of each a step) maps its positions to theirs (stream_key),
+    so they do not depend on the world size; with one partition (serves=1) the key is (rank, position).
 
     With `decode_size` set, the source decodes itself (loader.turbo) and returns (image, index): the
     train window resized to decode_size square and mirrored by the flip bit, or the eval centre crop.
@@ -108,6 +112,8 @@ class PlanSource:
         length: int,
         seed: int,
         rank: int,
+        serves: int = 1,
+        share: int | None = None,
         base_epoch: int = 0,
         base_position: int = 0,
         scale: tuple[float, float] = (0.08, 1.0),
@@ -120,12 +126,14 @@ class PlanSource:
     ):
         if decode_size is not None:
             turbo.require()
+        check_serving(serves, share)
         self.store = store
         self.planner = plan
         self.train = train
         self.length = int(length)
         self.seed = int(seed)
         self.rank = int(rank)
+        self.serves, self.share = int(serves), share
         self.base_epoch = int(base_epoch)
         self.base_position = int(base_position)
         self.scale = tuple(scale)
@@ -187,12 +195,15 @@ class PlanSource:
                 return turbo.box_resize(image, box, size), np.array([index], np.int64)
             except ValueError as exc:
                 raise self.bad(index, exc) from None
-        (x, y, w, h), flip = train_params(
-            width, height, seed=self.seed, epoch=epoch, rank=self.rank, position=position, scale=self.scale, ratio=self.ratio
-        )
+        (x, y, w, h), flip = self.train_window(width, height, epoch, position)
         if self.decode_size is not None:
             return self.decode(index, image, (x, y, w, h), flip, antialias=self.antialias), np.array([index], np.int64)
         return np.frombuffer(image, np.uint8), np.array([index, x, y, w, h, flip], np.float64)
+
+    def train_window(self, width: int, height: int, epoch: int, position: int) -> tuple[tuple[int, int, int, int], bool]:
+        """The crop window and flip of position `position` of this rank's plan of `epoch` (an image width x height)."""
+        partition, at = stream_key(self.rank, self.serves, self.share, position)
+        return train_params(width, height, seed=self.seed, epoch=epoch, partition=partition, position=at, scale=self.scale, ratio=self.ratio)
 
     def bad(self, index: int, exc: Exception) -> fmt.FormatError:
         return fmt.FormatError(f"{self.store.dataset.root}: {self.store.where(index)}: cannot decode: {exc}")
