@@ -17,6 +17,7 @@ from typing import Any
 
 import tomllib
 from tagstream.loader.config import check_data_settings
+from tagstream.loader.format import check_name
 from tagstream.loader.sizes import format_size_schedule, parse_size_schedule
 
 LOSSES = ("softmax", "sigmoid")
@@ -53,6 +54,10 @@ class DataConfig:
                             holdout_fraction=self.holdout_fraction, cpu_decoder=self.cpu_decoder, workers=self.workers,
                             threads=self.threads, prefetch=self.prefetch, samples_per_epoch=self.samples_per_epoch,
                             cache_limit=self.cache_limit)  # fmt: skip
+        if self.vocab:  # names inside the dataset, never paths: refused before a run directory is made
+            check_name(self.vocab, "data.vocab: vocabulary")
+        for mask in self.masks:
+            check_name(mask, "data.masks: mask")
         if self.partitions is not None and (not isinstance(self.partitions, int) or self.partitions < 1):
             raise ValueError(f"data.partitions={self.partitions!r} must be an integer >= 1 (or unset: the world size)")
         schedule = parse_size_schedule(str(self.image_size), name="data.image_size")

@@ -167,3 +167,11 @@ def test_cli_resume_anyway_and_refusal_are_one_line(tmp_path, tiny_dataset):
     assert res.exit_code == 0, res.output
     with RunLock(out):  # the CLI returned with the run directory's lock released
         assert (out / ".lock").read_text() == str(os.getpid())
+
+
+@pytest.mark.parametrize("override", ["data.vocab=../../x", "data.masks=['../x']", "data.vocab='v\\n'"])
+def test_names_that_are_paths_are_refused_before_a_run_directory_exists(tmp_path, override):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="is not allowed"):
+        main(fake_run_config(out, "run.steps=2", override), loader_factory=fake_factory)
+    assert not out.exists()
