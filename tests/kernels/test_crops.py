@@ -68,3 +68,34 @@ def test_a_sample_depends_only_on_its_own_position():
 def test_empty_batch():
     out, ref = _run(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), SETTINGS[0])
     assert out.shape == ref.shape == (0, 5)
+
+
+def test_keyed_kernel_matches_twin_and_the_one_prefix_kernel_per_stream():
+    """A prefix per sample (a rank serving several partitions): the kernel equals its twin, and each stream's
+    samples equal train_windows with that stream's one prefix."""
+    w, h = _sizes(3000, seed=7)
+    rng = np.random.default_rng(2)
+    positions = rng.integers(0, 10**12, w.shape[0])
+    partition = rng.integers(0, 5, w.shape[0])
+    prefixes = crops.stream_prefixes(3, 1, partition)
+    sc, ra = np.array((0.08, 1.0)), crops.ratio_args((3 / 4, 4 / 3))
+    out = np.full((w.shape[0], 5), -7, np.int64)
+    crops.train_windows_keyed(w, h, positions, prefixes, sc, ra, out)
+    np.testing.assert_array_equal(out, crops.train_windows_ref(w, h, positions, prefixes, sc, ra))
+    for p in range(5):
+        sel = partition == p
+        one, _ = _run(w[sel], h[sel], positions[sel], (3, 1, p, (0.08, 1.0), (3 / 4, 4 / 3)))
+        np.testing.assert_array_equal(out[sel], one)
+    other = np.full_like(out, -7)
+    crops.train_windows_keyed(w, h, positions, crops.stream_prefixes(3, 1, partition + 1), sc, ra, other)
+    assert (other[120:] != out[120:]).any(axis=1).mean() > 0.9  # the partition is part of the key
+
+
+def test_stream_prefixes_are_stream_prefix_per_sample():
+    partitions = np.array([4, 0, 4, 2, 0, 7], np.int64)
+    want = [crops.stream_prefix(11, 3, int(p)) for p in partitions]
+    assert crops.stream_prefixes(11, 3, partitions).tolist() == [int(k) for k in want]
+    assert crops.stream_prefixes(11, 3, np.zeros(0, np.int64)).shape == (0,)
+    with pytest.raises(ValueError, match=r"prefixes of shape \(2,\) for 3 samples"):
+        crops.train_windows_ref(np.ones(3, np.int64), np.ones(3, np.int64), np.arange(3), np.zeros(2, np.uint64),
+                                np.array((0.08, 1.0)), crops.ratio_args((3 / 4, 4 / 3)))
