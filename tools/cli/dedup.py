@@ -15,8 +15,8 @@ from tagstream.tools.dedup.run import METHODS, run_dedup
 
 
 def format_summary(s: dict) -> str:
-    rule = {"hash": f"pHash distance <= {s['max_distance']}", "embed": f"cosine >= {s['threshold']}",
-            "both": f"pHash distance <= {s['max_distance']} or cosine >= {s['threshold']}"}[s["method"]]
+    hash_rule, embed_rule = f"pHash distance <= {s['max_distance']}", f"cosine >= {s['threshold']}"
+    rule = {"hash": hash_rule, "embed": embed_rule, "both": f"{hash_rule} or {embed_rule}"}[s["method"]]
     lines = [
         f"{s['train']}: {s['excluded']:,} of {s['train_images']:,} images excluded "
         f"({100 * s['excluded_fraction']:.3f}%), {rule}"
