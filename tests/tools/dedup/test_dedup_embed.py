@@ -236,3 +236,14 @@ def test_hnsw_returns_every_neighbour_above_the_threshold_even_past_k():
     assert (sims >= 0.9).all()
     truth = np.flatnonzero(base @ base[0] >= 0.9)
     assert truth.size >= 30 and sorted(ids.tolist()) == truth.tolist() and (rows == 0).all()
+
+
+def test_grid_shows_the_closest_pairs_first_or_a_seeded_sample():
+    from tagstream.tools.dedup.grid import _choose
+
+    # (eval set, train, eval, distance, cosine, exact, mirrored); NaN: a pair with no features
+    rows = [(0, 1, 1, 9, 0.91, False, False), (0, 2, 2, 3, float("nan"), False, False),
+            (0, 3, 3, 7, 0.99, False, False), (0, 4, 4, 1, 0.91, False, False)]
+    assert _choose(rows, 3, "closest", 0) == [2, 3, 0]  # cosine down, ties by distance, NaN last
+    assert _choose(rows, 2, "random", 7) == _choose(rows, 2, "random", 7)
+    assert len(set(_choose(rows, 4, "random", 1))) == 4
