@@ -1,17 +1,25 @@
 """Elastic resume: the global batches are a function of (seed, epoch, step, partitions), not of the world size.
 
 A loader checkpointed at step s at world 4 and resumed at world 2 or 1 (partitions=4) delivers the same
-global batches (as multisets of image indices) as the uninterrupted world-4 run; other world sizes and
+global batches (as multisets of image indices) as the uninterrupted world-4 run, with the same crop windows,
+flips and pixels (augmentation is keyed by partition, loader/partitions.py stream_keys); other world sizes and
 other layouts are refused with messages that name what works. The sqrt law holds at world 3 and 7.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
+from tagstream.loader.augment import train_params
 from tagstream.loader.config import LoaderConfig
+from tagstream.loader.feed import BatchSource
 from tagstream.loader.iterator import DaliLoader
+from tagstream.loader.partitions import stream_key, stream_keys
+from tagstream.loader.pipeline import PlanSource
 from tagstream.loader.sampling import RankSampler
+from tagstream.tools.bench.loader_data import encode_jpeg, write_dataset, write_identity_vocab
 
 from tests.helpers.index_only import NUM_CLASSES, write_index_only, zipf_class
 from tests.helpers.stats import ALPHA, chi2_fit
@@ -143,3 +151,112 @@ def test_sqrt_law_per_class_at_world_3_and_7_with_uneven_shards(tmp_path_factory
     assert chi2_fit(observed, drawn * law)[2] > ALPHA
     natural = n / n.sum()  # the test can tell the sqrt law from the natural one
     assert chi2_fit(observed, drawn * natural)[2] < ALPHA
+
+
+def test_a_samples_augmentation_key_is_its_partition_and_its_position_there(root):
+    """stream_keys maps position j of a rank's plan to (partition, position in that partition's plan): the
+    sample at j is the one the partition draws there, at every world size; one partition per rank: (rank, j)."""
+    alone = [DaliLoader(LoaderConfig(dataset=root, vocab="v", seed=5, batch_size=3, partitions=6), rank=p, world=6).sampler for p in range(6)]
+    for world in (1, 2, 3, 6):
+        config = LoaderConfig(dataset=root, vocab="v", seed=5, batch_size=18 // world, partitions=6)
+        for rank in range(world):
+            sampler = DaliLoader(config, rank=rank, world=world).sampler
+            serves, n = 6 // world, len(sampler)
+            parts, pos = stream_keys(rank, serves, sampler.share, 0, n)
+            assert [stream_key(rank, serves, sampler.share, j) for j in range(n)] == list(zip(parts.tolist(), pos.tolist()))
+            if serves == 1:
+                assert (parts == rank).all() and np.array_equal(pos, np.arange(n))
+            plan = sampler.plan(1)
+            for p in sampler.served:
+                sel = parts == p
+                assert np.array_equal(np.sort(pos[sel]), np.arange(n // serves))  # each position of p once
+                assert np.array_equal(plan[sel], alone[p].plan(1)[pos[sel]]), (world, rank, p)
+
+
+def _gradient(index: int, w: int, h: int) -> np.ndarray:
+    """Gradients in x and y, the index in blue: another window, flip or image shows in the pixels."""
+    x = np.linspace(0, 255, w)[None, :].repeat(h, 0)
+    y = np.linspace(0, 255, h)[:, None].repeat(w, 1)
+    return np.stack([x, y, np.full_like(x, 5 * index % 256)], -1).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def pattern_root(tmp_path_factory) -> str:
+    dims = [(40 + 9 * (i % 5), 36 + 7 * (i % 6)) for i in range(40)]
+    records = ((encode_jpeg(_gradient(i, w, h), quality=95), [i % 4], w, h) for i, (w, h) in enumerate(dims))
+    ds = write_dataset(tmp_path_factory.mktemp("pattern") / "ds", records, num_images=40, shard_size=10, num_tags=4)
+    write_identity_vocab(ds, "v")
+    return str(ds.root)
+
+
+def _source_triples(loader: DaliLoader, start: int, n: int) -> list[tuple[int, ...]]:
+    """(index, x, y, w, h, flip) of positions [start, start + n) of the loader's plan, as the source feeding
+    its pipeline computes them (PlanSource per sample, BatchSource per batch)."""
+    source, epoch = loader.source, loader.epoch
+    indices = loader.sampler.plan(epoch, start, start + n)
+    if isinstance(source, BatchSource):
+        widths, heights = source.sizes(indices)
+        return [(int(i), *map(int, row)) for i, row in zip(indices, source.windows(epoch, start, widths, heights))]
+    assert isinstance(source, PlanSource) and source.decode_size is not None  # the turbo path: the workers decode
+    out = []
+    for position, index in enumerate(indices.tolist(), start):
+        window, flip = source.train_window(*source.image_size_of(index), epoch, position)
+        out.append((index, *window, int(flip)))
+    return out
+
+
+def _size(loader: DaliLoader, index: int) -> tuple[int, int]:
+    shard, local = loader.dataset.locate(np.array([index]))
+    return tuple(int(loader.dataset.index_array(int(shard[0]), k)[local[0]]) for k in ("width", "height"))
+
+
+def _augmented_batches(loaders: list[DaliLoader], steps: int) -> list[list[tuple]]:
+    """The next `steps` global batches the loaders yield, each the sorted multiset of (index, x, y, w, h, flip,
+    digest of the pixels): the window and flip from each loader's source, index and pixels from the loader."""
+    iters = [iter(loader) for loader in loaders]
+    out = []
+    for _ in range(steps):
+        rows = []
+        for loader, it in zip(loaders, iters):
+            b, start = loader.config.batch_size, loader.step * loader.config.batch_size
+            batch = next(it)
+            triples = _source_triples(loader, start, b)
+            assert [t[0] for t in triples] == batch.indices.tolist()
+            rows += [(*t, hashlib.sha1(image.tobytes()).hexdigest()) for t, image in zip(triples, batch.images.numpy())]
+        out.append(sorted(rows))
+    return out
+
+
+def test_resumed_at_world_2_and_1_the_crops_flips_and_pixels_are_the_uninterrupted_ones(pattern_root):
+    """Through the real loader on CPU, both decode placements (turbo: PlanSource's workers; dali: BatchSource):
+    checkpointed at step 3 at world 4, resumed at world 2 and 1, steps 3..5 give the same (index, window, flip,
+    pixels) per global batch as the uninterrupted run; both placements draw the same windows."""
+    start, steps = 3, 3
+    windows = {}
+    for decoder in ("turbo", "dali"):
+        config = dict(dataset=pattern_root, vocab="v", seed=9, partitions=4, image_size=16, samples_per_epoch=96,
+                      workers=0, threads=1, prefetch=1, cpu_decoder=decoder)  # fmt: skip
+        uninterrupted = _loaders(LoaderConfig(**config, batch_size=2), 4)
+        for loader in uninterrupted:
+            loader.set_epoch(1)
+        _augmented_batches(uninterrupted, start)
+        state = uninterrupted[0].state_dict()
+        assert state["step"] == start and state["world"] == 4
+        expected = _augmented_batches(uninterrupted, steps)
+        for loader in uninterrupted:
+            loader.close()
+        for world in (2, 1):
+            resumed = _loaders(LoaderConfig(**config, batch_size=8 // world), world)
+            for loader in resumed:
+                loader.load_state_dict(state)
+            got = _augmented_batches(resumed, steps)
+            assert got == expected, (decoder, world)
+            if world == 2:  # keyed by (rank, position in the rank's plan), as before, these windows would differ
+                rank1, at = resumed[1], start * 4
+                ours = _source_triples(rank1, at, 4)
+                by_rank = [train_params(*_size(rank1, t[0]), seed=9, epoch=1, rank=1, position=at + k) for k, t in enumerate(ours)]
+                assert all(t[1:] != (*w, int(f)) for t, (w, f) in zip(ours, by_rank))
+            for loader in resumed:
+                loader.close()
+        windows[decoder] = [[row[:6] for row in batch] for batch in expected]
+    assert windows["turbo"] == windows["dali"]
