@@ -147,6 +147,7 @@ class DaliLoader:
             stop(self._pipe)
             self._pipe = None
             self._pipe_at = None
+            self.source = None  # a batch source holds its last batches' read transactions
         self.store.close()
 
     def __del__(self) -> None:
