@@ -49,3 +49,34 @@ def contamination(pairs: Pairs, eval_ds: Dataset, *, method: str, exact: bool, v
         for c, name in enumerate(v.class_names())
     }
     return out
+
+
+def format_summary(s: dict) -> str:
+    """The dedup summary (run_dedup's dict) as the lines `tagstream dedup` prints."""
+    hash_rule, embed_rule = f"pHash distance <= {s['max_distance']}", f"cosine >= {s['threshold']}"
+    rule = {"hash": hash_rule, "embed": embed_rule, "both": f"{hash_rule} or {embed_rule}"}[s["method"]]
+    lines = [
+        f"{s['train']}: {s['excluded']:,} of {s['train_images']:,} images excluded "
+        f"({100 * s['excluded_fraction']:.3f}%), {rule}"
+        f"{', same bytes checked' if s['exact_bytes_checked'] else ''}{', mirrors too' if s['mirrors'] else ''}"
+    ]
+    for e in s["against"]:
+        how = "; ".join(x for x in (e.get("hash_join"), e.get("index")) if x)
+        lines.append(
+            f"  vs {e['label']} ({e['images']:,} images): {e['pairs']:,} pairs ({e['hash_pairs']:,} by hash, "
+            f"{e['embed_pairs']:,} by embedding, {e['exact_pairs']:,} same bytes, {e['mirrored_pairs']:,} mirrored), "
+            f"{e['train_matched']:,} train / {e['eval_matched']:,} eval images matched; {how}"
+        )
+        c = e["contamination"]
+        lines.append("    eval images with a near copy in train: " + ", ".join(
+            f"{m} {k:,} ({100 * c['fraction'][m]:.2f}%)" for m, k in c["contaminated"].items()))
+        worst = sorted(((row["any"] / row["images"], name, row) for name, row in c["per_class"].items() if row["images"]),
+                       key=lambda t: (-t[0], t[1]))[:5]
+        for share, cls, row in worst:
+            if row["any"]:
+                lines.append(f"      class {cls}: {row['any']} of {row['images']} ({100 * share:.1f}%)")
+    lines.append(f"mask {s['mask']}\npairs {s['pairs_file']}")
+    if "grid" in s:
+        lines.append(f"grid {s['grid']['path']} ({s['grid']['pairs_shown']} pairs, {s['grid']['order']} first)")
+    lines.append(f"{s['seconds']:.2f} s")
+    return "\n".join(lines)
