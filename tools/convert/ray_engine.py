@@ -42,8 +42,28 @@ def connect(address: str | None):
     connected driver (a test's, a notebook's) is used as it is."""
     ray = require_ray()
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        _probe(address)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except ConnectionError as exc:  # no cluster there, or (Ray's token authentication) another token
+            raise RuntimeError(
+                f"cannot join the Ray cluster at {address or 'RAY_ADDRESS'}: {exc} (is `ray start` running there, and "
+                "does this machine hold the cluster's authentication token?)"
+            ) from None
     return ray
+
+
+def _probe(address: str | None, timeout: float = 5.0) -> None:
+    """Refuse a HOST:PORT where nothing listens, at once: Ray itself retries such an address for minutes."""
+    import socket
+
+    host, sep, port = (address or "").rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # None, "auto", "local" or a ray:// client address: Ray answers those promptly itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RuntimeError(f"no Ray cluster answers at {address} ({exc}); start one there with `ray start --head`") from None
 
 
 def convert_on_ray(src: str | Path, out: str | Path, *, parts: int | None = None, address: str | None = None,

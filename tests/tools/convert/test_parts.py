@@ -285,3 +285,14 @@ def test_parts_of_tars_and_tables_equal_one_process(kind, tmp_path, monkeypatch)
     assert len(dataset_records(tmp_path / "one")) == collection["count"]
     assert dataset_records(tmp_path / "ds") == dataset_records(tmp_path / "one")
     assert same_dataset_parts(tmp_path / "ds") == same_dataset_parts(tmp_path / "one")
+
+
+def test_ray_address_where_nothing_listens_is_refused_at_once(source, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(RuntimeError, match=f"no Ray cluster answers at 127.0.0.1:{port}"):
+        run_conversion(source, tmp_path / "ds", engine="ray", address=f"127.0.0.1:{port}", parts=2)
+    assert not (tmp_path / "ds").exists()
