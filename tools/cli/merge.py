@@ -7,7 +7,9 @@ import click
 
 @click.command()
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
-def merge(out):
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes placing (and, where tag ids change, rewriting) the shards.")
+def merge(out, workers):
     """Merge the N committed parts of a partitioned conversion in OUT into one dataset.
 
     Each part was converted by `tagstream convert SRC OUT --part I/N` (on any machine that sees OUT).
@@ -18,13 +20,13 @@ def merge(out):
     \b
     Example:
       for i in 0 1 2; do tagstream convert photos.jsonl ds --part $i/3; done
-      tagstream merge ds
+      tagstream merge ds --workers 8
     """
     from tagstream.tools.convert.engine import ConvertRefused
     from tagstream.tools.convert.merge import merge as run_merge
 
     try:
-        summary = run_merge(out)
+        summary = run_merge(out, workers=workers)
     except (ConvertRefused, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     if summary.already_complete:

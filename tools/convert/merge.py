@@ -55,11 +55,13 @@ class ShardMove:
     rejects_from: tuple[tuple[str, str], ...] = ()
 
 
-def merge(out: str | Path, *, place_all: Callable[[Sequence[ShardMove]], list[dict]] | None = None) -> ConvertSummary:
+def merge(out: str | Path, *, workers: int = 1,
+          place_all: Callable[[Sequence[ShardMove]], list[dict]] | None = None) -> ConvertSummary:
     """Merge OUT/parts/* into the dataset OUT; refuses (nothing written) unless all N parts are committed from
-    the scan recorded in OUT. `place_all` places the shards (default: one after the other in this process; the
-    Ray engine spreads them over the cluster)."""
+    the scan recorded in OUT. `place_all` places the shards (default: over `workers` processes of this
+    machine; the Ray engine spreads them over the cluster)."""
     t0 = time.perf_counter()
+    place_all = place_all or place_in_processes(workers)
     out = Path(out).resolve()
     state_file = out / STATE_DIR / "state.json"
     if not state_file.exists():
@@ -75,7 +77,7 @@ def merge(out: str | Path, *, place_all: Callable[[Sequence[ShardMove]], list[di
                            seconds=time.perf_counter() - t0)
         records = committed_parts(out, wanted)
         moves, tail = plan_moves(out, records)
-        placed = (place_all or _place_here)(moves)
+        placed = place_all(moves)
         for sub in (fmt.SHARDS_DIR, fmt.INDEX_DIR):
             (out / sub).mkdir(exist_ok=True)
         manifest = finish(out, placed, _rejects(tail), wanted)
@@ -165,6 +167,27 @@ def _rejects(refs: Sequence[tuple[str, str]]) -> list[dict]:
 
 def _place_here(moves: Sequence[ShardMove]) -> list[dict]:
     return [place(m) for m in moves]
+
+
+def place_in_processes(workers: int) -> Callable[[Sequence[ShardMove]], list[dict]]:
+    """A `place_all` for `merge` spreading the shards over `workers` processes of this machine."""
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if workers == 1:
+        return _place_here
+
+    def place_all(moves: Sequence[ShardMove]) -> list[dict]:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        from tagstream.loader.lifetime import exit_with_parent
+
+        methods = mp.get_all_start_methods()
+        ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")  # no fork: LMDB handles
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
+            return list(pool.map(place, moves))
+
+    return place_all
 
 
 def place(move: ShardMove) -> dict:

@@ -85,7 +85,7 @@ def test_cli_parts_and_merge(source, reference, tmp_path):
         assert f"part {i}/3" in res.output and "committed" in res.output
     res = runner.invoke(main, ["convert", str(source), str(out), "--part", "1/3", "--shard-size", str(SHARD)])
     assert res.exit_code == 0 and "already committed" in res.output
-    res = runner.invoke(main, ["merge", str(out)])
+    res = runner.invoke(main, ["merge", str(out), "--workers", "2"])
     assert res.exit_code == 0, res.output
     assert "images    13" in res.output
     assert dataset_records(out) == dataset_records(reference)
