@@ -161,15 +161,21 @@ def _committed(out: Path) -> list[dict]:
     return states
 
 
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes for a conversion's jobs (decoding, a merge's shards): started by a forkserver (no fork:
+    LMDB handles and threads), each exiting with its parent."""
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent, initargs=(os.getpid(),))
+
+
 def _results(items: Iterable[Item], options: ImageOptions, workers: int) -> Iterator[ItemResult]:
     """Process items in input order; with workers > 1 a bounded window of batches is in flight."""
     if workers == 1:
         for item in items:
             yield process_item(item, options)
         return
-    methods = mp.get_all_start_methods()
-    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")  # no fork: LMDB and threads
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
+    with process_pool(workers) as pool:
         pending: deque = deque()
         it = iter(items)
         while batch := list(itertools.islice(it, BATCH)):

@@ -31,7 +31,7 @@ import numpy as np
 
 from tagstream.loader import format as fmt
 from tagstream.loader.writer import ShardWriter, write_index
-from tagstream.tools.convert.engine import ConvertRefused, ConvertSummary, finish, locked, summary
+from tagstream.tools.convert.engine import ConvertRefused, ConvertSummary, finish, locked, process_pool, summary
 from tagstream.tools.convert.parts import PARTS_DIR, PartSpec, parse_part_name, part_root, read_part
 from tagstream.tools.convert.shards import STATE_DIR, shard_intact, slim, state_path
 
@@ -177,14 +177,7 @@ def place_in_processes(workers: int) -> Callable[[Sequence[ShardMove]], list[dic
         return _place_here
 
     def place_all(moves: Sequence[ShardMove]) -> list[dict]:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        from tagstream.loader.lifetime import exit_with_parent
-
-        methods = mp.get_all_start_methods()
-        ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")  # no fork: LMDB handles
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
+        with process_pool(workers) as pool:
             return list(pool.map(place, moves))
 
     return place_all
