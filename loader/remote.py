@@ -7,9 +7,9 @@
         shards/NAME.lmdb/data.mdb      fetched on first use, or ahead of time (loader/prefetch.py)
         shards/NAME.lmdb/verified.json {"sha256", "bytes", "seconds", "by"}: written after the check, so a
                                        shard with it is a verified shard and a resumed run reuses it
-        .locks/                        flocks: NAME.get (one downloader per shard on a machine, the others
-                                       wait), NAME.use (held shared while a loader reads the shard: never
-                                       evicted then), open (one process refreshes the mirror at a time)
+        .locks/                        NAME.get (a record lock: one downloader per shard on a machine, the
+                                       others wait), NAME.use (a shared flock while a loader reads the shard:
+                                       never evicted then), open (one process refreshes the mirror at a time)
 
 A shard is checked against the manifest's size and sha256 before use (storage.get: a mismatch is
 downloaded once more, then an error naming the object). A mirror is a directory any process can open
@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import IO, Iterator
@@ -55,31 +56,32 @@ def mirror_dir(url: str, cache_dir: str | Path | None = None) -> Path:
     return Path(cache_dir or default_cache_dir()) / f"{name}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
 
 
-_HELD: set[IO] = set()  # lock files this process holds a download lock on
+_LOCKS: dict[str, threading.Lock] = {}  # one thread lock per lock file, so one thread of a process at a time
+_LOCKS_GUARD = threading.Lock()
 
 
-def _close_held_in_child() -> None:
-    # A forked child (a DALI worker started while a shard downloads in a thread) shares the parent's lock
-    # file descriptions: a flock lasts until every copy is closed, so the child must close its copies,
-    # or the lock would outlive the download for as long as the worker lives.
-    for f in list(_HELD):
-        f.close()
-    _HELD.clear()
+def _fresh_locks_in_child() -> None:
+    # a thread lock held by a parent thread at fork time would be held forever in the child
+    global _LOCKS_GUARD
+    _LOCKS.clear()
+    _LOCKS_GUARD = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_close_held_in_child)
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 @contextlib.contextmanager
-def _flock(path: Path, mode: int = fcntl.LOCK_EX) -> Iterator[IO]:
+def _exclusive(path: Path) -> Iterator[IO]:
+    """Hold `path` exclusively on this machine: a thread lock within the process, a POSIX record lock
+    (fcntl.lockf) across processes. Record locks belong to the process and are not inherited: a DALI
+    worker forked while a thread downloads never shares the lock (a flock would be held by the worker's
+    inherited descriptor for as long as it lives, and everyone else waiting on it would hang)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, mode)
-        _HELD.add(f)
-        try:
-            yield f  # closing the file releases the lock (also when the process dies)
-        finally:
-            _HELD.discard(f)
+    with _LOCKS_GUARD:
+        lock = _LOCKS.setdefault(str(path), threading.Lock())
+    with lock, open(path, "a") as f:
+        fcntl.lockf(f, fcntl.LOCK_EX)
+        yield f  # closing the file releases the lock (also when the process dies)
 
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -117,7 +119,7 @@ class Mirror:
                     files[f"{d}/{rel}"] = version
         state = {"url": url, "manifest_sha256": hashlib.sha256(manifest).hexdigest(), "files": files}
         root.mkdir(parents=True, exist_ok=True)
-        with _flock(root / LOCKS / "open"):
+        with _exclusive(root / LOCKS / "open"):
             old = cls._read_state(root)
             if old is not None:
                 for rel, version in old.get("files", {}).items():
@@ -166,7 +168,7 @@ class Mirror:
         path = self.root / rel
         if path.exists():
             return path
-        with _flock(self.root / LOCKS / (rel.replace("/", "__") + ".get")):
+        with _exclusive(self.root / LOCKS / (rel.replace("/", "__") + ".get")):
             if not path.exists():
                 try:
                     storage.get(storage.join(self.url, rel), path, retry=self.retry)
@@ -213,7 +215,7 @@ class Mirror:
         if self.shard_ready(entry):
             return False
         name = entry["name"]
-        with _flock(self.root / LOCKS / f"{name}.get"):
+        with _exclusive(self.root / LOCKS / f"{name}.get"):
             if self.shard_ready(entry):
                 return False
             d = fmt.shard_path(self.root, name)

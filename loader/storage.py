@@ -133,6 +133,17 @@ _FS_LOCK = threading.Lock()
 _ENV_PREFIXES = ("AWS_", "GOOGLE_", "GCS", "FSSPEC_")  # where the backends find endpoints and credentials
 
 
+def _fresh_in_child() -> None:
+    # a forked child (a loader worker) makes its own clients; a lock held by a parent thread at fork
+    # time would stay held in the child forever
+    global _FS_LOCK
+    _FS.clear()
+    _FS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_in_child)
+
+
 def _env_fingerprint() -> int:
     """Changes when the environment a backend reads its endpoint/credentials from changes (a new
     endpoint must get a new client); a hash, so the values themselves are kept nowhere."""

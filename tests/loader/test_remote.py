@@ -180,3 +180,28 @@ def test_each_rank_downloads_only_its_shards_and_sees_the_local_batches(pushed, 
     assert fetched[0] | fetched[1] == set(local.shard_names)
     expected = {n: (n in fetched[0]) + (n in fetched[1]) for n in local.shard_names}
     assert shard_gets(pushed) == expected  # a shard reaches a rank only when that rank samples from it
+
+
+def test_a_worker_forked_during_a_download_never_holds_its_lock(tmp_path):
+    """A loader worker forked while a thread downloads a shard must not keep the shard's lock once the
+    download is over (with flock it did: the inherited descriptor held it, and the other workers hung)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tagstream.loader import remote
+
+    path = tmp_path / "00000.get"
+    with remote._exclusive(path):
+        child = os.fork()
+        if child == 0:  # a worker: lives on with whatever it inherited
+            time.sleep(30)
+            os._exit(0)
+    try:
+        probe = "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)"
+        taken = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=60)
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+    assert taken.returncode == 0, taken.stderr  # another process gets the lock while the forked child lives
