@@ -176,7 +176,7 @@ class FaultProxy:
             if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
                 h.send_header(k, v)
         if method == "HEAD":
-            length = dict((k.lower(), v) for k, v in resp_headers).get("content-length", "0")
+            length = {k.lower(): v for k, v in resp_headers}.get("content-length", "0")
             h.send_header("Content-Length", length)
             h.end_headers()
             return

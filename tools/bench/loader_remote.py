@@ -23,7 +23,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from tagstream.tools.bench.loader import _config, _median_run, prepare_dataset, run_ours, usable_cores
+from tagstream.tools.bench.loader import (
+    _config,
+    _median_run,
+    prepare_dataset,
+    run_ours,
+    usable_cores,
+)
 
 TARGET_RATE = 3000  # images/s a rank is sized for in the report
 BUCKET = "tagstream-bench"
@@ -138,9 +144,9 @@ def bench_remote(dataset: str | Path, *, make: int | None, batch_size: int, work
 
 def format_remote(r: dict) -> str:
     lines = [
-        f"dataset {r['dataset']}: {r['images']} images in {r['shards']} shards, {r['bytes'] / 1e6:.1f} MB "
-        f"({r['mean_bytes_per_image'] / 1e3:.1f} KB an image); batch {r['batch_size']}, {r['workers']} workers, "
-        f"{r['threads']} threads, {r['image_size']} px, {r['cores']} cores",
+        (f"dataset {r['dataset']}: {r['images']} images in {r['shards']} shards, {r['bytes'] / 1e6:.1f} MB "
+         f"({r['mean_bytes_per_image'] / 1e3:.1f} KB an image); batch {r['batch_size']}, {r['workers']} workers, "
+         f"{r['threads']} threads, {r['image_size']} px, {r['cores']} cores"),
         f"{'':24}{'images/s':>10}{'first batch s':>15}{'vs local':>10}",
     ]
     for key, label in (("local", "local disk"), ("cold", "s3://, cold cache"), ("warm", "s3://, warm cache")):
