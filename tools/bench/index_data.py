@@ -29,7 +29,7 @@ LABEL_BYTES = 4.0  # disk per label; 8 per image for the offsets, 1 for the mask
 
 
 @numba.njit(cache=True)
-def _label_counts(key, max_labels, no_label_per_mille, start, out) -> None:
+def label_counts(key, max_labels, no_label_per_mille, start, out) -> None:
     """out[t] = number of classes of image start + t: 0 for about no_label_per_mille / 1000, else 1..max_labels."""
     for t in range(out.shape[0]):
         h = counter_u64(key, np.uint64(start + t))
@@ -40,7 +40,7 @@ def _label_counts(key, max_labels, no_label_per_mille, start, out) -> None:
 
 
 @numba.njit(cache=True)
-def _zipf_labels(key, num_classes, start, offsets, out) -> None:
+def zipf_labels(key, num_classes, start, offsets, out) -> None:
     """Image start + t's classes (offsets local to the chunk): distinct, P(c) ~ 1/(c + 1.5), sorted."""
     log_c = math.log(num_classes + 1.0)
     for t in range(offsets.shape[0] - 1):
@@ -115,7 +115,7 @@ def make_index_dataset(
     k = np.empty(CHUNK, np.int64)
     for lo in range(0, images, CHUNK):
         n = min(CHUNK, images - lo)
-        _label_counts(stream_key(seed, 1), max_labels, int(round(no_label_fraction * 1000)), lo, k[:n])
+        label_counts(stream_key(seed, 1), max_labels, int(round(no_label_fraction * 1000)), lo, k[:n])
         offsets[lo + 1 : lo + n + 1] = offsets[lo] + np.cumsum(k[:n])
     nnz = int(offsets[-1])
     labels = np.lib.format.open_memmap(vocab / LABELS, mode="w+", dtype="<i4", shape=(nnz,))
@@ -123,7 +123,7 @@ def make_index_dataset(
         n = min(CHUNK, images - lo)
         off = np.asarray(offsets[lo : lo + n + 1]) - offsets[lo]
         part = np.empty(int(off[-1]), np.int32)
-        _zipf_labels(stream_key(seed, 2), classes, lo, off, part)
+        zipf_labels(stream_key(seed, 2), classes, lo, off, part)
         labels[offsets[lo] : offsets[lo + n]] = part
         counts += np.bincount(part, minlength=classes)
     del offsets, labels  # flushed and unmapped

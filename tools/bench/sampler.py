@@ -7,68 +7,35 @@ CSR itself), so 10^8 images fit in memory next to the weights and the alias tabl
 
 from __future__ import annotations
 
-import math
 import resource
 import time
 
-import numba
 import numpy as np
 from numpy.typing import NDArray
 from tagstream.kernels.alias import build_alias, draw_alias
 from tagstream.kernels.assign import assign_blocks, block_weights, pack_shards
 from tagstream.kernels.counts import class_counts
 from tagstream.kernels.plan import build_rank_table
-from tagstream.kernels.rng import counter_u64, stream_key, to_unit
+from tagstream.kernels.rng import stream_key
 from tagstream.kernels.weights import sample_weights, sampling_power
+from tagstream.tools.bench.index_data import label_counts, zipf_labels
 
 TORCH_MAX_CATEGORIES = 2**24
-
-
-@numba.njit(cache=True)
-def _label_counts(key, max_labels, no_label_per_mille, out_offsets) -> None:
-    n = out_offsets.shape[0] - 1
-    out_offsets[0] = 0
-    for i in range(n):
-        h = counter_u64(key, np.uint64(i))
-        k = 0 if h % np.uint64(1000) < np.uint64(no_label_per_mille) else 1 + np.int64((h >> np.uint64(20)) % np.uint64(max_labels))
-        out_offsets[i + 1] = out_offsets[i] + k
-
-
-@numba.njit(cache=True)
-def _zipf_labels(key, num_classes, offsets, out_labels) -> None:
-    """Per image: distinct classes with P(c) ~ log((c+2)/(c+1)) ~ 1/(c+1.5) (Zipf, s ~ 1), sorted."""
-    log_c = math.log(num_classes + 1.0)
-    j = np.uint64(0)
-    for i in range(offsets.shape[0] - 1):
-        lo, hi = offsets[i], offsets[i + 1]
-        for p in range(lo, hi):
-            while True:
-                u = to_unit(counter_u64(key, j))
-                j += np.uint64(1)
-                c = min(np.int64(math.exp(u * log_c)) - 1, num_classes - 1)
-                dup = False
-                for q in range(lo, p):
-                    if out_labels[q] == c:
-                        dup = True
-                if not dup:
-                    break
-            q = p  # insertion sort: at most a few labels per image
-            while q > lo and out_labels[q - 1] > c:
-                out_labels[q] = out_labels[q - 1]
-                q -= 1
-            out_labels[q] = c
 
 
 def synthetic_index(
     num_images: int, num_classes: int, *, seed: int = 0, max_labels: int = 3, no_label_fraction: float = 0.02
 ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
-    """A Zipf-tagged CSR index: about no_label_fraction images without a class, the rest 1..max_labels."""
+    """A Zipf-tagged CSR index in memory: about no_label_fraction images without a class, the rest 1..max_labels
+    (the same generator as the on-disk index of tools/bench/index_data.py)."""
     if num_classes < max_labels:
         raise ValueError(f"classes={num_classes} must be >= max_labels={max_labels}")
-    offsets = np.empty(num_images + 1, dtype=np.int64)
-    _label_counts(stream_key(seed, 1), max_labels, int(round(no_label_fraction * 1000)), offsets)
+    offsets = np.empty(num_images + 1, dtype=np.int64)  # the counts first, then their running sum in place
+    offsets[0] = 0
+    label_counts(stream_key(seed, 1), max_labels, int(round(no_label_fraction * 1000)), 0, offsets[1:])
+    np.cumsum(offsets[1:], out=offsets[1:])
     labels = np.empty(int(offsets[-1]), dtype=np.int32)
-    _zipf_labels(stream_key(seed, 2), num_classes, offsets, labels)
+    zipf_labels(stream_key(seed, 2), num_classes, 0, offsets, labels)
     return offsets, labels
 
 
