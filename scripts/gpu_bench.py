@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--batches", type=int, default=20)
     args = parser.parse_args()
-    from tagstream.tools.bench.loader import _config, make_bench_dataset, usable_cores
+    from tagstream.tools.bench.loader import bench_config, make_bench_dataset, usable_cores
     from tagstream.tools.bench.model_rate import training_rate
 
     cores = usable_cores()
@@ -88,7 +88,7 @@ def main() -> None:
         make_bench_dataset(root, args.images, workers=cores)
     result["make_dataset_s"] = time.perf_counter() - t0
     # the batch source runs in this process: DALI's threads (decode scheduling, nvJPEG's host side) get the cores
-    config = _config(str(root), batch_size=args.batch_size, image_size=224, workers=0, threads=cores, device="gpu",
+    config = bench_config(str(root), batch_size=args.batch_size, image_size=224, workers=0, threads=cores, device="gpu",
                      device_id=0, prefetch=2, samples_per_epoch=max(args.images, (args.batches + 8) * args.batch_size))
 
     def save() -> None:

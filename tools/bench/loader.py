@@ -59,7 +59,8 @@ def make_tiny_dataset(root: str | Path, images: int) -> Dataset:
     return ds
 
 
-def _config(dataset: str, **kw: Any) -> LoaderConfig:
+def bench_config(dataset: str, **kw: Any) -> LoaderConfig:
+    """The benches' loader settings over a bench dataset (its identity vocabulary, sqrt sampling)."""
     return LoaderConfig(dataset=str(dataset), vocab=VOCAB, mode="train", sampling="sqrt", **kw)
 
 
@@ -218,13 +219,13 @@ def first_batch_latency(root: Path, sizes: tuple[int, ...], *, batch_size: int, 
         if not (path / "manifest.json").exists():
             make_tiny_dataset(path, size)
         made[size] = time.perf_counter() - t0
-    warm = build_loader(_config(str(Path(root) / f"tiny-{sizes[0]}"), batch_size=batch_size, image_size=32, workers=workers, threads=threads))
+    warm = build_loader(bench_config(str(Path(root) / f"tiny-{sizes[0]}"), batch_size=batch_size, image_size=32, workers=workers, threads=threads))
     next(iter(warm))
     warm.close()
     out = []
     for size in sizes:
         path = Path(root) / f"tiny-{size}"
-        config = _config(str(path), batch_size=batch_size, image_size=32, workers=workers, threads=threads)
+        config = bench_config(str(path), batch_size=batch_size, image_size=32, workers=workers, threads=threads)
         t0 = time.perf_counter()
         loader = build_loader(config)
         built = time.perf_counter() - t0
@@ -269,7 +270,7 @@ def bench_loader(
         raise ValueError(f"rounds={rounds} must be >= 1")
     ds = prepare_dataset(dataset, make=make, workers=workers, progress=progress)
     dataset = ds.root
-    config = _config(str(dataset), batch_size=batch_size, image_size=image_size, workers=workers, threads=threads, prefetch=2,
+    config = bench_config(str(dataset), batch_size=batch_size, image_size=image_size, workers=workers, threads=threads, prefetch=2,
                      antialias=antialias)
     n = min(batches, len(ds) // batch_size - 1)
     if n < 1:
@@ -290,7 +291,7 @@ def bench_loader(
         runs["ceiling"].append(run_ceiling(config, (n + 1) * batch_size, progress(f"decode-only ceiling{tag}", 2 * n)))
     for key, rows in runs.items():
         if rows:
-            result[key] = _median_run(rows)
+            result[key] = median_run(rows)
     result["rounds"] = [
         {"ours": o["images_per_s"], "baseline": b["images_per_s"], "ceiling": c["images_per_s"],
          "ratio_vs_baseline": o["images_per_s"] / b["images_per_s"], "ratio_vs_ceiling": o["images_per_s"] / c["images_per_s"]}
@@ -303,7 +304,7 @@ def bench_loader(
     import torch
 
     if torch.cuda.is_available():
-        gpu = _config(str(dataset), batch_size=batch_size, image_size=image_size, workers=workers, threads=threads,
+        gpu = bench_config(str(dataset), batch_size=batch_size, image_size=image_size, workers=workers, threads=threads,
                       device="gpu", device_id=0, prefetch=2, antialias=antialias)
         result["ours_gpu"] = run_ours(gpu, n, progress("ours (DALI, gpu)", n))
     if startup:
@@ -321,7 +322,7 @@ def _warm_page_cache(ds: Dataset) -> None:
                 pass
 
 
-def _median_run(rows: list[dict]) -> dict:
+def median_run(rows: list[dict]) -> dict:
     """The run with the median images/s (the lower middle one for an even count)."""
     ordered = sorted(rows, key=lambda row: row["images_per_s"])
     return ordered[(len(ordered) - 1) // 2]

@@ -131,10 +131,10 @@ def format_feed(r: dict) -> str:
 def bench_feed_dataset(dataset: str, *, make: int | None, batch_size: int, workers: int, image_size: int, batches: int,
                        rounds: int, progress: Callable[[str, int], Callable[[int], None]]) -> dict:
     """`bench loader --feed`: the bench dataset (made if absent), then both contenders."""
-    from tagstream.tools.bench.loader import _config, prepare_dataset, usable_cores
+    from tagstream.tools.bench.loader import bench_config, prepare_dataset, usable_cores
 
     ds = prepare_dataset(dataset, make=make, workers=workers, progress=progress)
-    config = _config(str(ds.root), batch_size=batch_size, image_size=image_size, workers=workers, prefetch=2)
+    config = bench_config(str(ds.root), batch_size=batch_size, image_size=image_size, workers=workers, prefetch=2)
     if len(ds) < batch_size:
         raise ValueError(f"the dataset's {len(ds)} images give no batch of {batch_size}; use more images")
     result = bench_feed(config, batches=batches, rounds=rounds, progress=progress)

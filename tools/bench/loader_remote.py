@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from tagstream.tools.bench.loader import (
-    _config,
-    _median_run,
+    bench_config,
+    median_run,
     prepare_dataset,
     run_ours,
     usable_cores,
@@ -98,7 +98,7 @@ def bench_remote(dataset: str | Path, *, make: int | None, batch_size: int, work
     if rounds < 1:
         raise ValueError(f"rounds={rounds} must be >= 1")
     ds = prepare_dataset(dataset, make=make, workers=workers, progress=progress)
-    local = _config(str(ds.root), batch_size=batch_size, image_size=image_size, workers=workers, threads=threads, prefetch=2)
+    local = bench_config(str(ds.root), batch_size=batch_size, image_size=image_size, workers=workers, threads=threads, prefetch=2)
     n = min(batches, len(ds) // batch_size - 1)
     if n < 1:
         raise ValueError(f"the dataset's {len(ds)} images give no batch of {batch_size} after warm-up; use more images")
@@ -134,7 +134,7 @@ def bench_remote(dataset: str | Path, *, make: int | None, batch_size: int, work
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     for key, rows in runs.items():
-        result[key] = _median_run(rows)
+        result[key] = median_run(rows)
     base = result["local"]["images_per_s"]
     result["ratio_cold_vs_local"] = result["cold"]["images_per_s"] / base
     result["ratio_warm_vs_local"] = result["warm"]["images_per_s"] / base
