@@ -15,6 +15,8 @@ import pytest
 from click.testing import CliRunner
 from tagstream.tools.cli import main as cli
 
+from tests.helpers.worlds import converted_world
+
 STEPS = 24
 COMMON = ["--config", "tiny-cpu", "--vocab", "v1", "--image-size", "32", "--batch-size", "32", "--steps", str(STEPS),
           "--set", "run.checkpoint_every=6", "--set", "run.threads=1", "--set", "run.progress=false",
@@ -24,16 +26,7 @@ COMMON = ["--config", "tiny-cpu", "--vocab", "v1", "--image-size", "32", "--batc
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     """A 300-image synthetic hashtag world, converted, with a vocabulary of its tags seen at least 10 times."""
-    from tagstream.tools.convert.engine import convert
-    from tagstream.tools.synth.world import WorldConfig, make_world
-    from tagstream.tools.vocab.build import VocabOptions, build_vocab
-
-    root = tmp_path_factory.mktemp("train_world")
-    make_world(root / "src", workers=1, config=WorldConfig(images=300, seed=0, downstream_classes=0, downstream_train=0, downstream_eval=0))
-    convert(root / "src" / "hashtags.jsonl", root / "ds", shard_size=100)
-    opts = VocabOptions(synonyms=str(root / "src" / "synonyms.tsv"), stoplist=str(root / "src" / "stoplist.txt"), min_count=10)
-    build_vocab(root / "ds", "v1", opts)
-    return root / "ds"
+    return converted_world(tmp_path_factory.mktemp("train_world"), images=300, seed=0, shard_size=100, min_count=10)
 
 
 def _args(world: Path, out: Path, *extra: str) -> list[str]:

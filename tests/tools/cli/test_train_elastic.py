@@ -15,6 +15,8 @@ import pytest
 from click.testing import CliRunner
 from tagstream.tools.cli import main as cli
 
+from tests.helpers.worlds import converted_world
+
 ARGS = ["--config", "tiny-cpu", "--vocab", "v1", "--image-size", "32", "--batch-size", "16",
         "--set", "run.threads=1", "--set", "run.progress=false", "--set", "run.log_every=1",
         "--set", "data.holdout_fraction=0.0"]  # fmt: skip
@@ -23,15 +25,8 @@ ARGS = ["--config", "tiny-cpu", "--vocab", "v1", "--image-size", "32", "--batch-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     """A 160-image synthetic hashtag world, converted, with a vocabulary."""
-    from tagstream.tools.convert.engine import convert
-    from tagstream.tools.synth.world import WorldConfig, make_world
-    from tagstream.tools.vocab.build import VocabOptions, build_vocab
-
-    root = tmp_path_factory.mktemp("elastic_world")
-    make_world(root / "src", workers=1, config=WorldConfig(images=160, seed=1, downstream_classes=0, downstream_train=0, downstream_eval=0))
-    convert(root / "src" / "hashtags.jsonl", root / "ds", shard_size=50)
-    build_vocab(root / "ds", "v1", VocabOptions(synonyms=str(root / "src" / "synonyms.tsv"), min_count=5))
-    return root / "ds"
+    return converted_world(tmp_path_factory.mktemp("elastic_world"), images=160, seed=1, shard_size=50, min_count=5,
+                           stoplist=False)
 
 
 def _records(out: Path, kind: str) -> list[dict]:

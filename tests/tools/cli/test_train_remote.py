@@ -22,6 +22,8 @@ from tagstream.loader.vocab import Vocab
 
 from tests.helpers.s3server import _moto_server, s3_server  # noqa: F401 - fixtures
 
+from tests.helpers.worlds import converted_world
+
 pytestmark = pytest.mark.slow
 URL = "s3://bkt/world"
 STEPS = 16
@@ -34,16 +36,7 @@ TIMEOUT = 400
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     """300 synthetic hashtag images in 6 shards of 50, vocabulary v1."""
-    from tagstream.tools.convert.engine import convert
-    from tagstream.tools.synth.world import WorldConfig, make_world
-    from tagstream.tools.vocab.build import VocabOptions, build_vocab
-
-    root = tmp_path_factory.mktemp("remote_world")
-    make_world(root / "src", workers=1, config=WorldConfig(images=300, seed=0, downstream_classes=0, downstream_train=0, downstream_eval=0))
-    convert(root / "src" / "hashtags.jsonl", root / "ds", shard_size=50)
-    opts = VocabOptions(synonyms=str(root / "src" / "synonyms.tsv"), stoplist=str(root / "src" / "stoplist.txt"), min_count=10)
-    build_vocab(root / "ds", "v1", opts)
-    return root / "ds"
+    return converted_world(tmp_path_factory.mktemp("remote_world"), images=300, seed=0, shard_size=50, min_count=10)
 
 
 def _torchrun(dataset: str, out: Path, *extra: str) -> list[str]:
