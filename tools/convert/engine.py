@@ -134,6 +134,12 @@ def check_state(out: Path, wanted: dict) -> None:
             f"{out} holds a conversion of {have['source'].get('path')!r} "
             f"({have['source'].get('format')}), not of {wanted['source']['path']!r}; use another OUT"
         )
+    if ":" not in str(have.get("fingerprint")):
+        raise ConvertRefused(
+            f"{out} was converted by an earlier tagstream, whose source fingerprint did not cover the images' sizes "
+            "and times, so whether the source changed since cannot be told; a complete dataset there (manifest.json "
+            "present) is usable as it is, and to convert again use another OUT"
+        )
     if have.get("fingerprint") != wanted["fingerprint"] or have.get("inputs") != wanted["inputs"]:
         raise ConvertRefused(
             f"{out}: the source {wanted['source']['path']} changed since this conversion started "

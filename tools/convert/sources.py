@@ -63,6 +63,11 @@ class Item:
     member: tuple[str, int, int] | None = None  # (local tar, offset, size) of the image: read by the worker itself
 
 
+# The fingerprint's scheme, written before its digest: "2:" covers each image's size and modification time (an
+# image changed between a crash and the rerun is caught); a bare digest was written by tagstream before that.
+FINGERPRINT_SCHEME = "2:"
+
+
 @dataclass(frozen=True)
 class SourceOptions:
     """Where each source kind finds images, tags, captions and ids (`tagstream convert` options)."""
@@ -153,10 +158,9 @@ class Source:
         return desc
 
     def scan(self) -> tuple[int, str]:
-        """(number of items, sha256 fingerprint of the input) — one pass, no image is decoded."""
-        if self._reader is not None:
-            return self._reader.scan()
-        return self._scan()
+        """(number of items, fingerprint of the input: FINGERPRINT_SCHEME + a sha256) — one pass, no image is decoded."""
+        count, digest = self._reader.scan() if self._reader is not None else self._scan()
+        return count, FINGERPRINT_SCHEME + digest
 
     def scan_state(self) -> dict | None:
         """What scan() learned that items(start) needs (tars: samples per tar; tables: rows per row group), as

@@ -176,3 +176,20 @@ def test_cli_killed_at_a_random_moment_resumes(tmp_path, tiny_dataset):
     assert done.returncode == 0, done.stdout + done.stderr
     convert(src, tmp_path / "ref", shard_size=5)
     assert dataset_files(tmp_path / "ds") == dataset_files(tmp_path / "ref")
+
+
+def test_a_conversion_by_an_earlier_tagstream_is_refused_saying_what_to_do(source, tmp_path):
+    """state.json written before the fingerprint covered image stamps (a bare digest): a rerun cannot tell whether
+    the source changed, and says so, instead of claiming the source changed."""
+    from tagstream.tools.convert.engine import ConvertRefused
+
+    out = tmp_path / "ds"
+    convert(source, out, shard_size=SHARD_SIZE)
+    state_file = out / ".convert" / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["fingerprint"].startswith("2:")
+    state["fingerprint"] = state["fingerprint"].split(":", 1)[1]
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(ConvertRefused, match=r"converted by an earlier tagstream.*usable as it is, and to convert again use another OUT"):
+        convert(source, out, shard_size=SHARD_SIZE)
+    assert Dataset(out).num_images == 10
