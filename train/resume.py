@@ -4,10 +4,11 @@ unless the user names the key in `--resume-anyway KEY` (an explicit, recorded ov
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from tagstream.train.config import TrainConfig
+from tagstream.train.config import SECTIONS, TrainConfig
 
 # keys that change how long or how visibly a run goes, or how it is spread over processes — not what it computes
 MAY_CHANGE = frozenset({
@@ -32,6 +33,21 @@ def differences(old: dict, new: dict) -> dict[str, tuple[object, object]]:
     return out
 
 
+def with_defaults(saved: dict) -> dict:
+    """A checkpoint's config dict with every key added to tagstream since it was written set to that key's
+    default (each new key's default is the behaviour before it existed: SGD, no label smoothing, no clipping, one
+    partition per rank), so a checkpoint of an earlier version resumes instead of showing them as changes."""
+    out = {name: dict(section) if isinstance(section, dict) else section for name, section in saved.items()}
+    for name, cls in SECTIONS.items():
+        section = out.setdefault(name, {})
+        if not isinstance(section, dict):
+            continue
+        for f in dataclasses.fields(cls):
+            if f.name not in section and f.default is not dataclasses.MISSING:
+                section[f.name] = list(f.default) if isinstance(f.default, tuple) else f.default
+    return out
+
+
 def check_resume(saved: dict, config: TrainConfig, *, path: str | Path, allow: Sequence[str] = ()) -> None:
     """Refuse to resume checkpoint `path` (its config dict `saved`) under `config` when anything but MAY_CHANGE
     and the keys in `allow` differs; the message lists each difference as key: old -> new."""
@@ -39,7 +55,8 @@ def check_resume(saved: dict, config: TrainConfig, *, path: str | Path, allow: S
     unknown = sorted(set(allow) - known)
     if unknown:
         raise ValueError(f"--resume-anyway {', '.join(unknown)}: not a config key (keys look like data.sampling)")
-    refused = {k: v for k, v in differences(saved, config.to_dict()).items() if k not in MAY_CHANGE and k not in allow}
+    refused = {k: v for k, v in differences(with_defaults(saved), config.to_dict()).items()
+               if k not in MAY_CHANGE and k not in allow}
     if refused:
         listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
         raise ValueError(

@@ -175,3 +175,20 @@ def test_names_that_are_paths_are_refused_before_a_run_directory_exists(tmp_path
     with pytest.raises(ValueError, match="is not allowed"):
         main(fake_run_config(out, "run.steps=2", override), loader_factory=fake_factory)
     assert not out.exists()
+
+
+def test_a_checkpoint_of_an_earlier_version_without_the_newer_config_keys_resumes(tmp_path):
+    """Keys added to the config since a checkpoint was written count as their defaults (the behaviour before
+    they existed), not as changes; a real change is still refused."""
+    out = tmp_path / "run"
+    main(fake_run_config(out, "run.steps=2"), loader_factory=fake_factory)
+    path = list_checkpoints(out)[0]
+    state = torch.load(path, weights_only=True)
+    for section, key in (("model", "label_smoothing"), ("optim", "name"), ("optim", "grad_clip"), ("data", "partitions")):
+        del state["config"][section][key]
+    state["checksum"] = ckpt.state_digest(state)
+    torch.save(state, path)
+    summary = main(fake_run_config(out, "run.steps=3"), resume="auto", loader_factory=fake_factory)
+    assert summary["steps_run"] == 1
+    with pytest.raises(ValueError, match=r"model.label_smoothing: 0.0 -> 0.1"):
+        main(fake_run_config(out, "run.steps=4", "model.label_smoothing=0.1"), resume=str(path), loader_factory=fake_factory)
