@@ -27,7 +27,7 @@ from tagstream.kernels.crops import ratio_args, stream_prefixes, train_windows_k
 from tagstream.loader import format as fmt
 from tagstream.loader import turbo
 from tagstream.loader.partitions import check_serving, stream_keys
-from tagstream.loader.pipeline import _PLACEHOLDER_SIDE, Plan, placeholder_jpeg
+from tagstream.loader.pipeline import _PLACEHOLDER_SIDE, Plan, eval_resize_size, placeholder_jpeg
 from tagstream.loader.store import ShardStore
 
 # the decoder's inputs, each one array per batch: in batch mode an output costs per batch, not per
@@ -89,7 +89,7 @@ class BatchSource:
         self.scale = np.array(scale, np.float64)
         self.ratio = ratio_args(ratio)
         self.image_size = int(image_size)
-        self.resize_size = int(resize_size or round(self.image_size * 256 / 224))
+        self.resize_size = eval_resize_size(self.image_size, resize_size)
         self.max_pixels = None if max_pixels is None else int(max_pixels)
         self._keep: collections.deque = collections.deque(maxlen=int(prefetch) + 2)
         self._placeholder = memoryview(placeholder_jpeg())

@@ -70,6 +70,12 @@ class EvalPlan:
         return out
 
 
+def eval_resize_size(image_size: int, resize_size: int | None) -> int:
+    """The shorter side an eval image is resized to before its centre crop: resize_size, or torchvision's
+    convention image_size * 256 / 224 when it is not given."""
+    return int(resize_size or round(image_size * 256 / 224))
+
+
 def placeholder_jpeg() -> bytes:
     """A small grey JPEG decoded in place of eval padding (a per-sample source cannot emit short batches)."""
     import io
@@ -141,7 +147,7 @@ class PlanSource:
         self.chunk = int(chunk)
         self.decode_size = None if decode_size is None else int(decode_size)
         self.image_size = int(decode_size or image_size)
-        self.resize_size = int(resize_size or round(self.image_size * 256 / 224))
+        self.resize_size = eval_resize_size(self.image_size, resize_size)
         self.antialias = bool(antialias)
         self._cached: tuple[int, int, NDArray[np.int64]] | None = None
         self._worker_pid = os.getpid()  # the process that built the source never arms the death signal
