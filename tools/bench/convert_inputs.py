@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import io
 import json
-import multiprocessing as mp
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from tagstream.loader.lifetime import exit_with_parent
+from tagstream.tools.convert.engine import process_pool
 from tagstream.tools.synth.tars import TARS, write_tars
 
 TAR_SAMPLES = 100  # samples per tar of the bench's source
@@ -56,8 +53,7 @@ def decode_ceiling(src: Path, workers: int) -> float:
         for batch in batches:
             _decode(batch)
     else:
-        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
+        with process_pool(workers) as pool:
             sum(pool.map(_decode, batches))
     return time.perf_counter() - t0
 
