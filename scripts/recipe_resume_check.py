@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tagstream.tools.bench.loader_data import encode_jpeg, index_color, index_tags, write_dataset, write_identity_vocab
 from tagstream.train.checkpoint import latest_checkpoint, list_checkpoints
+from tagstream.train.rundir import step_losses as _losses
 
 STEPS, CHECKPOINT_AT = 4, 2
 
@@ -37,14 +38,6 @@ def _dataset(root: Path, n: int = 48, num_tags: int = 12) -> Path:
     ds = write_dataset(root, records(), num_images=n, shard_size=16, num_tags=num_tags)
     write_identity_vocab(ds, "v")
     return root
-
-
-def _losses(out: Path) -> dict[int, float]:
-    steps: dict[int, float] = {}
-    for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()):
-        if r["kind"] == "train":
-            steps.update({r["first_step"] + i: x for i, x in enumerate(r["losses"])})
-    return steps
 
 
 def _as_of(run: Path, copy: Path, step: int) -> None:

@@ -100,6 +100,16 @@ def init_out_dir(out: Path, config: TrainConfig, *, resume_step: int | None) -> 
             write_text_atomic(metrics, "".join(line + "\n" for line in kept))
 
 
+def step_losses(out: str | Path) -> dict[int, float]:
+    """Every optimizer step's loss recorded in OUT/metrics.jsonl (the "train" records RunLog writes): step -> loss."""
+    steps: dict[int, float] = {}
+    for line in (Path(out) / METRICS).read_text().splitlines():
+        record = json.loads(line)
+        if record.get("kind") == "train":
+            steps.update({record["first_step"] + i: loss for i, loss in enumerate(record["losses"])})
+    return steps
+
+
 def _record_step(line: str) -> int:
     try:
         return int(json.loads(line).get("step", 0))

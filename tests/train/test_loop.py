@@ -13,6 +13,7 @@ from tagstream.train.checkpoint import (
     load_checkpoint,
 )
 from tagstream.train.loop import main
+from tagstream.train.rundir import step_losses as _losses
 
 from tests.helpers.train_fakes import FakeLoader, fake_factory
 from tests.helpers.train_fakes import fake_run_config as _config
@@ -20,13 +21,6 @@ from tests.helpers.train_fakes import fake_run_config as _config
 
 def _records(out, kind):
     return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
-
-
-def _losses(out) -> dict[int, float]:
-    steps = {}
-    for r in _records(out, "train"):
-        steps.update({r["first_step"] + i: loss for i, loss in enumerate(r["losses"])})
-    return steps
 
 
 def test_loss_falls_and_held_out_metrics_beat_chance(tmp_path):

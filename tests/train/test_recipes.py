@@ -17,6 +17,7 @@ from tagstream.train.loop import main
 from tagstream.train.losses import build_loss
 from tagstream.train.models import build_model
 from tagstream.train.optim import build_optimizer
+from tagstream.train.rundir import step_losses as _losses
 
 from tests.helpers.datasets import make_index_dataset
 from tests.helpers.train_fakes import fake_factory
@@ -89,14 +90,6 @@ def test_large_recipe_models_on_the_meta_device(name, monkeypatch):
     assert sum(p.numel() for p in model.parameters()) == PUBLISHED_PARAMS[c.model.name]
     assert out.shape == (2, 1000)
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
-
-
-def _losses(out) -> dict[int, float]:
-    steps: dict[int, float] = {}
-    for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()):
-        if r["kind"] == "train":
-            steps.update({r["first_step"] + i: x for i, x in enumerate(r["losses"])})
-    return steps
 
 
 def _resume_from(run, copy, step: int) -> None:

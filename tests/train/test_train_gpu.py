@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ import torch
 from tagstream.train.checkpoint import latest_checkpoint, load_checkpoint
 from tagstream.train.config import load_config
 from tagstream.train.loop import main
+from tagstream.train.rundir import step_losses as _losses
 
 from tests.helpers.train_fakes import fake_factory
 
@@ -25,14 +25,6 @@ def _config(out, *extra: str):
         "run.progress=false", "run.log_every=4", "run.device=cuda", "run.bf16=true", "run.channels_last=true",
         "data.holdout_fraction=0.2", "run.checkpoint_every=10", *extra,
     ])  # fmt: skip
-
-
-def _losses(out) -> dict[int, float]:
-    steps = {}
-    for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()):
-        if r["kind"] == "train":
-            steps.update({r["first_step"] + i: x for i, x in enumerate(r["losses"])})
-    return steps
 
 
 def test_bf16_channels_last_training_learns_on_the_gpu(tmp_path):

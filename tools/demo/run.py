@@ -112,13 +112,10 @@ def _pretrain(root: Path, ds: Path, sampling: str, size: DemoSize, seed: int, pr
 
 
 def _losses(run_dir: Path) -> tuple[list[int], list[float]]:
-    steps, losses = [], []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if rec.get("kind") == "train":
-            steps.extend(range(rec["first_step"], rec["first_step"] + len(rec["losses"])))
-            losses.extend(rec["losses"])
-    return steps, losses
+    from tagstream.train.rundir import step_losses
+
+    recorded = step_losses(run_dir)
+    return list(recorded), list(recorded.values())
 
 
 def plot_losses(runs: dict[str, Path], path: Path) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from tagstream.tools.cli import main as cli
+from tagstream.train.rundir import step_losses as _losses
 
 from tests.helpers.worlds import converted_world
 
@@ -44,13 +45,6 @@ def reference(world, tmp_path_factory):
 
 def _records(out: Path, kind: str) -> list[dict]:
     return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
-
-
-def _losses(out: Path) -> dict[int, float]:
-    steps: dict[int, float] = {}
-    for r in _records(out, "train"):
-        steps.update({r["first_step"] + i: x for i, x in enumerate(r["losses"])})
-    return steps
 
 
 def test_tiny_model_learns_through_the_cli(reference):

@@ -19,6 +19,7 @@ from tagstream.loader.prefetch import shards_of_ranges
 from tagstream.loader.publish import push
 from tagstream.loader.sampling import RankSampler
 from tagstream.loader.vocab import Vocab
+from tagstream.train.rundir import step_losses as _losses
 
 from tests.helpers.s3server import _moto_server, s3_server  # noqa: F401 - fixtures
 
@@ -42,14 +43,6 @@ def world(tmp_path_factory) -> Path:
 def _torchrun(dataset: str, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             "-m", "tagstream.tools.cli", *ARGS, "--dataset", dataset, "--out", str(out), *extra]  # fmt: skip
-
-
-def _losses(out: Path) -> dict[int, float]:
-    steps: dict[int, float] = {}
-    for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()):
-        if r["kind"] == "train":
-            steps.update({r["first_step"] + i: x for i, x in enumerate(r["losses"])})
-    return steps
 
 
 def _kill_tree(pid: int) -> None:
