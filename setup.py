@@ -1,5 +1,6 @@
-"""The one compiled part: loader/_jpeg.c + _resize.c (window decode + resize, libjpeg-turbo). Optional: without a
-C compiler or libjpeg headers the install goes on and the loader uses DALI's CPU decoder instead.
+"""The compiled parts, both optional (without a C compiler, or libjpeg headers for the first, the install goes on):
+loader/_jpeg.c + _resize.c (window decode + resize, libjpeg-turbo; without it the loader uses DALI's CPU decoder)
+and loader/_records.c (the GPU path's batch record reads; without it the same reads run in Python, slower).
 Everything else about the package is in pyproject.toml."""
 
 from setuptools import Extension, setup
@@ -13,6 +14,7 @@ setup(
             libraries=["jpeg"],
             extra_compile_args=["-O3"],
             optional=True,
-        )
+        ),
+        Extension("tagstream.loader._records", sources=["loader/_records.c"], extra_compile_args=["-O3"], optional=True),
     ]
 )

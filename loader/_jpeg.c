@@ -7,7 +7,7 @@
  * buffer (the resize is _resize.c's). The GIL is released while it works. Errors and truncated data
  * raise ValueError: a truncated record is never silently padded with grey. Every decode reads the header
  * first and refuses an image over the pixel bound before allocating; check() decodes strictly (corrupt
- * scan data is an error) and frame_size()/first_size_mismatch() read the frame header from the markers.
+ * scan data is an error). Reading a frame header from the markers alone is loader/_records.c's.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -246,62 +246,6 @@ static PyObject *py_check(PyObject *self, PyObject *args) {
     return Py_BuildValue("(ii)", w, h);
 }
 
-/* The frame size of a JPEG from its markers alone (no libjpeg): 0 and *w, *h set, or -1 when the data
- * is not a JPEG with a frame header before its first scan. ~0.1 us: cheap enough for every sample. */
-static int frame_size(const uint8_t *d, size_t n, int *w, int *h) {
-    if (n < 4 || d[0] != 0xFF || d[1] != 0xD8) return -1;
-    size_t i = 2;
-    while (i + 4 <= n) {
-        if (d[i] != 0xFF) return -1;
-        int m = d[i + 1];
-        if (m == 0xFF) { i++; continue; }
-        if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) { i += 2; continue; }
-        if (m == 0xD9 || m == 0xDA) return -1;
-        if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
-            if (i + 9 > n) return -1;
-            *h = (d[i + 5] << 8) | d[i + 6];
-            *w = (d[i + 7] << 8) | d[i + 8];
-            return 0;
-        }
-        i += 2 + (size_t)((d[i + 2] << 8) | d[i + 3]);
-    }
-    return -1;
-}
-
-static PyObject *py_first_size_mismatch(PyObject *self, PyObject *args) {
-    PyObject *seq;
-    Py_buffer wb, hb;
-    if (!PyArg_ParseTuple(args, "Oy*y*", &seq, &wb, &hb)) return NULL;
-    PyObject *fast = PySequence_Fast(seq, "buffers must be a sequence");
-    Py_ssize_t n = fast ? PySequence_Fast_GET_SIZE(fast) : 0, bad = -1;
-    if (fast && (wb.len != n * (Py_ssize_t)sizeof(int64_t) || hb.len != n * (Py_ssize_t)sizeof(int64_t))) {
-        PyErr_SetString(PyExc_ValueError, "widths and heights must be int64 arrays as long as buffers");
-        Py_CLEAR(fast);
-    }
-    const int64_t *ws = wb.buf, *hs = hb.buf;
-    for (Py_ssize_t k = 0; fast && k < n && bad < 0; k++) {
-        Py_buffer b;
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(fast, k), &b, PyBUF_SIMPLE) != 0) { Py_CLEAR(fast); break; }
-        int w = -1, h = -1;
-        if (frame_size(b.buf, (size_t)b.len, &w, &h) != 0 || w != ws[k] || h != hs[k]) bad = k;
-        PyBuffer_Release(&b);
-    }
-    PyBuffer_Release(&wb);
-    PyBuffer_Release(&hb);
-    if (!fast) return NULL;
-    Py_DECREF(fast);
-    return PyLong_FromSsize_t(bad);
-}
-
-static PyObject *py_frame_size(PyObject *self, PyObject *args) {
-    Py_buffer data;
-    if (!PyArg_ParseTuple(args, "y*", &data)) return NULL;
-    int w = -1, h = -1, rc = frame_size(data.buf, (size_t)data.len, &w, &h);
-    PyBuffer_Release(&data);
-    if (rc != 0) return PyErr_Format(PyExc_ValueError, "JPEG has no frame header before its first scan");
-    return Py_BuildValue("(ii)", w, h);
-}
-
 static PyObject *py_set_max_pixels(PyObject *self, PyObject *args) {
     unsigned long long n;
     if (!PyArg_ParseTuple(args, "K", &n)) return NULL;
@@ -354,10 +298,6 @@ static PyMethodDef methods[] = {
     {"check", py_check, METH_VARARGS,
      "check(data) -> (width, height): the header within the pixel bound and every scan decodable without a "
      "corrupt-data warning (strict; decoded at 1/8 scale). ValueError naming the fault otherwise."},
-    {"frame_size", py_frame_size, METH_VARARGS, "frame_size(data) -> (width, height) from the JPEG's markers (no decoding); ValueError if none."},
-    {"first_size_mismatch", py_first_size_mismatch, METH_VARARGS,
-     "first_size_mismatch(buffers, widths, heights) -> the first k whose JPEG frame is not widths[k] x heights[k] "
-     "(int64 arrays), or -1."},
     {"set_max_pixels", py_set_max_pixels, METH_VARARGS, "set_max_pixels(n): the pixel bound of every decode (header checked first)."},
     {"decode", py_decode, METH_VARARGS, "decode(data) -> (bytearray of height*width*3 RGB bytes, width, height)"},
     {NULL, NULL, 0, NULL},

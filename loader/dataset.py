@@ -77,6 +77,17 @@ class Dataset:
         shard = np.searchsorted(self.shard_starts, indices, side="right") - 1
         return shard, indices - self.shard_starts[shard]
 
+    def image_sizes(self, indices: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """(widths, heights) of images by global index, from the memory-mapped index; vectorised per shard."""
+        shards, local = self.locate(indices)
+        widths = np.empty(shards.shape[0], np.int64)
+        heights = np.empty(shards.shape[0], np.int64)
+        for shard in np.unique(shards).tolist():
+            sel = shards == shard
+            widths[sel] = self.index_array(shard, "width")[local[sel]]
+            heights[sel] = self.index_array(shard, "height")[local[sel]]
+        return widths, heights
+
     def index_array(self, shard: int, name: str) -> np.ndarray:
         """One per-shard index array (memory-mapped, read-only)."""
         if name not in fmt.INDEX_ARRAYS:

@@ -92,8 +92,9 @@ class BatchSource:
         self.resize_size = eval_resize_size(self.image_size, resize_size)
         self.max_pixels = None if max_pixels is None else int(max_pixels)
         self._keep: collections.deque = collections.deque(maxlen=int(prefetch) + 2)
-        self._placeholder = memoryview(placeholder_jpeg())
         from nvidia.dali.tensors import TensorCPU, TensorListCPU
+
+        self._placeholder = TensorCPU(np.frombuffer(placeholder_jpeg(), np.uint8))
 
         self._tensor, self._tensor_list = TensorCPU, TensorListCPU
 
@@ -117,8 +118,7 @@ class BatchSource:
         if self.train:
             widths, heights = self.sizes(indices)
             windows = self.windows(epoch, start, widths, heights)
-            buffers, txns = self.store.image_buffers(indices)
-            self._check_frames(indices, buffers, widths, heights)
+            tensors, txns = self.store.image_buffers(indices, widths, heights, wrap=self._tensor)
             rest = (windows[:, 0:2].astype(np.float32), windows[:, 2:4].astype(np.float32), windows[:, 4].astype(np.int32))
         else:
             real = indices >= 0
@@ -129,16 +129,15 @@ class BatchSource:
             if real.any():
                 box[real] = [turbo.centre_box(int(w), int(h), image_size=size, resize_size=resize) for w, h in zip(widths, heights)]
             box32 = box.astype(np.float32)
-            read, txns = self.store.image_buffers(indices[real])
-            self._check_frames(indices[real], read, widths, heights)
-            buffers = [self._placeholder] * n
-            for i, buffer in zip(np.flatnonzero(real).tolist(), read):
-                buffers[i] = buffer
+            read, txns = self.store.image_buffers(indices[real], widths, heights, wrap=self._tensor)
+            tensors = [self._placeholder] * n
+            for i, tensor in zip(np.flatnonzero(real).tolist(), read):
+                tensors[i] = tensor
             rest = (box32[:, 1::-1].copy(), box32[:, 3:1:-1].copy())
         # a batch of views, not copies (contiguous=False); built here, so DALI skips its per-sample checks
-        jpegs = self._tensor_list([self._tensor(b) for b in buffers], contiguous=False)
+        jpegs = self._tensor_list(tensors, contiguous=False)
         outputs = (jpegs, indices.reshape(n, 1), *rest)
-        self._keep.append((outputs, buffers, txns))
+        self._keep.append((outputs, tensors, txns))
         return outputs
 
     def windows(self, epoch: int, start: int, widths: NDArray[np.int64], heights: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -149,29 +148,10 @@ class BatchSource:
         train_windows_keyed(widths, heights, positions, stream_prefixes(self.seed, epoch, partitions), self.scale, self.ratio, out)
         return out
 
-    def _check_frames(self, indices: NDArray[np.int64], buffers: list, widths: NDArray[np.int64], heights: NDArray[np.int64]) -> None:
-        """Each JPEG's frame header says the index's size (checked at open against format.MAX_PIXELS): DALI's
-        decoders size their output from the header, so a forged one (65500 x 65500 on 2 KB) would allocate
-        gigabytes. One C call a batch (~0.1 us a sample)."""
-        k = turbo.first_size_mismatch(buffers, widths, heights)
-        if k >= 0:
-            try:
-                what = "its JPEG header says {} x {}, the index {} x {}".format(*turbo.frame_size(buffers[k]), widths[k], heights[k])
-            except ValueError:
-                what = "no JPEG frame header before the first scan"
-            raise fmt.FormatError(f"{self.store.dataset.root}: {self.store.where(int(indices[k]))}: cannot decode: {what}; "
-                                  "run `tagstream verify --deep` on the dataset")
-
     def sizes(self, indices: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """(widths, heights) of the images, from the memory-mapped index; checks `max_pixels`."""
         ds = self.store.dataset
-        shards, local = ds.locate(indices)
-        widths = np.empty(indices.shape[0], np.int64)
-        heights = np.empty(indices.shape[0], np.int64)
-        for shard in np.unique(shards).tolist():
-            sel = shards == shard
-            widths[sel] = ds.index_array(shard, "width")[local[sel]]
-            heights[sel] = ds.index_array(shard, "height")[local[sel]]
+        widths, heights = ds.image_sizes(indices)
         if self.max_pixels is not None:
             big = np.flatnonzero(widths * heights > self.max_pixels)
             if big.size:

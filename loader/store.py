@@ -7,11 +7,12 @@ from __future__ import annotations
 import bisect
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from numpy.typing import NDArray
 from tagstream.loader import format as fmt
+from tagstream.loader import records
 from tagstream.loader.dataset import Dataset
 
 _ENVS: dict[str, Any] = {}  # this process's open environments by path (lmdb refuses a second open)
@@ -183,33 +184,53 @@ class ShardStore:
             raise fmt.FormatError(f"{self.dataset.root}: {self.where(index)}: empty image bytes")
         return image
 
-    def image_buffers(self, indices: NDArray[np.int64]) -> tuple[list[memoryview], list[Any]]:
-        """The JPEG bytes of a batch of images as memoryviews of LMDB's memory map (nothing copied), and the
-        read transactions (one per shard) that keep them valid: hold the second item as long as the
-        buffers are in use. ~1.5 µs a sample. A record not laid out as format.pack_record writes it is
+    def image_buffers(self, indices: NDArray[np.int64], widths: NDArray[np.int64] | None = None,
+                      heights: NDArray[np.int64] | None = None, wrap: Callable[[memoryview], Any] | None = None) -> tuple[list, list[Any]]:
+        """The JPEG bytes of a batch of images as views of LMDB's memory map (nothing copied), each passed
+        through `wrap` if given (the batch source wraps them for DALI), and the read transactions (one per
+        shard) that keep them valid: hold the second item as long as the views are in use. Each JPEG's frame
+        header must say the image's size (`widths`, `heights`: the index's, read here when not given).
+        One C call a batch (loader/records.py). A record not laid out as format.pack_record writes it is
         parsed and its image copied, as read_image does; errors name the shard and key like read_image's."""
+        indices = np.asarray(indices, dtype=np.int64)
         shards, local = self.dataset.locate(indices)
-        keys = local.astype(">u8").tobytes()
-        txns: dict[int, Any] = {}
+        if widths is None or heights is None:
+            widths, heights = self.dataset.image_sizes(indices)
+        touched, slots = np.unique(shards, return_inverse=True)
+        txns = [self._env(shard).begin(buffers=True) for shard in touched.tolist()]
+        try:
+            items, _, _ = records.images([txn.get for txn in txns], slots, local, widths, heights, wrap)
+        except Exception:  # lmdb.Error subclasses on damaged pages: the slow path below names the sample
+            items = None
+        if items is None:  # a record in another layout, or one to name in an error
+            items = self._image_buffers_one_by_one(indices, shards, local, txns, slots, widths, heights, wrap)
+        return items, txns
+
+    def _image_buffers_one_by_one(self, indices, shards, local, txns, slots, widths, heights, wrap) -> list:
+        """image_buffers' Python path: parses any record layout, and raises the error that names a bad sample."""
         buffers: list[memoryview] = []
-        span_of = fmt.image_span
-        for i, shard in enumerate(shards.tolist()):  # per sample: keep this loop lean (~1.5 µs a pass)
-            txn = txns.get(shard)
-            if txn is None:
-                txn = txns[shard] = self._env(shard).begin(buffers=True)
+        for i, slot in enumerate(slots.tolist()):
             try:
-                value = txn.get(keys[8 * i : 8 * i + 8])
+                value = txns[slot].get(fmt.encode_key(int(local[i])))
             except Exception as exc:  # lmdb.Error subclasses on damaged pages
                 raise fmt.FormatError(f"{self.dataset.root}: {self.where(int(indices[i]))}: LMDB read failed ({type(exc).__name__}: {exc})") from None
             if value is None:
-                raise fmt.FormatError(f"{self.dataset.root}: shard {self.dataset.shard_names[shard]} has no key {local[i]} (image {indices[i]})")
-            span = span_of(value)
+                raise fmt.FormatError(f"{self.dataset.root}: shard {self.dataset.shard_names[shards[i]]} has no key {local[i]} (image {indices[i]})")
+            span = fmt.image_span(value)
             image = memoryview(self.read_image(int(indices[i]))) if span is None else value[span[0] : span[0] + span[1]]
             if len(image) < 2 or image[0] != 0xFF or image[1] != 0xD8:
                 what = "empty image bytes" if len(image) == 0 else "image is not a JPEG"
                 raise fmt.FormatError(f"{self.dataset.root}: {self.where(int(indices[i]))}: {what}")
             buffers.append(image)
-        return buffers, list(txns.values())
+        k = records.first_size_mismatch(buffers, widths, heights)
+        if k >= 0:
+            try:
+                what = "its JPEG header says {} x {}, the index {} x {}".format(*records.frame_size(buffers[k]), widths[k], heights[k])
+            except ValueError:
+                what = "no JPEG frame header before the first scan"
+            raise fmt.FormatError(f"{self.dataset.root}: {self.where(int(indices[k]))}: cannot decode: {what}; "
+                                  "run `tagstream verify --deep` on the dataset")
+        return buffers if wrap is None else [wrap(b) for b in buffers]
 
     def close(self) -> None:
         """Forget this store's handles; the process-wide environments stay open for other stores."""

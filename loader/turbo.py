@@ -72,44 +72,6 @@ def check(data: bytes | memoryview | NDArray[np.uint8]) -> tuple[int, int]:
     return _jpeg.check(data)
 
 
-def frame_size(data: bytes | memoryview | NDArray[np.uint8]) -> tuple[int, int]:
-    """(width, height) from a JPEG's frame header, read from its markers (nothing decoded); ValueError if none."""
-    if _jpeg is not None:
-        return _jpeg.frame_size(data)
-    d = memoryview(data).cast("B")
-    i, n = 2, len(d)
-    while n >= 4 and d[0] == 0xFF and d[1] == 0xD8 and i + 4 <= n and d[i] == 0xFF:
-        m = d[i + 1]
-        if m == 0xFF or m in (0xD8, 0x01) or 0xD0 <= m <= 0xD7:
-            i += 1 if m == 0xFF else 2
-        elif m in (0xD9, 0xDA):
-            break
-        elif 0xC0 <= m <= 0xCF and m not in (0xC4, 0xC8, 0xCC):
-            if i + 9 > n:
-                break
-            return (d[i + 7] << 8) | d[i + 8], (d[i + 5] << 8) | d[i + 6]
-        else:
-            i += 2 + ((d[i + 2] << 8) | d[i + 3])
-    raise ValueError("JPEG has no frame header before its first scan")
-
-
-def first_size_mismatch(buffers: list, widths: NDArray[np.int64], heights: NDArray[np.int64]) -> int:
-    """The first k whose JPEG frame is not widths[k] x heights[k], or -1: the decoders that size their
-    output from the header (DALI's, nvJPEG) are then bounded by the index, which is checked at open
-    (format.check_image_sizes). One C call a batch, ~0.1 us a sample."""
-    widths = np.ascontiguousarray(widths, dtype=np.int64)
-    heights = np.ascontiguousarray(heights, dtype=np.int64)
-    if _jpeg is not None:
-        return _jpeg.first_size_mismatch(buffers, widths, heights)
-    for k, data in enumerate(buffers):
-        try:
-            if frame_size(data) != (widths[k], heights[k]):
-                return k
-        except ValueError:
-            return k
-    return -1
-
-
 def decode(data: bytes | memoryview | NDArray[np.uint8]) -> NDArray[np.uint8]:
     """The whole image, (height, width, 3) uint8 RGB."""
     require()

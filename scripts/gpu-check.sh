@@ -29,7 +29,7 @@ timeout 300 taskset -c 0,1 python3 "$here/gpu_bench.py" "$out/gpu-bench-2.json" 
 echo "rc=$?"; grep -E '"images_per_s"|loader_over|data_wait' "$out/gpu-bench-2.json"
 
 echo "== the GPU path's CPU side alone (bench loader --feed), all cores and 2 cores"
-timeout 200 tagstream bench loader "$work/feed" --make 1024 --feed --batch-size 128 --batches 200 --rounds 3 --json \
+timeout 200 tagstream bench loader "$work/feed" --make 2048 --feed --batch-size 128 --batches 200 --rounds 3 --json \
   > "$out/feed-all.json" 2> "$out/feed-all.err"
 echo "rc=$?"
 timeout 200 taskset -c 0,1 tagstream bench loader "$work/feed" --feed --batch-size 128 --batches 200 --rounds 3 --json \

@@ -247,19 +247,19 @@ def test_a_shard_cut_short_while_the_loader_runs_is_named(tmp_path, decoder):
 
 
 def test_frame_sizes_are_read_from_the_markers_by_c_and_by_the_fallback(monkeypatch):
-    from tagstream.loader import turbo
+    from tagstream.loader import records
 
     good, bomb = small_jpeg(64, 48), forge_size(small_jpeg(64, 48), 65500, 65500)
     buffers = [memoryview(good), np.frombuffer(good, np.uint8), bomb, b"\xff\xd8" + bytes(50)]
     widths, heights = np.array([64, 64, 64, 64]), np.array([48, 48, 48, 48])
     for _ in ("c", "python"):
-        assert turbo.frame_size(good) == (64, 48) and turbo.frame_size(bomb) == (65500, 65500)
-        assert turbo.first_size_mismatch(buffers[:2], widths[:2], heights[:2]) == -1
-        assert turbo.first_size_mismatch(buffers, widths, heights) == 2
-        assert turbo.first_size_mismatch(buffers[3:], widths[3:], heights[3:]) == 0
+        assert records.frame_size(good) == (64, 48) and records.frame_size(bomb) == (65500, 65500)
+        assert records.first_size_mismatch(buffers[:2], widths[:2], heights[:2]) == -1
+        assert records.first_size_mismatch(buffers, widths, heights) == 2
+        assert records.first_size_mismatch(buffers[3:], widths[3:], heights[3:]) == 0
         with pytest.raises(ValueError, match="no frame header"):
-            turbo.frame_size(buffers[3])
-        monkeypatch.setattr(turbo, "_jpeg", None)  # the extension not built: the Python walk
+            records.frame_size(buffers[3])
+        monkeypatch.setattr(records, "_records", None)  # the extension not built: the Python walk
 
 
 @pytest.mark.timeout(120)

@@ -148,3 +148,67 @@ def test_gpu_size_bound_names_the_image(ds):
     batched.max_pixels = 40 * 36  # the smallest image passes, the others are over
     with pytest.raises(fmt.FormatError, match=r"shard \d+ key \d+ \(image \d+\): \d+x\d+ is more than the 1,440 pixels.*--max-side"):
         batched.batch(0, 0)
+
+
+def _bad_store(tmp_path):
+    """Shard 0 of 8 images 32 x 32: key 1 laid out with the image last, 2 a GIF, 3 a JPEG of another size, 5 gone."""
+    records = ((encode_jpeg(_pattern(i, 32, 32)), [0], 32, 32) for i in range(8))
+    ds = write_dataset(tmp_path / "ds", records, num_images=8, shard_size=8, num_tags=1)
+    env = fmt.open_env(fmt.shard_path(ds.root, fmt.shard_name(0)), write=True)
+    with env.begin(write=True) as txn:
+        txn.delete(fmt.encode_key(5))
+    env.close()
+    _rewrite(ds.root, {  # and the manifest's byte size
+        1: msgpack.packb({"tags": [0], "source": "x", "image": encode_jpeg(_pattern(9, 32, 32))}, use_bin_type=True),
+        2: fmt.pack_record(b"GIF89a...", [0], "x"),
+        3: fmt.pack_record(encode_jpeg(_pattern(3, 40, 32)), [0], "x"),
+    })
+    return ShardStore(ds.root)
+
+
+@pytest.mark.parametrize("extension", [True, False])
+def test_batch_record_reads_in_c_and_in_python_agree(tmp_path, monkeypatch, extension):
+    """records.images: the same views, and the same first bad sample and reason, from the C extension and
+    from the Python it falls back to."""
+    from tagstream.loader import records
+
+    store = _bad_store(tmp_path)
+    if not extension:
+        monkeypatch.setattr(records, "_records", None)
+    elif records._records is None:
+        pytest.fail("loader/_records.c did not build: `make test` installs a C compiler")
+    txn = store._env(0).begin(buffers=True)
+
+    def read(local, width=32, wrap=None):
+        n = len(local)
+        return records.images([txn.get], np.zeros(n, np.int64), np.array(local), np.full(n, width), np.full(n, 32), wrap)
+
+    views, k, why = read([0, 4, 7, 4])
+    assert (k, why) == (-1, 0)
+    assert [bytes(v) for v in views] == [store.read_image(i) for i in (0, 4, 7, 4)]
+    assert all(isinstance(v, memoryview) for v in views)
+    assert [bytes(v) for v in read([6, 0], wrap=bytes)[0]] == [store.read_image(6), store.read_image(0)]  # wrapped
+    for local, stop in (([0, 5], (1, records.NO_KEY)), ([4, 1], (1, records.OTHER_LAYOUT)), ([2], (0, records.NOT_JPEG)),
+                        ([0, 7, 3, 5], (2, records.FRAME_DIFFERS))):
+        assert read(local) == (None, *stop), local
+    assert read([3], width=40)[1:] == (-1, 0)  # the index's size is what is checked
+    with pytest.raises(ValueError, match="int64"):
+        records.images([txn.get], np.zeros(2, np.int64), np.zeros(3, np.int64), np.zeros(2, np.int64), np.zeros(2, np.int64), None)
+    txn.abort()
+
+
+@pytest.mark.parametrize("extension", [True, False])
+def test_image_buffers_name_each_bad_record(tmp_path, monkeypatch, extension):
+    """The batch read stops at a bad record and the store names it (shard, key, image) like read_image does;
+    a record in another layout is parsed and its image copied instead."""
+    from tagstream.loader import records
+
+    store = _bad_store(tmp_path)
+    if not extension:
+        monkeypatch.setattr(records, "_records", None)
+    tensors, txns = store.image_buffers(np.array([0, 1, 4]), wrap=bytes)
+    assert tensors == [store.read_image(0), store.read_image(1), store.read_image(4)] and len(txns) == 1
+    for index, message in ((2, "key 2 \\(image 2\\): image is not a JPEG"), (5, "has no key 5 \\(image 5\\)"),
+                           (3, "key 3 \\(image 3\\): cannot decode: its JPEG header says 40 x 32, the index 32 x 32")):
+        with pytest.raises(fmt.FormatError, match=f"shard 00000 {message}"):
+            store.image_buffers(np.array([0, 4, index, 7]))

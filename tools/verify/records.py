@@ -22,7 +22,7 @@ MAX_PROBLEMS = 5  # per shard: a damaged shard is reported by its first few faul
 
 def image_problem(image: bytes) -> tuple[tuple[int, int] | None, str | None]:
     """((width, height), None) of a sound JPEG, or (None, what is wrong with it)."""
-    from tagstream.loader import turbo
+    from tagstream.loader import records, turbo
 
     if turbo.available():
         try:
@@ -94,10 +94,10 @@ def _record_problem(expected: int, key: bytes, value: bytes, images: int, num_ta
 
 
 def _frame_problem(image: bytes, width: int, height: int) -> str | None:
-    from tagstream.loader import turbo
+    from tagstream.loader import records, turbo
 
     try:
-        w, h = turbo.frame_size(image)
+        w, h = records.frame_size(image)
     except ValueError as exc:
         return str(exc)
     return None if (w, h) == (width, height) else f"JPEG header says {w} x {h}, the index says {width} x {height}"

@@ -47,21 +47,35 @@ def test_bench_runs_every_contender(tmp_path):
 @pytest.mark.timeout(300)
 def test_feed_compares_the_batch_source_with_the_per_sample_one(tmp_path):
     runner = CliRunner()
-    args = [str(tmp_path / "bench"), "--make", "24", "--batch-size", "8", "--batches", "60", "--workers", "1", "--rounds", "2", "--feed"]
+    args = [str(tmp_path / "bench"), "--make", "120", "--batch-size", "8", "--batches", "60", "--workers", "1", "--rounds", "2", "--feed"]
     result = runner.invoke(bench_loader, args + ["--json"])
     assert result.exit_code == 0, (result.output, repr(result.exception))
     r = json.loads(result.output)
-    batch, per_sample = r["batch"], r["per_sample"]
+    batch, per_sample, replay = r["batch"], r["per_sample"], r["dali"]
     # 480 samples: enough that the worker's CPU time, counted by /proc in 10 ms ticks, is not zero
-    assert batch["samples"] == per_sample["samples"] == 480 and len(r["rounds"]) == 2
+    assert batch["samples"] == per_sample["samples"] == replay["samples"] == 480 and len(r["rounds"]) == 2
     assert batch["workers"] == 0 and batch["workers_us"] == 0 and per_sample["workers"] == 1 and per_sample["workers_us"] > 0
-    for row in (batch, per_sample):
+    assert replay["workers"] == 0 and r["source_us"] == pytest.approx(batch["main_us"] - replay["main_us"])
+    # first reads: 60 records never read (the other 60 warm the process), 3 batches of 8 timed, then again
+    touch = r["first_touch"]
+    assert touch["samples"] == 24 and touch["first_us"] > 0 and touch["again_us"] > 0 and touch["first_faults"] >= 0
+    for row in (batch, per_sample, replay):
         assert row["samples_per_s"] > 0 and row["main_us"] > 0 and row["thread_us"] > 0
         assert row["total_us"] == pytest.approx(row["main_us"] + row["workers_us"])
         assert row["per_core_samples_per_s"] == pytest.approx(1e6 / row["total_us"])
     assert r["per_core_ratio"] == pytest.approx(batch["per_core_samples_per_s"] / per_sample["per_core_samples_per_s"])
     result = runner.invoke(bench_loader, args)
     assert result.exit_code == 0 and "batch / per-sample" in result.output and "per core" in result.output
+    assert "DALI's own (replay)" in result.output and "first reads (24 records" in result.output
+
+
+def test_first_reads_need_enough_images(tmp_path):
+    from tagstream.tools.bench.loader import bench_config, prepare_dataset
+    from tagstream.tools.bench.loader_feed import first_touch
+
+    ds = prepare_dataset(str(tmp_path / "bench"), make=30, workers=1, progress=lambda *a: (lambda k: None))
+    config = bench_config(str(ds.root), batch_size=8, image_size=32, workers=1, prefetch=2)
+    assert first_touch(config) == {"skipped": "30 images are too few to measure first reads at batch 8 (--make 112 or more)"}
 
 
 def test_bench_refuses_a_missing_dataset_without_make(tmp_path):
