@@ -3,11 +3,12 @@ called once per batch in the thread that runs the pipeline, with no worker proce
 
 Per batch: the plan slice, the crop windows and flips of the whole batch in one kernel call
 (kernels/crops.py, the same numbers as loader/augment.py, keyed by partition: loader/partitions.py), the records read in one LMDB read
-transaction per shard, and the JPEG bytes handed to DALI as views of LMDB's memory map (`no_copy`):
-nothing is copied, pickled or sent between processes. On the 2-core development machine (loaded):
-~7 µs of CPU a sample in the training thread, ~14 µs in the training process in all (DALI's threads
-included), against ~29 µs in the main process plus ~80 µs in worker processes for the per-sample
-parallel source (its copies through shared memory, per-sample feed and slicing; docs/loader-bench.md).
+transaction per shard and one C call for the batch's reads (loader/records.py), and the JPEG bytes
+handed to DALI as views of LMDB's memory map (`no_copy`): nothing is copied, pickled or sent between
+processes. On the 2-core development machine, batch 256: ~5 µs of CPU a sample in the training thread
+and ~8.4 µs in the training process in all (DALI's threads included, 3.4 of it DALI's own), against ~21 µs
+in the main process plus ~74 µs in worker processes for the per-sample parallel source
+(docs/loader-bench.md, `tagstream bench loader --feed`).
 The trade-off: the source runs in the trainer's thread (inside `pipeline.run()`), so it must stay cheap;
 the CPU path, whose source decodes, keeps its worker processes (loader/pipeline.py PlanSource).
 

@@ -23,7 +23,8 @@ import click
               help="Interleaved rounds of every contender; figures are medians (a shared machine is noisy).")
 @click.option("--feed", is_flag=True,
               help="Only the GPU path's CPU side (plan, record read, crop window, hand-off to DALI; no decode): the batch "
-                   "source vs the per-sample source before it, in samples/s per core and CPU us a sample by process.")
+                   "source vs the per-sample source before it and DALI's own share, in samples/s per core and CPU us a "
+                   "sample by process; then first reads in a fresh process (needs 14 batches of images).")
 @click.option("--remote", is_flag=True,
               help="Only our loader, from local disk vs from s3:// (a local S3 server, moto) with a cold and a warm cache.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
@@ -40,13 +41,14 @@ def bench_loader(dataset, make, batch_size, workers, threads, image_size, batche
     rank needs at 3,000 images/s.
 
     With --feed, only the GPU path's CPU side: what the trainer's cores spend to feed nvJPEG (goal:
-    >= 50,000 samples/s per core, <= 10 us a sample in the main process), beside the per-sample source.
+    >= 50,000 samples/s per core, <= 10 us a sample in the main process), beside the per-sample source,
+    the same graph replaying one batch (DALI's own share), and records a fresh process never read.
 
     \b
     Example:
       tagstream bench loader /tmp/benchds --make 1500 --batch-size 64 --batches 20
       tagstream bench loader /tmp/benchds --startup --json
-      tagstream bench loader /tmp/benchds --feed --batch-size 128 --batches 200
+      tagstream bench loader /tmp/benchds --make 4096 --feed --batch-size 256 --batches 100
       tagstream bench loader /tmp/benchds --make 1500 --remote
     """
     from tagstream.tools.bench.loader import bench_loader as run
