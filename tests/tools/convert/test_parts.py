@@ -61,6 +61,19 @@ def test_parts_then_merge_equal_one_process(source, reference, tmp_path, n):
     assert merge(out).already_complete  # a second merge changes nothing
 
 
+def test_parts_of_json_lines_start_from_the_scans_marks(source, reference, tmp_path, monkeypatch):
+    """With a mark every 2 inputs, parts seek to the mark before their start (sources.JSONL_MARK_EVERY) and
+    still give a one-process conversion's records."""
+    from tagstream.tools.convert import sources
+
+    monkeypatch.setattr(sources, "JSONL_MARK_EVERY", 2)
+    out = tmp_path / "ds"
+    convert_parts(source, out, 5)
+    merge(out)
+    assert dataset_records(out) == dataset_records(reference)
+    assert same_dataset_parts(out) == same_dataset_parts(reference)
+
+
 def test_part_tag_ids_differ_and_merge_rewrites_them(source, reference, tmp_path):
     """The merge's work is real: part 2 of 3 numbers its tags on its own, the merged records hold global ids."""
     out = tmp_path / "ds"
