@@ -5,12 +5,19 @@ uploaded, their sizes are checked by listing the URL, objects of an earlier vers
 does not have are deleted, and the manifest is uploaded last. A reader
 (loader/remote.py opens the manifest first) therefore never sees a manifest whose shards are not all
 there; an interrupted push leaves no manifest, so it reads as "upload not finished", and is run again.
+A rerun uploads only what it must: a journal beside the dataset (.push/, one per URL, a line per finished
+upload: the local file's size and mtime, the object's version at the URL) lets it skip a file that has
+not changed here since it was uploaded and whose object has not been replaced there since (ETag or
+generation). What the journal cannot vouch for is uploaded again.
 Only data.mdb of each shard is uploaded (readers open shards lock-free); conversion state (.convert/),
 per-machine caches (vocab/NAME/sampling/) and lock files stay local.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +37,39 @@ class PushReport:
     bytes: int
     removed: int  # objects of an earlier version deleted
     seconds: float
+    skipped: int = 0  # files already there from an earlier (interrupted) push of the same bytes
+    skipped_bytes: int = 0
+
+
+JOURNAL_DIR = ".push"  # in the dataset, never uploaded
+
+
+class Journal:
+    """What earlier pushes of this dataset to one URL finished: rel -> (local stamp, object version)."""
+
+    def __init__(self, root: Path, url: str):
+        self.path = root / JOURNAL_DIR / (hashlib.sha256(url.encode()).hexdigest()[:16] + ".jsonl")
+        self.done: dict[str, tuple[str, str]] = {}
+        try:
+            lines = self.path.read_text().splitlines()
+        except OSError:
+            lines = []
+        for line in lines:  # the last line of a rel wins; a line cut by a crash is ignored
+            try:
+                row = json.loads(line)
+                self.done[row["rel"]] = (row["local"], row["remote"])
+            except (ValueError, KeyError, TypeError):
+                continue
+
+    def record(self, rel: str, local: str, remote: str) -> None:
+        self.path.parent.mkdir(exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"rel": rel, "local": local, "remote": remote}) + "\n")
+
+
+def local_stamp(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def files_to_push(root: Path) -> list[str]:
@@ -58,9 +98,22 @@ def push(root: str | Path, url: str, *, retry: storage.Retry = storage.DEFAULT_R
     rels = files_to_push(root)
     sizes = {rel: (root / rel).stat().st_size for rel in rels}
     t0 = time.monotonic()
+    journal = Journal(root, url)
     storage.remove(storage.join(url, fmt.MANIFEST), retry)  # readers stop trusting the old version first
+    before = storage.list_versions(url, retry)
+    stamps = {rel: local_stamp(root / rel) for rel in rels}
+    fresh = [rel for rel in rels if rel not in before or journal.done.get(rel) != (stamps[rel], before[rel])]
+    lock = threading.Lock()
+
+    def upload(rel: str) -> None:
+        target = storage.join(url, rel)
+        storage.put(root / rel, target, retry)
+        remote = storage.version(target, retry)
+        with lock:
+            journal.record(rel, stamps[rel], remote)
+
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for _ in pool.map(lambda rel: storage.put(root / rel, storage.join(url, rel), retry), rels):
+        for _ in pool.map(upload, fresh):
             pass
     there = storage.list_versions(url, retry)
     wrong = [rel for rel in rels if there.get(rel, "").split(":", 1)[0] != str(sizes[rel])]
@@ -75,5 +128,6 @@ def push(root: str | Path, url: str, *, retry: storage.Retry = storage.DEFAULT_R
             pass
     storage.put(root / fmt.MANIFEST, storage.join(url, fmt.MANIFEST), retry)
     total = sum(sizes.values()) + (root / fmt.MANIFEST).stat().st_size
+    skipped = set(rels) - set(fresh)
     return PushReport(url=storage.redact(url), files=len(rels) + 1, bytes=total, removed=len(stale),
-                      seconds=round(time.monotonic() - t0, 3))
+                      seconds=round(time.monotonic() - t0, 3), skipped=len(skipped), skipped_bytes=sum(sizes[r] for r in skipped))

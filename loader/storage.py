@@ -187,11 +187,22 @@ def list_versions(url: str, retry: Retry = DEFAULT_RETRY) -> dict[str, str]:
         for p, info in found.items():
             rel = p[len(base) :].lstrip("/")
             if rel and info.get("type", "file") != "directory":
-                tag = next((info[k] for k in ("ETag", "etag", "generation", "mtime", "LastModified") if info.get(k)), "")
-                out[rel] = f"{info.get('size')}:{str(tag).strip(chr(34))}"
+                out[rel] = _version(info)
         return out
 
     return retrying(url, find, retry)
+
+
+def _version(info: dict) -> str:
+    """An object's version string from the backend's metadata: its size and ETag, generation or mtime."""
+    tag = next((info[k] for k in ("ETag", "etag", "generation", "mtime", "LastModified") if info.get(k)), "")
+    return f"{info.get('size')}:{str(tag).strip(chr(34))}"
+
+
+def version(url: str, retry: Retry = DEFAULT_RETRY) -> str:
+    """One object's version string, as list_versions gives it."""
+    fs, path = filesystem(url, retry)
+    return retrying(url, lambda: _version(fs.info(path)), retry)
 
 
 class _RetryingRaw(io.RawIOBase):

@@ -205,3 +205,46 @@ def test_a_worker_forked_during_a_download_never_holds_its_lock(tmp_path):
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
     assert taken.returncode == 0, taken.stderr  # another process gets the lock while the forked child lives
+
+
+def test_a_rerun_push_uploads_only_what_is_not_there_already(s3_server, tmp_path):  # noqa: F811
+    """An interrupted push run again uploads only what did not finish; a file changed here, or an object
+    replaced there, is uploaded again; the result reads like a fresh push."""
+    from tagstream.loader import publish, storage
+
+    s3_server.create_bucket("bkt")
+    ds = make_index_dataset(tmp_path / "ds", n=40, shard_size=8)  # 5 shards + index, vocabulary, tags
+    rels = publish.files_to_push(ds.root)
+    real_put, uploads = storage.put, []
+
+    def failing_put(src, url, retry=storage.DEFAULT_RETRY):
+        if len(uploads) == 4:
+            raise StorageError(f"{url}: connection reset (injected)")
+        real_put(src, url, retry)
+        uploads.append(url)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(storage, "put", failing_put)
+        with pytest.raises(StorageError, match="injected"):
+            publish.push(ds.root, URL, threads=1)
+    assert not storage.exists(f"{URL}/manifest.json")  # unfinished: no manifest
+    s3_server.proxy.reset_counts()
+    report = publish.push(ds.root, URL, threads=1)
+    shard_puts = s3_server.proxy.counts("PUT", "/bkt/ds/*")
+    assert report.skipped == 4 and report.files == len(rels) + 1
+    assert len(shard_puts) == len(rels) - 4 + 1  # the rest and the manifest
+    assert all(f"/bkt/ds/{u.split('/bkt/ds/', 1)[1]}" not in shard_puts for u in uploads)
+
+    s3_server.proxy.reset_counts()
+    assert publish.push(ds.root, URL).skipped == len(rels)  # nothing changed: only the manifest again
+    assert set(s3_server.proxy.counts("PUT", "/bkt/ds/*")) == {"/bkt/ds/manifest.json"}
+
+    tags = ds.root / fmt.TAGS
+    tags.write_text(tags.read_text())  # rewritten here (new mtime)
+    s3_server.put("bkt", f"ds/{rels[0]}", b"replaced behind our back")  # and a shard replaced there
+    s3_server.proxy.reset_counts()
+    report = publish.push(ds.root, URL)
+    assert set(s3_server.proxy.counts("PUT", "/bkt/ds/*")) == {f"/bkt/ds/{rels[0]}", f"/bkt/ds/{fmt.TAGS}", "/bkt/ds/manifest.json"}
+    remote = Dataset(URL, cache_dir=tmp_path / "cache")
+    here = ShardStore(Dataset(ds.root))
+    assert all(ShardStore(remote).read_bytes(i) == here.read_bytes(i) for i in range(40))

@@ -13,7 +13,8 @@ def push(dataset, url):
     and the other commands read it from there.
 
     The manifest goes last (an old one is deleted first), so a reader never sees a manifest whose shards are
-    not all uploaded; an interrupted push is simply run again. Credentials and endpoint come from the
+    not all uploaded; an interrupted push is simply run again, and uploads only what it had not finished
+    (a journal in DATASET/.push/ records each upload; a file changed here or replaced there goes again). Credentials and endpoint come from the
     backend's usual places (for S3: AWS_PROFILE / AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL for S3-compatible stores).
 
     \b
@@ -31,4 +32,5 @@ def push(dataset, url):
     except (ValueError, FormatError, StorageError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"pushed {report.files} files, {report.bytes / 2**20:.1f} MiB to {report.url} in {report.seconds:.1f} s"
+               + (f"; {report.skipped} files ({report.skipped_bytes / 2**20:.1f} MiB) were there already" if report.skipped else "")
                + (f" ({report.removed} objects of an earlier version removed)" if report.removed else ""))

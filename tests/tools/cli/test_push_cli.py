@@ -20,7 +20,9 @@ def test_push_then_verify_and_inspect_the_url(bucket, tiny_dataset, tmp_path):
     ds = tiny_dataset(12, shard_size=5)
     pushed = CliRunner().invoke(cli, ["push", str(ds), "s3://bkt/tiny"])
     assert pushed.exit_code == 0, pushed.output
-    assert "pushed" in pushed.output and "s3://bkt/tiny" in pushed.output
+    assert "pushed" in pushed.output and "s3://bkt/tiny" in pushed.output and "there already" not in pushed.output
+    again = CliRunner().invoke(cli, ["push", str(ds), "s3://bkt/tiny"])  # nothing changed: only the manifest goes
+    assert again.exit_code == 0 and "files (" in again.output and "were there already" in again.output, again.output
     verified = CliRunner().invoke(cli, ["verify", "s3://bkt/tiny"])
     assert verified.exit_code == 0, verified.output
     assert "OK: 3 shards, 12 images" in verified.output
