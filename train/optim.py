@@ -5,6 +5,8 @@ embedding (the usual transformer practice: decaying them only pulls scale and of
 
 from __future__ import annotations
 
+import re
+
 import torch
 from tagstream.train.config import OptimConfig
 
@@ -40,3 +42,40 @@ def clip_gradients(model: torch.nn.Module, max_norm: float) -> torch.Tensor | No
     if max_norm <= 0:
         return None
     return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+
+
+# the blocks that layer-wise LR decay counts, by parameter name (torchvision's ViT, ResNet/ResNeXt, RegNet)
+_BLOCK = (re.compile(r"^encoder\.layers\.encoder_layer_(\d+)\."), re.compile(r"^layer(\d+)\."), re.compile(r"^trunk_output\.block(\d+)\."))
+_STEM = re.compile(r"^(conv_proj|class_token|encoder\.pos_embedding|conv1|bn1|stem)\b")
+
+
+def layer_depths(model: torch.nn.Module) -> tuple[dict[str, int], int]:
+    """Each parameter's depth for layer-wise learning-rate decay, and the depth of the head: the stem (ViT's
+    patch projection, class token and position embedding; a ResNet's conv1/bn1; a RegNet's stem) is 0, block
+    or stage i counts from 1 in order (ViT encoder layers, ResNet layer1-4, RegNet block1-4), and what follows
+    them (final norm, pooling, the classifier) is one deeper than the last block. A model with none of these
+    names is one layer: every depth equals the head's."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    depth: dict[str, int] = {}
+    for name in names:
+        for pattern in _BLOCK:
+            found = pattern.match(name)
+            if found:
+                depth[name] = int(found.group(1)) + (1 if pattern is _BLOCK[0] else 0)
+        if name not in depth and _STEM.match(name):
+            depth[name] = 0
+    head = max(depth.values(), default=-1) + 1
+    return {n: depth.get(n, head) for n in names}, head
+
+
+def layer_decay_groups(model: torch.nn.Module, lr: float, decay: float) -> list[dict]:
+    """Parameter groups at lr * decay ** (head depth - depth) (layer_depths): the head learns at lr, each
+    block below it `decay` times slower; decay 1 is one group at lr."""
+    if not 0 < decay <= 1:
+        raise ValueError(f"layer decay {decay} must be in (0, 1]")
+    depths, head = layer_depths(model)
+    params = dict(model.named_parameters())
+    groups: dict[int, list] = {}
+    for name, d in depths.items():
+        groups.setdefault(head - d if decay < 1 else 0, []).append(params[name])
+    return [{"params": ps, "lr": lr * decay**k} for k, ps in sorted(groups.items())]

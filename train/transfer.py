@@ -30,6 +30,7 @@ from tagstream.train.features import (
 from tagstream.train.lowshot import LowShotConfig, format_low_shot, low_shot
 from tagstream.train.metrics import average_precision_per_class
 from tagstream.train.models import adapt_state, build_model, replace_head
+from tagstream.train.optim import layer_decay_groups
 from tagstream.train.probe import (
     ProbeConfig,
     fit_linear_probe,
@@ -49,10 +50,12 @@ class FinetuneConfig:
     batch_size: int = 32
     lr: float = 0.01  # SGD with momentum 0.9, cosine to zero over the run
     weight_decay: float = 1e-4
+    layer_decay: float = 1.0  # < 1: each block below the head learns at layer_decay times the rate of the one above
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError(f"finetune settings {self} must have epochs, batch_size >= 1, lr > 0, weight_decay >= 0")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0 or not 0 < self.layer_decay <= 1:
+            raise ValueError(f"finetune settings {self} must have epochs, batch_size >= 1, lr > 0, weight_decay >= 0, "
+                             "0 < layer_decay <= 1")
 
 
 @dataclass(frozen=True)
@@ -184,7 +187,7 @@ def finetune(net, cfg: TransferConfig, train_labels: Labels, eval_labels: Labels
     net.to(device)
     loader = build_loader(lcfg, 0, 1)
     steps = ft.epochs * len(loader)
-    opt = torch.optim.SGD(net.parameters(), lr=ft.lr, momentum=0.9, weight_decay=ft.weight_decay)
+    opt = torch.optim.SGD(layer_decay_groups(net, ft.lr, ft.layer_decay), lr=ft.lr, momentum=0.9, weight_decay=ft.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     losses = []
     try:
@@ -208,7 +211,8 @@ def finetune(net, cfg: TransferConfig, train_labels: Labels, eval_labels: Labels
         loader.close()
     logits, idx = _logits(net, cfg, cfg.eval, size, device)
     out = score(logits, eval_labels, idx)
-    out.update(steps=steps, first_loss=losses[0] if losses else math.nan, last_loss=losses[-1] if losses else math.nan)
+    out.update(steps=steps, first_loss=losses[0] if losses else math.nan, last_loss=losses[-1] if losses else math.nan,
+               layer_decay=ft.layer_decay, learning_rates=sorted({g["initial_lr"] for g in opt.param_groups}))
     return out
 
 

@@ -7,7 +7,7 @@ import torch
 from tagstream.train.config import OptimConfig
 from tagstream.train.losses import build_loss, soft_cross_entropy
 from tagstream.train.models import build_model
-from tagstream.train.optim import build_optimizer, clip_gradients, param_groups
+from tagstream.train.optim import build_optimizer, clip_gradients, layer_decay_groups, layer_depths, param_groups
 
 
 def test_no_decay_group_holds_biases_norms_and_vit_embeddings():
@@ -92,3 +92,32 @@ def test_image_size_schedule_is_kept_in_canonical_form():
     assert c.data.image_size == "160@0,192@2,224@4" and c.data.final_image_size == 224
     assert c.data.size_schedule == ((0, 160), (2, 192), (4, 224))
     assert load_config(None, ["data.dataset=d", "data.vocab=v", "run.out_dir=o", "data.image_size=96"]).data.image_size == 96
+
+
+@pytest.mark.parametrize("name, head, first, block", [
+    ("vit_tiny_8", 3, ["class_token", "conv_proj.weight", "encoder.pos_embedding"], ("encoder.layers.encoder_layer_1.ln_1.weight", 2)),
+    ("regnet_y_tiny", 4, ["stem.0.weight", "stem.1.bias"], ("trunk_output.block2.block2-0.proj.0.weight", 2)),
+    ("resnet18", 5, ["conv1.weight", "bn1.weight"], ("layer3.0.conv1.weight", 3)),
+])
+def test_layer_depths_count_the_blocks_from_the_stem_to_the_head(name, head, first, block):
+    model = build_model(name, 3, image_size=16) if name.startswith("vit") else build_model(name, 3)
+    depths, deepest = layer_depths(model)
+    names = [n for n, _ in model.named_parameters()]
+    assert deepest == head and set(depths) == set(names)
+    assert all(depths[n] == 0 for n in first) and depths[block[0]] == block[1]
+    assert depths[names[-1]] == head  # the classifier
+    assert [depths[n] for n in names] == sorted(depths[n] for n in names)  # never shallower further down
+
+
+def test_layer_decay_groups_scale_each_depth():
+    model = build_model("vit_tiny_8", 3, image_size=16)
+    depths, head = layer_depths(model)
+    groups = layer_decay_groups(model, 0.2, 0.5)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        assert lr_of[id(p)] == pytest.approx(0.2 * 0.5 ** (head - depths[name]))
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    (one,) = layer_decay_groups(model, 0.2, 1.0)  # off: the plain optimizer of before
+    assert one["lr"] == 0.2 and len(one["params"]) == len(list(model.parameters()))
+    with pytest.raises(ValueError, match="layer decay"):
+        layer_decay_groups(model, 0.2, 0.0)

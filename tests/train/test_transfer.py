@@ -187,12 +187,16 @@ def test_transfer_finetune_from_a_checkpoint(downstream, tmp_path):
     main(fake_run_config(tmp_path / "run", "data.image_size=32", "run.steps=1"), loader_factory=fake_factory)
     ckpt = latest_checkpoint(tmp_path / "run")
     cfg = TransferConfig(train=str(train_ds), eval=str(eval_ds), checkpoint=str(ckpt), mode="finetune", baseline="random",
-                         workers=0, device="cpu", finetune=FinetuneConfig(epochs=2, batch_size=8, lr=0.05))
+                         workers=0, device="cpu", finetune=FinetuneConfig(epochs=2, batch_size=8, lr=0.05, layer_decay=0.5))
     report = run_transfer(cfg, out=tmp_path / "ft.json")
     assert set(report["results"]) == {"pretrained", "random"}
     for r in report["results"].values():
         assert r["steps"] == 2 * (27 // 8) and r["images"] == 15
         assert np.isfinite(r["last_loss"]) and 0 <= r["top1"] <= 1
+        # layer-wise decay: the head at the given rate, each block below at half the rate of the one above
+        rates = r["learning_rates"]
+        assert r["layer_decay"] == 0.5 and len(rates) >= 3 and max(rates) == pytest.approx(0.05)
+        assert all(a == pytest.approx(b / 2) for a, b in zip(rates, rates[1:]))
     table = format_table(report)
     assert "pretrained" in table and "finetune" in table
     assert json.loads((tmp_path / "ft.json").read_text())["mode"] == "finetune"
@@ -243,7 +247,17 @@ def test_transfer_help_shows_an_example():
     from tagstream.tools.cli import main
 
     out = CliRunner().invoke(main, ["transfer", "--help"]).output
-    assert "Example" in out and "tagstream transfer --checkpoint" in out
+    assert "Example" in out and "tagstream transfer --checkpoint" in out and "--layer-decay" in out
+
+
+def test_cli_refuses_a_layer_decay_outside_0_1(downstream, tmp_path):
+    from click.testing import CliRunner
+    from tagstream.tools.cli import main
+
+    train_ds, eval_ds = downstream
+    res = CliRunner().invoke(main, ["transfer", "--train", str(train_ds), "--eval", str(eval_ds), "--model", "regnet_y_tiny",
+                                    "--mode", "finetune", "--layer-decay", "1.5", "--device", "cpu", "--out", str(tmp_path / "r.json")])
+    assert res.exit_code != 0 and "0 < layer_decay <= 1" in res.output and "Traceback" not in res.output
 
 
 def test_transfer_multilabel_reports_map(tiny_dataset, tmp_path):

@@ -39,12 +39,15 @@ def _ensure_label_vocab(dataset: str, name: str) -> str | None:
 @click.option("--epochs", type=int, default=3, show_default=True, help="Fine-tuning epochs.")
 @click.option("--finetune-batch-size", type=int, default=32, show_default=True, help="Fine-tuning batch size.")
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Fine-tuning learning rate (SGD, cosine).")
+@click.option("--layer-decay", type=float, default=1.0, show_default=True,
+              help="Fine-tuning: layer-wise LR decay; each block below the head learns at this fraction of the rate of the one above (ViT "
+                   "encoder layers, ResNet/RegNet stages; 1 = off; 0.65-0.75 is usual for ViTs).")
 @click.option("--shots", default="", metavar="K,K,...", help="Linear mode: also low-shot probes on K images per class, e.g. 1,5,10,25.")
 @click.option("--shot-seeds", type=int, default=5, show_default=True, help="Draws of the K images per class (mean ± std over them).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default="transfer.json", show_default=True, help="JSON report.")
 def transfer(checkpoint, train_ds, eval_ds, mode, baseline, vocab, task, model, image_size, batch_size, workers, device,
-             epochs, finetune_batch_size, lr, shots, shot_seeds, seed, out) -> None:
+             epochs, finetune_batch_size, lr, layer_decay, shots, shot_seeds, seed, out) -> None:
     """Transfer a pretrained backbone to a labelled task and print top-1/top-5 (or mAP) per backbone.
 
     Classes are matched between --train and --eval by name. Writes the full report (per-class
@@ -74,7 +77,7 @@ def transfer(checkpoint, train_ds, eval_ds, mode, baseline, vocab, task, model, 
         cfg = TransferConfig(
             train=train_ds, eval=eval_ds, checkpoint=checkpoint, mode=mode, baseline=baseline, vocab=vocab, task=task,
             model=model, image_size=image_size, batch_size=batch_size, workers=workers, device=device, seed=seed,
-            progress=True, probe=ProbeConfig(seed=seed), finetune=FinetuneConfig(epochs=epochs, batch_size=finetune_batch_size, lr=lr),
+            progress=True, probe=ProbeConfig(seed=seed), finetune=FinetuneConfig(epochs=epochs, batch_size=finetune_batch_size, lr=lr, layer_decay=layer_decay),
             low_shot=LowShotConfig(shots=parse_shots(shots), seeds=shot_seeds),
         )
         report = run_transfer(cfg, out=out)
