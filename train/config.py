@@ -106,8 +106,11 @@ class OptimConfig:
     weight_decay: float = 1e-4
     decay_norm_and_bias: bool = True  # false: no weight decay on biases, norm layers, ViT class token and position embedding
     grad_clip: float = 0.0  # clip the global gradient norm to this before each step; 0 = off
+    ema: float = 0.0  # decay of an exponential moving average of the weights, updated every step; 0 = off (train/ema.py)
 
     def __post_init__(self) -> None:
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"optim.ema={self.ema} must be in [0, 1): the EMA decay per step (e.g. 0.9999), 0 = off")
         if self.name not in OPTIMIZERS:
             raise ValueError(f"optim.name={self.name!r} is not one of {OPTIMIZERS}")
         if self.name == "adamw" and self.nesterov:

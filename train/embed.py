@@ -24,7 +24,7 @@ from tagstream.train.embed_io import (
     save_embeddings,
 )
 from tagstream.train.features import eval_config, extract_dataset
-from tagstream.train.transfer import DEVICES, load_backbone
+from tagstream.train.transfer import DEVICES, WEIGHTS, load_backbone
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,12 @@ class EmbedConfig:
     device: str = "auto"
     seed: int = 0
     progress: bool = True
+    weights: str = "model"  # of the checkpoint: "model", or "ema" (the moving average of a run with optim.ema)
 
     def __post_init__(self) -> None:
         check_suffix(self.out)
+        if self.weights not in WEIGHTS:
+            raise ValueError(f"weights={self.weights!r} is not one of {WEIGHTS}")
         if self.device not in DEVICES:
             raise ValueError(f"device={self.device!r} is not one of {DEVICES}")
         if self.checkpoint is None and self.model is None:
@@ -104,7 +107,7 @@ def _embed(cfg: EmbedConfig, rank: int, world: int) -> dict:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
     else:
         device = torch.device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)) if cfg.device == "cuda" else None)
-    net, info = load_backbone(cfg.checkpoint, model=cfg.model, image_size=cfg.image_size, seed=cfg.seed)
+    net, info = load_backbone(cfg.checkpoint, model=cfg.model, image_size=cfg.image_size, seed=cfg.seed, weights=cfg.weights)
     net.to(device)
     gpu = device.type == "cuda"
     lcfg = eval_config(cfg.data, vocab, image_size=info["image_size"], batch_size=cfg.batch_size, workers=cfg.workers,

@@ -28,6 +28,7 @@ from tagstream.loader.partitions import working_worlds
 from tagstream.train import checkpoint as ckpt
 from tagstream.train import distributed as dd
 from tagstream.train.config import TrainConfig
+from tagstream.train.ema import build_ema
 from tagstream.train.losses import build_loss, loader_targets
 from tagstream.train.metrics import hashtag_metrics
 from tagstream.train.models import build_model
@@ -107,6 +108,7 @@ def train_one_epoch(
     stop: int,
     steps_per_epoch: int,
     after_step: Callable[[int, torch.Tensor, float, float], None],
+    ema: Any = None,
 ) -> int:
     """Optimizer steps from `step` until the epoch's steps_per_epoch or `stop`; returns the step reached.
 
@@ -138,6 +140,8 @@ def train_one_epoch(
         lr = optimizer.param_groups[0]["lr"]  # the LR this step used (scheduler.step() sets the next one)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update_parameters(model.module if isinstance(model, DDP) else model)
         scheduler.step()
         step += 1
         done += 1
@@ -266,6 +270,9 @@ def _train(config: TrainConfig, train_loader: Any, eval_loader: Any | None, *, d
             scheduler.load_state_dict(state["schedule"])
             reapply_hyperparameters(optimizer, scheduler, fresh)
             torch.set_rng_state(state["rng"]["torch"])
+            ema = build_ema(model, config.optim.ema)
+            if ema is not None and "ema" in state:
+                ema.load_state_dict(state["ema"])
         except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"{resume_path}: checkpoint does not fit this run ({first})") from None
@@ -281,6 +288,7 @@ def _train(config: TrainConfig, train_loader: Any, eval_loader: Any | None, *, d
         step = int(state["step"])
     else:
         train_loader.set_epoch(0)
+        ema = build_ema(model, config.optim.ema)
     start_step = step
     bare = model
     if dist.enabled:
@@ -299,10 +307,19 @@ def _train(config: TrainConfig, train_loader: Any, eval_loader: Any | None, *, d
                 {"model": bare.state_dict(), "model_name": config.model.name, "num_classes": num_classes,
                  "optimizer": optimizer.state_dict(), "schedule": scheduler.state_dict(), "step": step,
                  "loader": train_loader.state_dict(), "config": config.to_dict(),
-                 "rng": _rng_state(dist.device.type == "cuda"), "world": dist.world},
+                 "rng": _rng_state(dist.device.type == "cuda"), "world": dist.world,
+                 **({"ema": ema.state_dict()} if ema is not None else {})},
                 out, keep_last=config.run.keep_last,
             )  # fmt: skip
         dd.barrier(dist)  # nobody runs ahead of a checkpoint that may be resumed
+
+    def evaluate_all(step: int) -> dict[str, float]:
+        """The held-out metrics of the weights, and with optim.ema of their average too (keys ema_*)."""
+        results = evaluate(bare, eval_loader, run=run, softmax=softmax, dist=dist)
+        if ema is not None:
+            results.update({f"ema_{k}": v for k, v in evaluate(ema.module, eval_loader, run=run, softmax=softmax, dist=dist).items()})
+        log.event("eval", step=step, **results)
+        return results
 
     def after_step(step: int, loss: torch.Tensor, wait: float, lr: float) -> None:
         nonlocal eval_results
@@ -313,21 +330,19 @@ def _train(config: TrainConfig, train_loader: Any, eval_loader: Any | None, *, d
         if r.checkpoint_every and step % r.checkpoint_every == 0 and step < total_steps:
             save(step)
         if eval_loader is not None and r.eval_every and step % r.eval_every == 0 and step < total_steps:
-            eval_results = evaluate(bare, eval_loader, run=run, softmax=softmax, dist=dist)
-            log.event("eval", step=step, **eval_results)
+            eval_results = evaluate_all(step)
 
     try:
         epoch = train_loader.state_dict()["epoch"]
         while step < total_steps:
             step = train_one_epoch(model, optimizer, scheduler, train_loader, loss_fn, run=run, step=step,
-                                   stop=total_steps, steps_per_epoch=steps_per_epoch, after_step=after_step)  # fmt: skip
+                                   stop=total_steps, steps_per_epoch=steps_per_epoch, after_step=after_step, ema=ema)  # fmt: skip
             if step < total_steps:
                 epoch += 1
                 train_loader.set_epoch(epoch)  # the next epoch's plan: a new draw, identical on every rank
         save(step)
         if eval_loader is not None:
-            eval_results = evaluate(bare, eval_loader, run=run, softmax=softmax, dist=dist)
-            log.event("eval", step=step, **eval_results)
+            eval_results = evaluate_all(step)
         latest = ckpt.latest_checkpoint(out) if dist.is_main else None
         return log.summary(step=step, steps_run=step - start_step, checkpoint=str(latest or ""), eval=eval_results)
     finally:

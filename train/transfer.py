@@ -20,6 +20,7 @@ from tagstream.loader.dataset import Dataset
 from tagstream.loader.sizes import parse_size_schedule
 from tagstream.loader.vocab import Vocab
 from tagstream.train.checkpoint import load_checkpoint
+from tagstream.train.ema import ema_weights
 from tagstream.train.features import (
     Labels,
     eval_config,
@@ -42,6 +43,7 @@ MODES = ("linear", "finetune")
 BASELINES = ("none", "random")
 TASKS = ("auto", "single", "multi")
 DEVICES = ("auto", "cpu", "cuda")
+WEIGHTS = ("model", "ema")
 
 
 @dataclass(frozen=True)
@@ -77,13 +79,15 @@ class TransferConfig:
     device: str = "auto"
     seed: int = 0
     progress: bool = False
+    weights: str = "model"  # of the checkpoint: "model", or "ema" (the moving average of a run with optim.ema)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     low_shot: LowShotConfig = field(default_factory=LowShotConfig)  # linear mode: k images per class, several seeds
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("mode", self.mode, MODES), ("baseline", self.baseline, BASELINES),
-                                     ("task", self.task, TASKS), ("device", self.device, DEVICES)):
+                                     ("task", self.task, TASKS), ("device", self.device, DEVICES),
+                                     ("weights", self.weights, WEIGHTS)):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {allowed}")
         if self.checkpoint is None and self.model is None:
@@ -103,12 +107,15 @@ def _device(name: str) -> torch.device:
 
 
 def load_backbone(checkpoint: str | None, *, model: str | None = None, image_size: int | None = None,
-                  seed: int = 0, random_init: bool = False) -> tuple[torch.nn.Module, dict]:
+                  seed: int = 0, random_init: bool = False, weights: str = "model") -> tuple[torch.nn.Module, dict]:
     """(model, info) from a checkpoint, or random-initialised with the checkpoint's (or given) architecture.
 
+    weights: "model" (the trained weights) or "ema" (their moving average, train/ema.py).
     info: model name, image size, head classes, source ("checkpoint" or "random"). A ViT loaded at
     another size than it was trained at gets its position embedding resized (models.adapt_state).
     """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights={weights!r} is not one of {WEIGHTS}")
     state = load_checkpoint(checkpoint) if checkpoint is not None else None
     name = state["model_name"] if state else model
     # the size the checkpoint's run ended at (the last entry of a progressive-resizing schedule)
@@ -118,9 +125,11 @@ def load_backbone(checkpoint: str | None, *, model: str | None = None, image_siz
     torch.manual_seed(seed)
     net = build_model(name, classes, image_size=size)
     if state is not None and not random_init:
-        net.load_state_dict(adapt_state(name, state["model"], image_size=size))
+        trained_weights = ema_weights(state, checkpoint) if weights == "ema" else state["model"]
+        net.load_state_dict(adapt_state(name, trained_weights, image_size=size))
     source = "random" if (state is None or random_init) else "checkpoint"
-    return net, {"model": name, "image_size": size, "head_classes": classes, "source": source}
+    return net, {"model": name, "image_size": size, "head_classes": classes, "source": source,
+                 "weights": weights if source == "checkpoint" else "random"}
 
 
 def _loader_device(device: torch.device) -> tuple[str, int | None]:
@@ -261,7 +270,7 @@ def run_transfer(cfg: TransferConfig, *, out: str | Path | None = None) -> dict:
     for name, random_init in runs:
         start = time.perf_counter()
         net, info = load_backbone(cfg.checkpoint, model=cfg.model, image_size=cfg.image_size, seed=cfg.seed,
-                                  random_init=random_init)
+                                  random_init=random_init, weights=cfg.weights)
         net.to(device)
         protocol = linear_probe if cfg.mode == "linear" else finetune
         results[name] = protocol(net, cfg, train_labels, eval_labels, info["image_size"], device)

@@ -18,7 +18,9 @@ from tagstream.loader.format import FormatError
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, help="Loader worker processes per rank.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def embed(checkpoint, data, out, model, vocab, image_size, batch_size, workers, device) -> None:
+@click.option("--weights", type=click.Choice(["model", "ema"]), default="model", show_default=True,
+              help="The checkpoint's trained weights, or their moving average (a run with optim.ema > 0).")
+def embed(checkpoint, data, out, model, vocab, image_size, batch_size, workers, device, weights) -> None:
     """Write the pooled penultimate features of every image, with the dataset indices, in dataset order.
 
     Under torchrun each rank embeds its share and writes a part; rank 0 joins the parts into OUT.
@@ -34,7 +36,7 @@ def embed(checkpoint, data, out, model, vocab, image_size, batch_size, workers, 
 
     try:
         cfg = EmbedConfig(data=data, out=out, checkpoint=checkpoint, model=model, vocab=vocab, image_size=image_size,
-                          batch_size=batch_size, workers=workers, device=device)
+                          batch_size=batch_size, workers=workers, device=device, weights=weights)
         summary = run_embed(cfg)
     except (ValueError, FormatError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -44,10 +44,12 @@ def _ensure_label_vocab(dataset: str, name: str) -> str | None:
                    "encoder layers, ResNet/RegNet stages; 1 = off; 0.65-0.75 is usual for ViTs).")
 @click.option("--shots", default="", metavar="K,K,...", help="Linear mode: also low-shot probes on K images per class, e.g. 1,5,10,25.")
 @click.option("--shot-seeds", type=int, default=5, show_default=True, help="Draws of the K images per class (mean ± std over them).")
+@click.option("--weights", type=click.Choice(["model", "ema"]), default="model", show_default=True,
+              help="The checkpoint's trained weights, or their moving average (a run with optim.ema > 0).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default="transfer.json", show_default=True, help="JSON report.")
 def transfer(checkpoint, train_ds, eval_ds, mode, baseline, vocab, task, model, image_size, batch_size, workers, device,
-             epochs, finetune_batch_size, lr, layer_decay, shots, shot_seeds, seed, out) -> None:
+             epochs, finetune_batch_size, lr, layer_decay, shots, shot_seeds, weights, seed, out) -> None:
     """Transfer a pretrained backbone to a labelled task and print top-1/top-5 (or mAP) per backbone.
 
     Classes are matched between --train and --eval by name. Writes the full report (per-class
@@ -76,7 +78,7 @@ def transfer(checkpoint, train_ds, eval_ds, mode, baseline, vocab, task, model, 
                 click.echo(note)
         cfg = TransferConfig(
             train=train_ds, eval=eval_ds, checkpoint=checkpoint, mode=mode, baseline=baseline, vocab=vocab, task=task,
-            model=model, image_size=image_size, batch_size=batch_size, workers=workers, device=device, seed=seed,
+            model=model, image_size=image_size, batch_size=batch_size, workers=workers, device=device, seed=seed, weights=weights,
             progress=True, probe=ProbeConfig(seed=seed), finetune=FinetuneConfig(epochs=epochs, batch_size=finetune_batch_size, lr=lr, layer_decay=layer_decay),
             low_shot=LowShotConfig(shots=parse_shots(shots), seeds=shot_seeds),
         )
