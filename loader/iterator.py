@@ -24,12 +24,6 @@ from tagstream.loader.vocab import Vocab
 STATE_KEYS = ("epoch", "step", "mode", "seed", "batch_size", "rank", "world", "batches", "partitions", "global_batch")
 
 
-def eval_share(eligible: NDArray[np.int64], rank: int, world: int) -> NDArray[np.int64]:
-    """Rank r's contiguous share of the eval images: [floor(r*M/world), floor((r+1)*M/world))."""
-    m = eligible.shape[0]
-    return eligible[(rank * m) // world : ((rank + 1) * m) // world]
-
-
 class DaliLoader:
     """Yields Batch(images, targets, indices) for one rank; see loader/api.py for the contract.
 
@@ -64,15 +58,15 @@ class DaliLoader:
                 )
             self._plan: Any = self.sampler
         else:
-            from tagstream.loader.sampling import eligibility
+            from tagstream.loader.eligible import Eligibility, eval_share_of
 
-            ok = eligibility(self.dataset, masks=config.masks, holdout_fraction=config.holdout_fraction, split=config.split)
-            eligible = np.flatnonzero(ok).astype(np.int64)
-            if eligible.size == 0:
+            rule = Eligibility(masks=tuple(config.masks), holdout_fraction=config.holdout_fraction, split=config.split)
+            share, eligible = eval_share_of(self.dataset, rule, self.rank, world)
+            if eligible == 0:
                 raise ValueError(f"no image to evaluate: split={config.split!r}, masks={config.masks} leave none of {len(self.dataset)}")
-            largest = math.ceil(eligible.shape[0] / world)
+            largest = math.ceil(eligible / world)
             self.batches = max(1, math.ceil(largest / b))
-            self._plan = EvalPlan(eval_share(eligible, self.rank, world), self.batches * b)
+            self._plan = EvalPlan(share, self.batches * b)
         self.epoch = 0
         self.step = 0
         self._pipe: Any = None

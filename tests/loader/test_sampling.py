@@ -64,6 +64,25 @@ def test_eligibility_masks_and_holdout(dataset):
         eligibility(dataset, masks=("nope",))
 
 
+@pytest.mark.parametrize("masks, fraction, split", [((), 0.0, "all"), (("dedup",), 0.0, "all"), ((), 0.3, "holdout"),
+                                                     (("dedup",), 0.3, "train"), (("dedup",), 0.3, "all")])
+def test_eval_shares_found_chunk_by_chunk_equal_the_shares_of_the_whole_array(dataset, masks, fraction, split):
+    """A rank's eval share without an array over all N images: the same indices, for any chunk and world."""
+    from tagstream.loader.eligible import Eligibility, eval_share_of
+
+    whole = np.flatnonzero(eligibility(dataset, masks=masks, holdout_fraction=fraction, split=split))
+    rule = Eligibility(masks=masks, holdout_fraction=fraction, split=split)
+    for world in (1, 3, 7, 300):
+        shares = []
+        for rank in range(world):
+            for chunk in (7, 64, 1 << 24) if world < 300 else (64,):
+                share, m = eval_share_of(dataset, rule, rank, world, chunk=chunk)
+                assert m == whole.size and share.dtype == np.int64
+                np.testing.assert_array_equal(share, whole[(rank * m) // world : ((rank + 1) * m) // world])
+            shares.append(share)
+        np.testing.assert_array_equal(np.concatenate(shares), whole)  # every eligible image once, in order
+
+
 @pytest.mark.parametrize("world", [1, 2, 4, 7])  # 7 ranks over 4 non-empty shards
 @pytest.mark.parametrize("sampling,replacement", [("sqrt", True), ("natural", False), ("uniform", True)])
 def test_ranks_plan_equal_lengths_from_their_own_blocks(dataset, vocab, world, sampling, replacement):

@@ -22,7 +22,7 @@ MAX_PROBLEMS = 5  # per shard: a damaged shard is reported by its first few faul
 
 def image_problem(image: bytes) -> tuple[tuple[int, int] | None, str | None]:
     """((width, height), None) of a sound JPEG, or (None, what is wrong with it)."""
-    from tagstream.loader import records, turbo
+    from tagstream.loader import turbo
 
     if turbo.available():
         try:
@@ -94,7 +94,7 @@ def _record_problem(expected: int, key: bytes, value: bytes, images: int, num_ta
 
 
 def _frame_problem(image: bytes, width: int, height: int) -> str | None:
-    from tagstream.loader import records, turbo
+    from tagstream.loader import records
 
     try:
         w, h = records.frame_size(image)
