@@ -103,7 +103,11 @@ def is_transient(exc: BaseException) -> bool:
     """Is this fault worth another attempt? Network faults, timeouts, 5xx/429 and damaged bodies are;
     a missing object, a refused permission or a bad request are not."""
     for e in _chain(exc):
-        if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        if isinstance(e, FileNotFoundError):
+            # fsspec's HTTP filesystem reports every failed HEAD/GET as "not found", a 503 or a refused
+            # connection too: what decides is its cause (a real 404 has none that is transient)
+            continue
+        if isinstance(e, (PermissionError, IsADirectoryError, NotADirectoryError)):
             return False
         status = _status(e)
         if status is not None:
@@ -118,7 +122,10 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException) -> str:
-    """One line: the exception's type and message, secrets removed."""
+    """One line: the exception's type and message, secrets removed (for fsspec's HTTP "not found" that
+    stands for another fault, that fault's)."""
+    while isinstance(exc, FileNotFoundError) and (exc.__cause__ or exc.__context__) is not None:
+        exc = exc.__cause__ or exc.__context__
     text = " ".join(str(exc).split()) or "(no message)"
     return redact(f"{type(exc).__name__}: {text}")[:400]
 
