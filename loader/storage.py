@@ -340,14 +340,22 @@ def get(
         part.unlink(missing_ok=True)
 
 
+def _parents(fs: Any, path: str) -> None:
+    """A local (file://) target's folders, which object stores do not need."""
+    if "file" in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)):
+        fs.makedirs(fs._parent(path), exist_ok=True)
+
+
 def put(src: str | os.PathLike, url: str, retry: Retry = DEFAULT_RETRY) -> None:
     """Upload a local file to url (whole upload retried on transient faults)."""
     fs, path = filesystem(url, retry)
+    _parents(fs, path)
     retrying(url, lambda: fs.put_file(str(src), path), retry)
 
 
 def put_bytes(data: bytes, url: str, retry: Retry = DEFAULT_RETRY) -> None:
     fs, path = filesystem(url, retry)
+    _parents(fs, path)
     retrying(url, lambda: fs.pipe_file(path, data), retry)
 
 

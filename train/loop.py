@@ -206,6 +206,8 @@ def _main(config: TrainConfig, *, resume: str | None, resume_anyway: Sequence[st
     out = Path(config.run.out_dir)
     warn = (lambda msg: print(msg, file=sys.stderr)) if rank == 0 else (lambda msg: None)
     resume_path, state = ckpt.load_resumable(out, resume, warn=warn)
+    if resume == "auto" and state is None:  # a job script that always passes --resume: its first run starts here
+        warn(f"--resume: no checkpoint in {out} yet; starting the run from step 0")
     if state is not None:
         check_resume(state["config"], config, path=resume_path, allow=resume_anyway)
     partitions = run_partitions(config, state, world, path=resume_path)

@@ -18,6 +18,22 @@ MAY_CHANGE = frozenset({
 })  # fmt: skip
 
 
+PATHS = frozenset({"data.dataset"})  # the same dataset may be spelled differently (relative, absolute, ./, a link)
+
+
+def same_place(old: object, new: object) -> bool:
+    """Do two spellings of a dataset name the same place? Local paths are compared resolved (a relative one
+    against the current directory), URLs as written (a trailing / aside)."""
+    from tagstream.loader import storage
+
+    if not isinstance(old, str) or not isinstance(new, str):
+        return old == new
+    a, b = storage.local_path(old), storage.local_path(new)
+    if a is None or b is None:
+        return old.rstrip("/") == new.rstrip("/")
+    return a.resolve() == b.resolve()
+
+
 def differences(old: dict, new: dict) -> dict[str, tuple[object, object]]:
     """section.key -> (old value, new value) for every key that differs between two config dicts."""
     out = {}
@@ -56,7 +72,7 @@ def check_resume(saved: dict, config: TrainConfig, *, path: str | Path, allow: S
     if unknown:
         raise ValueError(f"--resume-anyway {', '.join(unknown)}: not a config key (keys look like data.sampling)")
     refused = {k: v for k, v in differences(with_defaults(saved), config.to_dict()).items()
-               if k not in MAY_CHANGE and k not in allow}
+               if k not in MAY_CHANGE and k not in allow and not (k in PATHS and same_place(*v))}
     if refused:
         listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
         raise ValueError(

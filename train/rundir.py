@@ -36,6 +36,7 @@ class RunLock:
         self._file: Any = None
 
     def __enter__(self) -> "RunLock":
+        check_is_directory(self.path.parent)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         f = open(self.path, "a+")
         try:  # a POSIX record lock: held by this process only (not by the loader workers it forks), gone with it
@@ -67,8 +68,16 @@ def _differences(old: dict, new: dict) -> list[str]:
     return keys
 
 
+def check_is_directory(out: Path) -> None:
+    """The run directory is a directory or does not exist yet (then it is made)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"run.out_dir {out} is a file, not a directory; choose a directory for the run")
+
+
 def check_out_dir(out: Path, config: TrainConfig, *, resuming: bool) -> None:
-    """Refuse a directory that holds another run, or this run's checkpoints when not resuming."""
+    """Refuse a path that is not a directory, a directory that holds another run, or this run's checkpoints
+    when not resuming."""
+    check_is_directory(out)
     config_path = out / CONFIG
     if not config_path.exists() or resuming:
         return

@@ -192,3 +192,25 @@ def test_a_checkpoint_of_an_earlier_version_without_the_newer_config_keys_resume
     assert summary["steps_run"] == 1
     with pytest.raises(ValueError, match=r"model.label_smoothing: 0.0 -> 0.1"):
         main(fake_run_config(out, "run.steps=4", "model.label_smoothing=0.1"), resume=str(path), loader_factory=fake_factory)
+
+
+def test_resume_accepts_the_same_dataset_spelled_differently(tmp_path, monkeypatch):
+    from tagstream.train.resume import check_resume, same_place
+
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path)
+    config = fake_run_config(tmp_path / "run", f"data.dataset={tmp_path}/ds")
+    for spelling in ("ds", "./ds/", f"{tmp_path}/other/../ds"):
+        check_resume(fake_run_config(tmp_path / "run", f"data.dataset={spelling}").to_dict(), config, path="c.pt")
+    with pytest.raises(ValueError, match="data.dataset: 'other'"):
+        check_resume(fake_run_config(tmp_path / "run", "data.dataset=other").to_dict(), config, path="c.pt")
+    assert same_place("s3://b/ds/", "s3://b/ds") and not same_place("s3://b/ds", "s3://b/ds2")
+
+
+def test_an_out_dir_that_is_a_file_and_a_resume_with_nothing_to_resume(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a directory"):
+        main(fake_run_config(tmp_path / "afile", "run.steps=1"), loader_factory=fake_factory)
+    summary = main(fake_run_config(tmp_path / "new", "run.steps=1"), resume="auto", loader_factory=fake_factory)
+    assert summary["step"] == 1 and "no checkpoint in" in capsys.readouterr().err

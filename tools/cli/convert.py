@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from tagstream.tools.convert.image import ImageOptions
 from tagstream.tools.convert.launch import ENGINES
@@ -99,7 +101,8 @@ def convert(src, out, fmt, shard_size, workers, min_side, max_side, max_pixels, 
     except (ConvertRefused, ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:  # storage.StorageError after its retries, a missing object, a local I/O error
-        raise click.ClickException(f"{exc}; rerun the same command to resume where it stopped") from None
+        started = Path(out).is_dir()  # nothing to resume when OUT could not even be made
+        raise click.ClickException(f"{exc}; rerun the same command to resume where it stopped" if started else str(exc)) from None
     if isinstance(summary, PartsPlan):
         click.echo(f"{summary.out}: {summary.inputs} inputs in {summary.parts} parts, {summary.committed} committed; "
                    f"next, on machines that see OUT: `tagstream convert SRC OUT --part I/{summary.parts}` for each "

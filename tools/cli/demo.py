@@ -9,7 +9,7 @@ from tagstream.loader.format import FormatError
 @click.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="New or empty folder for every artefact.")
 @click.option("--size", type=click.Choice(["tiny", "small", "full"]), default="full", show_default=True,
-              help="full: the real demo (under 15 min on 2 CPU cores); small: a quicker look; tiny: a smoke test.")
+              help="full: the real demo (3-5 min on 2 CPU cores); small: a quicker look; tiny: a smoke test.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes for generation and conversion.")
 @click.option("--vocab-filter", type=click.Choice(["wordnet", "none"]), default="wordnet", show_default=True,
@@ -26,7 +26,7 @@ def demo(out, size, seed, workers, vocab_filter, wordnet_dir, overwrite, progres
 
     \b
     Example:
-      tagstream demo --out demo-out            # about 10 minutes on 2 CPU cores
+      tagstream demo --out demo-out            # about 3-5 minutes on 2 CPU cores
       tagstream demo --out /tmp/d --size tiny  # a smoke test
     """
     from tagstream.tools.demo.run import run_demo

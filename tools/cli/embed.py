@@ -11,7 +11,7 @@ from tagstream.loader.format import FormatError
 @click.command()
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), help="Checkpoint (tagstream train). Without it: a random-initialised --model.")
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset to embed: a directory or a URL (s3://...).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file: .npy (indices in FILE.indices.npy), .npz or .safetensors.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file: .npy (the indices beside it: emb.npy -> emb.indices.npy), .npz or .safetensors.")
 @click.option("--model", default=None, help="Architecture when no --checkpoint is given.")
 @click.option("--vocab", default=None, help="Vocabulary the loader reads (labels unused); default: the checkpoint's, else the dataset's first.")
 @click.option("--image-size", type=int, default=None, help="Input size (default: the checkpoint's).")

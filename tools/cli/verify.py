@@ -28,7 +28,8 @@ def verify(dataset, deep):
     from tagstream.loader.storage import local_path
     from tagstream.tools.verify.checks import verify as run_verify
 
-    root = dataset if local_path(dataset) is not None else _fetch(dataset)
+    local = local_path(dataset)  # a plain path or file://
+    root = str(local) if local is not None else _fetch(dataset)
     report = run_verify(root, deep=deep)
     if report.ok:
         how = "every image decoded" if deep else "records parsed"

@@ -70,6 +70,7 @@ def draw_grid(path: Path, train: Dataset, evals: Sequence[Dataset], labels: Sequ
         for s in eval_stores:
             s.close()
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return {"path": str(path), "pairs_shown": len(chosen), "order": order}

@@ -163,6 +163,7 @@ def plot_tag_frequency(root: str | Path, path: str | Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # as embed and transfer make their --out folders
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

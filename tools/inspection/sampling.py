@@ -141,6 +141,7 @@ def plot_sampling(r: SamplingReport, path: str | Path) -> Path:
     ax.legend()
     fig.tight_layout()
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # as embed and transfer make their --out folders
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

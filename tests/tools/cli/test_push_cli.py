@@ -45,3 +45,16 @@ def test_push_help_says_what_and_shows_an_example():
     result = CliRunner().invoke(cli, ["push", "--help"])
     assert result.exit_code == 0 and "Upload DATASET to object storage" in result.output
     assert "tagstream push ds s3://" in result.output
+
+
+def test_push_to_a_file_url_makes_its_folders_and_verifies(tiny_dataset, tmp_path):
+    """A file:// URL (a shared filesystem) is a place to push to like a bucket; its folders are made."""
+    ds = tiny_dataset(8, shard_size=5)
+    url = f"file://{tmp_path}/not/yet/there/ds"
+    pushed = CliRunner().invoke(cli, ["push", str(ds), url])
+    assert pushed.exit_code == 0, pushed.output
+    verified = CliRunner().invoke(cli, ["verify", url])
+    assert verified.exit_code == 0 and "OK: 2 shards, 8 images" in verified.output, verified.output
+    plot = tmp_path / "plots" / "new" / "tags.png"
+    shown = CliRunner().invoke(cli, ["inspect", str(ds), "--plot", str(plot)])
+    assert shown.exit_code == 0 and plot.is_file(), shown.output
