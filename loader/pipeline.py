@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -221,9 +222,12 @@ class PlanSource:
             raise self.bad(index, exc) from None
 
     def __call__(self, info: Any) -> tuple[np.ndarray, ...]:
-        if self._worker_pid != os.getpid():
+        if self._worker_pid != os.getpid():  # the first call in a worker process
             self._worker_pid = os.getpid()
             exit_with_parent()
+            # Ctrl-C reaches the whole process group: the trainer stops and closes its workers; a worker that took
+            # the signal too would only print a KeyboardInterrupt traceback from DALI's queue
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         epoch, position = self.position_of(info)
         if position >= self.length:
             raise StopIteration
