@@ -88,6 +88,28 @@ def test_sigkilled_run_resumes_to_identical_losses(world, reference, tmp_path):
     assert again.exit_code == 0 and "already at step 24: nothing to train" in again.output
 
 
+def test_ctrl_c_ends_a_run_with_one_line_and_it_resumes(world, reference, tmp_path):
+    """SIGINT to the run's process group (a terminal's Ctrl-C): the trainer stops, its loader workers do not
+    print tracebacks of their own, and the last checkpoint resumes."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "tagstream.tools.cli", *_args(world, out)], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    deadline = time.monotonic() + 300
+    try:
+        while not (out / "step-000000006.pt").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGINT)
+        output = proc.communicate(timeout=120)[0].decode()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1 and "Traceback" not in output and output.rstrip().endswith("Aborted!"), output[-2000:]
+    result = CliRunner().invoke(cli, _args(world, out, "--resume"))
+    assert result.exit_code == 0 and _losses(out) == _losses(reference[1]), result.output
+
+
 def test_two_ranks_under_torchrun_with_gloo_and_accumulation(world, reference, tmp_path):
     _, ref = reference
     out = tmp_path / "run"
