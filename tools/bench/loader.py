@@ -288,7 +288,7 @@ def bench_loader(
         if config.source_decodes:  # the same loader with DALI's CPU decoder and resize, for comparison
             runs["ours_cpu_dali"].append(run_ours(replace(config, cpu_decoder="dali"), n, progress(f"ours (cpu, dali decode){tag}", n)))
         runs["baseline"].append(run_baseline(config, n, progress(f"DataLoader + Pillow{tag}", n)))
-        runs["ceiling"].append(run_ceiling(config, (n + 1) * batch_size, progress(f"decode-only ceiling{tag}", 2 * n)))
+        runs["ceiling"].append(run_ceiling(config, (n + 1) * batch_size, progress(f"decode-only ceiling{tag}", 2 * (n + 1))))
     for key, rows in runs.items():
         if rows:
             result[key] = median_run(rows)
