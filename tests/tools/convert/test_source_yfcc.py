@@ -1,14 +1,17 @@
 """YFCC100M metadata as a conversion source: both layouts, plain and bz2, tag decoding, videos, the join to a
-folder of images (by id or hash) or to img2dataset tars, positions past a remembered offset."""
+folder of images (by id or hash) or to img2dataset tars, positions past a remembered offset; the folder's
+streamed listing in sorted() order and its fingerprint pinned."""
 
 from __future__ import annotations
 
 import bz2
 import json
+import os
 
 import pytest
 from tagstream.tools.convert import source_yfcc
 from tagstream.tools.convert.engine import convert
+from tagstream.tools.convert.source_yfcc import walk_sorted
 from tagstream.tools.convert.sources import Source
 
 from tests.helpers.webdataset import image_bytes, item_image, write_tar
@@ -91,3 +94,58 @@ def test_convert_yfcc_end_to_end(tmp_path):
     (tmp_path / "bad.tsv").write_text("a\tb\tc\n")
     with pytest.raises(ValueError, match="has 3 tab-separated columns"):
         convert(tmp_path / "bad.tsv", tmp_path / "ds2", format="yfcc", images=str(tmp_path / "images"))
+
+
+# names whose sorted() order differs from a per-folder sort by name: '-' < '.' < '/' < '0', spaces, capitals
+AWKWARD = ["abc", "a.jpg", "a0.jpg", "a/b.jpg", "a/5000.png", "ab/c", "a-b/5001.jpg", "a b/5008.jpg", "A.jpg",
+           "deep/50/5000.jpg", "deep/50/5002.png", "deep/50/.5003.jpg", ".hidden/5003.jpg", "x/y/z/5003.jpg",
+           "é/5004.jpg", "日本/5005.jpg", "a/b/c/5007.jpg", "0000000000000000000000000000000a.jpg"]
+
+
+def awkward_folder(root):
+    """AWKWARD (file n holds n+1 bytes n), an empty folder, a name that is not UTF-8, a linked folder (not
+    walked) and a linked file (listed with its target's size)."""
+    for n, rel in enumerate(AWKWARD):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(bytes([n]) * (n + 1))
+    (root / "empty").mkdir()
+    with open(os.path.join(os.fsencode(root), b"\xff5009.jpg"), "wb") as f:
+        f.write(b"zz")
+    os.symlink(root / "deep", root / "linkdir")
+    os.symlink(root / "a.jpg", root / "deep" / "5006.jpg")
+    return root
+
+
+def walk_then_sort(local):
+    """The listing as it was: everything os.walk finds, hidden names skipped, then sorted (the oracle)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(local):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if not name.startswith("."):
+                full = os.path.join(dirpath, name)
+                out.append((os.path.relpath(full, local).replace(os.sep, "/"), os.stat(full).st_size))
+    return sorted(out)
+
+
+def test_streamed_listing_is_sorted_like_the_whole_listing(tmp_path):
+    root = awkward_folder(tmp_path / "images")
+    listed = list(walk_sorted(str(root)))
+    assert listed == walk_then_sort(root) and len(listed) == len(AWKWARD)  # 2 hidden; a link, a non-UTF-8 name
+    rels = [rel for rel, _ in listed]
+    assert rels[:5] == ["0000000000000000000000000000000a.jpg", "A.jpg", "a b/5008.jpg", "a-b/5001.jpg", "a.jpg"]
+    assert rels.index("a.jpg") < rels.index("a/b.jpg") < rels.index("a0.jpg") < rels.index("ab/c") < rels.index("abc")
+    assert list(walk_sorted(str(root / "empty"))) == [] and list(walk_sorted(str(root / "absent"))) == []
+
+
+def test_folder_join_and_its_fingerprint_are_unchanged(tmp_path):
+    (tmp_path / "meta.tsv").write_text("\n".join(yfcc_line(i) for i in range(12)) + "\n")
+    images = awkward_folder(tmp_path / "images")
+    source = Source(tmp_path / "meta.tsv", "yfcc", images=str(images))
+    # the value the folder's fingerprint had before the listing was streamed: interrupted conversions resume
+    assert source.scan() == (12, "2:2fe056d1e35f03cea46b297610e878647f78119e5c28616e714d6ab536c3cd9c")
+    found = [i.image and os.path.relpath(i.image, images) for i in source.items()]
+    # 5000: the first of its two files in path order; 5006: a linked file; 5010: by hash; 5009's name is not UTF-8
+    assert found == ["a/5000.png", "a-b/5001.jpg", "deep/50/5002.png", "x/y/z/5003.jpg", "é/5004.jpg",
+                     "日本/5005.jpg", "deep/5006.jpg", "a/b/c/5007.jpg", "a b/5008.jpg", None,
+                     "0000000000000000000000000000000a.jpg", None]
