@@ -9,8 +9,11 @@ hash collision never joins a photo to another photo's image.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from array import array
 from bisect import bisect_left
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -123,5 +126,38 @@ class JoinIndex:
 
     def _target(self, i: int) -> tuple:
         if self.kind == "file":
-            return "file", self._paths[self._path_ends[i]:self._path_ends[i + 1]].decode(*ENCODING)
+            return "file", bytes(self._paths[self._path_ends[i]:self._path_ends[i + 1]]).decode(*ENCODING)
         return "tar", self._tars[self._tar[i]], self._offset[i], self._size[i], self._exts[self._ext[i]]
+
+    _ARRAYS = ("_sorted", "_order", "_keys", "_key_ends", "_paths", "_path_ends", "_tar", "_offset", "_size", "_ext")
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the frozen index into `folder` (one .npy per array, index.json last: a folder without it is
+        incomplete), for processes on other machines to map instead of listing the images again."""
+        if self._sorted is None:
+            raise RuntimeError("freeze() the join index before saving it")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "index.json").unlink(missing_ok=True)
+        for name in self._ARRAYS:
+            value = getattr(self, name)
+            arr = np.frombuffer(value, dtype=np.uint8) if isinstance(value, (bytes, bytearray)) else np.asarray(value)
+            np.save(folder / f"{name[1:]}.npy", arr)
+        tmp = folder / f"index.json.tmp{os.getpid()}"
+        tmp.write_text(json.dumps({"kind": self.kind, "entries": len(self), "tars": self._tars, "exts": self._exts}))
+        tmp.replace(folder / "index.json")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> JoinIndex:
+        """A saved index, its arrays memory-mapped (processes on one machine share the pages)."""
+        folder = Path(folder)
+        meta = json.loads((folder / "index.json").read_text())
+        index = cls(meta["kind"])
+        index._tars, index._exts = list(meta["tars"]), list(meta["exts"])
+        for name in cls._ARRAYS:
+            arr = np.load(folder / f"{name[1:]}.npy", mmap_mode="r")
+            setattr(index, name, memoryview(arr) if arr.size else memoryview(np.asarray(arr)))
+        if len(index) != meta["entries"]:
+            raise ValueError(f"{folder}: a join index of {meta['entries']} entries holds {len(index)}")
+        return index

@@ -132,7 +132,7 @@ def plan(src: str | Path, out: str | Path, parts: int, *, format: str = "auto", 
     with locked(out, shared=True):
         check_state(out, wanted)
         fmt.write_json_atomic(out / STATE_DIR / SCAN_STATE, {"fingerprint": wanted["fingerprint"],
-                                                             "state": source.scan_state()})
+                                                             "state": source.scan_state(out / STATE_DIR)})
     return source, out, wanted
 
 
@@ -153,7 +153,7 @@ def recorded_plan(src: str | Path, out: str | Path, parts: int, *, format: str =
     options = conversion_options(shard_size=shard_size, image_options=image_options, parts=parts)
     wanted = {"source": source.describe(), "fingerprint": have["fingerprint"], "inputs": have["inputs"], "options": options}
     check_state(out, wanted)  # another source or other options: refused, as after a scan
-    source.load_scan_state(scan["state"])
+    source.load_scan_state(scan["state"], out / STATE_DIR)
     return source, out, wanted
 
 
@@ -191,7 +191,7 @@ def convert_part(src: str | Path, out: str | Path, part: PartSpec, *, format: st
         source, out, wanted = recorded_plan(src, out, part.count, **how) or plan(src, out, part.count, **how)
     else:
         source, out = open_source(src, out, format=format, **columns)
-        source.load_scan_state(scan_state)
+        source.load_scan_state(scan_state, out / STATE_DIR)
     if wanted["options"].get("parts") != part.count:
         raise ValueError(f"part {part} does not belong to a conversion in {wanted['options'].get('parts')} parts")
     lo, hi = part.input_range(wanted["inputs"])

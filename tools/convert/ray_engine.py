@@ -20,6 +20,7 @@ from tagstream.tools.convert.engine import ConvertSummary, summary
 from tagstream.tools.convert.image import ImageOptions
 from tagstream.tools.convert.merge import ShardMove, merge, place
 from tagstream.tools.convert.parts import PartSpec, convert_part, part_root, plan, read_part, recorded_parts
+from tagstream.tools.convert.shards import STATE_DIR
 
 MAX_RETRIES = 3  # a part's task is rerun this many times after its worker process died
 PARTS_PER_CPU = 4  # default parts: enough that a slow part does not leave the other CPUs idle at the end
@@ -85,7 +86,7 @@ def convert_on_ray(src: str | Path, out: str | Path, *, parts: int | None = None
     todo = [s for s in specs if read_part(part_root(out, s)) is None]
     task = ray.remote(num_cpus=workers, max_retries=max_retries, retry_exceptions=False)(convert_part)
     kwargs = dict(format=format, shard_size=shard_size, workers=workers, image_options=image_options,
-                  wanted=wanted, scan_state=source.scan_state(), **columns)
+                  wanted=wanted, scan_state=source.scan_state(out / STATE_DIR), **columns)
     running = {task.remote(str(src), str(out), spec, **kwargs): spec for spec in todo}
     failed = []
     from tagstream.loader.progress import progress_bar

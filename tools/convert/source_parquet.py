@@ -99,12 +99,12 @@ class ParquetSource:
             self.tables.append(TableScan(path, meta.num_rows, groups, None))
         return sum(t.inputs for t in self.tables), h.hexdigest()
 
-    def scan_state(self) -> dict:
+    def scan_state(self, store=None) -> dict:  # store: unused (the state is small)
         if self.tables is None:
             raise RuntimeError("scan() the source before asking for its scan state")
         return {"tables": [[t.path, t.rows, t.row_groups, t.damage] for t in self.tables]}
 
-    def load_scan_state(self, state: dict) -> None:
+    def load_scan_state(self, state: dict, store=None) -> None:
         self.tables = [TableScan(*row) for row in state["tables"]]
 
     def items(self, start: int = 0) -> Iterator[Item]:

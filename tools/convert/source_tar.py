@@ -192,12 +192,12 @@ class TarSource:
         self.tars = [scan_tar(path, h) for path in files]
         return sum(t.inputs for t in self.tars), h.hexdigest()
 
-    def scan_state(self) -> dict:
+    def scan_state(self, store=None) -> dict:  # store: unused (the state is small)
         if self.tars is None:
             raise RuntimeError("scan() the source before asking for its scan state")
         return {"tars": [[t.path, t.size, t.samples, t.damage] for t in self.tars]}
 
-    def load_scan_state(self, state: dict) -> None:
+    def load_scan_state(self, state: dict, store=None) -> None:
         self.tars = [TarScan(*row) for row in state["tars"]]
 
     def items(self, start: int = 0) -> Iterator[Item]:

@@ -18,7 +18,10 @@ folder is listed one folder at a time, streamed in sorted() order of the paths, 
 (that list took another 166 bytes an image).
 
 Positions are line order (blank lines skipped); the scan keeps the byte offset of every 65,536th line of a
-plain file, so `items(start)` seeks near `start` (a bz2 file is decompressed from its start).
+plain file, so `items(start)` seeks near `start` (a bz2 file is decompressed from its start). A partitioned
+conversion (`--parts`, `--engine ray`) saves the join index in OUT/.convert/yfcc-index/ once, at the planning
+scan; each part memory-maps it (parts on one machine share its pages) and reads the table from its offsets:
+no part lists the images or scans the table again.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 from urllib.parse import unquote_plus
 
 from tagstream.loader import storage
@@ -50,6 +54,7 @@ LAYOUTS = {
     25: {"id": 1, "hash": 2, "user_tags": 10, "machine_tags": 11, "marker": 24},
     23: {"id": 0, "hash": None, "user_tags": 8, "machine_tags": 9, "marker": 22},
 }
+INDEX_DIR = "yfcc-index"  # the join index of a partitioned conversion, in OUT/.convert/ (scan_state)
 MARK_EVERY = 1 << 16  # lines between two remembered byte offsets of a plain file
 OPEN_TARS = 8  # image tars kept open at once (photos come in the table's order, not the tars')
 
@@ -99,6 +104,7 @@ class YfccSource:
         self.layout: int | None = None
         self.marks: list[tuple[int, int, int]] = []  # (position, byte offset, lines before it) in a plain file
         self.index: JoinIndex | None = None  # photo id (or hash) -> its image; None until scanned
+        self._saved: Path | None = None  # where scan_state saved the index
         self.image_kind = self._image_kind()
         if self.image_kind == "tar" and not options.id_field:
             raise ValueError("--images names tars: give --id-field, the JSON field of each sample that holds the "
@@ -153,6 +159,31 @@ class YfccSource:
         h.update(f"\0layout {self.layout}\0".encode())
         self.index = self._index_images(h)
         return count, h.hexdigest()
+
+    def scan_state(self, store: Path | None = None) -> dict:
+        """The table's layout and remembered offsets, and (with `store`, a folder every part reads: OUT/.convert/)
+        the join index, saved there once and memory-mapped by the parts instead of listing the images again."""
+        if self.index is None:
+            raise RuntimeError("scan() the source before asking for its scan state")
+        state: dict = {"layout": self.layout, "marks": [list(m) for m in self.marks]}
+        if store is not None:
+            folder = Path(store) / INDEX_DIR
+            if self._saved != folder:
+                self.index.save(folder)
+                self._saved = folder
+            state["index"] = INDEX_DIR
+        return state
+
+    def load_scan_state(self, state: dict, store: Path | None = None) -> None:
+        """A part's source from the planning scan's state: the table is not read again; the join index is
+        mapped from `store` where the planning scan saved it, else built again from the images."""
+        self.layout = int(state["layout"])
+        self.marks = [tuple(int(v) for v in m) for m in state["marks"]]
+        saved = Path(store) / state["index"] if store is not None and state.get("index") else None
+        if saved is not None and (saved / "index.json").is_file():
+            self.index = JoinIndex.load(saved)
+        else:
+            self.index = self._index_images(hashlib.sha256())
 
     def items(self, start: int = 0) -> Iterator[Item]:
         if self.index is None:

@@ -167,19 +167,20 @@ class Source:
         count, digest = self._reader.scan() if self._reader is not None else self._scan()
         return count, FINGERPRINT_SCHEME + digest
 
-    def scan_state(self) -> dict | None:
-        """What scan() learned that items(start) needs (tars: samples per tar; tables: rows per row group), as
-        JSON, for a process that converts a range of an input scanned elsewhere (a part on another machine):
-        `load_scan_state` there skips the scan. None for kinds whose items() need no scan."""
+    def scan_state(self, store: Path | None = None) -> dict | None:
+        """What scan() learned that items(start) needs (tars: samples per tar; tables: rows per row group; JSON
+        lines: byte offsets), as JSON, for a process that converts a range of an input scanned elsewhere (a part
+        on another machine): `load_scan_state` there skips the scan. `store`, a folder every part can read
+        (OUT/.convert/), holds what is too big for JSON (YFCC's join index). None for kinds that need none."""
         if self.format == "jsonl":
             return {"jsonl_marks": self._jsonl_marks} if self._jsonl_marks is not None else None
-        return self._reader.scan_state() if self._reader is not None and hasattr(self._reader, "scan_state") else None
+        return self._reader.scan_state(store) if self._reader is not None and hasattr(self._reader, "scan_state") else None
 
-    def load_scan_state(self, state: dict | None) -> None:
+    def load_scan_state(self, state: dict | None, store: Path | None = None) -> None:
         if state is not None and self.format == "jsonl":
             self._jsonl_marks = [tuple(int(v) for v in mark) for mark in state.get("jsonl_marks", [])]
         elif state is not None:
-            self._reader.load_scan_state(state)
+            self._reader.load_scan_state(state, store)
 
     def items(self, start: int = 0) -> Iterator[Item]:
         """Items from input position `start` on (positions as counted by scan(), which must run first for

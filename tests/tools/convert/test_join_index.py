@@ -74,3 +74,22 @@ def test_narrow_keeps_offsets_past_4_gib():
     assert join_index._narrow(np.array([0, (1 << 32) - 1])).format == "I"
     wide = join_index._narrow(np.array([0, 1 << 40, 1 << 32]))  # the largest not last (an argsort order)
     assert wide.tolist() == [0, 1 << 40, 1 << 32] and wide.itemsize == 8
+
+
+@pytest.mark.parametrize("kind", ["file", "tar"])
+def test_a_saved_index_maps_back_to_the_same_lookups(tmp_path, kind):
+    rng = random.Random(3)
+    index = JoinIndex(kind)
+    keys = [str(rng.randrange(500)) for _ in range(2000)] + ["é", "\ud800", ""]
+    for i, key in enumerate(keys):
+        if kind == "file":
+            index.add_file(key, f"d/{key}-{i}.jpg")
+        else:
+            index.add_member(key, f"t{i % 3}.tar", 512 * i, 100 + i, "jpg" if i % 2 else "png")
+    index.freeze()
+    with pytest.raises(RuntimeError, match="freeze"):
+        JoinIndex(kind).save(tmp_path / "unfrozen")
+    loaded = JoinIndex.load(index.save(tmp_path / "saved"))
+    assert len(loaded) == len(index) == len(keys)
+    for key in set(keys) | {"absent", "ée"}:
+        assert loaded.get(key) == index.get(key), key

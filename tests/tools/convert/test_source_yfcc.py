@@ -149,3 +149,39 @@ def test_folder_join_and_its_fingerprint_are_unchanged(tmp_path):
     assert found == ["a/5000.png", "a-b/5001.jpg", "deep/50/5002.png", "x/y/z/5003.jpg", "é/5004.jpg",
                      "日本/5005.jpg", "deep/5006.jpg", "a/b/c/5007.jpg", "a b/5008.jpg", None,
                      "0000000000000000000000000000000a.jpg", None]
+
+
+@pytest.mark.parametrize("images", ["dir", "tar"])
+def test_parts_map_the_planning_scans_join_index_and_equal_one_process(tmp_path, monkeypatch, images):
+    """A partitioned YFCC conversion: the plan saves the join index in OUT/.convert/, every part maps it and
+    reads the table from its remembered offset (no part scans the table or lists the images), and the merge
+    equals a one-process conversion."""
+    from tagstream.tools.convert.merge import merge
+    from tagstream.tools.convert.parts import PartSpec, convert_part, plan_parts
+    from tagstream.tools.convert.source_yfcc import YfccSource
+
+    from tests.helpers.records import dataset_records
+
+    monkeypatch.setattr(source_yfcc, "MARK_EVERY", 4)
+    (tmp_path / "meta.tsv").write_text("\n".join(yfcc_line(i, video=i == 3) for i in range(14)) + "\n")
+    if images == "dir":
+        write_images(tmp_path / "images", [i for i in range(14) if i != 6], by_hash=(9,))
+        options = {"images": str(tmp_path / "images")}
+    else:
+        members = []
+        for i in (12, 0, 5, 2, 9, 1, 7, 4, 13, 8, 10, 11):
+            ext, data = image_bytes(i)
+            members += [(f"{i:05d}.{ext}", data), (f"{i:05d}.json", json.dumps({"photoid": 5000 + i}).encode())]
+        write_tar(tmp_path / "images.tar", members)
+        options = {"images": str(tmp_path / "images.tar"), "id_field": "photoid"}
+    convert(tmp_path / "meta.tsv", tmp_path / "one", format="yfcc", shard_size=3, **options)
+    plan_parts(tmp_path / "meta.tsv", tmp_path / "ds", 3, format="yfcc", shard_size=3, **options)
+    assert (tmp_path / "ds" / ".convert" / "yfcc-index" / "index.json").is_file()
+    monkeypatch.setattr(YfccSource, "scan", lambda self: pytest.fail("a part scanned the table again"))
+    monkeypatch.setattr(YfccSource, "_index_images", lambda self, h: pytest.fail("a part listed the images again"))
+    for i in (2, 0, 1):
+        convert_part(tmp_path / "meta.tsv", tmp_path / "ds", PartSpec(i, 3), format="yfcc", shard_size=3, **options)
+    monkeypatch.undo()
+    merge(tmp_path / "ds")
+    assert len(dataset_records(tmp_path / "one")) >= 10
+    assert dataset_records(tmp_path / "ds") == dataset_records(tmp_path / "one")
