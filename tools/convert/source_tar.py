@@ -173,6 +173,33 @@ def scan_tar(path: str, hasher) -> TarScan:
     return TarScan(path, size, count, damage)
 
 
+SCAN_THREADS = 8  # tars scanned at once
+
+
+class _Fed(list):
+    """What scan_tar feeds its hasher, kept to be fed to the real one in file order."""
+
+    update = list.append
+
+
+def _in_order(files: list[str], threads: int) -> Iterator[tuple[TarScan, list[bytes]]]:
+    """(scan, hasher input) of each tar in file order, scanned `threads` at a time; at most 2 x threads results
+    wait for an earlier tar (a tar's member list is ~60 bytes a member)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(path: str) -> tuple[TarScan, list[bytes]]:
+        fed = _Fed()
+        return scan_tar(path, fed), fed
+
+    with ThreadPoolExecutor(max(1, min(threads, len(files)))) as pool:
+        window = [pool.submit(one, path) for path in files[: 2 * threads]]
+        for nxt in range(len(window), len(files) + len(window)):
+            done = window.pop(0).result()  # the first fault in file order is raised
+            if nxt < len(files):
+                window.append(pool.submit(one, files[nxt]))
+            yield done
+
+
 class TarSource:
     """Reader of WebDataset tars for tools/convert/sources.Source (see the module docstring)."""
 
@@ -186,10 +213,16 @@ class TarSource:
         return {"fields": {"tags": o.tags_field, "caption": o.caption_field, "id": o.id_field or "(the key)",
                            "status": o.status_field}}
 
-    def scan(self) -> tuple[int, str]:
+    def scan(self, threads: int = SCAN_THREADS) -> tuple[int, str]:
+        """Count and fingerprint every tar, `threads` tars at a time (a remote tar is read whole to be counted:
+        the reads overlap); the fingerprint is fed in file order, so it equals a one-at-a-time scan's."""
         files = expand(self.spec, TAR_SUFFIXES)
         h = hashlib.sha256()
-        self.tars = [scan_tar(path, h) for path in files]
+        self.tars = []
+        for scanned, fed in _in_order(files, threads):
+            for data in fed:
+                h.update(data)
+            self.tars.append(scanned)
         return sum(t.inputs for t in self.tars), h.hexdigest()
 
     def scan_state(self, store=None) -> dict:  # store: unused (the state is small)

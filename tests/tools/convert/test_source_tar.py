@@ -139,6 +139,27 @@ def test_items_from_any_position(tmp_path):
     assert Source(spec, "tar").scan() == (count, fingerprint)
 
 
+def test_tars_scanned_in_parallel_give_the_one_at_a_time_scan(tmp_path):
+    """Tars are scanned several at once (their reads overlap), the fingerprint fed in file order: the same
+    counts, damage and fingerprint as one tar at a time, and as the scan before it was parallel."""
+    import hashlib
+
+    from tagstream.tools.convert.source_tar import scan_tar
+
+    for t in range(7):
+        data = write_tar(tmp_path / f"{t:05d}.tar", [m for i in range(t, t + 3) for m in sample_members(i)]).read_bytes()
+        if t == 3:
+            (tmp_path / f"{t:05d}.tar").write_bytes(data[: len(data) - 3000])
+    spec = str(tmp_path / "{00000..00007}.tar")  # 00007 is missing
+    h = hashlib.sha256()
+    reference = [scan_tar(str(tmp_path / f"{t:05d}.tar"), h) for t in range(8)]  # the sequential scan of before
+    for threads in (1, 3, 16):
+        source = Source(spec, "tar")
+        count, fingerprint = source._reader.scan(threads=threads)
+        assert source._reader.tars == reference and fingerprint == h.hexdigest()
+        assert count == sum(t.inputs for t in reference)
+
+
 def test_compressed_tars_are_streamed(tmp_path):
     import gzip
 
