@@ -2,7 +2,8 @@
 our GPU loader (batch source in the training process, nvJPEG decode with the hardware decoder where
 present, ROI crop, resize, flip, normalise on the GPU) alone; ResNet-50's training rate on the same GPU
 (bf16 autocast, channels-last, synthetic data already on the device); and the two together, ResNet-50
-trained from the loader's batches (end-to-end images/s and the share of time spent waiting for data).
+trained from the loader's batches (end-to-end images/s and the share of time spent waiting for data). The
+loader alone is also run with the page cache dropped first (root only): reads from storage.
 Goals: loader >= 3x ResNet-50 with all cores, >= 1x with 2 cores.
 
 Usage: python scripts/gpu_bench.py OUT.json [--images 4096] [--batch-size 256] [--batches 20]"""
@@ -70,6 +71,21 @@ def loaded_training(config, steps: int) -> dict:
     return {"images_per_s": steps * config.batch_size / seconds, "steps": steps, "data_wait_share": wait / seconds}
 
 
+def drop_page_cache() -> bool:
+    """Unmap this process's shards and ask the kernel to drop its clean page cache (root only), so the next
+    loader reads the dataset from storage; False where that is not allowed."""
+    from tagstream.loader.store import close_all
+
+    close_all()
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1\n")
+        return True
+    except OSError:
+        return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out")
@@ -95,6 +111,12 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(result, indent=2))
 
     result["loader_gpu"] = loader_rate(config, args.batches)
+    save()
+    # the same from storage (the batch source reads in the training thread: does it wait for the disk?)
+    if drop_page_cache():
+        result["loader_gpu_cold"] = loader_rate(config, args.batches)
+    else:
+        result["loader_gpu_cold"] = {"skipped": "cannot drop the page cache here (needs root)"}
     save()
     result["resnet50_train"] = training_rate("resnet50", batch_size=args.batch_size, steps=10)
     result["loader_over_resnet50"] = result["loader_gpu"]["images_per_s"] / result["resnet50_train"]["images_per_s"]
