@@ -43,7 +43,7 @@ class DaliLoader:
         self.vocab = Vocab(self.dataset, config.vocab)
         self.num_classes = self.vocab.num_classes
         self.normalized = config.device == "gpu"
-        self.store = ShardStore(self.dataset)
+        self.store = ShardStore(self.dataset, verify=config.verify_shards)
         self.train = config.mode == "train"
         b = config.batch_size
         if self.train:
@@ -176,7 +176,7 @@ class DaliLoader:
             self._fetch.follow(self._plan, epoch=self.epoch, position=self.step * c.batch_size, length=self.batches * c.batch_size)
         decodes = c.source_decodes
         common = dict(
-            store=ShardStore(self.dataset.root),
+            store=ShardStore(self.dataset.root, verify=self.config.verify_shards),
             plan=self._plan,
             train=self.train,
             length=self.batches * c.batch_size,

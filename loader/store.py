@@ -5,6 +5,9 @@ ever opens the shards its plan touches; the trade-off is one `lmdb.open` per sha
 from __future__ import annotations
 
 import bisect
+import fcntl
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -71,6 +74,53 @@ def check_shard_file(dataset: Dataset, shard: int) -> None:
         raise fmt.FormatError(f"{path}: shard {name} {problem}; run `tagstream verify` on the dataset")
 
 
+def verify_shard_content(dataset: Dataset, shard: int) -> None:
+    """The shard's bytes hash to the manifest's sha256, checked once per machine and file version: a stamp
+    (~/.cache/tagstream/verified/, keyed by the file's real path, size and modification time) lets every later
+    process skip it, and a lock makes the processes that open the shard at once hash it once. A mismatch is a
+    FormatError naming the shard: a byte flipped since conversion never trains silently."""
+    from tagstream.loader.remote import default_cache_dir
+
+    path = (dataset.shard_path(shard) / "data.mdb").resolve()
+    name, expected = dataset.shard_names[shard], dataset.shards[shard].get("sha256")
+    if not expected:
+        raise fmt.FormatError(f"{dataset.root}: the manifest gives no sha256 of shard {name}; it cannot be verified")
+    st = path.stat()
+    want = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": expected}
+    folder = default_cache_dir().parent / "verified"
+    stamp = folder / (hashlib.sha256(str(path).encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".json")
+
+    def stamped() -> bool:
+        try:
+            return json.loads(stamp.read_text()) == want
+        except (OSError, ValueError):
+            return False
+
+    if stamped():
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(stamp.with_suffix(".lock"), "a+")
+    except OSError:  # no writable cache: hash it here, every time
+        lock = None
+    try:
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if stamped():
+                return
+        digest = fmt.file_sha256(path)
+        if digest != expected:
+            raise fmt.FormatError(f"{path}: shard {name} does not match the manifest's sha256 (its content changed "
+                                  "since conversion: damaged); run `tagstream verify` on the dataset")
+        try:
+            fmt.write_text_atomic(stamp, json.dumps(want))
+        except OSError:
+            pass
+    finally:
+        if lock is not None:
+            lock.close()
+
+
 def check_shard_files(dataset: Dataset, shards: list[int] | None = None) -> fmt.FormatError | None:
     """The first shard (of `shards`, default all) whose file is missing or has another size, as an error; O(shards)."""
     for shard in range(len(dataset.shards)) if shards is None else shards:
@@ -90,8 +140,9 @@ class ShardStore:
     does not parse all raise `format.FormatError`.
     """
 
-    def __init__(self, dataset: Dataset | str | Path):
+    def __init__(self, dataset: Dataset | str | Path, *, verify: bool = False):
         self.dataset = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+        self.verify = bool(verify)  # each local shard's sha256 checked before its first read (verify_shard_content)
         self._pid = -1
         self._envs: dict[int, Any] = {}
         self._fds: dict[int, int] = {}  # each open shard's data.mdb, to see it cut short under the map (fstat)
@@ -99,10 +150,10 @@ class ShardStore:
 
     def __getstate__(self) -> dict:
         # a spawned worker reopens the dataset (cheap: manifest only) instead of receiving its mmaps
-        return {"root": str(self.dataset.root)}
+        return {"root": str(self.dataset.root), "verify": self.verify}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["root"])
+        self.__init__(state["root"], verify=state.get("verify", False))
 
     def _env(self, shard: int) -> Any:
         if self._pid != os.getpid():
@@ -124,6 +175,8 @@ class ShardStore:
         else:
             path = self.dataset.ensure_shard(shard)  # a remote dataset's shard: downloaded and verified first
             check_shard_file(self.dataset, shard)
+            if self.verify and self.dataset.mirror is None:
+                verify_shard_content(self.dataset, shard)
             try:
                 env = _open_env(path)
             except Exception as exc:  # lmdb.Error subclasses (invalid file, corrupted, version mismatch)

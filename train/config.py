@@ -48,6 +48,7 @@ class DataConfig:
     antialias: bool = True  # train resize antialiased when shrinking (as torchvision on PIL images)
     cache_dir: str = ""  # a URL dataset's local mirror and shard cache; "" = ~/.cache/tagstream/datasets
     cache_limit: int = 0  # bytes of shards the cache may hold (all ranks sharing cache_dir); 0 = no limit
+    verify_shards: bool = False  # check each local shard's sha256 once per machine before reading it (loader/store.py)
 
     def __post_init__(self) -> None:
         check_data_settings(prefix="data.", sampling=self.sampling, combine=self.combine,

@@ -53,7 +53,7 @@ def loader_config(config: TrainConfig, *, mode: str, batch_size: int, device: st
         targets=loader_targets(config.model.loss),
         device="gpu" if device == "cuda" else "cpu", device_id=device_id if device == "cuda" else None,
         workers=d.workers, threads=d.threads, prefetch=d.prefetch, cpu_decoder=d.cpu_decoder, antialias=d.antialias,
-        cache_dir=d.cache_dir or None, cache_limit=d.cache_limit,
+        cache_dir=d.cache_dir or None, cache_limit=d.cache_limit, verify_shards=d.verify_shards,
     )  # fmt: skip
 
 

@@ -14,7 +14,8 @@ from tagstream.train.config import SECTIONS, TrainConfig
 MAY_CHANGE = frozenset({
     "run.steps", "run.epochs", "run.log_every", "run.checkpoint_every", "run.keep_last", "run.eval_every",
     "run.out_dir", "run.threads", "run.progress", "run.device", "run.channels_last",
-    "data.workers", "data.threads", "data.prefetch", "data.cache_dir", "data.cache_limit", "batch.grad_accum",
+    "data.workers", "data.threads", "data.prefetch", "data.cache_dir", "data.cache_limit", "data.verify_shards",
+    "batch.grad_accum",
 })  # fmt: skip
 
 

@@ -285,3 +285,50 @@ def test_dali_never_sees_a_header_that_disagrees_with_the_index(tmp_path, forged
     with pytest.raises(fmt.FormatError, match=f"shard 00001 key 4 .*cannot decode: its JPEG header says {said}, the index {w} x {h}"):
         for _ in build_loader(config):
             pass
+
+
+def test_verify_shards_refuses_a_shard_changed_since_conversion_and_hashes_once(tmp_path, monkeypatch):
+    """data.verify_shards: a byte flipped in a local shard's records (size and meta page intact) is an error
+    naming the shard before anything is read from it; a sound shard is hashed once per machine (a stamp), again
+    after the file changes. Without it, the damage goes unseen (the default's cost: none)."""
+    from tagstream.loader.store import ShardStore, close_all
+
+    from tests.helpers.datasets import make_index_dataset
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    ds = make_index_dataset(tmp_path / "ds", n=24, shard_size=12)
+    hashed = []
+    real = fmt.file_sha256
+    monkeypatch.setattr(fmt, "file_sha256", lambda path, *a: hashed.append(str(path)) or real(path, *a))
+    assert ShardStore(ds.root, verify=True).read_bytes(13) == ShardStore(ds.root).read_bytes(13)
+    ShardStore(ds.root, verify=True).read_bytes(14)  # another process, the same machine: the stamp
+    close_all()
+    assert len(hashed) == 1 and hashed[0].endswith("00001.lmdb/data.mdb")
+    path = data_file(ds.root, "00000")
+    flip_bytes(path, path.stat().st_size // 2)  # inside the records: size and LMDB meta pages unchanged
+    assert ShardStore(ds.root).read_bytes(0)  # the default sees nothing
+    close_all()
+    with pytest.raises(fmt.FormatError, match="shard 00000 does not match the manifest's sha256"):
+        ShardStore(ds.root, verify=True).read_bytes(0)
+    assert len(hashed) == 2
+    with pytest.raises(fmt.FormatError, match="sha256"):  # a damaged shard is never stamped: checked every time
+        ShardStore(ds.root, verify=True).read_bytes(1)
+    assert len(hashed) == 3
+    close_all()
+
+
+@pytest.mark.parametrize("decoder", ["turbo", "dali"])
+def test_a_loader_with_verify_shards_names_the_damaged_shard(tmp_path, monkeypatch, decoder):
+    from tagstream.loader import LoaderConfig, build_loader
+
+    from tests.helpers.datasets import make_index_dataset
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    ds = make_index_dataset(tmp_path / "ds", n=32, shard_size=16)
+    path = data_file(ds.root, "00001")
+    flip_bytes(path, path.stat().st_size // 2)
+    config = LoaderConfig(dataset=str(ds.root), vocab="v", batch_size=8, image_size=16, workers=1, threads=1, prefetch=1,
+                          mode="eval", cpu_decoder=decoder, verify_shards=True)
+    with pytest.raises(Exception, match="shard 00001 does not match the manifest's sha256"):
+        for _ in build_loader(config):
+            pass

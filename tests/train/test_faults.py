@@ -214,3 +214,12 @@ def test_an_out_dir_that_is_a_file_and_a_resume_with_nothing_to_resume(tmp_path,
         main(fake_run_config(tmp_path / "afile", "run.steps=1"), loader_factory=fake_factory)
     summary = main(fake_run_config(tmp_path / "new", "run.steps=1"), resume="auto", loader_factory=fake_factory)
     assert summary["step"] == 1 and "no checkpoint in" in capsys.readouterr().err
+
+
+def test_verify_shards_reaches_the_loader_and_may_change_on_resume(tmp_path):
+    from tagstream.train.loop import loader_config
+    from tagstream.train.resume import check_resume
+
+    on = fake_run_config(tmp_path / "run", "data.verify_shards=true")
+    assert loader_config(on, mode="train", batch_size=8, device="cpu", device_id=0).verify_shards
+    check_resume(fake_run_config(tmp_path / "run").to_dict(), on, path="c.pt")  # turning it on is not a change of run
