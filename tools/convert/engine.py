@@ -148,6 +148,11 @@ def check_state(out: Path, wanted: dict) -> None:
     keys = {**have["options"], **wanted["options"]}  # both ways: a partitioned OUT's `parts` is not in a plain run's
     diff = {k: (have["options"].get(k), wanted["options"].get(k)) for k in keys
             if have["options"].get(k) != wanted["options"].get(k)}
+    if "parts" in diff and diff["parts"][1] is None:  # a plain run into an OUT planned in parts
+        raise ConvertRefused(
+            f"{out} holds a conversion planned in {diff['parts'][0]} parts: run each part (`tagstream convert SRC OUT "
+            f"--part I/{diff['parts'][0]}`, or again with --parts {diff['parts'][0]}), then `tagstream merge OUT`; or use another OUT"
+        )
     if diff:
         said = ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in sorted(diff.items()))
         raise ConvertRefused(f"{out} was started with other options ({said}); rerun with those or use another OUT")
