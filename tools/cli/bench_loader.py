@@ -69,6 +69,8 @@ def bench_loader(dataset, make, batch_size, workers, threads, image_size, batche
                 mine.append(progress_bar(total=total, desc=label, unit="it", leave=False, disable=as_json))
                 bars.append(mine[0])
             mine[0].update(n)
+            if mine[0].n >= total:  # done: its time is this contender's, not the rest of the bench's
+                mine[0].close()
 
         return tick
 
