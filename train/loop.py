@@ -319,7 +319,8 @@ def _train(config: TrainConfig, train_loader: Any, eval_loader: Any | None, *, d
         """The held-out metrics of the weights, and with optim.ema of their average too (keys ema_*)."""
         results = evaluate(bare, eval_loader, run=run, softmax=softmax, dist=dist)
         if ema is not None:
-            results.update({f"ema_{k}": v for k, v in evaluate(ema.module, eval_loader, run=run, softmax=softmax, dist=dist).items()})
+            averaged = evaluate(ema.module, eval_loader, run=run, softmax=softmax, dist=dist)
+            results.update({f"ema_{k}": v for k, v in averaged.items() if k != "images"})  # the same images
         log.event("eval", step=step, **results)
         return results
 
