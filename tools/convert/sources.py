@@ -5,18 +5,16 @@ metadata table (source_yfcc.py); every file may be local or an fsspec URL (sourc
 The order is a pure function of the input (ImageFolder: sorted paths; files: line order; tars and tables:
 file order, then member or row order), so input i always lands in the same place and an interrupted
 conversion resumes at a counted position: `items(start)` enumerates from input `start` on, reading only
-what that position needs (the tar or row group holding it; for JSON lines, from the scan's nearest mark;
-for CSV, its lines up to it).
+what that position needs (the tar or row group holding it; for JSON lines and CSV, from the scan's nearest
+mark; source_csv.py reads CSV rows with their byte offsets).
 Inputs that cannot be used become Items with `error` set, rejected downstream with their reason.
 """
 
 from __future__ import annotations
 
 import bisect
-import csv
 import hashlib
 import importlib
-import io
 import itertools
 import json
 import math
@@ -26,6 +24,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from tagstream.loader import storage
+from tagstream.tools.convert.source_csv import csv_header, csv_rows
 from tagstream.tools.convert.source_paths import (  # noqa: F401 - detect_format and the suffixes are used from here
     CSV_SUFFIXES,
     FORMATS,
@@ -145,7 +144,8 @@ class Source:
         o = self.options
         self.columns = {"image": o.image_column, "tags": o.tags_column, "caption": o.caption_column, "id": o.id_column}
         self._files: list[str] | None = None
-        self._jsonl_marks: list[tuple[int, int, int]] | None = None  # the scan's (position, byte offset, lines before)
+        # JSON lines and CSV: the scan's marks, (position, byte offset, lines before)
+        self._marks: list[tuple[int, int, int]] | None = None
         reader = READERS[self.format]
         self._reader = None
         if reader is not None:
@@ -169,16 +169,17 @@ class Source:
 
     def scan_state(self, store: Path | None = None) -> dict | None:
         """What scan() learned that items(start) needs (tars: samples per tar; tables: rows per row group; JSON
-        lines: byte offsets), as JSON, for a process that converts a range of an input scanned elsewhere (a part
-        on another machine): `load_scan_state` there skips the scan. `store`, a folder every part can read
-        (OUT/.convert/), holds what is too big for JSON (YFCC's join index). None for kinds that need none."""
-        if self.format == "jsonl":
-            return {"jsonl_marks": self._jsonl_marks} if self._jsonl_marks is not None else None
+        lines and CSV: marks, byte offsets), as JSON, for a process that converts a range of an input scanned
+        elsewhere (a part on another machine): `load_scan_state` there skips the scan. `store`, a folder every
+        part can read (OUT/.convert/), holds what is too big for JSON (YFCC's join index). None for kinds that
+        need none."""
+        if self._reader is None:
+            return {f"{self.format}_marks": self._marks} if self._marks is not None else None
         return self._reader.scan_state(store) if self._reader is not None and hasattr(self._reader, "scan_state") else None
 
     def load_scan_state(self, state: dict | None, store: Path | None = None) -> None:
-        if state is not None and self.format == "jsonl":
-            self._jsonl_marks = [tuple(int(v) for v in mark) for mark in state.get("jsonl_marks", [])]
+        if state is not None and self._reader is None:
+            self._marks = [tuple(int(v) for v in mark) for mark in state.get(f"{self.format}_marks", [])]
         elif state is not None:
             self._reader.load_scan_state(state, store)
 
@@ -192,7 +193,13 @@ class Source:
         elif self.format == "jsonl":
             yield from self._jsonl_items(start)
         else:
-            yield from itertools.islice(self._csv_items(), start, None)
+            yield from self._csv_items(start)
+
+    def _mark_before(self, start: int) -> tuple[int, int, int] | None:
+        """The scan's last mark at or before position `start` (None: none known, read from the top)."""
+        if not start or not self._marks:
+            return None
+        return self._marks[bisect.bisect_right(self._marks, (start, math.inf, 0)) - 1]
 
     def _open(self):
         return open(self.path, "rb") if isinstance(self.path, Path) else storage.open_read(self.path)
@@ -250,12 +257,11 @@ class Source:
         # the images too (size and modification time of each local file): an image changed between an
         # interrupted run and its rerun must not leave a dataset of old and new bytes that verifies
         marks: list[tuple[int, int, int]] = []
-        for item in self._jsonl_items(marks=marks) if self.format == "jsonl" else self._csv_items():
+        for item in self._jsonl_items(marks=marks) if self.format == "jsonl" else self._csv_items(marks=marks):
             if item.image is not None and item.error is None:
                 h.update(os.fsencode(item.image) + b"\0" + _stamp(item.image) + b"\n")
             count += 1
-        if self.format == "jsonl":
-            self._jsonl_marks = marks
+        self._marks = marks
         return count, h.hexdigest()
 
     def _imagefolder_items(self) -> Iterator[Item]:
@@ -274,9 +280,7 @@ class Source:
         """Items from position `start` on. A line before `start` is only tested for being blank (not parsed),
         and the scan's marks (every JSONL_MARK_EVERY positions: byte offset and line number; `marks` collects
         them) let a part seek close to its start instead of reading the file from its top."""
-        pos = lineno = offset = 0
-        if start and self._jsonl_marks:
-            pos, offset, lineno = self._jsonl_marks[bisect.bisect_right(self._jsonl_marks, (start, math.inf, 0)) - 1]
+        pos, offset, lineno = self._mark_before(start) or (0, 0, 0)
         with self._open() as f:
             f.seek(offset)
             for data in f:
@@ -324,15 +328,9 @@ class Source:
     def _delimiter(self) -> str:
         return "\t" if str(self.path).lower().endswith(".tsv") else ","
 
-    def _open_csv(self):
-        # utf-8-sig: a byte-order mark (spreadsheets write one) is not part of the first column's name
-        if isinstance(self.path, Path):
-            return open(self.path, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        return io.TextIOWrapper(self._open(), encoding="utf-8-sig", errors="surrogateescape", newline="")
-
     def _check_header(self) -> list[str]:
-        with self._open_csv() as f:
-            header = next(csv.reader(f, delimiter=self._delimiter), [])
+        with self._open() as f:
+            header = csv_header(f, self._delimiter)
         if self.columns["image"] not in header:
             raise ValueError(
                 f"{self.path}: the header has no image column {self.columns['image']!r} "
@@ -340,41 +338,28 @@ class Source:
             )
         return header
 
-    def _csv_rows(self) -> Iterator[tuple[int, list[str] | None, str]]:
-        """(line number, row or None when the CSV parser refused the line, parser message) per non-blank row."""
-        with self._open_csv() as f:
-            reader = csv.reader(f, delimiter=self._delimiter)
-            next(reader, None)
-            while True:
-                try:
-                    row = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as exc:
-                    yield reader.line_num, None, str(exc)
-                    continue
-                if any(cell.strip() for cell in row):
-                    yield reader.line_num, row, ""
-
-    def _csv_items(self) -> Iterator[Item]:
+    def _csv_items(self, start: int = 0, marks: list | None = None) -> Iterator[Item]:
+        """Items from position `start` on, read from the scan's nearest mark before it; `marks` collects the
+        scan's marks (source_csv.csv_rows)."""
         header = self._check_header()
         col = {name: i for i, name in enumerate(header)}
-        for pos, (lineno, row, problem) in enumerate(self._csv_rows()):
-            if row is None:
-                yield _bad(pos, lineno, "", f"CSV parser refused the row: {problem}")
-                continue
-            raw = self._delimiter.join(row)
-            if not all(_utf8_ok(cell) for cell in row):
-                yield _bad(pos, lineno, raw.encode("utf-8", "replace").decode(), "row is not valid UTF-8")
-                continue
-            if len(row) != len(header):
-                yield _bad(pos, lineno, raw, f"row has {len(row)} fields, the header has {len(header)}")
-                continue
-            values = {name: (row[col[c]] if c in col else "") for name, c in self.columns.items()}
-            image = values["image"].strip()
-            if not image:
-                yield _bad(pos, lineno, raw, f"empty image column {self.columns['image']!r}")
-                continue
-            raw_tags = tuple(split_tag_cell(values["tags"])) + tuple(caption_hashtags(values["caption"]))
-            sid = values["id"].strip() or image
-            yield Item(pos, lineno, raw[:RAW_LIMIT], self._image_path(image), raw_tags, sid)
+        with self._open() as f:
+            for pos, lineno, row, problem in csv_rows(f, self._delimiter, start, self._mark_before(start), marks):
+                if row is None:
+                    yield _bad(pos, lineno, "", f"CSV parser refused the row: {problem}")
+                    continue
+                raw = self._delimiter.join(row)
+                if not all(_utf8_ok(cell) for cell in row):
+                    yield _bad(pos, lineno, raw.encode("utf-8", "replace").decode(), "row is not valid UTF-8")
+                    continue
+                if len(row) != len(header):
+                    yield _bad(pos, lineno, raw, f"row has {len(row)} fields, the header has {len(header)}")
+                    continue
+                values = {name: (row[col[c]] if c in col else "") for name, c in self.columns.items()}
+                image = values["image"].strip()
+                if not image:
+                    yield _bad(pos, lineno, raw, f"empty image column {self.columns['image']!r}")
+                    continue
+                raw_tags = tuple(split_tag_cell(values["tags"])) + tuple(caption_hashtags(values["caption"]))
+                sid = values["id"].strip() or image
+                yield Item(pos, lineno, raw[:RAW_LIMIT], self._image_path(image), raw_tags, sid)
