@@ -277,3 +277,19 @@ def test_transfer_multilabel_reports_map(tiny_dataset, tmp_path):
     assert set(r["per_class_ap"]) == {"all", "mod3_0", "mod3_1", "mod3_2"} | {f"mod5_{k}" for k in range(5)}
     assert "mAP" in format_table(report)
     assert json.loads((tmp_path / "m.json").read_text())["results"]["random"]["mAP"] == pytest.approx(r["mAP"])
+
+
+def test_a_failed_transfer_takes_away_the_vocabularies_it_built(tiny_dataset, tmp_path):
+    from click.testing import CliRunner
+    from tagstream.loader.dataset import Dataset
+    from tagstream.tools.cli import main
+    from tagstream.tools.vocab.build import VocabOptions, build_vocab
+
+    train_ds, eval_ds = tiny_dataset(12, shard_size=5), tiny_dataset(8, shard_size=4)
+    build_vocab(eval_ds, "labels", VocabOptions())  # the user's own: stays
+    # multi-label tiny datasets and low-shot probes: refused after the vocabularies are built
+    res = CliRunner().invoke(main, ["transfer", "--train", str(train_ds), "--eval", str(eval_ds), "--model", "regnet_y_tiny",
+                                    "--shots", "1", "--device", "cpu", "--workers", "0", "--out", str(tmp_path / "r.json")])
+    assert res.exit_code != 0 and "single-label" in res.output, res.output
+    assert f"removed the vocabulary 'labels' built on {train_ds}" in res.output
+    assert Dataset(train_ds).vocab_names() == [] and Dataset(eval_ds).vocab_names() == ["labels"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import click
@@ -62,6 +63,7 @@ def transfer(checkpoint, train_ds, eval_ds, mode, baseline, vocab, task, model, 
       tagstream transfer --checkpoint runs/vit/step-000100000.pt \\
           --train down/train --eval down/eval --mode finetune --image-size 384 --out finetune-384.json
     """
+    from tagstream.loader.dataset import Dataset
     from tagstream.train.lowshot import LowShotConfig, parse_shots
     from tagstream.train.probe import ProbeConfig
     from tagstream.train.transfer import (
@@ -71,10 +73,12 @@ def transfer(checkpoint, train_ds, eval_ds, mode, baseline, vocab, task, model, 
         run_transfer,
     )
 
+    built = []  # the vocabularies this run made: a failed run takes them away again
     try:
         for ds in (train_ds, eval_ds):
             note = _ensure_label_vocab(ds, vocab)
             if note:
+                built.append(ds)
                 click.echo(note)
         cfg = TransferConfig(
             train=train_ds, eval=eval_ds, checkpoint=checkpoint, mode=mode, baseline=baseline, vocab=vocab, task=task,
@@ -84,6 +88,9 @@ def transfer(checkpoint, train_ds, eval_ds, mode, baseline, vocab, task, model, 
         )
         report = run_transfer(cfg, out=out)
     except (ValueError, FormatError) as exc:
+        for ds in built:
+            shutil.rmtree(Dataset(ds).vocab_dir(vocab), ignore_errors=True)
+            click.echo(f"removed the vocabulary {vocab!r} built on {ds}: the transfer failed")
         raise click.ClickException(str(exc)) from exc
     click.echo(format_table(report))
     click.echo(f"wrote {Path(out)}")
