@@ -32,6 +32,16 @@ def truncate(path: Path, keep: int) -> None:
         f.truncate(keep)
 
 
+def scrub_lines(path: Path, start: int, stop: int) -> None:
+    """Overwrite bytes [start, stop) of a text file with 'x', keeping its line ends: the same lines, other content
+    (blank lines no longer blank, quotes gone), so a reader that parsed its way through them would tell."""
+    data = bytearray(Path(path).read_bytes())
+    for k in range(start, stop):
+        if data[k] not in b"\r\n":
+            data[k] = ord("x")
+    Path(path).write_bytes(bytes(data))
+
+
 def flip_bytes(path: Path, offset: int, count: int = 1) -> None:
     """XOR `count` bytes at `offset` with 0xFF."""
     with open(path, "r+b") as f:

@@ -14,6 +14,8 @@ from tagstream.tools.convert import source_csv
 from tagstream.tools.convert.source_csv import BOM, Lines, csv_rows
 from tagstream.tools.convert.sources import Source
 
+from tests.helpers.damage import scrub_lines
+
 LIMIT = csv.field_size_limit()  # a longer field is refused by the parser (csv.Error)
 
 
@@ -120,11 +122,7 @@ def test_a_part_seeks_to_the_mark_instead_of_reading_the_rows_before_it(path):
     pos, offset, _ = state["csv_marks"][-1]
     # the rows before the last mark overwritten (line ends kept, the header kept): quotes, blank lines and
     # refused rows gone, a reader that parsed its way there would number what follows differently
-    data = bytearray(path.read_bytes())
-    for k in range(data.index(b"\n") + 1, offset):
-        if data[k] not in b"\r\n":
-            data[k] = ord("x")
-    path.write_bytes(bytes(data))
+    scrub_lines(path, path.read_bytes().index(b"\n") + 1, offset)
     part = Source(path)
     part.load_scan_state(state)
     assert list(part.items(pos + 1)) == everything[pos + 1 :]

@@ -9,6 +9,8 @@ import pytest
 from tagstream.tools.convert import sources
 from tagstream.tools.convert.sources import Source
 
+from tests.helpers.damage import scrub_lines
+
 
 def _lines() -> bytes:
     """30 inputs with everything that moves positions or line numbers: a byte-order mark, blank and
@@ -54,11 +56,7 @@ def test_a_part_seeks_to_the_mark_instead_of_reading_the_lines_before_it(path):
     pos, offset, _ = state["jsonl_marks"][-1]
     # the bytes before the last mark overwritten (newlines kept, blank lines made non-blank): a reader that
     # counted or parsed its way there would number what follows differently
-    data = bytearray(path.read_bytes())
-    for k in range(offset):
-        if data[k] != ord("\n"):
-            data[k] = ord("x")
-    path.write_bytes(bytes(data))
+    scrub_lines(path, 0, offset)
     part = Source(path)
     part.load_scan_state(state)
     assert list(part.items(pos + 1)) == everything[pos + 1 :]
