@@ -61,6 +61,36 @@ def test_parts_then_merge_equal_one_process(source, reference, tmp_path, n):
     assert merge(out).already_complete  # a second merge changes nothing
 
 
+def test_parts_of_a_csv_start_from_the_scans_marks(source, tmp_path, monkeypatch):
+    """The same inputs as a CSV (a quoted field with a line break among them), a mark every 2 rows: parts seek to
+    the mark before their start and the merge equals a one-process conversion of the CSV."""
+    import csv
+    import json
+
+    from tagstream.tools.convert import source_csv
+
+    monkeypatch.setattr(source_csv, "CSV_MARK_EVERY", 2)
+    rows = []
+    for line in source.read_text().splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            rows.append(["{not json", ""])  # a bad row: rejected alike
+            continue
+        rows.append([obj["image"], " ".join(obj["tags"])])
+    rows[4][1] += "\n#continued"  # a quoted line break inside a field
+    table = source.with_name("h.csv")
+    with open(table, "w", newline="") as f:
+        csv.writer(f).writerows([["image", "tags"], *rows])
+    one = tmp_path / "one"
+    convert(table, one, shard_size=SHARD)
+    out = tmp_path / "ds"
+    convert_parts(table, out, 5)
+    merge(out)
+    assert dataset_records(out) == dataset_records(one) and len(dataset_records(one)) >= 10
+    assert same_dataset_parts(out) == same_dataset_parts(one)
+
+
 def test_parts_of_json_lines_start_from_the_scans_marks(source, reference, tmp_path, monkeypatch):
     """With a mark every 2 inputs, parts seek to the mark before their start (sources.JSONL_MARK_EVERY) and
     still give a one-process conversion's records."""
