@@ -28,13 +28,16 @@ def loader_rate(config, batches: int) -> dict:
     first = time.perf_counter() - t0
     n = min(batches, len(loader) - 1)
     torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for _ in range(n):
         batch = next(it)
     torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     loader.close()
+    # the CPU the whole GPU path spends per image in this process (the batch source, DALI's threads, nvJPEG's
+    # host side): what `bench loader --feed` measures without the decoder, here with it
     return {"images_per_s": n * config.batch_size / seconds, "batches": n, "first_batch_s": first,
+            "cpu_us_per_image": cpu / (n * config.batch_size) * 1e6, "cores_busy": cpu / seconds,
             "dtype": str(batch.images.dtype), "shape": list(batch.images.shape)}
 
 
