@@ -13,9 +13,9 @@ files named by photo id (or, in the 25-column layout, by photo hash), any extens
 img2dataset tars whose JSON member carries the photo id in `id_field`. A photo without an image is
 rejected as missing_file. Memory: the join index (join_index.py) holds ~50 bytes an image, no Python object
 per image (tracemalloc, 1,000,000 synthetic images: 52 bytes for files 'ab/cd/<11-digit id>.jpg', 48 for tar
-members, ~80 at the peak while it is sorted; the dict of tuples it replaced kept 237 and 313), and a local
-folder is listed one folder at a time, streamed in sorted() order of the paths, not as one sorted list
-(that list took another 166 bytes an image).
+members, ~80 at the peak while it is sorted; the dict of tuples it replaced kept 237 and 313), and a folder,
+local or on object storage, is listed one folder (prefix) at a time, streamed in sorted() order of the paths,
+not as one sorted list (that list took another 166 bytes an image).
 
 Positions are line order (blank lines skipped); the scan keeps the byte offset of every 65,536th line of a
 plain file, so `items(start)` seeks near `start` (a bz2 file is decompressed from its start). A partitioned
@@ -80,6 +80,25 @@ def walk_sorted(top: str, prefix: str = "") -> Iterator[tuple[str, int]]:
             yield prefix + name, os.stat(path).st_size
         elif not os.path.islink(path):
             yield from walk_sorted(path, prefix + name)
+
+
+def walk_sorted_remote(url: str, fs, top: str, prefix: str = "") -> Iterator[tuple[str, int]]:
+    """walk_sorted for an object store (fsspec): one listing per "folder" (prefix), held while its entries are
+    yielded, in the order of sorted() over the whole paths that a recursive find gives (hidden names kept, as
+    find keeps them)."""
+    entries = storage.retrying(url, lambda: fs.ls(top, detail=True), storage.DEFAULT_RETRY)
+    names = []
+    for e in entries:
+        name = str(e["name"]).rstrip("/").rsplit("/", 1)[-1]
+        if e.get("type") == "directory":
+            names.append((name + "/", -1))
+        elif name:
+            names.append((name, int(e.get("size") or 0)))
+    for name, size in sorted(names):
+        if size < 0:
+            yield from walk_sorted_remote(url, fs, f"{top.rstrip('/')}/{name[:-1]}", prefix + name)
+        else:
+            yield prefix + name, size
 
 
 def _is_dir(entry: os.DirEntry) -> bool:
@@ -277,16 +296,14 @@ class YfccSource:
             index.add_member(str(photo), tar, info.offset_data, info.size, ext)
 
     def _listing(self) -> Iterator[tuple[str, int]]:
-        """(path relative to the images folder, size) of every file under it, sorted by path; a local folder
-        is streamed (one folder's names held at a time), a remote one listed whole."""
+        """(path relative to the images folder, size) of every file under it, sorted by path, streamed one
+        folder (or object-store prefix) at a time."""
         images = self.options.images
         local = storage.local_path(images)
         if local is not None:
             return walk_sorted(os.fspath(local))
         fs, path = storage.filesystem(images)
-        found = storage.retrying(images, lambda: fs.find(path, withdirs=False, detail=True), storage.DEFAULT_RETRY)
-        base = path.rstrip("/")
-        return iter(sorted((p[len(base):].lstrip("/"), int(d.get("size") or 0)) for p, d in found.items()))
+        return walk_sorted_remote(images, fs, path.rstrip("/"))
 
     def _read_member(self, tar: str, offset: int, size: int) -> bytes:
         f = self._tars.pop(tar, None) or storage.open_read(tar, block_size=1 << 20)

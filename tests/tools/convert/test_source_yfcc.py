@@ -14,6 +14,7 @@ from tagstream.tools.convert.engine import convert
 from tagstream.tools.convert.source_yfcc import walk_sorted
 from tagstream.tools.convert.sources import Source
 
+from tests.helpers.s3server import _moto_server, s3_server  # noqa: F401 - fixtures
 from tests.helpers.webdataset import image_bytes, item_image, write_tar
 
 
@@ -185,3 +186,27 @@ def test_parts_map_the_planning_scans_join_index_and_equal_one_process(tmp_path,
     merge(tmp_path / "ds")
     assert len(dataset_records(tmp_path / "one")) >= 10
     assert dataset_records(tmp_path / "ds") == dataset_records(tmp_path / "one")
+
+
+def test_an_images_folder_on_object_storage_is_listed_prefix_by_prefix_in_sorted_order(s3_server, tmp_path):  # noqa: F811
+    """The remote listing streams one prefix at a time in the order of sorted() over a recursive find (the
+    fingerprint's order), and a YFCC conversion joins to images on S3."""
+    from tagstream.loader import storage
+    from tagstream.tools.convert.source_yfcc import walk_sorted_remote
+
+    s3_server.create_bucket("bkt")
+    names = ["a", "a.jpg", "a/b.jpg", "a0.jpg", "ab/c", "abc", ".hidden", "deep/er/x y.jpg", "é/日本.jpg", "Z.jpg"]
+    for i, name in enumerate(names):
+        s3_server.put("bkt", f"img/{name}", b"x" * (i + 1))
+    fs, path = storage.filesystem("s3://bkt/img")
+    found = fs.find(path, withdirs=False, detail=True)
+    before = sorted((p[len(path):].lstrip("/"), int(d["size"])) for p, d in found.items())  # the listing of before
+    assert list(walk_sorted_remote("s3://bkt/img", fs, path)) == before and len(before) == len(names)
+
+    ids = [0, 1, 3]
+    for i in ids:
+        ext, data = image_bytes(i)
+        s3_server.put("bkt", f"photos/{5000 + i}.{ext}", data)
+    (tmp_path / "meta.tsv").write_text("\n".join(yfcc_line(i) for i in range(4)) + "\n")
+    summary = convert(tmp_path / "meta.tsv", tmp_path / "ds", format="yfcc", images="s3://bkt/photos")
+    assert (summary.images, summary.rejected) == (3, {"missing_file": 1})
