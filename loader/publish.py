@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -67,8 +68,8 @@ class Journal:
             f.write(json.dumps({"rel": rel, "local": local, "remote": remote}) + "\n")
 
 
-def local_stamp(path: Path) -> str:
-    st = path.stat()
+def local_stamp(st: os.stat_result) -> str:
+    """A local file's journal stamp: its size and modification time."""
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
@@ -96,12 +97,13 @@ def push(root: str | Path, url: str, *, retry: storage.Retry = storage.DEFAULT_R
         raise ValueError(f"push needs a URL such as s3://bucket/name or gs://bucket/name, got {url!r}")
     url = url.rstrip("/")
     rels = files_to_push(root)
-    sizes = {rel: (root / rel).stat().st_size for rel in rels}
+    stats = {rel: (root / rel).stat() for rel in rels}
+    sizes = {rel: st.st_size for rel, st in stats.items()}
     t0 = time.monotonic()
     journal = Journal(root, url)
     storage.remove(storage.join(url, fmt.MANIFEST), retry)  # readers stop trusting the old version first
     before = storage.list_versions(url, retry)
-    stamps = {rel: local_stamp(root / rel) for rel in rels}
+    stamps = {rel: local_stamp(st) for rel, st in stats.items()}
     fresh = [rel for rel in rels if rel not in before or journal.done.get(rel) != (stamps[rel], before[rel])]
     lock = threading.Lock()
 
