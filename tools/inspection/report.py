@@ -161,13 +161,20 @@ def plot_tag_frequency(root: str | Path, path: str | Path) -> Path:
     ax.set_ylabel("images with the tag")
     ax.set_title(f"{ds.root.name}: {counts.size} tags, {ds.num_images} images")
     ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)  # as embed and transfer make their --out folders
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def to_json(report: dict) -> str:
     return json.dumps(report, indent=2, sort_keys=False)
+
+
+def save_figure(fig, path: str | Path, *, dpi: int = 100) -> Path:
+    """Lay out, write (making its folder, as embed and transfer make their --out folders) and close a figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

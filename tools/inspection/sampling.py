@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.sampling import RankSampler, eligibility
 from tagstream.loader.vocab import Vocab
+from tagstream.tools.inspection.report import save_figure
 from tagstream.tools.inspection.text import printable
 
 
@@ -139,9 +140,4 @@ def plot_sampling(r: SamplingReport, path: str | Path) -> Path:
     ax.set_title(f"vocab {r.vocab}: {len(order)} classes, {r.samples_per_epoch} draws per epoch")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)  # as embed and transfer make their --out folders
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
