@@ -47,7 +47,7 @@ from tagstream.tools.convert.source_tar import (
     open_tar,
     samples,
 )
-from tagstream.tools.convert.sources import RAW_LIMIT, Item, SourceOptions
+from tagstream.tools.convert.sources import RAW_LIMIT, Item, SourceOptions, mark_before, numbered_lines
 
 # columns of each layout: photo id, photo hash (None: absent), user tags, machine tags, photo/video marker
 LAYOUTS = {
@@ -207,16 +207,9 @@ class YfccSource:
     def items(self, start: int = 0) -> Iterator[Item]:
         if self.index is None:
             self.scan()
-        pos, offset, lineno = max((m for m in self.marks if m[0] <= start), default=(0, 0, 0))
         with self._open() as f:
-            if offset:
-                f.seek(offset)
-            for data in f:
-                lineno += 1
-                if data.strip():
-                    if pos >= start:
-                        yield self._item(pos, lineno, data)
-                    pos += 1
+            for pos, lineno, data in numbered_lines(f, start, mark_before(self.marks, start)):
+                yield self._item(pos, lineno, data)
 
     def _item(self, pos: int, lineno: int, data: bytes) -> Item:
         try:

@@ -127,6 +127,33 @@ def _bad(pos: int, line: int, raw: str, error: str, image: str | None = None) ->
     return Item(pos, line, raw[:RAW_LIMIT], image, (), "", error)
 
 
+def mark_before(marks: list[tuple[int, int, int]] | None, start: int) -> tuple[int, int, int] | None:
+    """The last of a scan's marks (position, byte offset, lines before it) at or before position `start`; None
+    when there is none to use (read from the top)."""
+    if not start or not marks:
+        return None
+    return marks[bisect.bisect_right(marks, (start, math.inf, 0)) - 1]
+
+
+def numbered_lines(f, start: int = 0, mark: tuple[int, int, int] | None = None, marks: list | None = None,
+                   every: int = 0) -> Iterator[tuple[int, int, bytes]]:
+    """(position, line number, line) of each non-blank line of the binary file `f` from position `start` on
+    (blank lines take no position), begun at `mark` (None: the top); a line before `start` is only tested for
+    being blank. `marks` collects a mark every `every` positions (a scan's)."""
+    pos, offset, lineno = mark or (0, 0, 0)
+    if offset:
+        f.seek(offset)
+    for data in f:
+        lineno += 1
+        if data.strip():
+            if marks is not None and pos % every == 0:
+                marks.append((pos, offset, lineno - 1))
+            if pos >= start:
+                yield pos, lineno, data
+            pos += 1
+        offset += len(data)
+
+
 class Source:
     """An input collection: `scan()` counts and fingerprints it, `items(start)` enumerates it from input `start`.
 
@@ -175,7 +202,7 @@ class Source:
         need none."""
         if self._reader is None:
             return {f"{self.format}_marks": self._marks} if self._marks is not None else None
-        return self._reader.scan_state(store) if self._reader is not None and hasattr(self._reader, "scan_state") else None
+        return self._reader.scan_state(store) if hasattr(self._reader, "scan_state") else None
 
     def load_scan_state(self, state: dict | None, store: Path | None = None) -> None:
         if state is not None and self._reader is None:
@@ -196,10 +223,7 @@ class Source:
             yield from self._csv_items(start)
 
     def _mark_before(self, start: int) -> tuple[int, int, int] | None:
-        """The scan's last mark at or before position `start` (None: none known, read from the top)."""
-        if not start or not self._marks:
-            return None
-        return self._marks[bisect.bisect_right(self._marks, (start, math.inf, 0)) - 1]
+        return mark_before(self._marks, start)
 
     def _open(self):
         return open(self.path, "rb") if isinstance(self.path, Path) else storage.open_read(self.path)
@@ -280,18 +304,9 @@ class Source:
         """Items from position `start` on. A line before `start` is only tested for being blank (not parsed),
         and the scan's marks (every JSONL_MARK_EVERY positions: byte offset and line number; `marks` collects
         them) let a part seek close to its start instead of reading the file from its top."""
-        pos, offset, lineno = self._mark_before(start) or (0, 0, 0)
         with self._open() as f:
-            f.seek(offset)
-            for data in f:
-                lineno += 1
-                if data.strip():
-                    if marks is not None and pos % JSONL_MARK_EVERY == 0:
-                        marks.append((pos, offset, lineno - 1))
-                    if pos >= start:
-                        yield self._jsonl_item(pos, lineno, data)
-                    pos += 1
-                offset += len(data)
+            for pos, lineno, data in numbered_lines(f, start, self._mark_before(start), marks, JSONL_MARK_EVERY):
+                yield self._jsonl_item(pos, lineno, data)
 
     def _jsonl_item(self, pos: int, lineno: int, data: bytes) -> Item:
         if lineno == 1 and data.startswith(b"\xef\xbb\xbf"):  # a byte-order mark is not part of the JSON
