@@ -15,6 +15,8 @@ setup(
             extra_compile_args=["-O3"],
             optional=True,
         ),
-        Extension("tagstream.loader._records", sources=["loader/_records.c"], extra_compile_args=["-O3"], optional=True),
+        Extension(
+            "tagstream.loader._records", sources=["loader/_records.c"], extra_compile_args=["-O3"], optional=True
+        ),
     ]
 )

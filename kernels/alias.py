@@ -10,6 +10,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.kernels.rng import counter_u64, counter_u64_ref, to_unit, to_unit_ref
 
 _TWO = np.uint64(2)
@@ -74,7 +75,9 @@ def build_alias(weights: NDArray[np.float64], prob_out: NDArray[np.float64], ali
     work = np.empty(n, dtype=np.int64)
     total = _build_alias_kernel(weights, prob_out, alias_out, work)
     if not (np.isfinite(total) and total > 0) or (n and weights.min() < 0):
-        raise ValueError(f"weights must be finite, >= 0 and sum to > 0; got sum {total}, min {weights.min() if n else None}")
+        raise ValueError(
+            f"weights must be finite, >= 0 and sum to > 0; got sum {total}, min {weights.min() if n else None}"
+        )
     return float(total)
 
 
@@ -104,7 +107,9 @@ def draw_alias(
 ) -> NDArray[np.int64]:
     """out[j] = draw number start + j of the stream with this key (see rng.stream_key); returns out."""
     if prob.ndim != 1 or prob.dtype != np.float64 or alias.shape != prob.shape or alias.dtype != np.int64:
-        raise ValueError(f"prob/alias must be float64/int64 of one shape, got {prob.dtype} {prob.shape}, {alias.dtype} {alias.shape}")
+        raise ValueError(
+            f"prob/alias must be float64/int64 of one shape, got {prob.dtype} {prob.shape}, {alias.dtype} {alias.shape}"
+        )
     if prob.shape[0] == 0 and out.shape[0] > 0:
         raise ValueError("cannot draw from an empty alias table")
     if out.dtype != np.int64 or out.ndim != 1:
@@ -141,7 +146,9 @@ def alias_distribution(prob: NDArray[np.float64], alias: NDArray[np.int64]) -> N
     return (prob + np.bincount(alias, weights=1.0 - prob, minlength=n)) / n
 
 
-def draw_alias_ref(prob: NDArray[np.float64], alias: NDArray[np.int64], key: np.uint64, start: int, count: int) -> NDArray[np.int64]:
+def draw_alias_ref(
+    prob: NDArray[np.float64], alias: NDArray[np.int64], key: np.uint64, start: int, count: int
+) -> NDArray[np.int64]:
     """NumPy twin of draw_alias."""
     c = (np.arange(start, start + count, dtype=np.uint64)) * _TWO
     k = (to_unit_ref(counter_u64_ref(key, c)) * prob.shape[0]).astype(np.int64)

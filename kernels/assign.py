@@ -110,7 +110,9 @@ def _imbalance(loads: NDArray[np.float64]) -> float:
     return float(loads.max() / mean - 1.0) if mean > 0 else 0.0
 
 
-def assign_blocks(block_weights: NDArray[np.float64], world: int, *, refine: bool = True) -> tuple[NDArray[np.int64], float]:
+def assign_blocks(
+    block_weights: NDArray[np.float64], world: int, *, refine: bool = True
+) -> tuple[NDArray[np.int64], float]:
     """Greedy LPT: blocks by decreasing weight, each to the currently lightest rank (lowest rank on ties),
     then (refine=True) moves and swaps off the heaviest rank while they lower it (see _refine_kernel).
 
@@ -119,7 +121,9 @@ def assign_blocks(block_weights: NDArray[np.float64], world: int, *, refine: boo
     block_weights = np.asarray(block_weights, dtype=np.float64)
     if world < 1:
         raise ValueError(f"world={world} must be >= 1")
-    if block_weights.ndim != 1 or (block_weights.size and not (np.all(np.isfinite(block_weights)) and block_weights.min() >= 0)):
+    if block_weights.ndim != 1 or (
+        block_weights.size and not (np.all(np.isfinite(block_weights)) and block_weights.min() >= 0)
+    ):
         raise ValueError("block_weights must be a 1-D array of finite values >= 0")
     owner = np.empty(block_weights.shape[0], dtype=np.int64)
     loads = np.zeros(world, dtype=np.float64)
@@ -135,7 +139,9 @@ def rank_loads(block_weights: NDArray[np.float64], owner: NDArray[np.int64], wor
     return np.bincount(owner, weights=block_weights, minlength=world).astype(np.float64)
 
 
-def assign_blocks_ref(block_weights: NDArray[np.float64], world: int, *, refine: bool = True) -> tuple[NDArray[np.int64], float]:
+def assign_blocks_ref(
+    block_weights: NDArray[np.float64], world: int, *, refine: bool = True
+) -> tuple[NDArray[np.int64], float]:
     """Twin of assign_blocks: LPT with a heap of (load, rank); refinement written with NumPy gains."""
     block_weights = np.asarray(block_weights, dtype=np.float64)
     heap = [(0.0, r) for r in range(world)]
@@ -220,7 +226,9 @@ def _tail_cut(weights: NDArray[np.float64], lo: int, hi: int, amount: float) -> 
     return lo, acc
 
 
-def _cut_tails(weights_of: WeightsOf, loads: NDArray[np.float64], blocks: list[list[int]], by_rank: list[list[int]]) -> None:
+def _cut_tails(
+    weights_of: WeightsOf, loads: NDArray[np.float64], blocks: list[list[int]], by_rank: list[list[int]]
+) -> None:
     """Move weight from over-full to under-full ranks by cutting block tails; edits blocks (appends pieces).
 
     Surpluses (over-full ranks in rank order) and deficits (under-full ranks in rank order) are laid
@@ -281,11 +289,18 @@ def pack_shards(
     _check_shard_starts(shard_starts)
     if int(shard_starts[-1]) != weights.shape[0]:
         raise ValueError(f"shard_starts end at {int(shard_starts[-1])} but there are {weights.shape[0]} weights")
-    return pack_shard_sums(shard_starts, block_weights(shard_starts, weights), world, lambda lo, hi: weights[lo:hi], cut=cut)
+    return pack_shard_sums(
+        shard_starts, block_weights(shard_starts, weights), world, lambda lo, hi: weights[lo:hi], cut=cut
+    )
 
 
 def pack_shard_sums(
-    shard_starts: NDArray[np.int64], shard_sums: NDArray[np.float64], world: int, weights_of: WeightsOf, *, cut: bool = True
+    shard_starts: NDArray[np.int64],
+    shard_sums: NDArray[np.float64],
+    world: int,
+    weights_of: WeightsOf,
+    *,
+    cut: bool = True,
 ) -> Packing:
     """pack_shards from each shard's weight sum (block_weights(shard_starts, w)) and weights_of(lo, hi), the
     weights of the images [lo, hi) of one shard, asked for only for the shards whose tails are cut (at most
@@ -341,7 +356,9 @@ class _LastShard:
         return self.weights[lo - self.span[0] : hi - self.span[0]]
 
 
-def _block_sum(shard_starts: NDArray[np.int64], shard_sums: NDArray[np.float64], last: _LastShard, lo: int, hi: int) -> float:
+def _block_sum(
+    shard_starts: NDArray[np.int64], shard_sums: NDArray[np.float64], last: _LastShard, lo: int, hi: int
+) -> float:
     """Weight of the block [lo, hi): its shard's sum when it is a whole shard, else summed as block_weights sums it."""
     k = int(np.searchsorted(shard_starts, lo, side="right")) - 1
     if lo == shard_starts[k] and hi == shard_starts[k + 1]:

@@ -119,7 +119,9 @@ def class_weight_sums(
     accumulate=True adds to out, in image order: chunks passed in order sum exactly as one pass would."""
     n = check_csr(label_offsets, labels)
     if image_weights.shape != (n,) or out.ndim != 1 or out.dtype != np.float64:
-        raise ValueError(f"image_weights must have shape ({n},) and out be 1-D float64, got {image_weights.shape}, {out.dtype} {out.shape}")
+        raise ValueError(
+            f"image_weights must have shape ({n},) and out be 1-D float64, got {image_weights.shape}, {out.dtype} {out.shape}"
+        )
     if not accumulate:
         out[:] = 0.0
     bad = _class_weight_sums_kernel(label_offsets, labels, np.asarray(image_weights, dtype=np.float64), out)

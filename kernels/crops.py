@@ -17,6 +17,7 @@ import math
 import numba
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.kernels.rng import GAMMA, MASK64, mix64, mix64_ref, splitmix64_int
 
 ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 windows before the centre fallback
@@ -54,7 +55,13 @@ def _uniform(key: np.uint64, k: np.uint64, lo: float, hi: float) -> float:
 
 @numba.njit(cache=True, inline="always")
 def _window_into(
-    out: NDArray[np.int64], i: int, width: int, height: int, key: np.uint64, scale: NDArray[np.float64], ratio: NDArray[np.float64]
+    out: NDArray[np.int64],
+    i: int,
+    width: int,
+    height: int,
+    key: np.uint64,
+    scale: NDArray[np.float64],
+    ratio: NDArray[np.float64],
 ) -> None:
     """out[i] = (x, y, w, h, flip) of an image width x height from the stream `key`."""
     area_lo, area_hi = scale[0], scale[1]

@@ -100,8 +100,22 @@ def _found_in_earlier_band(x, band, shifts, masks, radii) -> bool:
 
 
 @njit(cache=True, parallel=True)
-def _mih_band(queries, band, shifts, masks, radii, sorted_base, offsets, ids, flips, max_distance,
-              starts, out_base, out_dist, write):
+def _mih_band(
+    queries,
+    band,
+    shifts,
+    masks,
+    radii,
+    sorted_base,
+    offsets,
+    ids,
+    flips,
+    max_distance,
+    starts,
+    out_base,
+    out_dist,
+    write,
+):
     """One band for every query (one table at a time stays in cache): count the matches first found in
     this band into starts[i + 1] (write=False), or write them from starts[i] on (write=True)."""
     shift = shifts[band]
@@ -128,8 +142,9 @@ def _mih_band(queries, band, shifts, masks, radii, sorted_base, offsets, ids, fl
 
 
 @njit(cache=True, parallel=True)
-def _mih_band_runs(sorted_queries, run_starts, band, shifts, masks, radii, sorted_base, offsets, flips, max_distance,
-                   counts):
+def _mih_band_runs(
+    sorted_queries, run_starts, band, shifts, masks, radii, sorted_base, offsets, flips, max_distance, counts
+):
     """Count pass of _mih_band over queries sorted by band value: the queries of a run share the band value,
     so the run's candidates (every bucket within the band's radius) are gathered once into a contiguous
     buffer that each of its queries scans, instead of every query probing every bucket again."""
@@ -189,7 +204,9 @@ def _check(queries: np.ndarray, base: np.ndarray, max_distance: int) -> tuple[np
     return q, b
 
 
-def _sorted(q: np.ndarray, b: np.ndarray, d: np.ndarray) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int8]]:
+def _sorted(
+    q: np.ndarray, b: np.ndarray, d: np.ndarray
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int8]]:
     order = np.lexsort((b, q))
     return q[order], b[order], d[order]
 

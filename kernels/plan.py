@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.kernels.alias import build_alias, draw_alias
 from tagstream.kernels.rng import counter_u64, counter_u64_ref, stream_key
 
@@ -40,7 +41,9 @@ def plan_length(samples_per_epoch: int, world: int) -> int:
     if world < 1:
         raise ValueError(f"world={world} must be >= 1")
     if samples_per_epoch < world:
-        raise ValueError(f"samples_per_epoch={samples_per_epoch} must be >= world={world} (every rank needs >= 1 sample)")
+        raise ValueError(
+            f"samples_per_epoch={samples_per_epoch} must be >= world={world} (every rank needs >= 1 sample)"
+        )
     return samples_per_epoch // world
 
 
@@ -76,7 +79,9 @@ def build_rank_table(
     return table_from_pool(pool, weights[pool], replacement=replacement)
 
 
-def table_from_pool(pool: NDArray[np.int64], pool_weights: NDArray[np.float64], *, replacement: bool = True) -> RankTable:
+def table_from_pool(
+    pool: NDArray[np.int64], pool_weights: NDArray[np.float64], *, replacement: bool = True
+) -> RankTable:
     """The table over a non-empty pool (ascending global indices) of positive-weight images and their weights."""
     w = np.asarray(pool_weights, dtype=np.float64)
     if pool.shape[0] == 0 or w.shape != pool.shape:

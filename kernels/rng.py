@@ -27,8 +27,9 @@ _INV53 = 1.0 / 9007199254740992.0  # 2^-53
 if numba.config.DISABLE_JIT:
     # Without the JIT these functions run on NumPy uint64 scalars, which warn when they wrap around;
     # wrapping modulo 2^64 is exactly the arithmetic the hash wants (as compiled code does silently).
-    warnings.filterwarnings("ignore", message="overflow encountered in scalar", category=RuntimeWarning,
-                            module=r"tagstream\.kernels\.")
+    warnings.filterwarnings(
+        "ignore", message="overflow encountered in scalar", category=RuntimeWarning, module=r"tagstream\.kernels\."
+    )
 
 
 @numba.njit(cache=True, inline="always")

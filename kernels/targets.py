@@ -89,7 +89,9 @@ def _dense(label_offsets, labels, indices, out, soft: bool) -> NDArray[np.float3
     indices = _check(label_offsets, labels, indices, out.shape[0])
     bad = _dense_kernel(label_offsets, labels, indices, out, soft)
     if bad:
-        raise ValueError(f"{bad} image indices outside [0, {label_offsets.shape[0] - 1}) or labels outside [0, {out.shape[1]})")
+        raise ValueError(
+            f"{bad} image indices outside [0, {label_offsets.shape[0] - 1}) or labels outside [0, {out.shape[1]})"
+        )
     return out
 
 
@@ -119,7 +121,9 @@ def sparse_targets(
     More than K classes: the first K in stored order are kept and weighted 1/K (see module docstring).
     """
     if out_ids.ndim != 2 or out_ids.dtype != np.int64 or out_w.shape != out_ids.shape or out_w.dtype != np.float32:
-        raise ValueError(f"out_ids/out_w must be int64/float32 of the same shape (B, K), got {out_ids.dtype} {out_ids.shape}, {out_w.dtype} {out_w.shape}")
+        raise ValueError(
+            f"out_ids/out_w must be int64/float32 of the same shape (B, K), got {out_ids.dtype} {out_ids.shape}, {out_w.dtype} {out_w.shape}"
+        )
     if out_ids.shape[1] < 1:
         raise ValueError(f"K={out_ids.shape[1]} must be >= 1")
     indices = _check(label_offsets, labels, indices, out_ids.shape[0])
@@ -130,13 +134,20 @@ def sparse_targets(
 
 
 def dense_targets_ref(
-    label_offsets: NDArray[np.int64], labels: NDArray[np.int32], indices: NDArray[np.int64], num_classes: int, *, soft: bool
+    label_offsets: NDArray[np.int64],
+    labels: NDArray[np.int32],
+    indices: NDArray[np.int64],
+    num_classes: int,
+    *,
+    soft: bool,
 ) -> NDArray[np.float32]:
     """NumPy twin of soft_targets (soft=True) and multi_hot (soft=False)."""
     indices = np.asarray(indices, dtype=np.int64)
     k = (label_offsets[indices + 1] - label_offsets[indices]).astype(np.int64)
     rows = np.repeat(np.arange(indices.shape[0]), k)
-    cols = labels[np.concatenate([np.arange(label_offsets[i], label_offsets[i + 1]) for i in indices] or [np.zeros(0, np.int64)])]
+    cols = labels[
+        np.concatenate([np.arange(label_offsets[i], label_offsets[i + 1]) for i in indices] or [np.zeros(0, np.int64)])
+    ]
     out = np.zeros((indices.shape[0], num_classes), np.float32)
     vals = (1.0 / k[rows]).astype(np.float32) if soft else np.float32(1.0)
     out[rows, cols] = vals

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.kernels.counts import check_csr, check_eligible, class_counts
 
 COMBINES = ("sum", "mean", "max")
@@ -18,7 +19,7 @@ _NATURAL = 3
 
 
 def sampling_power(sampling: str) -> float | None:
-    """"natural" -> None (w_i = 1); "sqrt" -> 0.5; "uniform" -> 0.0; "power:A" -> A (A >= 0)."""
+    """ "natural" -> None (w_i = 1); "sqrt" -> 0.5; "uniform" -> 0.0; "power:A" -> A (A >= 0)."""
     if sampling == "natural":
         return None
     if sampling == "sqrt":

@@ -9,13 +9,7 @@ Nothing here imports DALI or torch until a loader is built.
 from importlib.metadata import PackageNotFoundError, version
 
 from tagstream.loader.api import build_loader
-from tagstream.loader.batch import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Batch,
-    Loader,
-    normalize_images,
-)
+from tagstream.loader.batch import IMAGENET_MEAN, IMAGENET_STD, Batch, Loader, normalize_images
 from tagstream.loader.config import LoaderConfig
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.format import FormatError
@@ -27,5 +21,18 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Batch", "Dataset", "FormatError", "Loader", "LoaderConfig", "RankSampler",
-           "Vocab", "build_loader", "eligibility", "normalize_images", "__version__"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Batch",
+    "Dataset",
+    "FormatError",
+    "Loader",
+    "LoaderConfig",
+    "RankSampler",
+    "Vocab",
+    "build_loader",
+    "eligibility",
+    "normalize_images",
+    "__version__",
+]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 
-from tagstream.kernels.rng import GAMMA, MASK64 as _MASK
+from tagstream.kernels.rng import GAMMA
+from tagstream.kernels.rng import MASK64 as _MASK
 from tagstream.kernels.rng import splitmix64_int as _mix
 
 _GOLDEN = int(GAMMA)
@@ -94,7 +95,9 @@ def train_params(
     Give `partition`, or `rank` for a run of one partition per rank (the same key: partition = rank).
     """
     if (partition is None) == (rank is None):
-        raise ValueError(f"give one of partition={partition} and rank={rank} (the same key with one partition per rank)")
+        raise ValueError(
+            f"give one of partition={partition} and rank={rank} (the same key with one partition per rank)"
+        )
     rng = CounterRNG(seed, epoch, rank if partition is None else partition, position)
     window = random_resized_crop(width, height, rng, scale=scale, ratio=ratio)
     return window, bool(rng.next_u64() >> 63)

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tagstream.kernels.weights import (  # one definition, shared with the kernels
-    COMBINES,
-    SAMPLINGS,
-    sampling_power,
-)
+from tagstream.kernels.weights import COMBINES, SAMPLINGS, sampling_power  # one definition, shared with the kernels
 from tagstream.loader.sizes import check_size_schedule, size_at
 
 TARGETS = ("soft", "multihot", "sparse")
@@ -17,9 +13,20 @@ DEVICES = ("cpu", "gpu")
 CPU_DECODERS = ("auto", "turbo", "dali")
 SPLITS = ("train", "holdout", "all")
 
-def check_data_settings(*, prefix: str = "", sampling: str, combine: str, holdout_fraction: float, cpu_decoder: str,
-                        workers: int, threads: int, prefetch: int, samples_per_epoch: int | None,
-                        cache_limit: int = 0) -> None:
+
+def check_data_settings(
+    *,
+    prefix: str = "",
+    sampling: str,
+    combine: str,
+    holdout_fraction: float,
+    cpu_decoder: str,
+    workers: int,
+    threads: int,
+    prefetch: int,
+    samples_per_epoch: int | None,
+    cache_limit: int = 0,
+) -> None:
     """The checks a LoaderConfig and the trainer's DataConfig share, in one place; `prefix` names the keys as the
     user wrote them ("data." in a recipe)."""
     sampling_power(sampling)
@@ -36,7 +43,18 @@ def check_data_settings(*, prefix: str = "", sampling: str, combine: str, holdou
         raise ValueError(f"{prefix}cache_limit={cache_limit!r} must be a whole number of bytes >= 0 (0 = no limit)")
 
 
-__all__ = ["COMBINES", "CPU_DECODERS", "DEVICES", "MODES", "SAMPLINGS", "SPLITS", "TARGETS", "LoaderConfig", "check_data_settings", "sampling_power"]
+__all__ = [
+    "COMBINES",
+    "CPU_DECODERS",
+    "DEVICES",
+    "MODES",
+    "SAMPLINGS",
+    "SPLITS",
+    "TARGETS",
+    "LoaderConfig",
+    "check_data_settings",
+    "sampling_power",
+]
 
 
 @dataclass(frozen=True)
@@ -92,10 +110,17 @@ class LoaderConfig:
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {allowed}")
-        check_data_settings(sampling=self.sampling, combine=self.combine, holdout_fraction=self.holdout_fraction,
-                            cpu_decoder=self.cpu_decoder, workers=self.workers, threads=self.threads,
-                            prefetch=self.prefetch, samples_per_epoch=self.samples_per_epoch,
-                            cache_limit=self.cache_limit)  # fmt: skip
+        check_data_settings(
+            sampling=self.sampling,
+            combine=self.combine,
+            holdout_fraction=self.holdout_fraction,
+            cpu_decoder=self.cpu_decoder,
+            workers=self.workers,
+            threads=self.threads,
+            prefetch=self.prefetch,
+            samples_per_epoch=self.samples_per_epoch,
+            cache_limit=self.cache_limit,
+        )
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
         if self.partitions is not None and (not isinstance(self.partitions, int) or self.partitions < 1):
@@ -104,10 +129,14 @@ class LoaderConfig:
             raise ValueError(f"image_size={self.image_size} must be >= 8")
         if self.size_schedule:
             if self.mode != "train":
-                raise ValueError(f"size_schedule={self.size_schedule} applies to mode='train' only; eval uses image_size")
+                raise ValueError(
+                    f"size_schedule={self.size_schedule} applies to mode='train' only; eval uses image_size"
+                )
             object.__setattr__(self, "size_schedule", check_size_schedule(self.size_schedule, name="size_schedule"))
         if self.resize_size is not None and self.resize_size < self.image_size:
-            raise ValueError(f"resize_size={self.resize_size} must be >= image_size={self.image_size} (eval crops image_size from it)")
+            raise ValueError(
+                f"resize_size={self.resize_size} must be >= image_size={self.image_size} (eval crops image_size from it)"
+            )
         lo, hi = self.random_area
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"random_area={self.random_area} must satisfy 0 < lo <= hi <= 1")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.loader import format as fmt
 from tagstream.loader import storage
 from tagstream.loader.remote import Mirror
@@ -184,7 +185,9 @@ class Dataset:
             raise ValueError(f"{self.root}: no mask {name!r}; masks here: {self.mask_names() or 'none'}")
         mask = load_npy(path)
         if mask.shape != (self.num_images,) or mask.dtype != np.bool_:
-            raise fmt.FormatError(f"{path}: mask must be bool of shape ({self.num_images},), got {mask.dtype} {mask.shape}")
+            raise fmt.FormatError(
+                f"{path}: mask must be bool of shape ({self.num_images},), got {mask.dtype} {mask.shape}"
+            )
         return mask
 
 

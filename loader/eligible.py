@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.kernels.rng import holdout_mask
 from tagstream.loader import format as fmt
 from tagstream.loader.config import SPLITS
@@ -62,8 +63,12 @@ class Eligibility:
 
     def settings(self) -> dict:
         """What decides eligibility, for the cache key (mask order does not matter: they are intersected)."""
-        return {"masks": sorted(set(self.masks)), "holdout_fraction": float(self.holdout_fraction),
-                "split": self.split if self.holdout_fraction > 0 else "all", "holdout_seed": int(self.holdout_seed)}  # fmt: skip
+        return {
+            "masks": sorted(set(self.masks)),
+            "holdout_fraction": float(self.holdout_fraction),
+            "split": self.split if self.holdout_fraction > 0 else "all",
+            "holdout_seed": int(self.holdout_seed),
+        }
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,12 @@ def as_eligibility(eligible: RangeEligibility | NDArray[np.bool_] | None, num_im
 
 
 def eligibility(
-    dataset: Dataset, *, masks: tuple[str, ...] = (), holdout_fraction: float = 0.0, split: str = "all", holdout_seed: int = 0
+    dataset: Dataset,
+    *,
+    masks: tuple[str, ...] = (),
+    holdout_fraction: float = 0.0,
+    split: str = "all",
+    holdout_seed: int = 0,
 ) -> NDArray[np.bool_]:
     """True = may be drawn, for all N images (O(N): for tools and evaluation; samplers ask per range)."""
     rule = Eligibility(masks=tuple(masks), holdout_fraction=holdout_fraction, split=split, holdout_seed=holdout_seed)
@@ -103,7 +113,9 @@ def eligibility(
 EVAL_CHUNK = 1 << 24  # images whose eligibility is computed at once when a rank finds its eval share
 
 
-def eval_share_of(dataset: Dataset, rule: Eligibility, rank: int, world: int, *, chunk: int = EVAL_CHUNK) -> tuple[NDArray[np.int64], int]:
+def eval_share_of(
+    dataset: Dataset, rule: Eligibility, rank: int, world: int, *, chunk: int = EVAL_CHUNK
+) -> tuple[NDArray[np.int64], int]:
     """(rank r's contiguous share of the eligible images in dataset order, M the eligible count): the share is
     eligible[floor(r*M/world) : floor((r+1)*M/world)], found chunk by chunk, so memory is one chunk plus the
     share (an array over all N images was 9 bytes an image per rank: ~30 GB for `embed` over 3.5e9 images).

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.kernels.crops import ratio_args, stream_prefixes, train_windows_keyed
 from tagstream.loader import format as fmt
 from tagstream.loader import turbo
@@ -120,7 +121,11 @@ class BatchSource:
             widths, heights = self.sizes(indices)
             windows = self.windows(epoch, start, widths, heights)
             tensors, txns = self.store.image_buffers(indices, widths, heights, wrap=self._tensor)
-            rest = (windows[:, 0:2].astype(np.float32), windows[:, 2:4].astype(np.float32), windows[:, 4].astype(np.int32))
+            rest = (
+                windows[:, 0:2].astype(np.float32),
+                windows[:, 2:4].astype(np.float32),
+                windows[:, 4].astype(np.int32),
+            )
         else:
             real = indices >= 0
             widths, heights = self.sizes(indices[real])
@@ -128,7 +133,10 @@ class BatchSource:
             box[~real] = (0.0, 0.0, _PLACEHOLDER_SIDE, _PLACEHOLDER_SIDE)
             size, resize = self.image_size, self.resize_size
             if real.any():
-                box[real] = [turbo.centre_box(int(w), int(h), image_size=size, resize_size=resize) for w, h in zip(widths, heights)]
+                box[real] = [
+                    turbo.centre_box(int(w), int(h), image_size=size, resize_size=resize)
+                    for w, h in zip(widths, heights)
+                ]
             box32 = box.astype(np.float32)
             read, txns = self.store.image_buffers(indices[real], widths, heights, wrap=self._tensor)
             tensors = [self._placeholder] * n
@@ -141,12 +149,16 @@ class BatchSource:
         self._keep.append((outputs, tensors, txns))
         return outputs
 
-    def windows(self, epoch: int, start: int, widths: NDArray[np.int64], heights: NDArray[np.int64]) -> NDArray[np.int64]:
+    def windows(
+        self, epoch: int, start: int, widths: NDArray[np.int64], heights: NDArray[np.int64]
+    ) -> NDArray[np.int64]:
         """(x, y, w, h, flip) rows of plan positions start, start + 1, ... of `epoch` (images widths x heights),
         each keyed by (partition, position in the partition's plan) (loader/partitions.py stream_keys)."""
         partitions, positions = stream_keys(self.rank, self.serves, self.share, start, start + widths.shape[0])
         out = np.empty((widths.shape[0], 5), np.int64)
-        train_windows_keyed(widths, heights, positions, stream_prefixes(self.seed, epoch, partitions), self.scale, self.ratio, out)
+        train_windows_keyed(
+            widths, heights, positions, stream_prefixes(self.seed, epoch, partitions), self.scale, self.ratio, out
+        )
         return out
 
     def sizes(self, indices: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:

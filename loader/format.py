@@ -57,13 +57,7 @@ KEY_BYTES = 8
 SHARD_NAME_WIDTH = 5
 
 # per-shard index arrays: name -> dtype (explicit little-endian, see module docstring)
-INDEX_ARRAYS: dict[str, str] = {
-    "tag_offsets": "<i8",
-    "tag_ids": "<i4",
-    "width": "<i4",
-    "height": "<i4",
-    "phash": "<u8",
-}
+INDEX_ARRAYS: dict[str, str] = {"tag_offsets": "<i8", "tag_ids": "<i4", "width": "<i4", "height": "<i4", "phash": "<u8"}
 
 
 class FormatError(Exception):
@@ -165,7 +159,9 @@ def open_env(path: Path, *, write: bool = False) -> Any:
 
 
 _LMDB_MAGIC = 0xBEEFC0DE
-_LMDB_META = struct.Struct("<II16x I 92x Q Q")  # at byte 16 of a meta page: magic, version, page size, last page, txn id
+_LMDB_META = struct.Struct(
+    "<II16x I 92x Q Q"
+)  # at byte 16 of a meta page: magic, version, page size, last page, txn id
 
 
 def lmdb_file_problem(path: Path) -> str | None:
@@ -325,7 +321,9 @@ def _check_manifest_shards(path: Path, manifest: dict) -> None:
         seen.add(name)
         for key in ("images", "bytes"):
             if (key in entry or key == "images") and not _count(entry.get(key)):
-                raise FormatError(f"{path}: shard {name}: {key!r} must be a non-negative integer, got {entry.get(key)!r}")
+                raise FormatError(
+                    f"{path}: shard {name}: {key!r} must be a non-negative integer, got {entry.get(key)!r}"
+                )
         digest = entry.get("sha256")
         if "sha256" in entry and not (isinstance(digest, str) and re.fullmatch(r"([0-9a-f]{64})?", digest)):
             raise FormatError(f"{path}: shard {name}: 'sha256' must be 64 hex digits (or empty), got {digest!r}")

@@ -9,6 +9,7 @@ from typing import Any, Iterator
 
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.loader import format as fmt
 from tagstream.loader.batch import IMAGENET_MEAN, IMAGENET_STD, Batch
 from tagstream.loader.config import LoaderConfig
@@ -63,7 +64,9 @@ class DaliLoader:
             rule = Eligibility(masks=tuple(config.masks), holdout_fraction=config.holdout_fraction, split=config.split)
             share, eligible = eval_share_of(self.dataset, rule, self.rank, world)
             if eligible == 0:
-                raise ValueError(f"no image to evaluate: split={config.split!r}, masks={config.masks} leave none of {len(self.dataset)}")
+                raise ValueError(
+                    f"no image to evaluate: split={config.split!r}, masks={config.masks} leave none of {len(self.dataset)}"
+                )
             largest = math.ceil(eligible / world)
             self.batches = max(1, math.ceil(largest / b))
             self._plan = EvalPlan(share, self.batches * b)
@@ -74,8 +77,13 @@ class DaliLoader:
         self._pipe_size: int | None = None  # the image size the running pipeline produces
         self.source: PlanSource | BatchSource | None = None  # what feeds the running pipeline (None before the first)
         # a remote dataset: this rank's shards download in the background, first-read first (loader/prefetch.py)
-        self._fetch = start_prefetch(self.dataset, self._plan, length=self.batches * b, limit=config.cache_limit,
-                                     owned_ranges=self.sampler.owned_ranges() if self.train else None)  # fmt: skip
+        self._fetch = start_prefetch(
+            self.dataset,
+            self._plan,
+            length=self.batches * b,
+            limit=config.cache_limit,
+            owned_ranges=self.sampler.owned_ranges() if self.train else None,
+        )
 
     # -- the Loader protocol -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -90,10 +98,18 @@ class DaliLoader:
         """Where the sample stream stands: (epoch, step) of the global batch sequence, and the layout it
         is a function of (seed, partitions, global batch); rank, world and batch_size are this loader's."""
         c = self.config
-        return {"epoch": self.epoch, "step": self.step, "mode": c.mode, "seed": c.seed, "batch_size": c.batch_size,
-                "rank": self.rank, "world": self.world, "batches": self.batches,
-                "partitions": self.sampler.partitions if self.train else None,
-                "global_batch": c.batch_size * self.world}  # fmt: skip
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "mode": c.mode,
+            "seed": c.seed,
+            "batch_size": c.batch_size,
+            "rank": self.rank,
+            "world": self.world,
+            "batches": self.batches,
+            "partitions": self.sampler.partitions if self.train else None,
+            "global_batch": c.batch_size * self.world,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from state["epoch"], state["step"]; refuses a state from another seed, partition count or
@@ -173,7 +189,9 @@ class DaliLoader:
             return
         self.close()
         if self._fetch is not None:
-            self._fetch.follow(self._plan, epoch=self.epoch, position=self.step * c.batch_size, length=self.batches * c.batch_size)
+            self._fetch.follow(
+                self._plan, epoch=self.epoch, position=self.step * c.batch_size, length=self.batches * c.batch_size
+            )
         decodes = c.source_decodes
         common = dict(
             store=ShardStore(self.dataset.root, verify=self.config.verify_shards),
@@ -196,8 +214,12 @@ class DaliLoader:
         if decodes:  # CPU: worker processes decode the windows (loader/turbo.py)
             source = PlanSource(**common, decode_size=size, antialias=c.antialias)
         else:  # DALI decodes: whole batches handed over from this thread, no workers (loader/feed.py)
-            source = BatchSource(**common, batch_size=c.batch_size, prefetch=c.prefetch,
-                                 max_pixels=GPU_MAX_PIXELS if c.device == "gpu" else None)
+            source = BatchSource(
+                **common,
+                batch_size=c.batch_size,
+                prefetch=c.prefetch,
+                max_pixels=GPU_MAX_PIXELS if c.device == "gpu" else None,
+            )
         workers = c.workers if decodes else 0
         pipe = build_pipeline(
             source,
@@ -254,7 +276,11 @@ class DaliLoader:
         hi = min(self.batches * b, lo + (self.config.prefetch + 2) * b)
         in_flight = self._plan.plan(self.epoch, lo, hi)
         shards, _ = self.dataset.locate(in_flight[in_flight >= 0])
-        here = [k for k in sorted(set(shards.tolist())) if self.dataset.mirror is None or self.dataset.shard_path(k).exists()]
+        here = [
+            k
+            for k in sorted(set(shards.tolist()))
+            if self.dataset.mirror is None or self.dataset.shard_path(k).exists()
+        ]
         cut = check_shard_files(self.dataset, here)  # a shard truncated (or deleted) under a reader
         if cut is not None:
             return cut
@@ -273,6 +299,7 @@ class DaliLoader:
 
     def _targets(self, indices: NDArray[np.int64]) -> Any:
         import torch
+
         from tagstream.kernels import targets as tk
 
         offsets, labels = self.vocab.label_offsets, self.vocab.labels

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+
 from tagstream.loader import format as fmt
 
 
@@ -22,7 +23,9 @@ class NpyRange:
         try:
             with open(self.path, "rb") as f:
                 version = np.lib.format.read_magic(f)
-                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
                 shape, _, dtype = read_header(f)
                 self.offset = f.tell()
         except (OSError, ValueError) as exc:

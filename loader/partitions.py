@@ -63,10 +63,14 @@ def rank_positions(start: int, stop: int, serves: int, share: int) -> tuple[NDAr
 def check_serving(serves: int, share: int | None) -> None:
     """A source serving `serves` partitions needs their `share` of each step (one partition: none)."""
     if serves < 1 or (serves > 1 and (share is None or share < 1)):
-        raise ValueError(f"serves={serves} partitions must be >= 1, and a rank serving more than one needs share >= 1, got share={share}")
+        raise ValueError(
+            f"serves={serves} partitions must be >= 1, and a rank serving more than one needs share >= 1, got share={share}"
+        )
 
 
-def stream_keys(rank: int, serves: int, share: int | None, start: int, stop: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+def stream_keys(
+    rank: int, serves: int, share: int | None, start: int, stop: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Positions [start, stop) of the plan of a rank serving `serves` partitions -> (partition, position in the
     partition's plan) of each: the key of its augmentation (loader/augment.py, kernels/crops.py), the same
     whatever world size serves the sample. One partition per rank: (rank, position), the key of before."""

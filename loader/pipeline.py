@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.loader import format as fmt
 from tagstream.loader import turbo
 from tagstream.loader.augment import train_params
@@ -207,15 +208,28 @@ class PlanSource:
             return self.decode(index, image, (x, y, w, h), flip, antialias=self.antialias), np.array([index], np.int64)
         return np.frombuffer(image, np.uint8), np.array([index, x, y, w, h, flip], np.float64)
 
-    def train_window(self, width: int, height: int, epoch: int, position: int) -> tuple[tuple[int, int, int, int], bool]:
+    def train_window(
+        self, width: int, height: int, epoch: int, position: int
+    ) -> tuple[tuple[int, int, int, int], bool]:
         """The crop window and flip of position `position` of this rank's plan of `epoch` (an image width x height)."""
         partition, at = stream_key(self.rank, self.serves, self.share, position)
-        return train_params(width, height, seed=self.seed, epoch=epoch, partition=partition, position=at, scale=self.scale, ratio=self.ratio)
+        return train_params(
+            width,
+            height,
+            seed=self.seed,
+            epoch=epoch,
+            partition=partition,
+            position=at,
+            scale=self.scale,
+            ratio=self.ratio,
+        )
 
     def bad(self, index: int, exc: Exception) -> fmt.FormatError:
         return fmt.FormatError(f"{self.store.dataset.root}: {self.store.where(index)}: cannot decode: {exc}")
 
-    def decode(self, index: int, image: bytes, window: tuple[int, int, int, int], flip: bool, *, antialias: bool) -> np.ndarray:
+    def decode(
+        self, index: int, image: bytes, window: tuple[int, int, int, int], flip: bool, *, antialias: bool
+    ) -> np.ndarray:
         try:
             return turbo.crop_resize(image, window, self.decode_size, mirror=flip, antialias=antialias)
         except ValueError as exc:
@@ -244,7 +258,12 @@ def source_node(source: PlanSource | BatchSource, *, workers: int, prefetch: int
     if source.batched:
         feed = {"batch": True, "batch_info": True, "no_copy": True}
     elif workers > 0:
-        feed = {"batch": False, "parallel": True, "bytes_per_sample_hint": bytes_per_sample, "prefetch_queue_depth": prefetch}
+        feed = {
+            "batch": False,
+            "parallel": True,
+            "bytes_per_sample_hint": bytes_per_sample,
+            "prefetch_queue_depth": prefetch,
+        }
     else:
         feed = {"batch": False}
     if source.batched:  # the decoder's inputs ready-made, one array per batch each (see BatchSource)
@@ -265,7 +284,13 @@ def train_inputs(source: PlanSource | BatchSource, outs: Any) -> tuple[Any, Any,
         return tuple(outs)
     jpegs, params = outs
     window = fn.cast(params[1:6], dtype=types.FLOAT)
-    return jpegs, fn.cast(params[0:1], dtype=types.INT64), window[0:2], window[2:4], fn.cast(window[4], dtype=types.INT32)
+    return (
+        jpegs,
+        fn.cast(params[0:1], dtype=types.INT64),
+        window[0:2],
+        window[2:4],
+        fn.cast(window[4], dtype=types.INT32),
+    )
 
 
 def eval_inputs(source: PlanSource | BatchSource, outs: Any) -> tuple[Any, Any, Any, Any]:
@@ -335,11 +360,19 @@ def build_pipeline(
         elif source.train:
             jpegs, index, anchor, shape, flip = train_inputs(source, outs)
             images = fn.decoders.image_slice(
-                jpegs, anchor, shape, device=decoder, output_type=types.RGB, normalized_anchor=False, normalized_shape=False,
+                jpegs,
+                anchor,
+                shape,
+                device=decoder,
+                output_type=types.RGB,
+                normalized_anchor=False,
+                normalized_shape=False,
                 **nvjpeg,
             )
             if gpu:
-                images = fn.resize(images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=antialias)
+                images = fn.resize(
+                    images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=antialias
+                )
                 images = fn.crop_mirror_normalize(
                     images, mirror=flip, mean=list(mean), std=list(std), dtype=types.FLOAT, output_layout="CHW"
                 )
@@ -347,19 +380,32 @@ def build_pipeline(
                 # the flip rides on the resize (a reversed ROI) instead of costing another pass over the image
                 f = fn.cast(flip, dtype=types.FLOAT)
                 images = fn.resize(
-                    images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=antialias,
-                    roi_start=fn.stack(0.0 * f, f), roi_end=fn.stack(1.0 + 0.0 * f, 1.0 - f), roi_relative=True,
+                    images,
+                    size=[image_size, image_size],
+                    interp_type=types.INTERP_LINEAR,
+                    antialias=antialias,
+                    roi_start=fn.stack(0.0 * f, f),
+                    roi_end=fn.stack(1.0 + 0.0 * f, 1.0 - f),
+                    roi_relative=True,
                     minibatch_size=minibatch,
                 )
         else:  # eval: the centre box of the source (turbo.centre_box), resized with its neighbours
             jpegs, index, roi_start, roi_end = eval_inputs(source, outs)
             images = fn.decoders.image(jpegs, device=decoder, output_type=types.RGB, **nvjpeg)
             images = fn.resize(
-                images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=True, minibatch_size=minibatch,
-                roi_start=roi_start, roi_end=roi_end, roi_relative=False,
+                images,
+                size=[image_size, image_size],
+                interp_type=types.INTERP_LINEAR,
+                antialias=True,
+                minibatch_size=minibatch,
+                roi_start=roi_start,
+                roi_end=roi_end,
+                roi_relative=False,
             )
             if gpu:
-                images = fn.crop_mirror_normalize(images, mean=list(mean), std=list(std), dtype=types.FLOAT, output_layout="CHW")
+                images = fn.crop_mirror_normalize(
+                    images, mean=list(mean), std=list(std), dtype=types.FLOAT, output_layout="CHW"
+                )
         return images, index
 
     return graph()

@@ -45,8 +45,9 @@ def first_use_order(shard_starts: NDArray[np.int64], plan: NDArray[np.int64], sh
     return head + rest
 
 
-def start_prefetch(dataset: Any, plan: Any, *, length: int, owned_ranges: NDArray[np.int64] | None = None,
-                   limit: int = 0) -> ShardPrefetcher | None:
+def start_prefetch(
+    dataset: Any, plan: Any, *, length: int, owned_ranges: NDArray[np.int64] | None = None, limit: int = 0
+) -> ShardPrefetcher | None:
     """For a remote dataset (None otherwise): mark the shards this rank reads as in use, make room for them
     in the cache (refusing a limit they cannot fit), and start downloading them, first-read first.
 
@@ -88,7 +89,9 @@ class ShardPrefetcher:
         self.started = time.monotonic()
         self.finished: float | None = None
         self._active = 0
-        self._threads = [threading.Thread(target=self._work, name=f"shard-prefetch-{i}", daemon=True) for i in range(threads)]
+        self._threads = [
+            threading.Thread(target=self._work, name=f"shard-prefetch-{i}", daemon=True) for i in range(threads)
+        ]
         if start:
             self.begin()
 
@@ -156,5 +159,9 @@ class ShardPrefetcher:
     def stats(self) -> dict[str, float]:
         with self._lock:
             end = self.finished or time.monotonic()
-            return {"shards_downloaded": len(self.downloaded), "bytes_downloaded": self.bytes,
-                    "seconds": round(end - self.started, 3), "done": float(self.finished is not None)}  # fmt: skip
+            return {
+                "shards_downloaded": len(self.downloaded),
+                "bytes_downloaded": self.bytes,
+                "seconds": round(end - self.started, 3),
+                "done": float(self.finished is not None),
+            }

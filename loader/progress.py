@@ -9,8 +9,17 @@ import time
 from typing import Any, TextIO
 
 
-def progress_bar(*, total: int | None = None, initial: int = 0, desc: str = "", unit: str = "it", disable: bool = False,
-                 interval: float = 30.0, file: TextIO | None = None, **tqdm_options: Any) -> Any:
+def progress_bar(
+    *,
+    total: int | None = None,
+    initial: int = 0,
+    desc: str = "",
+    unit: str = "it",
+    disable: bool = False,
+    interval: float = 30.0,
+    file: TextIO | None = None,
+    **tqdm_options: Any,
+) -> Any:
     """tqdm(total=..., initial=..., desc=..., unit=..., disable=..., **tqdm_options) on a terminal, else a
     LogProgress with the same update/set_postfix/close calls."""
     stream = sys.stderr if file is None else file

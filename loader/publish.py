@@ -86,11 +86,15 @@ def files_to_push(root: Path) -> list[str]:
     rels += [name for name in (fmt.TAGS, fmt.REJECTS) if (root / name).is_file()]
     missing = [rel for rel in rels if not (root / rel).is_file()]
     if missing:
-        raise fmt.FormatError(f"{root}: {len(missing)} file(s) named by the manifest are missing, e.g. {missing[0]}; run `tagstream verify`")
+        raise fmt.FormatError(
+            f"{root}: {len(missing)} file(s) named by the manifest are missing, e.g. {missing[0]}; run `tagstream verify`"
+        )
     return rels
 
 
-def push(root: str | Path, url: str, *, retry: storage.Retry = storage.DEFAULT_RETRY, threads: int = THREADS) -> PushReport:
+def push(
+    root: str | Path, url: str, *, retry: storage.Retry = storage.DEFAULT_RETRY, threads: int = THREADS
+) -> PushReport:
     """Upload the dataset at root to url (see the module docstring for the order); returns what was sent."""
     root = Path(root)
     if not storage.is_url(url):
@@ -131,5 +135,12 @@ def push(root: str | Path, url: str, *, retry: storage.Retry = storage.DEFAULT_R
     storage.put(root / fmt.MANIFEST, storage.join(url, fmt.MANIFEST), retry)
     total = sum(sizes.values()) + (root / fmt.MANIFEST).stat().st_size
     skipped = set(rels) - set(fresh)
-    return PushReport(url=storage.redact(url), files=len(rels) + 1, bytes=total, removed=len(stale),
-                      seconds=round(time.monotonic() - t0, 3), skipped=len(skipped), skipped_bytes=sum(sizes[r] for r in skipped))
+    return PushReport(
+        url=storage.redact(url),
+        files=len(rels) + 1,
+        bytes=total,
+        removed=len(stale),
+        seconds=round(time.monotonic() - t0, 3),
+        skipped=len(skipped),
+        skipped_bytes=sum(sizes[r] for r in skipped),
+    )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.kernels.counts import class_counts
 from tagstream.kernels.weights import COMBINES, sample_weights
 from tagstream.loader import format as fmt
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
 class RangeWeights:
     """Weights (and labels, eligibility, class counts) of image ranges under one sampling rule."""
 
-    def __init__(self, dataset: Dataset, vocab: Vocab, *, power: float | None, combine: str, eligible: RangeEligibility):
+    def __init__(
+        self, dataset: Dataset, vocab: Vocab, *, power: float | None, combine: str, eligible: RangeEligibility
+    ):
         if combine not in COMBINES:
             raise ValueError(f"combine={combine!r} is not one of {COMBINES}")
         self.dataset, self.vocab = dataset, vocab
@@ -35,7 +38,9 @@ class RangeWeights:
         self.offsets = NpyRange(vocab.dir / LABEL_OFFSETS)
         self.labels = NpyRange(vocab.dir / LABELS)
         if self.offsets.size != dataset.num_images + 1:
-            raise fmt.FormatError(f"{vocab.dir}: labels cover {self.offsets.size - 1} images, dataset has {dataset.num_images}")
+            raise fmt.FormatError(
+                f"{vocab.dir}: labels cover {self.offsets.size - 1} images, dataset has {dataset.num_images}"
+            )
 
     def labels_of(self, lo: int, hi: int) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
         """(offsets rebased to 0, labels) of images [lo, hi): a CSR of hi - lo images."""
@@ -54,4 +59,6 @@ class RangeWeights:
         """float64[hi - lo]: the sampling weight of each image of [lo, hi) given the class counts."""
         off, labels = self.labels_of(lo, hi)
         out = np.empty(hi - lo, dtype=np.float64)
-        return sample_weights(off, labels, counts, self.power, self.combine, self.eligible.of(self.dataset, lo, hi), out)
+        return sample_weights(
+            off, labels, counts, self.power, self.combine, self.eligible.of(self.dataset, lo, hi), out
+        )

@@ -70,8 +70,14 @@ def first_size_mismatch(buffers: list, widths: NDArray[np.int64], heights: NDArr
     return -1
 
 
-def images(gets: list[Callable[[bytes], Any]], slots: NDArray[np.int64], local: NDArray[np.int64],
-           widths: NDArray[np.int64], heights: NDArray[np.int64], wrap: Callable[[memoryview], Any] | None) -> tuple[list | None, int, int]:
+def images(
+    gets: list[Callable[[bytes], Any]],
+    slots: NDArray[np.int64],
+    local: NDArray[np.int64],
+    widths: NDArray[np.int64],
+    heights: NDArray[np.int64],
+    wrap: Callable[[memoryview], Any] | None,
+) -> tuple[list | None, int, int]:
     """(items, -1, 0): sample i is key local[i] read with gets[slots[i]], its image as a view (of the
     value get returned: LMDB's map when the transaction has buffers=True), wrapped by `wrap` unless None;
     or (None, k, why) for the first sample k that is not as expected (why: NO_KEY, OTHER_LAYOUT, NOT_JPEG,

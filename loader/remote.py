@@ -40,7 +40,9 @@ SOURCE = ".source.json"
 VERIFIED = "verified.json"
 LOCKS = ".locks"
 LISTED_DIRS = (fmt.VOCAB_DIR, fmt.MASKS_DIR)  # listed at open (names are not in the manifest); the rest is named by it
-LOCAL_ONLY = re.compile(r"(^|/)(sampling/|[^/]*\.lock$)")  # per-machine caches and locks of a pushed dataset: not fetched
+LOCAL_ONLY = re.compile(
+    r"(^|/)(sampling/|[^/]*\.lock$)"
+)  # per-machine caches and locks of a pushed dataset: not fetched
 
 
 def default_cache_dir() -> Path:
@@ -102,7 +104,9 @@ class Mirror:
 
     # ---- opening ----
     @classmethod
-    def open(cls, url: str, cache_dir: str | Path | None = None, retry: storage.Retry = storage.DEFAULT_RETRY) -> Mirror:
+    def open(
+        cls, url: str, cache_dir: str | Path | None = None, retry: storage.Retry = storage.DEFAULT_RETRY
+    ) -> Mirror:
         """Fetch the manifest and the listing of vocab/ and masks/, refresh the mirror; O(shards + listed files)."""
         url = url.rstrip("/")
         root = mirror_dir(url, cache_dir)
@@ -149,7 +153,9 @@ class Mirror:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            raise fmt.FormatError(f"{root / SOURCE}: unreadable mirror state ({exc}); delete {root} to start over") from None
+            raise fmt.FormatError(
+                f"{root / SOURCE}: unreadable mirror state ({exc}); delete {root} to start over"
+            ) from None
         if not isinstance(state, dict) or not isinstance(state.get("url"), str):
             raise fmt.FormatError(f"{root / SOURCE}: not a mirror state; delete {root} to start over")
         return state
@@ -185,10 +191,14 @@ class Mirror:
         return self.root / rel_dir
 
     def vocab_names(self) -> list[str]:
-        return sorted({rel.split("/")[1] for rel in self.files if re.fullmatch(rf"{fmt.VOCAB_DIR}/[^/]+/vocab\.json", rel)})
+        return sorted(
+            {rel.split("/")[1] for rel in self.files if re.fullmatch(rf"{fmt.VOCAB_DIR}/[^/]+/vocab\.json", rel)}
+        )
 
     def mask_names(self) -> list[str]:
-        return sorted(rel.split("/")[1][: -len(".npy")] for rel in self.files if re.fullmatch(rf"{fmt.MASKS_DIR}/[^/]+\.npy", rel))
+        return sorted(
+            rel.split("/")[1][: -len(".npy")] for rel in self.files if re.fullmatch(rf"{fmt.MASKS_DIR}/[^/]+\.npy", rel)
+        )
 
     # ---- shards ----
     def shard_url(self, entry: dict) -> str:
@@ -225,11 +235,18 @@ class Mirror:
                 stale.unlink(missing_ok=True)
             t0 = time.monotonic()
             size = storage.get(
-                self.shard_url(entry), d / "data.mdb", expected_size=entry.get("bytes"),
-                sha256=entry.get("sha256") or None, retry=self.retry,
-            )  # fmt: skip
-            record = {"sha256": entry.get("sha256", ""), "bytes": size, "seconds": round(time.monotonic() - t0, 3),
-                      "by": {"rank": os.environ.get("RANK"), "host": os.uname().nodename, "pid": os.getpid()}}
+                self.shard_url(entry),
+                d / "data.mdb",
+                expected_size=entry.get("bytes"),
+                sha256=entry.get("sha256") or None,
+                retry=self.retry,
+            )
+            record = {
+                "sha256": entry.get("sha256", ""),
+                "bytes": size,
+                "seconds": round(time.monotonic() - t0, 3),
+                "by": {"rank": os.environ.get("RANK"), "host": os.uname().nodename, "pid": os.getpid()},
+            }
             fmt.write_json_atomic(d / VERIFIED, record)
         return True
 
@@ -286,6 +303,7 @@ class Mirror:
         total = sum(cached.values()) + missing
         evicted: list[str] = []
         if limit and total > limit:
+
             def age(name: str) -> float:
                 return (fmt.shard_path(self.root, name) / VERIFIED).stat().st_mtime
 
@@ -308,5 +326,7 @@ class Mirror:
                 )
         free = shutil.disk_usage(self.root).free
         if missing > free:
-            raise ValueError(f"{self.root}: {missing} bytes of shards to download but only {free} bytes free on its disk")
+            raise ValueError(
+                f"{self.root}: {missing} bytes of shards to download but only {free} bytes free on its disk"
+            )
         return evicted

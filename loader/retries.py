@@ -30,7 +30,9 @@ class Retry:
         if self.attempts < 1:
             raise ValueError(f"attempts={self.attempts} must be >= 1")
         if self.backoff_s < 0 or self.max_backoff_s < self.backoff_s:
-            raise ValueError(f"backoff_s={self.backoff_s}, max_backoff_s={self.max_backoff_s}: need 0 <= backoff_s <= max_backoff_s")
+            raise ValueError(
+                f"backoff_s={self.backoff_s}, max_backoff_s={self.max_backoff_s}: need 0 <= backoff_s <= max_backoff_s"
+            )
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s={self.timeout_s} must be > 0")
 
@@ -91,11 +93,24 @@ def _status(exc: BaseException) -> int | None:
 
 _TRANSIENT_NAMES = {
     # aiohttp, botocore, google-auth/gcsfs and fsspec names for a network fault or a damaged body
-    "ClientPayloadError", "ServerDisconnectedError", "ClientConnectionError", "ClientOSError",
-    "ServerTimeoutError", "ContentLengthError", "EndpointConnectionError", "ConnectionClosedError",
-    "ReadTimeoutError", "ConnectTimeoutError", "IncompleteReadError", "ResponseStreamingError",
-    "FlexibleChecksumError", "HTTPClientError", "ProxyConnectionError", "FSTimeoutError",
-    "TransportError", "RetryError",
+    "ClientPayloadError",
+    "ServerDisconnectedError",
+    "ClientConnectionError",
+    "ClientOSError",
+    "ServerTimeoutError",
+    "ContentLengthError",
+    "EndpointConnectionError",
+    "ConnectionClosedError",
+    "ReadTimeoutError",
+    "ConnectTimeoutError",
+    "IncompleteReadError",
+    "ResponseStreamingError",
+    "FlexibleChecksumError",
+    "HTTPClientError",
+    "ProxyConnectionError",
+    "FSTimeoutError",
+    "TransportError",
+    "RetryError",
 }
 
 
@@ -144,6 +159,8 @@ def retrying(what: str, call: Callable[[], T], retry: Retry = DEFAULT_RETRY) -> 
             if attempt == retry.attempts:
                 raise StorageError(f"{redact(what)}: {describe(exc)} (gave up after {attempt} attempts)") from exc
             wait = retry.wait_s(attempt)
-            log.warning("%s: %s; attempt %d/%d, retrying in %.2f s", redact(what), describe(exc), attempt, retry.attempts, wait)
+            log.warning(
+                "%s: %s; attempt %d/%d, retrying in %.2f s", redact(what), describe(exc), attempt, retry.attempts, wait
+            )
             time.sleep(wait)
     raise AssertionError("unreachable")

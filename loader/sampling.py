@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.kernels.assign import Packing, pack_shard_sums, rank_loads
 from tagstream.kernels.counts import class_weight_sums
 from tagstream.kernels.plan import RankTable, plan_length, plan_slice, table_from_pool
@@ -67,7 +68,9 @@ class RankSampler:
             check_layout(self.partitions, world, 1)  # raises, naming the world sizes that work
         serves = self.partitions // world
         if serves > 1 and (share is None or share < 1):
-            raise ValueError(f"a rank serving {serves} partitions needs share >= 1 (samples per partition per step), got {share}")
+            raise ValueError(
+                f"a rank serving {serves} partitions needs share >= 1 (samples per partition per step), got {share}"
+            )
         self.dataset, self.vocab = dataset, vocab
         self.sampling, self.combine, self.seed, self.rank, self.world = sampling, combine, seed, rank, world
         self.replacement, self.share = replacement, share if serves > 1 else None
@@ -79,7 +82,9 @@ class RankSampler:
         self.counts: NDArray[np.int64] = summary.counts
         self.num_drawable = summary.num_drawable
         if packing is None:
-            raise ValueError("no image can be drawn: every image is masked out, held out, or has no class in the vocabulary")
+            raise ValueError(
+                "no image can be drawn: every image is masked out, held out, or has no class in the vocabulary"
+            )
         self.samples_per_epoch = self.num_drawable if samples_per_epoch is None else int(samples_per_epoch)
         self.len_per_partition = plan_length(self.samples_per_epoch, self.partitions)
         self.block_starts: NDArray[np.int64] = packing.block_starts
@@ -96,7 +101,9 @@ class RankSampler:
                 f"{self.num_drawable} drawable images are too few for this many partitions"
             )
         self.served = served(rank, world, self.partitions)
-        self.owned_blocks: NDArray[np.int64] = np.flatnonzero(np.isin(self.owner, np.array(self.served))).astype(np.int64)
+        self.owned_blocks: NDArray[np.int64] = np.flatnonzero(np.isin(self.owner, np.array(self.served))).astype(
+            np.int64
+        )
         t = time.perf_counter()
         self.tables: list[RankTable] = [self._table(p) for p in self.served]
         self.timings["tables"] = time.perf_counter() - t
@@ -107,17 +114,33 @@ class RankSampler:
 
     @classmethod
     def from_config(
-        cls, config: LoaderConfig, dataset: Dataset, vocab: Vocab, *, rank: int = 0, world: int = 1, replacement: bool = True
+        cls,
+        config: LoaderConfig,
+        dataset: Dataset,
+        vocab: Vocab,
+        *,
+        rank: int = 0,
+        world: int = 1,
+        replacement: bool = True,
     ) -> RankSampler:
         """The sampler a LoaderConfig describes (masks, holdout split, sampling, combine, seed, samples, partitions)."""
         partitions = config.partitions or world
         share = check_layout(partitions, world, config.batch_size)
         rule = Eligibility(masks=config.masks, holdout_fraction=config.holdout_fraction, split=config.split)
         return cls(
-            dataset, vocab, sampling=config.sampling, combine=config.combine, eligible=rule, seed=config.seed,
-            rank=rank, world=world, partitions=partitions, share=share, samples_per_epoch=config.samples_per_epoch,
+            dataset,
+            vocab,
+            sampling=config.sampling,
+            combine=config.combine,
+            eligible=rule,
+            seed=config.seed,
+            rank=rank,
+            world=world,
+            partitions=partitions,
+            share=share,
+            samples_per_epoch=config.samples_per_epoch,
             replacement=replacement,
-        )  # fmt: skip
+        )
 
     def __len__(self) -> int:
         return self.len_per_rank
@@ -180,12 +203,24 @@ class RankSampler:
         return table_from_pool(pool, np.concatenate(weights), replacement=self.replacement)
 
     def _partition_plan(self, slot: int, epoch: int, start: int, stop: int) -> NDArray[np.int64]:
-        return plan_slice(self.tables[slot], seed=self.seed, epoch=epoch, rank=self.served[slot],
-                          length=self.len_per_partition, start=start, stop=stop)  # fmt: skip
+        return plan_slice(
+            self.tables[slot],
+            seed=self.seed,
+            epoch=epoch,
+            rank=self.served[slot],
+            length=self.len_per_partition,
+            start=start,
+            stop=stop,
+        )
 
 
 def sampling_source(
-    dataset: Dataset, vocab: Vocab, *, sampling: str, combine: str, eligible: RangeEligibility | NDArray[np.bool_] | None
+    dataset: Dataset,
+    vocab: Vocab,
+    *,
+    sampling: str,
+    combine: str,
+    eligible: RangeEligibility | NDArray[np.bool_] | None,
 ) -> RangeWeights:
     """The weights of any image range under this rule (masks checked here, once)."""
     if combine not in COMBINES:
@@ -205,7 +240,11 @@ def cache_entry(source: RangeWeights, sampling: str) -> SamplingCache | None:
 
 
 def load_layout(
-    source: RangeWeights, entry: SamplingCache | None, partitions: int | None, timings: dict[str, float], hits: dict[str, bool]
+    source: RangeWeights,
+    entry: SamplingCache | None,
+    partitions: int | None,
+    timings: dict[str, float],
+    hits: dict[str, bool],
 ) -> tuple[SamplingSummary, Packing | None]:
     """The summary, and the packing onto `partitions` (None when nothing can be drawn or partitions is None):
     each read from the cache or computed and saved under the entry's lock (one process computes, the others read).
@@ -227,23 +266,33 @@ def load_layout(
         return value
 
     summary: SamplingSummary = cached(
-        "summary", lambda: entry.load_summary(), lambda: compute_summary(source, ds.shard_starts, source.vocab.num_classes),
+        "summary",
+        lambda: entry.load_summary(),
+        lambda: compute_summary(source, ds.shard_starts, source.vocab.num_classes),
         lambda v: entry.save_summary(v),
-    )  # fmt: skip
+    )
     if partitions is None or summary.num_drawable == 0:
         return summary, None
     packing = cached(
-        "packing", lambda: entry.load_packing(partitions),
-        lambda: pack_shard_sums(ds.shard_starts, summary.shard_sums, partitions, lambda lo, hi: source.weights(lo, hi, summary.counts)),
+        "packing",
+        lambda: entry.load_packing(partitions),
+        lambda: pack_shard_sums(
+            ds.shard_starts, summary.shard_sums, partitions, lambda lo, hi: source.weights(lo, hi, summary.counts)
+        ),
         lambda v: entry.save_packing(partitions, v),
-    )  # fmt: skip
+    )
     return summary, packing
 
 
 def prepare_sampling(
-    dataset: Dataset, vocab: Vocab, *, sampling: str = "sqrt", combine: str = "sum", eligible: Eligibility | None = None,
+    dataset: Dataset,
+    vocab: Vocab,
+    *,
+    sampling: str = "sqrt",
+    combine: str = "sum",
+    eligible: Eligibility | None = None,
     partitions: int | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Fill the cache before a run: the summary (one O(N) pass) and, with partitions, the packing, so the ranks
     of a large run only read them. Returns {"timings": seconds per step, "cache_hits": ...}."""
     source = sampling_source(dataset, vocab, sampling=sampling, combine=combine, eligible=eligible)

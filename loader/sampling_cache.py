@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
 from tagstream.kernels.assign import Packing
 from tagstream.loader import format as fmt
 from tagstream.loader.summary import SamplingSummary
@@ -105,8 +106,17 @@ class SamplingCache:
         return Packing(starts, owner, float(meta["imbalance"]), float(meta["imbalance_whole_shards"]), weights)
 
     def save_packing(self, partitions: int, packing: Packing) -> None:
-        meta = {"summary": self.key, "imbalance": packing.imbalance, "imbalance_whole_shards": packing.imbalance_whole_shards}
-        self._write(f"packing-{partitions}.", {n: getattr(packing, n) for n in _PACKING_ARRAYS}, f"packing-{partitions}.json", meta)
+        meta = {
+            "summary": self.key,
+            "imbalance": packing.imbalance,
+            "imbalance_whole_shards": packing.imbalance_whole_shards,
+        }
+        self._write(
+            f"packing-{partitions}.",
+            {n: getattr(packing, n) for n in _PACKING_ARRAYS},
+            f"packing-{partitions}.json",
+            meta,
+        )
 
     # -- files -------------------------------------------------------------------------------------
     def _read_json(self, name: str) -> dict | None:

@@ -17,7 +17,9 @@ def check_size_schedule(schedule: SizeSchedule, *, name: str = "size schedule") 
     try:
         pairs = tuple((int(e), int(s)) for e, s in schedule)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}={schedule!r} must be (first epoch, size) pairs, e.g. ((0, 160), (2, 192), (4, 224))") from None
+        raise ValueError(
+            f"{name}={schedule!r} must be (first epoch, size) pairs, e.g. ((0, 160), (2, 192), (4, 224))"
+        ) from None
     if not pairs:
         raise ValueError(f"{name} is empty; give at least one SIZE@EPOCH entry starting at epoch 0")
     if pairs[0][0] != 0:
@@ -32,7 +34,7 @@ def check_size_schedule(schedule: SizeSchedule, *, name: str = "size schedule") 
 
 
 def parse_size_schedule(text: str, *, name: str = "image_size") -> SizeSchedule:
-    """"160@0,192@2,224@4" -> ((0, 160), (2, 192), (4, 224)); a bare "224" -> ((0, 224),)."""
+    """ "160@0,192@2,224@4" -> ((0, 160), (2, 192), (4, 224)); a bare "224" -> ((0, 224),)."""
     pairs = []
     for item in (p.strip() for p in str(text).split(",")):
         size, _, epoch = item.partition("@")

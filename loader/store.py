@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.loader import format as fmt
 from tagstream.loader import records
 from tagstream.loader.dataset import Dataset
@@ -63,7 +64,9 @@ def check_shard_file(dataset: Dataset, shard: int) -> None:
         raise fmt.FormatError(f"{path}: cannot read shard {name} ({exc})") from None
     expected = dataset.shards[shard].get("bytes")
     if expected is None:
-        raise fmt.FormatError(f"{dataset.root}: the manifest gives no byte size of shard {name}; it cannot be opened safely")
+        raise fmt.FormatError(
+            f"{dataset.root}: the manifest gives no byte size of shard {name}; it cannot be opened safely"
+        )
     if size != expected:
         raise fmt.FormatError(
             f"{path}: shard {name} has {size} bytes, the manifest says {expected} (truncated or replaced); "
@@ -110,8 +113,10 @@ def verify_shard_content(dataset: Dataset, shard: int) -> None:
                 return
         digest = fmt.file_sha256(path)
         if digest != expected:
-            raise fmt.FormatError(f"{path}: shard {name} does not match the manifest's sha256 (its content changed "
-                                  "since conversion: damaged); run `tagstream verify` on the dataset")
+            raise fmt.FormatError(
+                f"{path}: shard {name} does not match the manifest's sha256 (its content changed "
+                "since conversion: damaged); run `tagstream verify` on the dataset"
+            )
         try:
             fmt.write_text_atomic(stamp, json.dumps(want))
         except OSError:
@@ -215,7 +220,9 @@ class ShardStore:
             with env.begin(buffers=False) as txn:
                 value = txn.get(fmt.encode_key(local))
         except Exception as exc:  # lmdb.Error subclasses on damaged pages (PageNotFoundError, CorruptedError, ...)
-            raise fmt.FormatError(f"{self.dataset.root}: {self.where(index)}: LMDB read failed ({type(exc).__name__}: {exc})") from None
+            raise fmt.FormatError(
+                f"{self.dataset.root}: {self.where(index)}: LMDB read failed ({type(exc).__name__}: {exc})"
+            ) from None
         if value is None:
             raise fmt.FormatError(
                 f"{self.dataset.root}: shard {self.dataset.shard_names[shard]} has no key {local} (image {index})"
@@ -237,8 +244,13 @@ class ShardStore:
             raise fmt.FormatError(f"{self.dataset.root}: {self.where(index)}: empty image bytes")
         return image
 
-    def image_buffers(self, indices: NDArray[np.int64], widths: NDArray[np.int64] | None = None,
-                      heights: NDArray[np.int64] | None = None, wrap: Callable[[memoryview], Any] | None = None) -> tuple[list, list[Any]]:
+    def image_buffers(
+        self,
+        indices: NDArray[np.int64],
+        widths: NDArray[np.int64] | None = None,
+        heights: NDArray[np.int64] | None = None,
+        wrap: Callable[[memoryview], Any] | None = None,
+    ) -> tuple[list, list[Any]]:
         """The JPEG bytes of a batch of images as views of LMDB's memory map (nothing copied), each passed
         through `wrap` if given (the batch source wraps them for DALI), and the read transactions (one per
         shard) that keep them valid: hold the second item as long as the views are in use. Each JPEG's frame
@@ -266,9 +278,13 @@ class ShardStore:
             try:
                 value = txns[slot].get(fmt.encode_key(int(local[i])))
             except Exception as exc:  # lmdb.Error subclasses on damaged pages
-                raise fmt.FormatError(f"{self.dataset.root}: {self.where(int(indices[i]))}: LMDB read failed ({type(exc).__name__}: {exc})") from None
+                raise fmt.FormatError(
+                    f"{self.dataset.root}: {self.where(int(indices[i]))}: LMDB read failed ({type(exc).__name__}: {exc})"
+                ) from None
             if value is None:
-                raise fmt.FormatError(f"{self.dataset.root}: shard {self.dataset.shard_names[shards[i]]} has no key {local[i]} (image {indices[i]})")
+                raise fmt.FormatError(
+                    f"{self.dataset.root}: shard {self.dataset.shard_names[shards[i]]} has no key {local[i]} (image {indices[i]})"
+                )
             span = fmt.image_span(value)
             image = memoryview(self.read_image(int(indices[i]))) if span is None else value[span[0] : span[0] + span[1]]
             if len(image) < 2 or image[0] != 0xFF or image[1] != 0xD8:
@@ -278,11 +294,15 @@ class ShardStore:
         k = records.first_size_mismatch(buffers, widths, heights)
         if k >= 0:
             try:
-                what = "its JPEG header says {} x {}, the index {} x {}".format(*records.frame_size(buffers[k]), widths[k], heights[k])
+                what = "its JPEG header says {} x {}, the index {} x {}".format(
+                    *records.frame_size(buffers[k]), widths[k], heights[k]
+                )
             except ValueError:
                 what = "no JPEG frame header before the first scan"
-            raise fmt.FormatError(f"{self.dataset.root}: {self.where(int(indices[k]))}: cannot decode: {what}; "
-                                  "run `tagstream verify --deep` on the dataset")
+            raise fmt.FormatError(
+                f"{self.dataset.root}: {self.where(int(indices[k]))}: cannot decode: {what}; "
+                "run `tagstream verify --deep` on the dataset"
+            )
         return buffers if wrap is None else [wrap(b) for b in buffers]
 
     def close(self) -> None:

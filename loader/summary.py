@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.kernels.assign import block_weights
 from tagstream.loader.range_weights import RangeWeights
 
@@ -42,7 +43,9 @@ def shard_chunks(shard_starts: NDArray[np.int64], chunk: int = CHUNK_IMAGES) -> 
     return runs
 
 
-def compute_summary(source: RangeWeights, shard_starts: NDArray[np.int64], num_classes: int, *, chunk: int = CHUNK_IMAGES) -> SamplingSummary:
+def compute_summary(
+    source: RangeWeights, shard_starts: NDArray[np.int64], num_classes: int, *, chunk: int = CHUNK_IMAGES
+) -> SamplingSummary:
     """Counts, then weights chunk by chunk (each shard summed whole, exactly as over all weights at once)."""
     shard_starts = np.asarray(shard_starts, dtype=np.int64)
     runs = shard_chunks(shard_starts, chunk)

@@ -39,7 +39,9 @@ def _output(out: NDArray[np.uint8] | None, size: int) -> NDArray[np.uint8]:
     if out is None:
         return np.empty((size, size, 3), np.uint8)
     if out.shape != (size, size, 3) or out.dtype != np.uint8 or not out.flags.c_contiguous:
-        raise ValueError(f"out must be a C-contiguous uint8 array of shape {(size, size, 3)}, got {out.dtype} {out.shape}")
+        raise ValueError(
+            f"out must be a C-contiguous uint8 array of shape {(size, size, 3)}, got {out.dtype} {out.shape}"
+        )
     return out
 
 
@@ -80,7 +82,12 @@ def decode(data: bytes | memoryview | NDArray[np.uint8]) -> NDArray[np.uint8]:
 
 
 def resize(
-    image: NDArray[np.uint8], size: int, *, mirror: bool = False, antialias: bool = True, box: tuple[float, float, float, float] | None = None
+    image: NDArray[np.uint8],
+    size: int,
+    *,
+    mirror: bool = False,
+    antialias: bool = True,
+    box: tuple[float, float, float, float] | None = None,
 ) -> NDArray[np.uint8]:
     """crop_resize's resize alone, on an (h, w, 3) uint8 image in memory; with `box` = (x0, y0, x1, y1)
     in pixels, Pillow's resize(box=...): that part of the image, with neighbours outside it in the taps."""

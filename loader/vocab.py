@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset, load_npy
 
@@ -102,5 +103,7 @@ def write_vocab(
             f.write(f"{c.id}\t{c.name}\t{c.count}\t{' '.join(c.members)}\n")
     tmp.replace(d / CLASSES)
     fmt.write_json_atomic(d / REPORT, report)
-    fmt.write_json_atomic(meta, {"name": name, "classes": len(classes), "images": dataset.num_images, "options": options})
+    fmt.write_json_atomic(
+        meta, {"name": name, "classes": len(classes), "images": dataset.num_images, "options": options}
+    )
     return d

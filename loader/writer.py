@@ -42,7 +42,9 @@ class ShardWriter:
     def __len__(self) -> int:
         return len(self.width)
 
-    def add(self, image: bytes, tag_ids: Sequence[int], source: str, *, width: int, height: int, phash: int = 0) -> None:
+    def add(
+        self, image: bytes, tag_ids: Sequence[int], source: str, *, width: int, height: int, phash: int = 0
+    ) -> None:
         """Append the next record (key = its local index; raw tag ids stored sorted and unique)."""
         if self._env is None:
             if self.tmp.exists():
@@ -76,8 +78,15 @@ class ShardWriter:
         self._env = self._txn = None
         data = self.tmp / "data.mdb"
         entry = {"name": self.name, "images": len(self), "bytes": data.stat().st_size, "sha256": fmt.file_sha256(data)}
-        write_index(self.root, self.name, tag_offsets=self.offsets, tag_ids=self.tag_ids, width=self.width,
-                    height=self.height, phash=self.phash)
+        write_index(
+            self.root,
+            self.name,
+            tag_offsets=self.offsets,
+            tag_ids=self.tag_ids,
+            width=self.width,
+            height=self.height,
+            phash=self.phash,
+        )
         if self.final.exists():  # left by a run killed between the rename and its caller's commit record
             shutil.rmtree(self.final)
         os.replace(self.tmp, self.final)

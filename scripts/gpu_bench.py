@@ -19,6 +19,7 @@ from pathlib import Path
 
 def loader_rate(config, batches: int) -> dict:
     import torch
+
     from tagstream.loader import build_loader
 
     t0 = time.perf_counter()
@@ -36,19 +37,28 @@ def loader_rate(config, batches: int) -> dict:
     loader.close()
     # the CPU the whole GPU path spends per image in this process (the batch source, DALI's threads, nvJPEG's
     # host side): what `bench loader --feed` measures without the decoder, here with it
-    return {"images_per_s": n * config.batch_size / seconds, "batches": n, "first_batch_s": first,
-            "cpu_us_per_image": cpu / (n * config.batch_size) * 1e6, "cores_busy": cpu / seconds,
-            "dtype": str(batch.images.dtype), "shape": list(batch.images.shape)}
+    return {
+        "images_per_s": n * config.batch_size / seconds,
+        "batches": n,
+        "first_batch_s": first,
+        "cpu_us_per_image": cpu / (n * config.batch_size) * 1e6,
+        "cores_busy": cpu / seconds,
+        "dtype": str(batch.images.dtype),
+        "shape": list(batch.images.shape),
+    }
 
 
 def loaded_training(config, steps: int) -> dict:
     """ResNet-50 SGD steps (bf16, channels-last) on the loader's batches: images/s and data-wait share."""
     import torch
+
     from tagstream.loader import build_loader
     from tagstream.train.models import build_model
 
     device = torch.device("cuda", 0)
-    model = build_model("resnet50", num_classes=1000, image_size=config.image_size).to(device, memory_format=torch.channels_last)
+    model = build_model("resnet50", num_classes=1000, image_size=config.image_size).to(
+        device, memory_format=torch.channels_last
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
     loader = build_loader(config)
     it = iter(loader)
@@ -107,8 +117,17 @@ def main() -> None:
         make_bench_dataset(root, args.images, workers=cores)
     result["make_dataset_s"] = time.perf_counter() - t0
     # the batch source runs in this process: DALI's threads (decode scheduling, nvJPEG's host side) get the cores
-    config = bench_config(str(root), batch_size=args.batch_size, image_size=224, workers=0, threads=cores, device="gpu",
-                     device_id=0, prefetch=2, samples_per_epoch=max(args.images, (args.batches + 8) * args.batch_size))
+    config = bench_config(
+        str(root),
+        batch_size=args.batch_size,
+        image_size=224,
+        workers=0,
+        threads=cores,
+        device="gpu",
+        device_id=0,
+        prefetch=2,
+        samples_per_epoch=max(args.images, (args.batches + 8) * args.batch_size),
+    )
 
     def save() -> None:
         Path(args.out).write_text(json.dumps(result, indent=2))

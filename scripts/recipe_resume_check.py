@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from tagstream.tools.bench.loader_data import encode_jpeg, index_color, index_tags, write_dataset, write_identity_vocab
 from tagstream.train.checkpoint import latest_checkpoint, list_checkpoints
 from tagstream.train.rundir import step_losses as _losses
@@ -52,11 +53,46 @@ def _as_of(run: Path, copy: Path, step: int) -> None:
 
 
 def check(recipe: str, ds: Path, work: Path, *, size: int, device: str) -> bool:
-    args = [sys.executable, "-m", "tagstream.tools.cli", "train", "--config", recipe, "--dataset", str(ds), "--vocab", "v",
-            "--image-size", str(size), "--batch-size", "8", "--steps", str(STEPS), "--device", device,
-            "--set", "data.samples_per_epoch=32", "--set", "data.holdout_fraction=0", "--set", "run.eval_every=0",
-            "--set", "data.workers=1", "--set", "data.threads=1", "--set", "run.threads=1", "--set", "run.progress=false",
-            "--set", f"run.checkpoint_every={CHECKPOINT_AT}", "--set", "run.log_every=1", "--set", "run.keep_last=2"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "tagstream.tools.cli",
+        "train",
+        "--config",
+        recipe,
+        "--dataset",
+        str(ds),
+        "--vocab",
+        "v",
+        "--image-size",
+        str(size),
+        "--batch-size",
+        "8",
+        "--steps",
+        str(STEPS),
+        "--device",
+        device,
+        "--set",
+        "data.samples_per_epoch=32",
+        "--set",
+        "data.holdout_fraction=0",
+        "--set",
+        "run.eval_every=0",
+        "--set",
+        "data.workers=1",
+        "--set",
+        "data.threads=1",
+        "--set",
+        "run.threads=1",
+        "--set",
+        "run.progress=false",
+        "--set",
+        f"run.checkpoint_every={CHECKPOINT_AT}",
+        "--set",
+        "run.log_every=1",
+        "--set",
+        "run.keep_last=2",
+    ]
     ref, leg = work / f"{recipe}-ref", work / f"{recipe}-leg"
     start = time.perf_counter()
     for out, extra in ((ref, []), (leg, ["--resume"])):
@@ -71,8 +107,10 @@ def check(recipe: str, ds: Path, work: Path, *, size: int, device: str) -> bool:
     wb = torch.load(latest_checkpoint(leg), mmap=True, weights_only=True)["model"]
     same = all(torch.equal(wa[k], wb[k]) for k in wa) and [a[s] for s in sorted(a)] == [b[s] for s in sorted(b)]
     values = sum(v.numel() for v in wa.values())  # parameters and buffers (BatchNorm statistics)
-    print(f"{recipe}: {values / 1e6:.1f} M values in the model's state, losses {[round(a[s], 5) for s in sorted(a)]}, resumed from step "
-          f"{CHECKPOINT_AT}: {'identical losses and weights' if same else 'DIFFERENT'} ({time.perf_counter() - start:.0f} s)")
+    print(
+        f"{recipe}: {values / 1e6:.1f} M values in the model's state, losses {[round(a[s], 5) for s in sorted(a)]}, resumed from step "
+        f"{CHECKPOINT_AT}: {'identical losses and weights' if same else 'DIFFERENT'} ({time.perf_counter() - start:.0f} s)"
+    )
     shutil.rmtree(ref)
     shutil.rmtree(leg)
     return same

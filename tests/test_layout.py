@@ -42,8 +42,10 @@ def _imports(path: Path) -> list[tuple[str, int, bool]]:
             else:
                 base = node.module or ""
                 # `from tagstream.loader import format` imports a module: count the submodule
-                found += [(f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base, node.lineno, id(node) in top)
-                          for a in node.names]  # fmt: skip
+                found += [
+                    (f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base, node.lineno, id(node) in top)
+                    for a in node.names
+                ]
     return found
 
 
@@ -70,14 +72,19 @@ def test_module_rules(name):
             assert PACKAGES[other] <= PACKAGES[own], f"{where}: {own}/ may not import {other}/"
         if own == "kernels":
             root = target.split(".")[0]
-            assert root in {"numpy", "numba", "tagstream"} or root in sys.stdlib_module_names, f"{where}: kernels/ imports only NumPy and Numba"
+            assert root in {"numpy", "numba", "tagstream"} or root in sys.stdlib_module_names, (
+                f"{where}: kernels/ imports only NumPy and Numba"
+            )
         if own == "train":
             assert not target.startswith("nvidia"), f"{where}: train/ never imports DALI"
 
 
 def test_no_import_cycle_between_modules():
     """Module-level imports between tagstream modules form no cycle (imports inside functions are lazy by design)."""
-    graph = {name: {t for t, _, top in _imports(path) if top and t in MODULES and t != name} for name, path in MODULES.items()}
+    graph = {
+        name: {t for t, _, top in _imports(path) if top and t in MODULES and t != name}
+        for name, path in MODULES.items()
+    }
     for name in graph:  # a package imports its own submodules in __init__: that edge is not a cycle
         graph[name] = {t for t in graph[name] if not t.startswith(name + ".")}
     state: dict[str, int] = {}
@@ -88,7 +95,7 @@ def test_no_import_cycle_between_modules():
         stack.append(n)
         for m in sorted(graph[n]):
             if state.get(m) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(m):] + [m]))
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(m) :] + [m]))
             if m not in state:
                 visit(m)
         stack.pop()
@@ -104,13 +111,21 @@ def test_command_modules_are_thin(name):
     """A command module parses, calls one library function and prints: no module-level library code."""
     tree = ast.parse(MODULES[name].read_text())
     defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
-    commands = [n for n in defs if any("command" in ast.unparse(d) or "group" in ast.unparse(d) for d in getattr(n, "decorator_list", []))]
+    commands = [
+        n
+        for n in defs
+        if any("command" in ast.unparse(d) or "group" in ast.unparse(d) for d in getattr(n, "decorator_list", []))
+    ]
     helpers = [n.name for n in defs if n not in commands and not n.name.startswith("_")]
-    assert not helpers, f"{MODULES[name].relative_to(ROOT)}: public non-command functions {helpers} belong in the job's library"
+    assert not helpers, (
+        f"{MODULES[name].relative_to(ROOT)}: public non-command functions {helpers} belong in the job's library"
+    )
 
 
 def test_no_test_imports_another_test_module():
     for path in sorted((ROOT / "tests").rglob("*.py")):
         for target, line, _ in _imports(path):
             leaf = target.rsplit(".", 1)[-1]
-            assert not leaf.startswith("test_") and leaf != "conftest", f"{path.relative_to(ROOT)}:{line} imports {target}"
+            assert not leaf.startswith("test_") and leaf != "conftest", (
+                f"{path.relative_to(ROOT)}:{line} imports {target}"
+            )

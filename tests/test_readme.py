@@ -19,7 +19,9 @@ def test_own_training_loop_example_runs(tiny_dataset, tmp_path, monkeypatch):
     section = README.read_text().split("## In your own training loop", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     assert 'dataset="ds"' in code and "batch_size=64, image_size=224" in code
-    code = code.replace('dataset="ds"', f'dataset="{ds}"').replace("batch_size=64, image_size=224", "batch_size=8, image_size=32")
+    code = code.replace('dataset="ds"', f'dataset="{ds}"').replace(
+        "batch_size=64, image_size=224", "batch_size=8, image_size=32"
+    )
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
     exec(compile(code, str(README), "exec"), scope)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from tagstream.loader.format import fsync_dir
 
 FORMAT = "tagstream-checkpoint"
@@ -110,7 +111,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for damaged or foreign files
-        raise ValueError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        raise ValueError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a tagstream checkpoint")
     if state.get("version") not in READABLE:
@@ -120,12 +123,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: checkpoint lacks {', '.join(missing)}")
     if state["version"] >= 2 and state.get("checksum") != state_digest(state):
         raise ValueError(f"{path}: checkpoint content does not match its checksum (damaged on disk?)")
-    if not isinstance(state["model"], dict) or not isinstance(state["config"], dict) or not isinstance(state["step"], int):
+    if (
+        not isinstance(state["model"], dict)
+        or not isinstance(state["config"], dict)
+        or not isinstance(state["step"], int)
+    ):
         raise ValueError(f"{path}: checkpoint entries model/config/step have the wrong types")
     return state
 
 
-def load_resumable(out_dir: str | Path, resume: str | None, *, warn: Any = print) -> tuple[Path | None, dict[str, Any] | None]:
+def load_resumable(
+    out_dir: str | Path, resume: str | None, *, warn: Any = print
+) -> tuple[Path | None, dict[str, Any] | None]:
     """--resume's checkpoint and its state: resume=None -> (None, None); "auto" -> the newest checkpoint of out_dir
     that loads intact, each damaged newer one reported through `warn` and passed over (the run goes back to an older
     step rather than stopping or resuming garbage); a path -> that file, which must load."""
@@ -144,7 +153,9 @@ def load_resumable(out_dir: str | Path, resume: str | None, *, warn: Any = print
     raise ValueError(f"{out_dir}: no intact checkpoint to resume from ({len(found)} damaged); start a new run.out_dir")
 
 
-def check_compatible(state: dict[str, Any], *, model_name: str, num_classes: int, path: str | Path = "checkpoint") -> None:
+def check_compatible(
+    state: dict[str, Any], *, model_name: str, num_classes: int, path: str | Path = "checkpoint"
+) -> None:
     """Refuse to resume a checkpoint of a different architecture or head size, naming both."""
     if state["model_name"] != model_name or state["num_classes"] != num_classes:
         raise ValueError(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import tomllib
+
 from tagstream.loader.config import check_data_settings
 from tagstream.loader.format import check_name
 from tagstream.loader.sizes import format_size_schedule, parse_size_schedule
@@ -51,10 +52,18 @@ class DataConfig:
     verify_shards: bool = False  # check each local shard's sha256 once per machine before reading it (loader/store.py)
 
     def __post_init__(self) -> None:
-        check_data_settings(prefix="data.", sampling=self.sampling, combine=self.combine,
-                            holdout_fraction=self.holdout_fraction, cpu_decoder=self.cpu_decoder, workers=self.workers,
-                            threads=self.threads, prefetch=self.prefetch, samples_per_epoch=self.samples_per_epoch,
-                            cache_limit=self.cache_limit)  # fmt: skip
+        check_data_settings(
+            prefix="data.",
+            sampling=self.sampling,
+            combine=self.combine,
+            holdout_fraction=self.holdout_fraction,
+            cpu_decoder=self.cpu_decoder,
+            workers=self.workers,
+            threads=self.threads,
+            prefetch=self.prefetch,
+            samples_per_epoch=self.samples_per_epoch,
+            cache_limit=self.cache_limit,
+        )
         if self.vocab:  # names inside the dataset, never paths: refused before a run directory is made
             check_name(self.vocab, "data.vocab: vocabulary")
         for mask in self.masks:
@@ -92,7 +101,9 @@ class ModelConfig:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"model.label_smoothing={self.label_smoothing} must be in [0, 1)")
         if self.label_smoothing and self.loss != "softmax":
-            raise ValueError(f"model.label_smoothing={self.label_smoothing} needs model.loss='softmax' (got {self.loss!r})")
+            raise ValueError(
+                f"model.label_smoothing={self.label_smoothing} needs model.loss='softmax' (got {self.loss!r})"
+            )
 
 
 @dataclass(frozen=True)
@@ -105,9 +116,13 @@ class OptimConfig:
     betas: tuple[float, ...] = (0.9, 0.999)  # adamw
     eps: float = 1e-8  # adamw
     weight_decay: float = 1e-4
-    decay_norm_and_bias: bool = True  # false: no weight decay on biases, norm layers, ViT class token and position embedding
+    decay_norm_and_bias: bool = (
+        True  # false: no weight decay on biases, norm layers, ViT class token and position embedding
+    )
     grad_clip: float = 0.0  # clip the global gradient norm to this before each step; 0 = off
-    ema: float = 0.0  # decay of an exponential moving average of the weights, updated every step; 0 = off (train/ema.py)
+    ema: float = (
+        0.0  # decay of an exponential moving average of the weights, updated every step; 0 = off (train/ema.py)
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.ema < 1:
@@ -121,9 +136,13 @@ class OptimConfig:
         if self.eps <= 0 or self.grad_clip < 0:
             raise ValueError(f"optim.eps={self.eps} must be > 0 and grad_clip={self.grad_clip} >= 0")
         if self.base_lr <= 0 or self.base_batch_size < 1:
-            raise ValueError(f"optim.base_lr={self.base_lr} must be > 0 and base_batch_size={self.base_batch_size} >= 1")
+            raise ValueError(
+                f"optim.base_lr={self.base_lr} must be > 0 and base_batch_size={self.base_batch_size} >= 1"
+            )
         if not 0 <= self.momentum < 1 or self.weight_decay < 0:
-            raise ValueError(f"optim.momentum={self.momentum} must be in [0, 1) and weight_decay={self.weight_decay} >= 0")
+            raise ValueError(
+                f"optim.momentum={self.momentum} must be in [0, 1) and weight_decay={self.weight_decay} >= 0"
+            )
         if self.nesterov and self.momentum == 0:
             raise ValueError("optim.nesterov=true needs optim.momentum > 0")
 
@@ -142,11 +161,15 @@ class ScheduleConfig:
         if self.kind not in SCHEDULES:
             raise ValueError(f"schedule.kind={self.kind!r} is not one of {SCHEDULES}")
         if self.warmup_epochs < 0 or (self.warmup_steps is not None and self.warmup_steps < 0):
-            raise ValueError(f"schedule.warmup_epochs={self.warmup_epochs} and warmup_steps={self.warmup_steps} must be >= 0")
+            raise ValueError(
+                f"schedule.warmup_epochs={self.warmup_epochs} and warmup_steps={self.warmup_steps} must be >= 0"
+            )
         if not 0 <= self.warmup_start_factor <= 1 or not 0 <= self.final_factor <= 1:
             raise ValueError("schedule.warmup_start_factor and final_factor must be in [0, 1]")
         if any(not 0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
-            raise ValueError(f"schedule.milestones={self.milestones} must be increasing fractions of training in (0, 1)")
+            raise ValueError(
+                f"schedule.milestones={self.milestones} must be increasing fractions of training in (0, 1)"
+            )
         if self.gamma <= 0:
             raise ValueError(f"schedule.gamma={self.gamma} must be > 0")
 
@@ -211,11 +234,17 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
-        for key, value in (("data.dataset", self.data.dataset), ("data.vocab", self.data.vocab), ("run.out_dir", self.run.out_dir)):
+        for key, value in (
+            ("data.dataset", self.data.dataset),
+            ("data.vocab", self.data.vocab),
+            ("run.out_dir", self.run.out_dir),
+        ):
             if not value:
                 raise ValueError(f"{key} is required (set it in the recipe, with --set {key}=..., or its option)")
         if self.run.eval_every and self.data.holdout_fraction == 0:
-            raise ValueError(f"run.eval_every={self.run.eval_every} needs a held-out split: set data.holdout_fraction > 0")
+            raise ValueError(
+                f"run.eval_every={self.run.eval_every} needs a held-out split: set data.holdout_fraction > 0"
+            )
         if len(self.data.size_schedule) > 1 and self.model.name.startswith("vit_"):
             raise ValueError(
                 f"data.image_size={self.data.image_size!r} changes the size during the run, but {self.model.name}'s "
@@ -260,7 +289,9 @@ SECTIONS: dict[str, type] = {
 
 
 def _section_dict(section: Any) -> dict[str, Any]:
-    return {f.name: list(v) if isinstance(v := getattr(section, f.name), tuple) else v for f in dataclasses.fields(section)}
+    return {
+        f.name: list(v) if isinstance(v := getattr(section, f.name), tuple) else v for f in dataclasses.fields(section)
+    }
 
 
 def _type_name(tp: Any) -> str:
@@ -283,7 +314,9 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         try:
             return _coerce(key, value, args[-1])
         except ValueError:
-            raise ValueError(f"{key}: expected {' or '.join(map(_type_name, args))}, got {value!r} ({type(value).__name__})") from None
+            raise ValueError(
+                f"{key}: expected {' or '.join(map(_type_name, args))}, got {value!r} ({type(value).__name__})"
+            ) from None
     if origin is tuple:
         (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
         if isinstance(value, str):  # --set data.masks=a,b
@@ -312,7 +345,7 @@ def _build_section(name: str, section_cls: type, body: dict[str, Any]) -> Any:
 
 
 def parse_override(item: str) -> tuple[str, str, Any]:
-    """"section.key=value" -> (section, key, value); the value is read as a TOML value, else kept as text."""
+    """ "section.key=value" -> (section, key, value); the value is read as a TOML value, else kept as text."""
     if "=" not in item or "." not in item.split("=", 1)[0]:
         raise ValueError(f"override {item!r} must look like section.key=value (sections: {sorted(SECTIONS)})")
     path, text = item.split("=", 1)
@@ -326,7 +359,11 @@ def parse_override(item: str) -> tuple[str, str, Any]:
 
 def recipe_names() -> list[str]:
     """Recipes shipped in tagstream/train/recipes (usable as --config NAME)."""
-    return sorted(p.name[:-5] for p in resources.files("tagstream.train").joinpath("recipes").iterdir() if p.name.endswith(".toml"))
+    return sorted(
+        p.name[:-5]
+        for p in resources.files("tagstream.train").joinpath("recipes").iterdir()
+        if p.name.endswith(".toml")
+    )
 
 
 def read_recipe(path_or_name: str | Path) -> dict[str, Any]:
@@ -337,7 +374,9 @@ def read_recipe(path_or_name: str | Path) -> dict[str, Any]:
     else:
         name = path.name[:-5] if path.name.endswith(".toml") else path.name
         if name not in recipe_names():
-            raise ValueError(f"config {str(path_or_name)!r} is neither a file nor a shipped recipe; recipes: {recipe_names()}")
+            raise ValueError(
+                f"config {str(path_or_name)!r} is neither a file nor a shipped recipe; recipes: {recipe_names()}"
+            )
         text = resources.files("tagstream.train").joinpath("recipes", f"{name}.toml").read_text(encoding="utf-8")
     try:
         return tomllib.loads(text)

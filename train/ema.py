@@ -24,5 +24,7 @@ def ema_weights(state: dict[str, Any], path: Any) -> dict[str, torch.Tensor]:
     """The averaged weights of a checkpoint, as a state dict of the model; ValueError if it has none."""
     ema = state.get("ema")
     if not isinstance(ema, dict):
-        raise ValueError(f"{path}: the checkpoint has no EMA weights (train with optim.ema > 0, e.g. --set optim.ema=0.9999)")
-    return {k[len("module."):]: v for k, v in ema.items() if k.startswith("module.")}
+        raise ValueError(
+            f"{path}: the checkpoint has no EMA weights (train with optim.ema > 0, e.g. --set optim.ema=0.9999)"
+        )
+    return {k[len("module.") :]: v for k, v in ema.items() if k.startswith("module.")}

@@ -14,15 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from tagstream.loader import build_loader
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.storage import is_url
-from tagstream.train.embed_io import (
-    check_suffix,
-    join_parts,
-    part_path,
-    save_embeddings,
-)
+from tagstream.train.embed_io import check_suffix, join_parts, part_path, save_embeddings
 from tagstream.train.features import eval_config, extract_dataset
 from tagstream.train.transfer import DEVICES, WEIGHTS, load_backbone
 
@@ -62,7 +58,9 @@ def _pick_vocab(dataset: Dataset, wanted: str | None, checkpoint_vocab: str | No
     if checkpoint_vocab in names:
         return checkpoint_vocab
     if not names:
-        raise ValueError(f"{dataset.root} has no vocabulary; the loader needs one: `tagstream vocab {dataset.root} --name all`")
+        raise ValueError(
+            f"{dataset.root} has no vocabulary; the loader needs one: `tagstream vocab {dataset.root} --name all`"
+        )
     return names[0]
 
 
@@ -104,21 +102,42 @@ def _embed(cfg: EmbedConfig, rank: int, world: int) -> dict:
         ckpt_vocab = load_checkpoint(cfg.checkpoint)["config"]["data"]["vocab"]
     vocab = _pick_vocab(dataset, cfg.vocab, ckpt_vocab)
     if cfg.device == "auto":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+        device = (
+            torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            if torch.cuda.is_available()
+            else torch.device("cpu")
+        )
     else:
         device = torch.device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)) if cfg.device == "cuda" else None)
-    net, info = load_backbone(cfg.checkpoint, model=cfg.model, image_size=cfg.image_size, seed=cfg.seed, weights=cfg.weights)
+    net, info = load_backbone(
+        cfg.checkpoint, model=cfg.model, image_size=cfg.image_size, seed=cfg.seed, weights=cfg.weights
+    )
     net.to(device)
     gpu = device.type == "cuda"
-    lcfg = eval_config(cfg.data, vocab, image_size=info["image_size"], batch_size=cfg.batch_size, workers=cfg.workers,
-                       threads=cfg.threads, device="gpu" if gpu else "cpu", device_id=device.index if gpu else None)
+    lcfg = eval_config(
+        cfg.data,
+        vocab,
+        image_size=info["image_size"],
+        batch_size=cfg.batch_size,
+        workers=cfg.workers,
+        threads=cfg.threads,
+        device="gpu" if gpu else "cpu",
+        device_id=device.index if gpu else None,
+    )
     loader = build_loader(lcfg, rank, world)
     try:
-        features, indices = extract_dataset(net, loader, device=device, progress=cfg.progress and rank == 0, desc="embed")
+        features, indices = extract_dataset(
+            net, loader, device=device, progress=cfg.progress and rank == 0, desc="embed"
+        )
     finally:
         loader.close()
-    metadata = {"checkpoint": str(cfg.checkpoint), "model": info["model"], "image_size": str(info["image_size"]),
-                "dataset": cfg.data if is_url(cfg.data) else str(Path(cfg.data).resolve()), "source": info["source"]}
+    metadata = {
+        "checkpoint": str(cfg.checkpoint),
+        "model": info["model"],
+        "image_size": str(info["image_size"]),
+        "dataset": cfg.data if is_url(cfg.data) else str(Path(cfg.data).resolve()),
+        "source": info["source"],
+    }
     if world == 1:
         save_embeddings(cfg.out, features, indices, metadata=metadata)
         images, dim = len(indices), features.shape[1]
@@ -132,5 +151,13 @@ def _embed(cfg: EmbedConfig, rank: int, world: int) -> dict:
             features, indices = join_parts(cfg.out, world, expected=expected, metadata=metadata)
             images, dim = len(indices), features.shape[1]
         torch.distributed.barrier()  # the joined file exists before any rank returns
-    return {"out": str(cfg.out), "images": images, "feature_dim": int(dim), "world": world, "vocab": vocab,
-            "model": info["model"], "image_size": info["image_size"], "seconds": round(time.perf_counter() - start, 2)}
+    return {
+        "out": str(cfg.out),
+        "images": images,
+        "feature_dim": int(dim),
+        "world": world,
+        "vocab": vocab,
+        "model": info["model"],
+        "image_size": info["image_size"],
+        "seconds": round(time.perf_counter() - start, 2),
+    }

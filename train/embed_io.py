@@ -89,7 +89,11 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
 
 
 def save_embeddings(
-    path: str | Path, features: NDArray[np.float32], indices: NDArray[np.int64], *, metadata: dict[str, str] | None = None
+    path: str | Path,
+    features: NDArray[np.float32],
+    indices: NDArray[np.int64],
+    *,
+    metadata: dict[str, str] | None = None,
 ) -> list[Path]:
     """Write one embedding file (format from the suffix) atomically; returns the paths written."""
     path = Path(path)
@@ -165,8 +169,10 @@ def join_parts(
     if not np.array_equal(indices, np.sort(expected)):
         missing = np.setdiff1d(expected, indices)
         extra = np.setdiff1d(indices, expected)
-        raise ValueError(f"embedding parts do not cover the dataset: {missing.size} images missing "
-                         f"(first {missing[:5].tolist()}), {extra.size} unexpected (first {extra[:5].tolist()})")
+        raise ValueError(
+            f"embedding parts do not cover the dataset: {missing.size} images missing "
+            f"(first {missing[:5].tolist()}), {extra.size} unexpected (first {extra[:5].tolist()})"
+        )
     save_embeddings(path, features, indices, metadata=metadata)
     for rank in range(world):
         part_path(path, rank, world).unlink()

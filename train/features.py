@@ -12,23 +12,45 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from numpy.typing import NDArray
+
 from tagstream.loader import normalize_images
 from tagstream.loader.config import LoaderConfig
 from tagstream.train.models import extract_features
 
 
-def eval_config(dataset: str, vocab: str, *, image_size: int, batch_size: int = 64, workers: int = 1,
-                threads: int = 2, device: str = "cpu", device_id: int | None = None, split: str = "all") -> LoaderConfig:
+def eval_config(
+    dataset: str,
+    vocab: str,
+    *,
+    image_size: int,
+    batch_size: int = 64,
+    workers: int = 1,
+    threads: int = 2,
+    device: str = "cpu",
+    device_id: int | None = None,
+    split: str = "all",
+) -> LoaderConfig:
     """The loader settings of a feature pass: eval mode (centre crop, every image once, in order)."""
     return LoaderConfig(
-        dataset=dataset, vocab=vocab, mode="eval", split=split, sampling="natural", batch_size=batch_size,
-        image_size=image_size, workers=workers, threads=threads, device=device, device_id=device_id, targets="multihot",
+        dataset=dataset,
+        vocab=vocab,
+        mode="eval",
+        split=split,
+        sampling="natural",
+        batch_size=batch_size,
+        image_size=image_size,
+        workers=workers,
+        threads=threads,
+        device=device,
+        device_id=device_id,
+        targets="multihot",
     )
 
 
 @torch.no_grad()
-def extract_dataset(model: torch.nn.Module, loader, *, device: torch.device, progress: bool = False,
-                    desc: str = "features") -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+def extract_dataset(
+    model: torch.nn.Module, loader, *, device: torch.device, progress: bool = False, desc: str = "features"
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """(features (n, D) float32, dataset indices (n,) int64) of every image the loader yields, in its order."""
     from tagstream.loader.progress import progress_bar
 
@@ -89,6 +111,8 @@ def make_labels(multi: NDArray[np.uint8], class_names: tuple[str, ...], *, task:
     detected = "single" if (per_image <= 1).all() else "multi"
     task = task or detected
     if task == "single" and detected == "multi":
-        raise ValueError(f"task='single' but {(per_image > 1).sum()} images carry more than one class; use task='multi'")
+        raise ValueError(
+            f"task='single' but {(per_image > 1).sum()} images carry more than one class; use task='multi'"
+        )
     single = np.where(labelled, multi.argmax(axis=1), -1).astype(np.int64) if task == "single" else None
     return Labels(tuple(class_names), task, single, multi, labelled)

@@ -15,6 +15,7 @@ from typing import Iterator
 import numpy as np
 import torch
 from numpy.typing import NDArray
+
 from tagstream.train.probe import ProbeConfig, fit_linear_probe, topk_accuracy
 
 
@@ -29,7 +30,9 @@ class LowShotConfig:
         if any(not isinstance(k, int) or k < 1 for k in self.shots) or len(set(self.shots)) != len(self.shots):
             raise ValueError(f"shots={self.shots} must be distinct whole numbers >= 1, e.g. (1, 5, 10, 25)")
         if self.seeds < 1 or self.weight_decay < 0 or self.max_iter < 1:
-            raise ValueError(f"low-shot seeds={self.seeds} and max_iter={self.max_iter} must be >= 1, weight_decay={self.weight_decay} >= 0")
+            raise ValueError(
+                f"low-shot seeds={self.seeds} and max_iter={self.max_iter} must be >= 1, weight_decay={self.weight_decay} >= 0"
+            )
 
 
 @contextmanager
@@ -45,7 +48,7 @@ def _one_thread() -> Iterator[None]:
 
 
 def parse_shots(text: str) -> tuple[int, ...]:
-    """"1,5,10,25" -> (1, 5, 10, 25)."""
+    """ "1,5,10,25" -> (1, 5, 10, 25)."""
     try:
         shots = tuple(int(p) for p in str(text).split(",") if p.strip())
     except ValueError:
@@ -66,8 +69,15 @@ def sample_shots(labels: NDArray[np.int64], k: int, *, num_classes: int, seed: i
     return np.sort(np.concatenate(picked)).astype(np.int64)
 
 
-def low_shot(train_features: NDArray[np.floating], train_labels: NDArray[np.int64], eval_features: NDArray[np.floating],
-             eval_labels: NDArray[np.int64], *, num_classes: int, config: LowShotConfig) -> dict[str, dict]:
+def low_shot(
+    train_features: NDArray[np.floating],
+    train_labels: NDArray[np.int64],
+    eval_features: NDArray[np.floating],
+    eval_labels: NDArray[np.int64],
+    *,
+    num_classes: int,
+    config: LowShotConfig,
+) -> dict[str, dict]:
     """{str(k): {"top1_mean", "top1_std", "top1": per seed, "seeds", "train_images"}} for every k in config.shots.
 
     Single-label only: labels are class ids (-1 = unlabelled, skipped); the std is over seeds (ddof=0 with one seed).
@@ -84,8 +94,13 @@ def low_shot(train_features: NDArray[np.floating], train_labels: NDArray[np.int6
             with _one_thread():
                 fitted = fit_linear_probe(xtr[rows], ytr[rows], num_classes=num_classes, task="single", config=probe)
             accs.append(topk_accuracy(fitted.scores(xev), yev, k=1))
-        out[str(k)] = {"top1_mean": float(np.mean(accs)), "top1_std": float(np.std(accs, ddof=1 if len(accs) > 1 else 0)),
-                       "top1": [float(a) for a in accs], "seeds": config.seeds, "train_images": k * num_classes}
+        out[str(k)] = {
+            "top1_mean": float(np.mean(accs)),
+            "top1_std": float(np.std(accs, ddof=1 if len(accs) > 1 else 0)),
+            "top1": [float(a) for a in accs],
+            "seeds": config.seeds,
+            "train_images": k * num_classes,
+        }
     return out
 
 
@@ -95,6 +110,8 @@ def format_low_shot(results: dict[str, dict]) -> list[str]:
     for name, r in results.items():
         shots = r.get("low_shot")
         if shots:
-            cells = "  ".join(f"{k}-shot {100 * v['top1_mean']:.1f} ± {100 * v['top1_std']:.1f}" for k, v in shots.items())
+            cells = "  ".join(
+                f"{k}-shot {100 * v['top1_mean']:.1f} ± {100 * v['top1_std']:.1f}" for k, v in shots.items()
+            )
             lines.append(f"{name:<12}{cells}  (top-1 %, mean ± std over {next(iter(shots.values()))['seeds']} seeds)")
     return lines

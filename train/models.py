@@ -33,8 +33,15 @@ def _vit(builder: Callable[..., nn.Module], *, num_classes: int, image_size: int
 
 def _vit_tiny(*, num_classes: int, image_size: int) -> nn.Module:
     # ViT-B/16's structure at toy width (2 layers of 32, patch 8): the ViT recipes' CPU stand-in in tests
-    return VisionTransformer(image_size=image_size, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
-                             num_classes=num_classes)
+    return VisionTransformer(
+        image_size=image_size,
+        patch_size=8,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=32,
+        mlp_dim=64,
+        num_classes=num_classes,
+    )
 
 
 def _regnet_y_tiny(*, num_classes: int, image_size: int) -> nn.Module:
@@ -46,12 +53,24 @@ def _regnet_y_tiny(*, num_classes: int, image_size: int) -> nn.Module:
 _TV = {
     name: partial(_torchvision, getattr(tvm, name))
     for name in (
-        "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-        "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
-        "regnet_y_400mf", "regnet_y_800mf", "regnet_y_1_6gf", "regnet_y_3_2gf", "regnet_y_8gf",
-        "regnet_y_16gf", "regnet_y_32gf", "regnet_y_128gf",
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+        "resnext50_32x4d",
+        "resnext101_32x8d",
+        "resnext101_64x4d",
+        "regnet_y_400mf",
+        "regnet_y_800mf",
+        "regnet_y_1_6gf",
+        "regnet_y_3_2gf",
+        "regnet_y_8gf",
+        "regnet_y_16gf",
+        "regnet_y_32gf",
+        "regnet_y_128gf",
     )
-}  # fmt: skip
+}
 
 # name -> builder(num_classes=, image_size=)
 MODELS: dict[str, Callable[..., nn.Module]] = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 import torch
+
 from tagstream.train.config import OptimConfig
 
 NO_DECAY_NAMES = ("class_token", "pos_embedding")  # torchvision ViT's extra 1-D-like parameters
@@ -45,7 +46,11 @@ def clip_gradients(model: torch.nn.Module, max_norm: float) -> torch.Tensor | No
 
 
 # the blocks that layer-wise LR decay counts, by parameter name (torchvision's ViT, ResNet/ResNeXt, RegNet)
-_BLOCK = (re.compile(r"^encoder\.layers\.encoder_layer_(\d+)\."), re.compile(r"^layer(\d+)\."), re.compile(r"^trunk_output\.block(\d+)\."))
+_BLOCK = (
+    re.compile(r"^encoder\.layers\.encoder_layer_(\d+)\."),
+    re.compile(r"^layer(\d+)\."),
+    re.compile(r"^trunk_output\.block(\d+)\."),
+)
 _STEM = re.compile(r"^(conv_proj|class_token|encoder\.pos_embedding|conv1|bn1|stem)\b")
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from numpy.typing import NDArray
+
 from tagstream.train.metrics import mean_average_precision
 
 TASKS = ("single", "multi")
@@ -59,10 +60,17 @@ def _fit(z: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float
     w = torch.zeros(num_classes, z.shape[1], dtype=torch.float64, requires_grad=True)
     b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS(
-        [w, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=1e-9, tolerance_change=1e-12,
+        [w, b],
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
         line_search_fn="strong_wolfe",
     )
-    loss_fn = torch.nn.functional.cross_entropy if task == "single" else torch.nn.functional.binary_cross_entropy_with_logits
+    loss_fn = (
+        torch.nn.functional.cross_entropy if task == "single" else torch.nn.functional.binary_cross_entropy_with_logits
+    )
 
     def closure():
         opt.zero_grad()
@@ -154,7 +162,9 @@ def topk_accuracy(scores: NDArray[np.floating], labels: NDArray[np.integer], *, 
     return float((top == labels[:, None]).any(axis=1).mean())
 
 
-def per_class_accuracy(scores: NDArray[np.floating], labels: NDArray[np.integer], num_classes: int) -> NDArray[np.float64]:
+def per_class_accuracy(
+    scores: NDArray[np.floating], labels: NDArray[np.integer], num_classes: int
+) -> NDArray[np.float64]:
     """Top-1 accuracy of each class over its own images (NaN for a class with no image)."""
     labels = np.asarray(labels, dtype=np.int64)
     correct = np.asarray(scores).argmax(axis=1) == labels
@@ -162,4 +172,3 @@ def per_class_accuracy(scores: NDArray[np.floating], labels: NDArray[np.integer]
     total = np.bincount(labels, minlength=num_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, hits / np.maximum(total, 1), np.nan)
-

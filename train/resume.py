@@ -11,12 +11,28 @@ from pathlib import Path
 from tagstream.train.config import SECTIONS, TrainConfig
 
 # keys that change how long or how visibly a run goes, or how it is spread over processes — not what it computes
-MAY_CHANGE = frozenset({
-    "run.steps", "run.epochs", "run.log_every", "run.checkpoint_every", "run.keep_last", "run.eval_every",
-    "run.out_dir", "run.threads", "run.progress", "run.device", "run.channels_last",
-    "data.workers", "data.threads", "data.prefetch", "data.cache_dir", "data.cache_limit", "data.verify_shards",
-    "batch.grad_accum",
-})  # fmt: skip
+MAY_CHANGE = frozenset(
+    {
+        "run.steps",
+        "run.epochs",
+        "run.log_every",
+        "run.checkpoint_every",
+        "run.keep_last",
+        "run.eval_every",
+        "run.out_dir",
+        "run.threads",
+        "run.progress",
+        "run.device",
+        "run.channels_last",
+        "data.workers",
+        "data.threads",
+        "data.prefetch",
+        "data.cache_dir",
+        "data.cache_limit",
+        "data.verify_shards",
+        "batch.grad_accum",
+    }
+)
 
 
 PATHS = frozenset({"data.dataset"})  # the same dataset may be spelled differently (relative, absolute, ./, a link)
@@ -72,8 +88,11 @@ def check_resume(saved: dict, config: TrainConfig, *, path: str | Path, allow: S
     unknown = sorted(set(allow) - known)
     if unknown:
         raise ValueError(f"--resume-anyway {', '.join(unknown)}: not a config key (keys look like data.sampling)")
-    refused = {k: v for k, v in differences(with_defaults(saved), config.to_dict()).items()
-               if k not in MAY_CHANGE and k not in allow and not (k in PATHS and same_place(*v))}
+    refused = {
+        k: v
+        for k, v in differences(with_defaults(saved), config.to_dict()).items()
+        if k not in MAY_CHANGE and k not in allow and not (k in PATHS and same_place(*v))
+    }
     if refused:
         listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
         raise ValueError(
@@ -92,7 +111,9 @@ def reapply_hyperparameters(optimizer, scheduler, fresh: list[dict]) -> None:
     state carries the checkpoint's LR, weight decay and momentum, which only differ when the user accepted a change
     (--resume-anyway optim.base_lr, ...). The current LR is recomputed from the schedule at the resumed step."""
     if len(fresh) != len(optimizer.param_groups):
-        raise ValueError(f"the checkpoint's optimizer has {len(optimizer.param_groups)} parameter groups, this run {len(fresh)}")
+        raise ValueError(
+            f"the checkpoint's optimizer has {len(optimizer.param_groups)} parameter groups, this run {len(fresh)}"
+        )
     for group, hyper in zip(optimizer.param_groups, fresh):
         group.update({k: v for k, v in hyper.items() if k != "lr"})
         group["initial_lr"] = hyper.get("initial_lr", hyper["lr"])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from tagstream.loader.format import write_text_atomic
 from tagstream.train import checkpoint as ckpt
 from tagstream.train import distributed as dd
@@ -45,8 +46,10 @@ class RunLock:
             f.seek(0)
             holder = f.read().strip() or "unknown"
             f.close()
-            raise ValueError(f"{self.path.parent} is in use by another run (pid {holder}); wait for it to end or "
-                             "choose another run.out_dir") from None
+            raise ValueError(
+                f"{self.path.parent} is in use by another run (pid {holder}); wait for it to end or "
+                "choose another run.out_dir"
+            ) from None
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
@@ -92,7 +95,9 @@ def check_out_dir(out: Path, config: TrainConfig, *, resuming: bool) -> None:
             "choose a new run.out_dir, or pass --resume to continue that run"
         )
     if ckpt.list_checkpoints(out):
-        raise ValueError(f"{out} already holds checkpoints of this run; pass --resume to continue it or choose a new run.out_dir")
+        raise ValueError(
+            f"{out} already holds checkpoints of this run; pass --resume to continue it or choose a new run.out_dir"
+        )
 
 
 def init_out_dir(out: Path, config: TrainConfig, *, resume_step: int | None) -> None:
@@ -141,7 +146,9 @@ class RunLog:
     means the loader keeps up, near 1 means training is input-bound.
     """
 
-    def __init__(self, out: Path, config: TrainConfig, *, dist: dd.Dist, total_steps: int, start_step: int, images_per_step: int):
+    def __init__(
+        self, out: Path, config: TrainConfig, *, dist: dd.Dist, total_steps: int, start_step: int, images_per_step: int
+    ):
         from tagstream.loader.progress import progress_bar
 
         self.dist = dist
@@ -149,8 +156,14 @@ class RunLog:
         main = dist.is_main
         self.file = open(out / METRICS, "a", encoding="utf-8") if main else None
         self.tb = _tensorboard(out) if main else None
-        self.bar = progress_bar(total=total_steps, initial=start_step, disable=not (main and config.run.progress),
-                                unit="step", dynamic_ncols=True, desc="train")  # fmt: skip
+        self.bar = progress_bar(
+            total=total_steps,
+            initial=start_step,
+            disable=not (main and config.run.progress),
+            unit="step",
+            dynamic_ncols=True,
+            desc="train",
+        )
         self.losses: list[torch.Tensor] = []
         self.first_step = start_step + 1
         self.window_wait = 0.0
@@ -190,8 +203,17 @@ class RunLog:
         share = self.window_wait / seconds
         self.windows.append({"steps": n, "seconds": seconds, "wait": self.window_wait})
         self.last_loss = sum(losses) / n
-        self.event("train", step=step, epoch=epoch, first_step=self.first_step, losses=losses, loss=self.last_loss,
-                   lr=lr, images_per_s=rate, data_wait=share)  # fmt: skip
+        self.event(
+            "train",
+            step=step,
+            epoch=epoch,
+            first_step=self.first_step,
+            losses=losses,
+            loss=self.last_loss,
+            lr=lr,
+            images_per_s=rate,
+            data_wait=share,
+        )
         self.bar.set_postfix(loss=f"{self.last_loss:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}", wait=f"{share:.0%}")
         if self.tb is not None:
             for key, value in (("loss", self.last_loss), ("lr", lr), ("images_per_s", rate), ("data_wait", share)):
@@ -207,12 +229,21 @@ class RunLog:
             seconds = sum(w["seconds"] for w in windows)
             if not seconds:
                 return float("nan"), float("nan")
-            return sum(w["steps"] for w in windows) * self.images_per_step / seconds, sum(w["wait"] for w in windows) / seconds
+            return sum(w["steps"] for w in windows) * self.images_per_step / seconds, sum(
+                w["wait"] for w in windows
+            ) / seconds
 
         rate, share = rates(self.windows)
         steady_rate, steady_share = rates(self.windows[1:])
-        out = {"step": step, "loss": self.last_loss, "images_per_s": rate, "data_wait": share,
-               "steady_images_per_s": steady_rate, "steady_data_wait": steady_share, **fields}  # fmt: skip
+        out = {
+            "step": step,
+            "loss": self.last_loss,
+            "images_per_s": rate,
+            "data_wait": share,
+            "steady_images_per_s": steady_rate,
+            "steady_data_wait": steady_share,
+            **fields,
+        }
         self.event("summary", **out)
         return out
 

@@ -10,6 +10,7 @@ import math
 from functools import partial
 
 import torch
+
 from tagstream.train.config import ScheduleConfig
 
 

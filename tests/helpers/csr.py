@@ -11,7 +11,9 @@ def random_csr(n: int, num_classes: int, seed: int, max_k: int = 5):
     k = r.integers(0, max_k + 1, n)
     k = np.minimum(k, num_classes)
     offsets = np.concatenate([[0], np.cumsum(k)]).astype(np.int64)
-    labels = np.concatenate([np.sort(r.choice(num_classes, kk, replace=False)) for kk in k] or [np.zeros(0)]).astype(np.int32)
+    labels = np.concatenate([np.sort(r.choice(num_classes, kk, replace=False)) for kk in k] or [np.zeros(0)]).astype(
+        np.int32
+    )
     return offsets, labels
 
 

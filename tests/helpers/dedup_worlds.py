@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance
+
 from tagstream.tools.synth.draw import photo_like
 
 N_TRAIN = 24
@@ -65,7 +66,9 @@ def build_worlds(tmp: Path) -> Worlds:
     files = {e: train_src.parent / "images" / f"{t:03d}.jpg" for e, (t, how) in PLANTED.items() if how == "same file"}
     eval_src = _source(tmp / "eval_src", eval_imgs, files)
     flipped = train_imgs[7].transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    eval2_src = _source(tmp / "eval2_src", [train_imgs[5].resize((80, 60)), Image.fromarray(photo_like(rng, *SIZE)), flipped])
+    eval2_src = _source(
+        tmp / "eval2_src", [train_imgs[5].resize((80, 60)), Image.fromarray(photo_like(rng, *SIZE)), flipped]
+    )
     out = Worlds(tmp / "train", tmp / "eval", tmp / "eval2")
     convert(train_src, out.train, shard_size=10)
     convert(eval_src, out.eval, shard_size=3)
@@ -77,14 +80,24 @@ def tiny_checkpoint(out_dir: Path, *, vocab: str, image_size: int = 32, classes:
     """A random-initialised regnet_y_tiny saved as a complete tagstream checkpoint (seeded): features that are
     the same for the same pixels, which is all the mechanics of the embedding method need."""
     import torch
+
     from tagstream.train.checkpoint import save_checkpoint
     from tagstream.train.models import build_model
 
     torch.manual_seed(0)
     net = build_model("regnet_y_tiny", classes, image_size=image_size)
-    state = {"step": 1, "model": net.state_dict(), "model_name": "regnet_y_tiny", "num_classes": classes,
-             "optimizer": {}, "schedule": {}, "loader": {}, "rng": {}, "world": 1,
-             "config": {"data": {"image_size": image_size, "vocab": vocab}}}
+    state = {
+        "step": 1,
+        "model": net.state_dict(),
+        "model_name": "regnet_y_tiny",
+        "num_classes": classes,
+        "optimizer": {},
+        "schedule": {},
+        "loader": {},
+        "rng": {},
+        "world": 1,
+        "config": {"data": {"image_size": image_size, "vocab": vocab}},
+    }
     return save_checkpoint(state, out_dir, keep_last=1)
 
 

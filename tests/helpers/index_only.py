@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
 from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.vocab import VocabClass, write_vocab
@@ -23,7 +24,9 @@ def image_classes(i: int, num_classes: int = NUM_CLASSES) -> list[int]:
     if i % 13 == 0:
         return []
     first = (i * 7) % num_classes if i % 3 else (i // 3) % 3
-    return sorted({first, (first + i % 2) % num_classes, 0 if i % 5 == 0 else first, (i * i) % 4 if i % 11 == 2 else first})
+    return sorted(
+        {first, (first + i % 2) % num_classes, 0 if i % 5 == 0 else first, (i * i) % 4 if i % 11 == 2 else first}
+    )
 
 
 def mask_values(name: str, n: int) -> np.ndarray:
@@ -51,7 +54,9 @@ def write_index_only(
     root.mkdir(parents=True, exist_ok=True)
     n = int(sum(shard_sizes))
     shards = [{"name": fmt.shard_name(k), "images": int(s)} for k, s in enumerate(shard_sizes)]
-    fmt.write_json_atomic(root / fmt.MANIFEST, {"format": fmt.FORMAT_NAME, "version": fmt.FORMAT_VERSION, "images": n, "shards": shards})
+    fmt.write_json_atomic(
+        root / fmt.MANIFEST, {"format": fmt.FORMAT_NAME, "version": fmt.FORMAT_VERSION, "images": n, "shards": shards}
+    )
     ds = Dataset(root)
     rows = [classes_of(i, num_classes) for i in range(n)]
     offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)

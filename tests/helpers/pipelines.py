@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from tagstream.loader.pipeline import PlanSource, build_pipeline, start
 
 
@@ -18,8 +19,18 @@ class ModPlan:
 
 def _pipe(source: PlanSource, *, batch: int, size: int, workers: int = 1):
     pipe = build_pipeline(
-        source, batch_size=batch, image_size=size, device="cpu", device_id=None, workers=workers,
-        threads=1, prefetch=2, seed=0, bytes_per_sample=1 << 14, mean=(0, 0, 0), std=(1, 1, 1),
+        source,
+        batch_size=batch,
+        image_size=size,
+        device="cpu",
+        device_id=None,
+        workers=workers,
+        threads=1,
+        prefetch=2,
+        seed=0,
+        bytes_per_sample=1 << 14,
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
     )
     return start(pipe, workers=workers)
 

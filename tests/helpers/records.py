@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+
 from tagstream.loader import format as fmt
 
 
@@ -25,8 +26,17 @@ def dataset_records(root: Path) -> list[tuple]:
                 assert fmt.decode_key(key) == i
                 rec = fmt.unpack_record(value)
                 ids = index["tag_ids"][index["tag_offsets"][i] : index["tag_offsets"][i + 1]]
-                rows.append((rec["image"], [table[t] for t in rec["tags"]], rec["source"], int(index["width"][i]),
-                             int(index["height"][i]), int(index["phash"][i]), [table[t] for t in ids]))
+                rows.append(
+                    (
+                        rec["image"],
+                        [table[t] for t in rec["tags"]],
+                        rec["source"],
+                        int(index["width"][i]),
+                        int(index["height"][i]),
+                        int(index["phash"][i]),
+                        [table[t] for t in ids],
+                    )
+                )
         env.close()
     return rows
 
@@ -39,8 +49,14 @@ def tag_table(root: Path) -> list[str]:
 def same_dataset_parts(root: Path) -> dict:
     """The files that must be byte-identical between conversions of the same inputs, and the manifest's totals."""
     manifest = json.loads((Path(root) / fmt.MANIFEST).read_text())
-    totals = {k: manifest[k] for k in ("images", "tags", "inputs", "rejected", "rejects_by_reason", "reencoded", "source")}
-    return {"tags.tsv": (Path(root) / fmt.TAGS).read_bytes(), "rejects": (Path(root) / fmt.REJECTS).read_bytes(), **totals}
+    totals = {
+        k: manifest[k] for k in ("images", "tags", "inputs", "rejected", "rejects_by_reason", "reencoded", "source")
+    }
+    return {
+        "tags.tsv": (Path(root) / fmt.TAGS).read_bytes(),
+        "rejects": (Path(root) / fmt.REJECTS).read_bytes(),
+        **totals,
+    }
 
 
 def partition_source(root: Path) -> Path:

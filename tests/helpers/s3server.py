@@ -158,7 +158,9 @@ class FaultProxy:
             h.end_headers()
             h.wfile.write(payload)
             return
-        headers = {k: v for k, v in h.headers.items() if k.lower() not in ("transfer-encoding", "content-length", "connection")}
+        headers = {
+            k: v for k, v in h.headers.items() if k.lower() not in ("transfer-encoding", "content-length", "connection")
+        }
         headers["Content-Length"] = str(len(body))
         conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
         try:

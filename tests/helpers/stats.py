@@ -13,7 +13,11 @@ ALPHA = 1e-4  # per test; the seeds are fixed, so a pass or fail is reproducible
 
 def chi2_pvalue(stat: float, df: int) -> float:
     """P(X >= stat) for X ~ chi-square(df)."""
-    return float(torch.special.gammaincc(torch.tensor(df / 2.0, dtype=torch.float64), torch.tensor(stat / 2.0, dtype=torch.float64)))
+    return float(
+        torch.special.gammaincc(
+            torch.tensor(df / 2.0, dtype=torch.float64), torch.tensor(stat / 2.0, dtype=torch.float64)
+        )
+    )
 
 
 def chi2_fit(observed: np.ndarray, expected: np.ndarray) -> tuple[float, int, float]:

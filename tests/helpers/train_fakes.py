@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from tagstream.loader import Batch
 from tagstream.loader.config import LoaderConfig
 
@@ -93,7 +94,11 @@ class FakeLoader:
         while self.step < self.batches:
             idx = self._indices(self.step)
             size = self.config.train_size(self.epoch) if self.config.mode == "train" else self.config.image_size
-            images = np.stack([image_pixels(int(i), size) for i in idx]) if len(idx) else np.zeros((0, size, size, 3), np.uint8)
+            images = (
+                np.stack([image_pixels(int(i), size) for i in idx])
+                if len(idx)
+                else np.zeros((0, size, size, 3), np.uint8)
+            )
             self.step += 1
             yield Batch(torch.from_numpy(images), self._targets(idx), torch.from_numpy(idx.astype(np.int64)))
 
@@ -109,7 +114,18 @@ def fake_run_config(out, *extra: str):
     """The tiny-cpu recipe over the fake loader: 16-px images, batch 16, one thread (bit-exact resume), no bar."""
     from tagstream.train.config import load_config
 
-    return load_config("tiny-cpu", [
-        "data.dataset=fake", "data.vocab=fake", f"run.out_dir={out}", "data.image_size=16",
-        "batch.global_size=16", "run.progress=false", "run.log_every=4", "run.threads=1", "schedule.warmup_steps=2", *extra,
-    ])  # fmt: skip
+    return load_config(
+        "tiny-cpu",
+        [
+            "data.dataset=fake",
+            "data.vocab=fake",
+            f"run.out_dir={out}",
+            "data.image_size=16",
+            "batch.global_size=16",
+            "run.progress=false",
+            "run.log_every=4",
+            "run.threads=1",
+            "schedule.warmup_steps=2",
+            *extra,
+        ],
+    )

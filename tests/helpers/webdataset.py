@@ -69,8 +69,15 @@ def write_collection(root: Path) -> dict[str, Path]:
     for i in range(n):
         ext, data = image_bytes(i)
         (root / "images" / f"{i:06d}.{ext}").write_bytes(data)
-        lines.append(json.dumps({"image": f"images/{i:06d}.{ext}", "id": record(i)["key"],
-                                 **{k: v for k, v in record(i).items() if k != "key"}}))
+        lines.append(
+            json.dumps(
+                {
+                    "image": f"images/{i:06d}.{ext}",
+                    "id": record(i)["key"],
+                    **{k: v for k, v in record(i).items() if k != "key"},
+                }
+            )
+        )
     (root / "c.jsonl").write_text("\n".join(lines) + "\n")
     start = 0
     for t, count in enumerate(KEYS_PER_TAR):
@@ -78,13 +85,15 @@ def write_collection(root: Path) -> dict[str, Path]:
         start += count
     cut = 12
     for part, rows in enumerate((range(cut), range(cut, n))):
-        table = pa.table({
-            "jpg": pa.array([image_bytes(i)[1] for i in rows], pa.binary()),
-            "tags": [record(i)["tags"] for i in rows],
-            "caption": [record(i).get("caption") for i in rows],
-            "key": [record(i)["key"] for i in rows],
-            "status": ["success"] * len(rows),
-        })
+        table = pa.table(
+            {
+                "jpg": pa.array([image_bytes(i)[1] for i in rows], pa.binary()),
+                "tags": [record(i)["tags"] for i in rows],
+                "caption": [record(i).get("caption") for i in rows],
+                "key": [record(i)["key"] for i in rows],
+                "status": ["success"] * len(rows),
+            }
+        )
         pq.write_table(table, root / "tables" / f"{part:05d}.parquet", row_group_size=5)
     return {"jsonl": root / "c.jsonl", "tars": root / "tars", "parquet": root / "tables", "count": n}
 

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tagstream.kernels.alias import (
-    alias_distribution,
-    build_alias,
-    build_alias_ref,
-    draw_alias,
-    draw_alias_ref,
-)
-from tagstream.kernels.rng import stream_key
 
+from tagstream.kernels.alias import alias_distribution, build_alias, build_alias_ref, draw_alias, draw_alias_ref
+from tagstream.kernels.rng import stream_key
 from tests.helpers.stats import ALPHA, chi2_fit
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # NUMBA_DISABLE_JIT=1 scalar wrap

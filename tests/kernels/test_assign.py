@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from tagstream.kernels import assign
-from tagstream.kernels.assign import (
-    assign_blocks,
-    assign_blocks_ref,
-    block_weights,
-    pack_shards,
-    rank_loads,
-)
+from tagstream.kernels.assign import assign_blocks, assign_blocks_ref, block_weights, pack_shards, rank_loads
 
 
 @pytest.mark.parametrize("world", [1, 3, 64])
@@ -182,4 +177,6 @@ def test_packing_from_shard_sums_is_bit_identical_and_fetches_only_cut_shards(se
     assert (p.imbalance, p.imbalance_whole_shards) == (q.imbalance, q.imbalance_whole_shards)
     assert p.block_weights.tolist() == q.block_weights.tolist() == block_weights(p.block_starts, w).tolist()
     cut = {lo for lo, hi in zip(p.block_starts[:-1], p.block_starts[1:])} - set(shards.tolist())
-    assert len(fetched) <= len(cut) + world and all((lo, hi) in set(zip(shards[:-1].tolist(), shards[1:].tolist())) for lo, hi in fetched)
+    assert len(fetched) <= len(cut) + world and all(
+        (lo, hi) in set(zip(shards[:-1].tolist(), shards[1:].tolist())) for lo, hi in fetched
+    )

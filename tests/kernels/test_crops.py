@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from tagstream.kernels import crops
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # NUMBA_DISABLE_JIT=1 scalar wrap
@@ -97,5 +98,11 @@ def test_stream_prefixes_are_stream_prefix_per_sample():
     assert crops.stream_prefixes(11, 3, partitions).tolist() == [int(k) for k in want]
     assert crops.stream_prefixes(11, 3, np.zeros(0, np.int64)).shape == (0,)
     with pytest.raises(ValueError, match=r"prefixes of shape \(2,\) for 3 samples"):
-        crops.train_windows_ref(np.ones(3, np.int64), np.ones(3, np.int64), np.arange(3), np.zeros(2, np.uint64),
-                                np.array((0.08, 1.0)), crops.ratio_args((3 / 4, 4 / 3)))
+        crops.train_windows_ref(
+            np.ones(3, np.int64),
+            np.ones(3, np.int64),
+            np.arange(3),
+            np.zeros(2, np.uint64),
+            np.array((0.08, 1.0)),
+            crops.ratio_args((3 / 4, 4 / 3)),
+        )

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from tagstream.kernels import dedup as dd
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+
 from tagstream.kernels.phash import HASH_SIDE, dct_hash, hamming
 from tagstream.tools.dedup.imagehash import gray32, phash_image
 from tagstream.tools.synth.draw import photo_like

@@ -5,17 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from tagstream.kernels.assign import pack_shards
-from tagstream.kernels.plan import (
-    build_rank_table,
-    epoch_plan,
-    feistel_permute,
-    feistel_permute_ref,
-    plan_length,
-)
+from tagstream.kernels.plan import build_rank_table, epoch_plan, feistel_permute, feistel_permute_ref, plan_length
 from tagstream.kernels.rng import stream_key
 from tagstream.kernels.weights import compute_weights
-
 from tests.helpers.csr import random_csr
 from tests.helpers.stats import ALPHA, chi2_fit
 
@@ -23,7 +17,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarn
 
 N = 600
 SHARDS = np.array([0, 150, 150, 400, 430, 600], np.int64)  # one empty shard, one small one
-MODES = [("sqrt", "sum", True), ("uniform", "mean", True), ("power:2", "max", True), ("natural", "sum", True), ("natural", "sum", False)]
+MODES = [
+    ("sqrt", "sum", True),
+    ("uniform", "mean", True),
+    ("power:2", "max", True),
+    ("natural", "sum", True),
+    ("natural", "sum", False),
+]
 TOPOLOGIES = [1, 2, 3, 8]  # 8 ranks > 4 non-empty shards: shards are cut
 
 

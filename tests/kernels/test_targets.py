@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from tagstream.kernels.targets import (
     PAD_ID,
     dense_targets_ref,
@@ -12,7 +13,6 @@ from tagstream.kernels.targets import (
     sparse_targets,
     sparse_targets_ref,
 )
-
 from tests.helpers.csr import csr, random_csr
 
 
@@ -65,4 +65,6 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="K=0"):
         sparse_targets(off, lab, np.array([0]), np.empty((1, 0), np.int64), np.empty((1, 0), np.float32))
     with pytest.raises(ValueError, match="negative labels"):
-        sparse_targets(off, np.array([0, -3], np.int32), np.array([1]), np.empty((1, 2), np.int64), np.empty((1, 2), np.float32))
+        sparse_targets(
+            off, np.array([0, -3], np.int32), np.array([1]), np.empty((1, 2), np.int64), np.empty((1, 2), np.float32)
+        )

@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tagstream.kernels.counts import (
-    class_counts,
-    class_counts_ref,
-    class_weight_sums,
-    class_weight_sums_ref,
-)
-from tagstream.kernels.weights import (
-    COMBINES,
-    compute_weights,
-    sample_weights,
-    sample_weights_ref,
-    sampling_power,
-)
 
+from tagstream.kernels.counts import class_counts, class_counts_ref, class_weight_sums, class_weight_sums_ref
+from tagstream.kernels.weights import COMBINES, compute_weights, sample_weights, sample_weights_ref, sampling_power
 from tests.helpers.csr import csr, random_csr
 
 

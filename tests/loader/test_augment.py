@@ -5,15 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tagstream.loader.augment import CounterRNG, random_resized_crop, train_params
 from torchvision.transforms import RandomResizedCrop
+
+from tagstream.loader.augment import CounterRNG, random_resized_crop, train_params
 
 
 def test_counter_rng_is_a_pure_function_of_its_key():
     a = CounterRNG(1, 2, 3, 4)
     b = CounterRNG(1, 2, 3, 4)
     assert [a.next_u64() for _ in range(5)] == [b.next_u64() for _ in range(5)]
-    firsts = {CounterRNG(s, e, r, p).next_u64() for s in range(2) for e in range(2) for r in range(2) for p in range(50)}
+    firsts = {
+        CounterRNG(s, e, r, p).next_u64() for s in range(2) for e in range(2) for r in range(2) for p in range(50)
+    }
     assert len(firsts) == 400
     u = np.array([CounterRNG(0, 0, 0, p).uniform(0.0, 1.0) for p in range(4000)])
     assert 0.0 <= u.min() and u.max() < 1.0 and abs(u.mean() - 0.5) < 0.02
@@ -43,7 +46,9 @@ def test_fallback_matches_torchvision():
 def test_distribution_matches_torchvision():
     torch.manual_seed(0)
     img = torch.zeros(3, 375, 500)
-    ref = np.array([RandomResizedCrop.get_params(img, scale=[0.08, 1.0], ratio=[3 / 4, 4 / 3]) for _ in range(3000)], float)
+    ref = np.array(
+        [RandomResizedCrop.get_params(img, scale=[0.08, 1.0], ratio=[3 / 4, 4 / 3]) for _ in range(3000)], float
+    )
     ours = np.array([random_resized_crop(500, 375, CounterRNG(0, 0, 0, p)) for p in range(3000)], float)
     ref_area, our_area = ref[:, 2] * ref[:, 3] / (500 * 375), ours[:, 2] * ours[:, 3] / (500 * 375)
     ref_log_ratio, our_log_ratio = np.log(ref[:, 3] / ref[:, 2]), np.log(ours[:, 2] / ours[:, 3])

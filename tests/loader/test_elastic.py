@@ -12,6 +12,7 @@ import hashlib
 
 import numpy as np
 import pytest
+
 from tagstream.loader.augment import train_params
 from tagstream.loader.config import LoaderConfig
 from tagstream.loader.feed import BatchSource
@@ -20,7 +21,6 @@ from tagstream.loader.partitions import stream_key, stream_keys
 from tagstream.loader.pipeline import PlanSource
 from tagstream.loader.sampling import RankSampler
 from tagstream.tools.bench.loader_data import encode_jpeg, write_dataset, write_identity_vocab
-
 from tests.helpers.index_only import NUM_CLASSES, write_index_only, zipf_class
 from tests.helpers.stats import ALPHA, chi2_fit
 
@@ -85,7 +85,9 @@ def test_partitions_equal_to_world_is_the_plan_of_one_partition_per_rank(root):
     default = LoaderConfig(dataset=root, vocab="v", seed=3, batch_size=6)
     explicit = LoaderConfig(dataset=root, vocab="v", seed=3, batch_size=6, partitions=3)
     for rank in range(3):
-        a = RankSampler.from_config(default, DaliLoader(default, rank, 3).dataset, DaliLoader(default, rank, 3).vocab, rank=rank, world=3)
+        a = RankSampler.from_config(
+            default, DaliLoader(default, rank, 3).dataset, DaliLoader(default, rank, 3).vocab, rank=rank, world=3
+        )
         b = DaliLoader(explicit, rank, 3).sampler
         assert np.array_equal(a.plan(1), b.plan(1)) and a.served == b.served == range(rank, rank + 1)
 
@@ -109,13 +111,18 @@ def test_refusals_name_what_works(root):
 
     with pytest.raises(ValueError, match=r"world size 3 does not divide partitions=4 .*world sizes that work: 1, 2, 4"):
         DaliLoader(config(), rank=0, world=3)
-    with pytest.raises(ValueError, match=r"batch_size=5 per rank cannot be shared by the 2 partitions .* global batch 10 must be a multiple of 4"):
+    with pytest.raises(
+        ValueError,
+        match=r"batch_size=5 per rank cannot be shared by the 2 partitions .* global batch 10 must be a multiple of 4",
+    ):
         DaliLoader(config(batch_size=5), rank=0, world=2)
     with pytest.raises(ValueError, match=r"partitions=0 must be an integer >= 1"):
         config(partitions=0)
     state = DaliLoader(config(), rank=0, world=2).state_dict()
     other = DaliLoader(config(partitions=2, batch_size=16), rank=0, world=1)
-    with pytest.raises(ValueError, match=r"partitions=4 but this loader has partitions=2: build the loader with partitions=4"):
+    with pytest.raises(
+        ValueError, match=r"partitions=4 but this loader has partitions=2: build the loader with partitions=4"
+    ):
         other.load_state_dict(state)
     with pytest.raises(ValueError, match=r"global_batch=16 but this loader has global_batch=8"):
         DaliLoader(config(batch_size=8), rank=0, world=1).load_state_dict(state)
@@ -139,7 +146,14 @@ def test_sqrt_law_per_class_at_world_3_and_7_with_uneven_shards(tmp_path_factory
     ds = write_index_only(tmp_path_factory.mktemp(f"law{world}"), shard_sizes=sizes, classes_of=zipf_class)
     n = np.bincount([zipf_class(i)[0] for i in range(sum(sizes))], minlength=NUM_CLASSES).astype(float)
     samples = 84_000
-    config = LoaderConfig(dataset=str(ds.root), vocab="v", seed=13, batch_size=partitions // world, samples_per_epoch=samples, partitions=partitions)
+    config = LoaderConfig(
+        dataset=str(ds.root),
+        vocab="v",
+        seed=13,
+        batch_size=partitions // world,
+        samples_per_epoch=samples,
+        partitions=partitions,
+    )
     observed = np.zeros(NUM_CLASSES)
     drawn = 0
     for rank in range(world):
@@ -156,14 +170,19 @@ def test_sqrt_law_per_class_at_world_3_and_7_with_uneven_shards(tmp_path_factory
 def test_a_samples_augmentation_key_is_its_partition_and_its_position_there(root):
     """stream_keys maps position j of a rank's plan to (partition, position in that partition's plan): the
     sample at j is the one the partition draws there, at every world size; one partition per rank: (rank, j)."""
-    alone = [DaliLoader(LoaderConfig(dataset=root, vocab="v", seed=5, batch_size=3, partitions=6), rank=p, world=6).sampler for p in range(6)]
+    alone = [
+        DaliLoader(LoaderConfig(dataset=root, vocab="v", seed=5, batch_size=3, partitions=6), rank=p, world=6).sampler
+        for p in range(6)
+    ]
     for world in (1, 2, 3, 6):
         config = LoaderConfig(dataset=root, vocab="v", seed=5, batch_size=18 // world, partitions=6)
         for rank in range(world):
             sampler = DaliLoader(config, rank=rank, world=world).sampler
             serves, n = 6 // world, len(sampler)
             parts, pos = stream_keys(rank, serves, sampler.share, 0, n)
-            assert [stream_key(rank, serves, sampler.share, j) for j in range(n)] == list(zip(parts.tolist(), pos.tolist()))
+            assert [stream_key(rank, serves, sampler.share, j) for j in range(n)] == list(
+                zip(parts.tolist(), pos.tolist())
+            )
             if serves == 1:
                 assert (parts == rank).all() and np.array_equal(pos, np.arange(n))
             plan = sampler.plan(1)
@@ -234,8 +253,18 @@ def test_resumed_at_world_2_and_1_the_crops_flips_and_pixels_are_the_uninterrupt
     start, steps = 3, 3
     windows = {}
     for decoder in ("turbo", "dali"):
-        config = dict(dataset=pattern_root, vocab="v", seed=9, partitions=4, image_size=16, samples_per_epoch=96,
-                      workers=0, threads=1, prefetch=1, cpu_decoder=decoder)  # fmt: skip
+        config = dict(
+            dataset=pattern_root,
+            vocab="v",
+            seed=9,
+            partitions=4,
+            image_size=16,
+            samples_per_epoch=96,
+            workers=0,
+            threads=1,
+            prefetch=1,
+            cpu_decoder=decoder,
+        )
         uninterrupted = _loaders(LoaderConfig(**config, batch_size=2), 4)
         for loader in uninterrupted:
             loader.set_epoch(1)
@@ -254,7 +283,10 @@ def test_resumed_at_world_2_and_1_the_crops_flips_and_pixels_are_the_uninterrupt
             if world == 2:  # keyed by (rank, position in the rank's plan), as before, these windows would differ
                 rank1, at = resumed[1], start * 4
                 ours = _source_triples(rank1, at, 4)
-                by_rank = [train_params(*_size(rank1, t[0]), seed=9, epoch=1, rank=1, position=at + k) for k, t in enumerate(ours)]
+                by_rank = [
+                    train_params(*_size(rank1, t[0]), seed=9, epoch=1, rank=1, position=at + k)
+                    for k, t in enumerate(ours)
+                ]
                 assert all(t[1:] != (*w, int(f)) for t, (w, f) in zip(ours, by_rank))
             for loader in resumed:
                 loader.close()

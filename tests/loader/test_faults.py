@@ -10,12 +10,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.store import ShardStore
 from tagstream.loader.vocab import Vocab
-
-from tests.helpers.damage import corrupt_scan, data_file, flip_bytes, forge_size, rewrite_manifest, run_python, small_jpeg, truncate
+from tests.helpers.damage import (
+    corrupt_scan,
+    data_file,
+    flip_bytes,
+    forge_size,
+    rewrite_manifest,
+    run_python,
+    small_jpeg,
+    truncate,
+)
 from tests.helpers.tiny import TinyDatasets
 
 
@@ -54,8 +63,10 @@ def test_truncated_shard_checked_before_lmdb_opens_it(ds):
 
 @pytest.mark.parametrize(
     "offsets, message",
-    [((16, 4096 + 16), "shard 00002 is not an LMDB file"),  # both meta pages' magic numbers
-     ((20, 4096 + 20), "LMDB cannot open shard 00002 (")],  # both format versions
+    [
+        ((16, 4096 + 16), "shard 00002 is not an LMDB file"),  # both meta pages' magic numbers
+        ((20, 4096 + 20), "LMDB cannot open shard 00002 ("),
+    ],  # both format versions
 )
 def test_lmdb_damage_under_a_matching_manifest_is_named(ds, offsets, message):
     data = data_file(ds, "00002")
@@ -73,16 +84,39 @@ def test_lmdb_damage_under_a_matching_manifest_is_named(ds, offsets, message):
     [
         ("[]", "expected a JSON object, got a JSON list"),
         ('{"format": "tagstream", "version": 1, "images": 0, "shards": null}', "'shards' must be a list"),
-        ('{"format": "tagstream", "version": 1, "images": 1, "shards": [{"images": 1}]}', "shard name None is not allowed"),
-        ('{"format": "tagstream", "version": 1, "images": 1e30, "shards": []}', "'images' must be a non-negative integer"),
-        ('{"format": "tagstream", "version": 1, "images": 1, "shards": [{"name": "../../x", "images": 1}]}', "'../../x' is not allowed"),
-        ('{"format": "tagstream", "version": 1, "images": 2, "shards": [{"name": "a", "images": 1}, {"name": "a", "images": 1}]}',
-         "listed twice"),
-        ('{"format": "tagstream", "version": 1, "images": 1, "shards": [{"name": "a", "images": true}]}', "'images' must be"),
+        (
+            '{"format": "tagstream", "version": 1, "images": 1, "shards": [{"images": 1}]}',
+            "shard name None is not allowed",
+        ),
+        (
+            '{"format": "tagstream", "version": 1, "images": 1e30, "shards": []}',
+            "'images' must be a non-negative integer",
+        ),
+        (
+            '{"format": "tagstream", "version": 1, "images": 1, "shards": [{"name": "../../x", "images": 1}]}',
+            "'../../x' is not allowed",
+        ),
+        (
+            '{"format": "tagstream", "version": 1, "images": 2, "shards": [{"name": "a", "images": 1}, {"name": "a", "images": 1}]}',
+            "listed twice",
+        ),
+        (
+            '{"format": "tagstream", "version": 1, "images": 1, "shards": [{"name": "a", "images": true}]}',
+            "'images' must be",
+        ),
         ('{"format": "tagstream", "version": 1, "images": 1, "shards": ["a"]}', "shard entry 0 must be an object"),
-        ('{"format": "tagstream", "version": 1, "images": 1, "shards": [{"name": "a", "images": 1, "bytes": -1}]}', "'bytes' must be"),
-        ('{"format": "tagstream", "version": 1, "images": 1, "shards": [{"name": "a", "images": 1, "sha256": 5}]}', "'sha256' must be"),
-        ('{"format": "tagstream", "version": 1, "images": 5, "shards": [{"name": "a", "images": 1}]}', "its shards hold 1"),
+        (
+            '{"format": "tagstream", "version": 1, "images": 1, "shards": [{"name": "a", "images": 1, "bytes": -1}]}',
+            "'bytes' must be",
+        ),
+        (
+            '{"format": "tagstream", "version": 1, "images": 1, "shards": [{"name": "a", "images": 1, "sha256": 5}]}',
+            "'sha256' must be",
+        ),
+        (
+            '{"format": "tagstream", "version": 1, "images": 5, "shards": [{"name": "a", "images": 1}]}',
+            "its shards hold 1",
+        ),
         ("\xff\xfe{", "not valid JSON"),
     ],
 )
@@ -189,7 +223,11 @@ def test_strict_check_refuses_damaged_scan_data(damage):
 
     good = small_jpeg(256, 192)
     assert turbo.check(good) == (256, 192)
-    bad = {"corrupt_scan": corrupt_scan(good), "soi_and_zeros": b"\xff\xd8" + bytes(4000), "truncated": good[: len(good) // 2]}[damage]
+    bad = {
+        "corrupt_scan": corrupt_scan(good),
+        "soi_and_zeros": b"\xff\xd8" + bytes(4000),
+        "truncated": good[: len(good) // 2],
+    }[damage]
     with pytest.raises(ValueError, match="^JPEG "):
         turbo.check(bad)
 
@@ -224,8 +262,9 @@ print("no error")
 
 
 def test_a_shard_cut_short_after_the_store_opened_it_is_named(ds):
-    code = _read_all(ds).replace("for i in", "s.read_image(0)\nimport os\nos.truncate({!r}, 8192)\nfor i in".format(
-        str(data_file(ds, "00000"))))
+    code = _read_all(ds).replace(
+        "for i in", "s.read_image(0)\nimport os\nos.truncate({!r}, 8192)\nfor i in".format(str(data_file(ds, "00000")))
+    )
     done = run_python(code)
     assert done.returncode == 1, (done.returncode, done.stderr[-400:])
     assert "shard 00000 was cut to 8192 bytes while being read" in done.stderr.strip().splitlines()[-1]
@@ -239,8 +278,13 @@ def test_a_shard_cut_short_while_the_loader_runs_is_named(tmp_path, decoder):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _TRAIN_THEN_TRUNCATE, str(tmp_path), decoder], capture_output=True,
-                          text=True, timeout=110, cwd=str(Path(__file__).parents[2]))
+    done = subprocess.run(
+        [sys.executable, "-c", _TRAIN_THEN_TRUNCATE, str(tmp_path), decoder],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        cwd=str(Path(__file__).parents[2]),
+    )
     assert done.returncode == 1, (done.returncode, done.stdout[-300:], done.stderr[-600:])
     last = done.stderr.strip().splitlines()[-1]
     assert "FormatError" in last and "shards/00000.lmdb/data.mdb: shard 00000" in last and "8192 bytes" in last
@@ -269,7 +313,6 @@ def test_dali_never_sees_a_header_that_disagrees_with_the_index(tmp_path, forged
     allocation of ~24 GB (OOM-killed); the batch source compares every header with the index first."""
     from tagstream.loader import LoaderConfig, build_loader
     from tagstream.loader.store import close_all
-
     from tests.helpers.damage import put_record
     from tests.helpers.datasets import make_index_dataset
 
@@ -279,10 +322,21 @@ def test_dali_never_sees_a_header_that_disagrees_with_the_index(tmp_path, forged
     w, h = int(ds.index_array(1, "width")[4]), int(ds.index_array(1, "height")[4])
     image = forge_size(small_jpeg(w, h), 65500, 65500) if forged == "bomb" else small_jpeg(w + 16, h)
     put_record(ds.root, "00001", 4, fmt.pack_record(image, rec["tags"], rec["source"]))
-    config = LoaderConfig(dataset=str(ds.root), vocab="v", batch_size=8, image_size=16, workers=1, threads=1, prefetch=1,
-                          mode="eval", cpu_decoder="dali")
+    config = LoaderConfig(
+        dataset=str(ds.root),
+        vocab="v",
+        batch_size=8,
+        image_size=16,
+        workers=1,
+        threads=1,
+        prefetch=1,
+        mode="eval",
+        cpu_decoder="dali",
+    )
     said = "65500 x 65500" if forged == "bomb" else f"{w + 16} x {h}"
-    with pytest.raises(fmt.FormatError, match=f"shard 00001 key 4 .*cannot decode: its JPEG header says {said}, the index {w} x {h}"):
+    with pytest.raises(
+        fmt.FormatError, match=f"shard 00001 key 4 .*cannot decode: its JPEG header says {said}, the index {w} x {h}"
+    ):
         for _ in build_loader(config):
             pass
 
@@ -292,7 +346,6 @@ def test_verify_shards_refuses_a_shard_changed_since_conversion_and_hashes_once(
     naming the shard before anything is read from it; a sound shard is hashed once per machine (a stamp), again
     after the file changes. Without it, the damage goes unseen (the default's cost: none)."""
     from tagstream.loader.store import ShardStore, close_all
-
     from tests.helpers.datasets import make_index_dataset
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -320,15 +373,24 @@ def test_verify_shards_refuses_a_shard_changed_since_conversion_and_hashes_once(
 @pytest.mark.parametrize("decoder", ["turbo", "dali"])
 def test_a_loader_with_verify_shards_names_the_damaged_shard(tmp_path, monkeypatch, decoder):
     from tagstream.loader import LoaderConfig, build_loader
-
     from tests.helpers.datasets import make_index_dataset
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     ds = make_index_dataset(tmp_path / "ds", n=32, shard_size=16)
     path = data_file(ds.root, "00001")
     flip_bytes(path, path.stat().st_size // 2)
-    config = LoaderConfig(dataset=str(ds.root), vocab="v", batch_size=8, image_size=16, workers=1, threads=1, prefetch=1,
-                          mode="eval", cpu_decoder=decoder, verify_shards=True)
+    config = LoaderConfig(
+        dataset=str(ds.root),
+        vocab="v",
+        batch_size=8,
+        image_size=16,
+        workers=1,
+        threads=1,
+        prefetch=1,
+        mode="eval",
+        cpu_decoder=decoder,
+        verify_shards=True,
+    )
     with pytest.raises(Exception, match="shard 00001 does not match the manifest's sha256"):
         for _ in build_loader(config):
             pass

@@ -9,6 +9,7 @@ import json
 import msgpack
 import numpy as np
 import pytest
+
 from tagstream.kernels.crops import ratio_args, stream_prefix, train_windows
 from tagstream.loader import format as fmt
 from tagstream.loader.augment import train_params
@@ -16,7 +17,6 @@ from tagstream.loader.feed import BatchSource
 from tagstream.loader.pipeline import EvalPlan, PlanSource, build_pipeline, start, stop
 from tagstream.loader.store import ShardStore
 from tagstream.tools.bench.loader_data import encode_jpeg, write_dataset
-
 from tests.helpers.pipelines import ModPlan, _epoch, _pipe
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # NUMBA_DISABLE_JIT=1 scalar wrap
@@ -37,7 +37,9 @@ def ds(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("feed") / "ds", records, num_images=n, shard_size=12, num_tags=3)
 
 
-@pytest.mark.parametrize("seed, epoch, rank, scale, ratio", [(0, 0, 0, (0.08, 1.0), (3 / 4, 4 / 3)), (77, 3, 5, (0.3, 0.6), (0.5, 2.0))])
+@pytest.mark.parametrize(
+    "seed, epoch, rank, scale, ratio", [(0, 0, 0, (0.08, 1.0), (3 / 4, 4 / 3)), (77, 3, 5, (0.3, 0.6), (0.5, 2.0))]
+)
 def test_kernel_windows_equal_train_params(seed, epoch, rank, scale, ratio):
     rng = np.random.default_rng(seed)
     w, h = rng.integers(1, 2000, 4000), rng.integers(1, 2000, 4000)
@@ -53,7 +55,9 @@ def test_kernel_windows_equal_train_params(seed, epoch, rank, scale, ratio):
 
 def _sources(ds, train: bool, **kw):
     plan = ModPlan(len(ds)) if train else EvalPlan(np.arange(len(ds) - 3, dtype=np.int64), 48)
-    common = dict(store=ShardStore(ds), plan=plan, train=train, length=48, seed=4, rank=1, image_size=20, resize_size=24, **kw)
+    common = dict(
+        store=ShardStore(ds), plan=plan, train=train, length=48, seed=4, rank=1, image_size=20, resize_size=24, **kw
+    )
     return PlanSource(**common), BatchSource(batch_size=8, **common)
 
 
@@ -75,8 +79,23 @@ def test_batches_equal_the_per_sample_source(ds, train):
 
 
 def _batched_pipe(source: BatchSource, size: int):
-    return start(build_pipeline(source, batch_size=8, image_size=size, device="cpu", device_id=None, workers=0, threads=1,
-                                prefetch=2, seed=0, bytes_per_sample=1 << 14, mean=(0, 0, 0), std=(1, 1, 1)), workers=0)
+    return start(
+        build_pipeline(
+            source,
+            batch_size=8,
+            image_size=size,
+            device="cpu",
+            device_id=None,
+            workers=0,
+            threads=1,
+            prefetch=2,
+            seed=0,
+            bytes_per_sample=1 << 14,
+            mean=(0, 0, 0),
+            std=(1, 1, 1),
+        ),
+        workers=0,
+    )
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -119,11 +138,14 @@ def test_records_in_another_layout_and_bad_records(tmp_path):
     records = ((encode_jpeg(_pattern(i, 32, 32)), [0], 32, 32) for i in range(6))
     ds = write_dataset(tmp_path / "ds", records, num_images=6, shard_size=6, num_tags=1)
     jpeg = encode_jpeg(_pattern(9, 32, 32))
-    _rewrite(ds.root, {
-        1: msgpack.packb({"tags": [0], "source": "x", "image": jpeg}, use_bin_type=True),  # the image last
-        2: fmt.pack_record(b"GIF89a...", [0], "x"),
-        3: b"\xc1\xc1",
-    })
+    _rewrite(
+        ds.root,
+        {
+            1: msgpack.packb({"tags": [0], "source": "x", "image": jpeg}, use_bin_type=True),  # the image last
+            2: fmt.pack_record(b"GIF89a...", [0], "x"),
+            3: b"\xc1\xc1",
+        },
+    )
     fresh = ShardStore(ds.root)
     assert bytes(fresh.image_buffers(np.array([1]))[0][0]) == jpeg
     for index, message in ((2, "shard 00000 key 2 .*not a JPEG"), (3, "shard 00000 key 3 .*does not parse")):
@@ -146,7 +168,9 @@ def test_image_span():
 def test_gpu_size_bound_names_the_image(ds):
     _, batched = _sources(ds, True)
     batched.max_pixels = 40 * 36  # the smallest image passes, the others are over
-    with pytest.raises(fmt.FormatError, match=r"shard \d+ key \d+ \(image \d+\): \d+x\d+ is more than the 1,440 pixels.*--max-side"):
+    with pytest.raises(
+        fmt.FormatError, match=r"shard \d+ key \d+ \(image \d+\): \d+x\d+ is more than the 1,440 pixels.*--max-side"
+    ):
         batched.batch(0, 0)
 
 
@@ -158,11 +182,16 @@ def _bad_store(tmp_path):
     with env.begin(write=True) as txn:
         txn.delete(fmt.encode_key(5))
     env.close()
-    _rewrite(ds.root, {  # and the manifest's byte size
-        1: msgpack.packb({"tags": [0], "source": "x", "image": encode_jpeg(_pattern(9, 32, 32))}, use_bin_type=True),
-        2: fmt.pack_record(b"GIF89a...", [0], "x"),
-        3: fmt.pack_record(encode_jpeg(_pattern(3, 40, 32)), [0], "x"),
-    })
+    _rewrite(
+        ds.root,
+        {  # and the manifest's byte size
+            1: msgpack.packb(
+                {"tags": [0], "source": "x", "image": encode_jpeg(_pattern(9, 32, 32))}, use_bin_type=True
+            ),
+            2: fmt.pack_record(b"GIF89a...", [0], "x"),
+            3: fmt.pack_record(encode_jpeg(_pattern(3, 40, 32)), [0], "x"),
+        },
+    )
     return ShardStore(ds.root)
 
 
@@ -181,19 +210,27 @@ def test_batch_record_reads_in_c_and_in_python_agree(tmp_path, monkeypatch, exte
 
     def read(local, width=32, wrap=None):
         n = len(local)
-        return records.images([txn.get], np.zeros(n, np.int64), np.array(local), np.full(n, width), np.full(n, 32), wrap)
+        return records.images(
+            [txn.get], np.zeros(n, np.int64), np.array(local), np.full(n, width), np.full(n, 32), wrap
+        )
 
     views, k, why = read([0, 4, 7, 4])
     assert (k, why) == (-1, 0)
     assert [bytes(v) for v in views] == [store.read_image(i) for i in (0, 4, 7, 4)]
     assert all(isinstance(v, memoryview) for v in views)
     assert [bytes(v) for v in read([6, 0], wrap=bytes)[0]] == [store.read_image(6), store.read_image(0)]  # wrapped
-    for local, stop in (([0, 5], (1, records.NO_KEY)), ([4, 1], (1, records.OTHER_LAYOUT)), ([2], (0, records.NOT_JPEG)),
-                        ([0, 7, 3, 5], (2, records.FRAME_DIFFERS))):
-        assert read(local) == (None, *stop), local
+    for local, reason in (
+        ([0, 5], (1, records.NO_KEY)),
+        ([4, 1], (1, records.OTHER_LAYOUT)),
+        ([2], (0, records.NOT_JPEG)),
+        ([0, 7, 3, 5], (2, records.FRAME_DIFFERS)),
+    ):
+        assert read(local) == (None, *reason), local
     assert read([3], width=40)[1:] == (-1, 0)  # the index's size is what is checked
     with pytest.raises(ValueError, match="int64"):
-        records.images([txn.get], np.zeros(2, np.int64), np.zeros(3, np.int64), np.zeros(2, np.int64), np.zeros(2, np.int64), None)
+        records.images(
+            [txn.get], np.zeros(2, np.int64), np.zeros(3, np.int64), np.zeros(2, np.int64), np.zeros(2, np.int64), None
+        )
     txn.abort()
 
 
@@ -208,8 +245,11 @@ def test_image_buffers_name_each_bad_record(tmp_path, monkeypatch, extension):
         monkeypatch.setattr(records, "_records", None)
     tensors, txns = store.image_buffers(np.array([0, 1, 4]), wrap=bytes)
     assert tensors == [store.read_image(0), store.read_image(1), store.read_image(4)] and len(txns) == 1
-    for index, message in ((2, "key 2 \\(image 2\\): image is not a JPEG"), (5, "has no key 5 \\(image 5\\)"),
-                           (3, "key 3 \\(image 3\\): cannot decode: its JPEG header says 40 x 32, the index 32 x 32")):
+    for index, message in (
+        (2, "key 2 \\(image 2\\): image is not a JPEG"),
+        (5, "has no key 5 \\(image 5\\)"),
+        (3, "key 3 \\(image 3\\): cannot decode: its JPEG header says 40 x 32, the index 32 x 32"),
+    ):
         with pytest.raises(fmt.FormatError, match=f"shard 00000 {message}"):
             store.image_buffers(np.array([0, 4, index, 7]))
 
@@ -220,7 +260,6 @@ def test_c_and_python_reads_agree_on_damaged_records(monkeypatch):
     import random
 
     from tagstream.loader import records
-
     from tests.helpers.damage import small_jpeg
 
     rng = random.Random(0)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from tagstream.loader import IMAGENET_MEAN, IMAGENET_STD, build_loader, normalize_images
 from tagstream.loader import format as fmt
 from tagstream.loader.config import LoaderConfig
@@ -18,7 +19,6 @@ from tagstream.loader.dataset import Dataset
 from tagstream.loader.sampling import RankSampler, eligibility
 from tagstream.loader.vocab import Vocab
 from tagstream.tools.bench.loader_data import decode_index_color, index_tags
-
 from tests.helpers.damage import put_record
 from tests.helpers.datasets import NUM_TAGS, make_index_dataset
 
@@ -59,7 +59,9 @@ def test_indices_pixels_and_targets_follow_the_plan(root, decoder):
     config = cfg(root, sampling="sqrt", seed=4, cpu_decoder=decoder)
     loader = build_loader(config)
     sampler = RankSampler.from_config(config, Dataset(root), Vocab(Dataset(root), "v"))
-    assert len(loader) == sampler.len_per_rank // 8 == N // 8 and loader.num_classes == NUM_TAGS and not loader.normalized
+    assert (
+        len(loader) == sampler.len_per_rank // 8 == N // 8 and loader.num_classes == NUM_TAGS and not loader.normalized
+    )
     for epoch in (0, 1):
         loader.set_epoch(epoch)
         idx, imgs, targets = run_epoch(loader)
@@ -78,7 +80,7 @@ def test_multihot_and_sparse_targets(root):
     w = torch.cat([t[1] for t in targets]).numpy()
     for row, i in enumerate(idx):
         tags = index_tags(int(i), NUM_TAGS)[:2]
-        assert ids[row, : len(tags)].tolist() == tags and (ids[row, len(tags):] == -1).all()
+        assert ids[row, : len(tags)].tolist() == tags and (ids[row, len(tags) :] == -1).all()
         np.testing.assert_allclose(w[row, : len(tags)], 1.0 / len(tags))
 
 
@@ -158,19 +160,26 @@ def test_exact_resume_in_a_fresh_process(tmp_path, decoder):
     """The resumed process runs with the JIT switched the other way from this one: plans and crops
     must not depend on it (so this covers NUMBA_DISABLE_JIT=1 whichever way the suite runs)."""
     # larger, varied images so crops and flips show in the pixels
-    from tagstream.tools.bench.loader_data import (
-        encode_jpeg,
-        photo_like,
-        write_dataset,
-        write_identity_vocab,
-    )
+    from tagstream.tools.bench.loader_data import encode_jpeg, photo_like, write_dataset, write_identity_vocab
 
     rng = np.random.default_rng(0)
-    records = ((encode_jpeg(photo_like(rng, 48 + i % 3 * 8, 40)), index_tags(i, NUM_TAGS), 48 + i % 3 * 8, 40) for i in range(24))
+    records = (
+        (encode_jpeg(photo_like(rng, 48 + i % 3 * 8, 40)), index_tags(i, NUM_TAGS), 48 + i % 3 * 8, 40)
+        for i in range(24)
+    )
     ds = write_dataset(tmp_path / "ds", records, num_images=24, shard_size=10, num_tags=NUM_TAGS)
     write_identity_vocab(ds, "v")
-    kw = dict(dataset=str(ds.root), vocab="v", batch_size=4, image_size=24, workers=2, threads=1, seed=5, samples_per_epoch=24,
-              cpu_decoder=decoder)
+    kw = dict(
+        dataset=str(ds.root),
+        vocab="v",
+        batch_size=4,
+        image_size=24,
+        workers=2,
+        threads=1,
+        seed=5,
+        samples_per_epoch=24,
+        cpu_decoder=decoder,
+    )
     loader = build_loader(LoaderConfig(**kw))
     loader.set_epoch(1)
     idx1, imgs1, _ = run_epoch(loader)
@@ -180,7 +189,12 @@ def test_exact_resume_in_a_fresh_process(tmp_path, decoder):
     out = tmp_path / "resumed.npz"
     jit_off = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
     env = dict(os.environ, NUMBA_DISABLE_JIT="0" if jit_off else "1")
-    subprocess.run([sys.executable, "-c", RESUME_SCRIPT, json.dumps(kw), json.dumps(state), str(out)], check=True, env=env, timeout=240)
+    subprocess.run(
+        [sys.executable, "-c", RESUME_SCRIPT, json.dumps(kw), json.dumps(state), str(out)],
+        check=True,
+        env=env,
+        timeout=240,
+    )
     got = np.load(out)
     np.testing.assert_array_equal(got["idx"], np.concatenate([idx1[8:], idx2]))
     np.testing.assert_array_equal(got["imgs"], np.concatenate([imgs1[8:], imgs2]))
@@ -195,8 +209,10 @@ def _corrupt(root: Path, shard: int, local: int, value: bytes) -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     "value, message",
-    [(b"\xc1\xc1\xc1", "shard 00001 key 4 .*does not parse"),
-     (fmt.pack_record(b"\xff\xd8\xff\xe0" + b"\x00" * 300, [1], "bad"), "shard 00001 key 4 .*cannot decode")],
+    [
+        (b"\xc1\xc1\xc1", "shard 00001 key 4 .*does not parse"),
+        (fmt.pack_record(b"\xff\xd8\xff\xe0" + b"\x00" * 300, [1], "bad"), "shard 00001 key 4 .*cannot decode"),
+    ],
 )
 @pytest.mark.parametrize("decoder", DECODERS)
 def test_bad_record_names_shard_and_key(tmp_path, value, message, decoder):
@@ -230,7 +246,9 @@ def test_config_errors(root):
 def test_normalize_images():
     x = torch.randint(0, 256, (2, 5, 6, 3), dtype=torch.uint8)
     y = normalize_images(x, device="cpu", dtype=torch.float32, channels_last=True)
-    ref = (x.permute(0, 3, 1, 2).float() - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    ref = (x.permute(0, 3, 1, 2).float() - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(
+        IMAGENET_STD
+    ).view(1, 3, 1, 1)
     assert y.shape == (2, 3, 5, 6) and y.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(y, ref)
     torch.testing.assert_close(normalize_images(ref, dtype=torch.float64), ref.double())
@@ -278,12 +296,7 @@ def test_reads_a_converted_dataset(tiny_dataset):
 def test_both_cpu_decoders_give_the_same_images(tmp_path, mode):
     """The window decoder (turbo) and DALI's operators: same indices, same crops, pixels within the
     resamplers' differences (the GPU test holds DALI's GPU path to the same bound against the CPU path)."""
-    from tagstream.tools.bench.loader_data import (
-        encode_jpeg,
-        photo_like,
-        write_dataset,
-        write_identity_vocab,
-    )
+    from tagstream.tools.bench.loader_data import encode_jpeg, photo_like, write_dataset, write_identity_vocab
 
     rng = np.random.default_rng(1)
     records = ((encode_jpeg(photo_like(rng, 64, 48)), index_tags(i, NUM_TAGS), 64, 48) for i in range(24))

@@ -5,15 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from tagstream.loader import IMAGENET_MEAN, IMAGENET_STD, build_loader
 from tagstream.loader.config import LoaderConfig
-from tagstream.tools.bench.loader_data import (
-    encode_jpeg,
-    index_tags,
-    photo_like,
-    write_dataset,
-    write_identity_vocab,
-)
+from tagstream.tools.bench.loader_data import encode_jpeg, index_tags, photo_like, write_dataset, write_identity_vocab
 
 pytestmark = [
     pytest.mark.gpu,
@@ -76,8 +71,23 @@ def test_gpu_resume(root):
 def _pipeline_outputs(source, batches: int) -> list[tuple[np.ndarray, np.ndarray]]:
     from tagstream.loader.pipeline import build_pipeline, start, stop
 
-    pipe = start(build_pipeline(source, batch_size=8, image_size=32, device="gpu", device_id=0, workers=2, threads=2, prefetch=2,
-                                seed=0, bytes_per_sample=1 << 16, mean=IMAGENET_MEAN, std=IMAGENET_STD), workers=0 if source.batched else 2)
+    pipe = start(
+        build_pipeline(
+            source,
+            batch_size=8,
+            image_size=32,
+            device="gpu",
+            device_id=0,
+            workers=2,
+            threads=2,
+            prefetch=2,
+            seed=0,
+            bytes_per_sample=1 << 16,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+        ),
+        workers=0 if source.batched else 2,
+    )
     out = []
     for _ in range(batches):
         images, index = pipe.run()
@@ -95,7 +105,9 @@ def test_gpu_batch_source_feeds_nvjpeg_what_the_per_sample_source_did(root, trai
     from tagstream.loader.store import ShardStore
 
     plan = _ModPlan(48) if train else EvalPlan(np.arange(45, dtype=np.int64), 48)
-    common = dict(store=ShardStore(root), plan=plan, train=train, length=48, seed=3, rank=0, image_size=32, base_position=8)
+    common = dict(
+        store=ShardStore(root), plan=plan, train=train, length=48, seed=3, rank=0, image_size=32, base_position=8
+    )
     per_sample = _pipeline_outputs(PlanSource(**common), 5)
     batched = _pipeline_outputs(BatchSource(batch_size=8, **common), 5)
     for (a, ia), (b, ib) in zip(per_sample, batched):

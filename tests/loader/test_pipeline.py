@@ -8,15 +8,11 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+
 from tagstream.loader.augment import train_params
 from tagstream.loader.pipeline import EvalPlan, PlanSource
 from tagstream.loader.store import ShardStore
-from tagstream.tools.bench.loader_data import (
-    decode_index_color,
-    encode_jpeg,
-    write_dataset,
-)
-
+from tagstream.tools.bench.loader_data import decode_index_color, encode_jpeg, write_dataset
 from tests.helpers.datasets import make_index_dataset
 from tests.helpers.pipelines import ModPlan, _epoch, _pipe
 
@@ -47,7 +43,18 @@ def test_train_source_follows_the_plan_across_epochs(tmp_path, workers, decoder)
 @pytest.mark.parametrize("decoder", DECODERS)
 def test_base_epoch_and_position_rebase_the_first_epoch(tmp_path, decoder):
     ds = make_index_dataset(tmp_path / "ds", n=40, shard_size=16)
-    src = _source(decoder, 16, store=ShardStore(ds), plan=ModPlan(40), train=True, length=24, seed=0, rank=0, base_epoch=3, base_position=8)
+    src = _source(
+        decoder,
+        16,
+        store=ShardStore(ds),
+        plan=ModPlan(40),
+        train=True,
+        length=24,
+        seed=0,
+        rank=0,
+        base_epoch=3,
+        base_position=8,
+    )
     pipe = _pipe(src, batch=8, size=16)
     first = np.concatenate([idx for _, idx in _epoch(pipe)])
     second = np.concatenate([idx for _, idx in _epoch(pipe)])
@@ -58,7 +65,16 @@ def test_base_epoch_and_position_rebase_the_first_epoch(tmp_path, decoder):
 @pytest.mark.parametrize("decoder", DECODERS)
 def test_eval_pads_the_last_batch_and_marks_it(tmp_path, decoder):
     ds = make_index_dataset(tmp_path / "ds", n=21, shard_size=16)
-    src = _source(decoder, 16, store=ShardStore(ds), plan=EvalPlan(np.arange(21, dtype=np.int64), 24), train=False, length=24, seed=0, rank=0)
+    src = _source(
+        decoder,
+        16,
+        store=ShardStore(ds),
+        plan=EvalPlan(np.arange(21, dtype=np.int64), 24),
+        train=False,
+        length=24,
+        seed=0,
+        rank=0,
+    )
     batches = _epoch(_pipe(src, batch=8, size=16))
     idx = np.concatenate([i for _, i in batches])
     np.testing.assert_array_equal(idx, np.r_[np.arange(21), [-1, -1, -1]])
@@ -123,8 +139,11 @@ def test_workers_die_with_a_killed_parent(tmp_path):
     import time
     from pathlib import Path
 
-    proc = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT, str(tmp_path / "ds"), str(Path(__file__).parents[2])],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_SCRIPT, str(tmp_path / "ds"), str(Path(__file__).parents[2])],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     pids = [int(p) for p in proc.stdout.readline().split()]
     assert len(pids) == 2 and all(Path(f"/proc/{p}").exists() for p in pids)
     os.kill(proc.pid, signal.SIGKILL)

@@ -53,6 +53,7 @@ def test_a_terminal_gets_tqdm_and_disabled_is_silent():
 
 def test_convert_progress_in_a_log(tiny_dataset):
     from click.testing import CliRunner
+
     from tagstream.tools.cli import main
 
     src = tiny_dataset.source(3)

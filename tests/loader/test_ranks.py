@@ -24,7 +24,17 @@ def _rank_main(rank: int, world: int, root: str, init: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     result = {}
     for mode in ("train", "eval"):
-        config = LoaderConfig(dataset=root, vocab="v", mode=mode, batch_size=4, image_size=16, workers=1, threads=1, sampling="sqrt", seed=3)
+        config = LoaderConfig(
+            dataset=root,
+            vocab="v",
+            mode=mode,
+            batch_size=4,
+            image_size=16,
+            workers=1,
+            threads=1,
+            sampling="sqrt",
+            seed=3,
+        )
         loader = build_loader(config, rank=rank, world=world)
         batches, idx = 0, []
         for batch in loader:

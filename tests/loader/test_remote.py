@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+
 from tagstream.loader import build_loader
 from tagstream.loader import format as fmt
 from tagstream.loader.config import LoaderConfig
@@ -16,7 +17,6 @@ from tagstream.loader.publish import push
 from tagstream.loader.remote import Mirror
 from tagstream.loader.storage import Retry, StorageError
 from tagstream.loader.store import ShardStore
-
 from tests.helpers.datasets import make_index_dataset
 from tests.helpers.s3server import SECRET, _moto_server, s3_server  # noqa: F401 - fixtures
 
@@ -144,7 +144,9 @@ def test_cache_limit_evicts_unused_shards_and_refuses_what_cannot_fit(pushed, tm
     other = Mirror.attach(ds.root)  # another loader on this machine reads shard 5
     other.use([ds.shards[5]])
     evicted = ds.mirror.make_room(ds.shards[:2], limit=3 * size)
-    assert len(evicted) == 3 and "00005" not in evicted and set(ds.mirror.cached_shards()) == {"00000", "00001", "00005"}
+    assert (
+        len(evicted) == 3 and "00005" not in evicted and set(ds.mirror.cached_shards()) == {"00000", "00001", "00005"}
+    )
     with pytest.raises(ValueError, match="in use by other processes"):
         ds.mirror.make_room(ds.shards[:2], limit=2 * size)
     other.release()
@@ -152,7 +154,9 @@ def test_cache_limit_evicts_unused_shards_and_refuses_what_cannot_fit(pushed, tm
 
 
 def _cfg(dataset: str, **kw) -> LoaderConfig:
-    base = dict(dataset=dataset, vocab="v", batch_size=8, image_size=16, workers=1, threads=1, prefetch=2, masks=("odd",))
+    base = dict(
+        dataset=dataset, vocab="v", batch_size=8, image_size=16, workers=1, threads=1, prefetch=2, masks=("odd",)
+    )
     return LoaderConfig(**{**base, **kw})
 
 
@@ -244,7 +248,11 @@ def test_a_rerun_push_uploads_only_what_is_not_there_already(s3_server, tmp_path
     s3_server.put("bkt", f"ds/{rels[0]}", b"replaced behind our back")  # and a shard replaced there
     s3_server.proxy.reset_counts()
     report = publish.push(ds.root, URL)
-    assert set(s3_server.proxy.counts("PUT", "/bkt/ds/*")) == {f"/bkt/ds/{rels[0]}", f"/bkt/ds/{fmt.TAGS}", "/bkt/ds/manifest.json"}
+    assert set(s3_server.proxy.counts("PUT", "/bkt/ds/*")) == {
+        f"/bkt/ds/{rels[0]}",
+        f"/bkt/ds/{fmt.TAGS}",
+        "/bkt/ds/manifest.json",
+    }
     remote = Dataset(URL, cache_dir=tmp_path / "cache")
     here = ShardStore(Dataset(ds.root))
     assert all(ShardStore(remote).read_bytes(i) == here.read_bytes(i) for i in range(40))

@@ -6,12 +6,13 @@ import json
 
 import numpy as np
 import pytest
+
 from tagstream.loader import format as fmt
-from tagstream.loader.writer import write_manifest
 from tagstream.loader.config import LoaderConfig
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.sampling import RankSampler, eligibility
 from tagstream.loader.vocab import Vocab, VocabClass, write_vocab
+from tagstream.loader.writer import write_manifest
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # NUMBA_DISABLE_JIT=1 scalar wrap
 
@@ -64,8 +65,16 @@ def test_eligibility_masks_and_holdout(dataset):
         eligibility(dataset, masks=("nope",))
 
 
-@pytest.mark.parametrize("masks, fraction, split", [((), 0.0, "all"), (("dedup",), 0.0, "all"), ((), 0.3, "holdout"),
-                                                     (("dedup",), 0.3, "train"), (("dedup",), 0.3, "all")])
+@pytest.mark.parametrize(
+    "masks, fraction, split",
+    [
+        ((), 0.0, "all"),
+        (("dedup",), 0.0, "all"),
+        ((), 0.3, "holdout"),
+        (("dedup",), 0.3, "train"),
+        (("dedup",), 0.3, "all"),
+    ],
+)
 def test_eval_shares_found_chunk_by_chunk_equal_the_shares_of_the_whole_array(dataset, masks, fraction, split):
     """A rank's eval share without an array over all N images: the same indices, for any chunk and world."""
     from tagstream.loader.eligible import Eligibility, eval_share_of
@@ -88,7 +97,9 @@ def test_eval_shares_found_chunk_by_chunk_equal_the_shares_of_the_whole_array(da
 def test_ranks_plan_equal_lengths_from_their_own_blocks(dataset, vocab, world, sampling, replacement):
     ok = eligibility(dataset, masks=("dedup",))
     samplers = [
-        RankSampler(dataset, vocab, sampling=sampling, eligible=ok, seed=3, rank=r, world=world, replacement=replacement)
+        RankSampler(
+            dataset, vocab, sampling=sampling, eligible=ok, seed=3, rank=r, world=world, replacement=replacement
+        )
         for r in range(world)
     ]
     lengths = {len(s) for s in samplers}
@@ -138,7 +149,15 @@ def test_expected_class_draws_match_observed(dataset, vocab):
 
 
 def test_from_config_applies_masks_holdout_and_seed(dataset, vocab):
-    cfg = LoaderConfig(dataset=str(dataset.root), vocab="v", masks=("dedup",), holdout_fraction=0.25, split="train", seed=9, samples_per_epoch=64)
+    cfg = LoaderConfig(
+        dataset=str(dataset.root),
+        vocab="v",
+        masks=("dedup",),
+        holdout_fraction=0.25,
+        split="train",
+        seed=9,
+        samples_per_epoch=64,
+    )
     s = RankSampler.from_config(cfg, dataset, vocab, rank=1, world=2)
     held = eligibility(dataset, holdout_fraction=0.25, split="holdout")
     plan = s.plan(4)
@@ -201,7 +220,16 @@ def test_ranks_in_separate_processes_agree_and_finish_their_collectives(dataset,
     init = f"file://{tmp_path / 'rendezvous'}"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", RANK_SCRIPT, str(dataset.root), str(r), str(world), init, str(tmp_path / f"r{r}.json")],
+            [
+                sys.executable,
+                "-c",
+                RANK_SCRIPT,
+                str(dataset.root),
+                str(r),
+                str(world),
+                init,
+                str(tmp_path / f"r{r}.json"),
+            ],
             env={**os.environ, "PYTHONHASHSEED": str(r + 1)},
         )
         for r in range(world)

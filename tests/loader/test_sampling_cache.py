@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+
 from tagstream.kernels.assign import pack_shards
 from tagstream.kernels.counts import class_counts
 from tagstream.kernels.weights import compute_weights
@@ -19,7 +20,6 @@ from tagstream.loader.sampling import RankSampler
 from tagstream.loader.summary import compute_summary, shard_chunks
 from tagstream.loader.vocab import Vocab
 from tagstream.loader.writer import write_mask
-
 from tests.helpers.index_only import write_index_only
 
 RULE = Eligibility(masks=("dedup",), holdout_fraction=0.25, split="train")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from tagstream.loader import build_loader
 from tagstream.loader.config import LoaderConfig
 from tagstream.loader.sizes import format_size_schedule, parse_size_schedule, size_at
-
 from tests.helpers.datasets import make_index_dataset
 
 
@@ -54,7 +54,9 @@ def _epochs(loader, epochs):
 
 def test_batch_shape_changes_at_the_scheduled_epoch_and_resumes_exactly(tmp_path):
     root = str(make_index_dataset(tmp_path / "ds", n=32, shard_size=16).root)
-    base = dict(dataset=root, vocab="v", batch_size=8, samples_per_epoch=16, workers=1, threads=1, seed=5, cpu_decoder="turbo")
+    base = dict(
+        dataset=root, vocab="v", batch_size=8, samples_per_epoch=16, workers=1, threads=1, seed=5, cpu_decoder="turbo"
+    )
     scheduled = build_loader(LoaderConfig(**base, image_size=24, size_schedule=((0, 16), (1, 24))))
     try:
         seen = _epochs(scheduled, [0, 1])

@@ -6,9 +6,9 @@ import hashlib
 import time
 
 import pytest
+
 from tagstream.loader import storage
 from tagstream.loader.storage import ChecksumError, Retry, StorageError
-
 from tests.helpers.s3server import SECRET, _moto_server, s3_server  # noqa: F401 - fixtures
 
 FAST = Retry(attempts=3, backoff_s=0.01, max_backoff_s=0.05, timeout_s=2.0)
@@ -84,7 +84,9 @@ def test_corrupt_always_is_a_clear_error(bucket, tmp_path, chunk):
     bucket.proxy.inject("/bkt/ds/a.bin", "corrupt", times=-1)
     expected = ChecksumError if chunk < len(DATA) else StorageError
     with pytest.raises(expected, match=r"s3://bkt/ds/a.bin: .*(sha256 \w+ does not match|checksum)") as err:
-        storage.get("s3://bkt/ds/a.bin", tmp_path / "a.bin", sha256=hashlib.sha256(DATA).hexdigest(), retry=FAST, chunk=chunk)
+        storage.get(
+            "s3://bkt/ds/a.bin", tmp_path / "a.bin", sha256=hashlib.sha256(DATA).hexdigest(), retry=FAST, chunk=chunk
+        )
     assert SECRET not in str(err.value)
     assert not list(tmp_path.iterdir())  # no partial file left behind
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
 from tagstream.loader import turbo
 from tagstream.loader.augment import train_params
 from tagstream.tools.bench.loader_data import encode_jpeg, photo_like
@@ -37,7 +38,10 @@ def _pil(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-@pytest.mark.parametrize("w,h,size", [(318, 318, 224), (500, 375, 224), (150, 120, 224), (224, 224, 224), (1000, 50, 32), (7, 300, 16), (1, 1, 8)])
+@pytest.mark.parametrize(
+    "w,h,size",
+    [(318, 318, 224), (500, 375, 224), (150, 120, 224), (224, 224, 224), (1000, 50, 32), (7, 300, 16), (1, 1, 8)],
+)
 def test_antialiased_resize_is_pillows_bilinear(w, h, size, path):
     img = np.random.default_rng(w * h).integers(0, 256, (h, w, 3), dtype=np.uint8)
     ours = turbo.resize(img, size)
@@ -92,7 +96,15 @@ def test_crop_resize_is_torchvisions_resized_crop_on_pillow(path):
     for seed in range(6):
         data = _photo(100 + seed, 500, 375)
         (x, y, w, h), flip = train_params(500, 375, seed=seed, epoch=1, rank=0, position=3)
-        ref = F.resized_crop(Image.open(io.BytesIO(data)).convert("RGB"), y, x, h, w, [224, 224], interpolation=F.InterpolationMode.BILINEAR)
+        ref = F.resized_crop(
+            Image.open(io.BytesIO(data)).convert("RGB"),
+            y,
+            x,
+            h,
+            w,
+            [224, 224],
+            interpolation=F.InterpolationMode.BILINEAR,
+        )
         ref = np.asarray(F.hflip(ref) if flip else ref).astype(int)
         ours = turbo.crop_resize(data, (x, y, w, h), 224, mirror=flip)
         assert np.abs(ours.astype(int) - ref).max() <= 1
@@ -139,7 +151,9 @@ def test_corrupt_data_that_pillow_decodes_decodes_here_too(mutate):
     np.testing.assert_array_equal(out, turbo.resize(turbo.decode(data), 32))
 
 
-@pytest.mark.parametrize("window", [(250, 0, 100, 10), (0, 150, 10, 100), (-1, 0, 10, 10), (0, 0, 0, 10), (0, 0, 10, -5)])
+@pytest.mark.parametrize(
+    "window", [(250, 0, 100, 10), (0, 150, 10, 100), (-1, 0, 10, 10), (0, 0, 0, 10), (0, 0, 10, -5)]
+)
 def test_window_outside_the_image_raises(window):
     with pytest.raises(ValueError, match="window"):
         turbo.crop_resize(_photo(3, 300, 200), window, 32)
@@ -162,7 +176,10 @@ def test_threads_decode_concurrently_with_identical_results():
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("w,h,size,resize", [(500, 375, 224, 256), (375, 500, 224, 256), (300, 300, 224, 256), (64, 48, 32, 37), (101, 40, 32, 37)])
+@pytest.mark.parametrize(
+    "w,h,size,resize",
+    [(500, 375, 224, 256), (375, 500, 224, 256), (300, 300, 224, 256), (64, 48, 32, 37), (101, 40, 32, 37)],
+)
 def test_eval_box_is_torchvisions_resize_then_centre_crop(w, h, size, resize, path):
     """Eval on the CPU path: box_resize(centre_box) = torchvision's Resize(resize) + CenterCrop(size) on
     the Pillow-decoded image, within 1."""
@@ -170,7 +187,9 @@ def test_eval_box_is_torchvisions_resize_then_centre_crop(w, h, size, resize, pa
 
     data = _photo(w + h, w, h)
     box = turbo.centre_box(w, h, image_size=size, resize_size=resize)
-    ref = np.asarray(T.Compose([T.Resize(resize), T.CenterCrop(size)])(Image.open(io.BytesIO(data)).convert("RGB"))).astype(int)
+    ref = np.asarray(
+        T.Compose([T.Resize(resize), T.CenterCrop(size)])(Image.open(io.BytesIO(data)).convert("RGB"))
+    ).astype(int)
     assert np.abs(turbo.box_resize(data, box, size).astype(int) - ref).max() <= 1
     full = turbo.decode(data)  # the same through resize(box=) on the decoded image, against Pillow's box
     pil = np.asarray(Image.fromarray(full).resize((size, size), Image.BILINEAR, box=box, reducing_gap=None)).astype(int)
@@ -210,9 +229,19 @@ def test_simd_and_portable_resize_agree_bit_for_bit():
     before = turbo._jpeg.simd()
     try:
         turbo._jpeg.simd(1)
-        fast = [turbo.resize(img, s, antialias=aa, mirror=m) for s in (17, 224) for aa in (True, False) for m in (True, False)]
+        fast = [
+            turbo.resize(img, s, antialias=aa, mirror=m)
+            for s in (17, 224)
+            for aa in (True, False)
+            for m in (True, False)
+        ]
         turbo._jpeg.simd(0)
-        slow = [turbo.resize(img, s, antialias=aa, mirror=m) for s in (17, 224) for aa in (True, False) for m in (True, False)]
+        slow = [
+            turbo.resize(img, s, antialias=aa, mirror=m)
+            for s in (17, 224)
+            for aa in (True, False)
+            for m in (True, False)
+        ]
     finally:
         turbo._jpeg.simd(int(before))
     for a, b in zip(fast, slow):

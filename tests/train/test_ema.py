@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from tagstream.train.checkpoint import latest_checkpoint, load_checkpoint
 from tagstream.train.ema import build_ema, ema_weights
 from tagstream.train.loop import main
-
 from tests.helpers.train_fakes import fake_factory
 from tests.helpers.train_fakes import fake_run_config as _config
 
@@ -34,14 +34,22 @@ def test_each_update_moves_the_average_a_fraction_towards_the_weights():
     got = ema_weights({"ema": ema.state_dict()}, "x")
     assert set(got) == set(model.state_dict())
     torch.testing.assert_close(got["0.weight"], 0.75 * (start["0.weight"] + 1) + 0.25 * (start["0.weight"] + 3))
-    torch.testing.assert_close(got["1.running_mean"], start["1.running_mean"] + 4)  # buffers averaged too (unchanged here)
+    torch.testing.assert_close(
+        got["1.running_mean"], start["1.running_mean"] + 4
+    )  # buffers averaged too (unchanged here)
     with pytest.raises(ValueError, match="no EMA weights.*optim.ema"):
         ema_weights({"model": {}}, "c.pt")
 
 
 def test_the_average_is_checkpointed_resumed_exactly_and_evaluated(tmp_path):
-    extra = ("schedule.kind=constant", "run.checkpoint_every=5", "run.seed=3", "optim.ema=0.8",
-             "data.holdout_fraction=0.2", "run.eval_every=7")
+    extra = (
+        "schedule.kind=constant",
+        "run.checkpoint_every=5",
+        "run.seed=3",
+        "optim.ema=0.8",
+        "data.holdout_fraction=0.2",
+        "run.eval_every=7",
+    )
     main(_config(tmp_path / "full", "run.steps=14", *extra), loader_factory=fake_factory)
     main(_config(tmp_path / "leg", "run.steps=10", *extra), loader_factory=fake_factory)
     main(_config(tmp_path / "leg", "run.steps=14", *extra), resume="auto", loader_factory=fake_factory)
@@ -80,8 +88,18 @@ def test_transfer_and_embed_read_the_average(tmp_path, tiny_dataset):
     build_vocab(ds, "labels", VocabOptions())
     out = tmp_path / "emb.npz"
     for weights in ("model", "ema"):
-        embed(EmbedConfig(data=str(ds), out=str(out), checkpoint=ckpt, vocab="labels", workers=0, device="cpu",
-                          progress=False, weights=weights))
+        embed(
+            EmbedConfig(
+                data=str(ds),
+                out=str(out),
+                checkpoint=ckpt,
+                vocab="labels",
+                workers=0,
+                device="cpu",
+                progress=False,
+                weights=weights,
+            )
+        )
         with np.load(out) as f:
             features = f[next(k for k in f.files if "feat" in k or "emb" in k)]
         if weights == "model":

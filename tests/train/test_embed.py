@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from tagstream.train.embed_io import (
     indices_path,
     join_parts,
@@ -127,6 +128,7 @@ def embed_dataset(tiny_dataset):
 def _flat_features(colors: list[tuple[int, int, int]]) -> np.ndarray:
     """Features of flat-colour inputs computed without the loader (the same seeded random backbone)."""
     import torch
+
     from tagstream.loader import normalize_images
     from tagstream.train.models import extract_features
     from tagstream.train.transfer import load_backbone
@@ -142,8 +144,13 @@ def test_embed_one_rank_is_in_dataset_order(embed_dataset, tiny_dataset, tmp_pat
     from tagstream.train.embed import EmbedConfig, embed
 
     out = tmp_path / "e.npz"
-    summary = embed(EmbedConfig(data=str(embed_dataset), out=str(out), model=MODEL, image_size=SIZE, batch_size=4,
-                                workers=0, progress=False), rank=0, world=1)
+    summary = embed(
+        EmbedConfig(
+            data=str(embed_dataset), out=str(out), model=MODEL, image_size=SIZE, batch_size=4, workers=0, progress=False
+        ),
+        rank=0,
+        world=1,
+    )
     assert summary["images"] == 14 and summary["vocab"] == "all"
     feats, idx = load_embeddings(out)
     np.testing.assert_array_equal(idx, np.arange(14))
@@ -161,13 +168,39 @@ def test_embed_two_ranks_under_torchrun_equals_one_rank(embed_dataset, tmp_path)
     from tagstream.train.embed import EmbedConfig, embed
 
     one = tmp_path / "one.npy"
-    embed(EmbedConfig(data=str(embed_dataset), out=str(one), model=MODEL, image_size=SIZE, batch_size=4, workers=0,
-                      progress=False), rank=0, world=1)
+    embed(
+        EmbedConfig(
+            data=str(embed_dataset), out=str(one), model=MODEL, image_size=SIZE, batch_size=4, workers=0, progress=False
+        ),
+        rank=0,
+        world=1,
+    )
     two = tmp_path / "two.safetensors"
     script = Path(sys.executable).parent / "tagstream"  # the console script; torchrun runs it with python
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(script), "embed", "--data", str(embed_dataset), "--out", str(two), "--model", MODEL,
-           "--image-size", str(SIZE), "--batch-size", "4", "--workers", "0", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(script),
+        "embed",
+        "--data",
+        str(embed_dataset),
+        "--out",
+        str(two),
+        "--model",
+        MODEL,
+        "--image-size",
+        str(SIZE),
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -181,17 +214,38 @@ def test_embed_two_ranks_under_torchrun_equals_one_rank(embed_dataset, tmp_path)
 
 def test_embed_cli_one_rank_and_refusals(embed_dataset, tmp_path):
     from click.testing import CliRunner
+
     from tagstream.tools.cli import main
 
     runner = CliRunner()
     out = tmp_path / "e.safetensors"
-    res = runner.invoke(main, ["embed", "--data", str(embed_dataset), "--out", str(out), "--model", MODEL,
-                               "--image-size", str(SIZE), "--batch-size", "8", "--workers", "0", "--device", "cpu"])
+    res = runner.invoke(
+        main,
+        [
+            "embed",
+            "--data",
+            str(embed_dataset),
+            "--out",
+            str(out),
+            "--model",
+            MODEL,
+            "--image-size",
+            str(SIZE),
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "embedded 14 images" in res.output
     tensors, meta = read_safetensors(out)
     assert tensors["features"].shape[0] == 14 and meta["model"] == MODEL
-    res = runner.invoke(main, ["embed", "--data", str(embed_dataset), "--out", str(tmp_path / "e.txt"), "--model", MODEL])
+    res = runner.invoke(
+        main, ["embed", "--data", str(embed_dataset), "--out", str(tmp_path / "e.txt"), "--model", MODEL]
+    )
     assert res.exit_code != 0 and "suffix" in res.output
     res = runner.invoke(main, ["embed", "--data", str(embed_dataset), "--out", str(out)])
     assert res.exit_code != 0 and "checkpoint" in res.output
@@ -207,8 +261,20 @@ def test_embed_on_gpu_is_in_dataset_order(embed_dataset, tiny_dataset, tmp_path)
     from tagstream.train.embed import EmbedConfig, embed
 
     out = tmp_path / "g.npy"
-    summary = embed(EmbedConfig(data=str(embed_dataset), out=str(out), model=MODEL, image_size=SIZE, batch_size=4,
-                                workers=1, device="cuda", progress=False), rank=0, world=1)
+    summary = embed(
+        EmbedConfig(
+            data=str(embed_dataset),
+            out=str(out),
+            model=MODEL,
+            image_size=SIZE,
+            batch_size=4,
+            workers=1,
+            device="cuda",
+            progress=False,
+        ),
+        rank=0,
+        world=1,
+    )
     assert summary["images"] == 14
     feats, idx = load_embeddings(out)
     np.testing.assert_array_equal(idx, np.arange(14))

@@ -7,14 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from tagstream.train.checkpoint import (
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-)
+
+from tagstream.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from tagstream.train.loop import main
 from tagstream.train.rundir import step_losses as _losses
-
 from tests.helpers.train_fakes import FakeLoader, fake_factory
 from tests.helpers.train_fakes import fake_run_config as _config
 
@@ -25,7 +21,9 @@ def _records(out, kind):
 
 def test_loss_falls_and_held_out_metrics_beat_chance(tmp_path):
     out = tmp_path / "run"
-    summary = main(_config(out, "run.steps=40", "run.eval_every=20", "data.holdout_fraction=0.2"), loader_factory=fake_factory)
+    summary = main(
+        _config(out, "run.steps=40", "run.eval_every=20", "data.holdout_fraction=0.2"), loader_factory=fake_factory
+    )
     losses = _losses(out)
     assert sorted(losses) == list(range(1, 41))
     first, last = np.mean([losses[s] for s in range(1, 9)]), np.mean([losses[s] for s in range(33, 41)])
@@ -59,7 +57,9 @@ def test_interrupted_run_resumes_to_the_same_losses(tmp_path):
 
 def test_gradient_accumulation_and_sigmoid_loss(tmp_path):
     out = tmp_path / "run"
-    summary = main(_config(out, "batch.grad_accum=2", "run.epochs=1", "model.loss=sigmoid"), loader_factory=fake_factory)
+    summary = main(
+        _config(out, "batch.grad_accum=2", "run.epochs=1", "model.loss=sigmoid"), loader_factory=fake_factory
+    )
     start = _records(out, "start")[0]
     # tiny-cpu holds out 10% of the fake loader's 240 images
     assert start["per_rank_batch"] == 8 and start["steps_per_epoch"] == 216 // 8 // 2
@@ -94,7 +94,9 @@ def test_refusals(tmp_path, monkeypatch):
         main(_config(out, "run.steps=2", "optim.base_lr=0.2"), loader_factory=fake_factory)
     with pytest.raises(ValueError, match="already holds checkpoints of this run; pass --resume"):
         main(_config(out, "run.steps=2"), loader_factory=fake_factory)
-    with pytest.raises(ValueError, match=r"was trained with another config \(model.name: 'regnet_y_tiny' -> 'resnet18'\)"):
+    with pytest.raises(
+        ValueError, match=r"was trained with another config \(model.name: 'regnet_y_tiny' -> 'resnet18'\)"
+    ):
         main(_config(out, "run.steps=4", "model.name=resnet18"), resume="auto", loader_factory=fake_factory)
     assert json.loads((out / "config.json").read_text())["model"]["name"] == "regnet_y_tiny"  # left as it was
     with pytest.raises(ValueError, match="an epoch has 2 batches per rank, fewer than batch.grad_accum=4"):
@@ -107,7 +109,10 @@ def test_refusals(tmp_path, monkeypatch):
 
 def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
     with pytest.raises(FloatingPointError, match=r"the loss became (nan|inf) at step \d+; lower optim.base_lr"):
-        main(_config(tmp_path / "run", "run.steps=12", "optim.base_lr=1e30", "schedule.warmup_steps=0"), loader_factory=fake_factory)
+        main(
+            _config(tmp_path / "run", "run.steps=12", "optim.base_lr=1e30", "schedule.warmup_steps=0"),
+            loader_factory=fake_factory,
+        )
 
 
 def test_loaders_closed_and_torch_settings_restored(tmp_path):

@@ -6,12 +6,8 @@ import math
 
 import pytest
 import torch
-from tagstream.train.losses import (
-    build_loss,
-    loader_targets,
-    sigmoid_bce,
-    soft_cross_entropy,
-)
+
+from tagstream.train.losses import build_loss, loader_targets, sigmoid_bce, soft_cross_entropy
 
 LN3 = math.log(3.0)
 
@@ -56,7 +52,9 @@ def test_sparse_targets_equal_dense():
         for c, x in zip(ids[r].tolist(), w[r].tolist()):
             if c >= 0:
                 dense[r, c] = x
-    assert soft_cross_entropy(logits, (ids, w)).item() == pytest.approx(soft_cross_entropy(logits, dense).item(), rel=1e-6)
+    assert soft_cross_entropy(logits, (ids, w)).item() == pytest.approx(
+        soft_cross_entropy(logits, dense).item(), rel=1e-6
+    )
     assert sigmoid_bce(logits, (ids, w)).item() == pytest.approx(sigmoid_bce(logits, dense).item(), rel=1e-6)
 
 

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from tagstream.train.lowshot import LowShotConfig, low_shot, parse_shots, sample_shots
 from tagstream.train.models import adapt_state, build_model
-
 from tests.helpers.train_fakes import fake_factory, fake_run_config
 from tests.helpers.transfer_data import downstream_datasets
 
@@ -51,13 +51,26 @@ def test_more_shots_score_higher_and_no_signal_scores_chance():
     assert res["1"]["top1_mean"] + 0.1 < res["25"]["top1_mean"] and len(res["1"]["top1"]) == 5
     assert res["1"]["top1_std"] > 0 and res["25"]["train_images"] == 100
     # noise features: chance is 1/4; 4 x 2000 eval images put the binomial SE near 0.005
-    noise = low_shot(rng.standard_normal((160, 8)), ytr, rng.standard_normal((2000, 8)), rng.integers(0, 4, 2000),
-                     num_classes=4, config=LowShotConfig(shots=(10,), seeds=3))
+    noise = low_shot(
+        rng.standard_normal((160, 8)),
+        ytr,
+        rng.standard_normal((2000, 8)),
+        rng.integers(0, 4, 2000),
+        num_classes=4,
+        config=LowShotConfig(shots=(10,), seeds=3),
+    )
     assert noise["10"]["top1_mean"] == pytest.approx(0.25, abs=0.05)
     # unlabelled rows (-1) are skipped on both sides
     ytr_gap = ytr.copy()
     ytr_gap[:3] = -1
-    ok = low_shot(xtr, ytr_gap, xev, np.where(np.arange(len(yev)) < 10, -1, yev), num_classes=4, config=LowShotConfig(shots=(5,), seeds=1))
+    ok = low_shot(
+        xtr,
+        ytr_gap,
+        xev,
+        np.where(np.arange(len(yev)) < 10, -1, yev),
+        num_classes=4,
+        config=LowShotConfig(shots=(5,), seeds=1),
+    )
     assert 0.25 < ok["5"]["top1_mean"] <= 1
 
 
@@ -77,37 +90,118 @@ def test_position_embedding_interpolation_keeps_the_class_token_and_a_constant_g
 
 def test_transfer_cli_low_shot_and_vit_finetune_at_a_larger_size(tmp_path):
     from click.testing import CliRunner
+
     from tagstream.tools.cli import main
     from tagstream.train.checkpoint import latest_checkpoint
     from tagstream.train.loop import main as main_loop
 
     train_ds, eval_ds = downstream_datasets(tmp_path)
     out = tmp_path / "low.json"
-    res = CliRunner().invoke(main, ["transfer", "--train", str(train_ds), "--eval", str(eval_ds), "--model", "regnet_y_tiny",
-                                    "--image-size", "32", "--workers", "0", "--device", "cpu", "--shots", "1,5",
-                                    "--shot-seeds", "3", "--out", str(out)])  # fmt: skip
+    res = CliRunner().invoke(
+        main,
+        [
+            "transfer",
+            "--train",
+            str(train_ds),
+            "--eval",
+            str(eval_ds),
+            "--model",
+            "regnet_y_tiny",
+            "--image-size",
+            "32",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--shots",
+            "1,5",
+            "--shot-seeds",
+            "3",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "1-shot" in res.output and "5-shot" in res.output
     low = json.loads(out.read_text())["results"]["random"]["low_shot"]
     assert set(low) == {"1", "5"} and all(len(v["top1"]) == 3 and 0 <= v["top1_mean"] <= 1 for v in low.values())
 
-    res = CliRunner().invoke(main, ["transfer", "--train", str(train_ds), "--eval", str(eval_ds), "--model", "regnet_y_tiny",
-                                    "--image-size", "32", "--workers", "0", "--device", "cpu", "--shots", "9"])  # fmt: skip
+    res = CliRunner().invoke(
+        main,
+        [
+            "transfer",
+            "--train",
+            str(train_ds),
+            "--eval",
+            str(eval_ds),
+            "--model",
+            "regnet_y_tiny",
+            "--image-size",
+            "32",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--shots",
+            "9",
+        ],
+    )
     assert res.exit_code != 0 and "9-shot needs 9 training images of every class" in res.output
 
     # a ViT pretrained at 16 px (two steps of the loop), fine-tuned at 32: its 2x2 position grid becomes 4x4
     main_loop(fake_run_config(tmp_path / "vit", "model.name=vit_tiny_8", "run.steps=2"), loader_factory=fake_factory)
     ckpt = latest_checkpoint(tmp_path / "vit")
     out = tmp_path / "ft.json"
-    res = CliRunner().invoke(main, ["transfer", "--checkpoint", str(ckpt), "--train", str(train_ds), "--eval", str(eval_ds),
-                                    "--mode", "finetune", "--image-size", "32", "--epochs", "1", "--finetune-batch-size", "8", "--workers", "0",
-                                    "--device", "cpu", "--out", str(out)])  # fmt: skip
+    res = CliRunner().invoke(
+        main,
+        [
+            "transfer",
+            "--checkpoint",
+            str(ckpt),
+            "--train",
+            str(train_ds),
+            "--eval",
+            str(eval_ds),
+            "--mode",
+            "finetune",
+            "--image-size",
+            "32",
+            "--epochs",
+            "1",
+            "--finetune-batch-size",
+            "8",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     report = json.loads(out.read_text())
     assert report["image_size"] == 32 and report["model"] == "vit_tiny_8"
     assert np.isfinite(report["results"]["pretrained"]["last_loss"])
-    res = CliRunner().invoke(main, ["transfer", "--checkpoint", str(ckpt), "--train", str(train_ds), "--eval", str(eval_ds),
-                                    "--mode", "finetune", "--image-size", "36", "--workers", "0", "--device", "cpu"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "transfer",
+            "--checkpoint",
+            str(ckpt),
+            "--train",
+            str(train_ds),
+            "--eval",
+            str(eval_ds),
+            "--mode",
+            "finetune",
+            "--image-size",
+            "36",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code != 0 and "must be a multiple of vit_tiny_8's patch size 8" in res.output
 
 
@@ -116,6 +210,8 @@ def test_backbone_size_of_a_progressively_resized_run_is_its_last(tmp_path):
     from tagstream.train.loop import main as main_loop
     from tagstream.train.transfer import load_backbone
 
-    main_loop(fake_run_config(tmp_path / "run", 'data.image_size="8@0,16@1"', "run.steps=2"), loader_factory=fake_factory)
+    main_loop(
+        fake_run_config(tmp_path / "run", 'data.image_size="8@0,16@1"', "run.steps=2"), loader_factory=fake_factory
+    )
     _, info = load_backbone(str(latest_checkpoint(tmp_path / "run")))
     assert info["image_size"] == 16 and info["source"] == "checkpoint"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from tagstream.train.config import OptimConfig
 from tagstream.train.losses import build_loss, soft_cross_entropy
 from tagstream.train.models import build_model
@@ -12,7 +13,9 @@ from tagstream.train.optim import build_optimizer, clip_gradients, layer_decay_g
 
 def test_no_decay_group_holds_biases_norms_and_vit_embeddings():
     model = build_model("vit_tiny_8", 4, image_size=16)
-    decayed, plain = param_groups(model, OptimConfig(name="adamw", nesterov=False, weight_decay=0.1, decay_norm_and_bias=False))
+    decayed, plain = param_groups(
+        model, OptimConfig(name="adamw", nesterov=False, weight_decay=0.1, decay_norm_and_bias=False)
+    )
     names = {id(p): n for n, p in model.named_parameters()}
     plain_names = {names[id(p)] for p in plain["params"]}
     assert {"class_token", "encoder.pos_embedding", "heads.head.bias", "encoder.ln.weight"} <= plain_names
@@ -91,14 +94,25 @@ def test_image_size_schedule_is_kept_in_canonical_form():
     c = load_config(None, ["data.dataset=d", "data.vocab=v", "run.out_dir=o", 'data.image_size="160@0, 192@2,224@4"'])
     assert c.data.image_size == "160@0,192@2,224@4" and c.data.final_image_size == 224
     assert c.data.size_schedule == ((0, 160), (2, 192), (4, 224))
-    assert load_config(None, ["data.dataset=d", "data.vocab=v", "run.out_dir=o", "data.image_size=96"]).data.image_size == 96
+    assert (
+        load_config(None, ["data.dataset=d", "data.vocab=v", "run.out_dir=o", "data.image_size=96"]).data.image_size
+        == 96
+    )
 
 
-@pytest.mark.parametrize("name, head, first, block", [
-    ("vit_tiny_8", 3, ["class_token", "conv_proj.weight", "encoder.pos_embedding"], ("encoder.layers.encoder_layer_1.ln_1.weight", 2)),
-    ("regnet_y_tiny", 4, ["stem.0.weight", "stem.1.bias"], ("trunk_output.block2.block2-0.proj.0.weight", 2)),
-    ("resnet18", 5, ["conv1.weight", "bn1.weight"], ("layer3.0.conv1.weight", 3)),
-])
+@pytest.mark.parametrize(
+    "name, head, first, block",
+    [
+        (
+            "vit_tiny_8",
+            3,
+            ["class_token", "conv_proj.weight", "encoder.pos_embedding"],
+            ("encoder.layers.encoder_layer_1.ln_1.weight", 2),
+        ),
+        ("regnet_y_tiny", 4, ["stem.0.weight", "stem.1.bias"], ("trunk_output.block2.block2-0.proj.0.weight", 2)),
+        ("resnet18", 5, ["conv1.weight", "bn1.weight"], ("layer3.0.conv1.weight", 3)),
+    ],
+)
 def test_layer_depths_count_the_blocks_from_the_stem_to_the_head(name, head, first, block):
     model = build_model(name, 3, image_size=16) if name.startswith("vit") else build_model(name, 3)
     depths, deepest = layer_depths(model)

@@ -8,21 +8,11 @@ import os
 import numpy as np
 import pytest
 import torch
+
 from tagstream.train import checkpoint as ckpt
 from tagstream.train.config import ScheduleConfig
-from tagstream.train.metrics import (
-    average_precision_per_class,
-    hashtag_metrics,
-    mean_average_precision,
-    precision_at_k,
-)
-from tagstream.train.models import (
-    MODELS,
-    build_model,
-    extract_features,
-    feature_dim,
-    replace_head,
-)
+from tagstream.train.metrics import average_precision_per_class, hashtag_metrics, mean_average_precision, precision_at_k
+from tagstream.train.models import MODELS, build_model, extract_features, feature_dim, replace_head
 from tagstream.train.schedule import build_scheduler, lr_factor, warmup_steps
 
 
@@ -114,8 +104,18 @@ def test_hashtag_metrics_keys():
 
 # -- checkpoints ----------------------------------------------------------------------------------
 def _state(step: int) -> dict:
-    return {"step": step, "model": {"w": torch.full((2,), float(step))}, "model_name": "resnet18", "num_classes": 5,
-            "optimizer": {}, "schedule": {}, "loader": {"epoch": 0, "step": 0}, "config": {}, "rng": {}, "world": 1}
+    return {
+        "step": step,
+        "model": {"w": torch.full((2,), float(step))},
+        "model_name": "resnet18",
+        "num_classes": 5,
+        "optimizer": {},
+        "schedule": {},
+        "loader": {"epoch": 0, "step": 0},
+        "config": {},
+        "rng": {},
+        "world": 1,
+    }
 
 
 def test_save_keeps_last_k_and_loads(tmp_path):
@@ -151,7 +151,9 @@ def test_load_refusals(tmp_path):
 
 def test_compatibility_and_resume_resolution(tmp_path):
     ckpt.check_compatible(_state(1), model_name="resnet18", num_classes=5)
-    with pytest.raises(ValueError, match=r"holds model 'resnet18' with 5 classes, but this run builds 'resnet50' with 5"):
+    with pytest.raises(
+        ValueError, match=r"holds model 'resnet18' with 5 classes, but this run builds 'resnet50' with 5"
+    ):
         ckpt.check_compatible(_state(1), model_name="resnet50", num_classes=5)
     with pytest.raises(ValueError, match="with 5 classes, but this run builds 'resnet18' with 7 classes"):
         ckpt.check_compatible(_state(1), model_name="resnet18", num_classes=7)
@@ -167,7 +169,12 @@ def test_compatibility_and_resume_resolution(tmp_path):
 def test_wsl_widths_match_the_paper_parameter_counts():
     # Mahajan et al. Table: 32x8d 88M, 32x16d 193M, 32x32d 466M, 32x48d 829M (1000 classes); built on
     # the meta device, so nothing is allocated
-    expected = {"resnext101_32x8d": 88.8, "resnext101_32x16d": 194.0, "resnext101_32x32d": 468.5, "resnext101_32x48d": 828.4}
+    expected = {
+        "resnext101_32x8d": 88.8,
+        "resnext101_32x16d": 194.0,
+        "resnext101_32x32d": 468.5,
+        "resnext101_32x48d": 828.4,
+    }
     with torch.device("meta"):
         for name, millions in expected.items():
             model = build_model(name, 1000)
@@ -175,7 +182,9 @@ def test_wsl_widths_match_the_paper_parameter_counts():
             assert model.fc.out_features == 1000
 
 
-@pytest.mark.parametrize("name, device", [("resnet50", "meta"), ("vit_b_16", "meta"), ("resnext50_32x4d", "meta"), ("regnet_y_400mf", "cpu")])
+@pytest.mark.parametrize(
+    "name, device", [("resnet50", "meta"), ("vit_b_16", "meta"), ("resnext50_32x4d", "meta"), ("regnet_y_400mf", "cpu")]
+)
 def test_heads_sized_to_the_vocabulary(name, device):
     size = 224 if device == "meta" else 64  # RegNet's initialisation cannot run on the meta device
     with torch.device(device):

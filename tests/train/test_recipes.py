@@ -10,6 +10,7 @@ import shutil
 import pytest
 import torch
 from click.testing import CliRunner
+
 from tagstream.tools.cli import main as cli
 from tagstream.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from tagstream.train.config import load_config, recipe_names
@@ -18,7 +19,6 @@ from tagstream.train.losses import build_loss
 from tagstream.train.models import build_model
 from tagstream.train.optim import build_optimizer
 from tagstream.train.rundir import step_losses as _losses
-
 from tests.helpers.datasets import make_index_dataset
 from tests.helpers.train_fakes import fake_factory
 
@@ -26,7 +26,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SWAG = ["vit_b16-swag", "vit_l16-swag", "vit_h14-swag", "regnety_16gf-swag", "regnety_32gf-swag", "regnety_128gf-swag"]
 # torchvision's parameter counts of these architectures with a 1000-way head (their weights' metadata)
-PUBLISHED_PARAMS = {"vit_l_16": 304_326_632, "vit_h_14": 632_045_800, "regnet_y_32gf": 145_046_770, "regnet_y_128gf": 644_812_894}
+PUBLISHED_PARAMS = {
+    "vit_l_16": 304_326_632,
+    "vit_h_14": 632_045_800,
+    "regnet_y_32gf": 145_046_770,
+    "regnet_y_128gf": 644_812_894,
+}
 STAND_IN = {"vit": "vit_tiny_8", "regnet": "regnet_y_tiny"}  # same family, CPU-sized: for whole-run tests
 
 
@@ -108,15 +113,31 @@ def test_recipe_trains_and_resumes_exactly(name, tmp_path):
     """The recipe's optimizer, schedule, smoothing and clipping through the loop, with a CPU-sized model of the
     same family (16 px, batch 16, 6 steps); a run resumed from step 3 ends with identical weights and losses."""
     family = "vit" if name.startswith("vit") else "regnet"
-    extra = [f"model.name={STAND_IN[family]}", "data.image_size=16", "batch.global_size=16", "run.steps=6",
-             "run.checkpoint_every=3", "run.threads=1", "run.progress=false", "run.log_every=1", "run.device=cpu",
-             "data.holdout_fraction=0", "run.eval_every=0"]  # fmt: skip
+    extra = [
+        f"model.name={STAND_IN[family]}",
+        "data.image_size=16",
+        "batch.global_size=16",
+        "run.steps=6",
+        "run.checkpoint_every=3",
+        "run.threads=1",
+        "run.progress=false",
+        "run.log_every=1",
+        "run.device=cpu",
+        "data.holdout_fraction=0",
+        "run.eval_every=0",
+    ]
     full = tmp_path / "full"
-    main(load_config(name, ["data.dataset=fake", "data.vocab=fake", f"run.out_dir={full}", *extra]), loader_factory=fake_factory)
+    main(
+        load_config(name, ["data.dataset=fake", "data.vocab=fake", f"run.out_dir={full}", *extra]),
+        loader_factory=fake_factory,
+    )
     _resume_from(full, tmp_path / "leg", 3)
     leg = tmp_path / "leg"
-    main(load_config(name, ["data.dataset=fake", "data.vocab=fake", f"run.out_dir={leg}", *extra]), resume="auto",
-         loader_factory=fake_factory)  # fmt: skip
+    main(
+        load_config(name, ["data.dataset=fake", "data.vocab=fake", f"run.out_dir={leg}", *extra]),
+        resume="auto",
+        loader_factory=fake_factory,
+    )
     a, b = _losses(full), _losses(leg)
     assert sorted(b) == list(range(1, 7)) and [a[s] for s in range(4, 7)] == [b[s] for s in range(4, 7)]
     wa, wb = load_checkpoint(latest_checkpoint(full))["model"], load_checkpoint(latest_checkpoint(leg))["model"]
@@ -133,11 +154,45 @@ def test_progressive_resizing_through_tagstream_train_resumes_across_the_change(
     """16 px in epoch 0, 24 px from epoch 1 (4 steps an epoch): checkpoint at step 6, mid-epoch after the
     change; the resumed run ends at step 8 with the uninterrupted run's losses and weights."""
     ds = make_index_dataset(tmp_path / "ds", n=48, shard_size=16).root
-    args = ["train", "--config", "regnety_16gf-swag", "--dataset", str(ds), "--vocab", "v", "--model", "regnet_y_tiny",
-            "--image-size", "16@0,24@1", "--batch-size", "8", "--steps", "8", "--device", "cpu",
-            "--set", "data.samples_per_epoch=32", "--set", "data.holdout_fraction=0", "--set", "run.eval_every=0",
-            "--set", "data.workers=1", "--set", "data.threads=1", "--set", "run.threads=1", "--set", "run.progress=false",
-            "--set", "run.checkpoint_every=6", "--set", "run.log_every=1", "--set", "data.cpu_decoder=turbo"]  # fmt: skip
+    args = [
+        "train",
+        "--config",
+        "regnety_16gf-swag",
+        "--dataset",
+        str(ds),
+        "--vocab",
+        "v",
+        "--model",
+        "regnet_y_tiny",
+        "--image-size",
+        "16@0,24@1",
+        "--batch-size",
+        "8",
+        "--steps",
+        "8",
+        "--device",
+        "cpu",
+        "--set",
+        "data.samples_per_epoch=32",
+        "--set",
+        "data.holdout_fraction=0",
+        "--set",
+        "run.eval_every=0",
+        "--set",
+        "data.workers=1",
+        "--set",
+        "data.threads=1",
+        "--set",
+        "run.threads=1",
+        "--set",
+        "run.progress=false",
+        "--set",
+        "run.checkpoint_every=6",
+        "--set",
+        "run.log_every=1",
+        "--set",
+        "data.cpu_decoder=turbo",
+    ]
     full, leg = tmp_path / "full", tmp_path / "leg"
     result = CliRunner().invoke(cli, [*args, "--out", str(full)])
     assert result.exit_code == 0, result.output

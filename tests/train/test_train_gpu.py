@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
+
 from tagstream.train.checkpoint import latest_checkpoint, load_checkpoint
 from tagstream.train.config import load_config
 from tagstream.train.loop import main
 from tagstream.train.rundir import step_losses as _losses
-
 from tests.helpers.train_fakes import fake_factory
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 def _config(out, *extra: str):
-    return load_config("tiny-cpu", [
-        "data.dataset=fake", "data.vocab=fake", f"run.out_dir={out}", "data.image_size=32", "batch.global_size=32",
-        "run.progress=false", "run.log_every=4", "run.device=cuda", "run.bf16=true", "run.channels_last=true",
-        "data.holdout_fraction=0.2", "run.checkpoint_every=10", *extra,
-    ])  # fmt: skip
+    return load_config(
+        "tiny-cpu",
+        [
+            "data.dataset=fake",
+            "data.vocab=fake",
+            f"run.out_dir={out}",
+            "data.image_size=32",
+            "batch.global_size=32",
+            "run.progress=false",
+            "run.log_every=4",
+            "run.device=cuda",
+            "run.bf16=true",
+            "run.channels_last=true",
+            "data.holdout_fraction=0.2",
+            "run.checkpoint_every=10",
+            *extra,
+        ],
+    )
 
 
 def test_bf16_channels_last_training_learns_on_the_gpu(tmp_path):

@@ -1,2 +1,1 @@
-"""Benchmarks behind `tagstream bench ...`: each compares against a baseline measured in the same run.
-"""
+"""Benchmarks behind `tagstream bench ...`: each compares against a baseline measured in the same run."""

@@ -19,13 +19,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tagstream.tools.bench.convert_inputs import (
-    TAR_SAMPLES,
-    TARS,
-    input_rows,
-    warm,
-    write_source_tars,
-)
+
+from tagstream.tools.bench.convert_inputs import TAR_SAMPLES, TARS, input_rows, warm, write_source_tars
 from tagstream.tools.convert.engine import convert
 from tagstream.tools.convert.image import ImageOptions
 from tagstream.tools.convert.merge import merge
@@ -61,13 +56,28 @@ def make_source(root: Path, *, images: int, width: int, height: int, seed: int =
 
 def _row(name: str, cpus: int, images: int, seconds: float, out: Path, **extra) -> dict:
     manifest = json.loads((out / "manifest.json").read_text())
-    return {"name": name, "cpus": cpus, "inputs": images, "seconds": seconds, "images_per_s": images / seconds,
-            "bytes_per_image": manifest["bytes"] / max(manifest["images"], 1), **extra}
+    return {
+        "name": name,
+        "cpus": cpus,
+        "inputs": images,
+        "seconds": seconds,
+        "images_per_s": images / seconds,
+        "bytes_per_image": manifest["bytes"] / max(manifest["images"], 1),
+        **extra,
+    }
 
 
-def run_convert_bench(workdir: str | Path, *, images: int = 600, width: int = 640, height: int = 480,
-                      engine: str = "local", parts: int = 8, max_side: int = ImageOptions.max_side,
-                      shard_size: int = 100) -> dict:
+def run_convert_bench(
+    workdir: str | Path,
+    *,
+    images: int = 600,
+    width: int = 640,
+    height: int = 480,
+    engine: str = "local",
+    parts: int = 8,
+    max_side: int = ImageOptions.max_side,
+    shard_size: int = 100,
+) -> dict:
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
     workdir = Path(workdir)
@@ -87,8 +97,9 @@ def run_convert_bench(workdir: str | Path, *, images: int = 600, width: int = 64
         s = convert(src, out, workers=workers, **options)
         # CPU time only with 1 worker: decoding workers are the forkserver's children, not this process's
         cpu_ms = {"cpu_ms_per_image": 1e3 * (_cpu_seconds() - cpu) / images} if workers == 1 else {}
-        rows.append(_row(f"one process, {workers} worker{'s' * (workers > 1)}", workers, images, s.seconds, out,
-                         **cpu_ms))
+        rows.append(
+            _row(f"one process, {workers} worker{'s' * (workers > 1)}", workers, images, s.seconds, out, **cpu_ms)
+        )
         out = fresh(f"tars{workers}")
         t = convert(src.parent / TARS, out, format="tar", workers=workers, **options)
         tars = _row(f"  the same from tars, {workers} worker{'s' * (workers > 1)}", workers, images, t.seconds, out)
@@ -100,19 +111,34 @@ def run_convert_bench(workdir: str | Path, *, images: int = 600, width: int = 64
     cpu_merge, t1 = _cpu_seconds(), time.perf_counter()
     merge(out)
     t2 = time.perf_counter()
-    rows.append(_row(f"--part I/{parts} x {parts} + merge, in turn", 1, images, t2 - t0, out,
-                     cpu_ms_per_image=1e3 * (_cpu_seconds() - cpu) / images, merge_seconds=t2 - t1,
-                     merge_images_per_s=images / (t2 - t1),
-                     merge_cpu_ms_per_image=1e3 * (_cpu_seconds() - cpu_merge) / images))
+    rows.append(
+        _row(
+            f"--part I/{parts} x {parts} + merge, in turn",
+            1,
+            images,
+            t2 - t0,
+            out,
+            cpu_ms_per_image=1e3 * (_cpu_seconds() - cpu) / images,
+            merge_seconds=t2 - t1,
+            merge_images_per_s=images / (t2 - t1),
+            merge_cpu_ms_per_image=1e3 * (_cpu_seconds() - cpu_merge) / images,
+        )
+    )
     if engine == "ray":
         rows += _ray_rows(src, fresh, images, parts, options)
     base = rows[0]["images_per_s"]
     for row in rows:
         row["ratio"] = row["images_per_s"] / base
-    return {"images": images, "width": width, "height": height, "max_side": max_side, "parts": parts,
-            "warm_bytes": warm_bytes,
-            "source_bytes_per_image": sum(p.stat().st_size for p in (src.parent / "images").iterdir()) / images,
-            "rows": rows}
+    return {
+        "images": images,
+        "width": width,
+        "height": height,
+        "max_side": max_side,
+        "parts": parts,
+        "warm_bytes": warm_bytes,
+        "source_bytes_per_image": sum(p.stat().st_size for p in (src.parent / "images").iterdir()) / images,
+        "rows": rows,
+    }
 
 
 def _ray_rows(src: Path, fresh, images: int, parts: int, options: dict) -> list[dict]:
@@ -132,8 +158,17 @@ def _ray_rows(src: Path, fresh, images: int, parts: int, options: dict) -> list[
             t2 = time.perf_counter()
             out = fresh(f"ray{cpus}")
             s = convert_on_ray(src, out, parts=parts, **options)
-            rows.append(_row(f"Ray, {cpus} CPU{'s' * (cpus > 1)}, {parts} parts", cpus, images, s.seconds, out,
-                             cluster_start_s=t1 - t0, worker_warmup_s=t2 - t1))
+            rows.append(
+                _row(
+                    f"Ray, {cpus} CPU{'s' * (cpus > 1)}, {parts} parts",
+                    cpus,
+                    images,
+                    s.seconds,
+                    out,
+                    cluster_start_s=t1 - t0,
+                    worker_warmup_s=t2 - t1,
+                )
+            )
         finally:
             ray.shutdown()
     return rows
@@ -162,15 +197,20 @@ def format_table(result: dict) -> str:
         if "cpu_ms_per_image" in r:
             notes.append(f"{r['cpu_ms_per_image']:.1f} CPU ms/image")
         if "merge_seconds" in r:
-            notes.append(f"merge {r['merge_seconds']:.2f} s ({r['merge_images_per_s']:.0f} images/s, "
-                         f"{r['merge_cpu_ms_per_image']:.2f} CPU ms/image)")
+            notes.append(
+                f"merge {r['merge_seconds']:.2f} s ({r['merge_images_per_s']:.0f} images/s, "
+                f"{r['merge_cpu_ms_per_image']:.2f} CPU ms/image)"
+            )
         if "vs_files" in r:
             notes.append(f"x{r['vs_files']:.2f} the files row of as many workers")
         if "of_ceiling" in r:
             notes.append(f"{r['of_ceiling']:.2f} of the full-decode ceiling")
         if "cluster_start_s" in r:
-            notes.append(f"not counted: cluster start {r['cluster_start_s']:.1f} s, worker warm-up {r['worker_warmup_s']:.1f} s")
+            notes.append(
+                f"not counted: cluster start {r['cluster_start_s']:.1f} s, worker warm-up {r['worker_warmup_s']:.1f} s"
+            )
         kib = "-" if r["bytes_per_image"] is None else f"{r['bytes_per_image'] / 1024:.1f}"
-        lines.append(f"{r['name']:<40} {r['cpus']:>4} {r['images_per_s']:>9.1f} {r['ratio']:>6.2f} "
-                     f"{kib:>9}  {'; '.join(notes)}")
+        lines.append(
+            f"{r['name']:<40} {r['cpus']:>4} {r['images_per_s']:>9.1f} {r['ratio']:>6.2f} {kib:>9}  {'; '.join(notes)}"
+        )
     return "\n".join(lines)

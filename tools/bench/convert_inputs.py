@@ -63,8 +63,14 @@ def input_rows(src: Path, files_row: dict, tars_row: dict, workers: int, images:
     workers their fraction of it, and to the tars row its rate over the files row's. Returns [tars, ceiling]."""
     ceiling = decode_ceiling(src, workers)
     ceiling_rate = images / ceiling
-    ceiling_row = {"name": f"full-decode ceiling, {workers} process{'es' * (workers > 1)}", "cpus": workers,
-                   "inputs": images, "seconds": ceiling, "images_per_s": ceiling_rate, "bytes_per_image": None}
+    ceiling_row = {
+        "name": f"full-decode ceiling, {workers} process{'es' * (workers > 1)}",
+        "cpus": workers,
+        "inputs": images,
+        "seconds": ceiling,
+        "images_per_s": ceiling_rate,
+        "bytes_per_image": None,
+    }
     tars_row["vs_files"] = tars_row["images_per_s"] / files_row["images_per_s"]
     for row in (files_row, tars_row):
         row["of_ceiling"] = row["images_per_s"] / ceiling_rate

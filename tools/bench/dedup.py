@@ -11,12 +11,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from tagstream.kernels import dedup as kdedup
-from tagstream.tools.dedup.quality import EDITS, MIRRORED, Quality
 from tagstream.tools.dedup.hashing import DEFAULT_MAX_DISTANCE
+from tagstream.tools.dedup.quality import EDITS, MIRRORED, Quality
 
 
-def planted_hashes(n_train: int, n_eval: int, *, copies: int, max_flips: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def planted_hashes(
+    n_train: int, n_eval: int, *, copies: int, max_flips: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Uniform random 64-bit hashes, with `copies` training hashes replaced by eval hashes with up to
     max_flips bits flipped (so the join has matches to find, as in real de-duplication)."""
     rng = np.random.default_rng(seed)
@@ -47,33 +50,56 @@ def run_speed(*, n_train: int, n_eval: int, distances: list[int], brute_queries:
         brute_seconds = time.perf_counter() - t0
         extrapolated = brute_seconds * n_train / sub.shape[0]
         if method != "mih":  # join() would run all pairs itself: that time is the extrapolated one
-            out["rows"].append({"max_distance": d, "method": method, "brute_seconds_extrapolated": extrapolated,
-                                "brute_subset_queries": int(sub.shape[0])})
+            out["rows"].append(
+                {
+                    "max_distance": d,
+                    "method": method,
+                    "brute_seconds_extrapolated": extrapolated,
+                    "brute_subset_queries": int(sub.shape[0]),
+                }
+            )
             continue
         t0 = time.perf_counter()
         q, _, _ = kdedup.mih_join(train, evals, d, bands=bands)
         seconds = time.perf_counter() - t0
         on_subset = np.bincount(q[q < sub.shape[0]], minlength=sub.shape[0])
-        out["rows"].append({
-            "max_distance": d, "method": method, "bands": bands, "radii": kdedup.band_radii(d, bands).tolist(),
-            "seconds": seconds, "pairs": int(q.size), "queries_per_s": n_train / seconds,
-            "brute_subset_queries": int(sub.shape[0]), "brute_subset_seconds": brute_seconds,
-            "brute_seconds_extrapolated": extrapolated, "brute_comparisons_per_s": sub.shape[0] * n_eval / brute_seconds,
-            "speedup": extrapolated / seconds, "agrees_with_brute_on_subset": bool(np.array_equal(on_subset, brute)),
-        })
+        out["rows"].append(
+            {
+                "max_distance": d,
+                "method": method,
+                "bands": bands,
+                "radii": kdedup.band_radii(d, bands).tolist(),
+                "seconds": seconds,
+                "pairs": int(q.size),
+                "queries_per_s": n_train / seconds,
+                "brute_subset_queries": int(sub.shape[0]),
+                "brute_subset_seconds": brute_seconds,
+                "brute_seconds_extrapolated": extrapolated,
+                "brute_comparisons_per_s": sub.shape[0] * n_eval / brute_seconds,
+                "speedup": extrapolated / seconds,
+                "agrees_with_brute_on_subset": bool(np.array_equal(on_subset, brute)),
+            }
+        )
     return out
 
 
 def quality_summary(q: Quality, distances: range) -> dict:
     d, met = q.choose_distance()
     return {
-        "hash": q.hash_name, "bits": q.hash_bits, "images": q.images, "size": list(q.size), "distinct_pairs": int(q.distinct.size),
+        "hash": q.hash_name,
+        "bits": q.hash_bits,
+        "images": q.images,
+        "size": list(q.size),
+        "distinct_pairs": int(q.distinct.size),
         "recall": {f: [q.recall(f, k) for k in distances] for f in q.near},
         "main": [f for f, (_, main) in EDITS.items() if main],
         "false_match_rate": [q.false_match_rate(k) for k in distances],
         "false_matches": [int(np.sum(q.distinct <= k)) for k in distances],
-        "false_match_rate_mirrors": [q.false_match_rate(k, mirrored=True) for k in distances], "distances": list(distances),
-        "chosen_distance": d, "target_met": met, "default_distance": DEFAULT_MAX_DISTANCE,
+        "false_match_rate_mirrors": [q.false_match_rate(k, mirrored=True) for k in distances],
+        "distances": list(distances),
+        "chosen_distance": d,
+        "target_met": met,
+        "default_distance": DEFAULT_MAX_DISTANCE,
     }
 
 
@@ -121,8 +147,10 @@ def format_speed(s: dict) -> str:
     ]
     for r in s["rows"]:
         if r["method"] != "mih":
-            lines.append(f"{r['max_distance']:3d} {'brute force (planned)':>22s} {'-':>9s} {'-':>7s} {'-':>12s} "
-                         f"{r['brute_seconds_extrapolated']:22.1f} {'1.0':>7s}x  multi-index hashing would cost more")
+            lines.append(
+                f"{r['max_distance']:3d} {'brute force (planned)':>22s} {'-':>9s} {'-':>7s} {'-':>12s} "
+                f"{r['brute_seconds_extrapolated']:22.1f} {'1.0':>7s}x  multi-index hashing would cost more"
+            )
             continue
         method = f"mih, radii {','.join(map(str, r['radii']))}"
         lines.append(

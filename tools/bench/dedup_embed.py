@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from tagstream.tools.dedup.calibrate import Calibration
 from tagstream.tools.dedup.knn import build_index, faiss_module, plan_index, range_pairs
 from tagstream.tools.dedup.transforms import TRANSFORMS
@@ -31,44 +32,69 @@ def calibration_summary(c: Calibration, target_fpr: float) -> dict:
     for fpr in levels:
         t, d = c.threshold(fpr), c.distance(fpr)
         rows[f"{fpr:g}"] = {
-            "false_matches_per_million": fpr * 1e6, "allowed_false_matches": c.allowed(fpr), "threshold": t, "distance": d,
-            "embed_false_matches": int(np.sum(c.distinct_cosine >= t)), "hash_false_matches": int(np.sum(c.distinct_distance <= d)),
+            "false_matches_per_million": fpr * 1e6,
+            "allowed_false_matches": c.allowed(fpr),
+            "threshold": t,
+            "distance": d,
+            "embed_false_matches": int(np.sum(c.distinct_cosine >= t)),
+            "hash_false_matches": int(np.sum(c.distinct_distance <= d)),
             "recall": {f: {"hash": c.recall_hash(f, d), "embed": c.recall_embed(f, t)} for f in TRANSFORMS},
         }
     heavy = [f for f, (_, h) in TRANSFORMS.items() if h]
     target = rows[f"{target_fpr:g}"]
     return {
-        "checkpoint": c.checkpoint, "originals": c.originals, "distractors": c.distractors, "mirrors": c.mirrors,
-        "distinct_pairs": int(c.distinct_cosine.size), "levels": rows, "heavy": heavy, "target_fpr": target_fpr,
-        "threshold": target["threshold"], "distance": target["distance"],
+        "checkpoint": c.checkpoint,
+        "originals": c.originals,
+        "distractors": c.distractors,
+        "mirrors": c.mirrors,
+        "distinct_pairs": int(c.distinct_cosine.size),
+        "levels": rows,
+        "heavy": heavy,
+        "target_fpr": target_fpr,
+        "threshold": target["threshold"],
+        "distance": target["distance"],
         "heavy_recall": {m: float(np.mean([target["recall"][f][m] for f in heavy])) for m in ("hash", "embed")},
     }
 
 
 def format_calibration(s: dict) -> str:
     n = s["distinct_pairs"]
-    lines = [f"calibration: {s['originals']} originals x {len(TRANSFORMS)} edits among {s['distractors']} distractors, "
-             f"{n:,} distinct pairs; checkpoint {s['checkpoint']}; hash {'with' if s['mirrors'] else 'without'} mirrors",
-             "recall per edit (hash / embed) at a false-match rate (false matches per million pairs):"]
+    lines = [
+        f"calibration: {s['originals']} originals x {len(TRANSFORMS)} edits among {s['distractors']} distractors, "
+        f"{n:,} distinct pairs; checkpoint {s['checkpoint']}; hash {'with' if s['mirrors'] else 'without'} mirrors",
+        "recall per edit (hash / embed) at a false-match rate (false matches per million pairs):",
+    ]
     levels = list(s["levels"].values())
     lines.append(f"{'':<20}" + "".join(f"{r['false_matches_per_million']:>12g}/M" for r in levels))
     for f, (_, heavy) in TRANSFORMS.items():
         cells = "".join(f"{r['recall'][f]['hash']:>7.2f}/{r['recall'][f]['embed']:<6.2f}" for r in levels)
         lines.append(f"{f + (' *' if heavy else ''):<20}{cells}")
     lines.append(f"{'D / cosine':<20}" + "".join(f"{r['distance']:>7d}/{r['threshold']:<6.3f}" for r in levels))
-    lines.append(f"{'false matches h/e':<20}" + "".join(f"{r['hash_false_matches']:>7d}/{r['embed_false_matches']:<6d}" for r in levels))
+    lines.append(
+        f"{'false matches h/e':<20}"
+        + "".join(f"{r['hash_false_matches']:>7d}/{r['embed_false_matches']:<6d}" for r in levels)
+    )
     lines.append("* heavy edits (pHash is known to miss them)")
     low = [r for r in levels if r["allowed_false_matches"] == 0]
     if low:
-        lines.append(f"note: with {n:,} pairs, rates below {1 / n:.1e} allow no false match at all: those columns show "
-                     "zero observed, which bounds the rate at ~3/pairs (95 %); use more --originals/--distractors")
+        lines.append(
+            f"note: with {n:,} pairs, rates below {1 / n:.1e} allow no false match at all: those columns show "
+            "zero observed, which bounds the rate at ~3/pairs (95 %); use more --originals/--distractors"
+        )
     t = s["levels"][f"{s['target_fpr']:g}"]
-    wins = {m: [f for f in s["heavy"] if t["recall"][f][m] > t["recall"][f][other]] for m, other in (("hash", "embed"), ("embed", "hash"))}
-    lines.append(f"at --target-fpr {s['target_fpr']:g}: hash D = {t['distance']}, embedding cosine >= {t['threshold']:.4f}; "
-                 f"mean recall on the heavy edits: hash {s['heavy_recall']['hash']:.3f}, embed {s['heavy_recall']['embed']:.3f}; "
-                 f"embed wins on {', '.join(wins['embed']) or 'none'}; hash wins on {', '.join(wins['hash']) or 'none'}")
-    lines.append(f"use: tagstream dedup TRAIN --against EVAL --name NAME --method both --checkpoint {s['checkpoint']} "
-                 f"--threshold {t['threshold']:.4f} --max-distance {max(t['distance'], 0)}{' --mirrors' if s['mirrors'] else ''}")
+    wins = {
+        m: [f for f in s["heavy"] if t["recall"][f][m] > t["recall"][f][other]]
+        for m, other in (("hash", "embed"), ("embed", "hash"))
+    }
+    lines.append(
+        f"at --target-fpr {s['target_fpr']:g}: hash D = {t['distance']}, embedding cosine >= {t['threshold']:.4f}; "
+        f"mean recall on the heavy edits: hash {s['heavy_recall']['hash']:.3f}, embed {s['heavy_recall']['embed']:.3f}; "
+        f"embed wins on {', '.join(wins['embed']) or 'none'}; hash wins on {', '.join(wins['hash']) or 'none'}"
+    )
+    lines.append(
+        f"use: tagstream dedup TRAIN --against EVAL --name NAME --method both --checkpoint {s['checkpoint']} "
+        f"--threshold {t['threshold']:.4f} --max-distance {max(t['distance'], 0)}{' --mirrors' if s['mirrors'] else ''}"
+    )
     return "\n".join(lines)
 
 
@@ -82,8 +108,16 @@ def plot_calibration(path: Path, c: Calibration) -> None:
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for k, family in enumerate(TRANSFORMS):
         colour = f"C{k}"
-        ax.semilogx(fprs * 1e6, [c.recall_embed(family, c.threshold(f)) for f in fprs], "-", color=colour, label=f"{family} embed")
-        ax.semilogx(fprs * 1e6, [c.recall_hash(family, c.distance(f)) for f in fprs], ":", color=colour, label=f"{family} hash")
+        ax.semilogx(
+            fprs * 1e6,
+            [c.recall_embed(family, c.threshold(f)) for f in fprs],
+            "-",
+            color=colour,
+            label=f"{family} embed",
+        )
+        ax.semilogx(
+            fprs * 1e6, [c.recall_hash(family, c.distance(f)) for f in fprs], ":", color=colour, label=f"{family} hash"
+        )
     ax.set_xlabel(f"false matches per million distinct pairs ({c.distinct_cosine.size:,} measured)")
     ax.set_ylabel("recall of near copies")
     ax.set_title("solid: embedding cosine, dotted: pHash distance")
@@ -108,8 +142,17 @@ def _queries(rng: np.random.Generator, evals: np.ndarray, n: int) -> tuple[np.nd
     return x, src
 
 
-def run_knn_speed(*, n_train: int, n_eval: int, dim: int, timed_queries: int, brute_queries: int,
-                  threshold: float = 0.8, block: int = 1 << 14, seed: int = 0) -> dict:
+def run_knn_speed(
+    *,
+    n_train: int,
+    n_eval: int,
+    dim: int,
+    timed_queries: int,
+    brute_queries: int,
+    threshold: float = 0.8,
+    block: int = 1 << 14,
+    seed: int = 0,
+) -> dict:
     faiss = faiss_module()
     rng = np.random.default_rng(seed)
     evals = rng.standard_normal((n_eval, dim), dtype=np.float32)
@@ -145,17 +188,35 @@ def run_knn_speed(*, n_train: int, n_eval: int, dim: int, timed_queries: int, br
     truth, got = set(zip(er.tolist(), ee.tolist())), set(zip(ar.tolist(), ae.tolist()))
     per_query = search / timed
     return {
-        "train": n_train, "eval": n_eval, "dim": dim, "threshold": threshold, "index": plan.describe(),
-        "threads": int(faiss.omp_get_max_threads()), "build_seconds": build, "build_cpu_seconds": build_cpu,
-        "timed_queries": timed, "search_seconds": search, "search_cpu_seconds": search_cpu, "queries_per_s": timed / search,
-        "queries_per_cpu_s": timed / search_cpu, "pairs": pairs,
-        "planted_recall": planted_found / max(planted, 1), "planted": planted,
-        "seconds_extrapolated": per_query * n_train, "extrapolated": timed < n_train,
-        "exact_subset_queries": int(sub.shape[0]), "exact_subset_seconds": brute, "exact_subset_cpu_seconds": brute_cpu,
-        "exact_seconds_extrapolated": brute / sub.shape[0] * n_train, "speedup": brute / sub.shape[0] / per_query,
+        "train": n_train,
+        "eval": n_eval,
+        "dim": dim,
+        "threshold": threshold,
+        "index": plan.describe(),
+        "threads": int(faiss.omp_get_max_threads()),
+        "build_seconds": build,
+        "build_cpu_seconds": build_cpu,
+        "timed_queries": timed,
+        "search_seconds": search,
+        "search_cpu_seconds": search_cpu,
+        "queries_per_s": timed / search,
+        "queries_per_cpu_s": timed / search_cpu,
+        "pairs": pairs,
+        "planted_recall": planted_found / max(planted, 1),
+        "planted": planted,
+        "seconds_extrapolated": per_query * n_train,
+        "extrapolated": timed < n_train,
+        "exact_subset_queries": int(sub.shape[0]),
+        "exact_subset_seconds": brute,
+        "exact_subset_cpu_seconds": brute_cpu,
+        "exact_seconds_extrapolated": brute / sub.shape[0] * n_train,
+        "speedup": brute / sub.shape[0] / per_query,
         "cpu_speedup": brute_cpu / sub.shape[0] / (search_cpu / timed),
-        "agreement_with_exact": len(truth & got) / max(len(truth), 1), "exact_pairs_on_subset": len(truth),
-        "eval_index_gib": n_eval * dim * 4 / 2**30, "peak_rss_gib": _peak_rss_gib(), "rss_before_gib": rss0,
+        "agreement_with_exact": len(truth & got) / max(len(truth), 1),
+        "exact_pairs_on_subset": len(truth),
+        "eval_index_gib": n_eval * dim * 4 / 2**30,
+        "peak_rss_gib": _peak_rss_gib(),
+        "rss_before_gib": rss0,
         "core_hours_at_3_5e9": search_cpu / timed * PAPER_IMAGES / 3600,
         "exact_core_hours_at_3_5e9": brute_cpu / sub.shape[0] * PAPER_IMAGES / 3600,
     }
@@ -163,17 +224,19 @@ def run_knn_speed(*, n_train: int, n_eval: int, dim: int, timed_queries: int, br
 
 def format_knn_speed(s: dict) -> str:
     how = f"extrapolated from {s['timed_queries']:,} timed queries" if s["extrapolated"] else "all queries timed"
-    return "\n".join([
-        f"kNN join: {s['train']:,} train x {s['eval']:,} eval vectors, d={s['dim']}, cosine >= {s['threshold']}, "
-        f"{s['threads']} threads; index {s['index']} built in {s['build_seconds']:.1f} s ({s['build_cpu_seconds']:.1f} CPU s)",
-        f"  search: {s['queries_per_s']:,.0f} queries/s ({s['queries_per_cpu_s']:,.0f} per CPU second) -> "
-        f"{s['seconds_extrapolated']:,.0f} s for {s['train']:,} ({how}); planted copies found {s['planted_recall']:.4f} of {s['planted']:,}",
-        f"  exact (IndexFlatIP) on {s['exact_subset_queries']:,} queries: {s['exact_subset_seconds']:.2f} s "
-        f"({s['exact_subset_cpu_seconds']:.2f} CPU s) -> {s['exact_seconds_extrapolated']:,.0f} s extrapolated; index "
-        f"{s['speedup']:.1f}x faster ({s['cpu_speedup']:.1f}x in CPU time), "
-        f"finds {s['agreement_with_exact']:.4f} of the exact join's {s['exact_pairs_on_subset']:,} pairs there",
-        f"  memory: evaluation vectors {s['eval_index_gib']:.2f} GiB, peak RSS {s['peak_rss_gib']:.2f} GiB "
-        f"(training vectors stream in blocks)",
-        f"  at 3.5e9 training images: {s['core_hours_at_3_5e9']:,.0f} core-hours of search "
-        f"(exact: {s['exact_core_hours_at_3_5e9']:,.0f}), from the CPU time measured here",
-    ])
+    return "\n".join(
+        [
+            f"kNN join: {s['train']:,} train x {s['eval']:,} eval vectors, d={s['dim']}, cosine >= {s['threshold']}, "
+            f"{s['threads']} threads; index {s['index']} built in {s['build_seconds']:.1f} s ({s['build_cpu_seconds']:.1f} CPU s)",
+            f"  search: {s['queries_per_s']:,.0f} queries/s ({s['queries_per_cpu_s']:,.0f} per CPU second) -> "
+            f"{s['seconds_extrapolated']:,.0f} s for {s['train']:,} ({how}); planted copies found {s['planted_recall']:.4f} of {s['planted']:,}",
+            f"  exact (IndexFlatIP) on {s['exact_subset_queries']:,} queries: {s['exact_subset_seconds']:.2f} s "
+            f"({s['exact_subset_cpu_seconds']:.2f} CPU s) -> {s['exact_seconds_extrapolated']:,.0f} s extrapolated; index "
+            f"{s['speedup']:.1f}x faster ({s['cpu_speedup']:.1f}x in CPU time), "
+            f"finds {s['agreement_with_exact']:.4f} of the exact join's {s['exact_pairs_on_subset']:,} pairs there",
+            f"  memory: evaluation vectors {s['eval_index_gib']:.2f} GiB, peak RSS {s['peak_rss_gib']:.2f} GiB "
+            f"(training vectors stream in blocks)",
+            f"  at 3.5e9 training images: {s['core_hours_at_3_5e9']:,.0f} core-hours of search "
+            f"(exact: {s['exact_core_hours_at_3_5e9']:,.0f}), from the CPU time measured here",
+        ]
+    )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numba
 import numpy as np
+
 from tagstream.kernels.rng import counter_u64, stream_key, to_unit
 from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
@@ -88,23 +89,44 @@ def disk_bytes(images: int, max_labels: int = 3, no_label_fraction: float = 0.02
 
 
 def make_index_dataset(
-    root: str | Path, *, images: int, classes: int, shard_size: int, seed: int = 0, mask_fraction: float = 0.01,
-    max_labels: int = 3, no_label_fraction: float = 0.02,
-) -> Dataset:  # fmt: skip
+    root: str | Path,
+    *,
+    images: int,
+    classes: int,
+    shard_size: int,
+    seed: int = 0,
+    mask_fraction: float = 0.01,
+    max_labels: int = 3,
+    no_label_fraction: float = 0.02,
+) -> Dataset:
     """Write (or reuse) the dataset under root: vocab "v", mask "dedup" (mask_fraction of the images)."""
     if classes < max_labels or images < 1 or shard_size < 1:
-        raise ValueError(f"need images >= 1, shard_size >= 1 and classes >= max_labels={max_labels}; got {images}, {shard_size}, {classes}")
+        raise ValueError(
+            f"need images >= 1, shard_size >= 1 and classes >= max_labels={max_labels}; got {images}, {shard_size}, {classes}"
+        )
     root = Path(root)
-    params = {"images": images, "classes": classes, "shard_size": shard_size, "seed": seed, "mask_fraction": mask_fraction,
-              "max_labels": max_labels, "no_label_fraction": no_label_fraction}  # fmt: skip
+    params = {
+        "images": images,
+        "classes": classes,
+        "shard_size": shard_size,
+        "seed": seed,
+        "mask_fraction": mask_fraction,
+        "max_labels": max_labels,
+        "no_label_fraction": no_label_fraction,
+    }
     try:
         if json.loads((root / PARAMS).read_text()) == params:
             return Dataset(root)
     except (OSError, ValueError, fmt.FormatError):
         pass
-    need, free = disk_bytes(images, max_labels, no_label_fraction), shutil.disk_usage(root.parent if not root.exists() else root).free
+    need, free = (
+        disk_bytes(images, max_labels, no_label_fraction),
+        shutil.disk_usage(root.parent if not root.exists() else root).free,
+    )
     if need > 0.95 * free:
-        raise ValueError(f"{images:,} images need about {need / 2**30:.1f} GiB of disk; {free / 2**30:.1f} GiB are free under {root}")
+        raise ValueError(
+            f"{images:,} images need about {need / 2**30:.1f} GiB of disk; {free / 2**30:.1f} GiB are free under {root}"
+        )
     if root.exists():
         shutil.rmtree(root)
     vocab = root / fmt.VOCAB_DIR / "v"
@@ -135,9 +157,13 @@ def make_index_dataset(
     with open(vocab / CLASSES, "w", encoding="utf-8") as f:
         f.write("id\tname\tcount\tmembers\n")
         f.writelines(f"{c}\tclass{c}\t{int(counts[c])}\ttag{c}\n" for c in range(classes))
-    fmt.write_json_atomic(vocab / META, {"name": "v", "classes": classes, "images": images, "options": {"synthetic": params}})
+    fmt.write_json_atomic(
+        vocab / META, {"name": "v", "classes": classes, "images": images, "options": {"synthetic": params}}
+    )
     sizes = [min(shard_size, images - lo) for lo in range(0, images, shard_size)]
     shards = [{"name": fmt.shard_name(s), "images": n, "bytes": 0, "sha256": ""} for s, n in enumerate(sizes)]
-    write_manifest(root, shards, tags=classes, source={"kind": "index-only synthetic (tagstream bench sampler)", **params})
+    write_manifest(
+        root, shards, tags=classes, source={"kind": "index-only synthetic (tagstream bench sampler)", **params}
+    )
     fmt.write_json_atomic(root / PARAMS, params)
     return Dataset(root)

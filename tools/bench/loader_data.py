@@ -10,12 +10,21 @@ from typing import Callable, Iterable
 
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.vocab import VocabClass, write_vocab
 from tagstream.loader.writer import ShardWriter, write_manifest, write_tags
 from tagstream.tools.synth.draw import photo_like
 
-__all__ = ["photo_like", "encode_jpeg", "index_color", "decode_index_color", "write_dataset", "write_identity_vocab", "index_tags"]
+__all__ = [
+    "photo_like",
+    "encode_jpeg",
+    "index_color",
+    "decode_index_color",
+    "write_dataset",
+    "write_identity_vocab",
+    "index_tags",
+]
 
 
 def encode_jpeg(pixels: NDArray[np.uint8], quality: int = 90) -> bytes:
@@ -66,7 +75,9 @@ def write_dataset(
             writer.abort()
         np.add.at(tag_counts, np.asarray(writer.tag_ids, np.int64), 1)
     write_tags(root, [f"tag{t}" for t in range(num_tags)], tag_counts)
-    write_manifest(root, shards, tags=num_tags, source={"kind": "synthetic", "description": "tagstream loader test/bench data"})
+    write_manifest(
+        root, shards, tags=num_tags, source={"kind": "synthetic", "description": "tagstream loader test/bench data"}
+    )
     return Dataset(root)
 
 

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.loader.config import LoaderConfig
 
 CONTENDERS = ("batch", "per_sample", "dali")
@@ -55,19 +56,31 @@ def _source(config: LoaderConfig, kind: str, plan: Any, length: int) -> Any:
     from tagstream.loader.pipeline import PlanSource
     from tagstream.loader.store import ShardStore
 
-    common = dict(store=ShardStore(config.dataset), plan=plan, train=True, length=length, seed=config.seed, rank=0,
-                  scale=config.random_area, ratio=config.random_aspect_ratio, image_size=config.image_size)
+    common = dict(
+        store=ShardStore(config.dataset),
+        plan=plan,
+        train=True,
+        length=length,
+        seed=config.seed,
+        rank=0,
+        scale=config.random_area,
+        ratio=config.random_aspect_ratio,
+        image_size=config.image_size,
+    )
     if kind == "per_sample":
         return PlanSource(**common)
     batch = BatchSource(**common, batch_size=config.batch_size, prefetch=config.prefetch)
     return batch if kind == "batch" else _Replay(batch, length)
 
 
-def feed_rate(config: LoaderConfig, kind: str, batches: int, tick: Callable[[int], None], *, plan: Any = None, warmup: int = 3) -> dict:
+def feed_rate(
+    config: LoaderConfig, kind: str, batches: int, tick: Callable[[int], None], *, plan: Any = None, warmup: int = 3
+) -> dict:
     """One contender over `batches` timed batches (after `warmup` untimed): wall samples/s, CPU µs a sample in
     the main process, in its calling thread and in worker processes, samples/s per core. The samples are
     the sampler's (random, with replacement), or `plan`'s."""
     from nvidia.dali import fn, pipeline_def
+
     from tagstream.loader.dataset import Dataset
     from tagstream.loader.pipeline import source_node, start, stop, train_inputs
     from tagstream.loader.sampling import RankSampler
@@ -81,8 +94,15 @@ def feed_rate(config: LoaderConfig, kind: str, batches: int, tick: Callable[[int
     source = _source(config, kind, plan, length)
     workers = config.workers if kind == "per_sample" else 0
 
-    @pipeline_def(batch_size=b, num_threads=1, device_id=None, prefetch_queue_depth=config.prefetch,
-                  py_num_workers=max(workers, 1), py_start_method="fork", exec_dynamic=True)
+    @pipeline_def(
+        batch_size=b,
+        num_threads=1,
+        device_id=None,
+        prefetch_queue_depth=config.prefetch,
+        py_num_workers=max(workers, 1),
+        py_start_method="fork",
+        exec_dynamic=True,
+    )
     def graph():
         outs = source_node(source, workers=workers, prefetch=config.prefetch, bytes_per_sample=1 << 17)
         # the GPU graph's CPU side: the decoder's inputs fed, the index out; the window arrays go to
@@ -110,9 +130,16 @@ def feed_rate(config: LoaderConfig, kind: str, batches: int, tick: Callable[[int
     thread = after[1] - before[1]
     workers_cpu = sum(a - s for a, s in zip(after[2], before[2]))
     total = main + workers_cpu
-    return {"samples_per_s": n / wall, "main_us": main / n * 1e6, "thread_us": thread / n * 1e6,
-            "workers_us": workers_cpu / n * 1e6, "total_us": total / n * 1e6, "per_core_samples_per_s": n / total,
-            "workers": workers, "samples": n}
+    return {
+        "samples_per_s": n / wall,
+        "main_us": main / n * 1e6,
+        "thread_us": thread / n * 1e6,
+        "workers_us": workers_cpu / n * 1e6,
+        "total_us": total / n * 1e6,
+        "per_core_samples_per_s": n / total,
+        "workers": workers,
+        "samples": n,
+    }
 
 
 class _Permutation:
@@ -138,7 +165,9 @@ def first_touch(config: LoaderConfig) -> dict:
     b, reads = config.batch_size, config.prefetch + 2  # batches read beyond the timed ones (prefetched)
     batches = cold.size // b - reads
     if warm.size < 3 * b or batches < 2:
-        return {"skipped": f"{order.size} images are too few to measure first reads at batch {b} (--make {2 * (reads + 3) * b} or more)"}
+        return {
+            "skipped": f"{order.size} images are too few to measure first reads at batch {b} (--make {2 * (reads + 3) * b} or more)"
+        }
     feed_rate(config, "batch", warm.size // b - reads, lambda _: None, plan=_Permutation(warm), warmup=0)
     # each measured pipeline warms up on 3 batches of read records, then reads `cold`: first, then again
     plan = _Permutation(np.concatenate([warm[: 3 * b], cold]))
@@ -147,8 +176,14 @@ def first_touch(config: LoaderConfig) -> dict:
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
     again = feed_rate(config, "batch", batches, lambda _: None, plan=plan, warmup=3)
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
-    return {"first_us": first["main_us"], "again_us": again["main_us"], "samples": first["samples"], "batch_size": config.batch_size,
-            "first_faults": (faults[1] - faults[0]) / first["samples"], "again_faults": (faults[2] - faults[1]) / again["samples"]}
+    return {
+        "first_us": first["main_us"],
+        "again_us": again["main_us"],
+        "samples": first["samples"],
+        "batch_size": config.batch_size,
+        "first_faults": (faults[1] - faults[0]) / first["samples"],
+        "again_faults": (faults[2] - faults[1]) / again["samples"],
+    }
 
 
 def first_touch_in_a_fresh_process(config: LoaderConfig) -> dict:
@@ -159,7 +194,9 @@ def first_touch_in_a_fresh_process(config: LoaderConfig) -> dict:
         return pool.submit(first_touch, config).result()
 
 
-def bench_feed(config: LoaderConfig, *, batches: int, rounds: int, progress: Callable[[str, int], Callable[[int], None]]) -> dict:
+def bench_feed(
+    config: LoaderConfig, *, batches: int, rounds: int, progress: Callable[[str, int], Callable[[int], None]]
+) -> dict:
     """Both contenders, `rounds` interleaved rounds; the median round of each (by samples/s per core) and ratios."""
     if rounds < 1:
         raise ValueError(f"rounds={rounds} must be >= 1")
@@ -173,7 +210,9 @@ def bench_feed(config: LoaderConfig, *, batches: int, rounds: int, progress: Cal
         ordered = sorted(rows, key=lambda row: row["per_core_samples_per_s"])
         result[kind] = ordered[(len(ordered) - 1) // 2]
     result["rounds"] = [{k: runs[k][r]["per_core_samples_per_s"] for k in CONTENDERS} for r in range(rounds)]
-    result["per_core_ratio"] = result["batch"]["per_core_samples_per_s"] / result["per_sample"]["per_core_samples_per_s"]
+    result["per_core_ratio"] = (
+        result["batch"]["per_core_samples_per_s"] / result["per_sample"]["per_core_samples_per_s"]
+    )
     result["main_us_ratio"] = result["per_sample"]["main_us"] / result["batch"]["main_us"]
     result["source_us"] = result["batch"]["main_us"] - result["dali"]["main_us"]
     result["first_touch"] = first_touch_in_a_fresh_process(config)
@@ -181,8 +220,11 @@ def bench_feed(config: LoaderConfig, *, batches: int, rounds: int, progress: Cal
 
 
 def format_feed(r: dict) -> str:
-    label = {"batch": "batch source (GPU path): 1 call a batch, no copy", "per_sample": "per-sample parallel source (before)",
-             "dali": "DALI alone: one batch of the batch source replayed"}
+    label = {
+        "batch": "batch source (GPU path): 1 call a batch, no copy",
+        "per_sample": "per-sample parallel source (before)",
+        "dali": "DALI alone: one batch of the batch source replayed",
+    }
     lines = [
         f"feed: the GPU path's CPU side (plan, record read, crop window, hand-off; decode stood in by a header read), "
         f"batch {r['batch_size']}, {r['cores']} cores, median of {len(r['rounds'])} interleaved rounds",
@@ -190,9 +232,11 @@ def format_feed(r: dict) -> str:
     ]
     for kind in CONTENDERS:
         x = r[kind]
-        lines.append(f"{label[kind] + (' (' + str(x['workers']) + ' workers)' if x['workers'] else ''):<52}"
-                     f"{x['samples_per_s']:>11.0f}{x['per_core_samples_per_s']:>10.0f}{x['main_us']:>9.2f}{x['thread_us']:>10.2f}"
-                     f"{x['workers_us']:>11.2f}")
+        lines.append(
+            f"{label[kind] + (' (' + str(x['workers']) + ' workers)' if x['workers'] else ''):<52}"
+            f"{x['samples_per_s']:>11.0f}{x['per_core_samples_per_s']:>10.0f}{x['main_us']:>9.2f}{x['thread_us']:>10.2f}"
+            f"{x['workers_us']:>11.2f}"
+        )
     lines += [
         f"batch / per-sample: {r['per_core_ratio']:.2f}x samples/s per core; main process {r['main_us_ratio']:.1f}x less CPU a sample",
         f"of the batch source's main-process figure, DALI's own (replay) {r['dali']['main_us']:.2f} us, the source "
@@ -206,17 +250,27 @@ def format_feed(r: dict) -> str:
     return "\n".join(lines)
 
 
-
 def _format_first_touch(t: dict) -> str:
     if "skipped" in t:
         return f"first reads: not measured: {t['skipped']}"
-    return (f"first reads ({t['samples']:,} records the process never read; at scale most reads are): main process "
-            f"{t['first_us']:.2f} us a sample ({t['first_faults']:.2f} page faults), the same records again {t['again_us']:.2f} us "
-            f"({t['again_faults']:.2f}): {t['first_us'] - t['again_us']:+.2f} us for mapping the records' first pages")
+    return (
+        f"first reads ({t['samples']:,} records the process never read; at scale most reads are): main process "
+        f"{t['first_us']:.2f} us a sample ({t['first_faults']:.2f} page faults), the same records again {t['again_us']:.2f} us "
+        f"({t['again_faults']:.2f}): {t['first_us'] - t['again_us']:+.2f} us for mapping the records' first pages"
+    )
 
 
-def bench_feed_dataset(dataset: str, *, make: int | None, batch_size: int, workers: int, image_size: int, batches: int,
-                       rounds: int, progress: Callable[[str, int], Callable[[int], None]]) -> dict:
+def bench_feed_dataset(
+    dataset: str,
+    *,
+    make: int | None,
+    batch_size: int,
+    workers: int,
+    image_size: int,
+    batches: int,
+    rounds: int,
+    progress: Callable[[str, int], Callable[[int], None]],
+) -> dict:
     """`bench loader --feed`: the bench dataset (made if absent), then both contenders."""
     from tagstream.tools.bench.loader import bench_config, prepare_dataset, usable_cores
 

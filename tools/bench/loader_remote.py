@@ -23,13 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from tagstream.tools.bench.loader import (
-    bench_config,
-    median_run,
-    prepare_dataset,
-    run_ours,
-    usable_cores,
-)
+from tagstream.tools.bench.loader import bench_config, median_run, prepare_dataset, run_ours, usable_cores
 
 TARGET_RATE = 3000  # images/s a rank is sized for in the report
 BUCKET = "tagstream-bench"
@@ -46,10 +40,18 @@ def local_s3() -> Iterator[dict[str, str]]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
     saved = {k: os.environ.get(k) for k in env}
     try:
         deadline = time.monotonic() + 60
@@ -78,8 +80,12 @@ def _download_figures(cache: Path) -> dict:
     records = [json.loads(p.read_text()) for p in cache.glob("*/shards/*.lmdb/verified.json")]
     size = sum(r["bytes"] for r in records)
     busy = sum(r["seconds"] for r in records)
-    return {"shards": len(records), "bytes": size, "download_s_sum": round(busy, 3),
-            "mb_per_s_per_stream": size / 1e6 / busy if busy else None}  # fmt: skip
+    return {
+        "shards": len(records),
+        "bytes": size,
+        "download_s_sum": round(busy, 3),
+        "mb_per_s_per_stream": size / 1e6 / busy if busy else None,
+    }
 
 
 def _finish_downloads(url: str, cache: Path) -> None:
@@ -90,24 +96,45 @@ def _finish_downloads(url: str, cache: Path) -> None:
         ds.ensure_shard(shard)
 
 
-def bench_remote(dataset: str | Path, *, make: int | None, batch_size: int, workers: int, threads: int, image_size: int,
-                 batches: int, rounds: int, progress: Callable[[str, int], Callable[[int], None]]) -> dict:
+def bench_remote(
+    dataset: str | Path,
+    *,
+    make: int | None,
+    batch_size: int,
+    workers: int,
+    threads: int,
+    image_size: int,
+    batches: int,
+    rounds: int,
+    progress: Callable[[str, int], Callable[[int], None]],
+) -> dict:
     """Local vs cold-cache s3:// vs warm-cache s3://, `rounds` times interleaved; median figures and ratios."""
     from tagstream.loader.publish import push
 
     if rounds < 1:
         raise ValueError(f"rounds={rounds} must be >= 1")
     ds = prepare_dataset(dataset, make=make, workers=workers, progress=progress)
-    local = bench_config(str(ds.root), batch_size=batch_size, image_size=image_size, workers=workers, threads=threads, prefetch=2)
+    local = bench_config(
+        str(ds.root), batch_size=batch_size, image_size=image_size, workers=workers, threads=threads, prefetch=2
+    )
     n = min(batches, len(ds) // batch_size - 1)
     if n < 1:
         raise ValueError(f"the dataset's {len(ds)} images give no batch of {batch_size} after warm-up; use more images")
     data_bytes = sum(int(s["bytes"]) for s in ds.shards)
     per_image = data_bytes / len(ds)
-    result: dict[str, Any] = {"dataset": str(ds.root), "images": len(ds), "shards": len(ds.shards), "bytes": data_bytes,
-                              "batch_size": batch_size, "workers": workers, "threads": threads, "image_size": image_size,
-                              "cores": usable_cores(), "mean_bytes_per_image": per_image,
-                              "rank_needs_mb_per_s_at_3000": per_image * TARGET_RATE / 1e6}  # fmt: skip
+    result: dict[str, Any] = {
+        "dataset": str(ds.root),
+        "images": len(ds),
+        "shards": len(ds.shards),
+        "bytes": data_bytes,
+        "batch_size": batch_size,
+        "workers": workers,
+        "threads": threads,
+        "image_size": image_size,
+        "cores": usable_cores(),
+        "mean_bytes_per_image": per_image,
+        "rank_needs_mb_per_s_at_3000": per_image * TARGET_RATE / 1e6,
+    }
     runs: dict[str, list[dict]] = {"local": [], "cold": [], "warm": []}
     with local_s3():
         import botocore.session
@@ -144,9 +171,11 @@ def bench_remote(dataset: str | Path, *, make: int | None, batch_size: int, work
 
 def format_remote(r: dict) -> str:
     lines = [
-        (f"dataset {r['dataset']}: {r['images']} images in {r['shards']} shards, {r['bytes'] / 1e6:.1f} MB "
-         f"({r['mean_bytes_per_image'] / 1e3:.1f} KB an image); batch {r['batch_size']}, {r['workers']} workers, "
-         f"{r['threads']} threads, {r['image_size']} px, {r['cores']} cores"),
+        (
+            f"dataset {r['dataset']}: {r['images']} images in {r['shards']} shards, {r['bytes'] / 1e6:.1f} MB "
+            f"({r['mean_bytes_per_image'] / 1e3:.1f} KB an image); batch {r['batch_size']}, {r['workers']} workers, "
+            f"{r['threads']} threads, {r['image_size']} px, {r['cores']} cores"
+        ),
         f"{'':24}{'images/s':>10}{'first batch s':>15}{'vs local':>10}",
     ]
     for key, label in (("local", "local disk"), ("cold", "s3://, cold cache"), ("warm", "s3://, warm cache")):
@@ -155,8 +184,14 @@ def format_remote(r: dict) -> str:
         lines.append(f"{label:24}{row['images_per_s']:>10.1f}{row['first_batch_s']:>15.2f}{ratio:>9.2f}x")
     d = r["cold"]["downloaded"]
     rate = f"{d['mb_per_s_per_stream']:.1f} MB/s a stream" if d["mb_per_s_per_stream"] else "n/a"
-    lines.append(f"cold run downloaded {d['shards']} shards, {d['bytes'] / 1e6:.1f} MB ({rate}); push took {r['push_s']:.1f} s")
-    lines.append("rounds (images/s): " + "; ".join(", ".join(f"{k} {v:.0f}" for k, v in row.items()) for row in r["rounds"]))
-    lines.append(f"a rank at {TARGET_RATE} images/s needs {r['rank_needs_mb_per_s_at_3000']:.0f} MB/s "
-                 f"({r['rank_needs_mb_per_s_at_3000'] * 8 / 1e3:.2f} Gbit/s) of download from a cold cache")
+    lines.append(
+        f"cold run downloaded {d['shards']} shards, {d['bytes'] / 1e6:.1f} MB ({rate}); push took {r['push_s']:.1f} s"
+    )
+    lines.append(
+        "rounds (images/s): " + "; ".join(", ".join(f"{k} {v:.0f}" for k, v in row.items()) for row in r["rounds"])
+    )
+    lines.append(
+        f"a rank at {TARGET_RATE} images/s needs {r['rank_needs_mb_per_s_at_3000']:.0f} MB/s "
+        f"({r['rank_needs_mb_per_s_at_3000'] * 8 / 1e3:.2f} Gbit/s) of download from a cold cache"
+    )
     return "\n".join(lines)

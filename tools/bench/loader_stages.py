@@ -7,13 +7,16 @@ import time
 from typing import Any
 
 import numpy as np
+
 from tagstream.loader.config import LoaderConfig
 
 
 def targets(vocab: Any, indices: np.ndarray) -> np.ndarray:
     from tagstream.kernels.targets import soft_targets
 
-    return soft_targets(vocab.label_offsets, vocab.labels, indices, np.zeros((len(indices), vocab.num_classes), np.float32))
+    return soft_targets(
+        vocab.label_offsets, vocab.labels, indices, np.zeros((len(indices), vocab.num_classes), np.float32)
+    )
 
 
 class _MemoryStore:
@@ -53,12 +56,30 @@ def stage_breakdown(config: LoaderConfig, images: int) -> dict:
     records = {int(i): store.read_image(int(i)) for i in plan}
     read_us = (time.perf_counter() - t0) / len(plan) * 1e6
     decodes = config.source_decodes
-    source = PlanSource(store=_MemoryStore(store, records), plan=_FixedPlan(plan), train=True, length=len(plan), seed=config.seed,
-                        rank=0, decode_size=config.image_size if decodes else None, antialias=config.antialias)
+    source = PlanSource(
+        store=_MemoryStore(store, records),
+        plan=_FixedPlan(plan),
+        train=True,
+        length=len(plan),
+        seed=config.seed,
+        rank=0,
+        decode_size=config.image_size if decodes else None,
+        antialias=config.antialias,
+    )
     pipe = build_pipeline(
-        source, batch_size=b, image_size=config.image_size, device="cpu", device_id=None,
-        workers=0, threads=config.threads, prefetch=config.prefetch, seed=0, bytes_per_sample=1 << 16,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, antialias=config.antialias,
+        source,
+        batch_size=b,
+        image_size=config.image_size,
+        device="cpu",
+        device_id=None,
+        workers=0,
+        threads=config.threads,
+        prefetch=config.prefetch,
+        seed=0,
+        bytes_per_sample=1 << 16,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        antialias=config.antialias,
     )
     start(pipe, workers=0)
     pipe.run()
@@ -73,8 +94,13 @@ def stage_breakdown(config: LoaderConfig, images: int) -> dict:
     for _ in range(reps):
         targets(vocab, idx)
     targets_us = (time.perf_counter() - t0) / (reps * b) * 1e6
-    return {"record_read_us": read_us, "decode_augment_us": decode_us, "targets_us": targets_us,
-            "decode_augment_threads": 1 if decodes else config.threads, "decoder": "turbo" if decodes else "dali"}
+    return {
+        "record_read_us": read_us,
+        "decode_augment_us": decode_us,
+        "targets_us": targets_us,
+        "decode_augment_threads": 1 if decodes else config.threads,
+        "decoder": "turbo" if decodes else "dali",
+    }
 
 
 class _FixedPlan:

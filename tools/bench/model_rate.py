@@ -17,6 +17,7 @@ def training_rate(
 ) -> dict:
     """Images/s of SGD training steps (bf16 autocast, channels-last) on cuda:0, data excluded."""
     import torch
+
     from tagstream.train.models import build_model
 
     if not torch.cuda.is_available():

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import resource
 import time
+from functools import partial
 
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.kernels.alias import build_alias, draw_alias
 from tagstream.kernels.assign import assign_blocks, block_weights, pack_shards
 from tagstream.kernels.counts import class_counts
@@ -52,6 +54,10 @@ def _baseline(fn, draws: int) -> dict:
     except (RuntimeError, ValueError, MemoryError) as exc:
         return {"refused": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
     return {"seconds": seconds, "draws_per_s": draws / seconds}
+
+
+def _draw_all(prob, alias, key, draws: int):
+    return draw_alias(prob, alias, key, 0, np.empty(draws, np.int64))
 
 
 def _warm_up() -> float:
@@ -99,19 +105,20 @@ def run_sampler_bench(
     (offsets, labels), out["index_seconds"] = _timed(lambda: synthetic_index(images, classes, seed=seed))
     out["labels"] = int(labels.shape[0])
 
-    def weights_build():
+    def weights_build(offsets, labels):
         counts = class_counts(offsets, labels, None, np.zeros(classes, np.int64))
         return sample_weights(offsets, labels, counts, power, "sum", None, np.empty(images, np.float64))
 
-    weights, out["weights_seconds"] = _timed(weights_build)
+    # partial, not a closure: the arrays are deleted below and a closure would read the deleted names
+    weights, out["weights_seconds"] = _timed(partial(weights_build, offsets, labels))
     del offsets, labels  # the draws need only the weights: keeps 10^8 images inside 8 GB
     out["drawable_images"] = int(np.count_nonzero(weights))
     prob, alias = np.empty(images, np.float64), np.empty(images, np.int64)
-    total, out["alias_seconds"] = _timed(lambda: build_alias(weights, prob, alias))
+    total, out["alias_seconds"] = _timed(partial(build_alias, weights, prob, alias))
     out["packing"] = rank_packing(weights, ranks=ranks, shards=shards)
 
     key = stream_key(seed, 99)
-    ours = _baseline(lambda: draw_alias(prob, alias, key, 0, np.empty(draws, np.int64)), draws)
+    ours = _baseline(partial(_draw_all, prob, alias, key, draws), draws)
     del prob, alias
     weights /= total  # numpy wants p summing to 1; torch accepts any scale
     gen = np.random.default_rng(seed)

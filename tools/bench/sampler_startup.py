@@ -26,7 +26,9 @@ from pathlib import Path
 
 PHASES = ("bare", "precompute", "packing", "rank", "world1")
 HOLDOUT = 0.01  # holdout fraction of the split in use ("train": the held-out images are excluded)
-TABLE_BYTES = 40  # per drawable image in one process's tables: pool, prob, alias (8 each) + weights and work while building
+TABLE_BYTES = (
+    40  # per drawable image in one process's tables: pool, prob, alias (8 each) + weights and work while building
+)
 
 
 def _rule():
@@ -50,15 +52,23 @@ def run_phase(phase: str, root: str, world: int, rank: int, sampling: str, batch
     if phase == "bare":
         _warm_kernels()
     elif phase in ("precompute", "packing"):
-        r = prepare_sampling(ds, vocab, sampling=sampling, eligible=_rule(), partitions=world if phase == "packing" else None)
+        r = prepare_sampling(
+            ds, vocab, sampling=sampling, eligible=_rule(), partitions=world if phase == "packing" else None
+        )
         out.update(r)
     else:
         w, r = (world, rank) if phase == "rank" else (1, 0)
         s = RankSampler(ds, vocab, sampling=sampling, eligible=_rule(), seed=0, rank=r, world=w)
         first = s.plan(0, 0, min(batch, len(s)))
-        out.update(timings=s.timings, cache_hits=s.cache_hits, owned_images=int(sum(hi - lo for lo, hi in s.owned_ranges())),
-                   pool=int(sum(tb.pool.shape[0] for tb in s.tables)), first_batch=int(first.shape[0]),
-                   imbalance=s.imbalance, drawable=s.num_drawable)  # fmt: skip
+        out.update(
+            timings=s.timings,
+            cache_hits=s.cache_hits,
+            owned_images=int(sum(hi - lo for lo, hi in s.owned_ranges())),
+            pool=int(sum(tb.pool.shape[0] for tb in s.tables)),
+            first_batch=int(first.shape[0]),
+            imbalance=s.imbalance,
+            drawable=s.num_drawable,
+        )
     out["seconds"] = time.perf_counter() - t
     out["seconds_with_imports"] = time.perf_counter() - t0
     out["peak_rss_mb"] = peak_rss_mb()
@@ -76,6 +86,7 @@ def peak_rss_mb() -> float:
 def _warm_kernels() -> None:
     """Load the compiled kernels every other phase uses (so 'bare' holds their memory too)."""
     import numpy as np
+
     from tagstream.kernels.alias import build_alias, draw_alias
     from tagstream.kernels.counts import class_counts
     from tagstream.kernels.rng import holdout_mask, stream_key
@@ -92,7 +103,17 @@ def _warm_kernels() -> None:
 
 def _child(phase: str, root: str, world: int, rank: int, sampling: str, batch: int) -> dict:
     """Run a phase in a fresh interpreter; it reports its own times and peak memory."""
-    args = [sys.executable, "-m", "tagstream.tools.bench.sampler_startup", phase, root, str(world), str(rank), sampling, str(batch)]
+    args = [
+        sys.executable,
+        "-m",
+        "tagstream.tools.bench.sampler_startup",
+        phase,
+        root,
+        str(world),
+        str(rank),
+        sampling,
+        str(batch),
+    ]
     t = time.perf_counter()
     done = subprocess.run(args, capture_output=True, text=True)
     if done.returncode != 0:
@@ -114,9 +135,17 @@ def available_memory() -> int:
 
 
 def run_startup_bench(
-    *, images: int, world: int, rank: int, classes: int = 17_000, shard_size: int = 100_000, sampling: str = "sqrt",
-    batch: int = 24, data: str | None = None, seed: int = 0,
-) -> dict:  # fmt: skip
+    *,
+    images: int,
+    world: int,
+    rank: int,
+    classes: int = 17_000,
+    shard_size: int = 100_000,
+    sampling: str = "sqrt",
+    batch: int = 24,
+    data: str | None = None,
+    seed: int = 0,
+) -> dict:
     """Everything the start-up bench measures, as a dict (see the module docstring)."""
     from tagstream.tools.bench.index_data import disk_bytes, make_index_dataset
 
@@ -124,8 +153,17 @@ def run_startup_bench(
         raise ValueError(f"rank={rank} must be in [0, world={world})")
     own = data is None
     root = Path(data) if data else Path(tempfile.mkdtemp(prefix="tagstream-bench-index-")) / "ds"
-    out: dict = {"images": images, "world": world, "rank": rank, "classes": classes, "shard_size": shard_size,
-                 "sampling": sampling, "mask_fraction": 0.01, "holdout": HOLDOUT, "disk_bytes_expected": disk_bytes(images)}  # fmt: skip
+    out: dict = {
+        "images": images,
+        "world": world,
+        "rank": rank,
+        "classes": classes,
+        "shard_size": shard_size,
+        "sampling": sampling,
+        "mask_fraction": 0.01,
+        "holdout": HOLDOUT,
+        "disk_bytes_expected": disk_bytes(images),
+    }
     try:
         t = time.perf_counter()
         ds = make_index_dataset(root, images=images, classes=classes, shard_size=shard_size, seed=seed)
@@ -138,8 +176,10 @@ def run_startup_bench(
             if phase == "world1":
                 need = TABLE_BYTES * phases["rank"]["drawable"]
                 if need > 0.8 * available_memory():
-                    phases[phase] = {"skipped": f"needs about {need / 2**30:.1f} GiB for its tables; "
-                                                f"{available_memory() / 2**30:.1f} GiB available"}  # fmt: skip
+                    phases[phase] = {
+                        "skipped": f"needs about {need / 2**30:.1f} GiB for its tables; "
+                        f"{available_memory() / 2**30:.1f} GiB available"
+                    }
                     continue
             phases[phase] = _child(phase, str(root), world, rank, sampling, batch)
         out["phases"] = phases
@@ -152,7 +192,10 @@ def run_startup_bench(
             p["above_bare_mb"] = p["peak_rss_mb"] - bare
     r, w1 = out["phases"]["rank"], out["phases"]["world1"]
     if "peak_rss_mb" in w1:
-        out["rank_vs_world1"] = {"memory": r["peak_rss_mb"] / w1["peak_rss_mb"], "seconds": r["seconds"] / w1["seconds"]}
+        out["rank_vs_world1"] = {
+            "memory": r["peak_rss_mb"] / w1["peak_rss_mb"],
+            "seconds": r["seconds"] / w1["seconds"],
+        }
     return out
 
 
@@ -163,23 +206,33 @@ def format_startup(r: dict) -> str:
         f"mask {r['mask_fraction']:.0%} + holdout {r['holdout']:.0%} excluded",
         f"{'phase':<34s} {'seconds':>9s} {'with imports':>13s} {'peak RSS MB':>12s} {'above bare':>11s}",
     ]
-    names = {"bare": "bare (imports + kernels)", "precompute": "precompute (world 1, cached once)",
-             "packing": f"packing onto {r['world']} partitions", "rank": f"rank {r['rank']} of {r['world']} (cached)",
-             "world1": "world 1 (cached)"}  # fmt: skip
+    names = {
+        "bare": "bare (imports + kernels)",
+        "precompute": "precompute (world 1, cached once)",
+        "packing": f"packing onto {r['world']} partitions",
+        "rank": f"rank {r['rank']} of {r['world']} (cached)",
+        "world1": "world 1 (cached)",
+    }
     for phase, p in r["phases"].items():
         if "skipped" in p:
             lines.append(f"{names[phase]:<34s} skipped: {p['skipped']}")
             continue
-        lines.append(f"{names[phase]:<34s} {p['seconds']:9.2f} {p['seconds_with_imports']:13.2f} {p['peak_rss_mb']:12,.0f} {p['above_bare_mb']:11,.0f}")
+        lines.append(
+            f"{names[phase]:<34s} {p['seconds']:9.2f} {p['seconds_with_imports']:13.2f} {p['peak_rss_mb']:12,.0f} {p['above_bare_mb']:11,.0f}"
+        )
     rank = r["phases"]["rank"]
-    lines.append(f"rank {r['rank']}: {rank['owned_images']:,} images in its blocks ({rank['pool']:,} drawable), "
-                 f"packing imbalance {rank['imbalance']:.2e}; {rank['drawable']:,} drawable in all")  # fmt: skip
+    lines.append(
+        f"rank {r['rank']}: {rank['owned_images']:,} images in its blocks ({rank['pool']:,} drawable), "
+        f"packing imbalance {rank['imbalance']:.2e}; {rank['drawable']:,} drawable in all"
+    )
     if "rank_vs_world1" in r:
         v = r["rank_vs_world1"]
         lines.append(f"rank / world 1: memory {v['memory']:.3f}x, start-up {v['seconds']:.3f}x")
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # a phase in a child process: python -m tagstream.tools.bench.sampler_startup PHASE ROOT W R SAMPLING BATCH
+if (
+    __name__ == "__main__"
+):  # a phase in a child process: python -m tagstream.tools.bench.sampler_startup PHASE ROOT W R SAMPLING BATCH
     phase_name, root_dir, w, r, samp, b = sys.argv[1:7]
     print(json.dumps(run_phase(phase_name, root_dir, int(w), int(r), samp, int(b))))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 
 import click
+
 from tagstream.loader import __version__
 
 # command name -> "module:attribute" inside tagstream.tools.cli
@@ -72,4 +73,3 @@ def main() -> None:
 @main.group(cls=LazyGroup, lazy=BENCHES)
 def bench() -> None:
     """Benchmarks: each compares against a baseline in the same run and prints ratios."""
-

@@ -9,27 +9,67 @@ import click
 
 @click.command("loader")
 @click.argument("dataset", type=click.Path(file_okay=False))
-@click.option("--make", type=int, default=None, help="If DATASET does not exist, first generate N photo-like 500x375 JPEGs there.")
+@click.option(
+    "--make", type=int, default=None, help="If DATASET does not exist, first generate N photo-like 500x375 JPEGs there."
+)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--workers", type=int, default=None, help="Worker processes for every contender [default: all cores].")
 @click.option("--threads", type=int, default=None, help="DALI native threads [default: all cores].")
 @click.option("--image-size", type=int, default=224, show_default=True)
-@click.option("--batches", type=int, default=20, show_default=True, help="Timed batches per contender (after one warm-up batch).")
-@click.option("--startup", is_flag=True, help="Also time the first batch on tiny-image datasets of 10^4 and 10^6 images.")
-@click.option("--startup-root", type=click.Path(file_okay=False), default=None, help="Where the start-up datasets live [default: next to DATASET].")
-@click.option("--antialias/--no-antialias", default=True, show_default=True,
-              help="Our train resize: antialiased linear (like the Pillow baseline) or plain bilinear (faster).")
-@click.option("--rounds", type=int, default=3, show_default=True,
-              help="Interleaved rounds of every contender; figures are medians (a shared machine is noisy).")
-@click.option("--feed", is_flag=True,
-              help="Only the GPU path's CPU side (plan, record read, crop window, hand-off to DALI; no decode): the batch "
-                   "source vs the per-sample source before it and DALI's own share, in samples/s per core and CPU us a "
-                   "sample by process; then first reads in a fresh process (needs 14 batches of images).")
-@click.option("--remote", is_flag=True,
-              help="Only our loader, from local disk vs from s3:// (a local S3 server, moto) with a cold and a warm cache.")
+@click.option(
+    "--batches", type=int, default=20, show_default=True, help="Timed batches per contender (after one warm-up batch)."
+)
+@click.option(
+    "--startup", is_flag=True, help="Also time the first batch on tiny-image datasets of 10^4 and 10^6 images."
+)
+@click.option(
+    "--startup-root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the start-up datasets live [default: next to DATASET].",
+)
+@click.option(
+    "--antialias/--no-antialias",
+    default=True,
+    show_default=True,
+    help="Our train resize: antialiased linear (like the Pillow baseline) or plain bilinear (faster).",
+)
+@click.option(
+    "--rounds",
+    type=int,
+    default=3,
+    show_default=True,
+    help="Interleaved rounds of every contender; figures are medians (a shared machine is noisy).",
+)
+@click.option(
+    "--feed",
+    is_flag=True,
+    help="Only the GPU path's CPU side (plan, record read, crop window, hand-off to DALI; no decode): the batch "
+    "source vs the per-sample source before it and DALI's own share, in samples/s per core and CPU us a "
+    "sample by process; then first reads in a fresh process (needs 14 batches of images).",
+)
+@click.option(
+    "--remote",
+    is_flag=True,
+    help="Only our loader, from local disk vs from s3:// (a local S3 server, moto) with a cold and a warm cache.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def bench_loader(dataset, make, batch_size, workers, threads, image_size, batches, startup, startup_root, antialias, rounds, feed,
-                 remote, as_json):
+def bench_loader(
+    dataset,
+    make,
+    batch_size,
+    workers,
+    threads,
+    image_size,
+    batches,
+    startup,
+    startup_root,
+    antialias,
+    rounds,
+    feed,
+    remote,
+    as_json,
+):
     """Compare our loader (CPU: the workers decode the crop window and resize, and the same loader
     with DALI's CPU decoder; also GPU where present) with a torch DataLoader + Pillow baseline doing
     the same crops and flips with the same workers, and with the decode-only ceiling (the same bytes
@@ -51,10 +91,10 @@ def bench_loader(dataset, make, batch_size, workers, threads, image_size, batche
       tagstream bench loader /tmp/benchds --make 4096 --feed --batch-size 256 --batches 100
       tagstream bench loader /tmp/benchds --make 1500 --remote
     """
+    from tagstream.loader.progress import progress_bar
     from tagstream.tools.bench.loader import bench_loader as run
     from tagstream.tools.bench.loader import format_table, usable_cores
     from tagstream.tools.bench.loader_feed import bench_feed_dataset, format_feed
-    from tagstream.loader.progress import progress_bar
 
     cores = usable_cores()
     bars = []
@@ -78,15 +118,43 @@ def bench_loader(dataset, make, batch_size, workers, threads, image_size, batche
         if remote:
             from tagstream.tools.bench.loader_remote import bench_remote, format_remote
 
-            result = bench_remote(dataset, make=make, batch_size=batch_size, workers=workers or cores, threads=threads or cores,
-                                  image_size=image_size, batches=batches, rounds=rounds, progress=progress)
+            result = bench_remote(
+                dataset,
+                make=make,
+                batch_size=batch_size,
+                workers=workers or cores,
+                threads=threads or cores,
+                image_size=image_size,
+                batches=batches,
+                rounds=rounds,
+                progress=progress,
+            )
         elif feed:
-            result = bench_feed_dataset(dataset, make=make, batch_size=batch_size, workers=workers or cores, image_size=image_size,
-                                        batches=batches, rounds=rounds, progress=progress)
+            result = bench_feed_dataset(
+                dataset,
+                make=make,
+                batch_size=batch_size,
+                workers=workers or cores,
+                image_size=image_size,
+                batches=batches,
+                rounds=rounds,
+                progress=progress,
+            )
         else:
-            result = run(dataset, make=make, batch_size=batch_size, workers=workers or cores, threads=threads or cores,
-                         image_size=image_size, batches=batches, startup=startup, startup_root=startup_root, antialias=antialias,
-                         rounds=rounds, progress=progress)
+            result = run(
+                dataset,
+                make=make,
+                batch_size=batch_size,
+                workers=workers or cores,
+                threads=threads or cores,
+                image_size=image_size,
+                batches=batches,
+                startup=startup,
+                startup_root=startup_root,
+                antialias=antialias,
+                rounds=rounds,
+                progress=progress,
+            )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     finally:

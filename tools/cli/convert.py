@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
 from tagstream.tools.convert.image import ImageOptions
 from tagstream.tools.convert.launch import ENGINES
 from tagstream.tools.convert.parts import MAX_PARTS
@@ -14,49 +15,141 @@ from tagstream.tools.convert.sources import FORMATS
 @click.command()
 @click.argument("src")
 @click.argument("out", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
-              help="Input kind; auto: *.tar (or a folder of them) WebDataset tars, *.parquet tables, *.jsonl JSON "
-                   "lines, *.csv/*.tsv a table, another folder an ImageFolder. YFCC100M needs --format yfcc.")
-@click.option("--shard-size", type=click.IntRange(min=1), default=10_000, show_default=True, help="Images per LMDB shard.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="auto",
+    show_default=True,
+    help="Input kind; auto: *.tar (or a folder of them) WebDataset tars, *.parquet tables, *.jsonl JSON "
+    "lines, *.csv/*.tsv a table, another folder an ImageFolder. YFCC100M needs --format yfcc.",
+)
+@click.option(
+    "--shard-size", type=click.IntRange(min=1), default=10_000, show_default=True, help="Images per LMDB shard."
+)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Decoding processes.")
-@click.option("--min-side", type=click.IntRange(min=1), default=ImageOptions.min_side, show_default=True,
-              help="Reject images whose shorter side is below this.")
-@click.option("--max-side", type=click.IntRange(min=1), default=ImageOptions.max_side, show_default=True,
-              help="Downscale (and re-encode) images whose longer side exceeds this.")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=ImageOptions.max_pixels, show_default=True,
-              help="Reject images with more pixels (decompression bombs).")
-@click.option("--max-file-bytes", type=click.IntRange(min=1), default=ImageOptions.max_file_bytes, show_default=True,
-              help="Reject image files larger than this.")
-@click.option("--quality", type=click.IntRange(1, 100), default=ImageOptions.quality, show_default=True,
-              help="JPEG quality of re-encoded images.")
-@click.option("--image-column", default="image", show_default=True,
-              help="CSV/TSV/Parquet: column with the image path or URL (Parquet: or the image bytes).")
+@click.option(
+    "--min-side",
+    type=click.IntRange(min=1),
+    default=ImageOptions.min_side,
+    show_default=True,
+    help="Reject images whose shorter side is below this.",
+)
+@click.option(
+    "--max-side",
+    type=click.IntRange(min=1),
+    default=ImageOptions.max_side,
+    show_default=True,
+    help="Downscale (and re-encode) images whose longer side exceeds this.",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=ImageOptions.max_pixels,
+    show_default=True,
+    help="Reject images with more pixels (decompression bombs).",
+)
+@click.option(
+    "--max-file-bytes",
+    type=click.IntRange(min=1),
+    default=ImageOptions.max_file_bytes,
+    show_default=True,
+    help="Reject image files larger than this.",
+)
+@click.option(
+    "--quality",
+    type=click.IntRange(1, 100),
+    default=ImageOptions.quality,
+    show_default=True,
+    help="JPEG quality of re-encoded images.",
+)
+@click.option(
+    "--image-column",
+    default="image",
+    show_default=True,
+    help="CSV/TSV/Parquet: column with the image path or URL (Parquet: or the image bytes).",
+)
 @click.option("--tags-column", default="tags", show_default=True, help="CSV/TSV/Parquet: column with the tags.")
-@click.option("--caption-column", default="caption", show_default=True,
-              help="CSV/TSV/Parquet: column with a caption (#hashtags).")
+@click.option(
+    "--caption-column", default="caption", show_default=True, help="CSV/TSV/Parquet: column with a caption (#hashtags)."
+)
 @click.option("--id-column", default="id", show_default=True, help="CSV/TSV/Parquet: column with the source id.")
-@click.option("--tags-field", default="tags", show_default=True,
-              help="Tars: field of the JSON member with the tags (a list, or a comma/space separated string).")
-@click.option("--caption-field", default="caption", show_default=True,
-              help="Tars: JSON field with a caption (#hashtags), used when a sample has no .txt member.")
-@click.option("--id-field", default="", help="Tars: JSON field with the source id [default: the sample key]; "
-                                            "YFCC with tar images: the JSON field holding the photo id.")
-@click.option("--status-field", default="status", show_default=True,
-              help="Tars/Parquet: img2dataset's download status; other values than 'success' are rejected ('' = none).")
+@click.option(
+    "--tags-field",
+    default="tags",
+    show_default=True,
+    help="Tars: field of the JSON member with the tags (a list, or a comma/space separated string).",
+)
+@click.option(
+    "--caption-field",
+    default="caption",
+    show_default=True,
+    help="Tars: JSON field with a caption (#hashtags), used when a sample has no .txt member.",
+)
+@click.option(
+    "--id-field",
+    default="",
+    help="Tars: JSON field with the source id [default: the sample key]; "
+    "YFCC with tar images: the JSON field holding the photo id.",
+)
+@click.option(
+    "--status-field",
+    default="status",
+    show_default=True,
+    help="Tars/Parquet: img2dataset's download status; other values than 'success' are rejected ('' = none).",
+)
 @click.option("--images", default="", help="YFCC: a folder of images named by photo id, or img2dataset tars.")
 @click.option("--yfcc-machine-tags", is_flag=True, help="YFCC: take the machine tags too, not only the user tags.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar with images/s.")
-@click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
-              help="local: this machine; ray: one Ray task per part on a cluster (OUT on storage every node sees).")
-@click.option("--parts", type=click.IntRange(1, MAX_PARTS), default=None,
-              help="Cut the inputs into N parts. Ray: default the recorded N, else 4 per cluster CPU. Alone: scan "
-                   "once and record the plan that the `--part I/N` jobs then reuse.")
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default="local",
+    show_default=True,
+    help="local: this machine; ray: one Ray task per part on a cluster (OUT on storage every node sees).",
+)
+@click.option(
+    "--parts",
+    type=click.IntRange(1, MAX_PARTS),
+    default=None,
+    help="Cut the inputs into N parts. Ray: default the recorded N, else 4 per cluster CPU. Alone: scan "
+    "once and record the plan that the `--part I/N` jobs then reuse.",
+)
 @click.option("--address", default=None, help="Ray: the cluster to join (default: RAY_ADDRESS, else a local one).")
-@click.option("--part", "part", default=None, metavar="I/N",
-              help="Convert only part I of N (0 <= I < N) into OUT/parts/; `tagstream merge OUT` joins the N parts.")
-def convert(src, out, fmt, shard_size, workers, min_side, max_side, max_pixels, max_file_bytes, quality,
-            image_column, tags_column, caption_column, id_column, tags_field, caption_field, id_field, status_field,
-            images, yfcc_machine_tags, progress, engine, parts, address, part):
+@click.option(
+    "--part",
+    "part",
+    default=None,
+    metavar="I/N",
+    help="Convert only part I of N (0 <= I < N) into OUT/parts/; `tagstream merge OUT` joins the N parts.",
+)
+def convert(
+    src,
+    out,
+    fmt,
+    shard_size,
+    workers,
+    min_side,
+    max_side,
+    max_pixels,
+    max_file_bytes,
+    quality,
+    image_column,
+    tags_column,
+    caption_column,
+    id_column,
+    tags_field,
+    caption_field,
+    id_field,
+    status_field,
+    images,
+    yfcc_machine_tags,
+    progress,
+    engine,
+    parts,
+    address,
+    part,
+):
     """Convert images with hashtags in SRC into the dataset directory OUT (LMDB shards + NumPy index).
 
     SRC is an ImageFolder tree (SRC/<tag>/<image>); a JSON-lines file ({"image": "a.jpg", "tags":
@@ -90,36 +183,64 @@ def convert(src, out, fmt, shard_size, workers, min_side, max_side, max_pixels, 
 
     try:
         summary = run_conversion(
-            src, out, engine=engine, part=part, parts=parts, address=address,
-            format=fmt, shard_size=shard_size, workers=workers,
-            image_options=ImageOptions(min_side=min_side, max_side=max_side, max_pixels=max_pixels,
-                                       max_file_bytes=max_file_bytes, quality=quality),
-            image_column=image_column, tags_column=tags_column, caption_column=caption_column,
-            id_column=id_column, tags_field=tags_field, caption_field=caption_field, id_field=id_field,
-            status_field=status_field, images=images, yfcc_machine_tags=yfcc_machine_tags, progress=progress,
+            src,
+            out,
+            engine=engine,
+            part=part,
+            parts=parts,
+            address=address,
+            format=fmt,
+            shard_size=shard_size,
+            workers=workers,
+            image_options=ImageOptions(
+                min_side=min_side,
+                max_side=max_side,
+                max_pixels=max_pixels,
+                max_file_bytes=max_file_bytes,
+                quality=quality,
+            ),
+            image_column=image_column,
+            tags_column=tags_column,
+            caption_column=caption_column,
+            id_column=id_column,
+            tags_field=tags_field,
+            caption_field=caption_field,
+            id_field=id_field,
+            status_field=status_field,
+            images=images,
+            yfcc_machine_tags=yfcc_machine_tags,
+            progress=progress,
         )
     except (ConvertRefused, ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:  # storage.StorageError after its retries, a missing object, a local I/O error
         started = Path(out).is_dir()  # nothing to resume when OUT could not even be made
-        raise click.ClickException(f"{exc}; rerun the same command to resume where it stopped" if started else str(exc)) from None
+        raise click.ClickException(
+            f"{exc}; rerun the same command to resume where it stopped" if started else str(exc)
+        ) from None
     if isinstance(summary, PartsPlan):
-        click.echo(f"{summary.out}: {summary.inputs} inputs in {summary.parts} parts, {summary.committed} committed; "
-                   f"next, on machines that see OUT: `tagstream convert SRC OUT --part I/{summary.parts}` for each "
-                   f"I in 0..{summary.parts - 1} (same options), then `tagstream merge OUT`")
+        click.echo(
+            f"{summary.out}: {summary.inputs} inputs in {summary.parts} parts, {summary.committed} committed; "
+            f"next, on machines that see OUT: `tagstream convert SRC OUT --part I/{summary.parts}` for each "
+            f"I in 0..{summary.parts - 1} (same options), then `tagstream merge OUT`"
+        )
         return
     if isinstance(summary, PartSummary):
         done = "was already committed: nothing changed" if summary.already_complete else "committed"
         click.echo(f"part {summary.part} (inputs {summary.input_start}..{summary.input_stop - 1}) {done}")
         click.echo(f"images    {summary.images} in {summary.shards} shards, rejected {summary.rejected}")
         if summary.processed:
-            click.echo(f"speed     {summary.processed / summary.seconds:.1f} inputs/s ({summary.processed} in {summary.seconds:.1f} s)")
+            click.echo(
+                f"speed     {summary.processed / summary.seconds:.1f} inputs/s ({summary.processed} in {summary.seconds:.1f} s)"
+            )
         return
     if summary.already_complete:
         click.echo(f"{summary.out} is already a complete conversion of {src}: nothing to do, nothing changed")
     elif summary.redone:
-        click.echo(f"shards {', '.join(summary.redone)} of the finished dataset were missing or cut short: "
-                   f"converted again from input {summary.resumed_from} on")
+        click.echo(
+            f"shards {', '.join(summary.redone)} of the finished dataset were missing or cut short: "
+            f"converted again from input {summary.resumed_from} on"
+        )
     elif summary.resumed_from:
         click.echo(f"resumed after {summary.resumed_from} of {summary.inputs} inputs converted by an earlier run")
     click.echo(f"images    {summary.images} in {summary.shards} shards, {summary.bytes / 2**20:.1f} MiB")

@@ -5,21 +5,42 @@ from __future__ import annotations
 import os
 
 import click
+
 from tagstream.loader.format import FormatError
 
 
 @click.command()
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), help="Checkpoint (tagstream train). Without it: a random-initialised --model.")
-@click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset to embed: a directory or a URL (s3://...).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file: .npy (the indices beside it: emb.npy -> emb.indices.npy), .npz or .safetensors.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Checkpoint (tagstream train). Without it: a random-initialised --model.",
+)
+@click.option(
+    "--data", required=True, type=click.Path(file_okay=False), help="Dataset to embed: a directory or a URL (s3://...)."
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Output file: .npy (the indices beside it: emb.npy -> emb.indices.npy), .npz or .safetensors.",
+)
 @click.option("--model", default=None, help="Architecture when no --checkpoint is given.")
-@click.option("--vocab", default=None, help="Vocabulary the loader reads (labels unused); default: the checkpoint's, else the dataset's first.")
+@click.option(
+    "--vocab",
+    default=None,
+    help="Vocabulary the loader reads (labels unused); default: the checkpoint's, else the dataset's first.",
+)
 @click.option("--image-size", type=int, default=None, help="Input size (default: the checkpoint's).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, help="Loader worker processes per rank.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--weights", type=click.Choice(["model", "ema"]), default="model", show_default=True,
-              help="The checkpoint's trained weights, or their moving average (a run with optim.ema > 0).")
+@click.option(
+    "--weights",
+    type=click.Choice(["model", "ema"]),
+    default="model",
+    show_default=True,
+    help="The checkpoint's trained weights, or their moving average (a run with optim.ema > 0).",
+)
 def embed(checkpoint, data, out, model, vocab, image_size, batch_size, workers, device, weights) -> None:
     """Write the pooled penultimate features of every image, with the dataset indices, in dataset order.
 
@@ -35,11 +56,23 @@ def embed(checkpoint, data, out, model, vocab, image_size, batch_size, workers, 
     from tagstream.train.embed import embed as run_embed
 
     try:
-        cfg = EmbedConfig(data=data, out=out, checkpoint=checkpoint, model=model, vocab=vocab, image_size=image_size,
-                          batch_size=batch_size, workers=workers, device=device, weights=weights)
+        cfg = EmbedConfig(
+            data=data,
+            out=out,
+            checkpoint=checkpoint,
+            model=model,
+            vocab=vocab,
+            image_size=image_size,
+            batch_size=batch_size,
+            workers=workers,
+            device=device,
+            weights=weights,
+        )
         summary = run_embed(cfg)
     except (ValueError, FormatError) as exc:
         raise click.ClickException(str(exc)) from exc
     if int(os.environ.get("RANK", 0)) == 0:
-        click.echo(f"embedded {summary['images']} images x {summary['feature_dim']} features "
-                   f"({summary['model']}, {summary['image_size']} px, {summary['world']} rank(s)) in {summary['seconds']} s -> {out}")
+        click.echo(
+            f"embedded {summary['images']} images x {summary['feature_dim']} features "
+            f"({summary['model']}, {summary['image_size']} px, {summary['world']} rank(s)) in {summary['seconds']} s -> {out}"
+        )

@@ -8,12 +8,22 @@ import click
 @click.command()
 @click.argument("dataset", type=click.Path(file_okay=False))  # a directory or a URL (s3://...)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for machines).")
-@click.option("--top", type=click.IntRange(min=0), default=20, show_default=True, help="How many of the most frequent tags.")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None,
-              help="Also draw the tag-frequency distribution (rank vs count, log-log) to this PNG; "
-                   "with --vocab, the class distribution stored and as sampled on one chart.")
-@click.option("--vocab", default=None, help="Also show this vocabulary's classes: stored counts vs expected draws per epoch.")
-@click.option("--sampling", default="sqrt", show_default=True, help="Sampling for --vocab: natural, sqrt, uniform or power:A.")
+@click.option(
+    "--top", type=click.IntRange(min=0), default=20, show_default=True, help="How many of the most frequent tags."
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also draw the tag-frequency distribution (rank vs count, log-log) to this PNG; "
+    "with --vocab, the class distribution stored and as sampled on one chart.",
+)
+@click.option(
+    "--vocab", default=None, help="Also show this vocabulary's classes: stored counts vs expected draws per epoch."
+)
+@click.option(
+    "--sampling", default="sqrt", show_default=True, help="Sampling for --vocab: natural, sqrt, uniform or power:A."
+)
 def inspect(dataset, as_json, top, plot, vocab, sampling):
     """Show what DATASET holds: images, shards, bytes, image sizes, tags and the most frequent ones, rejects.
 
@@ -25,12 +35,7 @@ def inspect(dataset, as_json, top, plot, vocab, sampling):
       tagstream inspect ds --vocab v1 --sampling sqrt --plot classes.png
     """
     from tagstream.loader.format import FormatError
-    from tagstream.tools.inspection.report import (
-        format_report,
-        inspect_dataset,
-        plot_tag_frequency,
-        to_json,
-    )
+    from tagstream.tools.inspection.report import format_report, inspect_dataset, plot_tag_frequency, to_json
 
     try:
         report = inspect_dataset(dataset, top=top)

@@ -7,8 +7,13 @@ import click
 
 @click.command()
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Processes placing (and, where tag ids change, rewriting) the shards.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes placing (and, where tag ids change, rewriting) the shards.",
+)
 def merge(out, workers):
     """Merge the N committed parts of a partitioned conversion in OUT into one dataset.
 

@@ -31,6 +31,12 @@ def push(dataset, url):
         report = run_push(dataset, url)
     except (ValueError, FormatError, StorageError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"pushed {report.files} files, {report.bytes / 2**20:.1f} MiB to {report.url} in {report.seconds:.1f} s"
-               + (f"; {report.skipped} files ({report.skipped_bytes / 2**20:.1f} MiB) were there already" if report.skipped else "")
-               + (f" ({report.removed} objects of an earlier version removed)" if report.removed else ""))
+    click.echo(
+        f"pushed {report.files} files, {report.bytes / 2**20:.1f} MiB to {report.url} in {report.seconds:.1f} s"
+        + (
+            f"; {report.skipped} files ({report.skipped_bytes / 2**20:.1f} MiB) were there already"
+            if report.skipped
+            else ""
+        )
+        + (f" ({report.removed} objects of an earlier version removed)" if report.removed else "")
+    )

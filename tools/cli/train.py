@@ -25,29 +25,71 @@ OPTION_KEYS = {
 
 
 @click.command("train", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "recipe", metavar="RECIPE", help="Recipe: a TOML file, or a shipped recipe name (tiny-cpu, resnet50, resnext101_32x{8,16,32,48}d-wsl, vit_{b16,l16,h14}-swag, regnety_{16,32,128}gf-swag).")
-@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override one config key (repeatable), e.g. --set run.steps=100.")
+@click.option(
+    "--config",
+    "recipe",
+    metavar="RECIPE",
+    help="Recipe: a TOML file, or a shipped recipe name (tiny-cpu, resnet50, resnext101_32x{8,16,32,48}d-wsl, vit_{b16,l16,h14}-swag, regnety_{16,32,128}gf-swag).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="Override one config key (repeatable), e.g. --set run.steps=100.",
+)
 @click.option("--dataset", type=click.Path(), help="Dataset directory (data.dataset).")
 @click.option("--vocab", help="Vocabulary name under the dataset's vocab/ (data.vocab).")
 @click.option("--sampling", help="natural | sqrt | uniform | power:A (data.sampling).")
-@click.option("--mask", multiple=True, metavar="NAME", help="Exclude the images of masks/NAME.npy, e.g. from `tagstream dedup` (repeatable; data.masks).")
-@click.option("--image-size", metavar="SIZE|SCHEDULE", help="Training crop size in pixels, or a progressive-resizing schedule SIZE@EPOCH,... such as 160@0,192@2,224@4 (data.image_size).")
+@click.option(
+    "--mask",
+    multiple=True,
+    metavar="NAME",
+    help="Exclude the images of masks/NAME.npy, e.g. from `tagstream dedup` (repeatable; data.masks).",
+)
+@click.option(
+    "--image-size",
+    metavar="SIZE|SCHEDULE",
+    help="Training crop size in pixels, or a progressive-resizing schedule SIZE@EPOCH,... such as 160@0,192@2,224@4 (data.image_size).",
+)
 @click.option("--model", help="Model name, e.g. resnet50, resnext101_32x16d, vit_b_16, regnet_y_tiny (model.name).")
-@click.option("--loss", type=click.Choice(["softmax", "sigmoid"]), help="softmax on 1/k soft targets, or per-class sigmoid (model.loss).")
+@click.option(
+    "--loss",
+    type=click.Choice(["softmax", "sigmoid"]),
+    help="softmax on 1/k soft targets, or per-class sigmoid (model.loss).",
+)
 @click.option("--batch-size", type=int, help="Global batch size over all ranks (batch.global_size).")
 @click.option("--grad-accum", type=int, help="Micro-batches per optimizer step (batch.grad_accum).")
 @click.option("--base-lr", type=float, help="LR per 256 images, scaled linearly with the batch (optim.base_lr).")
-@click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), help="LR decay after warm-up (schedule.kind).")
+@click.option(
+    "--schedule", type=click.Choice(["cosine", "step", "constant"]), help="LR decay after warm-up (schedule.kind)."
+)
 @click.option("--epochs", type=int, help="Epochs to train (run.epochs).")
 @click.option("--steps", type=int, help="Optimizer steps to train; overrides --epochs (run.steps).")
 @click.option("--out", type=click.Path(), help="Run directory for config, metrics and checkpoints (run.out_dir).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train (run.device).")
-@click.option("--resume", is_flag=False, flag_value="auto", default=None, metavar="[CHECKPOINT]",
-              help="Continue the run in --out from its latest intact checkpoint, or from CHECKPOINT.")  # fmt: skip
-@click.option("--resume-anyway", "resume_anyway", multiple=True, metavar="KEY",
-              help="With --resume: accept a change of config KEY (e.g. optim.base_lr) that a resume otherwise refuses (repeatable).")  # fmt: skip
-def train(recipe: str | None, overrides: tuple[str, ...], resume: str | None, resume_anyway: tuple[str, ...],
-          **options: object) -> None:
+@click.option(
+    "--resume",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[CHECKPOINT]",
+    help="Continue the run in --out from its latest intact checkpoint, or from CHECKPOINT.",
+)
+@click.option(
+    "--resume-anyway",
+    "resume_anyway",
+    multiple=True,
+    metavar="KEY",
+    help="With --resume: accept a change of config KEY (e.g. optim.base_lr) that a resume otherwise refuses (repeatable).",
+)
+def train(
+    recipe: str | None,
+    overrides: tuple[str, ...],
+    resume: str | None,
+    resume_anyway: tuple[str, ...],
+    **options: object,
+) -> None:
     """Pretrain a model on hashtags: one process, or every rank of a torchrun job.
 
     Settings come from the recipe, then the options, then each --set, in that order; the resolved
@@ -90,7 +132,9 @@ def _report(summary: dict) -> None:
     if env_ranks()[0] != 0:
         return
     if not summary["steps_run"]:
-        click.echo(f"the run is already at step {summary['step']}: nothing to train (raise run.steps or run.epochs to go on)")
+        click.echo(
+            f"the run is already at step {summary['step']}: nothing to train (raise run.steps or run.epochs to go on)"
+        )
     else:
         click.echo(
             f"step {summary['step']}  loss {summary['loss']:.4f}  images/s {summary['images_per_s']:.1f} "

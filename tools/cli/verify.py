@@ -7,8 +7,11 @@ import click
 
 @click.command()
 @click.argument("dataset", type=click.Path())
-@click.option("--deep", is_flag=True,
-              help="Also check every image: header within the pixel limit, size equal to the index's, every scan decodable.")
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Also check every image: header within the pixel limit, size equal to the index's, every scan decodable.",
+)
 def verify(dataset, deep):
     """Recompute every shard checksum and parse every record of DATASET; exit 1 naming each damaged shard.
 
@@ -33,7 +36,9 @@ def verify(dataset, deep):
     report = run_verify(root, deep=deep)
     if report.ok:
         how = "every image decoded" if deep else "records parsed"
-        click.echo(f"OK: {report.shards} shards, {report.images} images, {report.bytes / 2**20:.1f} MiB verified ({how})")
+        click.echo(
+            f"OK: {report.shards} shards, {report.images} images, {report.bytes / 2**20:.1f} MiB verified ({how})"
+        )
         return
     for problem in report.problems:
         click.echo(f"DAMAGED {problem}", err=True)

@@ -11,5 +11,15 @@ from tagstream.tools.convert.merge import merge
 from tagstream.tools.convert.parts import PartSpec, PartSummary, convert_part
 from tagstream.tools.convert.ray_engine import PartsFailed, convert_on_ray
 
-__all__ = ["ConvertRefused", "ConvertSummary", "ImageOptions", "PartSpec", "PartSummary", "PartsFailed", "convert",
-           "convert_on_ray", "convert_part", "merge"]
+__all__ = [
+    "ConvertRefused",
+    "ConvertSummary",
+    "ImageOptions",
+    "PartSpec",
+    "PartSummary",
+    "PartsFailed",
+    "convert",
+    "convert_on_ray",
+    "convert_part",
+    "merge",
+]

@@ -119,14 +119,14 @@ class JoinIndex:
         at = bisect_left(hashes, h)  # the binary search of np.searchsorted, on Python ints
         while at < len(hashes) and hashes[at] == h:  # equal hashes: compare the keys, first added first
             i = self._order[at]
-            if self._keys[ends[i]:ends[i + 1]] == data:
+            if self._keys[ends[i] : ends[i + 1]] == data:
                 return self._target(i)
             at += 1
         return None
 
     def _target(self, i: int) -> tuple:
         if self.kind == "file":
-            return "file", bytes(self._paths[self._path_ends[i]:self._path_ends[i + 1]]).decode(*ENCODING)
+            return "file", bytes(self._paths[self._path_ends[i] : self._path_ends[i + 1]]).decode(*ENCODING)
         return "tar", self._tars[self._tar[i]], self._offset[i], self._size[i], self._exts[self._ext[i]]
 
     _ARRAYS = ("_sorted", "_order", "_keys", "_key_ends", "_paths", "_path_ends", "_tar", "_offset", "_size", "_ext")

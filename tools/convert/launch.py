@@ -11,9 +11,16 @@ from tagstream.tools.convert.parts import PartSpec, PartsPlan, PartSummary, conv
 ENGINES = ("local", "ray")
 
 
-def run_conversion(src: str | Path, out: str | Path, *, engine: str = "local", part: str | None = None,
-                   parts: int | None = None, address: str | None = None,
-                   **options) -> ConvertSummary | PartSummary | PartsPlan:
+def run_conversion(
+    src: str | Path,
+    out: str | Path,
+    *,
+    engine: str = "local",
+    part: str | None = None,
+    parts: int | None = None,
+    address: str | None = None,
+    **options,
+) -> ConvertSummary | PartSummary | PartsPlan:
     """engine 'local': convert everything here; with `part` ('I/N'): convert that part only (`tagstream merge
     OUT` joins the parts); with `parts` alone: scan once and record the plan the `--part` jobs reuse.
     engine 'ray': every part as a Ray task, then the merge."""
@@ -21,7 +28,9 @@ def run_conversion(src: str | Path, out: str | Path, *, engine: str = "local", p
         raise ValueError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
     if engine == "ray":
         if part is not None:
-            raise ValueError("--part converts one part by itself; it does not go with --engine ray (which runs all parts)")
+            raise ValueError(
+                "--part converts one part by itself; it does not go with --engine ray (which runs all parts)"
+            )
         from tagstream.tools.convert.ray_engine import convert_on_ray
 
         return convert_on_ray(src, out, parts=parts, address=address, **options)

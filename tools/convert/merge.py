@@ -55,8 +55,9 @@ class ShardMove:
     rejects_from: tuple[tuple[str, str], ...] = ()
 
 
-def merge(out: str | Path, *, workers: int = 1,
-          place_all: Callable[[Sequence[ShardMove]], list[dict]] | None = None) -> ConvertSummary:
+def merge(
+    out: str | Path, *, workers: int = 1, place_all: Callable[[Sequence[ShardMove]], list[dict]] | None = None
+) -> ConvertSummary:
     """Merge OUT/parts/* into the dataset OUT; refuses (nothing written) unless all N parts are committed from
     the scan recorded in OUT. `place_all` places the shards (default: over `workers` processes of this
     machine; the Ray engine spreads them over the cluster)."""
@@ -65,7 +66,9 @@ def merge(out: str | Path, *, workers: int = 1,
     out = Path(out).resolve()
     state_file = out / STATE_DIR / "state.json"
     if not state_file.exists():
-        raise ConvertRefused(f"{out} holds no conversion (no {STATE_DIR}/state.json); run `tagstream convert SRC OUT --part I/N` first")
+        raise ConvertRefused(
+            f"{out} holds no conversion (no {STATE_DIR}/state.json); run `tagstream convert SRC OUT --part I/N` first"
+        )
     wanted = json.loads(state_file.read_text())
     count = wanted.get("options", {}).get("parts")
     if not isinstance(count, int):
@@ -73,8 +76,14 @@ def merge(out: str | Path, *, workers: int = 1,
     with locked(out):
         if (out / fmt.MANIFEST).exists():
             shutil.rmtree(out / PARTS_DIR, ignore_errors=True)  # left by a merge killed after its manifest
-            return summary(out, fmt.read_manifest(out), already=True, resumed=wanted["inputs"], processed=0,
-                           seconds=time.perf_counter() - t0)
+            return summary(
+                out,
+                fmt.read_manifest(out),
+                already=True,
+                resumed=wanted["inputs"],
+                processed=0,
+                seconds=time.perf_counter() - t0,
+            )
         records = committed_parts(out, wanted)
         moves, tail = plan_moves(out, records)
         placed = place_all(moves)
@@ -82,7 +91,9 @@ def merge(out: str | Path, *, workers: int = 1,
             (out / sub).mkdir(exist_ok=True)
         manifest = finish(out, placed, _rejects(tail), wanted)
         shutil.rmtree(out / PARTS_DIR)
-    return summary(out, manifest, already=False, resumed=0, processed=wanted["inputs"], seconds=time.perf_counter() - t0)
+    return summary(
+        out, manifest, already=False, resumed=0, processed=wanted["inputs"], seconds=time.perf_counter() - t0
+    )
 
 
 def committed_parts(out: Path, wanted: dict) -> list[dict]:
@@ -93,7 +104,9 @@ def committed_parts(out: Path, wanted: dict) -> list[dict]:
     specs = [parse_part_name(n) for n in names]
     strays = [n for n, s in zip(names, specs) if s is None]
     if strays:
-        raise ConvertRefused(f"{root} holds entries that are not parts ({', '.join(strays[:5])}); remove them and rerun")
+        raise ConvertRefused(
+            f"{root} holds entries that are not parts ({', '.join(strays[:5])}); remove them and rerun"
+        )
     other_n = sorted({s.count for s in specs if s.count != count})
     if other_n:
         raise ConvertRefused(
@@ -147,7 +160,9 @@ def plan_moves(out: Path, records: list[dict]) -> tuple[list[ShardMove], tuple[t
                 "rejected": carried_count + s["rejected"],
                 "reencoded": s["reencoded"],
             }
-            moves.append(ShardMove(str(out), part_dir, s["name"], state, s, relabel, carried + ((part_dir, s["name"]),)))
+            moves.append(
+                ShardMove(str(out), part_dir, s["name"], state, s, relabel, carried + ((part_dir, s["name"]),))
+            )
             carried, carried_count, start = (), 0, s["input_stop"]
         carried += ((part_dir, TAIL),)
         carried_count += len(record["tail"])
@@ -207,8 +222,10 @@ def place(move: ShardMove) -> dict:
             os.replace(source, target)
             fmt.fsync_dir(target.parent)
         elif not target.exists():
-            raise ConvertRefused(f"shard {move.part_shard} of {part_dir} is gone and not in place as {name}; "
-                                 f"delete {out / PARTS_DIR / part_dir.name} and convert that part again")
+            raise ConvertRefused(
+                f"shard {move.part_shard} of {part_dir} is gone and not in place as {name}; "
+                f"delete {out / PARTS_DIR / part_dir.name} and convert that part again"
+            )
         state = {**move.state, "name": name, **entry}
     else:
         tag_map = np.load(part_dir / TAG_MAP)
@@ -228,8 +245,14 @@ def _relabel(part_dir: Path, part_shard: str, out: Path, shard: int, tag_map: np
                 if fmt.decode_key(bytes(key)) != i:
                     raise fmt.FormatError(f"{part_dir}/{part_shard}: record {i} has key {fmt.decode_key(bytes(key))}")
                 rec = fmt.unpack_record(bytes(value))
-                writer.add(rec["image"], tag_map[np.asarray(rec["tags"], np.int64)].tolist(), rec["source"],
-                           width=int(index["width"][i]), height=int(index["height"][i]), phash=int(index["phash"][i]))
+                writer.add(
+                    rec["image"],
+                    tag_map[np.asarray(rec["tags"], np.int64)].tolist(),
+                    rec["source"],
+                    width=int(index["width"][i]),
+                    height=int(index["height"][i]),
+                    phash=int(index["phash"][i]),
+                )
         return writer.commit()
     finally:
         env.close()

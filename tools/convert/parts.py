@@ -110,7 +110,9 @@ def read_part(root: Path) -> dict | None:
     except FileNotFoundError:
         return None
     except ValueError:
-        raise ConvertRefused(f"{root / PART_DONE} is unreadable (damaged?); delete {root} and convert that part again") from None
+        raise ConvertRefused(
+            f"{root / PART_DONE} is unreadable (damaged?); delete {root} and convert that part again"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -121,8 +123,16 @@ class PartsPlan:
     committed: int  # parts committed so far
 
 
-def plan(src: str | Path, out: str | Path, parts: int, *, format: str = "auto", shard_size: int = 10_000,
-         image_options: ImageOptions = ImageOptions(), **columns: str):
+def plan(
+    src: str | Path,
+    out: str | Path,
+    parts: int,
+    *,
+    format: str = "auto",
+    shard_size: int = 10_000,
+    image_options: ImageOptions = ImageOptions(),
+    **columns: str,
+):
     """Scan SRC and record the partitioned conversion in OUT/.convert/ (state.json, or check it against what is
     recorded there: a changed input is refused here; and scan.json, the source's scan state): returns
     (source, resolved OUT, the state every part and the merge must match)."""
@@ -131,13 +141,23 @@ def plan(src: str | Path, out: str | Path, parts: int, *, format: str = "auto", 
     wanted = scan_source(source, shard_size=shard_size, image_options=image_options, parts=parts)
     with locked(out, shared=True):
         check_state(out, wanted)
-        fmt.write_json_atomic(out / STATE_DIR / SCAN_STATE, {"fingerprint": wanted["fingerprint"],
-                                                             "state": source.scan_state(out / STATE_DIR)})
+        fmt.write_json_atomic(
+            out / STATE_DIR / SCAN_STATE,
+            {"fingerprint": wanted["fingerprint"], "state": source.scan_state(out / STATE_DIR)},
+        )
     return source, out, wanted
 
 
-def recorded_plan(src: str | Path, out: str | Path, parts: int, *, format: str = "auto", shard_size: int = 10_000,
-                  image_options: ImageOptions = ImageOptions(), **columns: str):
+def recorded_plan(
+    src: str | Path,
+    out: str | Path,
+    parts: int,
+    *,
+    format: str = "auto",
+    shard_size: int = 10_000,
+    image_options: ImageOptions = ImageOptions(),
+    **columns: str,
+):
     """The plan an earlier `plan` recorded in OUT for this source and these options, without scanning SRC again
     (None when OUT holds none), so each of N parts does not pay a scan of the whole input. Trade-off: the input
     must not change between the planning scan and the merge; a new `plan` (or a Ray driver) scans and refuses
@@ -151,7 +171,12 @@ def recorded_plan(src: str | Path, out: str | Path, parts: int, *, format: str =
     if not isinstance(have, dict) or not isinstance(scan, dict) or scan.get("fingerprint") != have.get("fingerprint"):
         return None
     options = conversion_options(shard_size=shard_size, image_options=image_options, parts=parts)
-    wanted = {"source": source.describe(), "fingerprint": have["fingerprint"], "inputs": have["inputs"], "options": options}
+    wanted = {
+        "source": source.describe(),
+        "fingerprint": have["fingerprint"],
+        "inputs": have["inputs"],
+        "options": options,
+    }
     check_state(out, wanted)  # another source or other options: refused, as after a scan
     source.load_scan_state(scan["state"], out / STATE_DIR)
     return source, out, wanted
@@ -175,9 +200,20 @@ def recorded_parts(out: str | Path) -> int | None:
     return parts if isinstance(parts, int) else None
 
 
-def convert_part(src: str | Path, out: str | Path, part: PartSpec, *, format: str = "auto", shard_size: int = 10_000,
-                 workers: int = 1, image_options: ImageOptions = ImageOptions(), progress: bool = False,
-                 wanted: dict | None = None, scan_state: dict | None = None, **columns: str) -> PartSummary:
+def convert_part(
+    src: str | Path,
+    out: str | Path,
+    part: PartSpec,
+    *,
+    format: str = "auto",
+    shard_size: int = 10_000,
+    workers: int = 1,
+    image_options: ImageOptions = ImageOptions(),
+    progress: bool = False,
+    wanted: dict | None = None,
+    scan_state: dict | None = None,
+    **columns: str,
+) -> PartSummary:
     """Convert part I of N of SRC into OUT/parts/IIIII-of-NNNNN/ (resuming it), then commit it with part.json.
 
     `wanted` and `scan_state` are the driver's scan (from `plan`, and its Source.scan_state()), so a cluster's
@@ -206,10 +242,24 @@ def convert_part(src: str | Path, out: str | Path, part: PartSpec, *, format: st
             done = read_part(root)
             if done is not None:
                 return _part_summary(part, done, already=True, processed=0, seconds=time.perf_counter() - t0)
-            committed, tail, start = convert_range(root, source, lo, hi, shard_size=shard_size, workers=workers,
-                                                   image_options=image_options, progress=progress)
-            record = {**wanted, "part": [part.index, part.count], "input_start": lo, "input_stop": hi,
-                      "shards": committed, "tail": tail}
+            committed, tail, start = convert_range(
+                root,
+                source,
+                lo,
+                hi,
+                shard_size=shard_size,
+                workers=workers,
+                image_options=image_options,
+                progress=progress,
+            )
+            record = {
+                **wanted,
+                "part": [part.index, part.count],
+                "input_start": lo,
+                "input_stop": hi,
+                "shards": committed,
+                "tail": tail,
+            }
             fmt.write_json_atomic(root / PART_DONE, record)
     return _part_summary(part, record, already=False, processed=hi - start, seconds=time.perf_counter() - t0)
 
@@ -217,6 +267,14 @@ def convert_part(src: str | Path, out: str | Path, part: PartSpec, *, format: st
 def _part_summary(part: PartSpec, record: dict, *, already: bool, processed: int, seconds: float) -> PartSummary:
     shards = record["shards"]
     rejected = sum(s["rejected"] for s in shards) + len(record["tail"])
-    return PartSummary(part=str(part), input_start=record["input_start"], input_stop=record["input_stop"],
-                       already_complete=already, images=sum(s["images"] for s in shards), shards=len(shards),
-                       rejected=rejected, processed=processed, seconds=seconds)
+    return PartSummary(
+        part=str(part),
+        input_start=record["input_start"],
+        input_stop=record["input_stop"],
+        already_complete=already,
+        images=sum(s["images"] for s in shards),
+        shards=len(shards),
+        rejected=rejected,
+        processed=processed,
+        seconds=seconds,
+    )

@@ -64,13 +64,25 @@ def _probe(address: str | None, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise RuntimeError(f"no Ray cluster answers at {address} ({exc}); start one there with `ray start --head`") from None
+        raise RuntimeError(
+            f"no Ray cluster answers at {address} ({exc}); start one there with `ray start --head`"
+        ) from None
 
 
-def convert_on_ray(src: str | Path, out: str | Path, *, parts: int | None = None, address: str | None = None,
-                   workers: int = 1, max_retries: int = MAX_RETRIES, format: str = "auto", shard_size: int = 10_000,
-                   image_options: ImageOptions = ImageOptions(), progress: bool = False,
-                   **columns: str) -> ConvertSummary:
+def convert_on_ray(
+    src: str | Path,
+    out: str | Path,
+    *,
+    parts: int | None = None,
+    address: str | None = None,
+    workers: int = 1,
+    max_retries: int = MAX_RETRIES,
+    format: str = "auto",
+    shard_size: int = 10_000,
+    image_options: ImageOptions = ImageOptions(),
+    progress: bool = False,
+    **columns: str,
+) -> ConvertSummary:
     """Convert SRC into OUT with one Ray task per part (each using `workers` decoding processes), then merge."""
     if not isinstance(max_retries, int) or max_retries < 0:
         raise ValueError(f"max_retries must be a non-negative integer, got {max_retries!r}")
@@ -78,15 +90,23 @@ def convert_on_ray(src: str | Path, out: str | Path, *, parts: int | None = None
     ray = connect(address)
     if parts is None:
         parts = recorded_parts(out) or max(1, PARTS_PER_CPU * int(ray.cluster_resources().get("CPU", 1)) // workers)
-    source, out, wanted = plan(src, out, parts, format=format, shard_size=shard_size, image_options=image_options,
-                               **columns)
+    source, out, wanted = plan(
+        src, out, parts, format=format, shard_size=shard_size, image_options=image_options, **columns
+    )
     if (out / fmt.MANIFEST).exists():
         return merge(out)  # already whole: says so, changes nothing
     specs = [PartSpec(i, parts) for i in range(parts)]
     todo = [s for s in specs if read_part(part_root(out, s)) is None]
     task = ray.remote(num_cpus=workers, max_retries=max_retries, retry_exceptions=False)(convert_part)
-    kwargs = dict(format=format, shard_size=shard_size, workers=workers, image_options=image_options,
-                  wanted=wanted, scan_state=source.scan_state(out / STATE_DIR), **columns)
+    kwargs = dict(
+        format=format,
+        shard_size=shard_size,
+        workers=workers,
+        image_options=image_options,
+        wanted=wanted,
+        scan_state=source.scan_state(out / STATE_DIR),
+        **columns,
+    )
     running = {task.remote(str(src), str(out), spec, **kwargs): spec for spec in todo}
     failed = []
     from tagstream.loader.progress import progress_bar
@@ -113,8 +133,14 @@ def convert_on_ray(src: str | Path, out: str | Path, *, parts: int | None = None
 
     merged = merge(out, place_all=place_all)
     processed = sum(s.input_range(wanted["inputs"])[1] - s.input_range(wanted["inputs"])[0] for s in todo)
-    return summary(out, merged.manifest, already=False, resumed=wanted["inputs"] - processed, processed=processed,
-                   seconds=time.perf_counter() - t0)
+    return summary(
+        out,
+        merged.manifest,
+        already=False,
+        resumed=wanted["inputs"] - processed,
+        processed=processed,
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def _cause(exc: Exception) -> str:

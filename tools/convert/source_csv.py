@@ -68,11 +68,7 @@ def csv_header(f: BinaryIO, delimiter: str) -> list[str]:
 
 
 def csv_rows(
-    f: BinaryIO,
-    delimiter: str,
-    start: int = 0,
-    mark: tuple[int, int, int] | None = None,
-    marks: list | None = None,
+    f: BinaryIO, delimiter: str, start: int = 0, mark: tuple[int, int, int] | None = None, marks: list | None = None
 ) -> Iterator[tuple[int, int, list[str] | None, str]]:
     """(position, line number, row or None when the csv parser refused it, parser message) of each non-blank
     row from position `start` on. `mark` (position, byte offset, lines before: one the scan noted, at or before

@@ -21,13 +21,7 @@ from dataclasses import dataclass
 
 from tagstream.loader import storage
 from tagstream.tools.convert.source_paths import display_name, expand, file_size
-from tagstream.tools.convert.sources import (
-    PARQUET_SUFFIXES,
-    RAW_LIMIT,
-    Item,
-    SourceOptions,
-    _utf8_ok,
-)
+from tagstream.tools.convert.sources import PARQUET_SUFFIXES, RAW_LIMIT, Item, SourceOptions, _utf8_ok
 from tagstream.tools.convert.tags import caption_hashtags, split_tag_cell
 
 ERROR_COLUMN = "error_message"  # img2dataset's explanation of a failed download
@@ -67,8 +61,15 @@ class ParquetSource:
 
     def describe(self) -> dict:
         o = self.options
-        return {"columns": {"image": o.image_column, "tags": o.tags_column, "caption": o.caption_column,
-                            "id": o.id_column, "status": o.status_field}}
+        return {
+            "columns": {
+                "image": o.image_column,
+                "tags": o.tags_column,
+                "caption": o.caption_column,
+                "id": o.id_column,
+                "status": o.status_field,
+            }
+        }
 
     def scan(self) -> tuple[int, str]:
         import pyarrow as pa
@@ -91,8 +92,10 @@ class ParquetSource:
                 self.tables.append(TableScan(path, 0, [], f"not a readable Parquet file: {type(exc).__name__}: {exc}"))
                 continue
             if self.options.image_column not in names:
-                raise ValueError(f"{storage.redact(path)}: no image column {self.options.image_column!r} "
-                                 f"(columns: {', '.join(names) or 'none'}); choose one with --image-column")
+                raise ValueError(
+                    f"{storage.redact(path)}: no image column {self.options.image_column!r} "
+                    f"(columns: {', '.join(names) or 'none'}); choose one with --image-column"
+                )
             groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
             h.update(f"{schema}\0{groups}\0".encode())
             h.update(repr([meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]).encode())
@@ -121,15 +124,20 @@ class ParquetSource:
         import pyarrow as pa
 
         if t.damage is not None:
-            yield Item(base, 1, name, name, (), "", t.damage, "missing_file" if t.damage == "no such file" else "damaged_file")
+            yield Item(
+                base, 1, name, name, (), "", t.damage, "missing_file" if t.damage == "no such file" else "damaged_file"
+            )
             return
         o = self.options
         row = 0
         parent = t.path.rsplit("/", 1)[0]
         with _parquet_file(t.path) as pf:
             names = set(pf.schema_arrow.names)
-            wanted = [c for c in (o.image_column, o.tags_column, o.caption_column, o.id_column, o.status_field,
-                                  ERROR_COLUMN) if c and c in names]
+            wanted = [
+                c
+                for c in (o.image_column, o.tags_column, o.caption_column, o.id_column, o.status_field, ERROR_COLUMN)
+                if c and c in names
+            ]
             for g, n in enumerate(t.row_groups):
                 if row + n <= skip:
                     row += n
@@ -140,12 +148,21 @@ class ParquetSource:
                     raise
                 except (pa.ArrowException, OSError, ValueError) as exc:
                     for r in range(max(row, skip), row + n):
-                        yield Item(base + r, r + 1, f"{name}:{r + 1}", name, (), "",
-                                   f"row group {g} cannot be read: {type(exc).__name__}: {exc}", "damaged_file")
+                        yield Item(
+                            base + r,
+                            r + 1,
+                            f"{name}:{r + 1}",
+                            name,
+                            (),
+                            "",
+                            f"row group {g} cannot be read: {type(exc).__name__}: {exc}",
+                            "damaged_file",
+                        )
                     row += n
                     continue
-                binary = pa.types.is_binary(table.schema.field(o.image_column).type) or \
-                    pa.types.is_large_binary(table.schema.field(o.image_column).type)
+                binary = pa.types.is_binary(table.schema.field(o.image_column).type) or pa.types.is_large_binary(
+                    table.schema.field(o.image_column).type
+                )
                 cols = {c: table.column(c).to_pylist() for c in table.column_names}
                 for r in range(max(0, skip - row), n):
                     values = {c: cols[c][r] for c in cols}
@@ -170,7 +187,9 @@ class ParquetSource:
         elif isinstance(tags, str):
             tags = split_tag_cell(tags)
         elif not isinstance(tags, list) or not all(isinstance(t, str) for t in tags if t is not None):
-            return Item(pos, line, raw, where, (), "", f"column {o.tags_column!r} must hold strings or lists of strings")
+            return Item(
+                pos, line, raw, where, (), "", f"column {o.tags_column!r} must hold strings or lists of strings"
+            )
         tags = [t for t in tags if t is not None]
         caption = v.get(o.caption_column) or ""
         if not isinstance(caption, str):

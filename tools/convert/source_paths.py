@@ -66,8 +66,11 @@ def _local(spec: str) -> str:
 
 def _glob(spec: str) -> list[str]:
     if storage.local_path(spec) is not None:
-        return sorted(str(Path(p).resolve()) for p in glob.glob(str(storage.local_path(spec)), recursive=True)
-                      if os.path.isfile(p))
+        return sorted(
+            str(Path(p).resolve())
+            for p in glob.glob(str(storage.local_path(spec)), recursive=True)
+            if os.path.isfile(p)
+        )
     fs, path = storage.filesystem(spec)
     found = storage.retrying(spec, lambda: fs.glob(path), storage.DEFAULT_RETRY)
     return sorted(fs.unstrip_protocol(p) for p in found if not p.endswith("/"))
@@ -95,8 +98,11 @@ def expand(spec: str | os.PathLike, suffixes: tuple[str, ...]) -> list[str]:
         return files
     if _isdir(spec):
         base = _local(spec)
-        files = [storage.join(base, rel) for rel in storage.list_files(base)
-                 if rel.lower().endswith(suffixes) and not any(part.startswith(".") for part in rel.split("/"))]
+        files = [
+            storage.join(base, rel)
+            for rel in storage.list_files(base)
+            if rel.lower().endswith(suffixes) and not any(part.startswith(".") for part in rel.split("/"))
+        ]
         if not files:
             raise ValueError(f"{storage.redact(spec)} is a directory with no {'/'.join(suffixes)} file under it")
         return files
@@ -138,8 +144,12 @@ def hash_file(path: str) -> str:
 
 def _suffix_format(name: str) -> str | None:
     lower = name.lower().rstrip("/")
-    for suffixes, kind in ((TAR_SUFFIXES, "tar"), (PARQUET_SUFFIXES, "parquet"), (JSONL_SUFFIXES, "jsonl"),
-                           (CSV_SUFFIXES, "csv")):
+    for suffixes, kind in (
+        (TAR_SUFFIXES, "tar"),
+        (PARQUET_SUFFIXES, "parquet"),
+        (JSONL_SUFFIXES, "jsonl"),
+        (CSV_SUFFIXES, "csv"),
+    ):
         if lower.endswith(suffixes):
             return kind
     return None
@@ -162,14 +172,18 @@ def detect_format(src: str | Path, fmt: str = "auto") -> str:
     local = storage.local_path(spec)
     if local is None or is_pattern(spec):  # a URL or a pattern: its files are listed by the reader
         if fmt in ("imagefolder",) or (fmt == "auto" and _suffix_format(spec) is None):
-            raise ValueError(f"{storage.redact(spec)}: a URL or a pattern needs --format tar, parquet, jsonl, csv "
-                             f"or yfcc (auto knows names ending in .tar, .parquet, .jsonl, .csv, .tsv)")
+            raise ValueError(
+                f"{storage.redact(spec)}: a URL or a pattern needs --format tar, parquet, jsonl, csv "
+                f"or yfcc (auto knows names ending in .tar, .parquet, .jsonl, .csv, .tsv)"
+            )
         return fmt if fmt != "auto" else _suffix_format(spec)
     src = local
     if not src.exists():
         raise ValueError(f"source {src} does not exist")
     if not src.is_dir() and not src.is_file():  # a FIFO would hang the scan (which reads it) and cannot be read twice
-        raise ValueError(f"source {src} is not a regular file or a directory (a FIFO, socket or device); copy it to a file")
+        raise ValueError(
+            f"source {src} is not a regular file or a directory (a FIFO, socket or device); copy it to a file"
+        )
     if fmt in ("imagefolder", "jsonl", "csv", "yfcc"):
         if (fmt == "imagefolder") != src.is_dir():
             raise ValueError(f"--format {fmt} needs a {'directory' if fmt == 'imagefolder' else 'file'}, got {src}")

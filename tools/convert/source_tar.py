@@ -33,13 +33,7 @@ from dataclasses import dataclass
 
 from tagstream.loader import storage
 from tagstream.tools.convert.source_paths import display_name, expand, file_size
-from tagstream.tools.convert.sources import (
-    RAW_LIMIT,
-    TAR_SUFFIXES,
-    Item,
-    SourceOptions,
-    _utf8_ok,
-)
+from tagstream.tools.convert.sources import RAW_LIMIT, TAR_SUFFIXES, Item, SourceOptions, _utf8_ok
 from tagstream.tools.convert.tags import caption_hashtags, split_tag_cell
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")  # preferred first when a sample holds several
@@ -210,8 +204,14 @@ class TarSource:
 
     def describe(self) -> dict:
         o = self.options
-        return {"fields": {"tags": o.tags_field, "caption": o.caption_field, "id": o.id_field or "(the key)",
-                           "status": o.status_field}}
+        return {
+            "fields": {
+                "tags": o.tags_field,
+                "caption": o.caption_field,
+                "id": o.id_field or "(the key)",
+                "status": o.status_field,
+            }
+        }
 
     def scan(self, threads: int = SCAN_THREADS) -> tuple[int, str]:
         """Count and fingerprint every tar, `threads` tars at a time (a remote tar is read whole to be counted:
@@ -281,10 +281,19 @@ class TarSource:
                 raw = data.decode("utf-8")[:RAW_LIMIT]
                 meta = json.loads(data)
             except ValueError as exc:
-                return Item(pos, line, data.decode("utf-8", "replace")[:RAW_LIMIT], where, (), "",
-                            f"{s.key}.json is not JSON: {exc}")
+                return Item(
+                    pos,
+                    line,
+                    data.decode("utf-8", "replace")[:RAW_LIMIT],
+                    where,
+                    (),
+                    "",
+                    f"{s.key}.json is not JSON: {exc}",
+                )
             if not isinstance(meta, dict):
-                return Item(pos, line, raw, where, (), "", f"{s.key}.json is a JSON {type(meta).__name__}, expected an object")
+                return Item(
+                    pos, line, raw, where, (), "", f"{s.key}.json is a JSON {type(meta).__name__}, expected an object"
+                )
         status = meta.get(o.status_field) if o.status_field else None
         if isinstance(status, str) and status != "success":
             detail = meta.get("error_message") or "no error message"
@@ -292,15 +301,31 @@ class TarSource:
         ext = next((e for e in IMAGE_EXTS if e in s.members), None)
         if ext is None:
             have = ", ".join(f".{e}" for e in s.members) or "none"
-            return Item(pos, line, raw, where, (), "", f"sample {s.key} has no {'/'.join(IMAGE_EXTS)} member (members: {have})",
-                        "no_image")
+            return Item(
+                pos,
+                line,
+                raw,
+                where,
+                (),
+                "",
+                f"sample {s.key} has no {'/'.join(IMAGE_EXTS)} member (members: {have})",
+                "no_image",
+            )
         image = s.members[ext]
         member = None
         if isinstance(image, tarfile.TarInfo) and tar is not None and image.size <= MEMBER_LIMIT:
             member, image = (tar, image.offset_data, image.size), None
         elif isinstance(image, tarfile.TarInfo):
-            return Item(pos, line, raw, f"{where}.{ext}", (), "", f"image member of {image.size} bytes (over {MEMBER_LIMIT})",
-                        "file_too_large")
+            return Item(
+                pos,
+                line,
+                raw,
+                f"{where}.{ext}",
+                (),
+                "",
+                f"image member of {image.size} bytes (over {MEMBER_LIMIT})",
+                "file_too_large",
+            )
         tags = meta.get(o.tags_field, []) if o.tags_field else []
         if isinstance(tags, str):
             tags = split_tag_cell(tags)
@@ -319,9 +344,13 @@ class TarSource:
         if o.id_field:
             value = meta.get(o.id_field)
             if not isinstance(value, (str, int)) or isinstance(value, bool):
-                return Item(pos, line, raw, where, (), "", f"no {o.id_field!r} (a string or an integer) in {s.key}.json")
+                return Item(
+                    pos, line, raw, where, (), "", f"no {o.id_field!r} (a string or an integer) in {s.key}.json"
+                )
             sid = str(value)
         if not all(_utf8_ok(t) for t in (caption, sid, *tags)):
-            return Item(pos, line, raw, where, (), "", "the sample holds text that is not valid Unicode (a lone surrogate)")
+            return Item(
+                pos, line, raw, where, (), "", "the sample holds text that is not valid Unicode (a lone surrogate)"
+            )
         raw_tags = tuple(tags) + tuple(caption_hashtags(caption))
         return Item(pos, line, raw, f"{where}.{ext}", raw_tags, sid, data=image, member=member)

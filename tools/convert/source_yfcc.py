@@ -40,13 +40,7 @@ from urllib.parse import unquote_plus
 from tagstream.loader import storage
 from tagstream.tools.convert.join_index import JoinIndex
 from tagstream.tools.convert.source_paths import expand, file_size, is_pattern
-from tagstream.tools.convert.source_tar import (
-    DAMAGE,
-    IMAGE_EXTS,
-    TAR_SUFFIXES,
-    open_tar,
-    samples,
-)
+from tagstream.tools.convert.source_tar import DAMAGE, IMAGE_EXTS, TAR_SUFFIXES, open_tar, samples
 from tagstream.tools.convert.sources import RAW_LIMIT, Item, SourceOptions, mark_before, numbered_lines
 
 # columns of each layout: photo id, photo hash (None: absent), user tags, machine tags, photo/video marker
@@ -113,8 +107,10 @@ class YfccSource:
 
     def __init__(self, spec: str, options: SourceOptions):
         if not options.images:
-            raise ValueError("--format yfcc needs --images: a folder of images named by photo id, or img2dataset tars "
-                             "(with --id-field naming the JSON field that holds the photo id)")
+            raise ValueError(
+                "--format yfcc needs --images: a folder of images named by photo id, or img2dataset tars "
+                "(with --id-field naming the JSON field that holds the photo id)"
+            )
         self.spec = spec
         local = storage.local_path(options.images)
         if local is not None:  # a rerun from another directory names the same images
@@ -126,14 +122,20 @@ class YfccSource:
         self._saved: Path | None = None  # where scan_state saved the index
         self.image_kind = self._image_kind()
         if self.image_kind == "tar" and not options.id_field:
-            raise ValueError("--images names tars: give --id-field, the JSON field of each sample that holds the "
-                             "photo id (img2dataset: save it with --save_additional_columns)")
+            raise ValueError(
+                "--images names tars: give --id-field, the JSON field of each sample that holds the "
+                "photo id (img2dataset: save it with --save_additional_columns)"
+            )
         self._tars: OrderedDict[str, object] = OrderedDict()
 
     def describe(self) -> dict:
         o = self.options
-        return {"images": o.images, "images_kind": self.image_kind, "id_field": o.id_field,
-                "machine_tags": o.yfcc_machine_tags}
+        return {
+            "images": o.images,
+            "images_kind": self.image_kind,
+            "id_field": o.id_field,
+            "machine_tags": o.yfcc_machine_tags,
+        }
 
     def _image_kind(self) -> str:
         images = self.options.images
@@ -168,8 +170,10 @@ class YfccSource:
                     if count == 0:
                         self.layout = len(data.rstrip(b"\r\n").split(b"\t"))
                         if self.layout not in LAYOUTS:
-                            raise ValueError(f"{storage.redact(self.spec)}: the first line has {self.layout} tab-separated "
-                                             f"columns; a YFCC100M dataset file has 25 (or 23, without line number and hash)")
+                            raise ValueError(
+                                f"{storage.redact(self.spec)}: the first line has {self.layout} tab-separated "
+                                f"columns; a YFCC100M dataset file has 25 (or 23, without line number and hash)"
+                            )
                     if plain and count % MARK_EVERY == 0:
                         self.marks.append((count, at, lineno))
                     count += 1
@@ -215,11 +219,15 @@ class YfccSource:
         try:
             text = data.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError:
-            return Item(pos, lineno, data.decode("utf-8", "replace")[:RAW_LIMIT], None, (), "", "line is not valid UTF-8")
+            return Item(
+                pos, lineno, data.decode("utf-8", "replace")[:RAW_LIMIT], None, (), "", "line is not valid UTF-8"
+            )
         raw = text[:RAW_LIMIT]
         cols = text.split("\t")
         if len(cols) != self.layout:
-            return Item(pos, lineno, raw, None, (), "", f"line has {len(cols)} columns, the file's layout has {self.layout}")
+            return Item(
+                pos, lineno, raw, None, (), "", f"line has {len(cols)} columns, the file's layout has {self.layout}"
+            )
         c = LAYOUTS[self.layout]
         photo = cols[c["id"]].strip()
         if not photo:
@@ -232,14 +240,24 @@ class YfccSource:
         keys = [photo] + ([cols[c["hash"]].strip()] if c["hash"] is not None else [])
         found = next((f for f in map(self.index.get, keys) if f is not None), None)
         if found is None:
-            return Item(pos, lineno, raw, None, (), photo, f"no image for photo {photo} in {self.options.images}",
-                        "missing_file")
+            return Item(
+                pos,
+                lineno,
+                raw,
+                None,
+                (),
+                photo,
+                f"no image for photo {photo} in {self.options.images}",
+                "missing_file",
+            )
         if found[0] == "file":
             return Item(pos, lineno, raw, storage.join(self.options.images, found[1]), tuple(tags), photo)
         _, tar, offset, size, ext = found
         where = f"{tar}:{photo}.{ext}"
         if storage.local_path(tar) is not None:  # the worker reads it at its offset
-            return Item(pos, lineno, raw, where, tuple(tags), photo, member=(str(storage.local_path(tar)), offset, size))
+            return Item(
+                pos, lineno, raw, where, tuple(tags), photo, member=(str(storage.local_path(tar)), offset, size)
+            )
         return Item(pos, lineno, raw, where, tuple(tags), photo, data=self._read_member(tar, offset, size))
 
     # ---- the images ----
@@ -269,8 +287,10 @@ class YfccSource:
             except DAMAGE as exc:  # the images after the damage are missing: their photos are rejected as such
                 h.update(f"damaged {type(exc).__name__}\n".encode())
         if compressed:
-            raise ValueError(f"{storage.redact(compressed[0])}: images in a compressed tar cannot be read by position; "
-                             "decompress the tars first")
+            raise ValueError(
+                f"{storage.redact(compressed[0])}: images in a compressed tar cannot be read by position; "
+                "decompress the tars first"
+            )
         return index.freeze()
 
     def _index_sample(self, index: JoinIndex, tar: str, s) -> None:

@@ -135,8 +135,9 @@ def mark_before(marks: list[tuple[int, int, int]] | None, start: int) -> tuple[i
     return marks[bisect.bisect_right(marks, (start, math.inf, 0)) - 1]
 
 
-def numbered_lines(f, start: int = 0, mark: tuple[int, int, int] | None = None, marks: list | None = None,
-                   every: int = 0) -> Iterator[tuple[int, int, bytes]]:
+def numbered_lines(
+    f, start: int = 0, mark: tuple[int, int, int] | None = None, marks: list | None = None, every: int = 0
+) -> Iterator[tuple[int, int, bytes]]:
     """(position, line number, line) of each non-blank line of the binary file `f` from position `start` on
     (blank lines take no position), begun at `mark` (None: the top); a line before `start` is only tested for
     being blank. `marks` collects a mark every `every` positions (a scan's)."""
@@ -292,7 +293,9 @@ class Source:
         for pos, rel in enumerate(self._listing()):
             link = self._link_problem(rel)
             if link is not None:
-                yield Item(pos, pos + 1, rel.encode("utf-8", "replace").decode()[:RAW_LIMIT], None, (), "", link, "symlink")
+                yield Item(
+                    pos, pos + 1, rel.encode("utf-8", "replace").decode()[:RAW_LIMIT], None, (), "", link, "symlink"
+                )
             elif not _utf8_ok(rel):
                 yield _bad(pos, pos + 1, rel.encode("utf-8", "replace").decode(), "path is not valid UTF-8")
             elif "/" not in rel:

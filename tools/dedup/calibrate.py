@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
+
 from tagstream.kernels.phash import hamming
 from tagstream.tools.dedup.features import EmbedOptions, embed_dataset, open_features
 from tagstream.tools.dedup.hashing import mirror_hashes
@@ -34,8 +35,10 @@ def default_checkpoint() -> Path:
 
     found = latest_checkpoint(DEMO_CHECKPOINTS)
     if found is None:
-        raise ValueError(f"no --checkpoint given and no `make demo` checkpoint in {DEMO_CHECKPOINTS}/: "
-                         "run `make demo` here, or pass --checkpoint CKPT (any tagstream checkpoint)")
+        raise ValueError(
+            f"no --checkpoint given and no `make demo` checkpoint in {DEMO_CHECKPOINTS}/: "
+            "run `make demo` here, or pass --checkpoint CKPT (any tagstream checkpoint)"
+        )
     return found
 
 
@@ -103,8 +106,17 @@ def _dataset(root: Path, images: list[Image.Image]) -> Path:
     return root / "ds"
 
 
-def measure(checkpoint: str | Path, *, originals: int = 200, distractors: int = 2000, side: tuple[int, int] = (128, 192),
-            mirrors: bool = True, seed: int = 0, device: str = "auto", workdir: str | Path | None = None) -> Calibration:
+def measure(
+    checkpoint: str | Path,
+    *,
+    originals: int = 200,
+    distractors: int = 2000,
+    side: tuple[int, int] = (128, 192),
+    mirrors: bool = True,
+    seed: int = 0,
+    device: str = "auto",
+    workdir: str | Path | None = None,
+) -> Calibration:
     """Render, edit, convert, embed and score (see the module docstring). Pool layout: distractors first,
     then family k's copies of originals 0..n-1 at distractors + k * n + i."""
     from tagstream.loader.dataset import Dataset
@@ -140,5 +152,13 @@ def measure(checkpoint: str | Path, *, originals: int = 200, distractors: int = 
         rows = distractors + k * originals + np.arange(originals)
         near_cos[family] = cos[rows, np.arange(originals)].astype(np.float32)
         near_d[family] = dist[rows, np.arange(originals)].astype(np.int64)
-    return Calibration(str(checkpoint), originals, distractors, near_cos, near_d, cos[distinct].astype(np.float32),
-                       dist[distinct].astype(np.int64), mirrors)
+    return Calibration(
+        str(checkpoint),
+        originals,
+        distractors,
+        near_cos,
+        near_d,
+        cos[distinct].astype(np.float32),
+        dist[distinct].astype(np.int64),
+        mirrors,
+    )

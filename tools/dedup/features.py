@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.loader.dataset import Dataset
 from tagstream.train.embed_io import check_suffix, indices_path, load_embeddings
 
@@ -38,7 +39,10 @@ class Features:
         """(dataset indices, L2-normalised float32 rows) in chunks of at most `rows`."""
         for feats, idx in self.blocks:
             for start in range(0, feats.shape[0], rows):
-                yield idx[start : start + rows], self._normalised(feats[start : start + rows], idx[start : start + rows])
+                yield (
+                    idx[start : start + rows],
+                    self._normalised(feats[start : start + rows], idx[start : start + rows]),
+                )
 
     def dense(self) -> NDArray[np.float32]:
         """All rows normalised, in dataset order (N, D): for the evaluation side, which is small."""
@@ -64,13 +68,17 @@ class Features:
         finite = np.isfinite(x).all(axis=1)
         if not finite.all():
             bad = idx[~finite]
-            raise ValueError(f"{self.label}: the features of {bad.size} image(s) are not finite (NaN or inf), "
-                             f"first image {int(bad[0])}")
+            raise ValueError(
+                f"{self.label}: the features of {bad.size} image(s) are not finite (NaN or inf), "
+                f"first image {int(bad[0])}"
+            )
         norms = np.linalg.norm(x, axis=1)
         if (norms == 0).any():
             bad = idx[norms == 0]
-            raise ValueError(f"{self.label}: the features of {bad.size} image(s) are all zero (no direction to "
-                             f"compare), first image {int(bad[0])}")
+            raise ValueError(
+                f"{self.label}: the features of {bad.size} image(s) are all zero (no direction to "
+                f"compare), first image {int(bad[0])}"
+            )
         return x / norms[:, None]
 
 
@@ -79,7 +87,9 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"features file {path} does not exist")
     if check_suffix(path) == ".npy":
         if not indices_path(path).is_file():
-            raise ValueError(f"features file {path} has no indices beside it ({indices_path(path).name}, as `tagstream embed` writes)")
+            raise ValueError(
+                f"features file {path} has no indices beside it ({indices_path(path).name}, as `tagstream embed` writes)"
+            )
         return np.load(path, mmap_mode="r"), np.load(indices_path(path))
     return load_embeddings(path)
 
@@ -98,15 +108,21 @@ def open_features(paths: Sequence[str | Path], dataset: Dataset) -> Features:
     for p in paths:
         feats, idx = _read(p)
         if feats.ndim != 2 or feats.dtype.kind != "f":
-            raise ValueError(f"{p}: features must be a 2-D float array (images x dimension), got {feats.dtype} {feats.shape}")
+            raise ValueError(
+                f"{p}: features must be a 2-D float array (images x dimension), got {feats.dtype} {feats.shape}"
+            )
         idx = np.asarray(idx)
         if idx.shape != (feats.shape[0],) or idx.dtype.kind not in "iu":
-            raise ValueError(f"{p}: indices must be integers, one per feature row ({feats.shape[0]}), got {idx.dtype} {idx.shape}")
+            raise ValueError(
+                f"{p}: indices must be integers, one per feature row ({feats.shape[0]}), got {idx.dtype} {idx.shape}"
+            )
         idx = idx.astype(np.int64)
         outside = (idx < 0) | (idx >= dataset.num_images)
         if outside.any():
-            raise ValueError(f"{p}: image index {int(idx[outside][0])} is outside {dataset.root} "
-                             f"({dataset.num_images} images): features of another dataset?")
+            raise ValueError(
+                f"{p}: image index {int(idx[outside][0])} is outside {dataset.root} "
+                f"({dataset.num_images} images): features of another dataset?"
+            )
         np.add.at(seen, idx, 1)
         dims.add(int(feats.shape[1]))
         blocks.append((feats, idx))
@@ -114,8 +130,10 @@ def open_features(paths: Sequence[str | Path], dataset: Dataset) -> Features:
         raise ValueError(f"{label}: parts have different dimensions {sorted(dims)}")
     if not (seen == 1).all():
         missing, twice = np.flatnonzero(seen == 0), np.flatnonzero(seen > 1)
-        raise ValueError(f"{label}: the features must cover every image of {dataset.root} ({dataset.num_images}) once: "
-                         f"{missing.size} missing (first {missing[:5].tolist()}), {twice.size} repeated (first {twice[:5].tolist()})")
+        raise ValueError(
+            f"{label}: the features must cover every image of {dataset.root} ({dataset.num_images}) once: "
+            f"{missing.size} missing (first {missing[:5].tolist()}), {twice.size} repeated (first {twice[:5].tolist()})"
+        )
     return Features(label, dims.pop(), dataset.num_images, tuple(blocks))
 
 
@@ -136,9 +154,20 @@ def embed_dataset(dataset: str | Path, options: EmbedOptions, workdir: str | Pat
     from tagstream.train.embed import EmbedConfig, embed
 
     out = Path(workdir or tempfile.mkdtemp(prefix="tagstream-dedup-")) / f"{Path(dataset).resolve().name}.npy"
-    embed(EmbedConfig(data=str(dataset), out=str(out), checkpoint=options.checkpoint, vocab=options.vocab,
-                      batch_size=options.batch_size, workers=options.workers, device=options.device, progress=False),
-          rank=0, world=1)
+    embed(
+        EmbedConfig(
+            data=str(dataset),
+            out=str(out),
+            checkpoint=options.checkpoint,
+            vocab=options.vocab,
+            batch_size=options.batch_size,
+            workers=options.workers,
+            device=options.device,
+            progress=False,
+        ),
+        rank=0,
+        world=1,
+    )
     return out
 
 
@@ -163,5 +192,7 @@ class EmbedMethod:
         if self.embed is not None and given:
             raise ValueError("give either feature files (--features/--against-features) or --checkpoint, not both")
         if self.embed is None and not (self.features and self.against_features):
-            raise ValueError("the embedding method needs --features TRAIN_FILE and --against-features EVAL_FILE "
-                             "(from `tagstream embed`), or --checkpoint CKPT to embed both")
+            raise ValueError(
+                "the embedding method needs --features TRAIN_FILE and --against-features EVAL_FILE "
+                "(from `tagstream embed`), or --checkpoint CKPT to embed both"
+            )

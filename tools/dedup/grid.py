@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
 from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.store import ShardStore
@@ -31,8 +32,17 @@ def _choose(rows: list[tuple], count: int, order: str, seed: int) -> list[int]:
     return sorted(range(len(rows)), key=key.__getitem__)[:count]
 
 
-def draw_grid(path: Path, train: Dataset, evals: Sequence[Dataset], labels: Sequence[str], results: Sequence,
-              *, count: int = 16, order: str = "closest", seed: int = 0) -> dict:
+def draw_grid(
+    path: Path,
+    train: Dataset,
+    evals: Sequence[Dataset],
+    labels: Sequence[str],
+    results: Sequence,
+    *,
+    count: int = 16,
+    order: str = "closest",
+    seed: int = 0,
+) -> dict:
     """Draw up to `count` matched pairs, the closest first or chosen uniformly at random (seeded); returns
     {"path", "pairs_shown", "order"}. With no pairs the PNG says so, so the file always exists."""
     import matplotlib
@@ -44,8 +54,11 @@ def draw_grid(path: Path, train: Dataset, evals: Sequence[Dataset], labels: Sequ
         raise ValueError(f"grid pair count {count!r} is not allowed; allowed: >= 1")
     if order not in ORDERS:
         raise ValueError(f"grid order {order!r} is not one of {ORDERS}")
-    rows = [(e, int(i), int(j), int(d), float(s), bool(x), bool(m)) for e, p in enumerate(results)
-            for i, j, d, s, x, m in zip(p.train, p.eval, p.distance, p.similarity, p.exact, p.mirrored)]
+    rows = [
+        (e, int(i), int(j), int(d), float(s), bool(x), bool(m))
+        for e, p in enumerate(results)
+        for i, j, d, s, x, m in zip(p.train, p.eval, p.distance, p.similarity, p.exact, p.mirrored)
+    ]
     chosen = _choose(rows, count, order, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not chosen:
@@ -58,11 +71,12 @@ def draw_grid(path: Path, train: Dataset, evals: Sequence[Dataset], labels: Sequ
         fig, axes = plt.subplots(len(chosen), 2, figsize=(5, 2.2 * len(chosen)), squeeze=False)
         for row, k in enumerate(chosen):
             e, i, j, d, sim, exact, mirrored = rows[k]
-            note = ("" if math.isnan(sim) else f" cos={sim:.3f}") + (" (same bytes)" if exact else " (mirrored)" if mirrored else "")
-            for col, (img, title) in enumerate((
-                (_image(train_store, i), f"train {i}"),
-                (_image(eval_stores[e], j), f"{labels[e]} {j}  d={d}{note}"),
-            )):
+            note = ("" if math.isnan(sim) else f" cos={sim:.3f}") + (
+                " (same bytes)" if exact else " (mirrored)" if mirrored else ""
+            )
+            for col, (img, title) in enumerate(
+                ((_image(train_store, i), f"train {i}"), (_image(eval_stores[e], j), f"{labels[e]} {j}  d={d}{note}"))
+            ):
                 axes[row, col].imshow(img)
                 axes[row, col].set_title(title, fontsize=8)
                 axes[row, col].axis("off")

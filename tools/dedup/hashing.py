@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
 
@@ -61,6 +62,7 @@ def exact_pairs(train: Dataset, evals: Sequence[Dataset]) -> list[tuple[NDArray[
 def mirror_hashes(ds: Dataset) -> NDArray[np.uint64]:
     """pHash of every image flipped left-right (decodes each image: meant for evaluation sets, which are small)."""
     from PIL import Image
+
     from tagstream.loader.store import ShardStore
     from tagstream.tools.dedup.imagehash import phash_image
 

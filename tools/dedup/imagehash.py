@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
+
 from tagstream.kernels.phash import HASH_SIDE, dct_hash
 
 

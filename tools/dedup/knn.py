@@ -102,7 +102,9 @@ def _knn_range(index, queries: NDArray[np.float32], threshold: float, k: int = 8
     return np.concatenate(rows), np.concatenate(ids), np.concatenate(sims)
 
 
-def range_pairs(index, queries: NDArray[np.float32], threshold: float) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+def range_pairs(
+    index, queries: NDArray[np.float32], threshold: float
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
     """(query row, base row, cosine) of every pair with cosine >= threshold that the index finds.
 
     HNSW goes through k-nearest-neighbour search: faiss's HNSW range search has had a threshold that was
@@ -124,14 +126,17 @@ def check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
-def cosine_join(train_features, eval_vectors: NDArray[np.float32], threshold: float, *, kind: str = "auto",
-                block: int = QUERY_BLOCK) -> tuple[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]], IndexPlan]:
+def cosine_join(
+    train_features, eval_vectors: NDArray[np.float32], threshold: float, *, kind: str = "auto", block: int = QUERY_BLOCK
+) -> tuple[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]], IndexPlan]:
     """((train index, eval index, cosine) of every pair found, the index plan): the evaluation vectors
     (normalised, dataset order) are indexed once; train_features (a dedup.features.Features) is streamed."""
     threshold = check_threshold(threshold)
     if train_features.dim != eval_vectors.shape[1]:
-        raise ValueError(f"feature dimensions differ: {train_features.label} has {train_features.dim}, "
-                         f"the evaluation features have {eval_vectors.shape[1]} (the same model must embed both)")
+        raise ValueError(
+            f"feature dimensions differ: {train_features.label} has {train_features.dim}, "
+            f"the evaluation features have {eval_vectors.shape[1]} (the same model must embed both)"
+        )
     plan = plan_index(eval_vectors.shape[0], train_features.num_images, kind)
     index = build_index(eval_vectors, plan)
     found_t, found_e, found_s = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.kernels.phash import hamming
 from tagstream.loader import format as fmt
 
@@ -46,12 +47,22 @@ def mask_paths(train: Path, name: str) -> tuple[Path, Path, Path]:
 
 
 def _keys(found: Sequence[tuple[NDArray[np.int64], NDArray[np.int64]]], n_eval: int) -> NDArray[np.int64]:
-    return np.unique(np.concatenate([np.zeros(0, np.int64), *(t.astype(np.int64) * (n_eval + 1) + e for t, e in found)]))
+    return np.unique(
+        np.concatenate([np.zeros(0, np.int64), *(t.astype(np.int64) * (n_eval + 1) + e for t, e in found)])
+    )
 
 
-def merge(*, n_eval: int, train_hash: NDArray[np.uint64], eval_hash: NDArray[np.uint64],
-          mirror_hash: NDArray[np.uint64] | None, hash_found: Sequence[tuple], embed_found: tuple | None,
-          exact: tuple, similarity_of=None) -> Pairs:
+def merge(
+    *,
+    n_eval: int,
+    train_hash: NDArray[np.uint64],
+    eval_hash: NDArray[np.uint64],
+    mirror_hash: NDArray[np.uint64] | None,
+    hash_found: Sequence[tuple],
+    embed_found: tuple | None,
+    exact: tuple,
+    similarity_of=None,
+) -> Pairs:
     """Each (train, eval) pair once, from the union of the hash joins' pairs, the embedding join's pairs
     (train, eval, similarity) and the same-bytes pairs. The distance is recomputed from the hashes (the
     smaller of direct and mirrored); the similarity is the join's where it found the pair, else
@@ -75,7 +86,9 @@ def merge(*, n_eval: int, train_hash: NDArray[np.uint64], eval_hash: NDArray[np.
         et, ee, es = embed_found
         order = np.argsort(et.astype(np.int64) * n + ee)
         sim[np.isin(keys, embed_keys)] = np.asarray(es, np.float32)[order]  # both sides sorted by key: aligned
-    return Pairs(ti, ei, d, sim, np.isin(keys, exact_keys), mirrored, np.isin(keys, hash_keys), np.isin(keys, embed_keys))
+    return Pairs(
+        ti, ei, d, sim, np.isin(keys, exact_keys), mirrored, np.isin(keys, hash_keys), np.isin(keys, embed_keys)
+    )
 
 
 def write_pairs(path: Path, results: Sequence[Pairs], labels: Sequence[str]) -> None:
@@ -110,5 +123,7 @@ def read_pairs(path: str | Path) -> list[PairRow]:
             raise fmt.FormatError(f"{path}: not a tagstream dedup pairs file (header differs)")
         for line in f:
             i, label, j, d, s, x, m, h, e = line.rstrip("\n").split("\t")
-            rows.append(PairRow(int(i), label, int(j), int(d), float(s) if s else None, x == "1", m == "1", h == "1", e == "1"))
+            rows.append(
+                PairRow(int(i), label, int(j), int(d), float(s) if s else None, x == "1", m == "1", h == "1", e == "1")
+            )
     return rows

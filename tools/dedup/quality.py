@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageEnhance
+
 from tagstream.kernels.phash import hamming
 from tagstream.tools.dedup.imagehash import phash_image
 from tagstream.tools.synth.draw import photo_like
@@ -75,10 +76,7 @@ def _flip_combined(img: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 
 # families matched as `tagstream dedup --mirrors` does: to the nearer of the original and its mirror image
-MIRRORED: dict[str, Edit] = {
-    "flip, --mirrors": _flip,
-    "flip+all four, --mirrors": _flip_combined,
-}
+MIRRORED: dict[str, Edit] = {"flip, --mirrors": _flip, "flip+all four, --mirrors": _flip_combined}
 
 
 @dataclass(frozen=True)
@@ -145,6 +143,9 @@ def table(q: Quality, distances: range) -> str:
     lines.append(f"{'false matches':<28}" + "".join(f"{int(np.sum(q.distinct <= d)):7d}" for d in distances))
     for f in MIRRORED:
         lines.append(f"{f + ' *':<28}" + "".join(f"{q.recall(f, d):7.3f}" for d in distances))
-    lines.append(f"{'false-match rate, --mirrors':<28}" + "".join(f"{q.false_match_rate(d, mirrored=True):7.0e}" for d in distances))
+    lines.append(
+        f"{'false-match rate, --mirrors':<28}"
+        + "".join(f"{q.false_match_rate(d, mirrored=True):7.0e}" for d in distances)
+    )
     lines.append("* reported only: not a main edit")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ that class (an image with two classes counts in both), so the per-class rows nee
 from __future__ import annotations
 
 import numpy as np
+
 from tagstream.loader.dataset import Dataset
 from tagstream.tools.dedup.pairs import Pairs
 
@@ -32,8 +33,13 @@ def contamination(pairs: Pairs, eval_ds: Dataset, *, method: str, exact: bool, v
 
     n = eval_ds.num_images
     hit = {m: np.bincount(pairs.eval[f], minlength=n) > 0 for m, f in _flags(pairs, method, exact).items()}
-    out = {"images": n, "contaminated": {m: int(h.sum()) for m, h in hit.items()},
-           "fraction": {m: float(h.mean()) if n else 0.0 for m, h in hit.items()}, "vocab": None, "per_class": {}}
+    out = {
+        "images": n,
+        "contaminated": {m: int(h.sum()) for m, h in hit.items()},
+        "fraction": {m: float(h.mean()) if n else 0.0 for m, h in hit.items()},
+        "vocab": None,
+        "per_class": {},
+    }
     names = eval_ds.vocab_names()
     if vocab is None and not names:
         return out
@@ -68,10 +74,14 @@ def format_summary(s: dict) -> str:
             f"{e['train_matched']:,} train / {e['eval_matched']:,} eval images matched; {how}"
         )
         c = e["contamination"]
-        lines.append("    eval images with a near copy in train: " + ", ".join(
-            f"{m} {k:,} ({100 * c['fraction'][m]:.2f}%)" for m, k in c["contaminated"].items()))
-        worst = sorted(((row["any"] / row["images"], name, row) for name, row in c["per_class"].items() if row["images"]),
-                       key=lambda t: (-t[0], t[1]))[:5]
+        lines.append(
+            "    eval images with a near copy in train: "
+            + ", ".join(f"{m} {k:,} ({100 * c['fraction'][m]:.2f}%)" for m, k in c["contaminated"].items())
+        )
+        worst = sorted(
+            ((row["any"] / row["images"], name, row) for name, row in c["per_class"].items() if row["images"]),
+            key=lambda t: (-t[0], t[1]),
+        )[:5]
         for share, cls, row in worst:
             if row["any"]:
                 lines.append(f"      class {cls}: {row['any']} of {row['images']} ({100 * share:.1f}%)")

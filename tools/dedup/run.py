@@ -15,16 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
 from tagstream.kernels import dedup as kdedup
 from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.writer import write_mask
 from tagstream.tools.dedup.features import EmbedMethod, embed_dataset, open_features
-from tagstream.tools.dedup.hashing import (
-    DEFAULT_MAX_DISTANCE,
-    exact_pairs,
-    mirror_hashes,
-)
+from tagstream.tools.dedup.hashing import DEFAULT_MAX_DISTANCE, exact_pairs, mirror_hashes
 from tagstream.tools.dedup.knn import cosine_join
 from tagstream.tools.dedup.pairs import mask_paths, merge, write_pairs
 from tagstream.tools.dedup.report import contamination
@@ -56,8 +53,10 @@ def _check(name: str, method: str, max_distance: int, against: Sequence, embeddi
     if method != "hash" and embedding is None:
         raise ValueError(f"method {method!r} needs feature files or a checkpoint")
     if method != "hash" and embedding.features and len(embedding.against_features) != len(against):
-        raise ValueError(f"{len(against)} evaluation set(s) but {len(embedding.against_features)} --against-features "
-                         "file(s): give one per --against, in the same order")
+        raise ValueError(
+            f"{len(against)} evaluation set(s) but {len(embedding.against_features)} --against-features "
+            "file(s): give one per --against, in the same order"
+        )
 
 
 def _features(method: str, embedding: EmbedMethod | None, train_ds: Dataset, eval_ds: list[Dataset], workdir):
@@ -104,7 +103,9 @@ def run_dedup(
     labels = eval_labels([Path(p) for p in against])
     train_feats, eval_feats = _features(method, embedding, train_ds, eval_ds, workdir)
     train_hash = np.ascontiguousarray(train_ds.global_array("phash"))
-    exacts = exact_pairs(train_ds, eval_ds) if exact else [(np.zeros(0, np.int64), np.zeros(0, np.int64))] * len(eval_ds)
+    exacts = (
+        exact_pairs(train_ds, eval_ds) if exact else [(np.zeros(0, np.int64), np.zeros(0, np.int64))] * len(eval_ds)
+    )
     results, per_eval = [], []
     mask = np.zeros(train_ds.num_images, np.bool_)
     for e, (ds, label, ex) in enumerate(zip(eval_ds, labels, exacts)):
@@ -121,34 +122,60 @@ def run_dedup(
             embed_found, plan = cosine_join(train_feats, ev, embedding.threshold, kind=embedding.index)
             entry["index"] = plan.describe()
             similarity_of = _similarity(train_feats, ev)
-        pairs = merge(n_eval=ds.num_images, train_hash=train_hash, eval_hash=h, mirror_hash=hm, hash_found=hash_found,
-                      embed_found=embed_found, exact=ex, similarity_of=similarity_of)
+        pairs = merge(
+            n_eval=ds.num_images,
+            train_hash=train_hash,
+            eval_hash=h,
+            mirror_hash=hm,
+            hash_found=hash_found,
+            embed_found=embed_found,
+            exact=ex,
+            similarity_of=similarity_of,
+        )
         results.append(pairs)
         mask[pairs.train] = True
-        per_eval.append({
-            "path": str(ds.root), "label": label, "images": ds.num_images, **entry,
-            "pairs": len(pairs), "hash_pairs": int(pairs.by_hash.sum()), "embed_pairs": int(pairs.by_embed.sum()),
-            "exact_pairs": int(pairs.exact.sum()), "mirrored_pairs": int((pairs.mirrored & pairs.by_hash).sum()),
-            "train_matched": int(np.unique(pairs.train).size), "eval_matched": int(np.unique(pairs.eval).size),
-            "contamination": contamination(pairs, ds, method=method, exact=exact, vocab=eval_vocab),
-        })
+        per_eval.append(
+            {
+                "path": str(ds.root),
+                "label": label,
+                "images": ds.num_images,
+                **entry,
+                "pairs": len(pairs),
+                "hash_pairs": int(pairs.by_hash.sum()),
+                "embed_pairs": int(pairs.by_embed.sum()),
+                "exact_pairs": int(pairs.exact.sum()),
+                "mirrored_pairs": int((pairs.mirrored & pairs.by_hash).sum()),
+                "train_matched": int(np.unique(pairs.train).size),
+                "eval_matched": int(np.unique(pairs.eval).size),
+                "contamination": contamination(pairs, ds, method=method, exact=exact, vocab=eval_vocab),
+            }
+        )
     mask_path, pairs_path, summary_path = mask_paths(train_ds.root, name)
     mask_path.parent.mkdir(parents=True, exist_ok=True)
     write_pairs(pairs_path, results, labels)
     write_mask(train_ds.root, name, mask)
     summary = {
-        "name": name, "train": str(train_ds.root), "train_images": train_ds.num_images, "method": method,
+        "name": name,
+        "train": str(train_ds.root),
+        "train_images": train_ds.num_images,
+        "method": method,
         "max_distance": max_distance if method != "embed" else None,
         "threshold": embedding.threshold if method != "hash" else None,
-        "exact_bytes_checked": exact, "mirrors": mirrors and method != "embed", "excluded": int(mask.sum()),
-        "excluded_fraction": float(mask.mean()) if mask.size else 0.0, "against": per_eval,
-        "mask": str(mask_path), "pairs_file": str(pairs_path), "seconds": round(time.perf_counter() - t0, 3),
+        "exact_bytes_checked": exact,
+        "mirrors": mirrors and method != "embed",
+        "excluded": int(mask.sum()),
+        "excluded_fraction": float(mask.mean()) if mask.size else 0.0,
+        "against": per_eval,
+        "mask": str(mask_path),
+        "pairs_file": str(pairs_path),
+        "seconds": round(time.perf_counter() - t0, 3),
     }
     if grid is not None:
         from tagstream.tools.dedup.grid import draw_grid
 
-        summary["grid"] = draw_grid(Path(grid), train_ds, eval_ds, labels, results, count=grid_pairs, order=grid_order,
-                                    seed=seed)
+        summary["grid"] = draw_grid(
+            Path(grid), train_ds, eval_ds, labels, results, count=grid_pairs, order=grid_order, seed=seed
+        )
     fmt.write_json_atomic(summary_path, summary)
     return summary
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
+
 from tagstream.tools.dedup.quality import cropper
 
 Edit = Callable[[Image.Image, np.random.Generator], Image.Image]

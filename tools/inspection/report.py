@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
 from tagstream.loader.dataset import Dataset
 from tagstream.tools.inspection.text import printable
 
@@ -82,8 +83,10 @@ def _tags_section(ds: Dataset, *, top: int) -> dict:
         "tags": len(tags),
         "tags_used_once": int((counts == 1).sum()),
         "untagged_images": untagged,
-        "tags_per_image": {"mean": round(float((np.arange(len(hist)) * hist).sum() / n), 3) if n else 0.0,
-                           "max": int(len(hist) - 1) if n else 0},
+        "tags_per_image": {
+            "mean": round(float((np.arange(len(hist)) * hist).sum() / n), 3) if n else 0.0,
+            "max": int(len(hist) - 1) if n else 0,
+        },
         "top": [{"tag": tags[i][1], "count": int(counts[i])} for i in order],
     }
 
@@ -100,8 +103,12 @@ def _rejects_section(ds: Dataset, *, top: int) -> dict:
 
 def _masks_section(ds: Dataset, *, top: int) -> dict:
     """Each mask (masks/NAME.npy, e.g. from `tagstream dedup`) and how many images it excludes."""
-    return {"masks": [{"name": n, "excluded": int(np.count_nonzero(ds.load_mask(n))), "of": ds.num_images}
-                      for n in ds.mask_names()]}
+    return {
+        "masks": [
+            {"name": n, "excluded": int(np.count_nonzero(ds.load_mask(n))), "of": ds.num_images}
+            for n in ds.mask_names()
+        ]
+    }
 
 
 SECTIONS: dict[str, Callable[..., dict]] = {

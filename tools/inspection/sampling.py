@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.sampling import RankSampler, eligibility
 from tagstream.loader.vocab import Vocab
@@ -53,7 +54,9 @@ def sampling_report(
     ds = Dataset(root)
     v = Vocab(ds, vocab)
     ok = eligibility(ds, masks=masks) if masks else None
-    sampler = RankSampler(ds, v, sampling=sampling, combine=combine, eligible=ok, world=world, samples_per_epoch=samples_per_epoch)
+    sampler = RankSampler(
+        ds, v, sampling=sampling, combine=combine, eligible=ok, world=world, samples_per_epoch=samples_per_epoch
+    )
     return SamplingReport(
         vocab=vocab,
         sampling=sampling,
@@ -80,7 +83,8 @@ def sampling_section(r: SamplingReport) -> dict:
         "rank_imbalance": r.imbalance,
         "effective_classes": {"stored": effective_classes(r.stored), "sampled": effective_classes(r.expected)},
         "classes": [
-            {"id": c, "name": n, "stored": int(r.stored[c]), "expected_draws": float(r.expected[c])} for c, n in enumerate(r.names)
+            {"id": c, "name": n, "stored": int(r.stored[c]), "expected_draws": float(r.expected[c])}
+            for c, n in enumerate(r.names)
         ],
     }
 
@@ -93,7 +97,8 @@ def format_sampling_report(r: SamplingReport, *, rows: int = 10) -> str:
     expected_total = max(float(r.expected.sum()), 1e-300)
     lines = [
         f"vocab {r.vocab}: {len(r.names)} classes; sampling {r.sampling} (combine {r.combine}); "
-        f"{r.samples_per_epoch} draws per epoch from {r.drawable} drawable images" + (f", {r.world} ranks" if r.world > 1 else ""),
+        f"{r.samples_per_epoch} draws per epoch from {r.drawable} drawable images"
+        + (f", {r.world} ranks" if r.world > 1 else "")
     ]
     if present.size:
         hi, lo = present[0], present[-1]
@@ -134,7 +139,12 @@ def plot_sampling(r: SamplingReport, path: str | Path) -> Path:
     rank = np.arange(1, order.size + 1)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.loglog(rank, r.stored[order], label="stored: images per class", color="tab:blue")
-    ax.loglog(rank, np.maximum(r.expected[order], 1e-12), label=f"sampled ({r.sampling}): expected draws per epoch", color="tab:orange")
+    ax.loglog(
+        rank,
+        np.maximum(r.expected[order], 1e-12),
+        label=f"sampled ({r.sampling}): expected draws per epoch",
+        color="tab:orange",
+    )
     ax.set_xlabel("class rank (by stored count)")
     ax.set_ylabel("images")
     ax.set_title(f"vocab {r.vocab}: {len(order)} classes, {r.samples_per_epoch} draws per epoch")

@@ -8,21 +8,15 @@ import math
 
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.tools.synth.concepts import COLOURS, PATTERNS, SHAPES, Concept
-from tagstream.tools.synth.paint import (
-    Canvas,
-    fill_polys,
-    gradient,
-    hsv,
-    place,
-    random_colour,
-    shape_polys,
-    texture,
-)
+from tagstream.tools.synth.paint import Canvas, fill_polys, gradient, hsv, place, random_colour, shape_polys, texture
 from tagstream.tools.synth.scenes import draw_scene
 
 
-def _pattern(pattern: str, y0: int, y1: int, x0: int, x1: int, cx: float, cy: float, radius: float, angle: float) -> NDArray[np.float32]:
+def _pattern(
+    pattern: str, y0: int, y1: int, x0: int, x1: int, cx: float, cy: float, radius: float, angle: float
+) -> NDArray[np.float32]:
     """0/1 map over the box [y0, y1) x [x0, x1) of where a pattern's second colour shows, in the object's
     own frame (it rotates with the object)."""
     if pattern == "solid":
@@ -41,7 +35,9 @@ def _pattern(pattern: str, y0: int, y1: int, x0: int, x1: int, cx: float, cy: fl
     raise ValueError(f"pattern {pattern!r} not in {PATTERNS}")
 
 
-def draw_object(canvas: Canvas, concept: Concept, rng: np.random.Generator, *, cx: float, cy: float, radius: float) -> None:
+def draw_object(
+    canvas: Canvas, concept: Concept, rng: np.random.Generator, *, cx: float, cy: float, radius: float
+) -> None:
     """Draw one instance of an object concept: its shape, colour (jittered) and pattern, with shading."""
     height, width, _ = canvas.shape
     h, s, v = COLOURS[concept.colour]
@@ -64,7 +60,13 @@ def _clutter(canvas: Canvas, rng: np.random.Generator, n: int) -> None:
     side = min(height, width)
     for _ in range(n):
         r = rng.uniform(0.03, 0.08) * side
-        polys = place(shape_polys(SHAPES[int(rng.integers(len(SHAPES)))]), rng.uniform(0, width), rng.uniform(0, height), r, rng.uniform(0, 6.3))
+        polys = place(
+            shape_polys(SHAPES[int(rng.integers(len(SHAPES)))]),
+            rng.uniform(0, width),
+            rng.uniform(0, height),
+            r,
+            rng.uniform(0, 6.3),
+        )
         fill_polys(canvas, polys, random_colour(rng, s=(0.0, 0.2), v=(0.3, 0.8)))
 
 
@@ -83,7 +85,9 @@ def generic_background(rng: np.random.Generator, height: int, width: int) -> Can
     return canvas
 
 
-def render(concepts: list[Concept], rng: np.random.Generator, *, width: int, height: int, clutter: bool = True) -> NDArray[np.uint8]:
+def render(
+    concepts: list[Concept], rng: np.random.Generator, *, width: int, height: int, clutter: bool = True
+) -> NDArray[np.uint8]:
     """An image showing exactly `concepts` (at most one scene; objects at random pose), uint8 (H, W, 3)."""
     scenes = [c for c in concepts if c.kind == "scene"]
     objects = [c for c in concepts if c.kind == "object"]
@@ -99,7 +103,10 @@ def render(concepts: list[Concept], rng: np.random.Generator, *, width: int, hei
         for copy in range(copies):
             radius = rng.uniform(0.16, 0.3) * side / (1.0 + 0.35 * (len(objects) + copies - 2))
             if len(objects) == 1 and copies == 1:
-                cx, cy = rng.uniform(radius * 0.8, width - radius * 0.8), rng.uniform(radius * 0.8, height - radius * 0.8)
+                cx, cy = (
+                    rng.uniform(radius * 0.8, width - radius * 0.8),
+                    rng.uniform(radius * 0.8, height - radius * 0.8),
+                )
             else:
                 q = int(slots[(k * 2 + copy) % 4])
                 cx = (q % 2 + rng.uniform(0.3, 0.7)) * width / 2
@@ -107,7 +114,9 @@ def render(concepts: list[Concept], rng: np.random.Generator, *, width: int, hei
             draw_object(canvas, concept, rng, cx=cx, cy=cy, radius=radius)
     canvas *= np.float32(rng.uniform(0.85, 1.12))  # exposure
     # one 1/f texture over everything: surfaces, lighting and sensor noise in a single FFT
-    canvas += texture(rng, height, width, alpha=1.1, contrast=rng.uniform(4, 9) if scenes else rng.uniform(7, 16), chroma=0.3)
+    canvas += texture(
+        rng, height, width, alpha=1.1, contrast=rng.uniform(4, 9) if scenes else rng.uniform(7, 16), chroma=0.3
+    )
     return np.clip(canvas, 0, 255).astype(np.uint8)
 
 
@@ -118,11 +127,18 @@ def photo_like(rng: np.random.Generator, width: int = 500, height: int = 375) ->
     if width < 1 or height < 1:
         raise ValueError(f"photo_like: width and height must be >= 1, got {width}x{height}")
     mean = random_colour(rng, s=(0.1, 0.5), v=(0.35, 0.75))
-    canvas = gradient(height, width, mean * np.float32(rng.uniform(1.0, 1.3)), mean * np.float32(rng.uniform(0.6, 0.95)))
+    canvas = gradient(
+        height, width, mean * np.float32(rng.uniform(1.0, 1.3)), mean * np.float32(rng.uniform(0.6, 0.95))
+    )
     side = min(width, height)
     for _ in range(int(rng.integers(3, 8))):
-        polys = place(shape_polys(SHAPES[int(rng.integers(len(SHAPES)))]), rng.uniform(0, width), rng.uniform(0, height),
-                       rng.uniform(0.08, 0.35) * side, rng.uniform(0, 6.3))
+        polys = place(
+            shape_polys(SHAPES[int(rng.integers(len(SHAPES)))]),
+            rng.uniform(0, width),
+            rng.uniform(0, height),
+            rng.uniform(0.08, 0.35) * side,
+            rng.uniform(0, 6.3),
+        )
         fill_polys(canvas, polys, random_colour(rng, s=(0.1, 0.8), v=(0.15, 0.95)))
     canvas += texture(rng, height, width, alpha=rng.uniform(0.9, 1.05), contrast=rng.uniform(18, 28), chroma=0.35)
     return np.clip(canvas, 0, 255).astype(np.uint8)

@@ -10,6 +10,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw
+
 from tagstream.tools.synth.concepts import SHAPES
 
 Canvas = NDArray[np.float32]  # (H, W, 3), values 0..255
@@ -43,7 +44,9 @@ def spectral_fields(rng: np.random.Generator, height: int, width: int, n: int, a
     return np.fft.irfft2(noise, s=(height, width)).astype(np.float32, copy=False)
 
 
-def texture(rng: np.random.Generator, height: int, width: int, *, alpha: float, contrast: float, chroma: float) -> Canvas:
+def texture(
+    rng: np.random.Generator, height: int, width: int, *, alpha: float, contrast: float, chroma: float
+) -> Canvas:
     """Colour 1/f texture around 0, (H, W, 3): full-resolution luminance plus weaker colour-opponent fields
     at half resolution (natural chroma is smooth, and JPEG's 4:2:0 subsampling drops finer chroma anyway)."""
     h2, w2 = (height + 1) // 2, (width + 1) // 2
@@ -58,17 +61,20 @@ def texture(rng: np.random.Generator, height: int, width: int, *, alpha: float, 
 
 
 def hsv(h: float, s: float, v: float) -> NDArray[np.float32]:
-    return np.array(colorsys.hsv_to_rgb((h / 360.0) % 1.0, min(max(s, 0.0), 1.0), min(max(v, 0.0), 1.0)), np.float32) * 255
+    return (
+        np.array(colorsys.hsv_to_rgb((h / 360.0) % 1.0, min(max(s, 0.0), 1.0), min(max(v, 0.0), 1.0)), np.float32) * 255
+    )
 
 
 def random_colour(rng: np.random.Generator, *, s: tuple[float, float], v: tuple[float, float]) -> NDArray[np.float32]:
     return hsv(rng.uniform(0, 360), rng.uniform(*s), rng.uniform(*v))
 
 
-def gradient(height: int, width: int, top: NDArray[np.float32], bottom: NDArray[np.float32], y0: float = 0.0, y1: float = 1.0) -> Canvas:
+def gradient(
+    height: int, width: int, top: NDArray[np.float32], bottom: NDArray[np.float32], y0: float = 0.0, y1: float = 1.0
+) -> Canvas:
     t = np.clip((np.linspace(0.0, 1.0, height, dtype=np.float32) - y0) / max(y1 - y0, 1e-6), 0, 1)[:, None, None]
     return np.broadcast_to(top * (1 - t) + bottom * t, (height, width, 3)).copy()
-
 
 
 def rasterize(height: int, width: int, polys: Polys) -> NDArray[np.float32]:
@@ -104,9 +110,19 @@ def fill_polys(canvas: Canvas, polys: Polys, colour) -> None:
     blend(canvas[y0:y1, x0:x1], rasterize(y1 - y0, x1 - x0, local), c)
 
 
-def circle(r: float = 1.0, cx: float = 0.0, cy: float = 0.0, n: int = 40, a0: float = 0.0, a1: float = 2 * math.pi, ry: float | None = None):
+def circle(
+    r: float = 1.0,
+    cx: float = 0.0,
+    cy: float = 0.0,
+    n: int = 40,
+    a0: float = 0.0,
+    a1: float = 2 * math.pi,
+    ry: float | None = None,
+):
     ry = r if ry is None else ry
-    return [(cx + r * math.cos(t), cy + ry * math.sin(t)) for t in np.linspace(a0, a1, n, endpoint=a1 - a0 < 2 * math.pi)]
+    return [
+        (cx + r * math.cos(t), cy + ry * math.sin(t)) for t in np.linspace(a0, a1, n, endpoint=a1 - a0 < 2 * math.pi)
+    ]
 
 
 def shape_polys(shape: str) -> list[tuple[list[tuple[float, float]], int]]:
@@ -122,12 +138,35 @@ def shape_polys(shape: str) -> list[tuple[list[tuple[float, float]], int]]:
     if shape == "triangle":
         return [(circle(1.0, n=3, a0=-math.pi / 2, a1=-math.pi / 2 + 2 * math.pi), 255)]
     if shape == "star":
-        pts = [((1.0 if k % 2 == 0 else 0.42) * math.cos(-math.pi / 2 + k * math.pi / 5),
-                (1.0 if k % 2 == 0 else 0.42) * math.sin(-math.pi / 2 + k * math.pi / 5)) for k in range(10)]
+        pts = [
+            (
+                (1.0 if k % 2 == 0 else 0.42) * math.cos(-math.pi / 2 + k * math.pi / 5),
+                (1.0 if k % 2 == 0 else 0.42) * math.sin(-math.pi / 2 + k * math.pi / 5),
+            )
+            for k in range(10)
+        ]
         return [(pts, 255)]
     if shape == "cross":
         a, b = 0.28, 0.95
-        return [([(-a, -b), (a, -b), (a, -a), (b, -a), (b, a), (a, a), (a, b), (-a, b), (-a, a), (-b, a), (-b, -a), (-a, -a)], 255)]
+        return [
+            (
+                [
+                    (-a, -b),
+                    (a, -b),
+                    (a, -a),
+                    (b, -a),
+                    (b, a),
+                    (a, a),
+                    (a, b),
+                    (-a, b),
+                    (-a, a),
+                    (-b, a),
+                    (-b, -a),
+                    (-a, -a),
+                ],
+                255,
+            )
+        ]
     if shape == "diamond":
         return [([(0.0, -1.0), (0.6, 0.0), (0.0, 1.0), (-0.6, 0.0)], 255)]
     if shape == "crescent":
@@ -145,6 +184,6 @@ def shape_polys(shape: str) -> list[tuple[list[tuple[float, float]], int]]:
 
 def place(polys, cx: float, cy: float, radius: float, angle: float):
     c, s = math.cos(angle), math.sin(angle)
-    return [([(cx + radius * (x * c - y * s), cy + radius * (x * s + y * c)) for x, y in pts], fill) for pts, fill in polys]
-
-
+    return [
+        ([(cx + radius * (x * c - y * s), cy + radius * (x * s + y * c)) for x, y in pts], fill) for pts, fill in polys
+    ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from tagstream.tools.synth.concepts import SCENES
 from tagstream.tools.synth.paint import Canvas, blend, circle, fill_polys, gradient, hsv
 
@@ -15,8 +16,8 @@ def _beach(rng: np.random.Generator, H: int, W: int) -> Canvas:
     j = rng.uniform
     y0, y1 = j(0.3, 0.45), j(0.5, 0.62)
     c = gradient(H, W, hsv(j(200, 215), j(0.45, 0.6), 0.85), hsv(j(195, 210), 0.2, 0.97), 0, y0)
-    c[int(y0 * H):] = gradient(H, W, hsv(j(180, 200), 0.8, 0.7), hsv(j(175, 190), 0.6, 0.8))[int(y0 * H):]
-    c[int(y1 * H):] = hsv(j(38, 48), j(0.3, 0.45), j(0.8, 0.92))
+    c[int(y0 * H) :] = gradient(H, W, hsv(j(180, 200), 0.8, 0.7), hsv(j(175, 190), 0.6, 0.8))[int(y0 * H) :]
+    c[int(y1 * H) :] = hsv(j(38, 48), j(0.3, 0.45), j(0.8, 0.92))
     return c
 
 
@@ -27,7 +28,7 @@ def _sunset(rng: np.random.Generator, H: int, W: int) -> Canvas:
     c = gradient(H, W, hsv(j(250, 280), 0.6, 0.35), hsv(j(20, 35), 0.9, 1.0), 0, y0)
     sx, r = j(0.2, 0.8) * W, j(0.1, 0.18) * H
     fill_polys(c, [(circle(r, sx, y0 * H, a0=math.pi, a1=2 * math.pi), 255)], hsv(j(45, 55), 0.85, 1.0))
-    c[int(y0 * H):] = gradient(H, W, hsv(260, 0.5, 0.3), hsv(250, 0.5, 0.12))[int(y0 * H):]
+    c[int(y0 * H) :] = gradient(H, W, hsv(260, 0.5, 0.3), hsv(250, 0.5, 0.12))[int(y0 * H) :]
     return c
 
 
@@ -37,7 +38,9 @@ def _forest(rng: np.random.Generator, H: int, W: int) -> Canvas:
     c = gradient(H, W, hsv(j(100, 130), 0.55, 0.35), hsv(j(90, 110), 0.6, 0.18))
     for _ in range(int(rng.integers(5, 10))):
         x, w = j(0, 1) * W, j(0.025, 0.06) * W
-        fill_polys(c, [([(x - w, H), (x + w, H), (x + w * 0.6, 0), (x - w * 0.6, 0)], 255)], hsv(j(20, 30), 0.6, j(0.2, 0.35)))
+        fill_polys(
+            c, [([(x - w, H), (x + w, H), (x + w * 0.6, 0), (x - w * 0.6, 0)], 255)], hsv(j(20, 30), 0.6, j(0.2, 0.35))
+        )
     for _ in range(int(rng.integers(6, 12))):
         polys = [(circle(j(0.08, 0.18) * W, j(0, 1) * W, j(0, 0.45) * H, ry=j(0.05, 0.12) * H), 255)]
         fill_polys(c, polys, hsv(j(95, 135), 0.65, j(0.3, 0.6)))
@@ -55,7 +58,7 @@ def _mountain(rng: np.random.Generator, H: int, W: int) -> Canvas:
         k = 0.25
         cap = [(px, py), (px + half * k, py + (H * 0.85 - py) * k), (px - half * k, py + (H * 0.85 - py) * k)]
         fill_polys(c, [(cap, 255)], np.full(3, 245.0, np.float32))
-    c[int(0.85 * H):] = hsv(j(90, 120), 0.4, j(0.35, 0.5))
+    c[int(0.85 * H) :] = hsv(j(90, 120), 0.4, j(0.35, 0.5))
     return c
 
 
@@ -64,7 +67,7 @@ def _snow(rng: np.random.Generator, H: int, W: int) -> Canvas:
     j = rng.uniform
     y0 = j(0.3, 0.45)
     c = gradient(H, W, hsv(j(200, 220), 0.15, 0.8), hsv(210, 0.05, 0.92), 0, y0)
-    c[int(y0 * H):] = gradient(H, W, hsv(210, 0.04, 0.97), hsv(215, 0.12, 0.88))[int(y0 * H):]
+    c[int(y0 * H) :] = gradient(H, W, hsv(210, 0.04, 0.97), hsv(215, 0.12, 0.88))[int(y0 * H) :]
     n = int(rng.integers(40, 120))
     for x, y, r in zip(rng.uniform(0, W, n), rng.uniform(0, H, n), rng.uniform(1.0, 3.0, n)):
         fill_polys(c, [(circle(r, x, y, n=8), 255)], np.full(3, 252.0, np.float32))
@@ -83,7 +86,7 @@ def _city(rng: np.random.Generator, H: int, W: int) -> Canvas:
         for wy in np.arange(top + 0.03 * H, H - 0.02 * H, 0.05 * H):
             for wx in np.arange(x + 0.02 * W, x + w - 0.02 * W, 0.035 * W):
                 if rng.random() < 0.55:
-                    win[int(wy):int(wy + 0.02 * H) + 1, int(wx):int(wx + 0.012 * W) + 1] = 1
+                    win[int(wy) : int(wy + 0.02 * H) + 1, int(wx) : int(wx + 0.012 * W) + 1] = 1
         blend(c, win, hsv(j(45, 55), 0.6, 0.95))
         x += w + j(0, 0.02) * W
     return c
@@ -94,7 +97,7 @@ def _ocean(rng: np.random.Generator, H: int, W: int) -> Canvas:
     j = rng.uniform
     y0 = j(0.05, 0.25)
     c = gradient(H, W, hsv(j(200, 215), 0.3, 0.9), hsv(205, 0.1, 0.97), 0, y0)
-    c[int(y0 * H):] = gradient(H, W, hsv(j(205, 220), 0.8, 0.65), hsv(j(215, 230), 0.9, 0.3))[int(y0 * H):]
+    c[int(y0 * H) :] = gradient(H, W, hsv(j(205, 220), 0.8, 0.65), hsv(j(215, 230), 0.9, 0.3))[int(y0 * H) :]
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
     period, phase = j(0.04, 0.08) * H, j(0, 6.3)
     waves = (np.sin(yy / period * 2 * np.pi + np.sin(xx / (j(0.1, 0.2) * W) + phase) * 2) > 0.85) & (yy > y0 * H)
@@ -110,7 +113,7 @@ def _rainbow(rng: np.random.Generator, H: int, W: int) -> Canvas:
     for k, hue in enumerate((0, 30, 58, 120, 210, 265)):
         polys = [(circle(r0 - k * band, cx, cy, n=60), 255), (circle(r0 - (k + 1) * band, cx, cy, n=60), 0)]
         fill_polys(c, polys, hsv(hue, 0.75, 0.95))
-    c[int(0.88 * H):] = hsv(j(90, 120), 0.5, j(0.4, 0.55))
+    c[int(0.88 * H) :] = hsv(j(90, 120), 0.5, j(0.4, 0.55))
     return c
 
 
@@ -126,7 +129,17 @@ def _night(rng: np.random.Generator, H: int, W: int) -> Canvas:
     return c
 
 
-SCENE_PAINTERS = {"beach": _beach, "sunset": _sunset, "forest": _forest, "mountain": _mountain, "snow": _snow, "city": _city, "ocean": _ocean, "rainbow": _rainbow, "night": _night}
+SCENE_PAINTERS = {
+    "beach": _beach,
+    "sunset": _sunset,
+    "forest": _forest,
+    "mountain": _mountain,
+    "snow": _snow,
+    "city": _city,
+    "ocean": _ocean,
+    "rainbow": _rainbow,
+    "night": _night,
+}
 
 
 def draw_scene(name: str, rng: np.random.Generator, height: int, width: int) -> Canvas:

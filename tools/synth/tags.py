@@ -7,13 +7,30 @@ import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
+
 from tagstream.tools.convert.tags import canonical_tag
 from tagstream.tools.synth.concepts import NONVISUAL, Concept
 
 CAPTION_WORDS = (
-    "so", "cute", "what a day", "weekend vibes", "can't believe this", "finally!", "best day ever",
-    "look at this", "good times", "new post", "with my friends", "omg", "yesterday", "\U0001f60d",
-    "\u2764\ufe0f", "again", "love it", "no words", "this!!",
+    "so",
+    "cute",
+    "what a day",
+    "weekend vibes",
+    "can't believe this",
+    "finally!",
+    "best day ever",
+    "look at this",
+    "good times",
+    "new post",
+    "with my friends",
+    "omg",
+    "yesterday",
+    "\U0001f60d",
+    "\u2764\ufe0f",
+    "again",
+    "love it",
+    "no words",
+    "this!!",
 )
 
 
@@ -111,7 +128,9 @@ def draw_tokens(
         other = all_concepts[int(rng.choice(len(all_concepts), p=concept_p))]
         if other.name not in shown:
             tokens.append(other.name)
-    tokens += [NONVISUAL[int(i)] for i in rng.choice(len(NONVISUAL), size=rng.poisson(model.nonvisual_mean), p=nonvisual_p)]
+    tokens += [
+        NONVISUAL[int(i)] for i in rng.choice(len(NONVISUAL), size=rng.poisson(model.nonvisual_mean), p=nonvisual_p)
+    ]
     tokens += [junk[int(i)] for i in rng.choice(len(junk), size=rng.poisson(model.junk_mean), p=junk_p)]
     order = rng.permutation(len(tokens))
     seen: set[str] = set()
@@ -126,7 +145,10 @@ def draw_tokens(
 def write_line(image: str, tokens: list[str], rng: np.random.Generator, *, caption: bool, model: TagModel) -> dict:
     """The JSON-lines record for an image: {"image", "tags": [...]} or {"image", "caption": "... #tag ..."}."""
     if not caption:
-        return {"image": image, "tags": [surface(t, rng, in_caption=False, hash_prefix=model.hash_prefix) for t in tokens]}
+        return {
+            "image": image,
+            "tags": [surface(t, rng, in_caption=False, hash_prefix=model.hash_prefix) for t in tokens],
+        }
     words = [CAPTION_WORDS[int(i)] for i in rng.choice(len(CAPTION_WORDS), size=int(rng.integers(1, 4)))]
     slots = np.sort(rng.integers(0, len(words) + 1, len(tokens)))  # hashtags keep their order among the words
     parts: list[str] = []

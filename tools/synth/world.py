@@ -14,18 +14,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
 from tagstream.tools.synth.concepts import CONCEPTS, NONVISUAL, Concept, junk_tags
 from tagstream.tools.synth.draw import render
-from tagstream.tools.synth.odd import (
-    CORRUPT_KINDS,
-    ODD_KINDS,
-    corrupt_line,
-    save_jpeg,
-    write_corrupt,
-    write_odd,
-)
-from tagstream.tools.synth.tars import write_tars
+from tagstream.tools.synth.odd import CORRUPT_KINDS, ODD_KINDS, corrupt_line, save_jpeg, write_corrupt, write_odd
 from tagstream.tools.synth.tags import TagModel, draw_tokens, write_line, zipf_probs
+from tagstream.tools.synth.tars import write_tars
 
 WORLD_FORMAT = "tagstream-synth-world"
 WORLD_VERSION = 1
@@ -61,13 +55,23 @@ class WorldConfig:
     tags: TagModel = field(default_factory=TagModel)
 
     def __post_init__(self) -> None:
-        ints = {"images": (1, None), "seed": (0, None), "min_side": (16, None), "downstream_classes": (0, len(CONCEPTS)),
-                "downstream_train": (0, None), "downstream_eval": (0, None), "junk_tags": (1, None),
-                "quality": (1, 100), "corrupt": (0, None)}
+        ints = {
+            "images": (1, None),
+            "seed": (0, None),
+            "min_side": (16, None),
+            "downstream_classes": (0, len(CONCEPTS)),
+            "downstream_train": (0, None),
+            "downstream_eval": (0, None),
+            "junk_tags": (1, None),
+            "quality": (1, 100),
+            "corrupt": (0, None),
+        }
         for name, (lo, hi) in ints.items():
             v = getattr(self, name)
             if not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-                raise ValueError(f"WorldConfig.{name} = {v!r}: must be an integer in [{lo}, {hi if hi is not None else 'inf'}]")
+                raise ValueError(
+                    f"WorldConfig.{name} = {v!r}: must be an integer in [{lo}, {hi if hi is not None else 'inf'}]"
+                )
         if self.max_side < self.min_side:
             raise ValueError(f"WorldConfig.max_side = {self.max_side!r}: must be >= min_side = {self.min_side}")
         if self.zipf < 0:
@@ -113,7 +117,9 @@ def downstream_concepts(n: int) -> list[Concept]:
     return [CONCEPTS[i] for i in idx]
 
 
-def _pick_concepts(rng: np.random.Generator, cfg: WorldConfig, p: np.ndarray, obj_idx: np.ndarray, obj_p: np.ndarray) -> list[Concept]:
+def _pick_concepts(
+    rng: np.random.Generator, cfg: WorldConfig, p: np.ndarray, obj_idx: np.ndarray, obj_p: np.ndarray
+) -> list[Concept]:
     first = CONCEPTS[int(rng.choice(len(CONCEPTS), p=p))]
     out = [first]
     if rng.random() < cfg.second_concept:
@@ -161,8 +167,14 @@ def plan_world(cfg: WorldConfig) -> WorldPlan:
     obj_idx = np.array([i for i, c in enumerate(CONCEPTS) if c.kind == "object"])
     obj_p = p[obj_idx] / p[obj_idx].sum()
     junk = junk_tags(rng, cfg.junk_tags)
-    tag_kw = dict(model=cfg.tags, all_concepts=CONCEPTS, concept_p=p, junk=junk,
-                  nonvisual_p=zipf_probs(len(NONVISUAL), 1.0), junk_p=zipf_probs(len(junk), 0.7))
+    tag_kw = dict(
+        model=cfg.tags,
+        all_concepts=CONCEPTS,
+        concept_p=p,
+        junk=junk,
+        nonvisual_p=zipf_probs(len(NONVISUAL), 1.0),
+        junk_p=zipf_probs(len(junk), 0.7),
+    )
     tasks: list[Task] = []
     entries: list[tuple[str, dict]] = []  # (jsonl line, ground truth record), in file order
 
@@ -176,14 +188,27 @@ def plan_world(cfg: WorldConfig) -> WorldPlan:
         line = write_line(rel, tokens, rng, caption=caption, model=cfg.tags)
         names = tuple(c.name for c in concepts)
         tasks.append(Task(rel, names, width, height, key, kind))
-        rec = {"image": rel, "concepts": list(names), "tags": tokens, "caption": caption, "format": kind,
-               "width": width, "height": height}
+        rec = {
+            "image": rel,
+            "concepts": list(names),
+            "tags": tokens,
+            "caption": caption,
+            "format": kind,
+            "width": width,
+            "height": height,
+        }
         entries.append((json.dumps(line, ensure_ascii=False), rec))
         return rec
 
     records = [add_image(f"images/{i:06d}.jpg", "jpeg", (cfg.seed, _PRETRAIN, i)) for i in range(cfg.images)]
-    odd = [add_image(f"images/odd_{kind}.{ext}", kind, (cfg.seed, _ODD, k))
-           for k, (kind, ext) in enumerate(ODD_KINDS.items())] if cfg.odd else []
+    odd = (
+        [
+            add_image(f"images/odd_{kind}.{ext}", kind, (cfg.seed, _ODD, k))
+            for k, (kind, ext) in enumerate(ODD_KINDS.items())
+        ]
+        if cfg.odd
+        else []
+    )
     corrupt = []
     crng = np.random.default_rng([cfg.seed, _CORRUPT])
     for k in range(cfg.corrupt):
@@ -201,8 +226,16 @@ def plan_world(cfg: WorldConfig) -> WorldPlan:
         for split, count, stream in (("train", cfg.downstream_train, 0), ("eval", cfg.downstream_eval, 1)):
             for j in range(count):
                 w, h = _size(np.random.default_rng([cfg.seed, _DOWNSTREAM, ci, stream, j, 1]), cfg)
-                tasks.append(Task(f"downstream/{split}/{c.name}/{c.name}_{j:04d}.jpg", (c.name,), w, h,
-                                  (cfg.seed, _DOWNSTREAM, ci, stream, j), "jpeg"))
+                tasks.append(
+                    Task(
+                        f"downstream/{split}/{c.name}/{c.name}_{j:04d}.jpg",
+                        (c.name,),
+                        w,
+                        h,
+                        (cfg.seed, _DOWNSTREAM, ci, stream, j),
+                        "jpeg",
+                    )
+                )
     return WorldPlan(cfg, [line for line, _ in entries], records, odd, corrupt, tasks, junk, ds)
 
 
@@ -246,8 +279,10 @@ def make_world(
         raise ValueError(f"tar_samples = {tar_samples!r}: must be a positive integer (samples per tar)")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out}: exists and is not empty; synth writes a fresh world into an empty or new folder "
-                         "(delete it to make the world again)")
+        raise ValueError(
+            f"{out}: exists and is not empty; synth writes a fresh world into an empty or new folder "
+            "(delete it to make the world again)"
+        )
     plan = plan_world(cfg)
     for d in sorted({(out / t.path).parent for t in plan.tasks} | {out}):
         d.mkdir(parents=True, exist_ok=True)
@@ -285,12 +320,17 @@ def _summarize(out: Path, plan: WorldPlan, t0: float) -> WorldSummary:
     tag_counts = Counter(t for r in every for t in r["tags"])
     shown = Counter(n for r in plan.records for n in r["concepts"])
     return WorldSummary(
-        out=out, images=len(every), odd=len(plan.odd), corrupt=len(plan.corrupt),
+        out=out,
+        images=len(every),
+        odd=len(plan.odd),
+        corrupt=len(plan.corrupt),
         downstream_classes=tuple(c.name for c in plan.downstream),
         downstream_images=len(plan.downstream) * (cfg.downstream_train + cfg.downstream_eval),
-        distinct_tags=len(tag_counts), tags_per_image=sum(tag_counts.values()) / max(len(every), 1),
+        distinct_tags=len(tag_counts),
+        tags_per_image=sum(tag_counts.values()) / max(len(every), 1),
         untagged_images=sum(1 for r in every if not r["tags"]),
-        concept_images={c.name: shown.get(c.name, 0) for c in CONCEPTS}, seconds=time.perf_counter() - t0,
+        concept_images={c.name: shown.get(c.name, 0) for c in CONCEPTS},
+        seconds=time.perf_counter() - t0,
     )
 
 
@@ -304,17 +344,30 @@ def _write_world(out: Path, plan: WorldPlan, summary: WorldSummary) -> None:
         "version": WORLD_VERSION,
         "config": asdict(cfg),
         "concepts": [
-            {"name": c.name, "rank": r, "kind": c.kind, "wordnet_synset": f"n{c.synset}",
-             "synonyms": list(c.synonyms), "variants": list(c.variants),
-             "shape": c.shape, "colour": c.colour, "pattern": c.pattern,
-             "images": shown.get(c.name, 0), "tagged_images": tagged.get(c.name, 0), "downstream": c.name in down}
+            {
+                "name": c.name,
+                "rank": r,
+                "kind": c.kind,
+                "wordnet_synset": f"n{c.synset}",
+                "synonyms": list(c.synonyms),
+                "variants": list(c.variants),
+                "shape": c.shape,
+                "colour": c.colour,
+                "pattern": c.pattern,
+                "images": shown.get(c.name, 0),
+                "tagged_images": tagged.get(c.name, 0),
+                "downstream": c.name in down,
+            }
             for r, c in enumerate(CONCEPTS)
         ],
         "nonvisual_tags": list(NONVISUAL),
         "junk_tags": plan.junk,
-        "downstream": {"classes": sorted(down, key=[c.name for c in CONCEPTS].index),
-                       "train_per_class": cfg.downstream_train, "eval_per_class": cfg.downstream_eval,
-                       "layout": "downstream/{train,eval}/<class>/<class>_NNNN.jpg"},
+        "downstream": {
+            "classes": sorted(down, key=[c.name for c in CONCEPTS].index),
+            "train_per_class": cfg.downstream_train,
+            "eval_per_class": cfg.downstream_eval,
+            "layout": "downstream/{train,eval}/<class>/<class>_NNNN.jpg",
+        },
         "images": plan.records,
         "odd": plan.odd,
         "corrupt": plan.corrupt,

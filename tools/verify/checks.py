@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from tagstream.loader import format as fmt
 from tagstream.tools.verify.records import check_records
 
@@ -81,7 +82,9 @@ def _check_index(root: Path, name: str, images: int) -> tuple[dict[str, np.ndarr
         arrays[array] = a
     for array in ("width", "height", "phash"):
         if array in arrays and len(arrays[array]) != images:
-            problems.append(f"count mismatch: index {array} has {len(arrays[array])} entries, manifest says {images} images")
+            problems.append(
+                f"count mismatch: index {array} has {len(arrays[array])} entries, manifest says {images} images"
+            )
             del arrays[array]
     if "width" in arrays and "height" in arrays:
         try:
@@ -115,7 +118,9 @@ def verify(root: str | Path, *, deep: bool = False) -> VerifyReport:
     shards = manifest["shards"]
     held = sum(s["images"] for s in shards)
     if held != manifest["images"]:
-        report.problems.append(Problem(None, f"count mismatch: manifest says {manifest['images']} images, its shards hold {held}"))
+        report.problems.append(
+            Problem(None, f"count mismatch: manifest says {manifest['images']} images, its shards hold {held}")
+        )
     for s in shards:
         report.shards += 1
         problems = _check_shard(root, s, num_tags, deep, report)
@@ -139,7 +144,9 @@ def _check_shard(root: Path, s: dict, num_tags: int | None, deep: bool, report: 
     digest = fmt.file_sha256(data)
     report.bytes += size
     if digest != s.get("sha256"):
-        return problems + [f"checksum mismatch (damaged bytes): sha256 {digest[:16]}..., manifest says {str(s.get('sha256'))[:16]}..."]
+        return problems + [
+            f"checksum mismatch (damaged bytes): sha256 {digest[:16]}..., manifest says {str(s.get('sha256'))[:16]}..."
+        ]
     lmdb_problem = fmt.lmdb_file_problem(data)
     if lmdb_problem:
         return problems + [f"data.mdb {lmdb_problem}"]

@@ -15,6 +15,7 @@ import signal
 from pathlib import Path
 
 import numpy as np
+
 from tagstream.loader import format as fmt
 
 MAX_PROBLEMS = 5  # per shard: a damaged shard is reported by its first few faults, not by every record
@@ -39,8 +40,9 @@ def image_problem(image: bytes) -> tuple[tuple[int, int] | None, str | None]:
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def walk_records(root: Path, name: str, images: int, arrays: dict[str, np.ndarray], num_tags: int | None,
-                 deep: bool) -> list[str]:
+def walk_records(
+    root: Path, name: str, images: int, arrays: dict[str, np.ndarray], num_tags: int | None, deep: bool
+) -> list[str]:
     """Open the (checksum-verified) shard and check every record against the index; in this process."""
     try:
         env = fmt.open_env(fmt.shard_path(root, name))
@@ -59,10 +61,17 @@ def walk_records(root: Path, name: str, images: int, arrays: dict[str, np.ndarra
             for expected, (key, value) in enumerate(txn.cursor()):
                 what = _record_problem(expected, key, value, images, num_tags, ids, off, csr_ok)
                 if what is None and sizes_ok and expected < images:  # the header's size, from its markers (~0.1 us)
-                    what = _frame_problem(fmt.unpack_record(value)["image"], int(sizes[0][expected]), int(sizes[1][expected]))
+                    what = _frame_problem(
+                        fmt.unpack_record(value)["image"], int(sizes[0][expected]), int(sizes[1][expected])
+                    )
                 if what is None and deep:
                     size, what = image_problem(fmt.unpack_record(value)["image"])
-                    if what is None and sizes_ok and expected < images and size != (int(sizes[0][expected]), int(sizes[1][expected])):
+                    if (
+                        what is None
+                        and sizes_ok
+                        and expected < images
+                        and size != (int(sizes[0][expected]), int(sizes[1][expected]))
+                    ):
                         what = f"image is {size[0]} x {size[1]}, the index says {int(sizes[0][expected])} x {int(sizes[1][expected])}"
                 if what is not None:
                     problems.append(f"record {expected}: {what}")
@@ -75,8 +84,16 @@ def walk_records(root: Path, name: str, images: int, arrays: dict[str, np.ndarra
     return problems
 
 
-def _record_problem(expected: int, key: bytes, value: bytes, images: int, num_tags: int | None,
-                    ids: np.ndarray | None, off: np.ndarray | None, csr_ok: bool) -> str | None:
+def _record_problem(
+    expected: int,
+    key: bytes,
+    value: bytes,
+    images: int,
+    num_tags: int | None,
+    ids: np.ndarray | None,
+    off: np.ndarray | None,
+    csr_ok: bool,
+) -> str | None:
     if len(key) != fmt.KEY_BYTES or fmt.decode_key(key) != expected:
         return f"key {key.hex()} is not the local index {expected}"
     try:
@@ -84,7 +101,9 @@ def _record_problem(expected: int, key: bytes, value: bytes, images: int, num_ta
     except fmt.FormatError as exc:
         return str(exc)
     tags = rec["tags"]
-    if not all(isinstance(t, int) for t in tags) or (num_tags is not None and any(t < 0 or t >= num_tags for t in tags)):
+    if not all(isinstance(t, int) for t in tags) or (
+        num_tags is not None and any(t < 0 or t >= num_tags for t in tags)
+    ):
         return f"tag ids {tags} out of range [0, {num_tags})"
     if not rec["image"].startswith(b"\xff\xd8"):
         return "image bytes are not a JPEG"
@@ -108,8 +127,9 @@ def _child(conn, *args) -> None:
     conn.close()
 
 
-def check_records(root: Path, name: str, images: int, arrays: dict[str, np.ndarray], num_tags: int | None,
-                  deep: bool) -> list[str]:
+def check_records(
+    root: Path, name: str, images: int, arrays: dict[str, np.ndarray], num_tags: int | None, deep: bool
+) -> list[str]:
     """walk_records in a forked child: a signal there is a problem named here, not the end of `verify`."""
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)

@@ -18,20 +18,14 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.vocab import VocabClass, write_vocab
 from tagstream.tools.convert.tags import canonical_tag
 from tagstream.tools.inspection.text import printable
 from tagstream.tools.vocab.lists import file_digest, read_synonyms, read_taglist
-from tagstream.tools.vocab.merge import (
-    EXAMPLES,
-    Candidates,
-    merge,
-    synonym_keys,
-    wordnet_examples,
-    wordnet_keys,
-)
+from tagstream.tools.vocab.merge import EXAMPLES, Candidates, merge, synonym_keys, wordnet_examples, wordnet_keys
 from tagstream.tools.vocab.wordnet import WordNet
 
 ORDER = (
@@ -138,7 +132,12 @@ def _apply_keep(cands: Candidates, texts: list[str], keep: set[str], drops: _Dro
         else:
             drops.drop("not_in_keep", cands, root)
     missing = sorted(keep - hit)
-    return {"entries": len(keep), "entries_matched": len(hit), "entries_unmatched": len(missing), "unmatched_examples": missing[:EXAMPLES]}
+    return {
+        "entries": len(keep),
+        "entries_matched": len(hit),
+        "entries_unmatched": len(missing),
+        "unmatched_examples": missing[:EXAMPLES],
+    }
 
 
 def _raw_counts(ds: Dataset, num_tags: int) -> tuple[NDArray[np.int64], int]:
@@ -227,7 +226,9 @@ def build_vocab(root: str | Path, name: str, options: VocabOptions, *, force: bo
     # image counts of the candidate classes (a pass over the index), then min-count and top-K
     roots = sorted(cands.members)
     tag_class = np.full(num_tags, -1, np.int64)
-    tag_class[[t for r in roots for t in cands.members[r]]] = np.repeat(np.arange(len(roots)), [len(cands.members[r]) for r in roots])
+    tag_class[[t for r in roots for t in cands.members[r]]] = np.repeat(
+        np.arange(len(roots)), [len(cands.members[r]) for r in roots]
+    )
     image_counts = np.zeros(len(roots), np.int64)
     for off, ids in _chunks(ds, CHUNK_IMAGES):
         image_counts += np.bincount(_image_classes(off, ids, tag_class, len(roots))[1], minlength=len(roots))
@@ -269,14 +270,21 @@ def format_report(report: dict) -> str:
     ]
     if "wordnet" in report:
         w = report["wordnet"]
-        lines.append(f"WordNet: {w['tags_matched']} tags matched a noun synset ({w['matched_first_of_several_senses']} took the first of several senses)")
+        lines.append(
+            f"WordNet: {w['tags_matched']} tags matched a noun synset ({w['matched_first_of_several_senses']} took the first of several senses)"
+        )
     for reason, entry in report["dropped"].items():
         if entry["tags"] or entry["classes"]:
             examples = ", ".join(entry["examples"])
-            lines.append(f"dropped by {reason}: {entry['classes']} classes, {entry['tags']} tags" + (f"  (e.g. {examples})" if examples else ""))
+            lines.append(
+                f"dropped by {reason}: {entry['classes']} classes, {entry['tags']} tags"
+                + (f"  (e.g. {examples})" if examples else "")
+            )
     if "keep" in report and report["keep"]["entries_unmatched"]:
         k = report["keep"]
-        lines.append(f"keep list: {k['entries_unmatched']} of {k['entries']} entries match no tag (e.g. {', '.join(k['unmatched_examples'])})")
+        lines.append(
+            f"keep list: {k['entries_unmatched']} of {k['entries']} entries match no tag (e.g. {', '.join(k['unmatched_examples'])})"
+        )
     lines.append(
         f"images: {report['images']}, with no class: {report['images_without_class']} "
         f"(of which {report['images_without_tags']} have no tag at all)"

@@ -59,7 +59,9 @@ def read_synonyms(path: str | Path) -> list[SynonymLine]:
     for number, line in _lines(path, "synonyms"):
         fields = line.split("\t")
         if len(fields) == 1 and len(line.split()) > 1:
-            raise ValueError(f"{path}:{number}: {line.strip()!r} contains spaces but no TAB; separate the tags with TABs")
+            raise ValueError(
+                f"{path}:{number}: {line.strip()!r} contains spaces but no TAB; separate the tags with TABs"
+            )
         if len(fields) < 2:
             raise ValueError(
                 f"{path}:{number}: expected `canonical<TAB>synonym[<TAB>synonym...]`, got one field {line.strip()!r}"
@@ -70,7 +72,9 @@ def read_synonyms(path: str | Path) -> list[SynonymLine]:
             if tag in words:
                 continue
             if tag in first_seen:
-                raise ValueError(f"{path}:{number}: {tag!r} already appears on line {first_seen[tag]}; a tag belongs to one synonym set")
+                raise ValueError(
+                    f"{path}:{number}: {tag!r} already appears on line {first_seen[tag]}; a tag belongs to one synonym set"
+                )
             first_seen[tag] = number
             words[tag] = None
         out.append(SynonymLine(next(iter(words)), tuple(words), number))

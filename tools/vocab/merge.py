@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+
 from tagstream.tools.vocab.lists import SynonymLine
 from tagstream.tools.vocab.wordnet import WordNet
 
@@ -66,7 +67,12 @@ def wordnet_keys(wn: WordNet, texts: list[str], tag_ids: NDArray[np.int64], n: i
             key[tid] = match.offset
             how[match.how] = how.get(match.how, 0) + 1
             ambiguous += match.senses > 1
-    stats = {"lemmas": len(wn), "tags_matched": int((key >= 0).sum()), "matched_by": how, "matched_first_of_several_senses": ambiguous}
+    stats = {
+        "lemmas": len(wn),
+        "tags_matched": int((key >= 0).sum()),
+        "matched_by": how,
+        "matched_first_of_several_senses": ambiguous,
+    }
     return key, stats
 
 

@@ -83,7 +83,9 @@ class WordNet:
                         raise ValueError(f"{synset_cnt} synsets announced, {len(offsets)} listed")
                     first = int(offsets[0])
                 except (IndexError, ValueError) as exc:
-                    raise WordNetError(f"{index}:{lineno}: not a wndb index line ({exc}): {line.strip()[:80]!r}") from exc
+                    raise WordNetError(
+                        f"{index}:{lineno}: not a wndb index line ({exc}): {line.strip()[:80]!r}"
+                    ) from exc
                 self.first_sense[parts[0]] = first
                 self.senses[parts[0]] = synset_cnt
                 tagged[parts[0]] = tagsense_cnt
@@ -148,5 +150,7 @@ class WordNet:
             w_cnt = int(parts[3], 16)
             words = tuple(parts[4 + 2 * k] for k in range(w_cnt))
         except (IndexError, ValueError) as exc:
-            raise WordNetError(f"{path}: no synset at byte offset {offset} ({exc}); index.noun and data.noun do not match") from exc
+            raise WordNetError(
+                f"{path}: no synset at byte offset {offset} ({exc}); index.noun and data.noun do not match"
+            ) from exc
         return words

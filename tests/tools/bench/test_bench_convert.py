@@ -6,19 +6,38 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
+
 from tagstream.tools.cli import main
 
 
 def test_local_rows_and_ratios(tmp_path):
-    args = ["bench", "convert", str(tmp_path / "w"), "--images", "6", "--width", "96", "--height", "64",
-            "--parts", "3", "--json"]
+    args = [
+        "bench",
+        "convert",
+        str(tmp_path / "w"),
+        "--images",
+        "6",
+        "--width",
+        "96",
+        "--height",
+        "64",
+        "--parts",
+        "3",
+        "--json",
+    ]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     result = json.loads(res.output)
     names = [r["name"] for r in result["rows"]]
-    assert names == ["one process, 1 worker", "  the same from tars, 1 worker", "full-decode ceiling, 1 process",
-                     "one process, 2 workers", "  the same from tars, 2 workers", "full-decode ceiling, 2 processes",
-                     "--part I/3 x 3 + merge, in turn"]
+    assert names == [
+        "one process, 1 worker",
+        "  the same from tars, 1 worker",
+        "full-decode ceiling, 1 process",
+        "one process, 2 workers",
+        "  the same from tars, 2 workers",
+        "full-decode ceiling, 2 processes",
+        "--part I/3 x 3 + merge, in turn",
+    ]
     rows = result["rows"]
     base = rows[0]["images_per_s"]
     for row in rows:
@@ -33,7 +52,9 @@ def test_local_rows_and_ratios(tmp_path):
         for row in (files, tars):
             assert abs(row["of_ceiling"] - row["images_per_s"] / ceiling["images_per_s"]) < 1e-9
     assert rows[6]["merge_seconds"] > 0 and result["warm_bytes"] > 6 * 500
-    timed_here = [r for r in result["rows"] if r["name"] in ("one process, 1 worker", "--part I/3 x 3 + merge, in turn")]
+    timed_here = [
+        r for r in result["rows"] if r["name"] in ("one process, 1 worker", "--part I/3 x 3 + merge, in turn")
+    ]
     assert len(timed_here) == 2 and all(r["cpu_ms_per_image"] > 0 for r in timed_here)
     again = CliRunner().invoke(main, args[:-1])  # the source is reused, the table printed
     assert again.exit_code == 0 and "one process, 1 worker" in again.output and "ratio" in again.output

@@ -8,12 +8,26 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+
 from tagstream.kernels.phash import hamming
-from tagstream.tools.cli import main
 from tagstream.tools.bench.dedup import planted_hashes
+from tagstream.tools.cli import main
 from tagstream.tools.dedup.quality import EDITS, MIRRORED, Quality, measure
 
-TINY = ["--images", "6", "--size", "64x48", "--train", "3000", "--eval", "300", "--distances", "0,3", "--brute-queries", "500"]
+TINY = [
+    "--images",
+    "6",
+    "--size",
+    "64x48",
+    "--train",
+    "3000",
+    "--eval",
+    "300",
+    "--distances",
+    "0,3",
+    "--brute-queries",
+    "500",
+]
 
 
 def test_bench_prints_the_quality_table_and_the_speed_rows(tmp_path):
@@ -38,7 +52,11 @@ def test_bench_json_speed_rows_agree_with_brute_force_and_find_the_planted_copie
 
 
 def test_bench_rejects_bad_lists_clearly():
-    for args, message in ((["--size", "64by48"], "WIDTHxHEIGHT"), (["--distances", "1,x"], "integers"), (["--distances", "40"], "0..32")):
+    for args, message in (
+        (["--size", "64by48"], "WIDTHxHEIGHT"),
+        (["--distances", "1,x"], "integers"),
+        (["--distances", "40"], "0..32"),
+    ):
         result = CliRunner().invoke(main, ["bench", "dedup", *args])
         assert result.exit_code == 2 and message in result.output
 
@@ -55,7 +73,9 @@ def test_planted_hashes_are_within_the_flip_budget():
 
 
 def _quality(near: dict, distinct: list[int]) -> Quality:
-    return Quality("t", 64, 10, (8, 8), {f: np.array(v) for f, v in near.items()}, np.array(distinct), np.array(distinct))
+    return Quality(
+        "t", 64, 10, (8, 8), {f: np.array(v) for f, v in near.items()}, np.array(distinct), np.array(distinct)
+    )
 
 
 def test_choose_distance_takes_the_smallest_d_meeting_the_target():
@@ -66,7 +86,10 @@ def test_choose_distance_takes_the_smallest_d_meeting_the_target():
     near[mains[0]] = [0] * 18 + [6, 6]
     assert _quality(near, [20] * 10_000).choose_distance() == (6, True)
     assert _quality(near, [5] + [20] * 9_999).choose_distance() == (6, True)  # 1 in 10^4 is within the budget
-    assert _quality(near, [5, 5] + [20] * 9_998).choose_distance() == (4, False)  # 2 in 10^4 is not: D < 5, recall short
+    assert _quality(near, [5, 5] + [20] * 9_998).choose_distance() == (
+        4,
+        False,
+    )  # 2 in 10^4 is not: D < 5, recall short
 
 
 def test_edits_change_the_image_as_documented():

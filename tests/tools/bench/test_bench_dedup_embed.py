@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+
 from tagstream.tools.bench.dedup_embed import run_knn_speed
 from tagstream.tools.cli import main
 from tagstream.tools.dedup.calibrate import Calibration
 from tagstream.tools.dedup.transforms import TRANSFORMS
-
 from tests.helpers.dedup_worlds import one_faiss_thread, tiny_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -59,11 +59,36 @@ def test_edits_change_the_image_and_keep_its_mode():
 def test_bench_embed_runs_both_methods_and_the_speed_part(tmp_path):
     ckpt = tiny_checkpoint(tmp_path / "run", vocab="v")
     plot = tmp_path / "c.png"
-    result = CliRunner().invoke(main, [
-        "bench", "dedup", "--method", "embed", "--checkpoint", str(ckpt), "--originals", "3", "--distractors", "4",
-        "--device", "cpu", "--plot", str(plot), "--train", "3000", "--eval", "300", "--dim", "16",
-        "--timed-queries", "1000", "--brute-queries", "200", "--json",
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            "dedup",
+            "--method",
+            "embed",
+            "--checkpoint",
+            str(ckpt),
+            "--originals",
+            "3",
+            "--distractors",
+            "4",
+            "--device",
+            "cpu",
+            "--plot",
+            str(plot),
+            "--train",
+            "3000",
+            "--eval",
+            "300",
+            "--dim",
+            "16",
+            "--timed-queries",
+            "1000",
+            "--brute-queries",
+            "200",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     cal = out["calibration"]

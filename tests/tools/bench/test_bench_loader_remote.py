@@ -6,14 +6,31 @@ import json
 
 import pytest
 from click.testing import CliRunner
+
 from tagstream.tools.cli.bench_loader import bench_loader
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_remote_bench_reports_local_cold_and_warm(tmp_path):
-    args = [str(tmp_path / "bench"), "--make", "40", "--batch-size", "8", "--batches", "2", "--workers", "1",
-            "--threads", "1", "--image-size", "64", "--rounds", "1", "--remote"]  # fmt: skip
+    args = [
+        str(tmp_path / "bench"),
+        "--make",
+        "40",
+        "--batch-size",
+        "8",
+        "--batches",
+        "2",
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+        "--image-size",
+        "64",
+        "--rounds",
+        "1",
+        "--remote",
+    ]
     result = CliRunner().invoke(bench_loader, [*args, "--json"])
     assert result.exit_code == 0, (result.output, repr(result.exception))
     r = json.loads(result.output)

@@ -8,13 +8,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+
+from tagstream.tools.bench.sampler import TORCH_MAX_CATEGORIES, _baseline, rank_packing, synthetic_index
 from tagstream.tools.cli import main
-from tagstream.tools.bench.sampler import (
-    TORCH_MAX_CATEGORIES,
-    _baseline,
-    rank_packing,
-    synthetic_index,
-)
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # NUMBA_DISABLE_JIT=1 scalar wrap
 
@@ -28,7 +24,21 @@ ROWS = [
 
 
 def test_json_report_has_every_sampler_and_ratio():
-    args = ["bench", "sampler", "--images", "3000", "--classes", "50", "--draws", "2000", "--ranks", "4", "--shards", "10", "--json"]
+    args = [
+        "bench",
+        "sampler",
+        "--images",
+        "3000",
+        "--classes",
+        "50",
+        "--draws",
+        "2000",
+        "--ranks",
+        "4",
+        "--shards",
+        "10",
+        "--json",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     r = json.loads(result.output)
@@ -46,7 +56,10 @@ def test_json_report_has_every_sampler_and_ratio():
 
 
 def test_table_output_and_help():
-    result = CliRunner().invoke(main, ["bench", "sampler", "--images", "2000", "--classes", "20", "--draws", "1000", "--shards", "8", "--ranks", "3"])
+    result = CliRunner().invoke(
+        main,
+        ["bench", "sampler", "--images", "2000", "--classes", "20", "--draws", "1000", "--shards", "8", "--ranks", "3"],
+    )
     assert result.exit_code == 0, result.output
     for name in ROWS:
         assert name in result.output
@@ -56,7 +69,10 @@ def test_table_output_and_help():
 
 
 def test_more_ranks_than_images_still_reports():
-    result = CliRunner().invoke(main, ["bench", "sampler", "--images", "40", "--classes", "5", "--draws", "10", "--ranks", "64", "--shards", "100"])
+    result = CliRunner().invoke(
+        main,
+        ["bench", "sampler", "--images", "40", "--classes", "5", "--draws", "10", "--ranks", "64", "--shards", "100"],
+    )
     assert result.exit_code == 0, result.output
     assert "rank packing: 64 ranks over 100 shards" in result.output
     empty = rank_packing(np.zeros(10), ranks=2, shards=2)  # rank 0 owns nothing drawable: reported, not raised
@@ -96,14 +112,33 @@ def test_synthetic_index_is_zipf_tagged_sorted_and_deterministic():
 def test_startup_bench_measures_each_phase_in_its_own_process(tmp_path):
     """--world: rank R of W beside world 1 on one index-only dataset; every phase a child with its own peak RSS."""
     data = tmp_path / "idx"
-    args = ["bench", "sampler", "--images", "40000", "--classes", "60", "--world", "4", "--rank", "1",
-            "--shard-size", "900", "--data", str(data), "--json"]  # fmt: skip
+    args = [
+        "bench",
+        "sampler",
+        "--images",
+        "40000",
+        "--classes",
+        "60",
+        "--world",
+        "4",
+        "--rank",
+        "1",
+        "--shard-size",
+        "900",
+        "--data",
+        str(data),
+        "--json",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     r = json.loads(result.output)
     assert list(r["phases"]) == ["bare", "precompute", "packing", "rank", "world1"] and r["shards"] == 45
     for p in r["phases"].values():
-        assert p["peak_rss_mb"] > 50 and p["seconds"] >= 0 and p["wall_seconds"] >= p["seconds_with_imports"] >= p["seconds"]
+        assert (
+            p["peak_rss_mb"] > 50
+            and p["seconds"] >= 0
+            and p["wall_seconds"] >= p["seconds_with_imports"] >= p["seconds"]
+        )
     assert r["phases"]["precompute"]["cache_hits"] == {"summary": False}
     assert r["phases"]["packing"]["cache_hits"] == {"summary": True, "packing": False}
     rank, world1 = r["phases"]["rank"], r["phases"]["world1"]
@@ -115,7 +150,11 @@ def test_startup_bench_measures_each_phase_in_its_own_process(tmp_path):
     from tagstream.tools.bench.sampler_startup import format_startup
 
     table = format_startup(r)
-    assert "rank 1 of 4 (cached)" in table and "precompute (world 1, cached once)" in table and "rank / world 1: memory" in table
+    assert (
+        "rank 1 of 4 (cached)" in table
+        and "precompute (world 1, cached once)" in table
+        and "rank / world 1: memory" in table
+    )
 
 
 def test_startup_bench_skips_world_1_that_cannot_fit_and_refuses_a_dataset_that_cannot(tmp_path, monkeypatch):
@@ -127,7 +166,9 @@ def test_startup_bench_skips_world_1_that_cannot_fit_and_refuses_a_dataset_that_
     r = sampler_startup.run_startup_bench(images=5000, world=2, rank=1, classes=20, shard_size=700)
     assert r["phases"]["rank"]["pool"] > 0
     assert "needs about" in r["phases"]["world1"]["skipped"] and "rank_vs_world1" not in r
-    result = CliRunner().invoke(main, ["bench", "sampler", "--images", str(10**15), "--world", "2", "--data", str(tmp_path / "x")])
+    result = CliRunner().invoke(
+        main, ["bench", "sampler", "--images", str(10**15), "--world", "2", "--data", str(tmp_path / "x")]
+    )
     assert result.exit_code == 1 and "GiB of disk" in result.output and not (tmp_path / "x").exists()
     bad = CliRunner().invoke(main, ["bench", "sampler", "--images", "100", "--world", "2", "--rank", "2"])
     assert bad.exit_code == 2 and "rank 2 is not in [0, 2)" in bad.output

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-from tagstream.tools.cli import main as cli
 
+from tagstream.tools.cli import main as cli
 from tests.helpers.s3server import _moto_server, s3_server  # noqa: F401 - fixtures
 
 

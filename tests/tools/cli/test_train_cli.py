@@ -13,15 +13,32 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from tagstream.tools.cli import main as cli
 from tagstream.train.rundir import step_losses as _losses
-
 from tests.helpers.worlds import converted_world
 
 STEPS = 24
-COMMON = ["--config", "tiny-cpu", "--vocab", "v1", "--image-size", "32", "--batch-size", "32", "--steps", str(STEPS),
-          "--set", "run.checkpoint_every=6", "--set", "run.threads=1", "--set", "run.progress=false",
-          "--set", "run.log_every=3"]  # fmt: skip
+COMMON = [
+    "--config",
+    "tiny-cpu",
+    "--vocab",
+    "v1",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "32",
+    "--steps",
+    str(STEPS),
+    "--set",
+    "run.checkpoint_every=6",
+    "--set",
+    "run.threads=1",
+    "--set",
+    "run.progress=false",
+    "--set",
+    "run.log_every=3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +81,12 @@ def test_sigkilled_run_resumes_to_identical_losses(world, reference, tmp_path):
     _, ref = reference
     out = tmp_path / "run"
     # its own session, so the kill takes the DALI worker processes down with it
-    proc = subprocess.Popen([sys.executable, "-m", "tagstream.tools.cli", *_args(world, out)], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tagstream.tools.cli", *_args(world, out)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 300
     try:
         while not (out / "step-000000006.pt").exists():
@@ -92,9 +113,13 @@ def test_ctrl_c_ends_a_run_with_one_line_and_it_resumes(world, reference, tmp_pa
     """SIGINT to the run's process group (a terminal's Ctrl-C): the trainer stops, its loader workers do not
     print tracebacks of their own, and the last checkpoint resumes."""
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "tagstream.tools.cli", *_args(world, out)], start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tagstream.tools.cli", *_args(world, out)],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 300
     try:
         while not (out / "step-000000006.pt").exists():
@@ -113,8 +138,17 @@ def test_ctrl_c_ends_a_run_with_one_line_and_it_resumes(world, reference, tmp_pa
 def test_two_ranks_under_torchrun_with_gloo_and_accumulation(world, reference, tmp_path):
     _, ref = reference
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "tagstream.tools.cli", *_args(world, out, "--steps", "4", "--grad-accum", "2", "--set", "run.checkpoint_every=2")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "tagstream.tools.cli",
+        *_args(world, out, "--steps", "4", "--grad-accum", "2", "--set", "run.checkpoint_every=2"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -138,7 +172,10 @@ def test_user_errors_get_clear_messages(world, reference, tmp_path):
         (_args(world, tmp_path / "a", "--vocab", "nope"), "no vocabulary 'nope' (vocabularies here: v1"),
         (_args(tmp_path / "missing", tmp_path / "b"), "missing"),
         (_args(world, ref, "--base-lr", "0.3"), "holds another run (its config.json differs in optim.base_lr)"),
-        (_args(world, ref, "--model", "resnet18", "--resume"), "was trained with another config (model.name: 'regnet_y_tiny' -> 'resnet18')"),
+        (
+            _args(world, ref, "--model", "resnet18", "--resume"),
+            "was trained with another config (model.name: 'regnet_y_tiny' -> 'resnet18')",
+        ),
         (_args(world, tmp_path / "c", "--set", "run.stepz=3"), "unknown key(s) ['run.stepz']"),
         (_args(world, tmp_path / "d", "--resume", str(tmp_path / "x.pt")), "no such checkpoint"),
         (_args(world, tmp_path / "f", "--mask", "dedup-eval"), "no mask 'dedup-eval'"),

@@ -14,23 +14,44 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.prefetch import shards_of_ranges
 from tagstream.loader.publish import push
 from tagstream.loader.sampling import RankSampler
 from tagstream.loader.vocab import Vocab
 from tagstream.train.rundir import step_losses as _losses
-
 from tests.helpers.s3server import _moto_server, s3_server  # noqa: F401 - fixtures
-
 from tests.helpers.worlds import converted_world
 
 pytestmark = pytest.mark.slow
 URL = "s3://bkt/world"
 STEPS = 16
-ARGS = ["train", "--config", "tiny-cpu", "--vocab", "v1", "--image-size", "32", "--batch-size", "32",
-        "--steps", str(STEPS), "--set", "run.checkpoint_every=2", "--set", "run.keep_last=20", "--set", "run.threads=1",
-        "--set", "run.progress=false", "--set", "run.log_every=1", "--set", "data.holdout_fraction=0.0"]  # fmt: skip
+ARGS = [
+    "train",
+    "--config",
+    "tiny-cpu",
+    "--vocab",
+    "v1",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "32",
+    "--steps",
+    str(STEPS),
+    "--set",
+    "run.checkpoint_every=2",
+    "--set",
+    "run.keep_last=20",
+    "--set",
+    "run.threads=1",
+    "--set",
+    "run.progress=false",
+    "--set",
+    "run.log_every=1",
+    "--set",
+    "data.holdout_fraction=0.0",
+]
 TIMEOUT = 400
 
 
@@ -41,8 +62,22 @@ def world(tmp_path_factory) -> Path:
 
 
 def _torchrun(dataset: str, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-            "-m", "tagstream.tools.cli", *ARGS, "--dataset", dataset, "--out", str(out), *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "tagstream.tools.cli",
+        *ARGS,
+        "--dataset",
+        dataset,
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _kill_tree(pid: int) -> None:
@@ -79,7 +114,9 @@ def _owners(world: Path) -> dict[str, set[int]]:
 
 def test_two_ranks_train_from_s3_like_from_disk_and_resume_from_the_cache(world, s3_server, tmp_path):  # noqa: F811
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the server's endpoint and dummy keys are in os.environ
-    local = subprocess.run(_torchrun(str(world), tmp_path / "local"), capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    local = subprocess.run(
+        _torchrun(str(world), tmp_path / "local"), capture_output=True, text=True, timeout=TIMEOUT, env=env
+    )
     assert local.returncode == 0, local.stderr[-3000:]
 
     s3_server.create_bucket("bkt")

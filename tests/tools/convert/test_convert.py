@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+
 from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
 from tagstream.tools.cli import main
 from tagstream.tools.convert.engine import ConvertRefused, convert
 from tagstream.tools.dedup.imagehash import phash_image
-
 from tests.helpers.convert_inputs import MIXED_OPTS, jpeg, make_mixed_source
 
 
@@ -34,14 +34,16 @@ def read_back(root: Path) -> list[dict]:
         assert len(recs) == shard["images"]
         for i, rec in enumerate(recs):
             assert list(ids[off[i] : off[i + 1]]) == rec["tags"]
-            rows.append({
-                "image": rec["image"],
-                "tags": [names[t] for t in rec["tags"]],
-                "source": rec["source"],
-                "width": int(ds.index_array(k, "width")[i]),
-                "height": int(ds.index_array(k, "height")[i]),
-                "phash": int(ds.index_array(k, "phash")[i]),
-            })
+            rows.append(
+                {
+                    "image": rec["image"],
+                    "tags": [names[t] for t in rec["tags"]],
+                    "source": rec["source"],
+                    "width": int(ds.index_array(k, "width")[i]),
+                    "height": int(ds.index_array(k, "height")[i]),
+                    "phash": int(ds.index_array(k, "phash")[i]),
+                }
+            )
     return rows
 
 
@@ -155,8 +157,15 @@ def test_every_rejection_kind_recorded(tmp_path):
     src = make_mixed_source(tmp_path / "src")
     summary = convert(src, tmp_path / "ds", shard_size=2, image_options=MIXED_OPTS)
     expected = {
-        "bad_metadata": 1, "missing_file": 1, "empty_file": 1, "file_too_large": 1, "not_an_image": 1,
-        "truncated": 1, "corrupt": 1, "too_small": 1, "decompression_bomb": 1,
+        "bad_metadata": 1,
+        "missing_file": 1,
+        "empty_file": 1,
+        "file_too_large": 1,
+        "not_an_image": 1,
+        "truncated": 1,
+        "corrupt": 1,
+        "too_small": 1,
+        "decompression_bomb": 1,
     }
     assert summary.rejected == expected
     assert summary.images == 4
@@ -192,7 +201,9 @@ def test_no_image_accepted(tmp_path):
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
-    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def test_rerun_on_finished_dataset_changes_nothing(tiny_dataset, tmp_path):

@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+
 from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
 from tagstream.tools.convert.engine import convert
@@ -64,7 +65,9 @@ def test_dali_decodes_every_stored_image(odd_dataset, device):
 
     @pipeline_def(batch_size=len(arrays), num_threads=1, device_id=0 if device == "mixed" else None)
     def decode():
-        return fn.decoders.image(fn.external_source(source=lambda: arrays, batch=True), device=device, output_type=types.RGB)
+        return fn.decoders.image(
+            fn.external_source(source=lambda: arrays, batch=True), device=device, output_type=types.RGB
+        )
 
     pipe = decode()
     pipe.build()

@@ -8,14 +8,8 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
-from tagstream.tools.convert.image import (
-    Accepted,
-    ImageOptions,
-    Rejected,
-    jpeg_sof,
-    read_image_file,
-    validate_image,
-)
+
+from tagstream.tools.convert.image import Accepted, ImageOptions, Rejected, jpeg_sof, read_image_file, validate_image
 
 OPTS = ImageOptions(min_side=16, max_side=128, max_pixels=200 * 200, max_file_bytes=100_000)
 
@@ -158,7 +152,10 @@ def corrupt_stream(data: bytes, marker: bytes, skip: int) -> bytes:
         (lambda rgb, base: corrupt_stream(base, b"\xff\xc4", 4), "corrupt"),
         (lambda rgb, base: encode(Image.new("RGB", (10, 100)), "JPEG"), "too_small"),
         (lambda rgb, base: encode(Image.new("L", (250, 200)), "PNG"), "decompression_bomb"),  # our check
-        (lambda rgb, base: encode(Image.new("L", (1000, 1000)), "PNG"), "decompression_bomb"),  # > 2x: Pillow's own error
+        (
+            lambda rgb, base: encode(Image.new("L", (1000, 1000)), "PNG"),
+            "decompression_bomb",
+        ),  # > 2x: Pillow's own error
     ],
 )
 def test_rejection_kinds(rgb, baseline, make, reason):

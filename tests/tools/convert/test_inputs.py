@@ -12,10 +12,10 @@ import signal
 
 import pytest
 from click.testing import CliRunner
+
 from tagstream.loader.writer import ShardWriter
 from tagstream.tools.cli import main
 from tagstream.tools.convert.engine import convert
-
 from tests.helpers.records import dataset_records, same_dataset_parts
 from tests.helpers.webdataset import write_collection
 
@@ -45,7 +45,10 @@ def test_tars_parquet_and_jsonl_give_the_same_records(collection, from_tars, tmp
     for out in (tmp_path / "j", tmp_path / "p"):
         ours, theirs = same_dataset_parts(from_tars), same_dataset_parts(out)
         assert ours["tags.tsv"] == theirs["tags.tsv"] and ours["reencoded"] == theirs["reencoded"]
-    kinds = {json.loads((d / "manifest.json").read_text())["source"]["format"] for d in (from_tars, tmp_path / "j", tmp_path / "p")}
+    kinds = {
+        json.loads((d / "manifest.json").read_text())["source"]["format"]
+        for d in (from_tars, tmp_path / "j", tmp_path / "p")
+    }
     assert kinds == {"tar", "jsonl", "parquet"}
 
 
@@ -94,23 +97,68 @@ def test_inspect_shows_kind_and_rejects(collection, tmp_path):
     by_reason = report["rejects"]["by_reason"]
     assert set(by_reason) == {"damaged_file", "too_small"} and by_reason["damaged_file"] == 1
     text = CliRunner().invoke(main, ["inspect", str(out)]).output
-    assert re.search(r"^\s+format\s+tar$", text, re.MULTILINE) and re.search(r"^\s+damaged_file\s+1$", text, re.MULTILINE)
+    assert re.search(r"^\s+format\s+tar$", text, re.MULTILINE) and re.search(
+        r"^\s+damaged_file\s+1$", text, re.MULTILINE
+    )
 
 
 def test_synth_as_tar_converts_like_its_jsonl(tmp_path):
     runner = CliRunner()
-    res = runner.invoke(main, ["synth", str(tmp_path / "w"), "--images", "14", "--corrupt", "6", "--as", "tar",
-                               "--tar-samples", "6", "--downstream-classes", "0", "--min-side", "40", "--max-side", "60"])
+    res = runner.invoke(
+        main,
+        [
+            "synth",
+            str(tmp_path / "w"),
+            "--images",
+            "14",
+            "--corrupt",
+            "6",
+            "--as",
+            "tar",
+            "--tar-samples",
+            "6",
+            "--downstream-classes",
+            "0",
+            "--min-side",
+            "40",
+            "--max-side",
+            "60",
+        ],
+    )
     assert res.exit_code == 0, res.output
     tars = sorted((tmp_path / "w" / "tars").iterdir())
     assert [p.name for p in tars] == ["00000.tar", "00001.tar", "00002.tar", "00003.tar"]
-    for src, out in ((tmp_path / "w" / "hashtags.jsonl", "j"), (str(tmp_path / "w" / "tars" / "{00000..00003}.tar"), "t")):
-        res = runner.invoke(main, ["convert", str(src), str(tmp_path / out), "--no-progress", "--format",
-                                   "jsonl" if out == "j" else "tar"])
+    for src, out in (
+        (tmp_path / "w" / "hashtags.jsonl", "j"),
+        (str(tmp_path / "w" / "tars" / "{00000..00003}.tar"), "t"),
+    ):
+        res = runner.invoke(
+            main,
+            ["convert", str(src), str(tmp_path / out), "--no-progress", "--format", "jsonl" if out == "j" else "tar"],
+        )
         assert res.exit_code == 0, res.output
     jsonl, tar = dataset_records(tmp_path / "j"), dataset_records(tmp_path / "t")
     assert len(tar) == 14 and [r[:2] + r[3:] for r in tar] == [r[:2] + r[3:] for r in jsonl]  # ids differ: key vs path
     again = tmp_path / "again"
-    runner.invoke(main, ["synth", str(again), "--images", "14", "--corrupt", "6", "--as", "tar", "--tar-samples", "6",
-                         "--downstream-classes", "0", "--min-side", "40", "--max-side", "60"])
+    runner.invoke(
+        main,
+        [
+            "synth",
+            str(again),
+            "--images",
+            "14",
+            "--corrupt",
+            "6",
+            "--as",
+            "tar",
+            "--tar-samples",
+            "6",
+            "--downstream-classes",
+            "0",
+            "--min-side",
+            "40",
+            "--max-side",
+            "60",
+        ],
+    )
     assert [p.read_bytes() for p in tars] == [p.read_bytes() for p in sorted((again / "tars").iterdir())]

@@ -9,9 +9,9 @@ import socketserver
 import threading
 
 import pytest
+
 from tagstream.loader.storage import StorageError
 from tagstream.tools.convert.engine import convert
-
 from tests.helpers.damage import small_jpeg
 
 
@@ -65,8 +65,12 @@ def server():
 
 @pytest.mark.timeout(120)
 def test_server_errors_are_retried_or_stop_the_conversion_and_only_404_is_missing(server, tmp_path):
-    rows = [{"image": f"{server.url}/ok.jpg", "tags": ["#a"]}, {"image": f"{server.url}/flaky-1.jpg", "tags": ["#b"]},
-            {"image": f"{server.url}/gone.jpg", "tags": ["#c"]}, {"image": f"{server.url}/later.jpg", "tags": ["#d"]}]
+    rows = [
+        {"image": f"{server.url}/ok.jpg", "tags": ["#a"]},
+        {"image": f"{server.url}/flaky-1.jpg", "tags": ["#b"]},
+        {"image": f"{server.url}/gone.jpg", "tags": ["#c"]},
+        {"image": f"{server.url}/later.jpg", "tags": ["#d"]},
+    ]
     src = tmp_path / "net.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     server.down.add("/later.jpg")  # a server error that lasts: the conversion stops, it does not reject

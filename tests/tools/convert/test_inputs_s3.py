@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
+
 from tagstream.tools.cli import main
 from tagstream.tools.convert.engine import convert
 from tagstream.tools.convert.source_tar import TarSource
-
 from tests.helpers.records import dataset_records, same_dataset_parts
 from tests.helpers.s3server import SECRET, _moto_server, s3_server  # noqa: F401 - fixtures
 from tests.helpers.webdataset import write_collection
@@ -59,7 +59,9 @@ def test_tars_and_images_from_s3(bucket, reference, collection, tmp_path):
     convert("s3://bkt/c.jsonl", tmp_path / "jsonl", shard_size=SHARD)  # images are objects too
     local = tmp_path / "local"
     convert(collection["jsonl"], local, shard_size=SHARD)
-    assert [r[:2] + r[3:] for r in dataset_records(tmp_path / "jsonl")] == [r[:2] + r[3:] for r in dataset_records(local)]
+    assert [r[:2] + r[3:] for r in dataset_records(tmp_path / "jsonl")] == [
+        r[:2] + r[3:] for r in dataset_records(local)
+    ]
 
 
 def _fault_after_scan(monkeypatch, server, pattern: str, kind: str, times: int) -> None:

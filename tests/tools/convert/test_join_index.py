@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+
 from tagstream.tools.convert import join_index
 from tagstream.tools.convert.join_index import JoinIndex
 
@@ -26,7 +27,13 @@ def random_keys(rng: random.Random, n: int) -> list[str]:
 def random_target(rng: random.Random, kind: str, i: int) -> tuple:
     if kind == "file":
         return "file", f"{rng.choice(ALPHABET)}/{i}.{rng.choice(['jpg', 'png'])}"
-    return "tar", f"tars/{rng.randrange(3)}.tar", rng.randrange(1 << 40), rng.randrange(1 << 34), rng.choice(["jpg", "png"])
+    return (
+        "tar",
+        f"tars/{rng.randrange(3)}.tar",
+        rng.randrange(1 << 40),
+        rng.randrange(1 << 34),
+        rng.choice(["jpg", "png"]),
+    )
 
 
 def add(index: JoinIndex, key: str, target: tuple) -> None:

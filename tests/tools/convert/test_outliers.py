@@ -8,6 +8,7 @@ import io
 
 import numpy as np
 from PIL import Image
+
 from tagstream.loader.pipeline import GPU_MAX_PIXELS
 from tagstream.tools.convert.image import Accepted, ImageOptions, validate_image
 
@@ -24,4 +25,6 @@ def test_default_max_side_bounds_a_20_megapixel_jpeg():
     assert res.reencoded == ("oversize",) and (res.width, res.height) == (1024, 683)
     with Image.open(io.BytesIO(res.data)) as stored:
         assert stored.size == (1024, 683)
-    assert ImageOptions().max_side ** 2 * 16 <= GPU_MAX_PIXELS  # a 16x margin for datasets converted with a larger --max-side
+    assert (
+        ImageOptions().max_side ** 2 * 16 <= GPU_MAX_PIXELS
+    )  # a 16x margin for datasets converted with a larger --max-side

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
 from tagstream.tools.cli import main
@@ -19,7 +20,6 @@ from tagstream.tools.convert.launch import run_conversion
 from tagstream.tools.convert.merge import merge
 from tagstream.tools.convert.parts import PARTS_DIR, PartSpec, convert_part
 from tagstream.tools.verify.checks import verify
-
 from tests.helpers.records import dataset_records, partition_source, same_dataset_parts
 
 SHARD = 2
@@ -44,7 +44,11 @@ def convert_parts(source: Path, out: Path, n: int, order=None) -> None:
 
 def tree(root: Path) -> dict[str, tuple[int, int]]:
     """Every file under root with its size and modification time: to show nothing was written."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("n", [1, 3, 6, 20])  # 6: part 1 holds only rejects; 20: more parts than inputs
@@ -122,8 +126,9 @@ def test_cli_parts_and_merge(source, reference, tmp_path):
     out = tmp_path / "ds"
     runner = CliRunner()
     for i in (1, 0, 2):
-        res = runner.invoke(main, ["convert", str(source), str(out), "--part", f"{i}/3", "--shard-size", str(SHARD),
-                                   "--no-progress"])
+        res = runner.invoke(
+            main, ["convert", str(source), str(out), "--part", f"{i}/3", "--shard-size", str(SHARD), "--no-progress"]
+        )
         assert res.exit_code == 0, res.output
         assert f"part {i}/3" in res.output and "committed" in res.output
     res = runner.invoke(main, ["convert", str(source), str(out), "--part", "1/3", "--shard-size", str(SHARD)])
@@ -136,13 +141,16 @@ def test_cli_parts_and_merge(source, reference, tmp_path):
     assert res.exit_code == 0, res.output
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("3/3", r"part index I must be in \[0, 2\] for N=3, got 3"),
-    ("0/0", r"number of parts N must be in \[1, "),
-    ("-1/3", "must look like I/N"),
-    ("one/3", "must look like I/N"),
-    ("1/3/4", "must look like I/N"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("3/3", r"part index I must be in \[0, 2\] for N=3, got 3"),
+        ("0/0", r"number of parts N must be in \[1, "),
+        ("-1/3", "must look like I/N"),
+        ("one/3", "must look like I/N"),
+        ("1/3/4", "must look like I/N"),
+    ],
+)
 def test_bad_part_argument(source, tmp_path, text, message):
     with pytest.raises(ValueError, match=message):
         PartSpec.parse(text)
@@ -176,8 +184,9 @@ def test_plan_once_then_parts_do_not_scan(source, reference, tmp_path, monkeypat
 
     monkeypatch.setattr(Source, "scan", no_scan)
     for i in range(3):
-        res = runner.invoke(main, ["convert", str(source), str(out), "--part", f"{i}/3", "--shard-size", str(SHARD),
-                                   "--no-progress"])
+        res = runner.invoke(
+            main, ["convert", str(source), str(out), "--part", f"{i}/3", "--shard-size", str(SHARD), "--no-progress"]
+        )
         assert res.exit_code == 0, res.output
     # a part with other options is refused from the recorded plan, as after a scan
     with pytest.raises(ConvertRefused, match="other options .*shard_size: 2 then, 3 now"):
@@ -236,7 +245,9 @@ def test_part_from_another_source_refused(source, tmp_path):
     shutil.rmtree(foreign)
     shutil.copytree(tmp_path / "ds_other" / PARTS_DIR / PartSpec(1, 3).name, foreign)
     before = tree(out)
-    with pytest.raises(ConvertRefused, match=r"part 1/3 .* another source or with other options \(source, fingerprint differ"):
+    with pytest.raises(
+        ConvertRefused, match=r"part 1/3 .* another source or with other options \(source, fingerprint differ"
+    ):
         merge(out)
     assert tree(out) == before
 
@@ -298,7 +309,9 @@ def test_merge_killed_at_every_rename_resumes_identically(source, tmp_path):
     for i in range(2):
         convert_part(source, parts, PartSpec(i, 2), shard_size=5)
     total = _merge_renames(parts, tmp_path / "counted")
-    assert total == 1 + 4 * 7 + 3  # part 1's tag map, 4 shards x (5 index arrays, rename, state), tags, rejects, manifest
+    assert (
+        total == 1 + 4 * 7 + 3
+    )  # part 1's tag map, 4 shards x (5 index arrays, rename, state), tags, rejects, manifest
     expected = dataset_records(tmp_path / "counted")
     for at in range(total):
         assert _kill_and_rerun(parts, tmp_path / f"k{at}", at) == expected, f"killed at rename {at}"
@@ -309,7 +322,6 @@ def test_parts_of_tars_and_tables_equal_one_process(kind, tmp_path, monkeypatch)
     """Any source kind: parts cut inside and between tars / row groups start at their position from the
     recorded scan state, and the merge equals a one-process conversion."""
     from tagstream.tools.convert.sources import Source
-
     from tests.helpers.webdataset import write_collection
 
     collection = write_collection(tmp_path / "c")

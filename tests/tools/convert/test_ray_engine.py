@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import ray
 from click.testing import CliRunner
+
 from tagstream.tools.cli import main
 from tagstream.tools.convert.engine import convert
 from tagstream.tools.convert.merge import merge
 from tagstream.tools.convert.parts import PARTS_DIR, PartSpec, convert_part, part_root
 from tagstream.tools.convert.ray_engine import PartsFailed, convert_on_ray
 from tagstream.tools.verify.checks import verify
-
 from tests.helpers.ray_faults import claimed, ray_runtime_env, request
 from tests.helpers.records import dataset_records, partition_source, same_dataset_parts
 
@@ -73,8 +73,9 @@ def test_failed_part_named_and_rerun_redoes_only_it(source, reference, faults, t
     assert not (part_root(out, PartSpec(2, 3)) / "part.json").exists()
     # a rerun that converted parts 0 or 1 again would hit these
     traps = [request(faults, PartSpec(i, 3).name, 0, 0, "fail") for i in range(2)]
-    res = CliRunner().invoke(main, ["convert", str(source), str(out), "--engine", "ray", "--shard-size", str(SHARD),
-                                    "--no-progress"])  # N is the recorded one
+    res = CliRunner().invoke(
+        main, ["convert", str(source), str(out), "--engine", "ray", "--shard-size", str(SHARD), "--no-progress"]
+    )  # N is the recorded one
     assert res.exit_code == 0, res.output
     assert all(t.exists() for t in traps)
     for t in traps:

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
-from tagstream.tools.convert.engine import convert
 from tagstream.loader.writer import ShardWriter
-
+from tagstream.tools.convert.engine import convert
 from tests.helpers.tiny import TinyDatasets
 
 SHARD_SIZE = 3
@@ -49,7 +49,9 @@ def dataset_files(root: Path) -> dict[str, bytes]:
     for p in sorted((root / fmt.INDEX_DIR).iterdir()):
         files[f"index/{p.name}"] = p.read_bytes()
     for p in sorted((root / fmt.SHARDS_DIR).iterdir()):
-        files[f"shards/{p.name}"] = sorted(q.name for q in p.iterdir()).__repr__().encode() + (p / "data.mdb").read_bytes()
+        files[f"shards/{p.name}"] = (
+            sorted(q.name for q in p.iterdir()).__repr__().encode() + (p / "data.mdb").read_bytes()
+        )
     return files
 
 
@@ -190,6 +192,9 @@ def test_a_conversion_by_an_earlier_tagstream_is_refused_saying_what_to_do(sourc
     assert state["fingerprint"].startswith("2:")
     state["fingerprint"] = state["fingerprint"].split(":", 1)[1]
     state_file.write_text(json.dumps(state))
-    with pytest.raises(ConvertRefused, match=r"converted by an earlier tagstream.*usable as it is, and to convert again use another OUT"):
+    with pytest.raises(
+        ConvertRefused,
+        match=r"converted by an earlier tagstream.*usable as it is, and to convert again use another OUT",
+    ):
         convert(source, out, shard_size=SHARD_SIZE)
     assert Dataset(out).num_images == 10

@@ -10,10 +10,10 @@ import json
 import random
 
 import pytest
+
 from tagstream.tools.convert import source_csv
 from tagstream.tools.convert.source_csv import BOM, Lines, csv_rows
 from tagstream.tools.convert.sources import Source
-
 from tests.helpers.damage import scrub_lines
 
 LIMIT = csv.field_size_limit()  # a longer field is refused by the parser (csv.Error)
@@ -49,8 +49,12 @@ def _collection(delimiter: str = ",", bare_cr: bool = False) -> bytes:
         end = b"\r" if bare_cr and i % 4 == 2 else b"\r\n" if i % 3 == 0 else b"\n"
         if i % 5 == 1:
             inner = b"\r" if bare_cr else b"\r\n"
-            fields = [f"img/{i}.jpg".encode(), b'"t' + str(i).encode() + d + b" spans" + inner + b'line"',
-                      b'"a caption\nwith #h' + str(i).encode() + b'"', str(i).encode()]
+            fields = [
+                f"img/{i}.jpg".encode(),
+                b'"t' + str(i).encode() + d + b" spans" + inner + b'line"',
+                b'"a caption\nwith #h' + str(i).encode() + b'"',
+                str(i).encode(),
+            ]
         else:
             fields = [f"img/{i}.jpg".encode(), f"t{i % 3}".encode(), b"", str(i).encode()]
         out.append(d.join(fields) + end)
@@ -62,8 +66,12 @@ def _collection(delimiter: str = ",", bare_cr: bool = False) -> bytes:
             out.append(d.join([b"img/long.jpg", b"z" * (LIMIT + 1), b"", b"long"]) + b"\n")
         if i == 20:
             out.append(d.join([b"", b"t", b"", b"noimage"]) + b"\n")
-            out.append(d.join([b"img/q.jpg", b'"' + b"q" * (LIMIT // 2 + 10) + b"\n" + b"q" * (LIMIT // 2 + 10) + b'"',
-                               b"", b"q"]) + b"\n")
+            out.append(
+                d.join(
+                    [b"img/q.jpg", b'"' + b"q" * (LIMIT // 2 + 10) + b"\n" + b"q" * (LIMIT // 2 + 10) + b'"', b"", b"q"]
+                )
+                + b"\n"
+            )
     out.append(d.join([b"img/end.jpg", b"e", b"", b"end"]))
     return b"".join(out)
 
@@ -137,7 +145,21 @@ def field_limit():
     csv.field_size_limit(before)
 
 
-PIECES = [b"a", b"bc", b",", b'"', b'""', b"\r", b"\n", b"\r\n", b" ", b"\xff", b"\xe2\x82", b"\xe2\x82\xac", b"\xef\xbb\xbf"]
+PIECES = [
+    b"a",
+    b"bc",
+    b",",
+    b'"',
+    b'""',
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b" ",
+    b"\xff",
+    b"\xe2\x82",
+    b"\xe2\x82\xac",
+    b"\xef\xbb\xbf",
+]
 
 
 @pytest.mark.parametrize("seed", range(40))

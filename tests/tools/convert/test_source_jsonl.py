@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from tagstream.tools.convert import sources
 from tagstream.tools.convert.sources import Source
-
 from tests.helpers.damage import scrub_lines
 
 
@@ -21,7 +21,12 @@ def _lines() -> bytes:
         if i % 7 == 0:
             out.append("\t")
     out += ["{not json", "[1, 2]", json.dumps({"image": "a/last.jpg"})]
-    return "\n".join(out).encode() + b"\n\xff\xfe bad utf-8\n" + json.dumps({"image": "a/end.jpg", "tags": []}).encode() + b"\n"
+    return (
+        "\n".join(out).encode()
+        + b"\n\xff\xfe bad utf-8\n"
+        + json.dumps({"image": "a/end.jpg", "tags": []}).encode()
+        + b"\n"
+    )
 
 
 @pytest.fixture

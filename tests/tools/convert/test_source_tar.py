@@ -8,16 +8,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from tagstream.tools.convert.source_paths import braceexpand
 from tagstream.tools.convert.sources import Source, detect_format
-
-from tests.helpers.webdataset import (
-    add_member,
-    image_bytes,
-    item_image,
-    sample_members,
-    write_tar,
-)
+from tests.helpers.webdataset import add_member, image_bytes, item_image, sample_members, write_tar
 
 
 def items(src, fmt="auto", **options) -> list:
@@ -33,16 +27,26 @@ def summary(item) -> tuple:
 def test_samples_grouped_by_key_with_fields(tmp_path):
     jpg = image_bytes(1)[1]
     members = [
-        ("a/000.jpg", jpg), ("a/000.json", json.dumps({"tags": "x, y  z", "id": 7}).encode()),
+        ("a/000.jpg", jpg),
+        ("a/000.json", json.dumps({"tags": "x, y  z", "id": 7}).encode()),
         ("a/000.txt", b"seen #Sunset"),
-        ("a/001.seg.png", b"ignored: not an image extension we take"), ("a/001.png", image_bytes(5)[1]),
+        ("a/001.seg.png", b"ignored: not an image extension we take"),
+        ("a/001.png", image_bytes(5)[1]),
         ("a/001.json", json.dumps({"tags": ["p"], "caption": "#fromjson"}).encode()),
         ("b/000.jpg", jpg),  # same basename in another folder: another key
     ]
     got = items(write_tar(tmp_path / "s.tar", members))
-    assert [summary(i) for i in got] == [(0, "ok", ("x", "y", "z", "Sunset"), "a/000"),
-                                         (1, "ok", ("p", "fromjson"), "a/001"), (2, "ok", (), "b/000")]
-    assert item_image(got[0]) == jpg and got[0].member is not None and got[0].image == "s.tar:a/000.jpg" and got[1].image.endswith(".png")
+    assert [summary(i) for i in got] == [
+        (0, "ok", ("x", "y", "z", "Sunset"), "a/000"),
+        (1, "ok", ("p", "fromjson"), "a/001"),
+        (2, "ok", (), "b/000"),
+    ]
+    assert (
+        item_image(got[0]) == jpg
+        and got[0].member is not None
+        and got[0].image == "s.tar:a/000.jpg"
+        and got[1].image.endswith(".png")
+    )
     by_id = items(tmp_path / "s.tar", id_field="id")
     assert [i.reason for i in by_id[1:]] == ["bad_metadata", "bad_metadata"]  # no id in the JSON: refused
     assert by_id[0].source == "7"
@@ -53,12 +57,20 @@ def test_img2dataset_rejects(tmp_path):
         ("000001.json", json.dumps({"status": "failed_to_download", "error_message": "HTTP 404"}).encode()),
         ("000002.txt", b"a caption but no picture"),
         ("000003.jpg", b""),
-        ("000004.jpg", image_bytes(4)[1]), ("000004.json", b"{not json"),
-        ("000005.jpg", image_bytes(5)[1]), ("000005.json", json.dumps({"tags": [1, 2]}).encode()),
+        ("000004.jpg", image_bytes(4)[1]),
+        ("000004.json", b"{not json"),
+        ("000005.jpg", image_bytes(5)[1]),
+        ("000005.json", json.dumps({"tags": [1, 2]}).encode()),
     ]
     got = items(write_tar(tmp_path / "r.tar", members))
     assert [(i.reason if i.error else "ok") for i in got] == [
-        "ok", "download_failed", "no_image", "ok", "bad_metadata", "bad_metadata"]
+        "ok",
+        "download_failed",
+        "no_image",
+        "ok",
+        "bad_metadata",
+        "bad_metadata",
+    ]
     assert "HTTP 404" in got[1].error and ".txt" in got[2].error
     assert item_image(got[3]) == b""  # an empty member; validation rejects it as empty_file
     assert items(tmp_path / "r.tar", status_field="")[1].reason == "no_image"  # status not looked at
@@ -147,7 +159,9 @@ def test_tars_scanned_in_parallel_give_the_one_at_a_time_scan(tmp_path):
     from tagstream.tools.convert.source_tar import scan_tar
 
     for t in range(7):
-        data = write_tar(tmp_path / f"{t:05d}.tar", [m for i in range(t, t + 3) for m in sample_members(i)]).read_bytes()
+        data = write_tar(
+            tmp_path / f"{t:05d}.tar", [m for i in range(t, t + 3) for m in sample_members(i)]
+        ).read_bytes()
         if t == 3:
             (tmp_path / f"{t:05d}.tar").write_bytes(data[: len(data) - 3000])
     spec = str(tmp_path / "{00000..00007}.tar")  # 00007 is missing

@@ -9,21 +9,43 @@ import json
 import os
 
 import pytest
+
 from tagstream.tools.convert import source_yfcc
 from tagstream.tools.convert.engine import convert
 from tagstream.tools.convert.source_yfcc import walk_sorted
 from tagstream.tools.convert.sources import Source
-
 from tests.helpers.s3server import _moto_server, s3_server  # noqa: F401 - fixtures
 from tests.helpers.webdataset import image_bytes, item_image, write_tar
 
 
 def yfcc_line(i: int, *, layout: int = 25, video: bool = False) -> str:
     """One dataset line of photo 5000+i: user tags 'sun,new+york,caf%C3%A9<i>', machine tag 'vision:outdoor'."""
-    cols = [str(5000 + i), f"{i:032x}", "12345@N00", "nick", "2010-01-01 00:00:00.0", "1262304000", "Canon",
-            "title", "description", f"sun,new+york,caf%C3%A9{i}", "vision%3Aoutdoor", "", "", "",
-            "http://www.flickr.com/photos/x/1/", "http://farm1.staticflickr.com/1/1_x.jpg", "CC BY",
-            "http://creativecommons.org/licenses/by/2.0/", "1", "1", "secret", "osecret", "jpg", "1" if video else "0"]
+    cols = [
+        str(5000 + i),
+        f"{i:032x}",
+        "12345@N00",
+        "nick",
+        "2010-01-01 00:00:00.0",
+        "1262304000",
+        "Canon",
+        "title",
+        "description",
+        f"sun,new+york,caf%C3%A9{i}",
+        "vision%3Aoutdoor",
+        "",
+        "",
+        "",
+        "http://www.flickr.com/photos/x/1/",
+        "http://farm1.staticflickr.com/1/1_x.jpg",
+        "CC BY",
+        "http://creativecommons.org/licenses/by/2.0/",
+        "1",
+        "1",
+        "secret",
+        "osecret",
+        "jpg",
+        "1" if video else "0",
+    ]
     if layout == 25:
         cols.insert(0, str(i))
     else:
@@ -50,8 +72,15 @@ def test_layouts_tags_videos_and_join(tmp_path, layout):
     got = list(source.items())
     kinds = [i.reason if i.error else "ok" for i in got]
     # photo 4 has no image; photo 5's file is named by its hash, which only the 25-column layout carries
-    assert count == 7 and kinds == ["ok", "ok", "video", "ok", "missing_file",
-                                    "ok" if layout == 25 else "missing_file", "bad_metadata"]
+    assert count == 7 and kinds == [
+        "ok",
+        "ok",
+        "video",
+        "ok",
+        "missing_file",
+        "ok" if layout == 25 else "missing_file",
+        "bad_metadata",
+    ]
     assert got[0].tags == ("sun", "new york", "café0", "vision:outdoor") and got[0].source == "5000"
     assert source.describe()["images_kind"] == "dir" and source._reader.layout == layout
 
@@ -77,8 +106,9 @@ def test_bz2_marks_and_tar_images(tmp_path, monkeypatch):
     assert runs[0] == runs[1] and len(source._reader.marks) == 0  # bz2 is read from its start
     assert [e is None for _, _, e, _ in runs[0]] == [i in (0, 1, 3, 7) for i in range(10)]
     assert runs[0][3][3] == image_bytes(3)[1]
-    summary = convert(tmp_path / "meta.bz2", tmp_path / "ds", format="yfcc", images=str(tmp_path / "images.tar"),
-                      id_field="photoid")
+    summary = convert(
+        tmp_path / "meta.bz2", tmp_path / "ds", format="yfcc", images=str(tmp_path / "images.tar"), id_field="photoid"
+    )
     assert (summary.images, summary.rejected) == (4, {"missing_file": 6})
     with pytest.raises(ValueError, match="--id-field"):
         Source(tmp_path / "meta.tsv", "yfcc", images=str(tmp_path / "images.tar"))
@@ -98,9 +128,26 @@ def test_convert_yfcc_end_to_end(tmp_path):
 
 
 # names whose sorted() order differs from a per-folder sort by name: '-' < '.' < '/' < '0', spaces, capitals
-AWKWARD = ["abc", "a.jpg", "a0.jpg", "a/b.jpg", "a/5000.png", "ab/c", "a-b/5001.jpg", "a b/5008.jpg", "A.jpg",
-           "deep/50/5000.jpg", "deep/50/5002.png", "deep/50/.5003.jpg", ".hidden/5003.jpg", "x/y/z/5003.jpg",
-           "é/5004.jpg", "日本/5005.jpg", "a/b/c/5007.jpg", "0000000000000000000000000000000a.jpg"]
+AWKWARD = [
+    "abc",
+    "a.jpg",
+    "a0.jpg",
+    "a/b.jpg",
+    "a/5000.png",
+    "ab/c",
+    "a-b/5001.jpg",
+    "a b/5008.jpg",
+    "A.jpg",
+    "deep/50/5000.jpg",
+    "deep/50/5002.png",
+    "deep/50/.5003.jpg",
+    ".hidden/5003.jpg",
+    "x/y/z/5003.jpg",
+    "é/5004.jpg",
+    "日本/5005.jpg",
+    "a/b/c/5007.jpg",
+    "0000000000000000000000000000000a.jpg",
+]
 
 
 def awkward_folder(root):
@@ -147,9 +194,20 @@ def test_folder_join_and_its_fingerprint_are_unchanged(tmp_path):
     assert source.scan() == (12, "2:2fe056d1e35f03cea46b297610e878647f78119e5c28616e714d6ab536c3cd9c")
     found = [i.image and os.path.relpath(i.image, images) for i in source.items()]
     # 5000: the first of its two files in path order; 5006: a linked file; 5010: by hash; 5009's name is not UTF-8
-    assert found == ["a/5000.png", "a-b/5001.jpg", "deep/50/5002.png", "x/y/z/5003.jpg", "é/5004.jpg",
-                     "日本/5005.jpg", "deep/5006.jpg", "a/b/c/5007.jpg", "a b/5008.jpg", None,
-                     "0000000000000000000000000000000a.jpg", None]
+    assert found == [
+        "a/5000.png",
+        "a-b/5001.jpg",
+        "deep/50/5002.png",
+        "x/y/z/5003.jpg",
+        "é/5004.jpg",
+        "日本/5005.jpg",
+        "deep/5006.jpg",
+        "a/b/c/5007.jpg",
+        "a b/5008.jpg",
+        None,
+        "0000000000000000000000000000000a.jpg",
+        None,
+    ]
 
 
 @pytest.mark.parametrize("images", ["dir", "tar"])
@@ -160,7 +218,6 @@ def test_parts_map_the_planning_scans_join_index_and_equal_one_process(tmp_path,
     from tagstream.tools.convert.merge import merge
     from tagstream.tools.convert.parts import PartSpec, convert_part, plan_parts
     from tagstream.tools.convert.source_yfcc import YfccSource
-
     from tests.helpers.records import dataset_records
 
     monkeypatch.setattr(source_yfcc, "MARK_EVERY", 4)
@@ -200,7 +257,7 @@ def test_an_images_folder_on_object_storage_is_listed_prefix_by_prefix_in_sorted
         s3_server.put("bkt", f"img/{name}", b"x" * (i + 1))
     fs, path = storage.filesystem("s3://bkt/img")
     found = fs.find(path, withdirs=False, detail=True)
-    before = sorted((p[len(path):].lstrip("/"), int(d["size"])) for p, d in found.items())  # the listing of before
+    before = sorted((p[len(path) :].lstrip("/"), int(d["size"])) for p, d in found.items())  # the listing of before
     assert list(walk_sorted_remote("s3://bkt/img", fs, path)) == before and len(before) == len(names)
 
     ids = [0, 1, 3]

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from tagstream.tools.convert.tags import (
-    canonical_tag,
-    canonical_tags,
-    caption_hashtags,
-    split_tag_cell,
-)
+
+from tagstream.tools.convert.tags import canonical_tag, canonical_tags, caption_hashtags, split_tag_cell
 
 
 @pytest.mark.parametrize(

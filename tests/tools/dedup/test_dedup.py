@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+
 from tagstream.loader.dataset import Dataset
 from tagstream.tools.cli import main
 from tagstream.tools.dedup.pairs import read_pairs
 from tagstream.tools.dedup.run import run_dedup
-
 from tests.helpers.dedup_worlds import N_TRAIN, PLANTED
 
 
@@ -36,10 +36,24 @@ def test_planted_copies_are_found_and_masked(worlds):
 
 def test_several_eval_sets_and_a_grid(worlds, tmp_path):
     grid = tmp_path / "pairs.png"
-    result = CliRunner().invoke(main, [
-        "dedup", str(worlds.train), "--against", str(worlds.eval), "--against", str(worlds.eval2),
-        "--name", "both", "--grid", str(grid), "--grid-pairs", "3", "--json",
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "dedup",
+            str(worlds.train),
+            "--against",
+            str(worlds.eval),
+            "--against",
+            str(worlds.eval2),
+            "--name",
+            "both",
+            "--grid",
+            str(grid),
+            "--grid-pairs",
+            "3",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert [e["pairs"] for e in summary["against"]] == [4, 1]

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
 from tagstream.loader.dataset import Dataset
 from tagstream.tools.cli import main
 from tagstream.tools.dedup.features import EmbedMethod, Features
@@ -15,7 +16,6 @@ from tagstream.tools.dedup.knn import cosine_join, plan_index
 from tagstream.tools.dedup.pairs import read_pairs
 from tagstream.tools.dedup.run import run_dedup
 from tagstream.train.embed_io import save_embeddings
-
 from tests.helpers.dedup_worlds import N_EVAL, N_TRAIN, PLANTED, tiny_checkpoint
 
 DIM = 16
@@ -45,8 +45,21 @@ def _cli(worlds, *args):
 
 
 def test_identical_features_are_all_found_and_the_mask_is_exactly_the_pairs(worlds, files):
-    result = _cli(worlds, "--name", "emb", "--method", "embed", "--no-exact", "--threshold", "0.999",
-                  "--features", str(files[0]), "--against-features", str(files[1]), "--json")
+    result = _cli(
+        worlds,
+        "--name",
+        "emb",
+        "--method",
+        "embed",
+        "--no-exact",
+        "--threshold",
+        "0.999",
+        "--features",
+        str(files[0]),
+        "--against-features",
+        str(files[1]),
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     rows = read_pairs(worlds.train / "masks" / "emb.pairs.tsv")
@@ -60,8 +73,14 @@ def test_identical_features_are_all_found_and_the_mask_is_exactly_the_pairs(worl
 
 def test_both_is_the_union_and_scores_every_pair_both_ways(worlds, files):
     train, evals = _features()
-    summary = run_dedup(worlds.train, [worlds.eval], name="u", method="both", exact=True,
-                        embedding=EmbedMethod(threshold=0.999, features=(str(files[0]),), against_features=(str(files[1]),)))
+    summary = run_dedup(
+        worlds.train,
+        [worlds.eval],
+        name="u",
+        method="both",
+        exact=True,
+        embedding=EmbedMethod(threshold=0.999, features=(str(files[0]),), against_features=(str(files[1]),)),
+    )
     rows = {(r.train, r.eval): r for r in read_pairs(worlds.train / "masks" / "u.pairs.tsv")}
     hash_pairs = {(t, e) for e, (t, _) in PLANTED.items()}
     embed_pairs = {(t, e) for e, t in EMBED_COPIES.items()}
@@ -81,8 +100,15 @@ def test_contamination_per_class_counts_eval_images(worlds, files):
 
     if "labels" not in Dataset(worlds.eval).vocab_names():
         build_vocab(worlds.eval, "labels", VocabOptions())
-    summary = run_dedup(worlds.train, [worlds.eval], name="c", method="embed", exact=False, eval_vocab="labels",
-                        embedding=EmbedMethod(threshold=0.999, features=(str(files[0]),), against_features=(str(files[1]),)))
+    summary = run_dedup(
+        worlds.train,
+        [worlds.eval],
+        name="c",
+        method="embed",
+        exact=False,
+        eval_vocab="labels",
+        embedding=EmbedMethod(threshold=0.999, features=(str(files[0]),), against_features=(str(files[1]),)),
+    )
     c = summary["against"][0]["contamination"]
     assert c["vocab"] == "labels"
     # eval image i carries #m{i % 3}: copies at 0, 1, 4 -> m0: {0}, m1: {1, 4}; all: 3 of 8
@@ -107,7 +133,7 @@ def test_each_index_finds_the_planted_near_copies(kind):
     where = rng.choice(3000, 200, replace=False)
     source = rng.integers(0, 600, 200)
     train[where] = evals[source] + 0.15 * rng.standard_normal((200, 32)).astype(np.float32)  # cosine ~0.99
-    feats = Features("t", 32, 3000, ((train, np.arange(3000)), ))
+    feats = Features("t", 32, 3000, ((train, np.arange(3000)),))
     en = evals / np.linalg.norm(evals, axis=1, keepdims=True)
     (ti, ei, sim), plan = cosine_join(feats, en, 0.9, kind=kind, block=700)
     found = set(zip(ti.tolist(), ei.tolist()))
@@ -149,18 +175,21 @@ def _write(path, feats, idx=None):
     return str(path)
 
 
-@pytest.mark.parametrize("case, message", [
-    ("short", "cover every image"),
-    ("repeated", "1 repeated"),
-    ("dimension", "dimensions differ"),
-    ("nan", "not finite"),
-    ("zero", "all zero"),
-    ("outside", "outside"),
-    ("count", "one per --against"),
-    ("missing", "does not exist"),
-    ("neither", "needs --features"),
-    ("threshold", "(0, 1]"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("short", "cover every image"),
+        ("repeated", "1 repeated"),
+        ("dimension", "dimensions differ"),
+        ("nan", "not finite"),
+        ("zero", "all zero"),
+        ("outside", "outside"),
+        ("count", "one per --against"),
+        ("missing", "does not exist"),
+        ("neither", "needs --features"),
+        ("threshold", "(0, 1]"),
+    ],
+)
 def test_bad_feature_inputs_are_clear_errors(worlds, tmp_path, case, message):
     train, evals = _features()
     t = _write(tmp_path / "t.npy", train)
@@ -200,8 +229,9 @@ def test_an_eval_set_with_no_images_is_refused(worlds, tmp_path):
     write_manifest(empty, [], tags=0, source={"kind": "test"})
     for method in ("hash", "embed"):
         extra = ["--features", "x.npy", "--against-features", "y.npy"] if method == "embed" else []
-        result = CliRunner().invoke(main, ["dedup", str(worlds.train), "--against", str(empty), "--name", "e",
-                                           "--method", method, *extra])
+        result = CliRunner().invoke(
+            main, ["dedup", str(worlds.train), "--against", str(empty), "--name", "e", "--method", method, *extra]
+        )
         assert result.exit_code == 1 and "has no images" in result.output, result.output
 
 
@@ -214,8 +244,23 @@ def test_checkpoint_embeds_both_and_finds_the_identical_image(worlds, tmp_path, 
             build_vocab(ds, "v", VocabOptions())
     ckpt = tiny_checkpoint(tmp_path / "run", vocab="v")
     grid = tmp_path / "g.png"
-    result = _cli(worlds, "--name", "ck", "--method", "embed", "--checkpoint", str(ckpt), "--threshold", "0.9999",
-                  "--device", "cpu", "--grid", str(grid), "--grid-pairs", "2")
+    result = _cli(
+        worlds,
+        "--name",
+        "ck",
+        "--method",
+        "embed",
+        "--checkpoint",
+        str(ckpt),
+        "--threshold",
+        "0.9999",
+        "--device",
+        "cpu",
+        "--grid",
+        str(grid),
+        "--grid-pairs",
+        "2",
+    )
     assert result.exit_code == 0, result.output
     rows = read_pairs(worlds.train / "masks" / "ck.pairs.tsv")
     assert (21, 3) in {(r.train, r.eval) for r in rows}  # eval 3 is train 21's file: same bytes, same features
@@ -242,8 +287,12 @@ def test_grid_shows_the_closest_pairs_first_or_a_seeded_sample():
     from tagstream.tools.dedup.grid import _choose
 
     # (eval set, train, eval, distance, cosine, exact, mirrored); NaN: a pair with no features
-    rows = [(0, 1, 1, 9, 0.91, False, False), (0, 2, 2, 3, float("nan"), False, False),
-            (0, 3, 3, 7, 0.99, False, False), (0, 4, 4, 1, 0.91, False, False)]
+    rows = [
+        (0, 1, 1, 9, 0.91, False, False),
+        (0, 2, 2, 3, float("nan"), False, False),
+        (0, 3, 3, 7, 0.99, False, False),
+        (0, 4, 4, 1, 0.91, False, False),
+    ]
     assert _choose(rows, 3, "closest", 0) == [2, 3, 0]  # cosine down, ties by distance, NaN last
     assert _choose(rows, 2, "random", 7) == _choose(rows, 2, "random", 7)
     assert len(set(_choose(rows, 4, "random", 1))) == 4

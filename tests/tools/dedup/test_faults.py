@@ -6,11 +6,11 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
+
 from tagstream.loader.format import MAX_PIXELS, FormatError
 from tagstream.loader.store import ShardStore, close_all
 from tagstream.tools.cli import main
 from tagstream.tools.dedup.run import run_dedup
-
 from tests.helpers.damage import forge_size, put_record, small_jpeg
 
 
@@ -32,7 +32,9 @@ def pair(tiny_dataset, tmp_path, request):
 
 def test_mirrors_on_an_image_bomb_header_is_one_error(pair):
     train, evals = pair
-    with pytest.raises(FormatError, match=f"shard 00000 key 1 .* does not decode: .*(exceeds limit|over the limit of {MAX_PIXELS})"):
+    with pytest.raises(
+        FormatError, match=f"shard 00000 key 1 .* does not decode: .*(exceeds limit|over the limit of {MAX_PIXELS})"
+    ):
         run_dedup(train, [evals], name="m", exact=False, mirrors=True)  # was: Pillow's DecompressionBombError
     res = CliRunner().invoke(main, ["dedup", str(train), "--against", str(evals), "--name", "m", "--mirrors"])
     assert res.exit_code == 1 and "Traceback" not in res.output and "does not decode" in res.output

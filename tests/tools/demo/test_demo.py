@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+
 from tagstream.tools.demo.run import SIZES, frequency_groups, group_accuracy
 
 
@@ -30,6 +31,7 @@ def test_group_accuracy_and_its_standard_error():
 
 def test_demo_cli_end_to_end_tiny(tmp_path):
     from click.testing import CliRunner
+
     from tagstream.tools.cli import main
 
     out = tmp_path / "demo"
@@ -76,7 +78,9 @@ def test_demo_overwrites_only_its_own_folder(tmp_path, monkeypatch):
     (mine / demo.MARKER).write_text("")
     (mine / "old.txt").write_text("stale")
     # stop right after the folder is prepared: the first stage raises
-    monkeypatch.setattr("tagstream.tools.synth.world.make_world", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop")))
+    monkeypatch.setattr(
+        "tagstream.tools.synth.world.make_world", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop"))
+    )
     with pytest.raises(RuntimeError, match="stop"):
         demo.run_demo(mine, size="tiny", overwrite=True, echo=lambda _: None)
     assert not (mine / "old.txt").exists() and (mine / demo.MARKER).is_file()
@@ -91,6 +95,7 @@ def test_demo_refuses_unknown_size(tmp_path):
 
 def test_demo_help_says_what_and_shows_an_example():
     from click.testing import CliRunner
+
     from tagstream.tools.cli import main
 
     out = CliRunner().invoke(main, ["demo", "--help"]).output

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
+
 from tagstream.tools.cli import main
 from tagstream.tools.convert.engine import convert
 from tagstream.tools.convert.tags import canonical_tag
 from tagstream.tools.inspection.text import printable
-
 from tests.helpers.damage import small_jpeg
 
 

@@ -6,12 +6,9 @@ import json
 
 from click.testing import CliRunner
 from PIL import Image
+
 from tagstream.tools.cli import main
-from tagstream.tools.inspection.report import (
-    SECTIONS,
-    inspect_dataset,
-    plot_tag_frequency,
-)
+from tagstream.tools.inspection.report import SECTIONS, inspect_dataset, plot_tag_frequency
 
 
 def test_report_numbers(tiny_dataset, tmp_path):

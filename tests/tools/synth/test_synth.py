@@ -13,37 +13,27 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image, UnidentifiedImageError
+
 from tagstream.tools.cli.synth import synth
 from tagstream.tools.convert.tags import canonical_tag as canonical
 from tagstream.tools.convert.tags import canonical_tags, caption_hashtags
-from tagstream.tools.synth.concepts import (
-    CONCEPTS,
-    NONVISUAL,
-    SCENES,
-    SHAPES,
-    junk_tags,
-)
+from tagstream.tools.synth.concepts import CONCEPTS, NONVISUAL, SCENES, SHAPES, junk_tags
 from tagstream.tools.synth.draw import photo_like, render
 from tagstream.tools.synth.odd import CORRUPT_KINDS, ODD_KINDS
 from tagstream.tools.synth.paint import shape_polys
 from tagstream.tools.synth.scenes import SCENE_PAINTERS
 from tagstream.tools.synth.tags import surface
-from tagstream.tools.synth.world import (
-    JSONL,
-    SPELLING,
-    STOPLIST,
-    SYNONYMS,
-    WORLD,
-    WorldConfig,
-    make_world,
-    plan_world,
-)
+from tagstream.tools.synth.world import JSONL, SPELLING, STOPLIST, SYNONYMS, WORLD, WorldConfig, make_world, plan_world
 
 SMALL = dict(images=40, downstream_classes=4, downstream_train=2, downstream_eval=1)
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +58,7 @@ def raw_tags(line: dict) -> list[str]:
 
 # --- determinism -----------------------------------------------------------------------------------
 
+
 def test_same_seed_same_bytes_whatever_the_workers(worlds):
     a, a2 = tree_digest(worlds["a"]), tree_digest(worlds["a2"])
     assert a == a2
@@ -82,6 +73,7 @@ def test_other_seed_other_world(worlds):
 
 
 # --- layout --------------------------------------------------------------------------------------
+
 
 def test_jsonl_lines_name_existing_baseline_jpegs(worlds):
     root = worlds["a"]
@@ -148,6 +140,7 @@ def test_synonym_and_stoplist_files(worlds):
 
 # --- hashtag statistics, on a full-size plan (no pixels) -----------------------------------------
 
+
 def test_tag_frequencies_are_zipf_like(big_plan):
     counts = Counter(t for r in big_plan.records for t in r["tags"])
     freq = np.array(sorted(counts.values(), reverse=True), dtype=np.float64)
@@ -177,7 +170,9 @@ def test_tags_are_noisy_like_real_ones(big_plan):
     all_tags = Counter(t for r in recs for t in r["tags"])
     assert all_tags["tbt"] > 0 and all_tags["love"] > all_tags["tbt"]
     pairs = [(r, n) for r in recs for n in r["concepts"]]
-    missing = sum(1 for r, n in pairs if not set(r["tags"]) & set(CONCEPTS[[c.name for c in CONCEPTS].index(n)].spellings()))
+    missing = sum(
+        1 for r, n in pairs if not set(r["tags"]) & set(CONCEPTS[[c.name for c in CONCEPTS].index(n)].spellings())
+    )
     assert 0.15 < missing / len(pairs) < 0.25  # TagModel.missing = 0.2
     untagged = sum(1 for r in recs if not r["tags"])
     assert 0 < untagged < 0.1 * len(recs)
@@ -210,6 +205,7 @@ def test_surface_forms_fold_back_to_canonical():
 
 # --- odd and broken inputs -----------------------------------------------------------------------
 
+
 def test_odd_and_corrupt_entries(tmp_path):
     cfg = WorldConfig(images=8, downstream_classes=0, odd=True, corrupt=len(CORRUPT_KINDS))
     make_world(tmp_path / "w", config=cfg)
@@ -218,10 +214,20 @@ def test_odd_and_corrupt_entries(tmp_path):
     lines = (root / JSONL).read_text(encoding="utf-8").splitlines()
     assert len(lines) == 8 + len(ODD_KINDS) + len(CORRUPT_KINDS)
     assert [r["format"] for r in world["odd"]] == list(ODD_KINDS)
-    expect = {"png": ("PNG", "RGB"), "png_rgba": ("PNG", "RGBA"), "png16": ("PNG", "I;16"), "webp": ("WEBP", "RGB"),
-              "gif": ("GIF", "P"), "progressive_jpeg": ("JPEG", "RGB"), "cmyk_jpeg": ("JPEG", "CMYK"),
-              "grey_jpeg": ("JPEG", "L"), "jpeg_named_png": ("JPEG", "RGB"), "oversized_jpeg": ("JPEG", "RGB"),
-              "tiny_jpeg": ("JPEG", "RGB"), "bomb_png": ("PNG", "1")}
+    expect = {
+        "png": ("PNG", "RGB"),
+        "png_rgba": ("PNG", "RGBA"),
+        "png16": ("PNG", "I;16"),
+        "webp": ("WEBP", "RGB"),
+        "gif": ("GIF", "P"),
+        "progressive_jpeg": ("JPEG", "RGB"),
+        "cmyk_jpeg": ("JPEG", "CMYK"),
+        "grey_jpeg": ("JPEG", "L"),
+        "jpeg_named_png": ("JPEG", "RGB"),
+        "oversized_jpeg": ("JPEG", "RGB"),
+        "tiny_jpeg": ("JPEG", "RGB"),
+        "bomb_png": ("PNG", "1"),
+    }
     for rec in world["odd"]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -230,7 +236,9 @@ def test_odd_and_corrupt_entries(tmp_path):
                 size = img.size
                 if rec["format"] == "progressive_jpeg":
                     assert img.info.get("progressive")
-        assert {"oversized_jpeg": (3000, 2000), "tiny_jpeg": (24, 18), "bomb_png": (10000, 10000)}.get(rec["format"], size) == size
+        assert {"oversized_jpeg": (3000, 2000), "tiny_jpeg": (24, 18), "bomb_png": (10000, 10000)}.get(
+            rec["format"], size
+        ) == size
         assert json.loads(lines[rec["line"] - 1])["image"] == rec["image"]
     assert (root / "images/odd_bomb_png.png").stat().st_size < 100_000
     kinds = {r["kind"]: r for r in world["corrupt"]}
@@ -267,6 +275,7 @@ def test_odd_files_do_not_change_the_regular_images(tmp_path):
 
 # --- drawing -------------------------------------------------------------------------------------
 
+
 def test_every_concept_draws_and_differs():
     assert set(SCENE_PAINTERS) == set(SCENES)
     for shape in SHAPES:
@@ -279,13 +288,14 @@ def test_every_concept_draws_and_differs():
         images[c.name] = img
     names = list(images)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             assert np.abs(images[a].astype(int) - images[b].astype(int)).mean() > 2, (a, b)
     with pytest.raises(ValueError, match="scene"):
         render([CONCEPTS[0], CONCEPTS[2]], np.random.default_rng(0), width=32, height=32)  # sunset + beach
 
 
 # --- photo_like ----------------------------------------------------------------------------------
+
 
 def test_photo_like_jpeg_size_like_imagenet():
     sizes = []
@@ -319,8 +329,18 @@ def test_photo_like_deterministic_and_validated():
 
 # --- config and CLI ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("bad", [dict(images=0), dict(seed=-1), dict(quality=101), dict(min_side=300, max_side=200),
-                                 dict(downstream_classes=len(CONCEPTS) + 1), dict(caption_fraction=1.5)])
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(images=0),
+        dict(seed=-1),
+        dict(quality=101),
+        dict(min_side=300, max_side=200),
+        dict(downstream_classes=len(CONCEPTS) + 1),
+        dict(caption_fraction=1.5),
+    ],
+)
 def test_config_rejects_bad_values(bad):
     key = next(iter(bad)) if "max_side" not in bad else "max_side"
     with pytest.raises(ValueError, match=key):
@@ -336,9 +356,26 @@ def test_refuses_non_empty_folder(tmp_path):
 
 def test_cli(tmp_path):
     runner = CliRunner()
-    res = runner.invoke(synth, [str(tmp_path / "w"), "--images", "5", "--downstream-classes", "2",
-                                "--downstream-train", "1", "--downstream-eval", "1", "--corrupt", "1",
-                                "--min-side", "100", "--max-side", "120"])
+    res = runner.invoke(
+        synth,
+        [
+            str(tmp_path / "w"),
+            "--images",
+            "5",
+            "--downstream-classes",
+            "2",
+            "--downstream-train",
+            "1",
+            "--downstream-eval",
+            "1",
+            "--corrupt",
+            "1",
+            "--min-side",
+            "100",
+            "--max-side",
+            "120",
+        ],
+    )
     assert res.exit_code == 0, res.output
     for f in (tmp_path / "w").rglob("*.jpg"):
         if "bad_" not in f.name:
@@ -361,11 +398,13 @@ def _wordnet_index(root: Path) -> dict[str, list[str]]:
         if line.startswith(" "):
             continue
         f = line.split()
-        index[f[0]] = f[4 + int(f[3]) + 2:]
+        index[f[0]] = f[4 + int(f[3]) + 2 :]
     return index
 
 
-@pytest.mark.skipif(not Path("/usr/share/wordnet/index.noun").exists(), reason="WordNet 3.0 (wordnet-base) not installed")
+@pytest.mark.skipif(
+    not Path("/usr/share/wordnet/index.noun").exists(), reason="WordNet 3.0 (wordnet-base) not installed"
+)
 def test_synonyms_are_wordnet_lemmas_of_the_synset():
     root = Path("/usr/share/wordnet")
     index = _wordnet_index(root)

@@ -12,11 +12,11 @@ import signal
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
 from tagstream.loader import format as fmt
 from tagstream.tools.cli import main
 from tagstream.tools.verify import records
 from tagstream.tools.verify.checks import verify
-
 from tests.helpers.damage import (
     corrupt_scan,
     data_file,
@@ -64,8 +64,16 @@ def _damage(root, kind: str) -> None:
     rewrite_manifest(root, "00001")
 
 
-DAMAGE = ["truncated_one_page", "truncated_to_meta", "empty_file", "zeroed_meta_pages", "leaf_page_header",
-          "record_size", "deleted_record", "garbage_file"]
+DAMAGE = [
+    "truncated_one_page",
+    "truncated_to_meta",
+    "empty_file",
+    "zeroed_meta_pages",
+    "leaf_page_header",
+    "record_size",
+    "deleted_record",
+    "garbage_file",
+]
 
 
 @pytest.mark.parametrize("kind", DAMAGE)
@@ -114,7 +122,11 @@ def _record(root, i: int, image: bytes) -> bytes:
 @pytest.mark.parametrize(
     "image, fast, found",
     [
-        (b"\xff\xd8" + bytes(700), True, "JPEG has no frame header"),  # passed `verify`, failed `train` in a DALI worker
+        (
+            b"\xff\xd8" + bytes(700),
+            True,
+            "JPEG has no frame header",
+        ),  # passed `verify`, failed `train` in a DALI worker
         (forge_size(small_jpeg(64, 48), 65500, 65500), True, "JPEG header says 65500 x 65500, the index says 64 x 48"),
         (small_jpeg(80, 48), True, "JPEG header says 80 x 48, the index says 64 x 48"),
         (corrupt_scan(small_jpeg(64, 48)), False, "JPEG Corrupt JPEG data"),  # only decoding finds it
@@ -164,7 +176,11 @@ def test_vocabulary_and_mask_damage_is_reported(ds):
 
 @pytest.mark.parametrize(
     "text",
-    ["[]", '{"format": "tagstream", "version": 1, "images": 1e30, "shards": []}', '{"format": "tagstream", "version": 1, "images": 0, "shards": null}'],
+    [
+        "[]",
+        '{"format": "tagstream", "version": 1, "images": 1e30, "shards": []}',
+        '{"format": "tagstream", "version": 1, "images": 0, "shards": null}',
+    ],
 )
 def test_malformed_manifest_is_a_problem(ds, text):
     (ds / fmt.MANIFEST).write_text(text)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
 from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
 from tagstream.tools.cli import main

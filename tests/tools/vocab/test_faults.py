@@ -7,13 +7,13 @@ import json
 
 import pytest
 from click.testing import CliRunner
+
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.vocab import Vocab
 from tagstream.tools.cli import main
 from tagstream.tools.convert.engine import convert
 from tagstream.tools.vocab.build import VocabOptions, build_vocab
 from tagstream.tools.vocab.lists import read_synonyms, read_taglist
-
 from tests.helpers.damage import small_jpeg
 
 HOSTILE = ["\x1b]0;pwned\x07", "\x1b[2J\x1b[31mred", "\u202eevil", "sunset"]  # title change, clear screen, RTL override

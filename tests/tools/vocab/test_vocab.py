@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
 from tagstream.loader import format as fmt
-from tagstream.loader.writer import write_index, write_manifest, write_tags
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.vocab import Vocab
+from tagstream.loader.writer import write_index, write_manifest, write_tags
 from tagstream.tools.cli.vocab import vocab as vocab_cmd
 from tagstream.tools.vocab.build import VocabOptions, build_vocab
 from tagstream.tools.vocab.lists import read_synonyms, read_taglist
-
 from tests.helpers.wordnet import REAL_WORDNET, write_wordnet_db
 
 
@@ -39,9 +39,15 @@ def make_dataset(root: Path, images: list[list[str]], *, shards: int = 2, unused
         part = images[bounds[k] : bounds[k + 1]]
         name = fmt.shard_name(k)
         rows = [sorted({ids[t] for t in tags}) for tags in part]
-        write_index(root, name, tag_offsets=np.concatenate([[0], np.cumsum([len(r) for r in rows])]),
-                    tag_ids=[t for r in rows for t in r], width=np.full(len(part), 32), height=np.full(len(part), 32),
-                    phash=np.full(len(part), 32))  # inspect reads sizes and hashes; vocab does not
+        write_index(
+            root,
+            name,
+            tag_offsets=np.concatenate([[0], np.cumsum([len(r) for r in rows])]),
+            tag_ids=[t for r in rows for t in r],
+            width=np.full(len(part), 32),
+            height=np.full(len(part), 32),
+            phash=np.full(len(part), 32),
+        )  # inspect reads sizes and hashes; vocab does not
         entries.append({"name": name, "images": len(part), "bytes": 0, "sha256": ""})
     write_manifest(root, entries, tags=len(ids), source={"kind": "test", "description": "index only, no shards"})
     return root
@@ -90,7 +96,14 @@ def test_no_options_one_class_per_tag(ds: Path):
     r = build_vocab(ds, "plain", VocabOptions())
     rows = table(ds, "plain")
     # ids by descending count, then name; the unused tag forms no class
-    assert [(n, c) for n, c, _ in rows][:6] == [("cat", 2), ("forest", 2), ("kitten", 2), ("love", 2), ("tbt", 2), ("auto", 1)]
+    assert [(n, c) for n, c, _ in rows][:6] == [
+        ("cat", 2),
+        ("forest", 2),
+        ("kitten", 2),
+        ("love", 2),
+        ("tbt", 2),
+        ("auto", 1),
+    ]
     assert len(rows) == 13 and "ghost" not in [n for n, _, _ in rows]
     assert labels_by_name(ds, "plain")[1] == ["kitten", "cute", "kitty"]  # id order: kitten (2) < cute < kitty
     assert labels_by_name(ds, "plain")[6] == []
@@ -172,7 +185,12 @@ def test_keep_list_matches_names_and_members(ds: Path, tmp_path: Path):
     keep = write(tmp_path / "keep.txt", "automobile\tn02958343\nforest\nzebra\n")
     r = build_vocab(ds, "keep", VocabOptions(synonyms=syn, keep=keep))
     assert [(n, c) for n, c, _ in table(ds, "keep")] == [("car", 2), ("forest", 2)]
-    assert r.report["keep"] == {"entries": 3, "entries_matched": 2, "entries_unmatched": 1, "unmatched_examples": ["zebra"]}
+    assert r.report["keep"] == {
+        "entries": 3,
+        "entries_matched": 2,
+        "entries_unmatched": 1,
+        "unmatched_examples": ["zebra"],
+    }
     assert r.report["dropped"]["not_in_keep"]["classes"] == 9  # of 11 classes after the car merge
     assert r.report["images_without_class"] == 4
 
@@ -195,7 +213,10 @@ def test_all_options_combined(ds: Path, tmp_path: Path):
     opts = VocabOptions(synonyms=syn, wordnet=str(tmp_path / "wn"), stoplist=stop, keep=keep, min_count=2, top=2)
     r = build_vocab(ds, "all", opts)
     # after keep: kitten (images 1, 2, 7) 3; auto (5, 7) 2; forest (3, 4) 2; bear (3) 1; bruin (4) 1
-    assert table(ds, "all") == [("kitten", 3, ("kitten", "kittens", "kitty")), ("auto", 2, ("auto", "automobile", "car"))]
+    assert table(ds, "all") == [
+        ("kitten", 3, ("kitten", "kittens", "kitty")),
+        ("auto", 2, ("auto", "automobile", "car")),
+    ]
     dropped = r.report["dropped"]
     assert (dropped["stoplist"]["classes"], dropped["stoplist"]["tags"]) == (3, 3)
     assert dropped["not_in_keep"]["examples"] == ["cat"]
@@ -279,7 +300,10 @@ def test_cli_builds_and_prints_report(ds: Path, tmp_path: Path):
     assert res.exit_code == 0 and "Example:" in res.output and "tagstream vocab ds --name v1" in res.output
 
 
-@pytest.mark.skipif(not REAL_WORDNET.is_dir(), reason="WordNet 3.0 not installed (/usr/share/wordnet; `make install` tries apt-get install wordnet-base)")
+@pytest.mark.skipif(
+    not REAL_WORDNET.is_dir(),
+    reason="WordNet 3.0 not installed (/usr/share/wordnet; `make install` tries apt-get install wordnet-base)",
+)
 def test_real_wordnet_merges(ds: Path):
     r = build_vocab(ds, "real", VocabOptions(wordnet=str(REAL_WORDNET)))
     rows = {n: m for n, _, m in table(ds, "real")}
@@ -359,7 +383,9 @@ def test_inspect_vocab_sampling_cli(skewed: Path, tmp_path: Path):
     from tagstream.tools.cli.inspect_dataset import inspect as inspect_cmd
 
     runner = CliRunner()
-    res = runner.invoke(inspect_cmd, [str(skewed), "--vocab", "v", "--sampling", "uniform", "--plot", str(tmp_path / "c.png")])
+    res = runner.invoke(
+        inspect_cmd, [str(skewed), "--vocab", "v", "--sampling", "uniform", "--plot", str(tmp_path / "c.png")]
+    )
     assert res.exit_code == 0, res.output
     assert "sampling uniform" in res.output and "stored 100x, sampled 1x" in res.output
     row = next(line for line in res.output.splitlines() if line.startswith("b "))
@@ -388,10 +414,7 @@ def test_stoplist_emptying_a_class_drops_it_once(ds: Path, tmp_path: Path):
 
 
 def test_sampling_report_with_a_mask(skewed: Path):
-    from tagstream.tools.inspection.sampling import (
-        format_sampling_report,
-        sampling_report,
-    )
+    from tagstream.tools.inspection.sampling import format_sampling_report, sampling_report
 
     (skewed / fmt.MASKS_DIR).mkdir()
     mask = np.zeros(102, bool)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tagstream.tools.vocab.wordnet import WordNet, WordNetError, despace
 
+from tagstream.tools.vocab.wordnet import WordNet, WordNetError, despace
 from tests.helpers.wordnet import REAL_WORDNET, SENSES, write_wordnet_db
 
 
@@ -89,7 +89,10 @@ def test_malformed_index_line_names_the_line(tmp_path: Path):
         WordNet(root)
 
 
-@pytest.mark.skipif(not REAL_WORDNET.is_dir(), reason="WordNet 3.0 not installed (/usr/share/wordnet; `make install` tries apt-get install wordnet-base)")
+@pytest.mark.skipif(
+    not REAL_WORDNET.is_dir(),
+    reason="WordNet 3.0 not installed (/usr/share/wordnet; `make install` tries apt-get install wordnet-base)",
+)
 def test_real_wordnet():
     wn = WordNet(REAL_WORDNET)
     assert len(wn) > 100_000
