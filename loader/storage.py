@@ -1,12 +1,10 @@
 """Object storage through fsspec (s3://, gs://, https://, file://, plain paths): read, list, get and put
 with one bounded retry policy, so every caller handles a flaky network the same way.
 
-Transient faults (connection reset or refused, timeouts, 5xx/429, a truncated or corrupted body) are
-retried with exponential backoff up to `Retry.attempts` times; anything else (no such object, access
-denied) fails at once. The last error is a one-line `StorageError` naming the object, with any
-credential-looking part of a URL or message removed. Each request has a socket timeout, so a stalled
-or vanished server costs at most `attempts * timeout_s`, never a hang. The backends' own retry loops
-are turned off where they can be (S3), so the attempts here are the only ones.
+Transient faults (connection reset or refused, timeouts, 5xx/429, a truncated body) are retried with backoff up
+to `Retry.attempts` times; anything else (no such object, access denied) fails at once, as a one-line
+`StorageError` naming the object with any credential-looking part removed. Each request has a socket timeout
+(a stalled server costs at most `attempts * timeout_s`); the backends' own retries are off where they can be.
 
 Credentials and endpoints come from each backend's standard places: for S3 the AWS environment
 (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_PROFILE, ...) and ~/.aws files; for GCS the Google
@@ -42,9 +40,33 @@ from tagstream.loader.retries import (  # re-exported: storage.Retry, storage.St
 )
 
 log = logging.getLogger(__name__)
-__all__ = ["DEFAULT_RETRY", "ChecksumError", "Retry", "StorageError", "TruncatedRead", "describe", "exists", "filesystem",
-           "get", "is_transient", "is_url", "join", "list_files", "list_versions", "local_path", "open_read", "protocol",
-           "put", "put_bytes", "read_bytes", "read_text", "redact", "remove", "retrying", "size"]
+__all__ = [
+    "DEFAULT_RETRY",
+    "ChecksumError",
+    "Retry",
+    "StorageError",
+    "TruncatedRead",
+    "describe",
+    "exists",
+    "filesystem",
+    "get",
+    "is_transient",
+    "is_url",
+    "join",
+    "list_files",
+    "list_versions",
+    "local_path",
+    "open_read",
+    "protocol",
+    "put",
+    "put_bytes",
+    "read_bytes",
+    "read_text",
+    "redact",
+    "remove",
+    "retrying",
+    "size",
+]
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 CHUNK = 16 << 20  # bytes per ranged read of a download: bounds memory and the work a fault throws away
@@ -59,7 +81,7 @@ def is_url(path: str | os.PathLike) -> bool:
 
 
 def protocol(url: str) -> str:
-    """"s3" of "s3://bucket/key"; "file" for a plain path."""
+    """ "s3" of "s3://bucket/key"; "file" for a plain path."""
     return url.split("://", 1)[0].lower() if is_url(url) else "file"
 
 
@@ -117,7 +139,9 @@ def _backend_options(proto: str, retry: Retry) -> dict[str, Any]:
     if proto in ("http", "https"):
         import aiohttp
 
-        return {"client_kwargs": {"timeout": aiohttp.ClientTimeout(sock_connect=retry.timeout_s, sock_read=retry.timeout_s)}}
+        return {
+            "client_kwargs": {"timeout": aiohttp.ClientTimeout(sock_connect=retry.timeout_s, sock_read=retry.timeout_s)}
+        }
     return {}
 
 
@@ -135,7 +159,9 @@ def filesystem(url: str, retry: Retry = DEFAULT_RETRY) -> tuple[Any, str]:
             try:
                 cls = fsspec.get_filesystem_class(proto)
             except (ImportError, ValueError) as exc:
-                raise StorageError(f"{redact(url)}: no fsspec backend for {proto!r} ({exc}); install tagstream[storage]") from exc
+                raise StorageError(
+                    f"{redact(url)}: no fsspec backend for {proto!r} ({exc}); install tagstream[storage]"
+                ) from exc
             fs = cls(skip_instance_cache=True, **_backend_options(proto, retry))
             if proto in ("s3", "s3a"):
                 fs.retries = 1  # s3fs's own loop around each call
@@ -334,7 +360,9 @@ def get(
                 os.replace(part, dest)
                 return total
             if attempt == 1:
-                log.warning("%s: sha256 %s does not match the expected %s; downloading it again", redact(url), digest, sha256)
+                log.warning(
+                    "%s: sha256 %s does not match the expected %s; downloading it again", redact(url), digest, sha256
+                )
         raise ChecksumError(f"{redact(url)}: sha256 {digest} does not match the expected {sha256} (downloaded twice)")
     finally:
         part.unlink(missing_ok=True)

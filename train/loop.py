@@ -22,57 +22,21 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
 from tagstream.loader import build_loader, normalize_images
-from tagstream.loader.config import LoaderConfig
-from tagstream.loader.partitions import working_worlds
 from tagstream.train import checkpoint as ckpt
 from tagstream.train import distributed as dd
 from tagstream.train.config import TrainConfig
 from tagstream.train.ema import build_ema
-from tagstream.train.losses import build_loss, loader_targets
+from tagstream.train.loading import loader_config, run_partitions
+from tagstream.train.losses import build_loss
 from tagstream.train.metrics import hashtag_metrics
 from tagstream.train.models import build_model
 from tagstream.train.optim import build_optimizer, clip_gradients
 from tagstream.train.resume import check_resume, fresh_hyperparameters, reapply_hyperparameters
 from tagstream.train.rundir import RunLock, RunLog, check_out_dir, init_out_dir
 from tagstream.train.schedule import build_scheduler
-from torch.nn.parallel import DistributedDataParallel as DDP
-
-
-def loader_config(config: TrainConfig, *, mode: str, batch_size: int, device: str, device_id: int,
-                  partitions: int | None = None) -> LoaderConfig:  # fmt: skip
-    """The loader settings of the train split (resampled, augmented) or the held-out split (every image once)."""
-    d = config.data
-    holdout = d.holdout_fraction > 0
-    return LoaderConfig(
-        dataset=d.dataset, vocab=d.vocab, mode=mode,
-        split=("train" if mode == "train" else "holdout") if holdout else "all",
-        holdout_fraction=d.holdout_fraction, sampling=d.sampling, combine=d.combine, masks=d.masks,
-        seed=config.run.seed, batch_size=batch_size, samples_per_epoch=d.samples_per_epoch, partitions=partitions,
-        image_size=d.final_image_size, size_schedule=d.size_schedule if mode == "train" and len(d.size_schedule) > 1 else (),
-        targets=loader_targets(config.model.loss),
-        device="gpu" if device == "cuda" else "cpu", device_id=device_id if device == "cuda" else None,
-        workers=d.workers, threads=d.threads, prefetch=d.prefetch, cpu_decoder=d.cpu_decoder, antialias=d.antialias,
-        cache_dir=d.cache_dir or None, cache_limit=d.cache_limit, verify_shards=d.verify_shards,
-    )  # fmt: skip
-
-
-def run_partitions(config: TrainConfig, state: dict | None, world: int, *, path: Path | None = None) -> int:
-    """The run's sample-stream partitions: data.partitions, else the checkpoint's (a resumed run keeps the
-    count it started with; a checkpoint from before partitions had one per rank), else this world size.
-    Refuses a world size that does not divide it, naming those that do."""
-    saved = None
-    if state is not None:
-        loader = state.get("loader", {})
-        saved = loader.get("partitions") or state.get("world") or loader.get("world")
-    partitions = config.data.partitions or saved or world
-    if saved and partitions != saved:
-        raise ValueError(f"{path}: the run has data.partitions={saved}; it cannot continue with {partitions}")
-    if partitions % world:
-        ways = ", ".join(map(str, working_worlds(partitions)))
-        started = f"{path}: the run" if state is not None else "this run"
-        raise ValueError(f"{started} has data.partitions={partitions}: it runs on world sizes {ways}, not on {world} ranks")
-    return partitions
 
 
 class Step:
@@ -85,14 +49,16 @@ class Step:
         self.grad_clip = config.optim.grad_clip
         self.channels_last = cuda and config.run.channels_last
         # bf16 autocast only on GPU: on most CPUs bf16 convolutions are slower than float32 ones
-        self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if cuda and config.run.bf16 else nullcontext()
-        )
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and config.run.bf16 else nullcontext()
 
     def inputs(self, batch: Any) -> tuple[torch.Tensor, Any]:
         images = normalize_images(batch.images, device=self.device, channels_last=self.channels_last)
         t = batch.targets
-        targets = tuple(x.to(self.device, non_blocking=True) for x in t) if isinstance(t, tuple) else t.to(self.device, non_blocking=True)
+        targets = (
+            tuple(x.to(self.device, non_blocking=True) for x in t)
+            if isinstance(t, tuple)
+            else t.to(self.device, non_blocking=True)
+        )
         return images, targets
 
 
@@ -184,8 +150,13 @@ def _rng_state(cuda: bool) -> dict[str, Any]:
     return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if cuda else []}
 
 
-def main(config: TrainConfig, *, resume: str | None = None, resume_anyway: Sequence[str] = (),
-         loader_factory: Callable[..., Any] = build_loader) -> dict[str, Any]:
+def main(
+    config: TrainConfig,
+    *,
+    resume: str | None = None,
+    resume_anyway: Sequence[str] = (),
+    loader_factory: Callable[..., Any] = build_loader,
+) -> dict[str, Any]:
     """Train as configured; resume=None (fresh), "auto" (latest intact checkpoint in out_dir, if any) or a path;
     resume_anyway: config keys a resumed run may change beyond train.resume.MAY_CHANGE.
 
@@ -198,8 +169,9 @@ def main(config: TrainConfig, *, resume: str | None = None, resume_anyway: Seque
         return _main(config, resume=resume, resume_anyway=resume_anyway, loader_factory=loader_factory)
 
 
-def _main(config: TrainConfig, *, resume: str | None, resume_anyway: Sequence[str],
-          loader_factory: Callable[..., Any]) -> dict[str, Any]:
+def _main(
+    config: TrainConfig, *, resume: str | None, resume_anyway: Sequence[str], loader_factory: Callable[..., Any]
+) -> dict[str, Any]:
     # Refuse bad set-ups before anything expensive: batch split, device, out_dir holding another run.
     rank, world, local_rank = dd.env_ranks()
     device_kind = dd.resolve_device(config.run.device)
@@ -225,12 +197,25 @@ def _main(config: TrainConfig, *, resume: str | None, resume_anyway: Sequence[st
     try:
         # Loaders first: their worker processes must not inherit an initialised CUDA context or process group.
         for mode in ("train", "eval") if config.data.holdout_fraction > 0 else ("train",):
-            lc = loader_config(config, mode=mode, batch_size=per_rank, device=device_kind, device_id=local_rank,
-                               partitions=partitions if mode == "train" else None)  # fmt: skip
+            lc = loader_config(
+                config,
+                mode=mode,
+                batch_size=per_rank,
+                device=device_kind,
+                device_id=local_rank,
+                partitions=partitions if mode == "train" else None,
+            )
             loaders.append(loader_factory(lc, rank, world))
         dist = dd.setup(device_kind)
-        return _train(config, loaders[0], loaders[1] if len(loaders) > 1 else None, dist=dist, state=state,
-                      resume_path=resume_path, per_rank=per_rank)  # fmt: skip
+        return _train(
+            config,
+            loaders[0],
+            loaders[1] if len(loaders) > 1 else None,
+            dist=dist,
+            state=state,
+            resume_path=resume_path,
+            per_rank=per_rank,
+        )
     finally:
         for loader in loaders:
             loader.close()
@@ -239,8 +224,16 @@ def _main(config: TrainConfig, *, resume: str | None, resume_anyway: Sequence[st
         torch.use_deterministic_algorithms(saved[1])
 
 
-def _train(config: TrainConfig, train_loader: Any, eval_loader: Any | None, *, dist: dd.Dist, state: dict | None,
-           resume_path: Path | None, per_rank: int) -> dict[str, Any]:  # fmt: skip
+def _train(
+    config: TrainConfig,
+    train_loader: Any,
+    eval_loader: Any | None,
+    *,
+    dist: dd.Dist,
+    state: dict | None,
+    resume_path: Path | None,
+    per_rank: int,
+) -> dict[str, Any]:
     """main's body once the loaders and the process group exist."""
     out = Path(config.run.out_dir)
     run = Step(config, dist.device)
@@ -298,21 +291,41 @@ def _train(config: TrainConfig, train_loader: Any, eval_loader: Any | None, *, d
     loss_fn = build_loss(config.model.loss, label_smoothing=config.model.label_smoothing)
     softmax = config.model.loss == "softmax"
 
-    log = RunLog(out, config, dist=dist, total_steps=total_steps, start_step=step, images_per_step=config.batch.global_size)
-    log.event("start", step=step, world=dist.world, per_rank_batch=per_rank, lr=config.lr, num_classes=num_classes,
-              steps_per_epoch=steps_per_epoch, total_steps=total_steps, resumed_from=str(resume_path or ""))  # fmt: skip
+    log = RunLog(
+        out, config, dist=dist, total_steps=total_steps, start_step=step, images_per_step=config.batch.global_size
+    )
+    log.event(
+        "start",
+        step=step,
+        world=dist.world,
+        per_rank_batch=per_rank,
+        lr=config.lr,
+        num_classes=num_classes,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        resumed_from=str(resume_path or ""),
+    )
     eval_results: dict[str, float] = {}
 
     def save(step: int) -> None:
         if dist.is_main:
             ckpt.save_checkpoint(
-                {"model": bare.state_dict(), "model_name": config.model.name, "num_classes": num_classes,
-                 "optimizer": optimizer.state_dict(), "schedule": scheduler.state_dict(), "step": step,
-                 "loader": train_loader.state_dict(), "config": config.to_dict(),
-                 "rng": _rng_state(dist.device.type == "cuda"), "world": dist.world,
-                 **({"ema": ema.state_dict()} if ema is not None else {})},
-                out, keep_last=config.run.keep_last,
-            )  # fmt: skip
+                {
+                    "model": bare.state_dict(),
+                    "model_name": config.model.name,
+                    "num_classes": num_classes,
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": scheduler.state_dict(),
+                    "step": step,
+                    "loader": train_loader.state_dict(),
+                    "config": config.to_dict(),
+                    "rng": _rng_state(dist.device.type == "cuda"),
+                    "world": dist.world,
+                    **({"ema": ema.state_dict()} if ema is not None else {}),
+                },
+                out,
+                keep_last=config.run.keep_last,
+            )
         dd.barrier(dist)  # nobody runs ahead of a checkpoint that may be resumed
 
     def evaluate_all(step: int) -> dict[str, float]:
@@ -328,8 +341,9 @@ def _train(config: TrainConfig, train_loader: Any, eval_loader: Any | None, *, d
         nonlocal eval_results
         r = config.run
         boundary = step == total_steps or (r.checkpoint_every and step % r.checkpoint_every == 0)
-        log.step(step, loss, wait, lr=lr, epoch=train_loader.state_dict()["epoch"],
-                 flush=boundary or step % r.log_every == 0)  # fmt: skip
+        log.step(
+            step, loss, wait, lr=lr, epoch=train_loader.state_dict()["epoch"], flush=boundary or step % r.log_every == 0
+        )
         if r.checkpoint_every and step % r.checkpoint_every == 0 and step < total_steps:
             save(step)
         if eval_loader is not None and r.eval_every and step % r.eval_every == 0 and step < total_steps:
@@ -338,8 +352,19 @@ def _train(config: TrainConfig, train_loader: Any, eval_loader: Any | None, *, d
     try:
         epoch = train_loader.state_dict()["epoch"]
         while step < total_steps:
-            step = train_one_epoch(model, optimizer, scheduler, train_loader, loss_fn, run=run, step=step,
-                                   stop=total_steps, steps_per_epoch=steps_per_epoch, after_step=after_step, ema=ema)  # fmt: skip
+            step = train_one_epoch(
+                model,
+                optimizer,
+                scheduler,
+                train_loader,
+                loss_fn,
+                run=run,
+                step=step,
+                stop=total_steps,
+                steps_per_epoch=steps_per_epoch,
+                after_step=after_step,
+                ema=ema,
+            )
             if step < total_steps:
                 epoch += 1
                 train_loader.set_epoch(epoch)  # the next epoch's plan: a new draw, identical on every rank

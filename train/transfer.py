@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from numpy.typing import NDArray
+
 from tagstream.loader import build_loader, normalize_images
 from tagstream.loader.config import LoaderConfig
 from tagstream.loader.dataset import Dataset
@@ -21,23 +22,13 @@ from tagstream.loader.sizes import parse_size_schedule
 from tagstream.loader.vocab import Vocab
 from tagstream.train.checkpoint import load_checkpoint
 from tagstream.train.ema import ema_weights
-from tagstream.train.features import (
-    Labels,
-    eval_config,
-    extract_dataset,
-    make_labels,
-    vocab_labels,
-)
-from tagstream.train.lowshot import LowShotConfig, format_low_shot, low_shot
+from tagstream.train.features import Labels, eval_config, extract_dataset, make_labels, vocab_labels
+from tagstream.train.lowshot import LowShotConfig, low_shot
 from tagstream.train.metrics import average_precision_per_class
 from tagstream.train.models import adapt_state, build_model, replace_head
 from tagstream.train.optim import layer_decay_groups
-from tagstream.train.probe import (
-    ProbeConfig,
-    fit_linear_probe,
-    per_class_accuracy,
-    topk_accuracy,
-)
+from tagstream.train.probe import ProbeConfig, fit_linear_probe, per_class_accuracy, topk_accuracy
+from tagstream.train.transfer_report import strict_json
 
 MODES = ("linear", "finetune")
 BASELINES = ("none", "random")
@@ -55,9 +46,17 @@ class FinetuneConfig:
     layer_decay: float = 1.0  # < 1: each block below the head learns at layer_decay times the rate of the one above
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0 or not 0 < self.layer_decay <= 1:
-            raise ValueError(f"finetune settings {self} must have epochs, batch_size >= 1, lr > 0, weight_decay >= 0, "
-                             "0 < layer_decay <= 1")
+        if (
+            self.epochs < 1
+            or self.batch_size < 1
+            or self.lr <= 0
+            or self.weight_decay < 0
+            or not 0 < self.layer_decay <= 1
+        ):
+            raise ValueError(
+                f"finetune settings {self} must have epochs, batch_size >= 1, lr > 0, weight_decay >= 0, "
+                "0 < layer_decay <= 1"
+            )
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,9 @@ class TransferConfig:
     vocab: str = "labels"  # vocabulary of the downstream datasets whose classes are the labels
     task: str = "auto"  # auto: single-label when no image carries two classes
     model: str | None = None  # architecture when there is no checkpoint
-    image_size: int | None = None  # default: the checkpoint's final training size; a ViT's position embedding is resized
+    image_size: int | None = (
+        None  # default: the checkpoint's final training size; a ViT's position embedding is resized
+    )
     batch_size: int = 64  # feature extraction batch
     workers: int = 1
     threads: int = 2
@@ -85,9 +86,13 @@ class TransferConfig:
     low_shot: LowShotConfig = field(default_factory=LowShotConfig)  # linear mode: k images per class, several seeds
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("mode", self.mode, MODES), ("baseline", self.baseline, BASELINES),
-                                     ("task", self.task, TASKS), ("device", self.device, DEVICES),
-                                     ("weights", self.weights, WEIGHTS)):
+        for name, value, allowed in (
+            ("mode", self.mode, MODES),
+            ("baseline", self.baseline, BASELINES),
+            ("task", self.task, TASKS),
+            ("device", self.device, DEVICES),
+            ("weights", self.weights, WEIGHTS),
+        ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {allowed}")
         if self.checkpoint is None and self.model is None:
@@ -97,7 +102,9 @@ class TransferConfig:
         if self.image_size is not None and self.image_size < 8:
             raise ValueError(f"image_size={self.image_size} must be >= 8")
         if self.low_shot.shots and self.mode != "linear":
-            raise ValueError(f"low-shot evaluation (shots={self.low_shot.shots}) is a linear-probe protocol; use mode='linear'")
+            raise ValueError(
+                f"low-shot evaluation (shots={self.low_shot.shots}) is a linear-probe protocol; use mode='linear'"
+            )
 
 
 def _device(name: str) -> torch.device:
@@ -106,8 +113,15 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_backbone(checkpoint: str | None, *, model: str | None = None, image_size: int | None = None,
-                  seed: int = 0, random_init: bool = False, weights: str = "model") -> tuple[torch.nn.Module, dict]:
+def load_backbone(
+    checkpoint: str | None,
+    *,
+    model: str | None = None,
+    image_size: int | None = None,
+    seed: int = 0,
+    random_init: bool = False,
+    weights: str = "model",
+) -> tuple[torch.nn.Module, dict]:
     """(model, info) from a checkpoint, or random-initialised with the checkpoint's (or given) architecture.
 
     weights: "model" (the trained weights) or "ema" (their moving average, train/ema.py).
@@ -128,8 +142,13 @@ def load_backbone(checkpoint: str | None, *, model: str | None = None, image_siz
         trained_weights = ema_weights(state, checkpoint) if weights == "ema" else state["model"]
         net.load_state_dict(adapt_state(name, trained_weights, image_size=size))
     source = "random" if (state is None or random_init) else "checkpoint"
-    return net, {"model": name, "image_size": size, "head_classes": classes, "source": source,
-                 "weights": weights if source == "checkpoint" else "random"}
+    return net, {
+        "model": name,
+        "image_size": size,
+        "head_classes": classes,
+        "source": source,
+        "weights": weights if source == "checkpoint" else "random",
+    }
 
 
 def _loader_device(device: torch.device) -> tuple[str, int | None]:
@@ -139,8 +158,19 @@ def _loader_device(device: torch.device) -> tuple[str, int | None]:
 def _features(net: torch.nn.Module, cfg: TransferConfig, dataset: str, size: int, device: torch.device, desc: str):
     dev, dev_id = _loader_device(device)
     loader = build_loader(
-        eval_config(dataset, cfg.vocab, image_size=size, batch_size=cfg.batch_size, workers=cfg.workers,
-                    threads=cfg.threads, device=dev, device_id=dev_id), 0, 1)
+        eval_config(
+            dataset,
+            cfg.vocab,
+            image_size=size,
+            batch_size=cfg.batch_size,
+            workers=cfg.workers,
+            threads=cfg.threads,
+            device=dev,
+            device_id=dev_id,
+        ),
+        0,
+        1,
+    )
     try:
         return extract_dataset(net, loader, device=device, progress=cfg.progress, desc=desc)
     finally:
@@ -156,7 +186,9 @@ def score(scores: NDArray[np.floating], labels: Labels, indices: NDArray[np.int6
         y = labels.single[indices]
         per_class = per_class_accuracy(scores, y, len(names))
         return {
-            "images": int(len(y)), "top1": topk_accuracy(scores, y, k=1), "top5": topk_accuracy(scores, y, k=5),
+            "images": int(len(y)),
+            "top1": topk_accuracy(scores, y, k=1),
+            "top5": topk_accuracy(scores, y, k=5),
             "mean_class_accuracy": float(np.nanmean(per_class)) if np.isfinite(per_class).any() else math.nan,
             "per_class_accuracy": {n: float(a) for n, a in zip(names, per_class)},
         }
@@ -171,16 +203,30 @@ def linear_probe(net, cfg: TransferConfig, train_labels: Labels, eval_labels: La
     fev, iev = _features(net, cfg, cfg.eval, size, device, "eval features")
     keep = train_labels.labelled[itr]
     y = train_labels.single[itr[keep]] if train_labels.task == "single" else train_labels.multi[itr[keep]]
-    probe = fit_linear_probe(ftr[keep], y, num_classes=len(train_labels.class_names), task=train_labels.task,
-                             config=cfg.probe)
+    probe = fit_linear_probe(
+        ftr[keep], y, num_classes=len(train_labels.class_names), task=train_labels.task, config=cfg.probe
+    )
     out = score(probe.scores(fev), eval_labels, iev)
-    out.update(train_images=int(keep.sum()), feature_dim=int(ftr.shape[1]), weight_decay=probe.weight_decay,
-               val_scores=probe.val_scores, train_top1=score(probe.scores(ftr), train_labels, itr).get("top1"))
+    out.update(
+        train_images=int(keep.sum()),
+        feature_dim=int(ftr.shape[1]),
+        weight_decay=probe.weight_decay,
+        val_scores=probe.val_scores,
+        train_top1=score(probe.scores(ftr), train_labels, itr).get("top1"),
+    )
     if cfg.low_shot.shots:
         if train_labels.task != "single":
-            raise ValueError("low-shot evaluation needs a single-label task (k images of each class); this one is multi-label")
-        out["low_shot"] = low_shot(ftr, train_labels.single[itr], fev, eval_labels.single[iev],
-                                   num_classes=len(train_labels.class_names), config=cfg.low_shot)
+            raise ValueError(
+                "low-shot evaluation needs a single-label task (k images of each class); this one is multi-label"
+            )
+        out["low_shot"] = low_shot(
+            ftr,
+            train_labels.single[itr],
+            fev,
+            eval_labels.single[iev],
+            num_classes=len(train_labels.class_names),
+            config=cfg.low_shot,
+        )
     return out
 
 
@@ -189,14 +235,27 @@ def finetune(net, cfg: TransferConfig, train_labels: Labels, eval_labels: Labels
     ft = cfg.finetune
     loss_kind = "soft" if train_labels.task == "single" else "multihot"
     dev, dev_id = _loader_device(device)
-    lcfg = LoaderConfig(dataset=cfg.train, vocab=cfg.vocab, mode="train", sampling="natural", batch_size=ft.batch_size,
-                        image_size=size, seed=cfg.seed, targets=loss_kind, workers=cfg.workers, threads=cfg.threads,
-                        device=dev, device_id=dev_id)
+    lcfg = LoaderConfig(
+        dataset=cfg.train,
+        vocab=cfg.vocab,
+        mode="train",
+        sampling="natural",
+        batch_size=ft.batch_size,
+        image_size=size,
+        seed=cfg.seed,
+        targets=loss_kind,
+        workers=cfg.workers,
+        threads=cfg.threads,
+        device=dev,
+        device_id=dev_id,
+    )
     replace_head(net, len(train_labels.class_names))
     net.to(device)
     loader = build_loader(lcfg, 0, 1)
     steps = ft.epochs * len(loader)
-    opt = torch.optim.SGD(layer_decay_groups(net, ft.lr, ft.layer_decay), lr=ft.lr, momentum=0.9, weight_decay=ft.weight_decay)
+    opt = torch.optim.SGD(
+        layer_decay_groups(net, ft.lr, ft.layer_decay), lr=ft.lr, momentum=0.9, weight_decay=ft.weight_decay
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     losses = []
     try:
@@ -220,16 +279,33 @@ def finetune(net, cfg: TransferConfig, train_labels: Labels, eval_labels: Labels
         loader.close()
     logits, idx = _logits(net, cfg, cfg.eval, size, device)
     out = score(logits, eval_labels, idx)
-    out.update(steps=steps, first_loss=losses[0] if losses else math.nan, last_loss=losses[-1] if losses else math.nan,
-               layer_decay=ft.layer_decay, learning_rates=sorted({g["initial_lr"] for g in opt.param_groups}))
+    out.update(
+        steps=steps,
+        first_loss=losses[0] if losses else math.nan,
+        last_loss=losses[-1] if losses else math.nan,
+        layer_decay=ft.layer_decay,
+        learning_rates=sorted({g["initial_lr"] for g in opt.param_groups}),
+    )
     return out
 
 
 @torch.no_grad()
 def _logits(net, cfg: TransferConfig, dataset: str, size: int, device) -> tuple[np.ndarray, np.ndarray]:
     dev, dev_id = _loader_device(device)
-    loader = build_loader(eval_config(dataset, cfg.vocab, image_size=size, batch_size=cfg.batch_size,
-                                      workers=cfg.workers, threads=cfg.threads, device=dev, device_id=dev_id), 0, 1)
+    loader = build_loader(
+        eval_config(
+            dataset,
+            cfg.vocab,
+            image_size=size,
+            batch_size=cfg.batch_size,
+            workers=cfg.workers,
+            threads=cfg.threads,
+            device=dev,
+            device_id=dev_id,
+        ),
+        0,
+        1,
+    )
     net.eval()
     out, idx = [], []
     try:
@@ -269,43 +345,28 @@ def run_transfer(cfg: TransferConfig, *, out: str | Path | None = None) -> dict:
     info = {}
     for name, random_init in runs:
         start = time.perf_counter()
-        net, info = load_backbone(cfg.checkpoint, model=cfg.model, image_size=cfg.image_size, seed=cfg.seed,
-                                  random_init=random_init, weights=cfg.weights)
+        net, info = load_backbone(
+            cfg.checkpoint,
+            model=cfg.model,
+            image_size=cfg.image_size,
+            seed=cfg.seed,
+            random_init=random_init,
+            weights=cfg.weights,
+        )
         net.to(device)
         protocol = linear_probe if cfg.mode == "linear" else finetune
         results[name] = protocol(net, cfg, train_labels, eval_labels, info["image_size"], device)
         results[name]["seconds"] = round(time.perf_counter() - start, 2)
     report = {
-        "mode": cfg.mode, "task": train_labels.task, "model": info["model"], "image_size": info["image_size"],
-        "classes": list(train_labels.class_names), "results": results,
+        "mode": cfg.mode,
+        "task": train_labels.task,
+        "model": info["model"],
+        "image_size": info["image_size"],
+        "classes": list(train_labels.class_names),
+        "results": results,
         "config": {k: v for k, v in asdict(cfg).items()},
     }
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(Path(out), strict_json(report))
     return report
-
-
-def strict_json(obj):
-    """A copy with every non-finite float (NaN, inf) as None, so the JSON is strict."""
-    if isinstance(obj, dict):
-        return {str(k): strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict_json(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def format_table(report: dict) -> str:
-    """The results as a fixed-width text table, one row per backbone."""
-    single = report["task"] == "single"
-    cols = ("top1", "top5", "mean_class_accuracy") if single else ("mAP",)
-    head = f"{'backbone':<12}" + "".join(f"{c:>22}" for c in cols) + f"{'images':>9}{'seconds':>9}"
-    lines = [f"{report['mode']} transfer, {report['task']}-label, {len(report['classes'])} classes, model {report['model']}",
-             head, "-" * len(head)]
-    for name, r in report["results"].items():
-        vals = "".join(f"{100 * r[c]:>21.2f}%" if r[c] is not None and math.isfinite(r[c]) else f"{'-':>22}" for c in cols)
-        lines.append(f"{name:<12}{vals}{r['images']:>9}{r['seconds']:>9.1f}")
-    low = format_low_shot(report["results"])
-    return "\n".join(lines + (["low-shot linear probe:", *low] if low else []))

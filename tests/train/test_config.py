@@ -5,20 +5,22 @@ from __future__ import annotations
 import json
 
 import pytest
-from tagstream.train.config import (
-    TrainConfig,
-    load_config,
-    parse_override,
-    recipe_names,
-)
+
+from tagstream.train.config import TrainConfig, load_config, parse_override, recipe_names
 
 REQUIRED = ["data.dataset=/data/ds", "data.vocab=v1", "run.out_dir=/runs/x"]
 
 
 def test_every_shipped_recipe_resolves():
     names = recipe_names()
-    assert {"tiny-cpu", "resnet50", "resnext101_32x8d-wsl", "resnext101_32x16d-wsl",
-            "resnext101_32x32d-wsl", "resnext101_32x48d-wsl"} <= set(names)  # fmt: skip
+    assert {
+        "tiny-cpu",
+        "resnet50",
+        "resnext101_32x8d-wsl",
+        "resnext101_32x16d-wsl",
+        "resnext101_32x32d-wsl",
+        "resnext101_32x48d-wsl",
+    } <= set(names)
     for name in names:
         c = load_config(name, REQUIRED)
         assert c.data.dataset == "/data/ds"
@@ -29,9 +31,20 @@ def test_every_shipped_recipe_resolves():
 
 
 def test_overrides_are_parsed_by_type():
-    c = load_config("tiny-cpu", [*REQUIRED, "run.steps=7", "optim.base_lr=0.5", "run.bf16=false",
-                                 "data.masks=dedup,near", "schedule.milestones=[0.5, 0.75]", "run.threads=none",
-                                 "data.sampling=power:0.3", "optim.weight_decay=0"])  # fmt: skip
+    c = load_config(
+        "tiny-cpu",
+        [
+            *REQUIRED,
+            "run.steps=7",
+            "optim.base_lr=0.5",
+            "run.bf16=false",
+            "data.masks=dedup,near",
+            "schedule.milestones=[0.5, 0.75]",
+            "run.threads=none",
+            "data.sampling=power:0.3",
+            "optim.weight_decay=0",
+        ],
+    )
     assert c.run.steps == 7 and c.optim.base_lr == 0.5 and c.run.bf16 is False
     assert c.data.masks == ("dedup", "near") and c.schedule.milestones == (0.5, 0.75)
     assert c.run.threads is None and c.data.sampling == "power:0.3"
@@ -82,7 +95,7 @@ def test_unknown_keys_in_a_recipe_file(tmp_path):
     path.write_text('[model]\nname = "resnet18"\nwidth = 3\n')
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['model.width'\]"):
         load_config(path, REQUIRED)
-    path.write_text('[optimizer]\nbase_lr = 0.1\n')
+    path.write_text("[optimizer]\nbase_lr = 0.1\n")
     with pytest.raises(ValueError, match=r"unknown config section\(s\) \['optimizer'\]"):
         load_config(path, REQUIRED)
     path.write_text('[run]\nsteps = "ten"\n')
@@ -116,7 +129,7 @@ def test_parse_override_reads_toml_values_else_text():
 
 
 def test_loader_settings_reach_the_loader():
-    from tagstream.train.loop import loader_config
+    from tagstream.train.loading import loader_config
 
     config = load_config("tiny-cpu", [*REQUIRED, "data.cpu_decoder=dali", "data.antialias=false", "data.workers=3"])
     lc = loader_config(config, mode="train", batch_size=8, device="cpu", device_id=0)

@@ -13,12 +13,12 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
+
+from tagstream.tools.cli import main as cli
 from tagstream.train import checkpoint as ckpt
 from tagstream.train.checkpoint import list_checkpoints, load_checkpoint
 from tagstream.train.loop import main
 from tagstream.train.rundir import RunLock
-from tagstream.tools.cli import main as cli
-
 from tests.helpers.train_fakes import fake_factory, fake_run_config
 
 
@@ -100,12 +100,15 @@ def test_resume_with_every_checkpoint_damaged_is_a_clear_error(tmp_path):
         main(fake_run_config(out, "run.steps=4"), resume="auto", loader_factory=fake_factory)
 
 
-@pytest.mark.parametrize("override, key", [
-    ("data.dataset=other", "data.dataset: 'fake' -> 'other'"),
-    ("data.sampling=natural", "data.sampling: 'sqrt' -> 'natural'"),
-    ("data.masks=['no-eval']", "data.masks: [] -> ['no-eval']"),
-    ("optim.base_lr=40.0", "optim.base_lr: 0.4 -> 40.0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("data.dataset=other", "data.dataset: 'fake' -> 'other'"),
+        ("data.sampling=natural", "data.sampling: 'sqrt' -> 'natural'"),
+        ("data.masks=['no-eval']", "data.masks: [] -> ['no-eval']"),
+        ("optim.base_lr=40.0", "optim.base_lr: 0.4 -> 40.0"),
+    ],
+)
 def test_resume_refuses_a_changed_setting_naming_it(tmp_path, override, key):
     out = tmp_path / "run"
     main(fake_run_config(out, "run.steps=2"), loader_factory=fake_factory)
@@ -118,24 +121,43 @@ def test_resume_refuses_a_changed_setting_naming_it(tmp_path, override, key):
 
 def test_resume_may_lengthen_the_run_and_accept_a_named_change(tmp_path):
     out = tmp_path / "run"
-    main(fake_run_config(out, "run.steps=2", "schedule.kind=constant", "schedule.warmup_steps=0"), loader_factory=fake_factory)
-    main(fake_run_config(out, "run.steps=3", "schedule.kind=constant", "schedule.warmup_steps=0"), resume="auto",
-         loader_factory=fake_factory)  # run.steps may change
+    main(
+        fake_run_config(out, "run.steps=2", "schedule.kind=constant", "schedule.warmup_steps=0"),
+        loader_factory=fake_factory,
+    )
+    main(
+        fake_run_config(out, "run.steps=3", "schedule.kind=constant", "schedule.warmup_steps=0"),
+        resume="auto",
+        loader_factory=fake_factory,
+    )  # run.steps may change
     with pytest.raises(ValueError, match="not a config key"):
-        main(fake_run_config(out, "run.steps=4", "schedule.kind=constant", "schedule.warmup_steps=0", "optim.base_lr=0.2"),
-             resume="auto", resume_anyway=["optim.lr"], loader_factory=fake_factory)  # fmt: skip
-    main(fake_run_config(out, "run.steps=4", "schedule.kind=constant", "schedule.warmup_steps=0", "optim.base_lr=0.2"),
-         resume="auto", resume_anyway=["optim.base_lr"], loader_factory=fake_factory)  # fmt: skip
+        main(
+            fake_run_config(
+                out, "run.steps=4", "schedule.kind=constant", "schedule.warmup_steps=0", "optim.base_lr=0.2"
+            ),
+            resume="auto",
+            resume_anyway=["optim.lr"],
+            loader_factory=fake_factory,
+        )
+    main(
+        fake_run_config(out, "run.steps=4", "schedule.kind=constant", "schedule.warmup_steps=0", "optim.base_lr=0.2"),
+        resume="auto",
+        resume_anyway=["optim.base_lr"],
+        loader_factory=fake_factory,
+    )
     lrs = [r["lr"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
     assert lrs[-1] == pytest.approx(0.2 * 16 / 256)  # the accepted LR governs, not the checkpoint's
     assert json.loads((out / "config.json").read_text())["optim"]["base_lr"] == 0.2
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda s: s.pop("optimizer"), "checkpoint lacks optimizer"),
-    (lambda s: s["model"].update({next(iter(s["model"])): torch.zeros(3, 3)}), "checkpoint does not fit this run"),
-    (lambda s: s.update(config=[1, 2]), "have the wrong types"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda s: s.pop("optimizer"), "checkpoint lacks optimizer"),
+        (lambda s: s["model"].update({next(iter(s["model"])): torch.zeros(3, 3)}), "checkpoint does not fit this run"),
+        (lambda s: s.update(config=[1, 2]), "have the wrong types"),
+    ],
+)
 def test_malformed_checkpoints_are_one_line_errors(tmp_path, damage, message):
     out = tmp_path / "run"
     main(fake_run_config(out, "run.steps=2"), loader_factory=fake_factory)
@@ -155,15 +177,36 @@ def test_cli_resume_anyway_and_refusal_are_one_line(tmp_path, tiny_dataset):
 
     build_vocab(ds, "v", VocabOptions(min_count=1))
     out = tmp_path / "run"
-    base = ["train", "--config", "tiny-cpu", "--dataset", str(ds), "--vocab", "v", "--out", str(out), "--image-size", "16",
-            "--batch-size", "8", "--set", "run.progress=false", "--set", "data.workers=0", "--set", "run.threads=1"]
+    base = [
+        "train",
+        "--config",
+        "tiny-cpu",
+        "--dataset",
+        str(ds),
+        "--vocab",
+        "v",
+        "--out",
+        str(out),
+        "--image-size",
+        "16",
+        "--batch-size",
+        "8",
+        "--set",
+        "run.progress=false",
+        "--set",
+        "data.workers=0",
+        "--set",
+        "run.threads=1",
+    ]
     runner = CliRunner()
     res = runner.invoke(cli, [*base, "--steps", "1"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(cli, [*base, "--steps", "2", "--sampling", "natural", "--resume"])
     assert res.exit_code == 1 and "data.sampling: 'sqrt' -> 'natural'" in res.output
     assert res.output.strip().count("\n") == 0
-    res = runner.invoke(cli, [*base, "--steps", "2", "--sampling", "natural", "--resume", "--resume-anyway", "data.sampling"])
+    res = runner.invoke(
+        cli, [*base, "--steps", "2", "--sampling", "natural", "--resume", "--resume-anyway", "data.sampling"]
+    )
     assert res.exit_code == 0, res.output
     with RunLock(out):  # the CLI returned with the run directory's lock released
         assert (out / ".lock").read_text() == str(os.getpid())
@@ -184,14 +227,23 @@ def test_a_checkpoint_of_an_earlier_version_without_the_newer_config_keys_resume
     main(fake_run_config(out, "run.steps=2"), loader_factory=fake_factory)
     path = list_checkpoints(out)[0]
     state = torch.load(path, weights_only=True)
-    for section, key in (("model", "label_smoothing"), ("optim", "name"), ("optim", "grad_clip"), ("data", "partitions")):
+    for section, key in (
+        ("model", "label_smoothing"),
+        ("optim", "name"),
+        ("optim", "grad_clip"),
+        ("data", "partitions"),
+    ):
         del state["config"][section][key]
     state["checksum"] = ckpt.state_digest(state)
     torch.save(state, path)
     summary = main(fake_run_config(out, "run.steps=3"), resume="auto", loader_factory=fake_factory)
     assert summary["steps_run"] == 1
     with pytest.raises(ValueError, match=r"model.label_smoothing: 0.0 -> 0.1"):
-        main(fake_run_config(out, "run.steps=4", "model.label_smoothing=0.1"), resume=str(path), loader_factory=fake_factory)
+        main(
+            fake_run_config(out, "run.steps=4", "model.label_smoothing=0.1"),
+            resume=str(path),
+            loader_factory=fake_factory,
+        )
 
 
 def test_resume_accepts_the_same_dataset_spelled_differently(tmp_path, monkeypatch):
@@ -217,7 +269,7 @@ def test_an_out_dir_that_is_a_file_and_a_resume_with_nothing_to_resume(tmp_path,
 
 
 def test_verify_shards_reaches_the_loader_and_may_change_on_resume(tmp_path):
-    from tagstream.train.loop import loader_config
+    from tagstream.train.loading import loader_config
     from tagstream.train.resume import check_resume
 
     on = fake_run_config(tmp_path / "run", "data.verify_shards=true")

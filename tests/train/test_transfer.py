@@ -7,15 +7,9 @@ import math
 
 import numpy as np
 import pytest
-from tagstream.train.metrics import mean_average_precision
-from tagstream.train.probe import (
-    ProbeConfig,
-    fit_linear_probe,
-    per_class_accuracy,
-    stratified_split,
-    topk_accuracy,
-)
 
+from tagstream.train.metrics import mean_average_precision
+from tagstream.train.probe import ProbeConfig, fit_linear_probe, per_class_accuracy, stratified_split, topk_accuracy
 from tests.helpers.transfer_data import downstream_datasets, imagefolder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -151,12 +145,31 @@ def downstream(tmp_path):
 
 def test_transfer_cli_linear_probe_with_random_baseline(downstream, tmp_path):
     from click.testing import CliRunner
+
     from tagstream.tools.cli import main
 
     train_ds, eval_ds = downstream
     out = tmp_path / "report.json"
-    res = CliRunner().invoke(main, ["transfer", "--train", str(train_ds), "--eval", str(eval_ds), "--model", "regnet_y_tiny",
-                                    "--image-size", "32", "--workers", "0", "--device", "cpu", "--out", str(out)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "transfer",
+            "--train",
+            str(train_ds),
+            "--eval",
+            str(eval_ds),
+            "--model",
+            "regnet_y_tiny",
+            "--image-size",
+            "32",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "built vocabulary 'labels'" in res.output and "random" in res.output
     report = json.loads(out.read_text())
@@ -172,13 +185,8 @@ def test_transfer_finetune_from_a_checkpoint(downstream, tmp_path):
     from tagstream.tools.vocab.build import VocabOptions, build_vocab
     from tagstream.train.checkpoint import latest_checkpoint
     from tagstream.train.loop import main
-    from tagstream.train.transfer import (
-        FinetuneConfig,
-        TransferConfig,
-        format_table,
-        run_transfer,
-    )
-
+    from tagstream.train.transfer import FinetuneConfig, TransferConfig, run_transfer
+    from tagstream.train.transfer_report import format_table
     from tests.helpers.train_fakes import fake_factory, fake_run_config
 
     train_ds, eval_ds = downstream
@@ -186,8 +194,16 @@ def test_transfer_finetune_from_a_checkpoint(downstream, tmp_path):
         build_vocab(ds, "labels", VocabOptions())
     main(fake_run_config(tmp_path / "run", "data.image_size=32", "run.steps=1"), loader_factory=fake_factory)
     ckpt = latest_checkpoint(tmp_path / "run")
-    cfg = TransferConfig(train=str(train_ds), eval=str(eval_ds), checkpoint=str(ckpt), mode="finetune", baseline="random",
-                         workers=0, device="cpu", finetune=FinetuneConfig(epochs=2, batch_size=8, lr=0.05, layer_decay=0.5))
+    cfg = TransferConfig(
+        train=str(train_ds),
+        eval=str(eval_ds),
+        checkpoint=str(ckpt),
+        mode="finetune",
+        baseline="random",
+        workers=0,
+        device="cpu",
+        finetune=FinetuneConfig(epochs=2, batch_size=8, lr=0.05, layer_decay=0.5),
+    )
     report = run_transfer(cfg, out=tmp_path / "ft.json")
     assert set(report["results"]) == {"pretrained", "random"}
     for r in report["results"].values():
@@ -232,8 +248,16 @@ def test_transfer_on_gpu(downstream, tmp_path, mode):
 
     for ds in downstream:
         build_vocab(ds, "labels", VocabOptions())
-    cfg = TransferConfig(train=str(downstream[0]), eval=str(downstream[1]), model="regnet_y_tiny", image_size=32,
-                         mode=mode, workers=1, device="cuda", finetune=FinetuneConfig(epochs=2, batch_size=8, lr=0.05))
+    cfg = TransferConfig(
+        train=str(downstream[0]),
+        eval=str(downstream[1]),
+        model="regnet_y_tiny",
+        image_size=32,
+        mode=mode,
+        workers=1,
+        device="cuda",
+        finetune=FinetuneConfig(epochs=2, batch_size=8, lr=0.05),
+    )
     r = run_transfer(cfg)["results"]["random"]
     assert r["images"] == 15
     if mode == "linear":
@@ -244,6 +268,7 @@ def test_transfer_on_gpu(downstream, tmp_path, mode):
 
 def test_transfer_help_shows_an_example():
     from click.testing import CliRunner
+
     from tagstream.tools.cli import main
 
     out = CliRunner().invoke(main, ["transfer", "--help"]).output
@@ -252,17 +277,37 @@ def test_transfer_help_shows_an_example():
 
 def test_cli_refuses_a_layer_decay_outside_0_1(downstream, tmp_path):
     from click.testing import CliRunner
+
     from tagstream.tools.cli import main
 
     train_ds, eval_ds = downstream
-    res = CliRunner().invoke(main, ["transfer", "--train", str(train_ds), "--eval", str(eval_ds), "--model", "regnet_y_tiny",
-                                    "--mode", "finetune", "--layer-decay", "1.5", "--device", "cpu", "--out", str(tmp_path / "r.json")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "transfer",
+            "--train",
+            str(train_ds),
+            "--eval",
+            str(eval_ds),
+            "--model",
+            "regnet_y_tiny",
+            "--mode",
+            "finetune",
+            "--layer-decay",
+            "1.5",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "r.json"),
+        ],
+    )
     assert res.exit_code != 0 and "0 < layer_decay <= 1" in res.output and "Traceback" not in res.output
 
 
 def test_transfer_multilabel_reports_map(tiny_dataset, tmp_path):
     from tagstream.tools.vocab.build import VocabOptions, build_vocab
-    from tagstream.train.transfer import TransferConfig, format_table, run_transfer
+    from tagstream.train.transfer import TransferConfig, run_transfer
+    from tagstream.train.transfer_report import format_table
 
     # every image carries "all", "mod3_<i%3>" and "mod5_<i%5>": a multi-label task
     train_ds, eval_ds = tiny_dataset(30, shard_size=7), tiny_dataset(15, shard_size=4)
@@ -281,6 +326,7 @@ def test_transfer_multilabel_reports_map(tiny_dataset, tmp_path):
 
 def test_a_failed_transfer_takes_away_the_vocabularies_it_built(tiny_dataset, tmp_path):
     from click.testing import CliRunner
+
     from tagstream.loader.dataset import Dataset
     from tagstream.tools.cli import main
     from tagstream.tools.vocab.build import VocabOptions, build_vocab
@@ -288,8 +334,26 @@ def test_a_failed_transfer_takes_away_the_vocabularies_it_built(tiny_dataset, tm
     train_ds, eval_ds = tiny_dataset(12, shard_size=5), tiny_dataset(8, shard_size=4)
     build_vocab(eval_ds, "labels", VocabOptions())  # the user's own: stays
     # multi-label tiny datasets and low-shot probes: refused after the vocabularies are built
-    res = CliRunner().invoke(main, ["transfer", "--train", str(train_ds), "--eval", str(eval_ds), "--model", "regnet_y_tiny",
-                                    "--shots", "1", "--device", "cpu", "--workers", "0", "--out", str(tmp_path / "r.json")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "transfer",
+            "--train",
+            str(train_ds),
+            "--eval",
+            str(eval_ds),
+            "--model",
+            "regnet_y_tiny",
+            "--shots",
+            "1",
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--out",
+            str(tmp_path / "r.json"),
+        ],
+    )
     assert res.exit_code != 0 and "single-label" in res.output, res.output
     assert f"removed the vocabulary 'labels' built on {train_ds}" in res.output
     assert Dataset(train_ds).vocab_names() == [] and Dataset(eval_ds).vocab_names() == ["labels"]

@@ -6,30 +6,21 @@ from __future__ import annotations
 
 import io
 import multiprocessing as mp
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
 from tagstream.loader.config import LoaderConfig
 from tagstream.loader.dataset import Dataset
-from tagstream.tools.bench.loader_data import (
-    encode_jpeg,
-    photo_like,
-    write_dataset,
-    write_identity_vocab,
-)
+from tagstream.tools.bench.loader_ceiling import run_ceiling, usable_cores
+from tagstream.tools.bench.loader_data import encode_jpeg, photo_like, write_dataset, write_identity_vocab
 from tagstream.tools.bench.loader_stages import stage_breakdown, targets
 
 VOCAB = "bench"
 NUM_TAGS = 200
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (honours taskset / cgroup CPU sets, unlike os.cpu_count)."""
-    return len(os.sched_getaffinity(0))
 
 
 def _bench_record(i: int) -> tuple[bytes, list[int], int, int]:
@@ -39,7 +30,9 @@ def _bench_record(i: int) -> tuple[bytes, list[int], int, int]:
     return encode_jpeg(photo_like(rng, w, h), quality=90), tags, w, h
 
 
-def make_bench_dataset(root: str | Path, images: int, *, workers: int, progress: Callable[[int], None] | None = None) -> Dataset:
+def make_bench_dataset(
+    root: str | Path, images: int, *, workers: int, progress: Callable[[int], None] | None = None
+) -> Dataset:
     """A dataset of photo-like 500x375 JPEGs (q90, 50-110 KB), Zipf-tagged, with the vocabulary "bench"."""
     with mp.get_context("fork").Pool(max(workers, 1)) as pool:
         records = pool.imap(_bench_record, range(images), chunksize=8)
@@ -100,13 +93,20 @@ class _PillowDataset:
         import torch
         import torchvision.transforms.functional as F
         from PIL import Image
+
         from tagstream.loader.augment import train_params
 
         index = int(self.plan[position])
         img = Image.open(io.BytesIO(self.store.read_image(index))).convert("RGB")
         (x, y, w, h), flip = train_params(
-            img.width, img.height, seed=self.config.seed, epoch=0, rank=0, position=position,
-            scale=self.config.random_area, ratio=self.config.random_aspect_ratio,
+            img.width,
+            img.height,
+            seed=self.config.seed,
+            epoch=0,
+            rank=0,
+            position=position,
+            scale=self.config.random_area,
+            ratio=self.config.random_aspect_ratio,
         )
         s = self.config.image_size
         img = F.resized_crop(img, y, x, h, w, [s, s], interpolation=F.InterpolationMode.BILINEAR)
@@ -118,6 +118,7 @@ class _PillowDataset:
 def run_baseline(config: LoaderConfig, batches: int, tick: Callable[[int], None]) -> dict:
     """torch.utils.data.DataLoader with Pillow, config.workers worker processes, targets in the main process."""
     import torch
+
     from tagstream.loader.sampling import RankSampler
     from tagstream.loader.vocab import Vocab
 
@@ -126,8 +127,11 @@ def run_baseline(config: LoaderConfig, batches: int, tick: Callable[[int], None]
     sampler = RankSampler.from_config(config, ds, vocab)
     plan = sampler.plan(0, 0, (batches + 1) * config.batch_size)
     loader = torch.utils.data.DataLoader(
-        _PillowDataset(config, plan), batch_size=config.batch_size, num_workers=config.workers,
-        prefetch_factor=config.prefetch if config.workers else None, persistent_workers=False,
+        _PillowDataset(config, plan),
+        batch_size=config.batch_size,
+        num_workers=config.workers,
+        prefetch_factor=config.prefetch if config.workers else None,
+        persistent_workers=False,
     )
     it = iter(loader)
     next(it)
@@ -141,73 +145,9 @@ def run_baseline(config: LoaderConfig, batches: int, tick: Callable[[int], None]
     return {"images_per_s": n * config.batch_size / dt, "batches": n}
 
 
-def _read_bytes(config: LoaderConfig, count: int) -> list[bytes]:
-    from tagstream.loader.store import ShardStore
-
-    store = ShardStore(config.dataset)
-    n = len(store.dataset)
-    return [store.read_image(i % n) for i in range(count)]
-
-
-def _pil_decode(data: bytes) -> int:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:  # no draft(): a full-size decode
-        return im.convert("RGB").size[0]
-
-
-def _turbo_decode(data: bytes) -> int:
-    from tagstream.loader import turbo
-
-    return turbo.decode(data).shape[1]
-
-
-def _decode_rate(decode: Callable[[bytes], int], data: list[bytes], cores: int) -> float:
-    """Images/s of `decode` over `data` in `cores` processes (after one warm-up image each)."""
-    with mp.get_context("fork").Pool(cores) as pool:
-        pool.map(decode, data[:cores])
-        t0 = time.perf_counter()
-        pool.map(decode, data, chunksize=16)
-        return len(data) / (time.perf_counter() - t0)
-
-
-def run_ceiling(config: LoaderConfig, images: int, tick: Callable[[int], None]) -> dict:
-    """Decode-only: the same bytes, already in memory, fully decoded (no crop, no resize) with all the
-    cores, by DALI's CPU decoder (config.threads threads), by Pillow and by libjpeg-turbo called
-    directly (loader.turbo, when built) in `cores` processes; the fastest is the ceiling."""
-    from nvidia.dali import fn, pipeline_def, types
-
-    data = _read_bytes(config, images)
-    arrays = [np.frombuffer(d, np.uint8) for d in data]
-    b = config.batch_size
-    n_batches = len(arrays) // b
-
-    @pipeline_def(batch_size=b, num_threads=config.threads, device_id=None, prefetch_queue_depth=2)
-    def decode_only():
-        jpegs = fn.external_source(source=lambda i: arrays[(i % n_batches) * b : (i % n_batches + 1) * b], batch=True, dtype=types.UINT8)
-        return fn.decoders.image(jpegs, device="cpu", output_type=types.RGB)
-
-    pipe = decode_only()
-    pipe.build()
-    pipe.run()
-    t0 = time.perf_counter()
-    for _ in range(n_batches):
-        pipe.run()
-        tick(1)
-    dali = n_batches * b / (time.perf_counter() - t0)
-    pipe._shutdown()
-    from tagstream.loader import turbo
-
-    cores = usable_cores()
-    rates = {"dali": dali, "pillow": _decode_rate(_pil_decode, data, cores)}
-    if turbo.available():
-        rates["libjpeg-turbo"] = _decode_rate(_turbo_decode, data, cores)
-    tick(n_batches)
-    best = max(rates, key=rates.__getitem__)
-    return {"images_per_s": rates[best], "by": best, **{f"{k}_images_per_s": v for k, v in rates.items()}}
-
-
-def first_batch_latency(root: Path, sizes: tuple[int, ...], *, batch_size: int, workers: int, threads: int) -> list[dict]:
+def first_batch_latency(
+    root: Path, sizes: tuple[int, ...], *, batch_size: int, workers: int, threads: int
+) -> list[dict]:
     """Time from build_loader() to the first batch, on tiny-image datasets of each size (made if absent),
     after one untimed warm-up on the first, so one-off imports and JIT compilation are not counted."""
     from tagstream.loader import build_loader
@@ -219,7 +159,11 @@ def first_batch_latency(root: Path, sizes: tuple[int, ...], *, batch_size: int, 
         if not (path / "manifest.json").exists():
             make_tiny_dataset(path, size)
         made[size] = time.perf_counter() - t0
-    warm = build_loader(bench_config(str(Path(root) / f"tiny-{sizes[0]}"), batch_size=batch_size, image_size=32, workers=workers, threads=threads))
+    warm = build_loader(
+        bench_config(
+            str(Path(root) / f"tiny-{sizes[0]}"), batch_size=batch_size, image_size=32, workers=workers, threads=threads
+        )
+    )
     next(iter(warm))
     warm.close()
     out = []
@@ -236,7 +180,9 @@ def first_batch_latency(root: Path, sizes: tuple[int, ...], *, batch_size: int, 
     return out
 
 
-def prepare_dataset(dataset: str | Path, *, make: int | None, workers: int, progress: Callable[[str, int], Callable[[int], None]]) -> Dataset:
+def prepare_dataset(
+    dataset: str | Path, *, make: int | None, workers: int, progress: Callable[[str, int], Callable[[int], None]]
+) -> Dataset:
     """The bench dataset at `dataset` with its vocabulary, made first (`make` photo-like images) if absent."""
     dataset = Path(dataset)
     if not (dataset / "manifest.json").exists():
@@ -270,14 +216,28 @@ def bench_loader(
         raise ValueError(f"rounds={rounds} must be >= 1")
     ds = prepare_dataset(dataset, make=make, workers=workers, progress=progress)
     dataset = ds.root
-    config = bench_config(str(dataset), batch_size=batch_size, image_size=image_size, workers=workers, threads=threads, prefetch=2,
-                     antialias=antialias)
+    config = bench_config(
+        str(dataset),
+        batch_size=batch_size,
+        image_size=image_size,
+        workers=workers,
+        threads=threads,
+        prefetch=2,
+        antialias=antialias,
+    )
     n = min(batches, len(ds) // batch_size - 1)
     if n < 1:
         raise ValueError(f"the dataset's {len(ds)} images give no batch of {batch_size} after warm-up; use more images")
-    result: dict[str, Any] = {"dataset": str(dataset), "images": len(ds), "batch_size": batch_size, "workers": workers,
-                              "threads": threads, "image_size": image_size, "cores": usable_cores(),
-                              "antialias": antialias}
+    result: dict[str, Any] = {
+        "dataset": str(dataset),
+        "images": len(ds),
+        "batch_size": batch_size,
+        "workers": workers,
+        "threads": threads,
+        "image_size": image_size,
+        "cores": usable_cores(),
+        "antialias": antialias,
+    }
     result["decoder"] = "turbo" if config.source_decodes else "dali"
     # rounds interleave the contenders, so a noisy moment on a shared machine hits all of them; each
     # figure is the median over rounds and the ratios are of medians (each round's ratios are kept too)
@@ -286,15 +246,24 @@ def bench_loader(
         tag = f" {r + 1}/{rounds}" if rounds > 1 else ""
         runs["ours_cpu"].append(run_ours(config, n, progress(f"ours (cpu, {result['decoder']} decode){tag}", n)))
         if config.source_decodes:  # the same loader with DALI's CPU decoder and resize, for comparison
-            runs["ours_cpu_dali"].append(run_ours(replace(config, cpu_decoder="dali"), n, progress(f"ours (cpu, dali decode){tag}", n)))
+            runs["ours_cpu_dali"].append(
+                run_ours(replace(config, cpu_decoder="dali"), n, progress(f"ours (cpu, dali decode){tag}", n))
+            )
         runs["baseline"].append(run_baseline(config, n, progress(f"DataLoader + Pillow{tag}", n)))
-        runs["ceiling"].append(run_ceiling(config, (n + 1) * batch_size, progress(f"decode-only ceiling{tag}", 2 * (n + 1))))
+        runs["ceiling"].append(
+            run_ceiling(config, (n + 1) * batch_size, progress(f"decode-only ceiling{tag}", 2 * (n + 1)))
+        )
     for key, rows in runs.items():
         if rows:
             result[key] = median_run(rows)
     result["rounds"] = [
-        {"ours": o["images_per_s"], "baseline": b["images_per_s"], "ceiling": c["images_per_s"],
-         "ratio_vs_baseline": o["images_per_s"] / b["images_per_s"], "ratio_vs_ceiling": o["images_per_s"] / c["images_per_s"]}
+        {
+            "ours": o["images_per_s"],
+            "baseline": b["images_per_s"],
+            "ceiling": c["images_per_s"],
+            "ratio_vs_baseline": o["images_per_s"] / b["images_per_s"],
+            "ratio_vs_ceiling": o["images_per_s"] / c["images_per_s"],
+        }
         for o, b, c in zip(runs["ours_cpu"], runs["baseline"], runs["ceiling"])
     ]
     result["stages"] = stage_breakdown(config, min(len(ds), (n + 1) * batch_size))
@@ -304,12 +273,23 @@ def bench_loader(
     import torch
 
     if torch.cuda.is_available():
-        gpu = bench_config(str(dataset), batch_size=batch_size, image_size=image_size, workers=workers, threads=threads,
-                      device="gpu", device_id=0, prefetch=2, antialias=antialias)
+        gpu = bench_config(
+            str(dataset),
+            batch_size=batch_size,
+            image_size=image_size,
+            workers=workers,
+            threads=threads,
+            device="gpu",
+            device_id=0,
+            prefetch=2,
+            antialias=antialias,
+        )
         result["ours_gpu"] = run_ours(gpu, n, progress("ours (DALI, gpu)", n))
     if startup:
         root = Path(startup_root) if startup_root else dataset.parent / "startup-bench"
-        result["startup"] = first_batch_latency(root, (10**4, 10**6), batch_size=batch_size, workers=workers, threads=threads)
+        result["startup"] = first_batch_latency(
+            root, (10**4, 10**6), batch_size=batch_size, workers=workers, threads=threads
+        )
     return result
 
 
@@ -347,7 +327,8 @@ def format_table(r: dict) -> str:
         f"{'baseline: DataLoader + Pillow, same crops':<52}{r['baseline']['images_per_s']:>10.1f}",
         f"{'ceiling: decode only, full image (' + c['by'] + ')':<52}{c['images_per_s']:>10.1f}   ({others})",
         f"ours / baseline = {r['ratio_vs_baseline']:.2f}x (target >= 2.5)   ours / ceiling = {r['ratio_vs_ceiling']:.2f}x (target >= 0.6)",
-        "per round: " + "; ".join(f"{x['ratio_vs_baseline']:.2f}x, {x['ratio_vs_ceiling']:.2f}x" for x in r.get("rounds", [])),
+        "per round: "
+        + "; ".join(f"{x['ratio_vs_baseline']:.2f}x, {x['ratio_vs_ceiling']:.2f}x" for x in r.get("rounds", [])),
         f"first batch (ours, this dataset, the median round's loader; round 1 also pays imports and JIT): {r['ours_cpu']['first_batch_s']:.2f} s",
     ]
     s = r["stages"]
@@ -356,5 +337,7 @@ def format_table(r: dict) -> str:
         f"{s['decode_augment_us']:.0f} us ({s.get('decoder', 'dali')}, {s['decode_augment_threads']} thread(s)), targets {s['targets_us']:.2f} us"
     )
     for row in r.get("startup", []):
-        lines.append(f"start-up at {row['images']:>9,d} images: build {row['build_s']:.2f} s, first batch {row['first_batch_s']:.2f} s")
+        lines.append(
+            f"start-up at {row['images']:>9,d} images: build {row['build_s']:.2f} s, first batch {row['first_batch_s']:.2f} s"
+        )
     return "\n".join(lines)

@@ -12,7 +12,6 @@ NNNNN.json per committed shard (its input range, new tags, rejects) and a lock h
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import json
 import multiprocessing as mp
@@ -22,30 +21,17 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from tagstream.loader import format as fmt
-from tagstream.tools.convert.image import (
-    Accepted,
-    ImageOptions,
-    Item,
-    ItemResult,
-    process_batch,
-    process_item,
-)
 from tagstream.loader.lifetime import exit_with_parent
 from tagstream.loader.writer import write_manifest, write_tags
-from tagstream.tools.convert.shards import (
-    STATE_DIR,
-    ConvertShard,
-    remove_after,
-    shard_intact,
-    slim,
-    state_path,
-)
+from tagstream.tools.convert.image import Accepted, ImageOptions, Item, ItemResult, process_batch, process_item
+from tagstream.tools.convert.outdir import ConvertRefused, WriteFailed, locked, writing  # noqa: F401 - re-exported
+from tagstream.tools.convert.shards import STATE_DIR, ConvertShard, remove_after, shard_intact, slim, state_path
 from tagstream.tools.convert.sources import Source
 
 BATCH = 16  # items per task sent to a worker
@@ -71,52 +57,6 @@ class ConvertSummary:
     redone: tuple[str, ...] = ()  # shards of a finished dataset found missing or cut short, converted again
 
 
-class ConvertRefused(Exception):
-    """OUT cannot take this conversion (another source, other options, not a conversion directory)."""
-
-
-class WriteFailed(RuntimeError):
-    """Writing OUT failed (a full disk, a quota, an I/O error): what was committed is kept, a rerun resumes."""
-
-
-@contextmanager
-def writing(out: Path, what: str):
-    """Turn a failed write into one line naming OUT, what was being written and the free space left: LMDB
-    reports a full disk as an I/O error at commit, Python as OSError ENOSPC/EDQUOT/EFBIG."""
-    import errno
-
-    import lmdb
-
-    try:
-        yield
-    except (OSError, lmdb.Error) as exc:
-        if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
-            raise  # not a failed write (an input that went away, ...): the caller's own error
-        import shutil
-
-        try:
-            free = f"{shutil.disk_usage(out).free / 2**20:.1f} MiB free there now"
-        except OSError:
-            free = "free space unknown"
-        raise WriteFailed(
-            f"{out}: writing {what} failed ({type(exc).__name__}: {exc}; {free}); free space and rerun the same "
-            "command: committed shards are kept and the conversion resumes where it stopped"
-        ) from None
-
-
-@contextmanager
-def locked(out: Path, *, shared: bool = False):
-    """Hold OUT's conversion lock: exclusive for a writer of OUT itself, shared for the parts converting beside
-    each other under OUT/parts/ (a merge takes it exclusively, so it never runs beside a part)."""
-    (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
-    with open(out / STATE_DIR / "lock", "a") as f:
-        try:
-            fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConvertRefused(f"{out}: another `tagstream convert` is writing this directory (or a `tagstream merge`)") from None
-        yield
-
-
 def check_state(out: Path, wanted: dict) -> None:
     """Record what is being converted, or refuse when OUT holds something else."""
     path = out / STATE_DIR / "state.json"
@@ -127,7 +67,11 @@ def check_state(out: Path, wanted: dict) -> None:
         have = json.loads(path.read_text())
     except ValueError:
         have = None
-    if not isinstance(have, dict) or not isinstance(have.get("source"), dict) or not isinstance(have.get("options"), dict):
+    if (
+        not isinstance(have, dict)
+        or not isinstance(have.get("source"), dict)
+        or not isinstance(have.get("options"), dict)
+    ):
         raise ConvertRefused(f"{path} is unreadable (not written by this tool?); use a new OUT")
     if have["source"] != wanted["source"]:
         raise ConvertRefused(
@@ -146,8 +90,11 @@ def check_state(out: Path, wanted: dict) -> None:
             f"({have.get('inputs')} inputs then, {wanted['inputs']} now, or other content); use another OUT"
         )
     keys = {**have["options"], **wanted["options"]}  # both ways: a partitioned OUT's `parts` is not in a plain run's
-    diff = {k: (have["options"].get(k), wanted["options"].get(k)) for k in keys
-            if have["options"].get(k) != wanted["options"].get(k)}
+    diff = {
+        k: (have["options"].get(k), wanted["options"].get(k))
+        for k in keys
+        if have["options"].get(k) != wanted["options"].get(k)
+    }
     if "parts" in diff and diff["parts"][1] is None:  # a plain run into an OUT planned in parts
         raise ConvertRefused(
             f"{out} holds a conversion planned in {diff['parts'][0]} parts: run each part (`tagstream convert SRC OUT "
@@ -242,17 +189,33 @@ def convert(
             manifest = fmt.read_manifest(out)
             redone = tuple(s["name"] for s in manifest["shards"] if not shard_intact(out, s))
             if not redone:
-                return summary(out, manifest, already=True, resumed=wanted["inputs"], processed=0,
-                               seconds=time.perf_counter() - t0)
+                return summary(
+                    out, manifest, already=True, resumed=wanted["inputs"], processed=0, seconds=time.perf_counter() - t0
+                )
             # not whole after all (a shard deleted or cut short since): no manifest until it is again;
             # the conversion resumes after the last intact shard (the same input gives the same bytes)
             (out / fmt.MANIFEST).unlink()
-        committed, tail, start = convert_range(out, source, 0, wanted["inputs"], shard_size=shard_size,
-                                               workers=workers, image_options=image_options, progress=progress)
+        committed, tail, start = convert_range(
+            out,
+            source,
+            0,
+            wanted["inputs"],
+            shard_size=shard_size,
+            workers=workers,
+            image_options=image_options,
+            progress=progress,
+        )
         with writing(out, "the dataset's tables and manifest"):
             manifest = finish(out, committed, tail, wanted)
-    return summary(out, manifest, already=False, resumed=start, processed=wanted["inputs"] - start,
-                   seconds=time.perf_counter() - t0, redone=redone)
+    return summary(
+        out,
+        manifest,
+        already=False,
+        resumed=start,
+        processed=wanted["inputs"] - start,
+        seconds=time.perf_counter() - t0,
+        redone=redone,
+    )
 
 
 def open_source(src: str | Path, out: str | Path, *, format: str = "auto", **columns: str) -> tuple[Source, Path]:
@@ -263,7 +226,11 @@ def open_source(src: str | Path, out: str | Path, *, format: str = "auto", **col
         raise ValueError(f"OUT {out} is inside the ImageFolder SRC {source.path}; the dataset would become input")
     if out.exists() and not out.is_dir():
         raise ConvertRefused(f"{out} exists and is not a directory")
-    if out.exists() and not (out / STATE_DIR / "state.json").exists() and any(p.name != STATE_DIR for p in out.iterdir()):
+    if (
+        out.exists()
+        and not (out / STATE_DIR / "state.json").exists()
+        and any(p.name != STATE_DIR for p in out.iterdir())
+    ):
         raise ConvertRefused(f"{out} is not empty and holds no conversion in progress; choose a new or empty OUT")
     return source, out
 
@@ -282,8 +249,17 @@ def conversion_options(*, shard_size: int, image_options: ImageOptions, **more_o
     return {"shard_size": shard_size, **asdict(image_options), **more_options}
 
 
-def convert_range(root: Path, source: Source, lo: int, hi: int, *, shard_size: int, workers: int,
-                  image_options: ImageOptions, progress: bool) -> tuple[list[dict], list[dict], int]:
+def convert_range(
+    root: Path,
+    source: Source,
+    lo: int,
+    hi: int,
+    *,
+    shard_size: int,
+    workers: int,
+    image_options: ImageOptions,
+    progress: bool,
+) -> tuple[list[dict], list[dict], int]:
     """Convert inputs [lo, hi) into shards under root (locked by the caller), resuming after its committed shards.
     Returns (the shards' states, the rejects after the last shard, the input this run started at)."""
     for sub in (fmt.SHARDS_DIR, fmt.INDEX_DIR):
@@ -295,8 +271,17 @@ def convert_range(root: Path, source: Source, lo: int, hi: int, *, shard_size: i
     return committed, tail, start
 
 
-def _convert_items(out: Path, source: Source, committed: list[dict], start: int, inputs: int, shard_size: int,
-                   workers: int, options: ImageOptions, progress: bool) -> list[dict]:
+def _convert_items(
+    out: Path,
+    source: Source,
+    committed: list[dict],
+    start: int,
+    inputs: int,
+    shard_size: int,
+    workers: int,
+    options: ImageOptions,
+    progress: bool,
+) -> list[dict]:
     """Convert inputs [start, inputs) into shards appended to `committed`; returns the rejects after the last shard."""
     from tagstream.loader.progress import progress_bar
 
@@ -355,18 +340,28 @@ def finish(out: Path, committed: list[dict], tail: list[dict], wanted: dict) -> 
     for s in committed:
         reencoded.update(s["reencoded"])
     return write_manifest(
-        out, committed, tags=len(tags),
+        out,
+        committed,
+        tags=len(tags),
         source={**wanted["source"], "fingerprint": wanted["fingerprint"]},
         inputs=wanted["inputs"],
         rejected=sum(reasons.values()),
         rejects_by_reason=dict(sorted(reasons.items())),
         reencoded=dict(sorted(reencoded.items())),
         options=wanted["options"],
-    )  # fmt: skip
+    )
 
 
-def summary(out: Path, manifest: dict, *, already: bool, resumed: int, processed: int, seconds: float,
-            redone: tuple[str, ...] = ()) -> ConvertSummary:
+def summary(
+    out: Path,
+    manifest: dict,
+    *,
+    already: bool,
+    resumed: int,
+    processed: int,
+    seconds: float,
+    redone: tuple[str, ...] = (),
+) -> ConvertSummary:
     return ConvertSummary(
         redone=redone,
         out=str(out),

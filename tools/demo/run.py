@@ -18,11 +18,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from tagstream.tools.demo.results import ROWS, format_results
+
 RUNS = ("natural", "sqrt")
 VOCAB_FILTERS = ("wordnet", "none")
 WORDNET_DIR = "/usr/share/wordnet"
 MARKER = ".tagstream-demo"  # written first into a demo's folder: only such a folder is ever overwritten
-ROWS = (("random", "random init"), ("natural", "hashtags, natural sampling"), ("sqrt", "hashtags, sqrt sampling"))
 
 
 @dataclass(frozen=True)
@@ -99,15 +100,25 @@ def _pretrain(root: Path, ds: Path, sampling: str, size: DemoSize, seed: int, pr
     from tagstream.train.config import load_config
     from tagstream.train.loop import main
 
-    config = load_config("tiny-cpu", [
-        f"data.dataset={json.dumps(str(ds))}", 'data.vocab="tags"', f'data.sampling="{sampling}"',
-        f"data.image_size={size.image_size}", f"batch.global_size={size.batch_size}", f"run.steps={size.steps}",
-        f"run.out_dir={json.dumps(str(root / 'runs' / sampling))}", f"run.seed={seed}", f"run.progress={str(progress).lower()}",
-        f"run.checkpoint_every={size.steps}", "run.log_every=5",
-        # one compute thread leaves the second core to the loader's decoding; two threads contending
-        # with DALI on 2 cores measured 3-6x slower per step than one
-        "run.threads=1",
-    ])
+    config = load_config(
+        "tiny-cpu",
+        [
+            f"data.dataset={json.dumps(str(ds))}",
+            'data.vocab="tags"',
+            f'data.sampling="{sampling}"',
+            f"data.image_size={size.image_size}",
+            f"batch.global_size={size.batch_size}",
+            f"run.steps={size.steps}",
+            f"run.out_dir={json.dumps(str(root / 'runs' / sampling))}",
+            f"run.seed={seed}",
+            f"run.progress={str(progress).lower()}",
+            f"run.checkpoint_every={size.steps}",
+            "run.log_every=5",
+            # one compute thread leaves the second core to the loader's decoding; two threads contending
+            # with DALI on 2 cores measured 3-6x slower per step than one
+            "run.threads=1",
+        ],
+    )
     return main(config)
 
 
@@ -165,9 +176,18 @@ def plot_per_class(results: dict, freq: dict[str, int], path: Path) -> Path:
     return path
 
 
-def run_demo(out: str | Path, *, size: str = "full", seed: int = 0, workers: int = 2, vocab_filter: str = "wordnet",
-             wordnet_dir: str = WORDNET_DIR, overwrite: bool = False, progress: bool = True,
-             echo: Callable[[str], None] = print) -> dict:
+def run_demo(
+    out: str | Path,
+    *,
+    size: str = "full",
+    seed: int = 0,
+    workers: int = 2,
+    vocab_filter: str = "wordnet",
+    wordnet_dir: str = WORDNET_DIR,
+    overwrite: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict:
     """Run every stage into `out` (new or empty); returns the results also written to out/results.json.
 
     vocab_filter "wordnet": like the paper, keep only classes with a member WordNet knows as a noun
@@ -180,7 +200,8 @@ def run_demo(out: str | Path, *, size: str = "full", seed: int = 0, workers: int
     from tagstream.tools.synth.world import WorldConfig, make_world
     from tagstream.tools.vocab.build import VocabOptions, build_vocab
     from tagstream.train.lowshot import LowShotConfig
-    from tagstream.train.transfer import TransferConfig, run_transfer, strict_json
+    from tagstream.train.transfer import TransferConfig, run_transfer
+    from tagstream.train.transfer_report import strict_json
 
     if size not in SIZES:
         raise ValueError(f"size={size!r} is not one of {tuple(SIZES)}")
@@ -190,8 +211,10 @@ def run_demo(out: str | Path, *, size: str = "full", seed: int = 0, workers: int
     root = Path(out)
     if root.exists() and any(root.iterdir()):
         if not (overwrite and (root / MARKER).is_file()):
-            raise ValueError(f"{root} exists and is not empty; the demo writes into a new or empty folder"
-                             + (" (it replaces only a folder an earlier demo wrote)" if overwrite else ""))
+            raise ValueError(
+                f"{root} exists and is not empty; the demo writes into a new or empty folder"
+                + (" (it replaces only a folder an earlier demo wrote)" if overwrite else "")
+            )
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / MARKER).write_text("written by tagstream demo; `tagstream demo --overwrite` may delete this folder\n")
@@ -201,12 +224,20 @@ def run_demo(out: str | Path, *, size: str = "full", seed: int = 0, workers: int
     down = {split: root / f"downstream-{split}" for split in ("train", "eval")}
 
     with clock.stage("generate"):
-        wcfg = WorldConfig(images=s.images, seed=seed, min_side=s.min_side, max_side=s.max_side,
-                           downstream_classes=s.downstream_classes, downstream_train=s.downstream_train,
-                           downstream_eval=s.downstream_eval)
+        wcfg = WorldConfig(
+            images=s.images,
+            seed=seed,
+            min_side=s.min_side,
+            max_side=s.max_side,
+            downstream_classes=s.downstream_classes,
+            downstream_train=s.downstream_train,
+            downstream_eval=s.downstream_eval,
+        )
         summary = make_world(world_dir, config=wcfg, workers=workers)
-        echo(f"   {summary.images} hashtag images, {summary.distinct_tags} distinct tags, "
-             f"{len(summary.downstream_classes)} downstream classes x {s.downstream_train}+{s.downstream_eval} images")
+        echo(
+            f"   {summary.images} hashtag images, {summary.distinct_tags} distinct tags, "
+            f"{len(summary.downstream_classes)} downstream classes x {s.downstream_train}+{s.downstream_eval} images"
+        )
     with clock.stage("convert"):
         conv = convert(world_dir / "hashtags.jsonl", ds, workers=workers, progress=progress)
         for split, path in down.items():
@@ -220,12 +251,21 @@ def run_demo(out: str | Path, *, size: str = "full", seed: int = 0, workers: int
         if vocab_filter == "wordnet":
             keep = root / "wordnet_keep.txt"
             echo(f"   {wordnet_keep_list(ds, wordnet_dir, keep)} raw tags are WordNet nouns (keep list)")
-        vocab = build_vocab(ds, "tags", VocabOptions(synonyms=str(world_dir / "synonyms.tsv"),
-                                                     stoplist=str(world_dir / "stoplist.txt"),
-                                                     keep=str(keep) if keep else None, min_count=s.min_count))
+        vocab = build_vocab(
+            ds,
+            "tags",
+            VocabOptions(
+                synonyms=str(world_dir / "synonyms.tsv"),
+                stoplist=str(world_dir / "stoplist.txt"),
+                keep=str(keep) if keep else None,
+                min_count=s.min_count,
+            ),
+        )
         for path in down.values():
             build_vocab(path, "labels", VocabOptions())
-        echo(f"   {vocab.report.get('classes', '?')} classes after merging synonyms, dropping stop-tags and filtering ({vocab_filter})")
+        echo(
+            f"   {vocab.report.get('classes', '?')} classes after merging synonyms, dropping stop-tags and filtering ({vocab_filter})"
+        )
         report = {k: sampling_report(ds, "tags", sampling=k) for k in RUNS}
         plot_sampling(report["sqrt"], root / "tag_distribution.png")
     pretrain = {}
@@ -235,9 +275,17 @@ def run_demo(out: str | Path, *, size: str = "full", seed: int = 0, workers: int
     results = {}
     with clock.stage("transfer"):
         for sampling in RUNS:
-            cfg = TransferConfig(train=str(down["train"]), eval=str(down["eval"]), checkpoint=pretrain[sampling]["checkpoint"],
-                                 baseline="random" if sampling == "natural" else "none", workers=min(workers, 1), seed=seed,
-                                 batch_size=64, progress=progress, low_shot=LowShotConfig(shots=s.shots, seeds=SHOT_SEEDS))
+            cfg = TransferConfig(
+                train=str(down["train"]),
+                eval=str(down["eval"]),
+                checkpoint=pretrain[sampling]["checkpoint"],
+                baseline="random" if sampling == "natural" else "none",
+                workers=min(workers, 1),
+                seed=seed,
+                batch_size=64,
+                progress=progress,
+                low_shot=LowShotConfig(shots=s.shots, seeds=SHOT_SEEDS),
+            )
             rep = run_transfer(cfg, out=root / f"transfer-{sampling}.json")
             results[sampling] = rep["results"]["pretrained"]
             if "random" in rep["results"]:
@@ -258,16 +306,24 @@ def run_demo(out: str | Path, *, size: str = "full", seed: int = 0, workers: int
         table.append(row)
     total = round(time.perf_counter() - start, 1)
     out_json = {
-        "size": size, "settings": asdict(s), "seed": seed, "vocab_filter": vocab_filter,
-        "vocab_classes": vocab.report.get("classes"), "table": table, "groups": groups,
+        "size": size,
+        "settings": asdict(s),
+        "seed": seed,
+        "vocab_filter": vocab_filter,
+        "vocab_classes": vocab.report.get("classes"),
+        "table": table,
+        "groups": groups,
         "group_rule": "downstream classes sorted by world.json tagged_images; lower half rare, upper half frequent",
         "class_frequency": {n: freq[n] for n in results["random"]["per_class_accuracy"]},
         "sampled_share": {k: _share(report[k], groups) for k in RUNS},
         "concept_label_share": {k: _concept_share(report[k], world) for k in RUNS},
         "low_shot": {key: results[key]["low_shot"] for key, _ in ROWS},
-        "pretrain": {k: {"loss": v["loss"], "eval": v["eval"], "steps": v["step"], "images_per_s": v["images_per_s"]}
-                     for k, v in pretrain.items()},
-        "stage_seconds": clock.seconds, "total_seconds": total,
+        "pretrain": {
+            k: {"loss": v["loss"], "eval": v["eval"], "steps": v["step"], "images_per_s": v["images_per_s"]}
+            for k, v in pretrain.items()
+        },
+        "stage_seconds": clock.seconds,
+        "total_seconds": total,
         "plots": ["tag_distribution.png", "loss_curves.png", "per_class.png"],
     }
     write_json_atomic(root / "results.json", strict_json(out_json))
@@ -294,56 +350,3 @@ def _concept_share(report, world: dict) -> float:
     expected = np.asarray(report.expected, dtype=np.float64)
     visual = np.array([n in concepts for n in report.names], dtype=bool)
     return float(expected[visual].sum() / max(expected.sum(), 1e-300))
-
-
-def _low_shot_table(res: dict) -> list[str]:
-    """Markdown rows: k-shot linear-probe top-1 per backbone, mean ± std over the seeds."""
-    shots = list(next(iter(res["low_shot"].values())))
-    lines = ["| backbone | " + " | ".join(f"{k}-shot top-1 %" for k in shots) + " |", "|---|" + "---|" * len(shots)]
-    for key, label in ROWS:
-        r = res["low_shot"][key]
-        lines.append(f"| {label} | " + " | ".join(_pct(r[k]["top1_mean"], r[k]["top1_std"]) for k in shots) + " |")
-    seeds = res["low_shot"][ROWS[0][0]][shots[0]]["seeds"]
-    return lines + ["", f"Low-shot: a linear probe on k labelled images per class, {seeds} draws of them; ± is the standard "
-                        "deviation over the draws (not a standard error)."]
-
-
-def _pct(x, se=None) -> str:
-    if x is None or not math.isfinite(x):
-        return "-"
-    return f"{100 * x:.1f}" + (f" ± {100 * se:.1f}" if se is not None and math.isfinite(se) else "")
-
-
-def format_results(res: dict) -> str:
-    """The results as Markdown: the table, the rule behind it, the stage timings."""
-    s = res["settings"]
-    lines = [
-        f"### tagstream demo ({res['size']}: {s['images']} hashtag images, {s['downstream_classes']} downstream classes, "
-        f"{s['steps']} pretraining steps of {s['batch_size']} at {s['image_size']} px, seed {res['seed']}, "
-        f"vocabulary filter {res['vocab_filter']}: {res['vocab_classes']} classes)",
-        "",
-        "| backbone | top-1 % | top-5 % | top-1 rare classes % | top-1 frequent classes % | hashtag P@1 (held out) % |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in res["table"]:
-        lines.append(f"| {r['backbone']} | {_pct(r['top1'], r['top1_se'])} | {_pct(r['top5'])} | "
-                     f"{_pct(r['top1_rare'], r['top1_rare_se'])} | {_pct(r['top1_frequent'], r['top1_frequent_se'])} | "
-                     f"{_pct(r['hashtag_p1'])} |")
-    share = res["sampled_share"]
-    lines += [
-        "",
-        f"Linear probe on frozen features, downstream eval split ({s['downstream_eval']} images per class); ± is one "
-        "binomial standard error. Rare / frequent: " + res["group_rule"] + ".",
-        f"Rare: {', '.join(res['groups']['rare'])}. Frequent: {', '.join(res['groups']['frequent'])}.",
-        f"Share of pretraining draws carrying a rare downstream class: natural {_pct(share['natural']['rare'])} %, "
-        f"sqrt {_pct(share['sqrt']['rare'])} %; a frequent one: natural {_pct(share['natural']['frequent'])} %, "
-        f"sqrt {_pct(share['sqrt']['frequent'])} %. Share of all class draws that go to a visual-concept class "
-        f"(the rest: junk or unmerged tags): natural {_pct(res['concept_label_share']['natural'])} %, "
-        f"sqrt {_pct(res['concept_label_share']['sqrt'])} %.",
-        "",
-        *_low_shot_table(res),
-        "",
-        "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res["stage_seconds"].items())
-        + f"; total {res['total_seconds']:.0f} s.",
-    ]
-    return "\n".join(lines) + "\n"
