@@ -65,7 +65,7 @@ def mix64_int(z: int) -> int:
 
 
 def splitmix64_int(x: int) -> int:
-    """One splitmix64 step on a Python int: mix64(x + gamma) — the per-sample mixer of loader/augment.py."""
+    """One splitmix64 step on a Python int: mix64(x + gamma) — the per-sample mixer of loader/pipeline/augment.py."""
     return mix64_int((x + int(GAMMA)) & MASK64)
 
 

@@ -1,25 +1,22 @@
-"""Reading: the dataset format (reader and writer), LMDB shard store, vocabularies, sampling, DALI pipelines,
-the CPU decoder and the PyTorch-facing iterator. What a user of the loader types:
+"""Reading, in three wings with a face each — data/ (the dataset on disk and in object storage), sampling/
+(eligibility, weights, partitions, the per-rank sampler), pipeline/ (decode sources, DALI graphs, the CPU decoder) —
+and the user-facing API on top (build_loader, LoaderConfig, the iterator, batches). What a user of the loader types:
 
     from tagstream.loader import build_loader, LoaderConfig, Dataset
 
+Wings import one way: data <- sampling <- pipeline <- this API. Code outside loader/ imports this face or a wing's.
 Nothing here imports DALI or torch until a loader is built.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from tagstream.loader.api import build_loader
 from tagstream.loader.batch import IMAGENET_MEAN, IMAGENET_STD, Batch, Loader, normalize_images
-from tagstream.loader.config import LoaderConfig
-from tagstream.loader.dataset import Dataset
-from tagstream.loader.format import FormatError
+from tagstream.loader.config import LoaderConfig, check_data_settings
+from tagstream.loader.data import Dataset, FormatError, Vocab
+from tagstream.loader.data.format import tool_version
+from tagstream.loader.progress import progress_bar
 from tagstream.loader.sampling import RankSampler, eligibility
-from tagstream.loader.vocab import Vocab
 
-try:
-    __version__ = version("tagstream")  # the one definition is pyproject.toml's
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+__version__ = tool_version()
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -32,7 +29,9 @@ __all__ = [
     "RankSampler",
     "Vocab",
     "build_loader",
+    "check_data_settings",
     "eligibility",
     "normalize_images",
+    "progress_bar",
     "__version__",
 ]

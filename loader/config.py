@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tagstream.kernels.weights import COMBINES, SAMPLINGS, sampling_power  # one definition, shared with the kernels
-from tagstream.loader.sizes import check_size_schedule, size_at
+from tagstream.loader.pipeline.sizes import check_size_schedule, size_at
+from tagstream.loader.sampling.eligible import SPLITS
 
 TARGETS = ("soft", "multihot", "sparse")
 MODES = ("train", "eval")
 DEVICES = ("cpu", "gpu")
 CPU_DECODERS = ("auto", "turbo", "dali")
-SPLITS = ("train", "holdout", "all")
 
 
 def check_data_settings(
@@ -71,10 +71,10 @@ class LoaderConfig:
     batch_size: int = 32  # per rank
     samples_per_epoch: int | None = None  # global draws per epoch; default: number of eligible images
     # sample-stream partitions, fixed when a run starts (default: its world size); a run resumes on any
-    # world size dividing it with the same global batches (loader/partitions.py)
+    # world size dividing it with the same global batches (loader/sampling/partitions.py)
     partitions: int | None = None
     image_size: int = 224  # train crop size (when size_schedule is empty) and eval size
-    # progressive resizing (train only): (first epoch, size) pairs, e.g. ((0, 160), (2, 192), (4, 224)); see loader/sizes.py
+    # progressive resizing (train only): (first epoch, size) pairs, e.g. ((0, 160), (2, 192), (4, 224)); see loader/pipeline/sizes.py
     size_schedule: tuple[tuple[int, int], ...] = ()
     resize_size: int | None = None  # eval: shorter side before the centre crop; default image_size * 256 / 224
     random_area: tuple[float, float] = (0.08, 1.0)
@@ -84,22 +84,21 @@ class LoaderConfig:
     device: str = "cpu"
     device_id: int | None = None  # GPU: the local rank's device
     workers: int = 2  # CPU path: worker processes reading and decoding (py_num_workers); where DALI decodes
-    # (GPU, cpu_decoder="dali") the training process reads whole batches itself (loader/feed.py) and this is unused
+    # (GPU, cpu_decoder="dali") the training process reads whole batches itself (loader/pipeline/batch_source.py) and this is unused
     threads: int = 2  # DALI native threads (decode, resize)
     prefetch: int = 2
     antialias: bool = True  # train resize: antialiased linear (as torchvision/Pillow); False: plain bilinear
-    # CPU decoding: "turbo" = the source workers decode the window and resize (loader/turbo.py), "dali" =
+    # CPU decoding: "turbo" = the source workers decode the window and resize (loader/pipeline/turbo.py), "dali" =
     # DALI's CPU decoder and resize in the pipeline; "auto" = turbo when its extension is built
     cpu_decoder: str = "auto"
     # a dataset given as a URL (s3://, gs://, ...): its local mirror goes under cache_dir (default
-    # ~/.cache/tagstream/datasets), holding at most cache_limit bytes of shards (0 = no limit); loader/remote.py
+    # ~/.cache/tagstream/datasets), holding at most cache_limit bytes of shards (0 = no limit); loader/data/cache.py
     cache_dir: str | None = None
     cache_limit: int = 0
     # a local shard's whole content checked against the manifest's sha256 before its first read on this machine
     # (once: a stamp under ~/.cache/tagstream/verified); False: its size and LMDB meta page only (a URL's shards
     # are always checked as they download)
     verify_shards: bool = False
-    extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -140,20 +139,7 @@ class LoaderConfig:
         lo, hi = self.random_area
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"random_area={self.random_area} must satisfy 0 < lo <= hi <= 1")
-        if self.cpu_decoder == "turbo":
-            from tagstream.loader import turbo
-
-            turbo.require()
 
     def train_size(self, epoch: int) -> int:
         """The train crop size of `epoch`: size_schedule's entry in force, else image_size."""
         return size_at(self.size_schedule, epoch) if self.size_schedule else self.image_size
-
-    @property
-    def source_decodes(self) -> bool:
-        """True when the CPU path's source workers decode and resize (loader/turbo.py), not DALI's operators."""
-        if self.device != "cpu" or self.cpu_decoder == "dali":
-            return False
-        from tagstream.loader import turbo
-
-        return turbo.available()

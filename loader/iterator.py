@@ -10,23 +10,25 @@ from typing import Any, Iterator
 import numpy as np
 from numpy.typing import NDArray
 
-from tagstream.loader import format as fmt
 from tagstream.loader.batch import IMAGENET_MEAN, IMAGENET_STD, Batch
 from tagstream.loader.config import LoaderConfig
-from tagstream.loader.dataset import Dataset
-from tagstream.loader.feed import BatchSource
-from tagstream.loader.partitions import working_worlds
-from tagstream.loader.pipeline import GPU_MAX_PIXELS, EvalPlan, PlanSource, build_pipeline, start, stop
-from tagstream.loader.prefetch import start_prefetch
-from tagstream.loader.storage import StorageError
-from tagstream.loader.store import ShardStore, check_shard_files
-from tagstream.loader.vocab import Vocab
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data.dataset import Dataset
+from tagstream.loader.data.prefetch import start_prefetch
+from tagstream.loader.data.storage import StorageError
+from tagstream.loader.data.store import ShardStore, check_shard_files
+from tagstream.loader.data.vocab import Vocab
+from tagstream.loader.pipeline.batch_source import BatchSource
+from tagstream.loader.pipeline.graph import GPU_MAX_PIXELS, build_pipeline, start, stop
+from tagstream.loader.pipeline.plan_source import PlanSource
+from tagstream.loader.pipeline.source import DecodeSource, EvalPlan, SourceSettings, source_decodes
+from tagstream.loader.sampling.partitions import working_worlds
 
 STATE_KEYS = ("epoch", "step", "mode", "seed", "batch_size", "rank", "world", "batches", "partitions", "global_batch")
 
 
 class DaliLoader:
-    """Yields Batch(images, targets, indices) for one rank; see loader/api.py for the contract.
+    """Yields Batch(images, targets, indices) for one rank; see loader/batch.py (Loader) for the contract.
 
     train: `len(self)` = samples_per_epoch // partitions // (batch_size * world / partitions) batches on
     every rank (samples_per_epoch // world // batch_size with one partition per rank), drawn by the rank's
@@ -46,9 +48,11 @@ class DaliLoader:
         self.normalized = config.device == "gpu"
         self.store = ShardStore(self.dataset, verify=config.verify_shards)
         self.train = config.mode == "train"
+        # the decode placement, chosen once (the CPU decoder in the source's workers, or DALI's decoder)
+        self.decodes = source_decodes(config.device, config.cpu_decoder)
         b = config.batch_size
         if self.train:
-            from tagstream.loader.sampling import RankSampler
+            from tagstream.loader.sampling.sampler import RankSampler
 
             self.sampler = RankSampler.from_config(config, self.dataset, self.vocab, rank=self.rank, world=self.world)
             self.batches = int(self.sampler.len_per_rank) // b
@@ -59,7 +63,7 @@ class DaliLoader:
                 )
             self._plan: Any = self.sampler
         else:
-            from tagstream.loader.eligible import Eligibility, eval_share_of
+            from tagstream.loader.sampling.eligible import Eligibility, eval_share_of
 
             rule = Eligibility(masks=tuple(config.masks), holdout_fraction=config.holdout_fraction, split=config.split)
             share, eligible = eval_share_of(self.dataset, rule, self.rank, world)
@@ -75,8 +79,8 @@ class DaliLoader:
         self._pipe: Any = None
         self._pipe_at: tuple[int, int] | None = None  # (epoch, step) the running pipeline delivers next
         self._pipe_size: int | None = None  # the image size the running pipeline produces
-        self.source: PlanSource | BatchSource | None = None  # what feeds the running pipeline (None before the first)
-        # a remote dataset: this rank's shards download in the background, first-read first (loader/prefetch.py)
+        self.source: DecodeSource | None = None  # what feeds the running pipeline (None before the first)
+        # a remote dataset: this rank's shards download in the background, first-read first (loader/data/prefetch.py)
         self._fetch = start_prefetch(
             self.dataset,
             self._plan,
@@ -192,8 +196,8 @@ class DaliLoader:
             self._fetch.follow(
                 self._plan, epoch=self.epoch, position=self.step * c.batch_size, length=self.batches * c.batch_size
             )
-        decodes = c.source_decodes
-        common = dict(
+        decodes = self.decodes
+        settings = SourceSettings(
             store=ShardStore(self.dataset.root, verify=self.config.verify_shards),
             plan=self._plan,
             train=self.train,
@@ -210,16 +214,12 @@ class DaliLoader:
             image_size=size,
             resize_size=c.resize_size,  # None: the sources' default, image_size * 256 / 224
         )
-        source: PlanSource | BatchSource
-        if decodes:  # CPU: worker processes decode the windows (loader/turbo.py)
-            source = PlanSource(**common, decode_size=size, antialias=c.antialias)
-        else:  # DALI decodes: whole batches handed over from this thread, no workers (loader/feed.py)
-            source = BatchSource(
-                **common,
-                batch_size=c.batch_size,
-                prefetch=c.prefetch,
-                max_pixels=GPU_MAX_PIXELS if c.device == "gpu" else None,
-            )
+        source: DecodeSource
+        if decodes:  # CPU: worker processes decode the windows (loader/pipeline/turbo.py)
+            source = PlanSource(settings, decode=True, antialias=c.antialias)
+        else:  # DALI decodes: whole batches handed over from this thread, no workers (loader/pipeline/batch_source.py)
+            max_pixels = GPU_MAX_PIXELS if c.device == "gpu" else None
+            source = BatchSource(settings, batch_size=c.batch_size, prefetch=c.prefetch, max_pixels=max_pixels)
         workers = c.workers if decodes else 0
         pipe = build_pipeline(
             source,

@@ -87,7 +87,7 @@ def loaded_training(config, steps: int) -> dict:
 def drop_page_cache() -> bool:
     """Unmap this process's shards and ask the kernel to drop its clean page cache (root only), so the next
     loader reads the dataset from storage; False where that is not allowed."""
-    from tagstream.loader.store import close_all
+    from tagstream.loader.data.store import close_all
 
     close_all()
     try:

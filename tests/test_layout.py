@@ -1,6 +1,9 @@
 """The layout's rules, checked on the source (ast, no imports): dependencies run one way (tools -> train -> loader
--> kernels), kernels/ imports only NumPy and Numba, train/ never imports DALI, no relative imports, no import cycle
-between modules, no module over 400 lines, command modules stay thin, and no test imports another test module."""
+-> kernels), inside loader/ the wings run one way (data <- sampling <- pipeline <- the API modules), code outside
+loader/ imports only its faces (benchmarks and tests may reach inside), kernels/ imports only NumPy and Numba,
+train/ never imports DALI, no relative imports, no import cycle between modules (module-level, inside functions or
+named in an importlib string), no module over 400 lines, command modules stay thin, and no test imports another
+test module."""
 
 from __future__ import annotations
 
@@ -28,12 +31,26 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _imports(path: Path) -> list[tuple[str, int, bool]]:
-    """(imported module, line, at module level) of every import statement in a file."""
+def _type_checking_only(tree: ast.Module) -> set[int]:
+    """ids of the nodes under `if TYPE_CHECKING:` (annotations only: never executed)."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
+            out |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return out
+
+
+def _imports(path: Path, *, strings: bool = False) -> list[tuple[str, int, bool]]:
+    """(imported module, line, at module level) of every import statement in a file (not those under
+    `if TYPE_CHECKING:`); with `strings`, also modules named in strings: importlib.import_module("tagstream.x.y")
+    and "tagstream.x.y:Name" (the registry form)."""
     tree = ast.parse(path.read_text(), str(path))
     found = []
     top = {id(n) for n in tree.body}
+    skip = _type_checking_only(tree)
     for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             found += [(a.name, node.lineno, id(node) in top) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -46,6 +63,16 @@ def _imports(path: Path) -> list[tuple[str, int, bool]]:
                     (f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base, node.lineno, id(node) in top)
                     for a in node.names
                 ]
+        elif strings and isinstance(node, ast.Constant) and isinstance(node.value, str):
+            name, colon, _ = node.value.partition(":")
+            if colon and name in MODULES:  # "module:Name", the registry form
+                found.append((name, node.lineno, False))
+        elif (
+            strings and isinstance(node, ast.Call) and ast.unparse(node.func).endswith(("import_module", "__import__"))
+        ):
+            arg = node.args[0] if node.args else None
+            if isinstance(arg, ast.Constant) and arg.value in MODULES:
+                found.append((arg.value, node.lineno, False))
     return found
 
 
@@ -55,7 +82,37 @@ def _package(module: str) -> str | None:
 
 
 def test_the_layout_is_found():
-    assert "tagstream.loader.writer" in MODULES and "tagstream.tools.cli" in MODULES and len(MODULES) > 60
+    assert "tagstream.loader.data.writer" in MODULES and "tagstream.tools.cli" in MODULES and len(MODULES) > 60
+
+
+WINGS = {"data": 0, "sampling": 1, "pipeline": 2}  # loader's wings; its top-level modules (the API) rank above
+FACES = ("tagstream.loader", *(f"tagstream.loader.{w}" for w in WINGS))
+MAY_REACH_INSIDE = ("tagstream.tools.bench",)  # benchmarks measure the rooms themselves
+
+
+def _wing(module: str) -> int | None:
+    """The rank of a loader module's wing (the API modules: len(WINGS)); None outside loader/."""
+    parts = module.split(".")
+    if parts[:2] != ["tagstream", "loader"]:
+        return None
+    return WINGS.get(parts[2], len(WINGS)) if len(parts) > 2 else len(WINGS)
+
+
+def _face_names(face: str) -> set[str]:
+    """What a face exports: the names in its __all__."""
+    tree = ast.parse(MODULES[face].read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            return set(ast.literal_eval(node.value))
+    return set()
+
+
+PUBLIC = set(FACES) | {f"{face}.{name}" for face in FACES for name in _face_names(face) if f"{face}.{name}" in MODULES}
+
+
+def test_the_faces_export_what_they_import():
+    for face in FACES:
+        assert _face_names(face), f"{face} has no __all__"
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
@@ -77,12 +134,19 @@ def test_module_rules(name):
             )
         if own == "train":
             assert not target.startswith("nvidia"), f"{where}: train/ never imports DALI"
+        if _wing(target) is not None and _wing(name) is None and not name.startswith(MAY_REACH_INSIDE):
+            assert target in PUBLIC, f"{where}: outside loader/, import its faces ({', '.join(FACES)})"
+        if _wing(target) is not None and _wing(name) is not None:
+            assert _wing(target) <= _wing(name), (
+                f"{where}: loader's wings import one way (data <- sampling <- pipeline <- API)"
+            )
 
 
 def test_no_import_cycle_between_modules():
-    """Module-level imports between tagstream modules form no cycle (imports inside functions are lazy by design)."""
+    """Imports between tagstream modules form no cycle: at module level, inside functions, or through a module
+    named in a string (importlib, "module:Class" registries)."""
     graph = {
-        name: {t for t, _, top in _imports(path) if top and t in MODULES and t != name}
+        name: {t for t, _, _ in _imports(path, strings=True) if t in MODULES and t != name}
         for name, path in MODULES.items()
     }
     for name in graph:  # a package imports its own submodules in __init__: that edge is not a cycle

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from tagstream.loader.format import fsync_dir
+from tagstream.loader.data import fsync_dir
 
 FORMAT = "tagstream-checkpoint"
 VERSION = 2  # 2: a checksum over the state

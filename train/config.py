@@ -17,9 +17,9 @@ from typing import Any
 
 import tomllib
 
-from tagstream.loader.config import check_data_settings
-from tagstream.loader.format import check_name
-from tagstream.loader.sizes import format_size_schedule, parse_size_schedule
+from tagstream.loader import check_data_settings
+from tagstream.loader.data import check_name
+from tagstream.loader.pipeline import format_size_schedule, parse_size_schedule
 
 LOSSES = ("softmax", "sigmoid")
 OPTIMIZERS = ("sgd", "adamw")
@@ -37,10 +37,10 @@ class DataConfig:
     holdout_fraction: float = 0.0  # held-out split for evaluation; 0 = no evaluation
     samples_per_epoch: int | None = None  # default: number of eligible images
     # sample-stream partitions, fixed when the run starts (default: its world size); --resume works on any
-    # world size dividing it, with the same global batches (loader/partitions.py)
+    # world size dividing it, with the same global batches (loader/sampling/partitions.py)
     partitions: int | None = None
     # train crop size, or a progressive-resizing schedule "SIZE@EPOCH,..." such as "160@0,192@2,224@4"
-    # (loader/sizes.py); the model and the held-out evaluation use the last (largest-epoch) size
+    # (loader/pipeline/sizes.py); the model and the held-out evaluation use the last (largest-epoch) size
     image_size: int | str = 224
     workers: int = 2  # loader worker processes per rank
     threads: int = 2  # loader decode threads per rank (DALI's; 1 is used when the workers decode)
@@ -49,7 +49,9 @@ class DataConfig:
     antialias: bool = True  # train resize antialiased when shrinking (as torchvision on PIL images)
     cache_dir: str = ""  # a URL dataset's local mirror and shard cache; "" = ~/.cache/tagstream/datasets
     cache_limit: int = 0  # bytes of shards the cache may hold (all ranks sharing cache_dir); 0 = no limit
-    verify_shards: bool = False  # check each local shard's sha256 once per machine before reading it (loader/store.py)
+    verify_shards: bool = (
+        False  # check each local shard's sha256 once per machine before reading it (loader/data/store.py)
+    )
 
     def __post_init__(self) -> None:
         check_data_settings(

@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from tagstream.loader import build_loader
-from tagstream.loader.dataset import Dataset
-from tagstream.loader.storage import is_url
+from tagstream.loader.data import Dataset, is_url
 from tagstream.train.embed_io import check_suffix, join_parts, part_path, save_embeddings
 from tagstream.train.features import eval_config, extract_dataset
 from tagstream.train.transfer import DEVICES, WEIGHTS, load_backbone

@@ -13,8 +13,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from tagstream.loader import normalize_images
-from tagstream.loader.config import LoaderConfig
+from tagstream.loader import LoaderConfig, normalize_images
 from tagstream.train.models import extract_features
 
 
@@ -52,7 +51,7 @@ def extract_dataset(
     model: torch.nn.Module, loader, *, device: torch.device, progress: bool = False, desc: str = "features"
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """(features (n, D) float32, dataset indices (n,) int64) of every image the loader yields, in its order."""
-    from tagstream.loader.progress import progress_bar
+    from tagstream.loader import progress_bar
 
     model.eval()
     feats: list[np.ndarray] = []

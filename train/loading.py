@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tagstream.loader.config import LoaderConfig
-from tagstream.loader.partitions import working_worlds
+from tagstream.loader import LoaderConfig
+from tagstream.loader.sampling import working_worlds
 from tagstream.train.config import TrainConfig
 from tagstream.train.losses import loader_targets
 

@@ -41,7 +41,7 @@ PATHS = frozenset({"data.dataset"})  # the same dataset may be spelled different
 def same_place(old: object, new: object) -> bool:
     """Do two spellings of a dataset name the same place? Local paths are compared resolved (a relative one
     against the current directory), URLs as written (a trailing / aside)."""
-    from tagstream.loader import storage
+    from tagstream.loader.data import storage
 
     if not isinstance(old, str) or not isinstance(new, str):
         return old == new

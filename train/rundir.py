@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from tagstream.loader.format import write_text_atomic
+from tagstream.loader.data import write_text_atomic
 from tagstream.train import checkpoint as ckpt
 from tagstream.train import distributed as dd
 from tagstream.train.config import TrainConfig
@@ -149,7 +149,7 @@ class RunLog:
     def __init__(
         self, out: Path, config: TrainConfig, *, dist: dd.Dist, total_steps: int, start_step: int, images_per_step: int
     ):
-        from tagstream.loader.progress import progress_bar
+        from tagstream.loader import progress_bar
 
         self.dist = dist
         self.images_per_step = images_per_step

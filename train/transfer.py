@@ -15,11 +15,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from tagstream.loader import build_loader, normalize_images
-from tagstream.loader.config import LoaderConfig
-from tagstream.loader.dataset import Dataset
-from tagstream.loader.sizes import parse_size_schedule
-from tagstream.loader.vocab import Vocab
+from tagstream.loader import LoaderConfig, build_loader, normalize_images
+from tagstream.loader.data import Dataset, Vocab
+from tagstream.loader.pipeline import parse_size_schedule
 from tagstream.train.checkpoint import load_checkpoint
 from tagstream.train.ema import ema_weights
 from tagstream.train.features import Labels, eval_config, extract_dataset, make_labels, vocab_labels
@@ -332,7 +330,7 @@ def downstream_labels(cfg: TransferConfig) -> tuple[Labels, Labels]:
 
 def run_transfer(cfg: TransferConfig, *, out: str | Path | None = None) -> dict:
     """Run the protocol for the checkpoint (and the random baseline); returns the report (also written to `out`)."""
-    from tagstream.loader.format import write_json_atomic
+    from tagstream.loader.data import write_json_atomic
 
     device = _device(cfg.device)
     train_labels, eval_labels = downstream_labels(cfg)

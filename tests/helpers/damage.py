@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tagstream.loader import format as fmt
+from tagstream.loader.data import format as fmt
 
 
 def data_file(root: Path, shard: str = "00000") -> Path:

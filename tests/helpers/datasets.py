@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tagstream.loader.dataset import Dataset
+from tagstream.loader.data.dataset import Dataset
 from tagstream.tools.bench.loader_data import encode_jpeg, index_color, index_tags, write_dataset, write_identity_vocab
 
 NUM_TAGS = 12

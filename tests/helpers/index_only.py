@@ -10,9 +10,9 @@ from typing import Callable
 
 import numpy as np
 
-from tagstream.loader import format as fmt
-from tagstream.loader.dataset import Dataset
-from tagstream.loader.vocab import VocabClass, write_vocab
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data.dataset import Dataset
+from tagstream.loader.data.vocab import VocabClass, write_vocab
 
 # uneven shards: an empty one, a tiny one, large ones (forces tail cuts at most world sizes)
 SHARD_SIZES = (500, 0, 1200, 37, 800, 463)

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from tagstream.loader.pipeline import PlanSource, build_pipeline, start
+from tagstream.loader.pipeline.batch_source import BatchSource
+from tagstream.loader.pipeline.graph import build_pipeline, start
+from tagstream.loader.pipeline.plan_source import PlanSource
+from tagstream.loader.pipeline.source import SourceSettings
+
+
+def plan_source(*, decode: bool = False, antialias: bool = True, chunk: int = 4096, **settings) -> PlanSource:
+    """A PlanSource over SourceSettings(**settings)."""
+    return PlanSource(SourceSettings(**settings), decode=decode, antialias=antialias, chunk=chunk)
+
+
+def batch_source(*, batch_size: int, prefetch: int = 2, max_pixels: int | None = None, **settings) -> BatchSource:
+    """A BatchSource over SourceSettings(**settings)."""
+    return BatchSource(SourceSettings(**settings), batch_size=batch_size, prefetch=prefetch, max_pixels=max_pixels)
 
 
 class ModPlan:

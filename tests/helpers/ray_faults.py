@@ -35,7 +35,7 @@ def claimed(fault_dir: Path) -> list[str]:
 
 
 def install() -> None:
-    from tagstream.loader.writer import ShardWriter
+    from tagstream.loader.data.writer import ShardWriter
 
     folder = os.environ.get(FAULTS_ENV)
     if not folder:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tagstream.loader import format as fmt
+from tagstream.loader.data import format as fmt
 
 
 def dataset_records(root: Path) -> list[tuple]:

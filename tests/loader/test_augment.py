@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.transforms import RandomResizedCrop
 
-from tagstream.loader.augment import CounterRNG, random_resized_crop, train_params
+from tagstream.loader.pipeline.augment import CounterRNG, random_resized_crop, train_params
 
 
 def test_counter_rng_is_a_pure_function_of_its_key():

@@ -2,7 +2,7 @@
 
 A loader checkpointed at step s at world 4 and resumed at world 2 or 1 (partitions=4) delivers the same
 global batches (as multisets of image indices) as the uninterrupted world-4 run, with the same crop windows,
-flips and pixels (augmentation is keyed by partition, loader/partitions.py stream_keys); other world sizes and
+flips and pixels (augmentation is keyed by partition, loader/sampling/partitions.py stream_keys); other world sizes and
 other layouts are refused with messages that name what works. The sqrt law holds at world 3 and 7.
 """
 
@@ -13,13 +13,13 @@ import hashlib
 import numpy as np
 import pytest
 
-from tagstream.loader.augment import train_params
 from tagstream.loader.config import LoaderConfig
-from tagstream.loader.feed import BatchSource
 from tagstream.loader.iterator import DaliLoader
-from tagstream.loader.partitions import stream_key, stream_keys
-from tagstream.loader.pipeline import PlanSource
-from tagstream.loader.sampling import RankSampler
+from tagstream.loader.pipeline.augment import train_params
+from tagstream.loader.pipeline.batch_source import BatchSource
+from tagstream.loader.pipeline.plan_source import PlanSource
+from tagstream.loader.sampling.partitions import stream_key, stream_keys
+from tagstream.loader.sampling.sampler import RankSampler
 from tagstream.tools.bench.loader_data import encode_jpeg, write_dataset, write_identity_vocab
 from tests.helpers.index_only import NUM_CLASSES, write_index_only, zipf_class
 from tests.helpers.stats import ALPHA, chi2_fit
@@ -216,7 +216,7 @@ def _source_triples(loader: DaliLoader, start: int, n: int) -> list[tuple[int, .
     if isinstance(source, BatchSource):
         widths, heights = source.sizes(indices)
         return [(int(i), *map(int, row)) for i, row in zip(indices, source.windows(epoch, start, widths, heights))]
-    assert isinstance(source, PlanSource) and source.decode_size is not None  # the turbo path: the workers decode
+    assert isinstance(source, PlanSource) and source.decodes  # the turbo path: the workers decode
     out = []
     for position, index in enumerate(indices.tolist(), start):
         window, flip = source.train_window(*source.image_size_of(index), epoch, position)

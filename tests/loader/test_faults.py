@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tagstream.loader import format as fmt
-from tagstream.loader.dataset import Dataset
-from tagstream.loader.store import ShardStore
-from tagstream.loader.vocab import Vocab
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data.dataset import Dataset
+from tagstream.loader.data.store import ShardStore
+from tagstream.loader.data.vocab import Vocab
 from tests.helpers.damage import (
     corrupt_scan,
     data_file,
@@ -40,7 +40,7 @@ def ds(pristine, tmp_path):
 
 
 def _read_all(root) -> str:
-    return f"from tagstream.loader.store import ShardStore\ns = ShardStore({str(root)!r})\nfor i in range(len(s.dataset)): s.read_image(i)\n"
+    return f"from tagstream.loader.data.store import ShardStore\ns = ShardStore({str(root)!r})\nfor i in range(len(s.dataset)): s.read_image(i)\n"
 
 
 def test_truncated_shard_is_named_not_a_signal(ds):
@@ -49,7 +49,11 @@ def test_truncated_shard_is_named_not_a_signal(ds):
     done = run_python(_read_all(ds))
     assert done.returncode == 1, (done.returncode, done.stderr[-400:])  # was -7 (SIGBUS, shell rc 135)
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("tagstream.loader.format.FormatError") and str(data) in last and "the manifest says" in last
+    assert (
+        last.startswith("tagstream.loader.data.format.FormatError")
+        and str(data) in last
+        and "the manifest says" in last
+    )
 
 
 def test_truncated_shard_checked_before_lmdb_opens_it(ds):
@@ -203,7 +207,7 @@ def test_damaged_vocabulary_files_are_named(ds):
 
 
 def test_every_decode_path_refuses_an_image_bomb_header_before_allocating():
-    from tagstream.loader import turbo
+    from tagstream.loader.pipeline import turbo
 
     bomb = forge_size(small_jpeg(), 65500, 65500)  # 4.3 gigapixels claimed by a 2 KB file
     for call in (
@@ -219,7 +223,7 @@ def test_every_decode_path_refuses_an_image_bomb_header_before_allocating():
 
 @pytest.mark.parametrize("damage", ["corrupt_scan", "soi_and_zeros", "truncated"])
 def test_strict_check_refuses_damaged_scan_data(damage):
-    from tagstream.loader import turbo
+    from tagstream.loader.pipeline import turbo
 
     good = small_jpeg(256, 192)
     assert turbo.check(good) == (256, 192)
@@ -291,7 +295,7 @@ def test_a_shard_cut_short_while_the_loader_runs_is_named(tmp_path, decoder):
 
 
 def test_frame_sizes_are_read_from_the_markers_by_c_and_by_the_fallback(monkeypatch):
-    from tagstream.loader import records
+    from tagstream.loader.data import records
 
     good, bomb = small_jpeg(64, 48), forge_size(small_jpeg(64, 48), 65500, 65500)
     buffers = [memoryview(good), np.frombuffer(good, np.uint8), bomb, b"\xff\xd8" + bytes(50)]
@@ -312,7 +316,7 @@ def test_dali_never_sees_a_header_that_disagrees_with_the_index(tmp_path, forged
     """DALI's decoders size their output from the JPEG header: a forged 65500 x 65500 header on 2 KB was an
     allocation of ~24 GB (OOM-killed); the batch source compares every header with the index first."""
     from tagstream.loader import LoaderConfig, build_loader
-    from tagstream.loader.store import close_all
+    from tagstream.loader.data.store import close_all
     from tests.helpers.damage import put_record
     from tests.helpers.datasets import make_index_dataset
 
@@ -345,7 +349,7 @@ def test_verify_shards_refuses_a_shard_changed_since_conversion_and_hashes_once(
     """data.verify_shards: a byte flipped in a local shard's records (size and meta page intact) is an error
     naming the shard before anything is read from it; a sound shard is hashed once per machine (a stamp), again
     after the file changes. Without it, the damage goes unseen (the default's cost: none)."""
-    from tagstream.loader.store import ShardStore, close_all
+    from tagstream.loader.data.store import ShardStore, close_all
     from tests.helpers.datasets import make_index_dataset
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -1,4 +1,4 @@
-"""The batch source (loader/feed.py) against today's per-sample path: the same crop windows as
+"""The batch source (loader/pipeline/batch_source.py) against today's per-sample path: the same crop windows as
 augment.train_params, the same samples, bytes and boxes as PlanSource, and the same pixels through
 DALI's CPU operators; the zero-copy record reads and their errors; the GPU size bound."""
 
@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 
 from tagstream.kernels.crops import ratio_args, stream_prefix, train_windows
-from tagstream.loader import format as fmt
-from tagstream.loader.augment import train_params
-from tagstream.loader.feed import BatchSource
-from tagstream.loader.pipeline import EvalPlan, PlanSource, build_pipeline, start, stop
-from tagstream.loader.store import ShardStore
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data.store import ShardStore
+from tagstream.loader.pipeline.augment import train_params
+from tagstream.loader.pipeline.batch_source import BatchSource
+from tagstream.loader.pipeline.graph import build_pipeline, start, stop
+from tagstream.loader.pipeline.source import EvalPlan
 from tagstream.tools.bench.loader_data import encode_jpeg, write_dataset
-from tests.helpers.pipelines import ModPlan, _epoch, _pipe
+from tests.helpers.pipelines import ModPlan, _epoch, _pipe, batch_source, plan_source
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # NUMBA_DISABLE_JIT=1 scalar wrap
 
@@ -58,7 +59,7 @@ def _sources(ds, train: bool, **kw):
     common = dict(
         store=ShardStore(ds), plan=plan, train=train, length=48, seed=4, rank=1, image_size=20, resize_size=24, **kw
     )
-    return PlanSource(**common), BatchSource(batch_size=8, **common)
+    return plan_source(**common), batch_source(batch_size=8, **common)
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -199,13 +200,13 @@ def _bad_store(tmp_path):
 def test_batch_record_reads_in_c_and_in_python_agree(tmp_path, monkeypatch, extension):
     """records.images: the same views, and the same first bad sample and reason, from the C extension and
     from the Python it falls back to."""
-    from tagstream.loader import records
+    from tagstream.loader.data import records
 
     store = _bad_store(tmp_path)
     if not extension:
         monkeypatch.setattr(records, "_records", None)
     elif records._records is None:
-        pytest.fail("loader/_records.c did not build: `make test` installs a C compiler")
+        pytest.fail("loader/data/_records.c did not build: `make test` installs a C compiler")
     txn = store._env(0).begin(buffers=True)
 
     def read(local, width=32, wrap=None):
@@ -238,7 +239,7 @@ def test_batch_record_reads_in_c_and_in_python_agree(tmp_path, monkeypatch, exte
 def test_image_buffers_name_each_bad_record(tmp_path, monkeypatch, extension):
     """The batch read stops at a bad record and the store names it (shard, key, image) like read_image does;
     a record in another layout is parsed and its image copied instead."""
-    from tagstream.loader import records
+    from tagstream.loader.data import records
 
     store = _bad_store(tmp_path)
     if not extension:
@@ -259,7 +260,7 @@ def test_c_and_python_reads_agree_on_damaged_records(monkeypatch):
     out of bounds (no crash) and stops at the same samples for the same reasons as the Python one."""
     import random
 
-    from tagstream.loader import records
+    from tagstream.loader.data import records
     from tests.helpers.damage import small_jpeg
 
     rng = random.Random(0)

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from tagstream.loader import IMAGENET_MEAN, IMAGENET_STD, build_loader, normalize_images
-from tagstream.loader import format as fmt
 from tagstream.loader.config import LoaderConfig
-from tagstream.loader.dataset import Dataset
-from tagstream.loader.sampling import RankSampler, eligibility
-from tagstream.loader.vocab import Vocab
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data.dataset import Dataset
+from tagstream.loader.data.vocab import Vocab
+from tagstream.loader.sampling.sampler import RankSampler, eligibility
 from tagstream.tools.bench.loader_data import decode_index_color, index_tags
 from tests.helpers.damage import put_record
 from tests.helpers.datasets import NUM_TAGS, make_index_dataset

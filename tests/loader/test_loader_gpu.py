@@ -69,7 +69,7 @@ def test_gpu_resume(root):
 
 
 def _pipeline_outputs(source, batches: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    from tagstream.loader.pipeline import build_pipeline, start, stop
+    from tagstream.loader.pipeline.graph import build_pipeline, start, stop
 
     pipe = start(
         build_pipeline(
@@ -100,16 +100,16 @@ def _pipeline_outputs(source, batches: int) -> list[tuple[np.ndarray, np.ndarray
 def test_gpu_batch_source_feeds_nvjpeg_what_the_per_sample_source_did(root, train):
     """The batch source (the GPU path now) against the per-sample source it replaced, both decoding with
     nvJPEG: the same samples, and the same pixels up to the decoder's own variation."""
-    from tagstream.loader.feed import BatchSource
-    from tagstream.loader.pipeline import EvalPlan, PlanSource
-    from tagstream.loader.store import ShardStore
+    from tagstream.loader.data.store import ShardStore
+    from tagstream.loader.pipeline.source import EvalPlan
+    from tests.helpers.pipelines import batch_source, plan_source
 
     plan = _ModPlan(48) if train else EvalPlan(np.arange(45, dtype=np.int64), 48)
     common = dict(
         store=ShardStore(root), plan=plan, train=train, length=48, seed=3, rank=0, image_size=32, base_position=8
     )
-    per_sample = _pipeline_outputs(PlanSource(**common), 5)
-    batched = _pipeline_outputs(BatchSource(batch_size=8, **common), 5)
+    per_sample = _pipeline_outputs(plan_source(**common), 5)
+    batched = _pipeline_outputs(batch_source(batch_size=8, **common), 5)
     for (a, ia), (b, ib) in zip(per_sample, batched):
         np.testing.assert_array_equal(ia, ib)
         assert a.shape == b.shape == (8, 3, 32, 32) and np.abs(a - b).mean() < 0.02, np.abs(a - b).mean()

@@ -9,19 +9,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tagstream.loader.augment import train_params
-from tagstream.loader.pipeline import EvalPlan, PlanSource
-from tagstream.loader.store import ShardStore
+from tagstream.loader.data.store import ShardStore
+from tagstream.loader.pipeline.augment import train_params
+from tagstream.loader.pipeline.plan_source import PlanSource
+from tagstream.loader.pipeline.source import EvalPlan
 from tagstream.tools.bench.loader_data import decode_index_color, encode_jpeg, write_dataset
 from tests.helpers.datasets import make_index_dataset
-from tests.helpers.pipelines import ModPlan, _epoch, _pipe
+from tests.helpers.pipelines import ModPlan, _epoch, _pipe, plan_source
 
 DECODERS = ["dali", "turbo"]
 
 
 def _source(decoder: str, size: int, **kw) -> PlanSource:
     """A PlanSource that leaves decoding to DALI, or decodes to size x size itself."""
-    return PlanSource(decode_size=size if decoder == "turbo" else None, image_size=size, resize_size=size, **kw)
+    return plan_source(decode=decoder == "turbo", image_size=size, resize_size=size, **kw)
 
 
 @pytest.mark.parametrize("decoder", DECODERS)
@@ -119,11 +120,10 @@ ORPHAN_SCRIPT = """
 import sys, time
 sys.path.insert(0, sys.argv[2])
 from tests.helpers.datasets import make_index_dataset
-from tests.helpers.pipelines import ModPlan, _pipe, _epoch
-from tagstream.loader.pipeline import PlanSource
-from tagstream.loader.store import ShardStore
+from tests.helpers.pipelines import ModPlan, _pipe, _epoch, plan_source
+from tagstream.loader.data.store import ShardStore
 ds = make_index_dataset(sys.argv[1], n=16, shard_size=8)
-pipe = _pipe(PlanSource(store=ShardStore(ds), plan=ModPlan(16), train=True, length=16, seed=0, rank=0), batch=8, size=16, workers=2)
+pipe = _pipe(plan_source(store=ShardStore(ds), plan=ModPlan(16), train=True, length=16, seed=0, rank=0), batch=8, size=16, workers=2)
 _epoch(pipe)
 print(" ".join(map(str, pipe._py_pool.pids())), flush=True)
 time.sleep(120)

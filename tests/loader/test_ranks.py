@@ -16,9 +16,9 @@ from tests.helpers.datasets import make_index_dataset
 def _rank_main(rank: int, world: int, root: str, init: str, out: str) -> None:
     from tagstream.loader import build_loader
     from tagstream.loader.config import LoaderConfig
-    from tagstream.loader.dataset import Dataset
-    from tagstream.loader.sampling import RankSampler
-    from tagstream.loader.vocab import Vocab
+    from tagstream.loader.data.dataset import Dataset
+    from tagstream.loader.data.vocab import Vocab
+    from tagstream.loader.sampling.sampler import RankSampler
     from tagstream.tools.bench.loader_data import decode_index_color
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 
 from tagstream.loader import build_loader
-from tagstream.loader import format as fmt
 from tagstream.loader.config import LoaderConfig
-from tagstream.loader.dataset import Dataset
-from tagstream.loader.prefetch import shards_of_ranges
-from tagstream.loader.publish import push
-from tagstream.loader.remote import Mirror
-from tagstream.loader.storage import Retry, StorageError
-from tagstream.loader.store import ShardStore
+from tagstream.loader.data import cache
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data.cache import Mirror
+from tagstream.loader.data.dataset import Dataset
+from tagstream.loader.data.prefetch import shards_of_ranges
+from tagstream.loader.data.push import files_to_push, push
+from tagstream.loader.data.storage import Retry, StorageError
+from tagstream.loader.data.store import ShardStore
 from tests.helpers.datasets import make_index_dataset
 from tests.helpers.s3server import SECRET, _moto_server, s3_server  # noqa: F401 - fixtures
 
@@ -29,7 +30,7 @@ SHARDS = "/bkt/ds/shards/*/data.mdb"
 def local(tmp_path_factory) -> Dataset:
     """48 images in 6 shards of 8, identity vocabulary "v", and a mask."""
     ds = make_index_dataset(tmp_path_factory.mktemp("remote") / "ds", n=48, shard_size=8)
-    from tagstream.loader.writer import write_mask
+    from tagstream.loader.data.writer import write_mask
 
     write_mask(ds.root, "odd", np.arange(48) % 2 == 1)
     return Dataset(ds.root)
@@ -81,7 +82,7 @@ def test_mirror_reads_every_record_and_reuses_its_cache(pushed, local, tmp_path)
 def test_missing_dataset_and_missing_vocabulary(pushed, tmp_path):
     with pytest.raises(fmt.FormatError, match=r"s3://bkt/nothing: no manifest.json"):
         Dataset("s3://bkt/nothing", cache_dir=tmp_path)
-    from tagstream.loader.vocab import Vocab
+    from tagstream.loader.data.vocab import Vocab
 
     with pytest.raises(ValueError, match="no vocabulary 'w'.*vocabularies here: v"):
         Vocab(Dataset(URL, cache_dir=tmp_path), "w")
@@ -194,10 +195,8 @@ def test_a_worker_forked_during_a_download_never_holds_its_lock(tmp_path):
     import subprocess
     import sys
 
-    from tagstream.loader import remote
-
     path = tmp_path / "00000.get"
-    with remote._exclusive(path):
+    with cache._exclusive(path):
         child = os.fork()
         if child == 0:  # a worker: lives on with whatever it inherited
             time.sleep(30)
@@ -214,11 +213,11 @@ def test_a_worker_forked_during_a_download_never_holds_its_lock(tmp_path):
 def test_a_rerun_push_uploads_only_what_is_not_there_already(s3_server, tmp_path):  # noqa: F811
     """An interrupted push run again uploads only what did not finish; a file changed here, or an object
     replaced there, is uploaded again; the result reads like a fresh push."""
-    from tagstream.loader import publish, storage
+    from tagstream.loader.data import storage
 
     s3_server.create_bucket("bkt")
     ds = make_index_dataset(tmp_path / "ds", n=40, shard_size=8)  # 5 shards + index, vocabulary, tags
-    rels = publish.files_to_push(ds.root)
+    rels = files_to_push(ds.root)
     real_put, uploads = storage.put, []
 
     def failing_put(src, url, retry=storage.DEFAULT_RETRY):
@@ -230,24 +229,24 @@ def test_a_rerun_push_uploads_only_what_is_not_there_already(s3_server, tmp_path
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(storage, "put", failing_put)
         with pytest.raises(StorageError, match="injected"):
-            publish.push(ds.root, URL, threads=1)
+            push(ds.root, URL, threads=1)
     assert not storage.exists(f"{URL}/manifest.json")  # unfinished: no manifest
     s3_server.proxy.reset_counts()
-    report = publish.push(ds.root, URL, threads=1)
+    report = push(ds.root, URL, threads=1)
     shard_puts = s3_server.proxy.counts("PUT", "/bkt/ds/*")
     assert report.skipped == 4 and report.files == len(rels) + 1
     assert len(shard_puts) == len(rels) - 4 + 1  # the rest and the manifest
     assert all(f"/bkt/ds/{u.split('/bkt/ds/', 1)[1]}" not in shard_puts for u in uploads)
 
     s3_server.proxy.reset_counts()
-    assert publish.push(ds.root, URL).skipped == len(rels)  # nothing changed: only the manifest again
+    assert push(ds.root, URL).skipped == len(rels)  # nothing changed: only the manifest again
     assert set(s3_server.proxy.counts("PUT", "/bkt/ds/*")) == {"/bkt/ds/manifest.json"}
 
     tags = ds.root / fmt.TAGS
     tags.write_text(tags.read_text())  # rewritten here (new mtime)
     s3_server.put("bkt", f"ds/{rels[0]}", b"replaced behind our back")  # and a shard replaced there
     s3_server.proxy.reset_counts()
-    report = publish.push(ds.root, URL)
+    report = push(ds.root, URL)
     assert set(s3_server.proxy.counts("PUT", "/bkt/ds/*")) == {
         f"/bkt/ds/{rels[0]}",
         f"/bkt/ds/{fmt.TAGS}",

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from tagstream.loader import format as fmt
 from tagstream.loader.config import LoaderConfig
-from tagstream.loader.dataset import Dataset
-from tagstream.loader.sampling import RankSampler, eligibility
-from tagstream.loader.vocab import Vocab, VocabClass, write_vocab
-from tagstream.loader.writer import write_manifest
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data.dataset import Dataset
+from tagstream.loader.data.vocab import Vocab, VocabClass, write_vocab
+from tagstream.loader.data.writer import write_manifest
+from tagstream.loader.sampling.sampler import RankSampler, eligibility
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # NUMBA_DISABLE_JIT=1 scalar wrap
 
@@ -77,7 +77,7 @@ def test_eligibility_masks_and_holdout(dataset):
 )
 def test_eval_shares_found_chunk_by_chunk_equal_the_shares_of_the_whole_array(dataset, masks, fraction, split):
     """A rank's eval share without an array over all N images: the same indices, for any chunk and world."""
-    from tagstream.loader.eligible import Eligibility, eval_share_of
+    from tagstream.loader.sampling.eligible import Eligibility, eval_share_of
 
     whole = np.flatnonzero(eligibility(dataset, masks=masks, holdout_fraction=fraction, split=split))
     rule = Eligibility(masks=masks, holdout_fraction=fraction, split=split)
@@ -191,9 +191,9 @@ import json
 import numpy as np
 import torch
 import torch.distributed as dist
-from tagstream.loader.dataset import Dataset
-from tagstream.loader.sampling import RankSampler, eligibility
-from tagstream.loader.vocab import Vocab
+from tagstream.loader.data.dataset import Dataset
+from tagstream.loader.sampling.sampler import RankSampler, eligibility
+from tagstream.loader.data.vocab import Vocab
 
 root, rank, world, init, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))

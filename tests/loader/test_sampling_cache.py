@@ -12,14 +12,14 @@ import pytest
 from tagstream.kernels.assign import pack_shards
 from tagstream.kernels.counts import class_counts
 from tagstream.kernels.weights import compute_weights
-from tagstream.loader import format as fmt
-from tagstream.loader.eligible import Eligibility, eligibility
-from tagstream.loader.npyrange import NpyRange
-from tagstream.loader.range_weights import RangeWeights
-from tagstream.loader.sampling import RankSampler
-from tagstream.loader.summary import compute_summary, shard_chunks
-from tagstream.loader.vocab import Vocab
-from tagstream.loader.writer import write_mask
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data.npyrange import NpyRange
+from tagstream.loader.data.vocab import Vocab
+from tagstream.loader.data.writer import write_mask
+from tagstream.loader.sampling.eligible import Eligibility, eligibility
+from tagstream.loader.sampling.range_weights import RangeWeights
+from tagstream.loader.sampling.sampler import RankSampler
+from tagstream.loader.sampling.summary import compute_summary, shard_chunks
 from tests.helpers.index_only import write_index_only
 
 RULE = Eligibility(masks=("dedup",), holdout_fraction=0.25, split="train")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from tagstream.loader.config import LoaderConfig
-from tagstream.loader.dataset import Dataset
-from tagstream.loader.sampling import RankSampler
-from tagstream.loader.vocab import Vocab
+from tagstream.loader.data.dataset import Dataset
+from tagstream.loader.data.vocab import Vocab
+from tagstream.loader.sampling.sampler import RankSampler
 from tests.helpers.index_only import write_index_only
 
 # (sampling, combine, masks, holdout_fraction, split, replacement, samples_per_epoch, world)

@@ -8,7 +8,7 @@ import pytest
 
 from tagstream.loader import build_loader
 from tagstream.loader.config import LoaderConfig
-from tagstream.loader.sizes import format_size_schedule, parse_size_schedule, size_at
+from tagstream.loader.pipeline.sizes import format_size_schedule, parse_size_schedule, size_at
 from tests.helpers.datasets import make_index_dataset
 
 

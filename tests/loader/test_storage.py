@@ -1,4 +1,4 @@
-"""loader/storage.py against a real S3-protocol server (moto on 127.0.0.1) behind the fault proxy."""
+"""loader/data/storage.py against a real S3-protocol server (moto on 127.0.0.1) behind the fault proxy."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tagstream.loader import storage
-from tagstream.loader.storage import ChecksumError, Retry, StorageError
+from tagstream.loader.data import storage
+from tagstream.loader.data.storage import ChecksumError, Retry, StorageError
 from tests.helpers.s3server import SECRET, _moto_server, s3_server  # noqa: F401 - fixtures
 
 FAST = Retry(attempts=3, backoff_s=0.01, max_backoff_s=0.05, timeout_s=2.0)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tagstream.loader import format as fmt
-from tagstream.loader.store import ShardStore
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data.store import ShardStore
 from tagstream.tools.bench.loader_data import decode_index_color, index_tags
 from tests.helpers.damage import put_record
 from tests.helpers.datasets import NUM_TAGS, make_index_dataset

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tagstream.loader import turbo
-from tagstream.loader.augment import train_params
+from tagstream.loader.pipeline import turbo
+from tagstream.loader.pipeline.augment import train_params
 from tagstream.tools.bench.loader_data import encode_jpeg, photo_like
 
 
@@ -209,19 +209,20 @@ def test_a_box_outside_the_image_raises(box):
 
 def test_config_picks_the_decode_placement(monkeypatch):
     from tagstream.loader.config import LoaderConfig
+    from tagstream.loader.pipeline.source import source_decodes
 
     base = dict(dataset="ds", vocab="v")
-    assert LoaderConfig(**base).source_decodes  # auto, extension built
-    assert not LoaderConfig(**base, cpu_decoder="dali").source_decodes
-    assert not LoaderConfig(**base, device="gpu", device_id=0).source_decodes  # nvJPEG in the pipeline
+    assert source_decodes("cpu", "auto")  # auto, extension built
+    assert not source_decodes("cpu", "dali")
+    assert not source_decodes("gpu", "auto")  # nvJPEG in the pipeline
     with pytest.raises(ValueError, match="cpu_decoder='fast' is not one of"):
         LoaderConfig(**base, cpu_decoder="fast")
     with pytest.raises(ValueError, match="resize_size=200 must be >= image_size=224"):
         LoaderConfig(**base, resize_size=200)
     monkeypatch.setattr(turbo, "_jpeg", None)
-    assert not LoaderConfig(**base).source_decodes  # auto falls back to DALI's decoder
+    assert not source_decodes("cpu", "auto")  # auto falls back to DALI's decoder
     with pytest.raises(RuntimeError, match="libjpeg"):
-        LoaderConfig(**base, cpu_decoder="turbo")
+        source_decodes("cpu", "turbo")
 
 
 def test_simd_and_portable_resize_agree_bit_for_bit():

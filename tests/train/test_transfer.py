@@ -327,7 +327,7 @@ def test_transfer_multilabel_reports_map(tiny_dataset, tmp_path):
 def test_a_failed_transfer_takes_away_the_vocabularies_it_built(tiny_dataset, tmp_path):
     from click.testing import CliRunner
 
-    from tagstream.loader.dataset import Dataset
+    from tagstream.loader.data.dataset import Dataset
     from tagstream.tools.cli import main
     from tagstream.tools.vocab.build import VocabOptions, build_vocab
 

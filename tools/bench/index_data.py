@@ -18,10 +18,10 @@ import numba
 import numpy as np
 
 from tagstream.kernels.rng import counter_u64, stream_key, to_unit
-from tagstream.loader import format as fmt
-from tagstream.loader.dataset import Dataset
-from tagstream.loader.vocab import CLASSES, LABEL_OFFSETS, LABELS, META
-from tagstream.loader.writer import write_manifest
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data.dataset import Dataset
+from tagstream.loader.data.vocab import CLASSES, LABEL_OFFSETS, LABELS, META
+from tagstream.loader.data.writer import write_manifest
 
 CHUNK = 1 << 23  # images generated per step
 PARAMS = "bench-index.json"

@@ -14,7 +14,8 @@ from typing import Any, Callable
 import numpy as np
 
 from tagstream.loader.config import LoaderConfig
-from tagstream.loader.dataset import Dataset
+from tagstream.loader.data.dataset import Dataset
+from tagstream.loader.pipeline.source import source_decodes
 from tagstream.tools.bench.loader_ceiling import run_ceiling, usable_cores
 from tagstream.tools.bench.loader_data import encode_jpeg, photo_like, write_dataset, write_identity_vocab
 from tagstream.tools.bench.loader_stages import stage_breakdown, targets
@@ -81,7 +82,7 @@ class _PillowDataset:
     and torchvision's resized_crop / hflip, uint8 HWC out."""
 
     def __init__(self, config: LoaderConfig, plan: np.ndarray):
-        from tagstream.loader.store import ShardStore
+        from tagstream.loader.data.store import ShardStore
 
         self.config, self.plan = config, plan
         self.store = ShardStore(config.dataset)
@@ -94,7 +95,7 @@ class _PillowDataset:
         import torchvision.transforms.functional as F
         from PIL import Image
 
-        from tagstream.loader.augment import train_params
+        from tagstream.loader.pipeline.augment import train_params
 
         index = int(self.plan[position])
         img = Image.open(io.BytesIO(self.store.read_image(index))).convert("RGB")
@@ -119,8 +120,8 @@ def run_baseline(config: LoaderConfig, batches: int, tick: Callable[[int], None]
     """torch.utils.data.DataLoader with Pillow, config.workers worker processes, targets in the main process."""
     import torch
 
-    from tagstream.loader.sampling import RankSampler
-    from tagstream.loader.vocab import Vocab
+    from tagstream.loader.data.vocab import Vocab
+    from tagstream.loader.sampling.sampler import RankSampler
 
     ds = Dataset(config.dataset)
     vocab = Vocab(ds, config.vocab)
@@ -238,14 +239,16 @@ def bench_loader(
         "cores": usable_cores(),
         "antialias": antialias,
     }
-    result["decoder"] = "turbo" if config.source_decodes else "dali"
+    result["decoder"] = "turbo" if source_decodes(config.device, config.cpu_decoder) else "dali"
     # rounds interleave the contenders, so a noisy moment on a shared machine hits all of them; each
     # figure is the median over rounds and the ratios are of medians (each round's ratios are kept too)
     runs: dict[str, list[dict]] = {"ours_cpu": [], "ours_cpu_dali": [], "baseline": [], "ceiling": []}
     for r in range(rounds):
         tag = f" {r + 1}/{rounds}" if rounds > 1 else ""
         runs["ours_cpu"].append(run_ours(config, n, progress(f"ours (cpu, {result['decoder']} decode){tag}", n)))
-        if config.source_decodes:  # the same loader with DALI's CPU decoder and resize, for comparison
+        if source_decodes(
+            config.device, config.cpu_decoder
+        ):  # the same loader with DALI's CPU decoder and resize, for comparison
             runs["ours_cpu_dali"].append(
                 run_ours(replace(config, cpu_decoder="dali"), n, progress(f"ours (cpu, dali decode){tag}", n))
             )

@@ -20,7 +20,7 @@ def usable_cores() -> int:
 
 
 def _read_bytes(config: LoaderConfig, count: int) -> list[bytes]:
-    from tagstream.loader.store import ShardStore
+    from tagstream.loader.data.store import ShardStore
 
     store = ShardStore(config.dataset)
     n = len(store.dataset)
@@ -35,7 +35,7 @@ def _pil_decode(data: bytes) -> int:
 
 
 def _turbo_decode(data: bytes) -> int:
-    from tagstream.loader import turbo
+    from tagstream.loader.pipeline import turbo
 
     return turbo.decode(data).shape[1]
 
@@ -76,7 +76,7 @@ def run_ceiling(config: LoaderConfig, images: int, tick: Callable[[int], None]) 
         tick(1)
     dali = n_batches * b / (time.perf_counter() - t0)
     pipe._shutdown()
-    from tagstream.loader import turbo
+    from tagstream.loader.pipeline import turbo
 
     cores = usable_cores()
     rates = {"dali": dali, "pillow": _decode_rate(_pil_decode, data, cores)}

@@ -11,9 +11,9 @@ from typing import Callable, Iterable
 import numpy as np
 from numpy.typing import NDArray
 
-from tagstream.loader.dataset import Dataset
-from tagstream.loader.vocab import VocabClass, write_vocab
-from tagstream.loader.writer import ShardWriter, write_manifest, write_tags
+from tagstream.loader.data.dataset import Dataset
+from tagstream.loader.data.vocab import VocabClass, write_vocab
+from tagstream.loader.data.writer import ShardWriter, write_manifest, write_tags
 from tagstream.tools.synth.draw import photo_like
 
 __all__ = [

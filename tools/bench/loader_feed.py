@@ -1,6 +1,6 @@
 """`tagstream bench loader --feed`: the GPU path's CPU side alone — plan, record reads, crop windows and
-the hand-off of the JPEG bytes to DALI — for the batch source (loader/feed.py, what the GPU path uses)
-and today's per-sample parallel source (loader/pipeline.py PlanSource), in one run on the same records.
+the hand-off of the JPEG bytes to DALI — for the batch source (loader/pipeline/batch_source.py, what the GPU path uses)
+and today's per-sample parallel source (loader/pipeline/graph.py PlanSource), in one run on the same records.
 
 Each feeds its own GPU graph up to the decoder (pipeline.train_inputs: the per-sample source's params
 are split and cast by DALI's CPU operators, the batch source's arrive ready); in place of nvJPEG, which runs on
@@ -32,7 +32,7 @@ class _Replay:
     """The batch source's first batch, handed to DALI again and again: the same graph with no record read,
     window or wrapping, so what is left is DALI's own share of the batch source's figure."""
 
-    batched, decode_size, train = True, None, True
+    batched, decodes, train = True, False, True
 
     def __init__(self, source: Any, length: int):
         self.outputs, self.batch_size, self.length = source.outputs, source.batch_size, length
@@ -52,11 +52,12 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _source(config: LoaderConfig, kind: str, plan: Any, length: int) -> Any:
-    from tagstream.loader.feed import BatchSource
-    from tagstream.loader.pipeline import PlanSource
-    from tagstream.loader.store import ShardStore
+    from tagstream.loader.data.store import ShardStore
+    from tagstream.loader.pipeline.batch_source import BatchSource
+    from tagstream.loader.pipeline.plan_source import PlanSource
+    from tagstream.loader.pipeline.source import SourceSettings
 
-    common = dict(
+    settings = SourceSettings(
         store=ShardStore(config.dataset),
         plan=plan,
         train=True,
@@ -68,8 +69,8 @@ def _source(config: LoaderConfig, kind: str, plan: Any, length: int) -> Any:
         image_size=config.image_size,
     )
     if kind == "per_sample":
-        return PlanSource(**common)
-    batch = BatchSource(**common, batch_size=config.batch_size, prefetch=config.prefetch)
+        return PlanSource(settings)
+    batch = BatchSource(settings, batch_size=config.batch_size, prefetch=config.prefetch)
     return batch if kind == "batch" else _Replay(batch, length)
 
 
@@ -81,10 +82,10 @@ def feed_rate(
     the sampler's (random, with replacement), or `plan`'s."""
     from nvidia.dali import fn, pipeline_def
 
-    from tagstream.loader.dataset import Dataset
-    from tagstream.loader.pipeline import source_node, start, stop, train_inputs
-    from tagstream.loader.sampling import RankSampler
-    from tagstream.loader.vocab import Vocab
+    from tagstream.loader.data.dataset import Dataset
+    from tagstream.loader.data.vocab import Vocab
+    from tagstream.loader.pipeline.graph import source_node, start, stop, train_inputs
+    from tagstream.loader.sampling.sampler import RankSampler
 
     b = config.batch_size
     length = (batches + warmup + config.prefetch + 2) * b
@@ -158,7 +159,7 @@ def first_touch(config: LoaderConfig) -> dict:
     reads, and the kernel maps a record's pages into the process when it is first touched (whether the page
     cache holds them is storage, not counted: the bench dataset is cached). Half the dataset, in a shuffled
     order, warms the process first (JIT, shard opening, index arrays); the other half is measured."""
-    from tagstream.loader.dataset import Dataset
+    from tagstream.loader.data.dataset import Dataset
 
     order = np.random.default_rng(config.seed).permutation(len(Dataset(config.dataset)))
     warm, cold = order[: order.size // 2], order[order.size // 2 :]

@@ -89,7 +89,7 @@ def _download_figures(cache: Path) -> dict:
 
 
 def _finish_downloads(url: str, cache: Path) -> None:
-    from tagstream.loader.dataset import Dataset
+    from tagstream.loader.data.dataset import Dataset
 
     ds = Dataset(url, cache_dir=cache)
     for shard in range(len(ds.shards)):
@@ -109,7 +109,7 @@ def bench_remote(
     progress: Callable[[str, int], Callable[[int], None]],
 ) -> dict:
     """Local vs cold-cache s3:// vs warm-cache s3://, `rounds` times interleaved; median figures and ratios."""
-    from tagstream.loader.publish import push
+    from tagstream.loader.data.push import push
 
     if rounds < 1:
         raise ValueError(f"rounds={rounds} must be >= 1")

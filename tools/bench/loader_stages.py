@@ -41,10 +41,12 @@ def stage_breakdown(config: LoaderConfig, images: int) -> dict:
     inline: one thread when the source decodes, else config.threads DALI threads), targets (the
     kernel, per batch)."""
     from tagstream.loader import IMAGENET_MEAN, IMAGENET_STD
-    from tagstream.loader.pipeline import PlanSource, build_pipeline, start, stop
-    from tagstream.loader.sampling import RankSampler
-    from tagstream.loader.store import ShardStore
-    from tagstream.loader.vocab import Vocab
+    from tagstream.loader.data.store import ShardStore
+    from tagstream.loader.data.vocab import Vocab
+    from tagstream.loader.pipeline.graph import build_pipeline, start, stop
+    from tagstream.loader.pipeline.plan_source import PlanSource
+    from tagstream.loader.pipeline.source import SourceSettings, source_decodes
+    from tagstream.loader.sampling.sampler import RankSampler
 
     store = ShardStore(config.dataset)
     ds = store.dataset
@@ -55,17 +57,17 @@ def stage_breakdown(config: LoaderConfig, images: int) -> dict:
     t0 = time.perf_counter()
     records = {int(i): store.read_image(int(i)) for i in plan}
     read_us = (time.perf_counter() - t0) / len(plan) * 1e6
-    decodes = config.source_decodes
-    source = PlanSource(
+    decodes = source_decodes(config.device, config.cpu_decoder)
+    settings = SourceSettings(
         store=_MemoryStore(store, records),
         plan=_FixedPlan(plan),
         train=True,
         length=len(plan),
         seed=config.seed,
         rank=0,
-        decode_size=config.image_size if decodes else None,
-        antialias=config.antialias,
+        image_size=config.image_size,
     )
+    source = PlanSource(settings, decode=decodes, antialias=config.antialias)
     pipe = build_pipeline(
         source,
         batch_size=b,

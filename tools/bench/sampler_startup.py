@@ -32,7 +32,7 @@ TABLE_BYTES = (
 
 
 def _rule():
-    from tagstream.loader.eligible import Eligibility
+    from tagstream.loader.sampling.eligible import Eligibility
     from tagstream.tools.bench.index_data import MASK
 
     return Eligibility(masks=(MASK,), holdout_fraction=HOLDOUT, split="train")
@@ -41,9 +41,9 @@ def _rule():
 def run_phase(phase: str, root: str, world: int, rank: int, sampling: str, batch: int) -> dict:
     """One phase, in this process (the child's side)."""
     t0 = time.perf_counter()
-    from tagstream.loader.dataset import Dataset
-    from tagstream.loader.sampling import RankSampler, prepare_sampling
-    from tagstream.loader.vocab import Vocab
+    from tagstream.loader.data.dataset import Dataset
+    from tagstream.loader.data.vocab import Vocab
+    from tagstream.loader.sampling.sampler import RankSampler, prepare_sampling
 
     ds = Dataset(root)
     vocab = Vocab(ds, "v")

@@ -7,36 +7,38 @@ import importlib
 
 import click
 
-from tagstream.loader import __version__
-
-# command name -> "module:attribute" inside tagstream.tools.cli
+# command name -> ("module:attribute" inside tagstream.tools.cli, the one line `tagstream --help` shows for it): the
+# listing needs no import of the command, so `tagstream --help` loads neither the loader, numba, torch nor DALI
 COMMANDS = {
-    "synth": "synth:synth",
-    "convert": "convert:convert",
-    "merge": "merge:merge",
-    "inspect": "inspect_dataset:inspect",
-    "verify": "verify:verify",
-    "push": "push:push",
-    "vocab": "vocab:vocab",
-    "dedup": "dedup:dedup",
-    "train": "train:train",
-    "transfer": "transfer:transfer",
-    "embed": "embed:embed",
-    "demo": "demo:demo",
+    "synth": ("synth:synth", "Write a synthetic hashtag world (images, hashtags, a labelled downstream split)."),
+    "convert": ("convert:convert", "Convert images with hashtags into a dataset (LMDB shards + NumPy index)."),
+    "merge": ("merge:merge", "Merge the committed parts of a partitioned conversion into one dataset."),
+    "inspect": ("inspect_dataset:inspect", "Show what a dataset holds, and how a vocabulary will be sampled."),
+    "verify": ("verify:verify", "Check every shard, index and record of a dataset; name each damaged one."),
+    "push": ("push:push", "Upload a dataset to object storage (s3://, gs://, ...)."),
+    "vocab": ("vocab:vocab", "Build a class vocabulary from the raw tags (synonyms, WordNet, stop-tags)."),
+    "dedup": ("dedup:dedup", "Mask training images that are near copies of evaluation images."),
+    "train": ("train:train", "Pretrain a model on hashtags: one process, or every rank of a torchrun job."),
+    "transfer": ("transfer:transfer", "Transfer a pretrained backbone to a labelled task (linear probe, fine-tune)."),
+    "embed": ("embed:embed", "Write every image's pooled features in dataset order."),
+    "demo": ("demo:demo", "The whole pipeline end to end on a synthetic world, with a results table."),
 }
 
 BENCHES = {
-    "sampler": "bench_sampler:bench_sampler",
-    "loader": "bench_loader:bench_loader",
-    "dedup": "bench_dedup:bench_dedup",
-    "convert": "bench_convert:bench_convert",
+    "sampler": (
+        "bench_sampler:bench_sampler",
+        "Our sampler against numpy, torch.multinomial and WeightedRandomSampler.",
+    ),
+    "loader": ("bench_loader:bench_loader", "Our loader against a DataLoader baseline and the full-decode ceiling."),
+    "dedup": ("bench_dedup:bench_dedup", "De-duplication recall and false matches on planted copies."),
+    "convert": ("bench_convert:bench_convert", "Conversion images/s of each engine (processes, parts, Ray)."),
 }
 
 
 class LazyGroup(click.Group):
     """A click group whose commands are imported on first use."""
 
-    def __init__(self, *args, lazy: dict[str, str], **kwargs):
+    def __init__(self, *args, lazy: dict[str, tuple[str, str]], **kwargs):
         super().__init__(*args, **kwargs)
         self.lazy = lazy
 
@@ -45,7 +47,7 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx, name):
         if name in self.lazy:
-            module, attr = self.lazy[name].split(":")
+            module, attr = self.lazy[name][0].split(":")
             try:
                 mod = importlib.import_module(f"tagstream.tools.cli.{module}")
             except ModuleNotFoundError as exc:
@@ -55,9 +57,19 @@ class LazyGroup(click.Group):
             return getattr(mod, attr)
         return super().get_command(ctx, name)
 
+    def format_commands(self, ctx, formatter):
+        """The command list from the registry's lines: listing imports no command."""
+        rows = [(name, self.lazy[name][1]) for name in sorted(self.lazy)]
+        rows += [
+            (n, c.get_short_help_str(formatter.width)) for n, c in sorted(self.commands.items()) if n not in self.lazy
+        ]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="tagstream")
+@click.version_option(package_name="tagstream", prog_name="tagstream")
 def main() -> None:
     """tagstream: weakly supervised pretraining on hashtags at billion scale.
 

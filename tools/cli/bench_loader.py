@@ -77,7 +77,7 @@ def bench_loader(
     interleaved rounds; prints median images/s, the ratios and a per-stage breakdown.
 
     With --remote, the dataset is pushed to a local S3 server and read back through the object-storage
-    path (loader/remote.py): cold cache, warm cache and local disk in one run, and the download rate a
+    path (loader/data/cache.py): cold cache, warm cache and local disk in one run, and the download rate a
     rank needs at 3,000 images/s.
 
     With --feed, only the GPU path's CPU side: what the trainer's cores spend to feed nvJPEG (goal:
@@ -91,7 +91,7 @@ def bench_loader(
       tagstream bench loader /tmp/benchds --make 4096 --feed --batch-size 256 --batches 100
       tagstream bench loader /tmp/benchds --make 1500 --remote
     """
-    from tagstream.loader.progress import progress_bar
+    from tagstream.loader import progress_bar
     from tagstream.tools.bench.loader import bench_loader as run
     from tagstream.tools.bench.loader import format_table, usable_cores
     from tagstream.tools.bench.loader_feed import bench_feed_dataset, format_feed

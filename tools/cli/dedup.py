@@ -7,7 +7,7 @@ import json
 import click
 
 from tagstream.kernels.dedup import MAX_DISTANCE
-from tagstream.loader.format import FormatError
+from tagstream.loader.data import FormatError
 from tagstream.tools.dedup.features import DEFAULT_THRESHOLD, EmbedMethod, EmbedOptions
 from tagstream.tools.dedup.grid import ORDERS
 from tagstream.tools.dedup.hashing import DEFAULT_MAX_DISTANCE

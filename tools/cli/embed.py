@@ -6,7 +6,7 @@ import os
 
 import click
 
-from tagstream.loader.format import FormatError
+from tagstream.loader.data import FormatError
 
 
 @click.command()

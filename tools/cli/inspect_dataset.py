@@ -34,7 +34,7 @@ def inspect(dataset, as_json, top, plot, vocab, sampling):
       tagstream inspect ds --plot tags.png
       tagstream inspect ds --vocab v1 --sampling sqrt --plot classes.png
     """
-    from tagstream.loader.format import FormatError
+    from tagstream.loader.data import FormatError
     from tagstream.tools.inspection.report import format_report, inspect_dataset, plot_tag_frequency, to_json
 
     try:

@@ -23,9 +23,8 @@ def push(dataset, url):
       AWS_ENDPOINT_URL=http://minio:9000 tagstream push ds s3://datasets/ds
       tagstream train --config tiny-cpu --dataset s3://my-bucket/datasets/ds --vocab v1 --out runs/tiny
     """
-    from tagstream.loader.format import FormatError
-    from tagstream.loader.publish import push as run_push
-    from tagstream.loader.storage import StorageError
+    from tagstream.loader.data import FormatError, StorageError
+    from tagstream.loader.data import push as run_push
 
     try:
         report = run_push(dataset, url)

@@ -104,7 +104,7 @@ def train(
       torchrun --standalone --nproc_per_node 8 -m tagstream.tools.cli train \\
           --config resnet50 --dataset ds --vocab v1 --out runs/r50 --set run.epochs=90
     """
-    from tagstream.loader.format import FormatError
+    from tagstream.loader.data import FormatError
     from tagstream.train.config import load_config
     from tagstream.train.loop import main
 

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import click
 
-from tagstream.loader.format import FormatError
+from tagstream.loader.data import FormatError
 
 
 def _ensure_label_vocab(dataset: str, name: str) -> str | None:
     """Build vocab NAME (every raw tag a class, no filtering) on a downstream dataset that lacks it."""
-    from tagstream.loader.dataset import Dataset
-    from tagstream.loader.storage import local_path
+    from tagstream.loader.data import Dataset, local_path
     from tagstream.tools.vocab.build import VocabOptions, build_vocab
 
     if name in Dataset(dataset).vocab_names():
@@ -151,7 +150,7 @@ def transfer(
       tagstream transfer --checkpoint runs/vit/step-000100000.pt \\
           --train down/train --eval down/eval --mode finetune --image-size 384 --out finetune-384.json
     """
-    from tagstream.loader.dataset import Dataset
+    from tagstream.loader.data import Dataset
     from tagstream.train.lowshot import LowShotConfig, parse_shots
     from tagstream.train.probe import ProbeConfig
     from tagstream.train.transfer import FinetuneConfig, TransferConfig, run_transfer

@@ -28,7 +28,7 @@ def verify(dataset, deep):
       tagstream verify ds --deep
       tagstream verify s3://my-bucket/datasets/ds
     """
-    from tagstream.loader.storage import local_path
+    from tagstream.loader.data import local_path
     from tagstream.tools.verify.checks import verify as run_verify
 
     local = local_path(dataset)  # a plain path or file://
@@ -48,9 +48,7 @@ def verify(dataset, deep):
 
 def _fetch(url: str) -> str:
     """A URL dataset's every file in its local mirror; the mirror's directory."""
-    from tagstream.loader.dataset import Dataset
-    from tagstream.loader.format import FormatError
-    from tagstream.loader.storage import StorageError
+    from tagstream.loader.data import Dataset, FormatError, StorageError
 
     try:
         ds = Dataset(url)

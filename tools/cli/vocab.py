@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tagstream.loader.format import FormatError
+from tagstream.loader.data import FormatError
 from tagstream.tools.vocab.build import VocabOptions, build_vocab, format_report
 
 

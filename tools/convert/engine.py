@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tagstream.loader import format as fmt
-from tagstream.loader.lifetime import exit_with_parent
-from tagstream.loader.writer import write_manifest, write_tags
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data import write_manifest, write_tags
+from tagstream.loader.pipeline import exit_with_parent
 from tagstream.tools.convert.image import Accepted, ImageOptions, Item, ItemResult, process_batch, process_item
 from tagstream.tools.convert.outdir import ConvertRefused, WriteFailed, locked, writing  # noqa: F401 - re-exported
 from tagstream.tools.convert.shards import STATE_DIR, ConvertShard, remove_after, shard_intact, slim, state_path
@@ -283,7 +283,7 @@ def _convert_items(
     progress: bool,
 ) -> list[dict]:
     """Convert inputs [start, inputs) into shards appended to `committed`; returns the rejects after the last shard."""
-    from tagstream.loader.progress import progress_bar
+    from tagstream.loader import progress_bar
 
     tag_ids = {tag: i for i, tag in enumerate(t for s in committed for t in s["new_tags"])}
     writer = ConvertShard(out, len(committed), start)

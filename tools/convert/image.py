@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from tagstream.loader import storage, turbo
-from tagstream.loader.format import MAX_PIXELS
+from tagstream.loader.data import MAX_PIXELS, storage
+from tagstream.loader.pipeline import turbo
 from tagstream.tools.convert.sources import Item
 from tagstream.tools.convert.tags import canonical_tags
 from tagstream.tools.dedup.imagehash import phash_image

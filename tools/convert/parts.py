@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tagstream.loader import format as fmt
+from tagstream.loader.data import format as fmt
 from tagstream.tools.convert.engine import (
     ConvertRefused,
     check_state,

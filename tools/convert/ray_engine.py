@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tagstream.loader import format as fmt
+from tagstream.loader.data import format as fmt
 from tagstream.tools.convert.engine import ConvertSummary, summary
 from tagstream.tools.convert.image import ImageOptions
 from tagstream.tools.convert.merge import ShardMove, merge, place
@@ -109,7 +109,7 @@ def convert_on_ray(
     )
     running = {task.remote(str(src), str(out), spec, **kwargs): spec for spec in todo}
     failed = []
-    from tagstream.loader.progress import progress_bar
+    from tagstream.loader import progress_bar
 
     with progress_bar(total=parts, initial=parts - len(todo), unit="part", desc="convert", disable=not progress) as bar:
         while running:

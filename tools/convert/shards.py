@@ -1,4 +1,4 @@
-"""Conversion's shards: the format's ShardWriter (loader/writer.py) plus a per-shard state file, the commit point.
+"""Conversion's shards: the format's ShardWriter (loader/data/writer.py) plus a per-shard state file, the commit point.
 
 Commit protocol (crash-safe against kill -9 at any instant): records go to shards/NNNNN.lmdb.tmp in one
 write transaction; on commit the index arrays are written atomically, the directory is renamed to its
@@ -16,8 +16,8 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from tagstream.loader import format as fmt
-from tagstream.loader.writer import TMP_SUFFIX, ShardWriter
+from tagstream.loader.data import TMP_SUFFIX, ShardWriter
+from tagstream.loader.data import format as fmt
 from tagstream.tools.convert.image import Accepted
 
 STATE_DIR = ".convert"

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from tagstream.loader import storage
+from tagstream.loader.data import storage
 from tagstream.tools.convert.source_paths import display_name, expand, file_size
 from tagstream.tools.convert.sources import PARQUET_SUFFIXES, RAW_LIMIT, Item, SourceOptions, _utf8_ok
 from tagstream.tools.convert.tags import caption_hashtags, split_tag_cell

@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from tagstream.loader import storage
+from tagstream.loader.data import storage
 
 FORMATS = ("auto", "imagefolder", "jsonl", "csv", "tar", "parquet", "yfcc")  # readers: sources.READERS
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from tagstream.loader import storage
+from tagstream.loader.data import storage
 from tagstream.tools.convert.source_paths import display_name, expand, file_size
 from tagstream.tools.convert.sources import RAW_LIMIT, TAR_SUFFIXES, Item, SourceOptions, _utf8_ok
 from tagstream.tools.convert.tags import caption_hashtags, split_tag_cell

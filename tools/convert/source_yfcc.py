@@ -37,7 +37,7 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import unquote_plus
 
-from tagstream.loader import storage
+from tagstream.loader.data import storage
 from tagstream.tools.convert.join_index import JoinIndex
 from tagstream.tools.convert.source_paths import expand, file_size, is_pattern
 from tagstream.tools.convert.source_tar import DAMAGE, IMAGE_EXTS, TAR_SUFFIXES, open_tar, samples

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from tagstream.loader import storage
+from tagstream.loader.data import storage
 from tagstream.tools.convert.source_csv import csv_header, csv_rows
 from tagstream.tools.convert.source_paths import (  # noqa: F401 - detect_format and the suffixes are used from here
     CSV_SUFFIXES,

@@ -119,7 +119,7 @@ def measure(
 ) -> Calibration:
     """Render, edit, convert, embed and score (see the module docstring). Pool layout: distractors first,
     then family k's copies of originals 0..n-1 at distractors + k * n + i."""
-    from tagstream.loader.dataset import Dataset
+    from tagstream.loader.data import Dataset
 
     if originals < 2 or distractors < 0:
         raise ValueError(f"originals={originals!r} (>= 2) and distractors={distractors!r} (>= 0) are required")

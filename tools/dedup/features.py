@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from tagstream.loader.dataset import Dataset
+from tagstream.loader.data import Dataset
 from tagstream.train.embed_io import check_suffix, indices_path, load_embeddings
 
 # the cosine that `tagstream bench dedup --method embed` chose for the `make demo` checkpoint at a

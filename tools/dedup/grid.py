@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tagstream.loader import format as fmt
-from tagstream.loader.dataset import Dataset
-from tagstream.loader.store import ShardStore
+from tagstream.loader.data import Dataset, ShardStore
+from tagstream.loader.data import format as fmt
 
 
 def _image(store: ShardStore, index: int) -> np.ndarray:

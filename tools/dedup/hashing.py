@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from tagstream.loader import format as fmt
-from tagstream.loader.dataset import Dataset
+from tagstream.loader.data import Dataset
+from tagstream.loader.data import format as fmt
 
 # chosen from `tagstream bench dedup` (1,000 photo-like images): the smallest D with recall >= 0.95 on
 # every main edit (crops of up to 5% need it) and no false match among 499,500 distinct pairs
@@ -30,7 +30,7 @@ def iter_digests(ds: Dataset):
     """(global index, 16-byte BLAKE2b digest of the stored image bytes) for every image, in index order.
 
     Reads through ShardStore, so the LMDB environments are the process's shared read-only ones."""
-    from tagstream.loader.store import ShardStore
+    from tagstream.loader.data import ShardStore
 
     store = ShardStore(ds)
     try:
@@ -63,7 +63,7 @@ def mirror_hashes(ds: Dataset) -> NDArray[np.uint64]:
     """pHash of every image flipped left-right (decodes each image: meant for evaluation sets, which are small)."""
     from PIL import Image
 
-    from tagstream.loader.store import ShardStore
+    from tagstream.loader.data import ShardStore
     from tagstream.tools.dedup.imagehash import phash_image
 
     store = ShardStore(ds)

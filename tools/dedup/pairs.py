@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tagstream.kernels.phash import hamming
-from tagstream.loader import format as fmt
+from tagstream.loader.data import format as fmt
 
 PAIRS_HEADER = "train_index\teval_dataset\teval_index\tdistance\tsimilarity\texact\tmirrored\thash\tembed\n"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tagstream.loader.dataset import Dataset
+from tagstream.loader.data import Dataset
 from tagstream.tools.dedup.pairs import Pairs
 
 
@@ -29,7 +29,7 @@ def contamination(pairs: Pairs, eval_ds: Dataset, *, method: str, exact: bool, v
 
     vocab: the evaluation set's vocabulary for the per-class rows; None takes its only (or first) one,
     and with none there are no per-class rows (vocab null)."""
-    from tagstream.loader.vocab import Vocab
+    from tagstream.loader.data import Vocab
 
     n = eval_ds.num_images
     hit = {m: np.bincount(pairs.eval[f], minlength=n) > 0 for m, f in _flags(pairs, method, exact).items()}

@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from tagstream.kernels import dedup as kdedup
-from tagstream.loader import format as fmt
-from tagstream.loader.dataset import Dataset
-from tagstream.loader.writer import write_mask
+from tagstream.loader.data import Dataset, write_mask
+from tagstream.loader.data import format as fmt
 from tagstream.tools.dedup.features import EmbedMethod, embed_dataset, open_features
 from tagstream.tools.dedup.hashing import DEFAULT_MAX_DISTANCE, exact_pairs, mirror_hashes
 from tagstream.tools.dedup.knn import cosine_join

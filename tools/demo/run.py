@@ -87,7 +87,7 @@ def group_accuracy(per_class: dict[str, float], names: list[str], per_class_imag
 def wordnet_keep_list(dataset: Path, wordnet_dir: str, path: Path) -> int:
     """Write the raw tags that WordNet 3.0 knows as nouns (the paper's vocabulary: hashtags that map to a
     WordNet synset) one per line; returns how many. A merged class survives `--keep` when any member is listed."""
-    from tagstream.loader.dataset import Dataset
+    from tagstream.loader.data import Dataset
     from tagstream.tools.vocab.wordnet import WordNet
 
     wn = WordNet(wordnet_dir)
@@ -194,7 +194,7 @@ def run_demo(
     (made-up tags drop out); used when WordNet's files are in wordnet_dir, else the run says so and
     falls back to "none" (synonyms merged, stop-tags dropped, min-count only). overwrite=True first
     deletes `out` if an earlier demo made it (it holds the marker file); any other non-empty folder is refused."""
-    from tagstream.loader.format import write_json_atomic
+    from tagstream.loader.data import write_json_atomic
     from tagstream.tools.convert.engine import convert
     from tagstream.tools.inspection.sampling import plot_sampling, sampling_report
     from tagstream.tools.synth.world import WorldConfig, make_world

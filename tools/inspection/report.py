@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tagstream.loader.dataset import Dataset
+from tagstream.loader.data import Dataset
 from tagstream.tools.inspection.text import printable
 
 PERCENTILES = (0, 5, 50, 95, 100)

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from tagstream.loader.dataset import Dataset
+from tagstream.loader.data import Dataset, Vocab
 from tagstream.loader.sampling import RankSampler, eligibility
-from tagstream.loader.vocab import Vocab
 from tagstream.tools.inspection.report import save_figure
 from tagstream.tools.inspection.text import printable
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tagstream.loader import format as fmt
+from tagstream.loader.data import format as fmt
 from tagstream.tools.verify.records import check_records
 
 
@@ -158,8 +158,7 @@ def _check_shard(root: Path, s: dict, num_tags: int | None, deep: bool, report: 
 
 def _check_vocabs_and_masks(root: Path, images: int) -> list[str]:
     """Every vocabulary's label CSR entry by entry, every mask's shape and dtype."""
-    from tagstream.loader.dataset import Dataset, load_npy
-    from tagstream.loader.vocab import Vocab
+    from tagstream.loader.data import Dataset, Vocab, load_npy
 
     problems = []
     ds = Dataset(root)

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tagstream.loader import format as fmt
+from tagstream.loader.data import format as fmt
 
 MAX_PROBLEMS = 5  # per shard: a damaged shard is reported by its first few faults, not by every record
 
 
 def image_problem(image: bytes) -> tuple[tuple[int, int] | None, str | None]:
     """((width, height), None) of a sound JPEG, or (None, what is wrong with it)."""
-    from tagstream.loader import turbo
+    from tagstream.loader.pipeline import turbo
 
     if turbo.available():
         try:
@@ -113,7 +113,7 @@ def _record_problem(
 
 
 def _frame_problem(image: bytes, width: int, height: int) -> str | None:
-    from tagstream.loader import records
+    from tagstream.loader.data import records
 
     try:
         w, h = records.frame_size(image)

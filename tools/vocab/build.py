@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from tagstream.loader import format as fmt
-from tagstream.loader.dataset import Dataset
-from tagstream.loader.vocab import VocabClass, write_vocab
+from tagstream.loader.data import Dataset, VocabClass, write_vocab
+from tagstream.loader.data import format as fmt
 from tagstream.tools.convert.tags import canonical_tag
 from tagstream.tools.inspection.text import printable
 from tagstream.tools.vocab.lists import file_digest, read_synonyms, read_taglist

@@ -175,7 +175,7 @@ def test_startup_bench_skips_world_1_that_cannot_fit_and_refuses_a_dataset_that_
 
 
 def test_index_dataset_is_the_same_whatever_the_chunk(tmp_path, monkeypatch):
-    from tagstream.loader.vocab import Vocab
+    from tagstream.loader.data.vocab import Vocab
     from tagstream.tools.bench import index_data
 
     big = index_data.make_index_dataset(tmp_path / "a", images=3000, classes=40, shard_size=700, seed=4)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tagstream.loader.dataset import Dataset
-from tagstream.loader.prefetch import shards_of_ranges
-from tagstream.loader.publish import push
-from tagstream.loader.sampling import RankSampler
-from tagstream.loader.vocab import Vocab
+from tagstream.loader.data.dataset import Dataset
+from tagstream.loader.data.prefetch import shards_of_ranges
+from tagstream.loader.data.push import push
+from tagstream.loader.data.vocab import Vocab
+from tagstream.loader.sampling.sampler import RankSampler
 from tagstream.train.rundir import step_losses as _losses
 from tests.helpers.s3server import _moto_server, s3_server  # noqa: F401 - fixtures
 from tests.helpers.worlds import converted_world

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from tagstream.loader import format as fmt
-from tagstream.loader.dataset import Dataset
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data.dataset import Dataset
 from tagstream.tools.cli import main
 from tagstream.tools.convert.engine import ConvertRefused, convert
 from tagstream.tools.dedup.imagehash import phash_image

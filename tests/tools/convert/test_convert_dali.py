@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tagstream.loader import format as fmt
-from tagstream.loader.dataset import Dataset
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data.dataset import Dataset
 from tagstream.tools.convert.engine import convert
 
 dali = pytest.importorskip("nvidia.dali")

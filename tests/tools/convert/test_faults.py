@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tagstream.loader import format as fmt
+from tagstream.loader.data import format as fmt
 from tagstream.tools.cli import main
 from tagstream.tools.convert.engine import ConvertRefused, convert
 from tests.helpers.damage import corrupt_scan, run_python, small_jpeg

@@ -13,7 +13,7 @@ import signal
 import pytest
 from click.testing import CliRunner
 
-from tagstream.loader.writer import ShardWriter
+from tagstream.loader.data.writer import ShardWriter
 from tagstream.tools.cli import main
 from tagstream.tools.convert.engine import convert
 from tests.helpers.records import dataset_records, same_dataset_parts

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from tagstream.loader.storage import StorageError
+from tagstream.loader.data.storage import StorageError
 from tagstream.tools.convert.engine import convert
 from tests.helpers.damage import small_jpeg
 

@@ -1,6 +1,6 @@
 """The GPU decoder's size bound holds at conversion: with the default options a 20-megapixel JPEG (the
 outliers that make nvJPEG reallocate, and fail, mid-run) is stored at 1024 px on its longer side, well
-inside what the GPU pipeline preallocates for (loader/pipeline.py GPU_MAX_PIXELS)."""
+inside what the GPU pipeline preallocates for (loader/pipeline/graph.py GPU_MAX_PIXELS)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from tagstream.loader.pipeline import GPU_MAX_PIXELS
+from tagstream.loader.pipeline.graph import GPU_MAX_PIXELS
 from tagstream.tools.convert.image import Accepted, ImageOptions, validate_image
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tagstream.loader import format as fmt
-from tagstream.loader.dataset import Dataset
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data.dataset import Dataset
 from tagstream.tools.cli import main
 from tagstream.tools.convert.engine import ConvertRefused, convert
 from tagstream.tools.convert.launch import run_conversion

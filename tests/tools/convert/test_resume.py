@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tagstream.loader import format as fmt
-from tagstream.loader.dataset import Dataset
-from tagstream.loader.writer import ShardWriter
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data.dataset import Dataset
+from tagstream.loader.data.writer import ShardWriter
 from tagstream.tools.convert.engine import convert
 from tests.helpers.tiny import TinyDatasets
 

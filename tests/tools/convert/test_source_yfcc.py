@@ -248,7 +248,7 @@ def test_parts_map_the_planning_scans_join_index_and_equal_one_process(tmp_path,
 def test_an_images_folder_on_object_storage_is_listed_prefix_by_prefix_in_sorted_order(s3_server, tmp_path):  # noqa: F811
     """The remote listing streams one prefix at a time in the order of sorted() over a recursive find (the
     fingerprint's order), and a YFCC conversion joins to images on S3."""
-    from tagstream.loader import storage
+    from tagstream.loader.data import storage
     from tagstream.tools.convert.source_yfcc import walk_sorted_remote
 
     s3_server.create_bucket("bkt")

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from tagstream.loader.dataset import Dataset
+from tagstream.loader.data.dataset import Dataset
 from tagstream.tools.cli import main
 from tagstream.tools.dedup.pairs import read_pairs
 from tagstream.tools.dedup.run import run_dedup
@@ -129,8 +129,8 @@ def test_help_explains_and_shows_an_example():
 
 
 def test_masked_images_are_never_drawn_by_the_sampler(worlds):
-    from tagstream.loader.sampling import RankSampler, eligibility
-    from tagstream.loader.vocab import Vocab
+    from tagstream.loader.data.vocab import Vocab
+    from tagstream.loader.sampling.sampler import RankSampler, eligibility
     from tagstream.tools.vocab.build import VocabOptions, build_vocab
 
     run_dedup(worlds.train, [worlds.eval], name="s", max_distance=10)
@@ -163,8 +163,8 @@ def test_inspect_lists_masks_with_their_excluded_counts(worlds):
 
 
 def test_an_undecodable_eval_image_under_mirrors_is_a_clear_error(worlds, monkeypatch):
-    from tagstream.loader.format import FormatError
-    from tagstream.loader.store import ShardStore
+    from tagstream.loader.data.format import FormatError
+    from tagstream.loader.data.store import ShardStore
 
     monkeypatch.setattr(ShardStore, "read_image", lambda self, index: b"not a jpeg")
     with pytest.raises(FormatError, match="does not decode"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tagstream.loader.dataset import Dataset
+from tagstream.loader.data.dataset import Dataset
 from tagstream.tools.cli import main
 from tagstream.tools.dedup.features import EmbedMethod, Features
 from tagstream.tools.dedup.knn import cosine_join, plan_index
@@ -222,7 +222,7 @@ def test_bad_feature_inputs_are_clear_errors(worlds, tmp_path, case, message):
 
 
 def test_an_eval_set_with_no_images_is_refused(worlds, tmp_path):
-    from tagstream.loader.writer import write_manifest
+    from tagstream.loader.data.writer import write_manifest
 
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -7,8 +7,8 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from tagstream.loader.format import MAX_PIXELS, FormatError
-from tagstream.loader.store import ShardStore, close_all
+from tagstream.loader.data.format import MAX_PIXELS, FormatError
+from tagstream.loader.data.store import ShardStore, close_all
 from tagstream.tools.cli import main
 from tagstream.tools.dedup.run import run_dedup
 from tests.helpers.damage import forge_size, put_record, small_jpeg
@@ -24,7 +24,7 @@ def pair(tiny_dataset, tmp_path, request):
     evals = shutil.copytree(train, tmp_path / "eval")
     rec = ShardStore(evals).read(1)
     close_all()
-    from tagstream.loader import format as fmt
+    from tagstream.loader.data import format as fmt
 
     put_record(evals, "00000", 1, fmt.pack_record(forge_size(small_jpeg(), side, side), rec["tags"], rec["source"]))
     return train, evals

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tagstream.loader import format as fmt
+from tagstream.loader.data import format as fmt
 from tagstream.tools.cli import main
 from tagstream.tools.verify import records
 from tagstream.tools.verify.checks import verify
@@ -112,7 +112,7 @@ def test_a_reader_killed_by_a_signal_is_a_problem_not_the_end_of_verify(ds, monk
 
 def _record(root, i: int, image: bytes) -> bytes:
     """Image i's record with other image bytes (its tags and source kept)."""
-    from tagstream.loader.store import ShardStore, close_all
+    from tagstream.loader.data.store import ShardStore, close_all
 
     rec = ShardStore(root).read(i)
     close_all()  # put_record opens the shard for writing next
@@ -159,7 +159,7 @@ def test_impossible_index_sizes_are_found_by_the_fast_pass(ds, width):
 
 
 def test_vocabulary_and_mask_damage_is_reported(ds):
-    from tagstream.loader.writer import write_mask
+    from tagstream.loader.data.writer import write_mask
     from tagstream.tools.vocab.build import VocabOptions, build_vocab
 
     build_vocab(ds, "v", VocabOptions(min_count=1))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tagstream.loader import format as fmt
-from tagstream.loader.dataset import Dataset
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data.dataset import Dataset
 from tagstream.tools.cli import main
 from tagstream.tools.verify.checks import verify
 

@@ -8,8 +8,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from tagstream.loader.dataset import Dataset
-from tagstream.loader.vocab import Vocab
+from tagstream.loader.data.dataset import Dataset
+from tagstream.loader.data.vocab import Vocab
 from tagstream.tools.cli import main
 from tagstream.tools.convert.engine import convert
 from tagstream.tools.vocab.build import VocabOptions, build_vocab

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tagstream.loader import format as fmt
-from tagstream.loader.dataset import Dataset
-from tagstream.loader.vocab import Vocab
-from tagstream.loader.writer import write_index, write_manifest, write_tags
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data.dataset import Dataset
+from tagstream.loader.data.vocab import Vocab
+from tagstream.loader.data.writer import write_index, write_manifest, write_tags
 from tagstream.tools.cli.vocab import vocab as vocab_cmd
 from tagstream.tools.vocab.build import VocabOptions, build_vocab
 from tagstream.tools.vocab.lists import read_synonyms, read_taglist

@@ -1,11 +1,11 @@
 """RankSampler: one rank's share of the resampled epochs, memory and start-up O(N / world).
 
-eligibility (masks, holdout split: loader/eligible.py) -> class counts and per-shard weight sums over all
-images, O(classes + shards), computed once and cached beside the vocabulary (loader/summary.py,
-loader/sampling_cache.py) -> shards packed onto P partitions (kernels/assign.py, cached per P) -> the
+eligibility (masks, holdout split: loader/sampling/eligible.py) -> class counts and per-shard weight sums over all
+images, O(classes + shards), computed once and cached beside the vocabulary (loader/sampling/summary.py,
+loader/sampling/cache.py) -> shards packed onto P partitions (kernels/assign.py, cached per P) -> the
 labels, weights and alias tables of this rank's own blocks only -> plan(epoch). A partition's plan is a
 pure function of (seed, epoch, partition); a rank serving several partitions lays their shares of each
-step end to end (loader/partitions.py), so the global batches do not depend on the world size.
+step end to end (loader/sampling/partitions.py), so the global batches do not depend on the world size.
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from tagstream.kernels.assign import Packing, pack_shard_sums, rank_loads
 from tagstream.kernels.counts import class_weight_sums
 from tagstream.kernels.plan import RankTable, plan_length, plan_slice, table_from_pool
 from tagstream.kernels.weights import COMBINES, sampling_power
-from tagstream.loader.eligible import Eligibility, RangeEligibility, as_eligibility, eligibility
-from tagstream.loader.partitions import check_layout, rank_positions, served
-from tagstream.loader.range_weights import RangeWeights
-from tagstream.loader.sampling_cache import SamplingCache
-from tagstream.loader.summary import SamplingSummary, compute_summary
+from tagstream.loader.sampling.cache import SamplingCache
+from tagstream.loader.sampling.eligible import Eligibility, RangeEligibility, as_eligibility, eligibility
+from tagstream.loader.sampling.partitions import check_layout, rank_positions, served
+from tagstream.loader.sampling.range_weights import RangeWeights
+from tagstream.loader.sampling.summary import SamplingSummary, compute_summary
 
 if TYPE_CHECKING:
     from tagstream.loader.config import LoaderConfig
-    from tagstream.loader.dataset import Dataset
-    from tagstream.loader.vocab import Vocab
+    from tagstream.loader.data.dataset import Dataset
+    from tagstream.loader.data.vocab import Vocab
 
 __all__ = ["Eligibility", "RankSampler", "eligibility", "prepare_sampling"]
 

@@ -72,7 +72,7 @@ def stream_keys(
     rank: int, serves: int, share: int | None, start: int, stop: int
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Positions [start, stop) of the plan of a rank serving `serves` partitions -> (partition, position in the
-    partition's plan) of each: the key of its augmentation (loader/augment.py, kernels/crops.py), the same
+    partition's plan) of each: the key of its augmentation (loader/pipeline/augment.py, kernels/crops.py), the same
     whatever world size serves the sample. One partition per rank: (rank, position), the key of before."""
     slot, position = rank_positions(start, stop, serves, share or 1)
     return rank * serves + slot, position

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tagstream.loader import format as fmt
+from tagstream.loader.data import format as fmt
 
 
 class NpyRange:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 from urllib.parse import urlsplit
 
-from tagstream.loader.retries import (  # re-exported: storage.Retry, storage.StorageError, ...
+from tagstream.loader.data.retries import (  # re-exported: storage.Retry, storage.StorageError, ...
     DEFAULT_RETRY,
     ChecksumError,
     Retry,

@@ -1,5 +1,5 @@
-"""The dataset writer, beside its reader (loader/dataset.py): every writer — conversion, the loader
-benchmark's datasets, test fixtures — goes through it, so the layout of loader/format.py is written in one place.
+"""The dataset writer, beside its reader (loader/data/dataset.py): every writer — conversion, the loader
+benchmark's datasets, test fixtures — goes through it, so the layout of loader/data/format.py is written in one place.
 
 A shard's records go to shards/NNNNN.lmdb.tmp in one write transaction; on commit its index arrays are
 written atomically and the directory is renamed to its final name. tags.tsv and the manifest come last:
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from tagstream.loader import format as fmt
+from tagstream.loader.data import format as fmt
 
 TMP_SUFFIX = ".tmp"
 
@@ -117,8 +117,6 @@ def write_manifest(root: str | Path, shards: Sequence[dict], *, tags: int, sourc
     """manifest.json, written last (its presence means the dataset is whole): format, version, image and byte
     totals, the shards' entries from ShardWriter.commit, the raw tag count, the source, the tool; plus `extra`
     keys of the writer (conversion adds inputs, rejects, options)."""
-    from tagstream.loader import __version__
-
     manifest = {
         "format": fmt.FORMAT_NAME,
         "version": fmt.FORMAT_VERSION,
@@ -128,7 +126,7 @@ def write_manifest(root: str | Path, shards: Sequence[dict], *, tags: int, sourc
         "checksum": {"algorithm": "sha256", "covers": "shards/NNNNN.lmdb/data.mdb"},
         "tags": int(tags),
         "source": source,
-        "tool": {"name": "tagstream", "version": __version__},
+        "tool": {"name": "tagstream", "version": fmt.tool_version()},
         **extra,
     }
     fmt.write_json_atomic(Path(root) / fmt.MANIFEST, manifest)

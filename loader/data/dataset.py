@@ -4,7 +4,7 @@ Opening costs O(number of shards), never O(number of images): arrays are memory-
 use, so the first batch of a billion-image dataset is as quick as that of a small one.
 
 `root` may be an fsspec URL (s3://bucket/ds, gs://..., file://...): the dataset is then read through a
-local mirror (loader/remote.py) whose small files and shards are fetched on first use.
+local mirror (loader/data/cache.py) whose small files and shards are fetched on first use.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from tagstream.loader import format as fmt
-from tagstream.loader import storage
-from tagstream.loader.remote import Mirror
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data import storage
+from tagstream.loader.data.cache import Mirror
 
 
 class Dataset:
-    """A read-only view of a dataset directory or URL (see tagstream.loader.format for the layout).
+    """A read-only view of a dataset directory or URL (see tagstream.loader.data.format for the layout).
 
     For a URL, `root` is the local mirror under cache_dir (default remote.default_cache_dir()),
     `mirror` fetches what is missing and `source` is the URL; for a directory, mirror is None.

@@ -1,4 +1,4 @@
-"""One retry policy for every object-storage call (loader/storage.py): which faults are transient, how
+"""One retry policy for every object-storage call (loader/data/storage.py): which faults are transient, how
 often and how long to try, and errors of one line that name the object with any secret removed."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-log = logging.getLogger("tagstream.loader.storage")
+log = logging.getLogger("tagstream.loader.data.storage")
 T = TypeVar("T")
 
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})

@@ -3,7 +3,7 @@ the eligible images, each shard's weight sum and drawable-image count.
 
 Two passes over the labels in chunks of whole shards (counts first: every weight depends on them), so memory
 is one chunk, whatever N. Computed once per (vocabulary, sampling, masks, split) and cached
-(loader/sampling_cache.py); ranks then read only their own blocks' labels.
+(loader/sampling/cache.py); ranks then read only their own blocks' labels.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tagstream.kernels.assign import block_weights
-from tagstream.loader.range_weights import RangeWeights
+from tagstream.loader.sampling.range_weights import RangeWeights
 
 CHUNK_IMAGES = 1 << 22  # images per read; a chunk is whole shards (a larger shard is read alone)
 

@@ -2,19 +2,19 @@
 called once per batch in the thread that runs the pipeline, with no worker processes.
 
 Per batch: the plan slice, the crop windows and flips of the whole batch in one kernel call
-(kernels/crops.py, the same numbers as loader/augment.py, keyed by partition: loader/partitions.py), the records read in one LMDB read
-transaction per shard and one C call for the batch's reads (loader/records.py), and the JPEG bytes
+(kernels/crops.py, the same numbers as loader/pipeline/augment.py, keyed by partition: loader/sampling/partitions.py), the records read in one LMDB read
+transaction per shard and one C call for the batch's reads (loader/data/records.py), and the JPEG bytes
 handed to DALI as views of LMDB's memory map (`no_copy`): nothing is copied, pickled or sent between
 processes. On the 2-core development machine, batch 256: ~5 µs of CPU a sample in the training thread
 and ~8.4 µs in the training process in all (DALI's threads included, 3.4 of it DALI's own), against ~21 µs
 in the main process plus ~74 µs in worker processes for the per-sample parallel source
 (docs/loader-bench.md, `tagstream bench loader --feed`).
 The trade-off: the source runs in the trainer's thread (inside `pipeline.run()`), so it must stay cheap;
-the CPU path, whose source decodes, keeps its worker processes (loader/pipeline.py PlanSource).
+the CPU path, whose source decodes, keeps its worker processes (loader/pipeline/graph.py PlanSource).
 
 Lifetime: DALI reads the views after the call returns (up to `prefetch` batches later), so the source
 keeps each batch's views and read transactions for prefetch + 2 calls; LMDB keeps a read transaction's
-pages valid, and the environments stay open for the life of the process (loader/store.py).
+pages valid, and the environments stay open for the life of the process (loader/data/store.py).
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tagstream.kernels.crops import ratio_args, stream_prefixes, train_windows_keyed
-from tagstream.loader import format as fmt
-from tagstream.loader import turbo
-from tagstream.loader.partitions import check_serving, stream_keys
-from tagstream.loader.pipeline import _PLACEHOLDER_SIDE, Plan, eval_resize_size, placeholder_jpeg
-from tagstream.loader.store import ShardStore
+from tagstream.loader.data import format as fmt
+from tagstream.loader.pipeline import turbo
+from tagstream.loader.pipeline.source import PLACEHOLDER_SIDE, DecodeSource, SourceSettings, placeholder_jpeg
+from tagstream.loader.sampling.partitions import stream_keys
 
 # the decoder's inputs, each one array per batch: in batch mode an output costs per batch, not per
 # sample, so the source hands over what the operators take instead of one array that DALI's CPU
@@ -39,7 +38,7 @@ TRAIN_OUTPUTS = ("image", "index", "anchor", "shape", "flip")  # int64 (1,), flo
 EVAL_OUTPUTS = ("image", "index", "roi_start", "roi_end")  # int64 (1,), float32 (y0, x0), (y1, x1)
 
 
-class BatchSource:
+class BatchSource(DecodeSource):
     """The batch-mode external-source callable: BatchInfo -> the batch's TRAIN_OUTPUTS or EVAL_OUTPUTS.
 
     The same samples, windows and flips (train) or centre boxes (eval, turbo.centre_box) as PlanSource
@@ -51,53 +50,20 @@ class BatchSource:
     JPEG, as with PlanSource. With `max_pixels`, an image with more pixels is a FormatError naming it.
     """
 
-    batched = True  # build_pipeline: a batch-mode, in-thread external source
-    decode_size = None  # DALI decodes
+    batched = True  # a batch-mode, in-thread external source; DALI decodes (decodes = False)
 
-    def __init__(
-        self,
-        *,
-        store: ShardStore,
-        plan: Plan,
-        train: bool,
-        length: int,
-        batch_size: int,
-        seed: int,
-        rank: int,
-        serves: int = 1,
-        share: int | None = None,
-        base_epoch: int = 0,
-        base_position: int = 0,
-        scale: tuple[float, float] = (0.08, 1.0),
-        ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        image_size: int = 224,
-        resize_size: int | None = None,
-        prefetch: int = 2,
-        max_pixels: int | None = None,
-    ):
-        if batch_size < 1 or length % batch_size:
-            raise ValueError(f"length={length} must be a multiple of batch_size={batch_size} >= 1")
-        check_serving(serves, share)
-        self.store = store
-        self.planner = plan
-        self.train = bool(train)
-        self.length = int(length)
+    def __init__(self, settings: SourceSettings, *, batch_size: int, prefetch: int = 2, max_pixels: int | None = None):
+        if batch_size < 1 or settings.length % batch_size:
+            raise ValueError(f"length={settings.length} must be a multiple of batch_size={batch_size} >= 1")
+        super().__init__(settings)
         self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.rank = int(rank)
-        self.serves, self.share = int(serves), share
-        self.base_epoch = int(base_epoch)
-        self.base_position = int(base_position)
-        self.scale = np.array(scale, np.float64)
-        self.ratio = ratio_args(ratio)
-        self.image_size = int(image_size)
-        self.resize_size = eval_resize_size(self.image_size, resize_size)
+        self.scale = np.array(settings.scale, np.float64)
+        self.ratio = ratio_args(settings.ratio)
         self.max_pixels = None if max_pixels is None else int(max_pixels)
         self._keep: collections.deque = collections.deque(maxlen=int(prefetch) + 2)
         from nvidia.dali.tensors import TensorCPU, TensorListCPU
 
         self._placeholder = TensorCPU(np.frombuffer(placeholder_jpeg(), np.uint8))
-
         self._tensor, self._tensor_list = TensorCPU, TensorListCPU
 
     @property
@@ -130,7 +96,7 @@ class BatchSource:
             real = indices >= 0
             widths, heights = self.sizes(indices[real])
             box = np.empty((n, 4), np.float64)  # x0, y0, x1, y1 in float64 as PlanSource's, then float32 as its cast
-            box[~real] = (0.0, 0.0, _PLACEHOLDER_SIDE, _PLACEHOLDER_SIDE)
+            box[~real] = (0.0, 0.0, PLACEHOLDER_SIDE, PLACEHOLDER_SIDE)
             size, resize = self.image_size, self.resize_size
             if real.any():
                 box[real] = [
@@ -153,7 +119,7 @@ class BatchSource:
         self, epoch: int, start: int, widths: NDArray[np.int64], heights: NDArray[np.int64]
     ) -> NDArray[np.int64]:
         """(x, y, w, h, flip) rows of plan positions start, start + 1, ... of `epoch` (images widths x heights),
-        each keyed by (partition, position in the partition's plan) (loader/partitions.py stream_keys)."""
+        each keyed by (partition, position in the partition's plan) (loader/sampling/partitions.py stream_keys)."""
         partitions, positions = stream_keys(self.rank, self.serves, self.share, start, start + widths.shape[0])
         out = np.empty((widths.shape[0], 5), np.int64)
         train_windows_keyed(

@@ -1,4 +1,4 @@
-"""The sampling cache beside a vocabulary: summaries (loader/summary.py) and packings, keyed by their inputs.
+"""The sampling cache beside a vocabulary: summaries (loader/sampling/summary.py) and packings, keyed by their inputs.
 
     vocab/NAME/sampling/KEY/summary.json            what and inputs it was made of; written last
                             counts.npy shard_sums.npy shard_drawable.npy
@@ -11,7 +11,7 @@ manifest.json, vocab.json and classes.tsv, and (size, mtime, ctime, inode) of la
 and each mask. Trade-off: hashing the large arrays' contents would cost every rank O(N) at start-up, the
 very thing the cache removes; tagstream's writers replace files (new inode, new times), so a changed
 vocabulary or mask gets a new key and a stale entry is never read. Every file is written atomically
-(loader/format.py); a read-only dataset directory means no cache, not an error.
+(loader/data/format.py); a read-only dataset directory means no cache, not an error.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from typing import Any, Iterator
 import numpy as np
 
 from tagstream.kernels.assign import Packing
-from tagstream.loader import format as fmt
-from tagstream.loader.summary import SamplingSummary
-from tagstream.loader.vocab import CLASSES, LABEL_OFFSETS, LABELS, META
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data.vocab import CLASSES, LABEL_OFFSETS, LABELS, META
+from tagstream.loader.sampling.summary import SamplingSummary
 
 CACHE_DIR = "sampling"
 CACHE_VERSION = 1

@@ -1,8 +1,8 @@
-"""Sampling weights of one image range, from the vocabulary's labels read by range (loader/npyrange.py).
+"""Sampling weights of one image range, from the vocabulary's labels read by range (loader/data/npyrange.py).
 
 What a rank computes for its own blocks, O(range): eligibility of the range, its labels, and
 w_i = combine over its classes of n_c^(a-1) (kernels/weights.py) given the class counts n_c over all
-eligible images (computed once, loader/summary.py). The weight of an image depends only on its own labels
+eligible images (computed once, loader/sampling/summary.py). The weight of an image depends only on its own labels
 and the counts, so a range's weights are exactly the slice of the all-images array.
 """
 
@@ -15,14 +15,14 @@ from numpy.typing import NDArray
 
 from tagstream.kernels.counts import class_counts
 from tagstream.kernels.weights import COMBINES, sample_weights
-from tagstream.loader import format as fmt
-from tagstream.loader.eligible import RangeEligibility
-from tagstream.loader.npyrange import NpyRange
-from tagstream.loader.vocab import LABEL_OFFSETS, LABELS
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data.npyrange import NpyRange
+from tagstream.loader.data.vocab import LABEL_OFFSETS, LABELS
+from tagstream.loader.sampling.eligible import RangeEligibility
 
 if TYPE_CHECKING:
-    from tagstream.loader.dataset import Dataset
-    from tagstream.loader.vocab import Vocab
+    from tagstream.loader.data.dataset import Dataset
+    from tagstream.loader.data.vocab import Vocab
 
 
 class RangeWeights:

@@ -327,3 +327,13 @@ def _check_manifest_shards(path: Path, manifest: dict) -> None:
         digest = entry.get("sha256")
         if "sha256" in entry and not (isinstance(digest, str) and re.fullmatch(r"([0-9a-f]{64})?", digest)):
             raise FormatError(f"{path}: shard {name}: 'sha256' must be 64 hex digits (or empty), got {digest!r}")
+
+
+def tool_version() -> str:
+    """The installed tagstream's version (its one definition is pyproject.toml's), recorded in every manifest."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tagstream")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"

@@ -1,5 +1,5 @@
 """The GPU path's record reads, a batch at a time: a JPEG's frame size from its markers, and the images of
-a batch of records as views (loader/_records.c; the same in Python where the extension did not build).
+a batch of records as views (loader/data/_records.c; the same in Python where the extension did not build).
 
 `images` is what ShardStore.image_buffers runs per batch: for each sample, its key looked up in its
 shard's read transaction (py-lmdb's get, so LMDB's own checks run), the image found inside the record as
@@ -17,14 +17,14 @@ from typing import Any, Callable
 import numpy as np
 from numpy.typing import NDArray
 
-from tagstream.loader import format as fmt
+from tagstream.loader.data import format as fmt
 
 try:
-    from tagstream.loader import _records
+    from tagstream.loader.data import _records
 except ImportError:  # the optional extension did not build (no C compiler at install time): Python below
     _records = None
 
-# why `images` stopped at a sample (the codes of loader/_records.c)
+# why `images` stopped at a sample (the codes of loader/data/_records.c)
 NO_KEY, OTHER_LAYOUT, NOT_JPEG, FRAME_DIFFERS = 1, 2, 3, 4
 
 

@@ -1,7 +1,7 @@
 """Download a rank's shards of a remote dataset in the background, in the order its plan first reads them.
 
 The loader starts training at once: a worker that needs a shard not yet here fetches it itself (or waits
-for the download under way, loader/remote.py's lock), so a rank waits only for the shard it needs now,
+for the download under way, loader/data/cache.py's lock), so a rank waits only for the shard it needs now,
 and that wait is part of the trainer's data-wait. Everything else arrives behind the training.
 """
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from tagstream.loader import format as fmt
-from tagstream.loader.dataset import Dataset, load_npy
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data.dataset import Dataset, load_npy
 
 CLASSES = "classes.tsv"
 LABEL_OFFSETS = "label_offsets.npy"

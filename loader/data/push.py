@@ -1,9 +1,9 @@
-"""Publish a dataset directory to object storage (`tagstream push DS URL`), the writer beside loader/remote.py.
+"""Publish a dataset directory to object storage (`tagstream push DS URL`), the writer beside loader/data/cache.py.
 
 Order is what makes it safe: an old manifest at the URL is deleted first, then every other file is
 uploaded, their sizes are checked by listing the URL, objects of an earlier version that this one
 does not have are deleted, and the manifest is uploaded last. A reader
-(loader/remote.py opens the manifest first) therefore never sees a manifest whose shards are not all
+(loader/data/cache.py opens the manifest first) therefore never sees a manifest whose shards are not all
 there; an interrupted push leaves no manifest, so it reads as "upload not finished", and is run again.
 A rerun uploads only what it must: a journal beside the dataset (.push/, one per URL, a line per finished
 upload: the local file's size and mtime, the object's version at the URL) lets it skip a file that has
@@ -24,9 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from tagstream.loader import format as fmt
-from tagstream.loader import storage
-from tagstream.loader.remote import LOCAL_ONLY
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data import storage
+from tagstream.loader.data.cache import LOCAL_ONLY
 
 THREADS = 4
 

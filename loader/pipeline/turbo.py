@@ -1,4 +1,4 @@
-"""The CPU decode path: decode only a window of a JPEG and resize it in one C call (loader/_jpeg.c,
+"""The CPU decode path: decode only a window of a JPEG and resize it in one C call (loader/pipeline/_jpeg.c,
 libjpeg-turbo), run inside the external-source workers. On two cores DALI's CPU decoder and resize
 cost twice what this does (docs/loader-bench.md); on GPU the pipeline decodes with nvJPEG instead.
 
@@ -12,16 +12,16 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from tagstream.loader.format import MAX_PIXELS
+from tagstream.loader.data.format import MAX_PIXELS
 
 _HOW = "install libjpeg-turbo's headers (Debian/Ubuntu: libjpeg-dev) and a C compiler, then reinstall tagstream"
 try:
-    from tagstream.loader import _jpeg
+    from tagstream.loader.pipeline import _jpeg
 except ImportError as exc:  # the optional extension was not built
     _jpeg = None
-    _MISSING = f"tagstream.loader._jpeg is not built ({exc}); {_HOW}"
+    _MISSING = f"tagstream.loader.pipeline._jpeg is not built ({exc}); {_HOW}"
 else:
-    _MISSING = f"tagstream.loader._jpeg is not available; {_HOW}"
+    _MISSING = f"tagstream.loader.pipeline._jpeg is not available; {_HOW}"
     _jpeg.set_max_pixels(MAX_PIXELS)  # every decode reads the header first and refuses a larger image
 
 

@@ -15,9 +15,9 @@ from typing import Any, Callable
 import numpy as np
 from numpy.typing import NDArray
 
-from tagstream.loader import format as fmt
-from tagstream.loader import records
-from tagstream.loader.dataset import Dataset
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data import records
+from tagstream.loader.data.dataset import Dataset
 
 _ENVS: dict[str, Any] = {}  # this process's open environments by path (lmdb refuses a second open)
 _ENVS_PID = -1
@@ -44,7 +44,7 @@ def _open_env(path: Path) -> Any:
 
 def close_all() -> None:
     """Close every environment this process opened (stores reopen on their next read). Never while a
-    pipeline may still read a batch source's views of the maps (loader/feed.py): closing unmaps them."""
+    pipeline may still read a batch source's views of the maps (loader/pipeline/batch_source.py): closing unmaps them."""
     if _ENVS_PID == os.getpid():
         for env in _ENVS.values():
             env.close()
@@ -82,7 +82,7 @@ def verify_shard_content(dataset: Dataset, shard: int) -> None:
     (~/.cache/tagstream/verified/, keyed by the file's real path, size and modification time) lets every later
     process skip it, and a lock makes the processes that open the shard at once hash it once. A mismatch is a
     FormatError naming the shard: a byte flipped since conversion never trains silently."""
-    from tagstream.loader.remote import default_cache_dir
+    from tagstream.loader.data.cache import default_cache_dir
 
     path = (dataset.shard_path(shard) / "data.mdb").resolve()
     name, expected = dataset.shard_names[shard], dataset.shards[shard].get("sha256")
@@ -255,7 +255,7 @@ class ShardStore:
         through `wrap` if given (the batch source wraps them for DALI), and the read transactions (one per
         shard) that keep them valid: hold the second item as long as the views are in use. Each JPEG's frame
         header must say the image's size (`widths`, `heights`: the index's, read here when not given).
-        One C call a batch (loader/records.py). A record not laid out as format.pack_record writes it is
+        One C call a batch (loader/data/records.py). A record not laid out as format.pack_record writes it is
         parsed and its image copied, as read_image does; errors name the shard and key like read_image's."""
         indices = np.asarray(indices, dtype=np.int64)
         shards, local = self.dataset.locate(indices)

@@ -1,7 +1,7 @@
 """Which images may be drawn: masks and the holdout split, described by settings and evaluated per image range.
 
 A rank asks only for its own ranges (masks are read by range, the holdout split is a per-image hash),
-so eligibility costs O(range), never O(N); the settings also key the sampling cache (loader/sampling_cache.py).
+so eligibility costs O(range), never O(N); the settings also key the sampling cache (loader/sampling/cache.py).
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tagstream.kernels.rng import holdout_mask
-from tagstream.loader import format as fmt
-from tagstream.loader.config import SPLITS
-from tagstream.loader.npyrange import NpyRange
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data.npyrange import NpyRange
 
 if TYPE_CHECKING:
-    from tagstream.loader.dataset import Dataset
+    from tagstream.loader.data.dataset import Dataset
+
+SPLITS = ("train", "holdout", "all")  # which images of a held-out split a loader reads
 
 
 class RangeEligibility(Protocol):

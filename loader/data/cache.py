@@ -4,7 +4,7 @@
         .source.json                   {"url", "manifest_sha256", "files": {path: version}} (vocab/, masks/)
         manifest.json                  fetched at every open (one small GET): the source of truth
         tags.tsv index/ vocab/ masks/  small files, fetched whole on first use
-        shards/NAME.lmdb/data.mdb      fetched on first use, or ahead of time (loader/prefetch.py)
+        shards/NAME.lmdb/data.mdb      fetched on first use, or ahead of time (loader/data/prefetch.py)
         shards/NAME.lmdb/verified.json {"sha256", "bytes", "seconds", "by"}: written after the check, so a
                                        shard with it is a verified shard and a resumed run reuses it
         .locks/                        NAME.get (a record lock: one downloader per shard on a machine, the
@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 from typing import IO, Iterator
 
-from tagstream.loader import format as fmt
-from tagstream.loader import storage
+from tagstream.loader.data import format as fmt
+from tagstream.loader.data import storage
 
 SOURCE = ".source.json"
 VERIFIED = "verified.json"
