@@ -17,9 +17,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def ray_runtime_env(fault_dir: Path) -> dict:
+    # the driver's PYTHONPATH first: workers import the tagstream the driver imports (a worktree's, not the install's)
+    path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), str(REPO)) if p)
     return {
         "worker_process_setup_hook": "tests.helpers.ray_faults.install",
-        "env_vars": {FAULTS_ENV: str(fault_dir), "PYTHONPATH": str(REPO)},
+        "env_vars": {FAULTS_ENV: str(fault_dir), "PYTHONPATH": path},
     }
 
 

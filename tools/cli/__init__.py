@@ -68,6 +68,27 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
+class SectionedCommand(click.Command):
+    """A click command whose --help lists some options under headings of their own, after the general ones
+    (`sections`: heading -> option names; an option may sit under several headings)."""
+
+    def __init__(self, *args, sections: dict[str, tuple[str, ...]], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sections = sections
+
+    def format_options(self, ctx, formatter):
+        placed = {name for names in self.sections.values() for name in names}
+        records = {p.name: p.get_help_record(ctx) for p in self.get_params(ctx) if isinstance(p, click.Option)}
+        general = [r for name, r in records.items() if r is not None and name not in placed]
+        with formatter.section("Options"):
+            formatter.write_dl(general)
+        for heading, names in self.sections.items():
+            rows = [records[name] for name in names if records.get(name) is not None]
+            if rows:
+                with formatter.section(heading):
+                    formatter.write_dl(rows)
+
+
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tagstream", prog_name="tagstream")
 def main() -> None:

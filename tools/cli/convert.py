@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import click
 
+from tagstream.tools.cli import SectionedCommand
 from tagstream.tools.convert.image import ImageOptions
+from tagstream.tools.convert.inputs import FORMATS, INPUT_KINDS
 from tagstream.tools.convert.launch import ENGINES
 from tagstream.tools.convert.parts import MAX_PARTS
-from tagstream.tools.convert.sources import FORMATS
+
+# --help lists each input kind's options under its own heading (the flags are its options' field names)
+_SECTIONS = {
+    f"{kind.title} (--format {kind.name})": tuple(f.name for f in fields(kind.options_type))
+    for kind in INPUT_KINDS.values()
+}
 
 
-@click.command()
+@click.command(cls=SectionedCommand, sections=_SECTIONS)
 @click.argument("src")
 @click.argument("out", type=click.Path())
 @click.option(
@@ -67,24 +75,22 @@ from tagstream.tools.convert.sources import FORMATS
     "--image-column",
     default="image",
     show_default=True,
-    help="CSV/TSV/Parquet: column with the image path or URL (Parquet: or the image bytes).",
+    help="Column with the image path or URL (Parquet: or the image bytes).",
 )
-@click.option("--tags-column", default="tags", show_default=True, help="CSV/TSV/Parquet: column with the tags.")
-@click.option(
-    "--caption-column", default="caption", show_default=True, help="CSV/TSV/Parquet: column with a caption (#hashtags)."
-)
-@click.option("--id-column", default="id", show_default=True, help="CSV/TSV/Parquet: column with the source id.")
+@click.option("--tags-column", default="tags", show_default=True, help="Column with the tags.")
+@click.option("--caption-column", default="caption", show_default=True, help="Column with a caption (#hashtags).")
+@click.option("--id-column", default="id", show_default=True, help="Column with the source id.")
 @click.option(
     "--tags-field",
     default="tags",
     show_default=True,
-    help="Tars: field of the JSON member with the tags (a list, or a comma/space separated string).",
+    help="Field of the JSON member with the tags (a list, or a comma/space separated string).",
 )
 @click.option(
     "--caption-field",
     default="caption",
     show_default=True,
-    help="Tars: JSON field with a caption (#hashtags), used when a sample has no .txt member.",
+    help="JSON field with a caption (#hashtags), used when a sample has no .txt member.",
 )
 @click.option(
     "--id-field",
@@ -96,10 +102,10 @@ from tagstream.tools.convert.sources import FORMATS
     "--status-field",
     default="status",
     show_default=True,
-    help="Tars/Parquet: img2dataset's download status; other values than 'success' are rejected ('' = none).",
+    help="img2dataset's download status column or field; other values than 'success' are rejected ('' = none).",
 )
-@click.option("--images", default="", help="YFCC: a folder of images named by photo id, or img2dataset tars.")
-@click.option("--yfcc-machine-tags", is_flag=True, help="YFCC: take the machine tags too, not only the user tags.")
+@click.option("--images", default="", help="A folder of images named by photo id, or img2dataset tars.")
+@click.option("--yfcc-machine-tags", is_flag=True, help="Take the machine tags too, not only the user tags.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar with images/s.")
 @click.option(
     "--engine",

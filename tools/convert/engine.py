@@ -30,9 +30,9 @@ from tagstream.loader.data import format as fmt
 from tagstream.loader.data import write_manifest, write_tags
 from tagstream.loader.pipeline import exit_with_parent
 from tagstream.tools.convert.image import Accepted, ImageOptions, Item, ItemResult, process_batch, process_item
+from tagstream.tools.convert.inputs import Source
 from tagstream.tools.convert.outdir import ConvertRefused, WriteFailed, locked, writing  # noqa: F401 - re-exported
 from tagstream.tools.convert.shards import STATE_DIR, ConvertShard, remove_after, shard_intact, slim, state_path
-from tagstream.tools.convert.sources import Source
 
 BATCH = 16  # items per task sent to a worker
 WINDOW = 4  # tasks in flight per worker: bounds memory whatever the input size
@@ -176,7 +176,7 @@ def convert(
     **source_options: str | bool,
 ) -> ConvertSummary:
     """Convert SRC into the dataset directory OUT, resuming an interrupted run; see the module docstring.
-    `source_options` are sources.SourceOptions fields (image_column=..., tags_field=..., images=...)."""
+    `source_options` are the input kind's options (inputs.OPTION_NAMES: image_column=..., tags_field=..., images=...)."""
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     t0 = time.perf_counter()

@@ -19,7 +19,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from tagstream.loader.data import MAX_PIXELS, storage
 from tagstream.loader.pipeline import turbo
-from tagstream.tools.convert.sources import Item
+from tagstream.tools.convert.inputs import Item
 from tagstream.tools.convert.tags import canonical_tags
 from tagstream.tools.dedup.imagehash import phash_image
 

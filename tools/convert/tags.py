@@ -2,7 +2,8 @@
 
 Canonical form: Unicode NFKC, case-folded, surrounding whitespace stripped, leading '#' removed, inner
 whitespace runs joined by '_' (tags.tsv is tab-separated, so no tab or newline survives); tags empty after
-that are dropped. Synonyms (`kitty` vs `kitten`) are not merged here: that is a vocabulary's job.
+that are dropped. Synonyms (`kitty` vs `kitten`) are not merged here: that is a vocabulary's job. Raw tags are
+read from the inputs by inputs/tag_text.py.
 """
 
 from __future__ import annotations
@@ -12,9 +13,6 @@ import unicodedata
 from collections.abc import Iterable
 
 _SPACE = re.compile(r"\s+")
-_HASHTAG = re.compile(r"#(\w+)")
-# list separators accepted in a CSV/TSV tags cell: commas, semicolons, whitespace
-_CELL_SEP = re.compile(r"[,;\s]+")
 
 
 def canonical_tag(raw: str) -> str:
@@ -34,13 +32,3 @@ def canonical_tags(raws: Iterable[str]) -> list[str]:
         if tag:
             seen.setdefault(tag, None)
     return list(seen)
-
-
-def caption_hashtags(caption: str) -> list[str]:
-    """The hashtags of a free-text caption: every '#' followed by Unicode word characters."""
-    return _HASHTAG.findall(unicodedata.normalize("NFKC", caption))
-
-
-def split_tag_cell(cell: str) -> list[str]:
-    """A CSV/TSV tags cell ('#beach #sunset', 'beach,sunset', 'beach; sunset') -> raw tags."""
-    return [t for t in _CELL_SEP.split(cell) if t]

@@ -274,7 +274,7 @@ def test_dead_worker_named_not_hung():
     from concurrent.futures.process import BrokenProcessPool
 
     from tagstream.tools.convert.engine import _batch_result
-    from tagstream.tools.convert.sources import Item
+    from tagstream.tools.convert.inputs import Item
 
     future: Future = Future()
     future.set_exception(BrokenProcessPool("gone"))

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from tagstream.tools.cli import main
 from tagstream.tools.convert.engine import convert
-from tagstream.tools.convert.source_tar import TarSource
+from tagstream.tools.convert.inputs import TarInput
 from tests.helpers.records import dataset_records, same_dataset_parts
 from tests.helpers.s3server import SECRET, _moto_server, s3_server  # noqa: F401 - fixtures
 from tests.helpers.webdataset import write_collection
@@ -66,7 +66,7 @@ def test_tars_and_images_from_s3(bucket, reference, collection, tmp_path):
 
 def _fault_after_scan(monkeypatch, server, pattern: str, kind: str, times: int) -> None:
     """Inject the fault once the scan is over, so that it hits the conversion's own reads."""
-    real = TarSource.scan
+    real = TarInput.scan
     scans = []
 
     def scan(self):
@@ -76,7 +76,7 @@ def _fault_after_scan(monkeypatch, server, pattern: str, kind: str, times: int) 
         scans.append(1)
         return result
 
-    monkeypatch.setattr(TarSource, "scan", scan)
+    monkeypatch.setattr(TarInput, "scan", scan)
 
 
 def test_dropped_connection_is_retried(bucket, reference, tmp_path, monkeypatch):

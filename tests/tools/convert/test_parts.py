@@ -71,9 +71,9 @@ def test_parts_of_a_csv_start_from_the_scans_marks(source, tmp_path, monkeypatch
     import csv
     import json
 
-    from tagstream.tools.convert import source_csv
+    from tagstream.tools.convert.inputs import csv_reader
 
-    monkeypatch.setattr(source_csv, "CSV_MARK_EVERY", 2)
+    monkeypatch.setattr(csv_reader, "CSV_MARK_EVERY", 2)
     rows = []
     for line in source.read_text().splitlines():
         try:
@@ -96,11 +96,11 @@ def test_parts_of_a_csv_start_from_the_scans_marks(source, tmp_path, monkeypatch
 
 
 def test_parts_of_json_lines_start_from_the_scans_marks(source, reference, tmp_path, monkeypatch):
-    """With a mark every 2 inputs, parts seek to the mark before their start (sources.JSONL_MARK_EVERY) and
+    """With a mark every 2 inputs, parts seek to the mark before their start (json_lines.JSONL_MARK_EVERY) and
     still give a one-process conversion's records."""
-    from tagstream.tools.convert import sources
+    from tagstream.tools.convert.inputs import json_lines
 
-    monkeypatch.setattr(sources, "JSONL_MARK_EVERY", 2)
+    monkeypatch.setattr(json_lines, "JSONL_MARK_EVERY", 2)
     out = tmp_path / "ds"
     convert_parts(source, out, 5)
     merge(out)
@@ -177,7 +177,7 @@ def test_plan_once_then_parts_do_not_scan(source, reference, tmp_path, monkeypat
     res = runner.invoke(main, ["convert", str(source), str(out), "--parts", "3", "--shard-size", str(SHARD)])
     assert res.exit_code == 0, res.output
     assert "18 inputs in 3 parts, 0 committed" in res.output and "--part I/3" in res.output
-    from tagstream.tools.convert.sources import Source
+    from tagstream.tools.convert.inputs import Source
 
     def no_scan(self):
         raise AssertionError("a part scanned the whole input again")
@@ -321,17 +321,16 @@ def test_merge_killed_at_every_rename_resumes_identically(source, tmp_path):
 def test_parts_of_tars_and_tables_equal_one_process(kind, tmp_path, monkeypatch):
     """Any source kind: parts cut inside and between tars / row groups start at their position from the
     recorded scan state, and the merge equals a one-process conversion."""
-    from tagstream.tools.convert.sources import Source
+    from tagstream.tools.convert.inputs import Source
     from tests.helpers.webdataset import write_collection
 
     collection = write_collection(tmp_path / "c")
     columns = {"image_column": "jpg", "id_column": "key"} if kind == "parquet" else {}
     convert(collection[kind], tmp_path / "one", shard_size=SHARD, **columns)
     run_conversion(collection[kind], tmp_path / "ds", parts=4, shard_size=SHARD, **columns)
-    from tagstream.tools.convert.source_parquet import ParquetSource
-    from tagstream.tools.convert.source_tar import TarSource
+    from tagstream.tools.convert.inputs import ParquetInput, TarInput
 
-    for reader in (Source, TarSource, ParquetSource):
+    for reader in (Source, TarInput, ParquetInput):
         monkeypatch.setattr(reader, "scan", lambda self: pytest.fail("a part scanned the whole input again"))
     for i in (3, 1, 0, 2):
         convert_part(collection[kind], tmp_path / "ds", PartSpec(i, 4), shard_size=SHARD, **columns)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tagstream.tools.convert.tags import canonical_tag, canonical_tags, caption_hashtags, split_tag_cell
+from tagstream.tools.convert.inputs.tag_text import caption_hashtags, split_tag_cell
+from tagstream.tools.convert.tags import canonical_tag, canonical_tags
 
 
 @pytest.mark.parametrize(

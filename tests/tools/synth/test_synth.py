@@ -15,8 +15,9 @@ from click.testing import CliRunner
 from PIL import Image, UnidentifiedImageError
 
 from tagstream.tools.cli.synth import synth
+from tagstream.tools.convert.inputs.tag_text import caption_hashtags
 from tagstream.tools.convert.tags import canonical_tag as canonical
-from tagstream.tools.convert.tags import canonical_tags, caption_hashtags
+from tagstream.tools.convert.tags import canonical_tags
 from tagstream.tools.synth.concepts import CONCEPTS, NONVISUAL, SCENES, SHAPES, junk_tags
 from tagstream.tools.synth.draw import photo_like, render
 from tagstream.tools.synth.odd import CORRUPT_KINDS, ODD_KINDS

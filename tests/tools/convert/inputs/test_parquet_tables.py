@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tagstream.tools.convert.engine import convert
-from tagstream.tools.convert.sources import Source
+from tagstream.tools.convert.inputs import Source
 from tests.helpers.webdataset import image_bytes
 
 

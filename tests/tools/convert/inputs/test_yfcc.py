@@ -10,10 +10,9 @@ import os
 
 import pytest
 
-from tagstream.tools.convert import source_yfcc
 from tagstream.tools.convert.engine import convert
-from tagstream.tools.convert.source_yfcc import walk_sorted
-from tagstream.tools.convert.sources import Source
+from tagstream.tools.convert.inputs import Source, yfcc
+from tagstream.tools.convert.inputs.yfcc import walk_sorted
 from tests.helpers.s3server import _moto_server, s3_server  # noqa: F401 - fixtures
 from tests.helpers.webdataset import image_bytes, item_image, write_tar
 
@@ -82,11 +81,11 @@ def test_layouts_tags_videos_and_join(tmp_path, layout):
         "bad_metadata",
     ]
     assert got[0].tags == ("sun", "new york", "café0", "vision:outdoor") and got[0].source == "5000"
-    assert source.describe()["images_kind"] == "dir" and source._reader.layout == layout
+    assert source.describe()["images_kind"] == "dir" and source.reader.layout == layout
 
 
 def test_bz2_marks_and_tar_images(tmp_path, monkeypatch):
-    monkeypatch.setattr(source_yfcc, "MARK_EVERY", 3)  # remembered offsets every 3 lines
+    monkeypatch.setattr(yfcc, "MARK_EVERY", 3)  # remembered offsets every 3 lines
     text = "\n".join(yfcc_line(i) for i in range(10)) + "\n"
     (tmp_path / "meta.tsv").write_text(text)
     (tmp_path / "meta.bz2").write_bytes(bz2.compress(text.encode()))
@@ -103,7 +102,7 @@ def test_bz2_marks_and_tar_images(tmp_path, monkeypatch):
         for start in range(count + 1):
             assert [(i.pos, i.line, i.error, item_image(i)) for i in source.items(start)] == every[start:]
         runs.append(every)
-    assert runs[0] == runs[1] and len(source._reader.marks) == 0  # bz2 is read from its start
+    assert runs[0] == runs[1] and len(source.reader.marks) == 0  # bz2 is read from its start
     assert [e is None for _, _, e, _ in runs[0]] == [i in (0, 1, 3, 7) for i in range(10)]
     assert runs[0][3][3] == image_bytes(3)[1]
     summary = convert(
@@ -215,12 +214,12 @@ def test_parts_map_the_planning_scans_join_index_and_equal_one_process(tmp_path,
     """A partitioned YFCC conversion: the plan saves the join index in OUT/.convert/, every part maps it and
     reads the table from its remembered offset (no part scans the table or lists the images), and the merge
     equals a one-process conversion."""
+    from tagstream.tools.convert.inputs import YfccInput
     from tagstream.tools.convert.merge import merge
     from tagstream.tools.convert.parts import PartSpec, convert_part, plan_parts
-    from tagstream.tools.convert.source_yfcc import YfccSource
     from tests.helpers.records import dataset_records
 
-    monkeypatch.setattr(source_yfcc, "MARK_EVERY", 4)
+    monkeypatch.setattr(yfcc, "MARK_EVERY", 4)
     (tmp_path / "meta.tsv").write_text("\n".join(yfcc_line(i, video=i == 3) for i in range(14)) + "\n")
     if images == "dir":
         write_images(tmp_path / "images", [i for i in range(14) if i != 6], by_hash=(9,))
@@ -235,8 +234,8 @@ def test_parts_map_the_planning_scans_join_index_and_equal_one_process(tmp_path,
     convert(tmp_path / "meta.tsv", tmp_path / "one", format="yfcc", shard_size=3, **options)
     plan_parts(tmp_path / "meta.tsv", tmp_path / "ds", 3, format="yfcc", shard_size=3, **options)
     assert (tmp_path / "ds" / ".convert" / "yfcc-index" / "index.json").is_file()
-    monkeypatch.setattr(YfccSource, "scan", lambda self: pytest.fail("a part scanned the table again"))
-    monkeypatch.setattr(YfccSource, "_index_images", lambda self, h: pytest.fail("a part listed the images again"))
+    monkeypatch.setattr(YfccInput, "scan", lambda self: pytest.fail("a part scanned the table again"))
+    monkeypatch.setattr(YfccInput, "_index_images", lambda self, h: pytest.fail("a part listed the images again"))
     for i in (2, 0, 1):
         convert_part(tmp_path / "meta.tsv", tmp_path / "ds", PartSpec(i, 3), format="yfcc", shard_size=3, **options)
     monkeypatch.undo()
@@ -249,7 +248,7 @@ def test_an_images_folder_on_object_storage_is_listed_prefix_by_prefix_in_sorted
     """The remote listing streams one prefix at a time in the order of sorted() over a recursive find (the
     fingerprint's order), and a YFCC conversion joins to images on S3."""
     from tagstream.loader.data import storage
-    from tagstream.tools.convert.source_yfcc import walk_sorted_remote
+    from tagstream.tools.convert.inputs.yfcc import walk_sorted_remote
 
     s3_server.create_bucket("bkt")
     names = ["a", "a.jpg", "a/b.jpg", "a0.jpg", "ab/c", "abc", ".hidden", "deep/er/x y.jpg", "é/日本.jpg", "Z.jpg"]

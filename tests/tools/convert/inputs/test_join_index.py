@@ -8,8 +8,8 @@ import random
 import numpy as np
 import pytest
 
-from tagstream.tools.convert import join_index
-from tagstream.tools.convert.join_index import JoinIndex
+from tagstream.tools.convert.inputs import join_index
+from tagstream.tools.convert.inputs.join_index import JoinIndex
 
 ALPHABET = ["1", "2", "a", "é", "日", "\U0001f600", "\udcff", "\ud800", ".", "/"]
 HASHES = {

@@ -18,12 +18,15 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from tagstream.loader.data import storage
-from tagstream.tools.convert.source_paths import display_name, expand, file_size
-from tagstream.tools.convert.sources import PARQUET_SUFFIXES, RAW_LIMIT, Item, SourceOptions, _utf8_ok
-from tagstream.tools.convert.tags import caption_hashtags, split_tag_cell
+from tagstream.tools.convert.inputs.base import RAW_LIMIT, InputKind, Item, utf8_ok
+from tagstream.tools.convert.inputs.csv_tables import TableColumns
+from tagstream.tools.convert.inputs.paths import display_name, expand, file_size
+from tagstream.tools.convert.inputs.tag_text import caption_hashtags, split_tag_cell
 
+PARQUET_SUFFIXES = (".parquet",)
 ERROR_COLUMN = "error_message"  # img2dataset's explanation of a failed download
 
 
@@ -47,29 +50,38 @@ def _parquet_file(path: str):
         yield pq.ParquetFile(f)
 
 
-class ParquetSource:
-    """Reader of Parquet tables for tools/convert/sources.Source (see the module docstring)."""
+@dataclass(frozen=True)
+class ParquetOptions(TableColumns):
+    """A table's columns, and img2dataset's download status column."""
 
-    def __init__(self, spec: str, options: SourceOptions):
+    status_field: str = "status"  # anything but "success" is rejected ('' = none)
+
+
+class ParquetInput(InputKind):
+    """Parquet tables (see the module docstring)."""
+
+    name = "parquet"
+    title = "Parquet tables"
+    options_type = ParquetOptions
+    takes = "either"
+    suffixes = PARQUET_SUFFIXES
+
+    def __init__(self, path, options: ParquetOptions):
         try:
             import pyarrow.parquet  # noqa: F401
         except ImportError:
             raise ValueError("reading Parquet needs pyarrow: pip install 'tagstream[parquet]'") from None
-        self.spec = spec
-        self.options = options
+        super().__init__(path, options)
+        self.spec = str(path)
         self.tables: list[TableScan] | None = None
 
+    @classmethod
+    def claims_folder(cls, folder: Path) -> bool:
+        """A folder with Parquet files at its top level."""
+        return any(p.is_file() and p.name.lower().endswith(PARQUET_SUFFIXES) for p in folder.iterdir())
+
     def describe(self) -> dict:
-        o = self.options
-        return {
-            "columns": {
-                "image": o.image_column,
-                "tags": o.tags_column,
-                "caption": o.caption_column,
-                "id": o.id_column,
-                "status": o.status_field,
-            }
-        }
+        return {"columns": {**self.options.columns(), "status": self.options.status_field}}
 
     def scan(self) -> tuple[int, str]:
         import pyarrow as pa
@@ -202,6 +214,6 @@ class ParquetSource:
             data = None
         sid = v.get(o.id_column)
         sid = path if sid is None else str(sid)
-        if not all(_utf8_ok(s) for s in (caption, sid, *tags)):
+        if not all(utf8_ok(s) for s in (caption, sid, *tags)):
             return Item(pos, line, raw, where, (), "", "row holds text that is not valid Unicode")
         return Item(pos, line, raw, path, tuple(tags) + tuple(caption_hashtags(caption)), sid, data=data)

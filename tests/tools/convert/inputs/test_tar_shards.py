@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tagstream.tools.convert.source_paths import braceexpand
-from tagstream.tools.convert.sources import Source, detect_format
+from tagstream.tools.convert.inputs import Source, detect_format
+from tagstream.tools.convert.inputs.paths import braceexpand
 from tests.helpers.webdataset import add_member, image_bytes, item_image, sample_members, write_tar
 
 
@@ -156,7 +156,7 @@ def test_tars_scanned_in_parallel_give_the_one_at_a_time_scan(tmp_path):
     counts, damage and fingerprint as one tar at a time, and as the scan before it was parallel."""
     import hashlib
 
-    from tagstream.tools.convert.source_tar import scan_tar
+    from tagstream.tools.convert.inputs.tar_shards import scan_tar
 
     for t in range(7):
         data = write_tar(
@@ -169,8 +169,8 @@ def test_tars_scanned_in_parallel_give_the_one_at_a_time_scan(tmp_path):
     reference = [scan_tar(str(tmp_path / f"{t:05d}.tar"), h) for t in range(8)]  # the sequential scan of before
     for threads in (1, 3, 16):
         source = Source(spec, "tar")
-        count, fingerprint = source._reader.scan(threads=threads)
-        assert source._reader.tars == reference and fingerprint == h.hexdigest()
+        count, fingerprint = source.reader.scan(threads=threads)
+        assert source.reader.tars == reference and fingerprint == h.hexdigest()
         assert count == sum(t.inputs for t in reference)
 
 

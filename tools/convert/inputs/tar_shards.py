@@ -30,12 +30,14 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from tagstream.loader.data import storage
-from tagstream.tools.convert.source_paths import display_name, expand, file_size
-from tagstream.tools.convert.sources import RAW_LIMIT, TAR_SUFFIXES, Item, SourceOptions, _utf8_ok
-from tagstream.tools.convert.tags import caption_hashtags, split_tag_cell
+from tagstream.tools.convert.inputs.base import RAW_LIMIT, InputKind, Item, KindOptions, utf8_ok
+from tagstream.tools.convert.inputs.paths import display_name, expand, file_size
+from tagstream.tools.convert.inputs.tag_text import caption_hashtags, split_tag_cell
 
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")  # compressed tars are streamed; only plain ones are seekable on resume
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")  # preferred first when a sample holds several
 TEXT_EXTS = frozenset(("json", "txt"))
 READ_EXTS = TEXT_EXTS | frozenset(IMAGE_EXTS)
@@ -194,13 +196,34 @@ def _in_order(files: list[str], threads: int) -> Iterator[tuple[TarScan, list[by
             yield done
 
 
-class TarSource:
-    """Reader of WebDataset tars for tools/convert/sources.Source (see the module docstring)."""
+@dataclass(frozen=True)
+class TarOptions(KindOptions):
+    """Where a sample's JSON member holds tags, caption, id and download status."""
 
-    def __init__(self, spec: str, options: SourceOptions):
-        self.spec = spec
-        self.options = options
+    tags_field: str = "tags"  # the JSON member's field with tags (a list, or a comma/space separated string)
+    caption_field: str = "caption"  # JSON field with a caption, when the sample has no .txt member
+    id_field: str = ""  # JSON field with the source id ('' = the sample key)
+    status_field: str = "status"  # img2dataset's download status; anything but "success" is rejected
+
+
+class TarInput(InputKind):
+    """WebDataset/img2dataset tars (see the module docstring)."""
+
+    name = "tar"
+    title = "WebDataset/img2dataset tars"
+    options_type = TarOptions
+    takes = "either"
+    suffixes = TAR_SUFFIXES
+
+    def __init__(self, path, options: TarOptions):
+        super().__init__(path, options)
+        self.spec = str(path)
         self.tars: list[TarScan] | None = None
+
+    @classmethod
+    def claims_folder(cls, folder: Path) -> bool:
+        """A folder with tars at its top level."""
+        return any(p.is_file() and p.name.lower().endswith(TAR_SUFFIXES) for p in folder.iterdir())
 
     def describe(self) -> dict:
         o = self.options
@@ -348,7 +371,7 @@ class TarSource:
                     pos, line, raw, where, (), "", f"no {o.id_field!r} (a string or an integer) in {s.key}.json"
                 )
             sid = str(value)
-        if not all(_utf8_ok(t) for t in (caption, sid, *tags)):
+        if not all(utf8_ok(t) for t in (caption, sid, *tags)):
             return Item(
                 pos, line, raw, where, (), "", "the sample holds text that is not valid Unicode (a lone surrogate)"
             )

@@ -11,9 +11,8 @@ import random
 
 import pytest
 
-from tagstream.tools.convert import source_csv
-from tagstream.tools.convert.source_csv import BOM, Lines, csv_rows
-from tagstream.tools.convert.sources import Source
+from tagstream.tools.convert.inputs import Source, csv_reader
+from tagstream.tools.convert.inputs.csv_reader import BOM, Lines, csv_rows
 from tests.helpers.damage import scrub_lines
 
 LIMIT = csv.field_size_limit()  # a longer field is refused by the parser (csv.Error)
@@ -78,8 +77,8 @@ def _collection(delimiter: str = ",", bare_cr: bool = False) -> bytes:
 
 @pytest.fixture(params=["csv", "csv-bare-cr", "tsv"])
 def path(request, tmp_path, monkeypatch):
-    monkeypatch.setattr(source_csv, "CSV_MARK_EVERY", 3)
-    monkeypatch.setattr(source_csv, "READ", 50)  # long lines read in pieces
+    monkeypatch.setattr(csv_reader, "CSV_MARK_EVERY", 3)
+    monkeypatch.setattr(csv_reader, "READ", 50)  # long lines read in pieces
     kind = request.param
     p = tmp_path / ("in.tsv" if kind == "tsv" else "in.csv")
     p.write_bytes(_collection("\t" if kind == "tsv" else ",", bare_cr=kind == "csv-bare-cr"))
@@ -167,8 +166,8 @@ def test_random_bytes_read_and_resumed_as_the_text_file_reads_them(seed, monkeyp
     """Random mixes of quotes, delimiters, every line end and broken UTF-8 (a long one crossing the text
     reader's chunk boundaries; reads of a few bytes that cut lines anywhere; a field limit so small that many rows are refused, some inside quotes): the
     rows equal the twin's, and a read from every mark equals the rest."""
-    monkeypatch.setattr(source_csv, "CSV_MARK_EVERY", 1 + seed % 3)
-    monkeypatch.setattr(source_csv, "READ", 1 + seed % 13 if seed % 5 else 1 << 16)  # reads cut lines, \r\n, the BOM
+    monkeypatch.setattr(csv_reader, "CSV_MARK_EVERY", 1 + seed % 3)
+    monkeypatch.setattr(csv_reader, "READ", 1 + seed % 13 if seed % 5 else 1 << 16)  # reads cut lines, \r\n, the BOM
     if seed % 4 == 3:
         field_limit(4)
     rng = random.Random(seed)
@@ -178,7 +177,7 @@ def test_random_bytes_read_and_resumed_as_the_text_file_reads_them(seed, monkeyp
     marks: list = []
     rows = list(csv_rows(io.BytesIO(data), ",", marks=marks))
     assert [(lineno, row, problem) for _, lineno, row, problem in rows] == _text_rows(data, ",")
-    assert [m[0] for m in marks] == list(range(0, len(rows), source_csv.CSV_MARK_EVERY))
+    assert [m[0] for m in marks] == list(range(0, len(rows), csv_reader.CSV_MARK_EVERY))
     for mark in rng.sample(marks, min(len(marks), 30)):  # the short mixes: every mark
         for start in (mark[0], mark[0] + 1):
             assert list(csv_rows(io.BytesIO(data), ",", start, mark)) == rows[start:]

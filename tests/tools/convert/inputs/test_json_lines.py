@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from tagstream.tools.convert import sources
-from tagstream.tools.convert.sources import Source
+from tagstream.tools.convert.inputs import Source, json_lines
 from tests.helpers.damage import scrub_lines
 
 
@@ -31,7 +30,7 @@ def _lines() -> bytes:
 
 @pytest.fixture
 def path(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "JSONL_MARK_EVERY", 4)
+    monkeypatch.setattr(json_lines, "JSONL_MARK_EVERY", 4)
     p = tmp_path / "in.jsonl"
     p.write_bytes(_lines())
     return p

@@ -1,6 +1,6 @@
 """Input files of a source: one file, a directory, a glob or a brace pattern (`shards/{00000..00123}.tar`),
-local or an fsspec URL (s3://, gs://, https://, file://), expanded to a fixed, sorted list; and the kind of
-a source told from its name (`detect_format`).
+local or an fsspec URL (s3://, gs://, https://, file://), expanded to a fixed, sorted list; a file's size and
+stamp for fingerprints.
 
 Brace patterns keep their written order (numeric ranges ascend) and may name files that do not exist:
 the caller turns each missing one into a rejected input instead of refusing the whole source, as a
@@ -17,11 +17,6 @@ from pathlib import Path
 
 from tagstream.loader.data import storage
 
-FORMATS = ("auto", "imagefolder", "jsonl", "csv", "tar", "parquet", "yfcc")  # readers: sources.READERS
-JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
-CSV_SUFFIXES = (".csv", ".tsv")
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")  # compressed tars are streamed; only plain ones are seekable on resume
-PARQUET_SUFFIXES = (".parquet",)
 _BRACE = re.compile(r"\{([^{}]*)\}")
 _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
 GLOB_CHARS = ("*", "?", "[")
@@ -142,61 +137,13 @@ def hash_file(path: str) -> str:
     return h.hexdigest()
 
 
-def _suffix_format(name: str) -> str | None:
-    lower = name.lower().rstrip("/")
-    for suffixes, kind in (
-        (TAR_SUFFIXES, "tar"),
-        (PARQUET_SUFFIXES, "parquet"),
-        (JSONL_SUFFIXES, "jsonl"),
-        (CSV_SUFFIXES, "csv"),
-    ):
-        if lower.endswith(suffixes):
-            return kind
-    return None
-
-
-def _folder_format(path: Path) -> str:
-    """A local directory: tars or Parquet files at its top level make it that kind, else an ImageFolder."""
-    names = [p.name.lower() for p in path.iterdir() if p.is_file()]
-    for suffixes, kind in ((TAR_SUFFIXES, "tar"), (PARQUET_SUFFIXES, "parquet")):
-        if any(n.endswith(suffixes) for n in names):
-            return kind
-    return "imagefolder"
-
-
-def detect_format(src: str | Path, fmt: str = "auto") -> str:
-    """Resolve --format auto from what SRC is; ValueError names the bad value and the allowed set."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown input format {fmt!r}; allowed: {', '.join(FORMATS)}")
-    spec = str(src)
-    local = storage.local_path(spec)
-    if local is None or is_pattern(spec):  # a URL or a pattern: its files are listed by the reader
-        if fmt in ("imagefolder",) or (fmt == "auto" and _suffix_format(spec) is None):
-            raise ValueError(
-                f"{storage.redact(spec)}: a URL or a pattern needs --format tar, parquet, jsonl, csv "
-                f"or yfcc (auto knows names ending in .tar, .parquet, .jsonl, .csv, .tsv)"
-            )
-        return fmt if fmt != "auto" else _suffix_format(spec)
-    src = local
-    if not src.exists():
-        raise ValueError(f"source {src} does not exist")
-    if not src.is_dir() and not src.is_file():  # a FIFO would hang the scan (which reads it) and cannot be read twice
-        raise ValueError(
-            f"source {src} is not a regular file or a directory (a FIFO, socket or device); copy it to a file"
-        )
-    if fmt in ("imagefolder", "jsonl", "csv", "yfcc"):
-        if (fmt == "imagefolder") != src.is_dir():
-            raise ValueError(f"--format {fmt} needs a {'directory' if fmt == 'imagefolder' else 'file'}, got {src}")
-        return fmt
-    if fmt != "auto":
-        return fmt
-    if src.is_dir():
-        return _folder_format(src)
-    kind = _suffix_format(src.name)
-    if kind is None:
-        raise ValueError(
-            f"cannot tell the format of {src} from its name (suffix {src.suffix.lower()!r}); use --format "
-            f"{'|'.join(FORMATS[1:])} (auto knows directories, "
-            f"{'/'.join(TAR_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES + CSV_SUFFIXES)})"
-        )
-    return kind
+def stamp(path: str) -> bytes:
+    """Size and modification time of a local file for a fingerprint (b"-" for a URL: not fetched to
+    fingerprint; b"missing" when it cannot be read: rejected later, fingerprinted as such)."""
+    if storage.is_url(path):
+        return b"-"
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return b"missing"
+    return f"{st.st_size}:{st.st_mtime_ns}".encode()

@@ -33,15 +33,16 @@ import tarfile
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote_plus
 
 from tagstream.loader.data import storage
-from tagstream.tools.convert.join_index import JoinIndex
-from tagstream.tools.convert.source_paths import expand, file_size, is_pattern
-from tagstream.tools.convert.source_tar import DAMAGE, IMAGE_EXTS, TAR_SUFFIXES, open_tar, samples
-from tagstream.tools.convert.sources import RAW_LIMIT, Item, SourceOptions, mark_before, numbered_lines
+from tagstream.tools.convert.inputs.base import RAW_LIMIT, InputKind, Item, KindOptions
+from tagstream.tools.convert.inputs.join_index import JoinIndex
+from tagstream.tools.convert.inputs.paths import expand, file_size, is_pattern
+from tagstream.tools.convert.inputs.tar_shards import DAMAGE, IMAGE_EXTS, TAR_SUFFIXES, open_tar, samples
+from tagstream.tools.convert.inputs.text_table import mark_before, numbered_lines
 
 # columns of each layout: photo id, photo hash (None: absent), user tags, machine tags, photo/video marker
 LAYOUTS = {
@@ -102,20 +103,33 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-class YfccSource:
-    """Reader of YFCC100M metadata for tools/convert/sources.Source (see the module docstring)."""
+@dataclass(frozen=True)
+class YfccOptions(KindOptions):
+    """Where the photos' images are, and which tags to take."""
 
-    def __init__(self, spec: str, options: SourceOptions):
+    images: str = ""  # a directory of images named by photo id, or img2dataset tars (file, dir, glob, braces)
+    id_field: str = ""  # with tar images: the JSON field of each sample holding the photo id
+    yfcc_machine_tags: bool = False  # the machine tags too, not only the user tags
+
+
+class YfccInput(InputKind):
+    """YFCC100M's metadata table joined to its images (see the module docstring)."""
+
+    name = "yfcc"
+    title = "YFCC100M metadata"
+    options_type = YfccOptions
+
+    def __init__(self, path, options: YfccOptions):
         if not options.images:
             raise ValueError(
                 "--format yfcc needs --images: a folder of images named by photo id, or img2dataset tars "
                 "(with --id-field naming the JSON field that holds the photo id)"
             )
-        self.spec = spec
         local = storage.local_path(options.images)
         if local is not None:  # a rerun from another directory names the same images
             options = replace(options, images=os.path.abspath(local))
-        self.options = options
+        super().__init__(path, options)
+        self.spec = str(path)
         self.layout: int | None = None
         self.marks: list[tuple[int, int, int]] = []  # (position, byte offset, lines before it) in a plain file
         self.index: JoinIndex | None = None  # photo id (or hash) -> its image; None until scanned

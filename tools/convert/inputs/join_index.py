@@ -83,7 +83,7 @@ class JoinIndex:
         if number == len(self._tars):
             self._tars.append(tar)
         if ext not in self._exts:
-            self._exts.append(ext)  # a handful (source_tar.IMAGE_EXTS): a list search is cheap
+            self._exts.append(ext)  # a handful (tar_shards.IMAGE_EXTS): a list search is cheap
         self._tar.append(number)
         self._offset.append(offset)
         self._size.append(size)
