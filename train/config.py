@@ -224,6 +224,9 @@ class RunConfig:
             raise ValueError(f"run.threads={self.threads} must be >= 1")
 
 
+_REQUIRED_OPTIONS = {"data.dataset": "--dataset DATASET", "data.vocab": "--vocab NAME", "run.out_dir": "--out DIR"}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -240,7 +243,14 @@ class TrainConfig:
             ("run.out_dir", self.run.out_dir),
         ):
             if not value:
-                raise ValueError(f"{key} is required (set it in the recipe, with --set {key}=..., or its option)")
+                raise ValueError(
+                    f"{key} is required: give {_REQUIRED_OPTIONS[key]} (or set it in the recipe, or --set {key}=...)"
+                    + (
+                        "; a dataset's vocabularies are built by `tagstream vocab DATASET --name NAME`"
+                        if key == "data.vocab"
+                        else ""
+                    )
+                )
         if self.run.eval_every and self.data.holdout_fraction == 0:
             raise ValueError(
                 f"run.eval_every={self.run.eval_every} needs a held-out split: set data.holdout_fraction > 0"
