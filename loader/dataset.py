@@ -89,6 +89,20 @@ class Dataset:
             heights[sel] = self.index_array(shard, "height")[local[sel]]
         return widths, heights
 
+    def content_boxes(self, indices: NDArray[np.int64]) -> NDArray[np.int64]:
+        """(n, 4) content boxes (left, top, right, bottom: inside uniform borders) of images by global index;
+        the whole frame in a shard without them (converted before they were stored)."""
+        shards, local = self.locate(indices)
+        out = np.zeros((shards.shape[0], 4), np.int64)
+        for shard in np.unique(shards).tolist():
+            sel = shards == shard
+            if self.has_index_array(shard, "content_box"):
+                out[sel] = fmt.unpack_boxes(self.index_array(shard, "content_box")[local[sel]])
+            else:
+                out[sel, 2] = self.index_array(shard, "width")[local[sel]]
+                out[sel, 3] = self.index_array(shard, "height")[local[sel]]
+        return out
+
     def index_array(self, shard: int, name: str) -> np.ndarray:
         """One per-shard index array (memory-mapped, read-only)."""
         fmt.index_dtype(name)  # a ValueError naming the known arrays

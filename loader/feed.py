@@ -74,6 +74,7 @@ class BatchSource:
         resize_size: int | None = None,
         prefetch: int = 2,
         max_pixels: int | None = None,
+        content_box: bool = False,
     ):
         if batch_size < 1 or length % batch_size:
             raise ValueError(f"length={length} must be a multiple of batch_size={batch_size} >= 1")
@@ -93,6 +94,7 @@ class BatchSource:
         self.image_size = int(image_size)
         self.resize_size = eval_resize_size(self.image_size, resize_size)
         self.max_pixels = None if max_pixels is None else int(max_pixels)
+        self.content_box = bool(content_box)  # eval: centre crop inside the content box (turbo.centre_box_within)
         self._keep: collections.deque = collections.deque(maxlen=int(prefetch) + 2)
         from nvidia.dali.tensors import TensorCPU, TensorListCPU
 
@@ -132,7 +134,12 @@ class BatchSource:
             box = np.empty((n, 4), np.float64)  # x0, y0, x1, y1 in float64 as PlanSource's, then float32 as its cast
             box[~real] = (0.0, 0.0, _PLACEHOLDER_SIDE, _PLACEHOLDER_SIDE)
             size, resize = self.image_size, self.resize_size
-            if real.any():
+            if real.any() and self.content_box:
+                box[real] = [
+                    turbo.centre_box_within(c, image_size=size, resize_size=resize)
+                    for c in self.store.dataset.content_boxes(indices[real]).tolist()
+                ]
+            elif real.any():
                 box[real] = [
                     turbo.centre_box(int(w), int(h), image_size=size, resize_size=resize)
                     for w, h in zip(widths, heights)

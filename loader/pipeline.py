@@ -131,6 +131,7 @@ class PlanSource:
         image_size: int = 224,
         resize_size: int | None = None,
         antialias: bool = True,
+        content_box: bool = False,
     ):
         if decode_size is not None:
             turbo.require()
@@ -151,6 +152,7 @@ class PlanSource:
         self.image_size = int(decode_size or image_size)
         self.resize_size = eval_resize_size(self.image_size, resize_size)
         self.antialias = bool(antialias)
+        self.content_box = bool(content_box)  # eval: centre crop inside the content box (turbo.centre_box_within)
         self._cached: tuple[int, int, NDArray[np.int64]] | None = None
         self._worker_pid = os.getpid()  # the process that built the source never arms the death signal
         self._placeholder = placeholder_jpeg()
@@ -196,7 +198,11 @@ class PlanSource:
         width, height = self.image_size_of(index)
         if not self.train:
             size = self.image_size
-            box = turbo.centre_box(width, height, image_size=size, resize_size=self.resize_size)
+            if self.content_box:
+                content = self.store.dataset.content_boxes(np.array([index]))[0]
+                box = turbo.centre_box_within(content, image_size=size, resize_size=self.resize_size)
+            else:
+                box = turbo.centre_box(width, height, image_size=size, resize_size=self.resize_size)
             if self.decode_size is None:
                 return np.frombuffer(image, np.uint8), np.array([index, *box], np.float64)
             try:

@@ -224,9 +224,6 @@ class RunConfig:
             raise ValueError(f"run.threads={self.threads} must be >= 1")
 
 
-_REQUIRED_OPTIONS = {"data.dataset": "--dataset DATASET", "data.vocab": "--vocab NAME", "run.out_dir": "--out DIR"}
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -237,20 +234,13 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
-        for key, value in (
-            ("data.dataset", self.data.dataset),
-            ("data.vocab", self.data.vocab),
-            ("run.out_dir", self.run.out_dir),
+        for key, value, option in (
+            ("data.dataset", self.data.dataset, "--dataset DATASET"),
+            ("data.vocab", self.data.vocab, "--vocab NAME; build one with `tagstream vocab DATASET --name NAME`"),
+            ("run.out_dir", self.run.out_dir, "--out DIR"),
         ):
             if not value:
-                raise ValueError(
-                    f"{key} is required: give {_REQUIRED_OPTIONS[key]} (or set it in the recipe, or --set {key}=...)"
-                    + (
-                        "; a dataset's vocabularies are built by `tagstream vocab DATASET --name NAME`"
-                        if key == "data.vocab"
-                        else ""
-                    )
-                )
+                raise ValueError(f"{key} is required: give {option} (or set it in the recipe, or --set {key}=...)")
         if self.run.eval_every and self.data.holdout_fraction == 0:
             raise ValueError(
                 f"run.eval_every={self.run.eval_every} needs a held-out split: set data.holdout_fraction > 0"

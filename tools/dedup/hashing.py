@@ -68,23 +68,8 @@ def has_content_boxes(ds: Dataset) -> bool:
 
 def content_boxes(ds: Dataset) -> NDArray[np.int64] | None:
     """(N, 4) content boxes (left, top, right, bottom) from the index, or None without them (O(N): for
-    evaluation sets; boxes_of for a few images of a large set)."""
+    evaluation sets; Dataset.content_boxes for a few images of a large set)."""
     return fmt.unpack_boxes(ds.global_array("content_box")) if has_content_boxes(ds) else None
-
-
-def boxes_of(ds: Dataset, indices: NDArray[np.int64]) -> NDArray[np.int64]:
-    """(n, 4) content boxes of some images by global index: the index's, or the whole frame in a shard without."""
-    indices = np.asarray(indices, np.int64)
-    out = np.zeros((indices.shape[0], 4), np.int64)
-    shards, local = ds.locate(indices)
-    for k in np.unique(shards).tolist():
-        sel = shards == k
-        if ds.has_index_array(k, "content_box"):
-            out[sel] = fmt.unpack_boxes(ds.index_array(k, "content_box")[local[sel]])
-        else:
-            out[sel, 2] = ds.index_array(k, "width")[local[sel]]
-            out[sel, 3] = ds.index_array(k, "height")[local[sel]]
-    return out
 
 
 def bordered(ds: Dataset) -> int | None:

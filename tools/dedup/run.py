@@ -24,7 +24,7 @@ from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.writer import write_mask
 from tagstream.tools.dedup.features import EmbedMethod, embed_dataset, open_features
-from tagstream.tools.dedup.hashing import DEFAULT_MAX_DISTANCE, bordered, boxes_of, eval_hashes, exact_pairs
+from tagstream.tools.dedup.hashing import DEFAULT_MAX_DISTANCE, bordered, eval_hashes, exact_pairs
 from tagstream.tools.dedup.knn import cosine_join
 from tagstream.tools.dedup.pairs import mask_paths, merge, write_pairs
 from tagstream.tools.dedup.report import contamination
@@ -135,7 +135,7 @@ def run_dedup(
             similarity_of=similarity_of,
         )
         results.append(pairs)
-        boxes.append((boxes_of(train_ds, pairs.train), eval_boxes[pairs.eval]))
+        boxes.append((train_ds.content_boxes(pairs.train), eval_boxes[pairs.eval]))
         mask[pairs.train] = True
         per_eval.append(
             {

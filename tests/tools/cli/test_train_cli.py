@@ -194,8 +194,8 @@ def test_a_missing_vocab_names_the_option_and_the_command(world, tmp_path):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1 and not (tmp_path / "run").exists()
     assert result.output.strip().splitlines() == [
-        "Error: data.vocab is required: give --vocab NAME (or set it in the recipe, or --set data.vocab=...); "
-        "a dataset's vocabularies are built by `tagstream vocab DATASET --name NAME`"
+        "Error: data.vocab is required: give --vocab NAME; build one with `tagstream vocab DATASET --name NAME` "
+        "(or set it in the recipe, or --set data.vocab=...)"
     ]
 
 

@@ -107,3 +107,32 @@ def test_boxes_pack_and_unpack_exactly():
     np.testing.assert_array_equal(fmt.unpack_boxes(packed), boxes)
     with Image.new("RGB", (4, 4)) as img:
         assert content_phash(img)[0] == (0, 0, 4, 4)
+
+
+def test_embeddings_are_taken_inside_the_borders(padded, tmp_path, one_torch_thread):
+    """dedup embeds inside the content boxes: each original's nearest training image is its padded copy, and
+    nearer than on whole frames (a random-initialised tiny model: features follow the pixels)."""
+    from tagstream.tools.dedup.features import EmbedOptions, embed_dataset, open_features
+    from tagstream.tools.vocab.build import VocabOptions, build_vocab
+    from tagstream.train.embed import EmbedConfig, embed
+    from tests.helpers.dedup_worlds import tiny_checkpoint
+
+    for root in (padded.train, padded.eval):
+        if "v" not in Dataset(root).vocab_names():
+            build_vocab(root, "v", VocabOptions())
+    ckpt = str(tiny_checkpoint(tmp_path / "run", vocab="v"))
+    train_ds, eval_ds = Dataset(padded.train), Dataset(padded.eval)
+
+    def cosines(train_file, eval_file):
+        return open_features([train_file], train_ds).dense() @ open_features([eval_file], eval_ds).dense().T
+
+    options = EmbedOptions(checkpoint=ckpt, device="cpu")
+    inside = cosines(embed_dataset(padded.train, options, tmp_path), embed_dataset(padded.eval, options, tmp_path))
+    whole_files = []
+    for root in (padded.train, padded.eval):
+        out = tmp_path / f"whole-{root.name}.npy"
+        embed(EmbedConfig(data=str(root), out=str(out), checkpoint=ckpt, device="cpu", progress=False), rank=0, world=1)
+        whole_files.append(out)
+    whole = cosines(*whole_files)
+    for e, (t, _) in PADDED.items():
+        assert int(np.argmax(inside[:, e])) == t and inside[t, e] > whole[t, e], (e, inside[:, e], whole[:, e])
