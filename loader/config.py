@@ -77,6 +77,9 @@ class LoaderConfig:
     # progressive resizing (train only): (first epoch, size) pairs, e.g. ((0, 160), (2, 192), (4, 224)); see loader/pipeline/sizes.py
     size_schedule: tuple[tuple[int, int], ...] = ()
     resize_size: int | None = None  # eval: shorter side before the centre crop; default image_size * 256 / 224
+    # eval: the centre crop taken inside each image's content box (inside uniform borders: index content_box),
+    # as de-duplication's embeddings are; False: of the whole frame
+    eval_content_box: bool = False
     random_area: tuple[float, float] = (0.08, 1.0)
     random_aspect_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     targets: str = "soft"

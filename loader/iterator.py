@@ -213,6 +213,7 @@ class DaliLoader:
             ratio=c.random_aspect_ratio,
             image_size=size,
             resize_size=c.resize_size,  # None: the sources' default, image_size * 256 / 224
+            content_box=c.eval_content_box,
         )
         source: DecodeSource
         if decodes:  # CPU: worker processes decode the windows (loader/pipeline/turbo.py)

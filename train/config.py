@@ -236,13 +236,13 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
-        for key, value in (
-            ("data.dataset", self.data.dataset),
-            ("data.vocab", self.data.vocab),
-            ("run.out_dir", self.run.out_dir),
+        for key, value, option in (
+            ("data.dataset", self.data.dataset, "--dataset DATASET"),
+            ("data.vocab", self.data.vocab, "--vocab NAME; build one with `tagstream vocab DATASET --name NAME`"),
+            ("run.out_dir", self.run.out_dir, "--out DIR"),
         ):
             if not value:
-                raise ValueError(f"{key} is required (set it in the recipe, with --set {key}=..., or its option)")
+                raise ValueError(f"{key} is required: give {option} (or set it in the recipe, or --set {key}=...)")
         if self.run.eval_every and self.data.holdout_fraction == 0:
             raise ValueError(
                 f"run.eval_every={self.run.eval_every} needs a held-out split: set data.holdout_fraction > 0"

@@ -37,6 +37,7 @@ class EmbedConfig:
     seed: int = 0
     progress: bool = True
     weights: str = "model"  # of the checkpoint: "model", or "ema" (the moving average of a run with optim.ema)
+    content_box: bool = False  # centre crop inside each image's content box (uniform borders cut), as dedup embeds
 
     def __post_init__(self) -> None:
         check_suffix(self.out)
@@ -122,6 +123,7 @@ def _embed(cfg: EmbedConfig, rank: int, world: int) -> dict:
         threads=cfg.threads,
         device="gpu" if gpu else "cpu",
         device_id=device.index if gpu else None,
+        content_box=cfg.content_box,
     )
     loader = build_loader(lcfg, rank, world)
     try:

@@ -28,6 +28,7 @@ def eval_config(
     device: str = "cpu",
     device_id: int | None = None,
     split: str = "all",
+    content_box: bool = False,
 ) -> LoaderConfig:
     """The loader settings of a feature pass: eval mode (centre crop, every image once, in order)."""
     return LoaderConfig(
@@ -43,6 +44,7 @@ def eval_config(
         device=device,
         device_id=device_id,
         targets="multihot",
+        eval_content_box=content_box,
     )
 
 

@@ -30,15 +30,20 @@ LOCK = ".lock"
 class RunLock:
     """An exclusive lock on a run directory for the life of a run (taken by rank 0): a second run started into the
     same directory is refused at once, naming the process that holds it, instead of both writing there. The lock
-    (a POSIX lock on OUT/.lock) goes with the process, so a killed run never leaves it held."""
+    (a POSIX lock on OUT/.lock) goes with the process, so a killed run never leaves it held. A run refused
+    before it wrote anything (its config, data or set-up) takes back the lock file and the folders it made."""
 
     def __init__(self, out: str | Path):
         self.path = Path(out) / LOCK
         self._file: Any = None
+        self._made: list[Path] = []  # folders this lock created, innermost first, and the lock file
 
     def __enter__(self) -> "RunLock":
         check_is_directory(self.path.parent)
+        self._made = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            self._made.insert(0, self.path)
         f = open(self.path, "a+")
         try:  # a POSIX record lock: held by this process only (not by the loader workers it forks), gone with it
             fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -57,10 +62,18 @@ class RunLock:
         self._file = f
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._file is not None:
-            self._file.close()  # releases the lock
-            self._file = None
+    def __exit__(self, kind: object, *exc: object) -> None:
+        if self._file is None:
+            return
+        if kind is not None and self.path in self._made and os.listdir(self.path.parent) == [LOCK]:
+            self.path.unlink()  # refused before writing anything: undo what this run made
+            for folder in self._made[1:]:
+                try:
+                    folder.rmdir()  # only while empty
+                except OSError:
+                    break
+        self._file.close()  # releases the lock (after the unlink: no other run took it in between)
+        self._file = None
 
 
 def _differences(old: dict, new: dict) -> list[str]:

@@ -256,7 +256,8 @@ class Mirror:
 
         manifest = fmt.read_manifest(self.root)
         rels = [fmt.TAGS, fmt.REJECTS, *self.files]
-        rels += [fmt.index_path(Path(), s["name"], a).as_posix() for s in manifest["shards"] for a in fmt.INDEX_ARRAYS]
+        arrays = [*fmt.INDEX_ARRAYS, *fmt.OPTIONAL_INDEX_ARRAYS]  # an optional one missing at the source stays missing
+        rels += [fmt.index_path(Path(), s["name"], a).as_posix() for s in manifest["shards"] for a in arrays]
         with ThreadPoolExecutor(max_workers=threads) as pool:
             list(pool.map(self.ensure_file, rels))
             list(pool.map(self.ensure_shard, manifest["shards"]))

@@ -89,10 +89,23 @@ class Dataset:
             heights[sel] = self.index_array(shard, "height")[local[sel]]
         return widths, heights
 
+    def content_boxes(self, indices: NDArray[np.int64]) -> NDArray[np.int64]:
+        """(n, 4) content boxes (left, top, right, bottom: inside uniform borders) of images by global index;
+        the whole frame in a shard without them (converted before they were stored)."""
+        shards, local = self.locate(indices)
+        out = np.zeros((shards.shape[0], 4), np.int64)
+        for shard in np.unique(shards).tolist():
+            sel = shards == shard
+            if self.has_index_array(shard, "content_box"):
+                out[sel] = fmt.unpack_boxes(self.index_array(shard, "content_box")[local[sel]])
+            else:
+                out[sel, 2] = self.index_array(shard, "width")[local[sel]]
+                out[sel, 3] = self.index_array(shard, "height")[local[sel]]
+        return out
+
     def index_array(self, shard: int, name: str) -> np.ndarray:
         """One per-shard index array (memory-mapped, read-only)."""
-        if name not in fmt.INDEX_ARRAYS:
-            raise ValueError(f"unknown index array {name!r}; known: {sorted(fmt.INDEX_ARRAYS)}")
+        fmt.index_dtype(name)  # a ValueError naming the known arrays
         key = (shard, name)
         if key not in self._index_cache:
             if name in ("width", "height"):  # checked together: no decoder is asked for an impossible image
@@ -106,6 +119,13 @@ class Dataset:
             else:
                 self._index_cache[key] = self._load_index(shard, name)
         return self._index_cache[key]
+
+    def has_index_array(self, shard: int, name: str) -> bool:
+        """Whether the shard's index holds array `name` (an optional one, fmt.OPTIONAL_INDEX_ARRAYS, may be absent)."""
+        fmt.index_dtype(name)
+        return (shard, name) in self._index_cache or self._ensure(
+            fmt.index_path(self.root, self.shards[shard]["name"], name)
+        ).exists()
 
     def _check_csr(self, shard: int, offsets: np.ndarray, ids: np.ndarray) -> None:
         where = f"{self.root}: index of shard {self.shards[shard]['name']}"
@@ -123,9 +143,9 @@ class Dataset:
             raise fmt.FormatError(f"{self.root}: missing index file {path.name} of shard {self.shards[shard]['name']}")
         array = load_npy(path)
         expected = {"tag_offsets": images + 1, "tag_ids": None}.get(name, images)
-        if array.dtype != np.dtype(fmt.INDEX_ARRAYS[name]) or array.ndim != 1 or expected not in (None, array.shape[0]):
+        if array.dtype != np.dtype(fmt.index_dtype(name)) or array.ndim != 1 or expected not in (None, array.shape[0]):
             raise fmt.FormatError(
-                f"{path}: {array.dtype} of shape {array.shape}, expected 1-d {fmt.INDEX_ARRAYS[name]} "
+                f"{path}: {array.dtype} of shape {array.shape}, expected 1-d {fmt.index_dtype(name)} "
                 f"of {expected if expected is not None else 'any'} entries (the manifest says {images} images)"
             )
         return array
@@ -138,7 +158,7 @@ class Dataset:
         """
         parts = [self.index_array(k, name) for k in range(len(self.shards))]
         if name != "tag_offsets":
-            dtype = np.dtype(fmt.INDEX_ARRAYS[name])
+            dtype = np.dtype(fmt.index_dtype(name))
             return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
         out = [np.zeros(1, np.int64)]
         base = 0

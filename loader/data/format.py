@@ -13,7 +13,10 @@ A dataset is a directory:
                        index/NNNNN.tag_ids.npy      int32 (nnz)   raw tag ids, per image sorted, unique
                        index/NNNNN.width.npy        int32 (n)
                        index/NNNNN.height.npy       int32 (n)
-                       index/NNNNN.phash.npy        uint64 (n)    64-bit DCT perceptual hash
+                       index/NNNNN.phash.npy        uint64 (n)    64-bit DCT perceptual hash (of the content box)
+                       index/NNNNN.content_box.npy  uint64 (n)    optional: the box inside uniform borders,
+                                                      16 bits each, left<<48 | top<<32 | right<<16 | bottom
+                                                      (pack_boxes); absent (older datasets) = whole image
     vocab/NAME/        a vocabulary, built from the raw tags without touching shards:
                        classes.tsv   class id <TAB> name <TAB> count <TAB> members (space-joined tags)
                        label_offsets.npy  int64 (N+1)  per-image class labels, CSR over all images
@@ -58,6 +61,28 @@ SHARD_NAME_WIDTH = 5
 
 # per-shard index arrays: name -> dtype (explicit little-endian, see module docstring)
 INDEX_ARRAYS: dict[str, str] = {"tag_offsets": "<i8", "tag_ids": "<i4", "width": "<i4", "height": "<i4", "phash": "<u8"}
+# per-shard index arrays a dataset may lack (written before they existed): name -> dtype; one per image
+OPTIONAL_INDEX_ARRAYS: dict[str, str] = {"content_box": "<u8"}
+
+
+def index_dtype(name: str) -> str:
+    """The dtype of index array `name`, required or optional; ValueError naming the known ones."""
+    dtype = INDEX_ARRAYS.get(name) or OPTIONAL_INDEX_ARRAYS.get(name)
+    if dtype is None:
+        raise ValueError(f"unknown index array {name!r}; known: {sorted(INDEX_ARRAYS) + sorted(OPTIONAL_INDEX_ARRAYS)}")
+    return dtype
+
+
+def pack_boxes(boxes: np.ndarray) -> np.ndarray:
+    """(n, 4) (left, top, right, bottom) in [0, MAX_SIDE] -> (n,) uint64, as index/NNNNN.content_box.npy holds them."""
+    b = np.asarray(boxes, np.uint64).reshape(-1, 4)
+    return (b[:, 0] << np.uint64(48)) | (b[:, 1] << np.uint64(32)) | (b[:, 2] << np.uint64(16)) | b[:, 3]
+
+
+def unpack_boxes(packed: np.ndarray) -> np.ndarray:
+    """(n,) uint64 content boxes -> (n, 4) int64 (left, top, right, bottom)."""
+    p = np.asarray(packed, np.uint64)[:, None] >> np.array([48, 32, 16, 0], np.uint64)
+    return (p & np.uint64(0xFFFF)).astype(np.int64)
 
 
 class FormatError(Exception):

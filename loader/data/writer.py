@@ -36,6 +36,7 @@ class ShardWriter:
         self.width: list[int] = []
         self.height: list[int] = []
         self.phash: list[int] = []
+        self.content_box: list[tuple[int, int, int, int]] = []
         self._env: Any = None
         self._txn: Any = None
 
@@ -43,9 +44,18 @@ class ShardWriter:
         return len(self.width)
 
     def add(
-        self, image: bytes, tag_ids: Sequence[int], source: str, *, width: int, height: int, phash: int = 0
+        self,
+        image: bytes,
+        tag_ids: Sequence[int],
+        source: str,
+        *,
+        width: int,
+        height: int,
+        phash: int = 0,
+        content_box: Sequence[int] | None = None,
     ) -> None:
-        """Append the next record (key = its local index; raw tag ids stored sorted and unique)."""
+        """Append the next record (key = its local index; raw tag ids stored sorted and unique); content_box
+        (left, top, right, bottom) defaults to the whole image."""
         if self._env is None:
             if self.tmp.exists():
                 shutil.rmtree(self.tmp)
@@ -59,6 +69,7 @@ class ShardWriter:
         self.width.append(int(width))
         self.height.append(int(height))
         self.phash.append(int(phash))
+        self.content_box.append(tuple(content_box) if content_box is not None else (0, 0, int(width), int(height)))
 
     def abort(self) -> None:
         if self._txn is not None:
@@ -86,6 +97,7 @@ class ShardWriter:
             width=self.width,
             height=self.height,
             phash=self.phash,
+            content_box=fmt.pack_boxes(np.array(self.content_box, np.int64)),
         )
         if self.final.exists():  # left by a run killed between the rename and its caller's commit record
             shutil.rmtree(self.final)
@@ -95,16 +107,22 @@ class ShardWriter:
 
 
 def write_index(root: str | Path, name: str, **arrays: Any) -> None:
-    """A shard's index arrays (every name of format.INDEX_ARRAYS, as its dtype), each written atomically.
-    Alone, without records, it makes an index-only dataset (sampling and vocabulary tests and benchmarks)."""
-    if set(arrays) != set(fmt.INDEX_ARRAYS):
-        raise ValueError(f"index arrays {sorted(arrays)} must be exactly {sorted(fmt.INDEX_ARRAYS)}")
+    """A shard's index arrays (every name of format.INDEX_ARRAYS, any of format.OPTIONAL_INDEX_ARRAYS, as
+    their dtypes), each written atomically, the optional ones first: a shard whose required arrays exist has
+    all of its arrays. Alone, without records, it makes an index-only dataset (sampling and vocabulary
+    tests and benchmarks)."""
+    if not set(fmt.INDEX_ARRAYS) <= set(arrays) <= set(fmt.INDEX_ARRAYS) | set(fmt.OPTIONAL_INDEX_ARRAYS):
+        raise ValueError(
+            f"index arrays {sorted(arrays)} must be exactly {sorted(fmt.INDEX_ARRAYS)}, "
+            f"with any of {sorted(fmt.OPTIONAL_INDEX_ARRAYS)}"
+        )
     n = len(arrays["width"])
-    if len(arrays["tag_offsets"]) != n + 1 or len(arrays["height"]) != n or len(arrays["phash"]) != n:
+    per_image = [a for a in arrays if a not in ("tag_offsets", "tag_ids")]
+    if len(arrays["tag_offsets"]) != n + 1 or any(len(arrays[a]) != n for a in per_image):
         raise ValueError(f"shard {name}: index arrays disagree on the image count {n}")
     (Path(root) / fmt.INDEX_DIR).mkdir(parents=True, exist_ok=True)
-    for key, values in arrays.items():
-        fmt.save_npy_atomic(fmt.index_path(root, name, key), np.asarray(values, dtype=fmt.INDEX_ARRAYS[key]))
+    for key in sorted(arrays, key=lambda a: a in fmt.INDEX_ARRAYS):
+        fmt.save_npy_atomic(fmt.index_path(root, name, key), np.asarray(arrays[key], dtype=fmt.index_dtype(key)))
 
 
 def write_tags(root: str | Path, tags: Sequence[str], counts: NDArray[np.int64]) -> None:

@@ -98,7 +98,12 @@ class BatchSource(DecodeSource):
             box = np.empty((n, 4), np.float64)  # x0, y0, x1, y1 in float64 as PlanSource's, then float32 as its cast
             box[~real] = (0.0, 0.0, PLACEHOLDER_SIDE, PLACEHOLDER_SIDE)
             size, resize = self.image_size, self.resize_size
-            if real.any():
+            if real.any() and self.content_box:
+                box[real] = [
+                    turbo.centre_box_within(c, image_size=size, resize_size=resize)
+                    for c in self.store.dataset.content_boxes(indices[real]).tolist()
+                ]
+            elif real.any():
                 box[real] = [
                     turbo.centre_box(int(w), int(h), image_size=size, resize_size=resize)
                     for w, h in zip(widths, heights)

@@ -102,7 +102,11 @@ class PlanSource(DecodeSource):
         width, height = self.image_size_of(index)
         if not self.train:
             size = self.image_size
-            box = turbo.centre_box(width, height, image_size=size, resize_size=self.resize_size)
+            if self.content_box:
+                content = self.store.dataset.content_boxes(np.array([index]))[0]
+                box = turbo.centre_box_within(content, image_size=size, resize_size=self.resize_size)
+            else:
+                box = turbo.centre_box(width, height, image_size=size, resize_size=self.resize_size)
             if not self.decodes:
                 return np.frombuffer(image, np.uint8), np.array([index, *box], np.float64)
             try:

@@ -75,7 +75,8 @@ class SourceSettings:
     """What a decode source serves: plan positions [0, length) of `plan` from `store`, the first epoch starting at
     (base_epoch, base_position); train samples cropped by RandomResizedCrop (scale, ratio) keyed by (seed, epoch,
     partition, position) for a rank serving `serves` partitions of `share` samples a step; images of
-    `image_size` square (eval: resized to `resize_size`, default image_size * 256 / 224, then centre-cropped)."""
+    `image_size` square (eval: resized to `resize_size`, default image_size * 256 / 224, then centre-cropped; with
+    `content_box`, the centre crop of the image's content box inside uniform borders)."""
 
     store: ShardStore
     plan: Plan
@@ -91,6 +92,7 @@ class SourceSettings:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     image_size: int = 224
     resize_size: int | None = None
+    content_box: bool = False  # eval: the centre crop inside each image's content box (index content_box)
 
     def __post_init__(self) -> None:
         check_serving(self.serves, self.share)
@@ -119,6 +121,7 @@ class DecodeSource:
         self.base_position = int(s.base_position)
         self.image_size = int(s.image_size)
         self.resize_size = eval_resize_size(self.image_size, s.resize_size)
+        self.content_box = bool(s.content_box)  # eval: centre crop inside the content box (turbo.centre_box_within)
 
     @property
     def outputs(self) -> tuple[str, ...]:

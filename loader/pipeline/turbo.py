@@ -119,6 +119,16 @@ def box_resize(
     return out
 
 
+def centre_box_within(
+    content: tuple[int, int, int, int], *, image_size: int, resize_size: int
+) -> tuple[float, float, float, float]:
+    """centre_box of an image's content box (left, top, right, bottom: the part inside uniform borders), in
+    the image's own pixels: the eval crop of the content, as if the borders were never there."""
+    left, top, right, bottom = (int(v) for v in content)
+    x0, y0, x1, y1 = centre_box(right - left, bottom - top, image_size=image_size, resize_size=resize_size)
+    return x0 + left, y0 + top, x1 + left, y1 + top
+
+
 def centre_box(width: int, height: int, *, image_size: int, resize_size: int) -> tuple[float, float, float, float]:
     """The source box that torchvision's Resize(resize_size) + CenterCrop(image_size) keeps, in source
     pixels (fractional): the shorter side resized to resize_size, the longer to int(resize_size *

@@ -76,6 +76,45 @@ def build_worlds(tmp: Path) -> Worlds:
     return out
 
 
+# padded world: eval image -> (train image, how it was padded); train images 4.. are distinct images
+PADDED = {0: (0, "border 256"), 1: (1, "border 224 white"), 2: (2, "pillarbox blue"), 3: (3, "border 256")}
+N_PADDED_TRAIN = 8
+
+
+@dataclass(frozen=True)
+class PaddedWorlds:
+    train: Path  # padded copies (img2dataset's border mode, a pillarbox) among distinct images
+    eval: Path  # the unpadded originals (image 2 portrait), and distinct images
+
+
+def build_padded_worlds(tmp: Path) -> PaddedWorlds:
+    """Eval originals at their own size; train copies letterboxed/pillarboxed as downloaders store them."""
+    from tagstream.tools.convert.engine import convert
+    from tagstream.tools.dedup.quality import img2dataset_border
+
+    rng = np.random.default_rng(1)
+    originals = [Image.fromarray(photo_like(rng, *((120, 160) if i == 2 else (200, 150)))) for i in range(6)]
+    pads = {
+        "border 256": img2dataset_border(256),
+        "border 224 white": img2dataset_border(224, (255, 255, 255)),
+        "pillarbox blue": img2dataset_border(200, (30, 60, 160)),
+    }
+    train = [pads[how](originals[e], rng) for e, (_, how) in sorted(PADDED.items())]
+    train += [Image.fromarray(photo_like(rng, 200, 150)) for _ in range(N_PADDED_TRAIN - len(train))]
+    out = PaddedWorlds(tmp / "train", tmp / "eval")
+    convert(_source(tmp / "train_src", train), out.train, shard_size=5)
+    convert(_source(tmp / "eval_src", originals), out.eval, shard_size=4)
+    return out
+
+
+def drop_content_boxes(src: Path, dst: Path) -> Path:
+    """A copy of dataset `src` as converted before content boxes were stored (no index/*.content_box.npy)."""
+    shutil.copytree(src, dst)
+    for p in (dst / "index").glob("*.content_box.npy"):
+        p.unlink()
+    return dst
+
+
 def tiny_checkpoint(out_dir: Path, *, vocab: str, image_size: int = 32, classes: int = 3) -> Path:
     """A random-initialised regnet_y_tiny saved as a complete tagstream checkpoint (seeded): features that are
     the same for the same pixels, which is all the mechanics of the embedding method need."""

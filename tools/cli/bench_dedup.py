@@ -156,8 +156,9 @@ def bench_dedup(
     seed,
     as_json,
 ):
-    """Measure de-duplication. --method hash: recall of near copies (resize, JPEG, brightness, small crops;
-    larger crops and flips reported apart) and false-match rate among distinct images at each distance D,
+    """Measure de-duplication. --method hash: recall of near copies (resize, JPEG, brightness, small crops,
+    img2dataset's border padding at 256 and 224; larger crops, flips and padding hashed on the whole frame
+    reported apart) and false-match rate among distinct images at each distance D,
     the D chosen from them; then the join's time on --train x --eval hashes with the all-pairs rate.
     --method embed: heavy edits (crops 10-40 %, rotation, colour jitter, overlays, JPEG q30, grey, flips)
     planted among distractors, recall per edit for the hash and the embedding at the same false-match

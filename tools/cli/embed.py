@@ -41,7 +41,14 @@ from tagstream.loader.data import FormatError
     show_default=True,
     help="The checkpoint's trained weights, or their moving average (a run with optim.ema > 0).",
 )
-def embed(checkpoint, data, out, model, vocab, image_size, batch_size, workers, device, weights) -> None:
+@click.option(
+    "--content-box/--whole-frame",
+    default=False,
+    show_default=True,
+    help="Centre crop inside each image's content box (uniform borders cut, as `tagstream dedup` embeds), "
+    "or of the whole frame. Use --content-box for features given to `dedup --features`.",
+)
+def embed(checkpoint, data, out, model, vocab, image_size, batch_size, workers, device, weights, content_box) -> None:
     """Write the pooled penultimate features of every image, with the dataset indices, in dataset order.
 
     Under torchrun each rank embeds its share and writes a part; rank 0 joins the parts into OUT.
@@ -51,6 +58,7 @@ def embed(checkpoint, data, out, model, vocab, image_size, batch_size, workers, 
       tagstream embed --checkpoint runs/sqrt/step-000000300.pt --data ds --out emb.safetensors
       torchrun --standalone --nproc_per_node 8 -m tagstream.tools.cli embed \\
           --checkpoint c.pt --data ds --out emb.npy
+      tagstream embed --checkpoint c.pt --data ds --out train.npy --content-box   # for `dedup --features`
     """
     from tagstream.train.embed import EmbedConfig
     from tagstream.train.embed import embed as run_embed
@@ -67,6 +75,7 @@ def embed(checkpoint, data, out, model, vocab, image_size, batch_size, workers, 
             workers=workers,
             device=device,
             weights=weights,
+            content_box=content_box,
         )
         summary = run_embed(cfg)
     except (ValueError, FormatError) as exc:

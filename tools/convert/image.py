@@ -21,7 +21,7 @@ from tagstream.loader.data import MAX_PIXELS, storage
 from tagstream.loader.pipeline import turbo
 from tagstream.tools.convert.inputs import Item
 from tagstream.tools.convert.tags import canonical_tags
-from tagstream.tools.dedup.imagehash import phash_image
+from tagstream.tools.dedup.imagehash import content_phash
 
 REJECT_REASONS = (
     "bad_metadata",  # the metadata line could not be used
@@ -74,7 +74,8 @@ class Accepted:
     data: bytes  # the stored baseline JPEG
     width: int
     height: int
-    phash: int
+    phash: int  # of the content box
+    content_box: tuple[int, int, int, int]  # inside uniform borders (tools.dedup.borders): left, top, right, bottom
     reencoded: tuple[str, ...]  # why it was re-encoded; empty = stored byte-for-byte
 
 
@@ -241,12 +242,12 @@ def _store(img: Image.Image, data: bytes, options: ImageOptions) -> Accepted:
         scale = options.max_side / max(rgb.size)
         size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
         rgb = rgb.resize(size, Image.Resampling.LANCZOS)
-    phash = phash_image(rgb)
+    box, phash = content_phash(rgb)
     if kinds:
         buf = io.BytesIO()
         rgb.save(buf, "JPEG", quality=options.quality, progressive=False, optimize=False)
         data = buf.getvalue()
-    return Accepted(data, rgb.width, rgb.height, phash, tuple(kinds))
+    return Accepted(data, rgb.width, rgb.height, phash, box, tuple(kinds))
 
 
 def read_image_file(path: str, options: ImageOptions) -> bytes | Rejected:

@@ -215,7 +215,7 @@ def place(move: ShardMove) -> dict:
     if not move.relabel:
         entry = {k: move.part_state[k] for k in ("images", "bytes", "sha256")}
         if source.exists():
-            arrays = {a: np.load(fmt.index_path(part_dir, move.part_shard, a)) for a in fmt.INDEX_ARRAYS}
+            arrays = _index_arrays(part_dir, move.part_shard, [*fmt.INDEX_ARRAYS, *fmt.OPTIONAL_INDEX_ARRAYS])
             write_index(out, name, **arrays)
             if target.exists():
                 shutil.rmtree(target)
@@ -234,9 +234,16 @@ def place(move: ShardMove) -> dict:
     return slim(state)
 
 
+def _index_arrays(part_dir: Path, part_shard: str, names: list[str]) -> dict[str, np.ndarray]:
+    """A part's index arrays of one shard by name; an optional one the part lacks is left out."""
+    paths = {a: fmt.index_path(part_dir, part_shard, a) for a in names}
+    return {a: np.load(p) for a, p in paths.items() if a in fmt.INDEX_ARRAYS or p.exists()}
+
+
 def _relabel(part_dir: Path, part_shard: str, out: Path, shard: int, tag_map: np.ndarray) -> dict:
     """Rewrite a part's shard under OUT with global tag ids; returns its manifest entry."""
-    index = {a: np.load(fmt.index_path(part_dir, part_shard, a)) for a in ("width", "height", "phash")}
+    index = _index_arrays(part_dir, part_shard, ["width", "height", "phash", *fmt.OPTIONAL_INDEX_ARRAYS])
+    boxes = fmt.unpack_boxes(index["content_box"]) if "content_box" in index else None
     writer = ShardWriter(out, shard)
     env = fmt.open_env(fmt.shard_path(part_dir, part_shard))
     try:
@@ -252,6 +259,7 @@ def _relabel(part_dir: Path, part_shard: str, out: Path, shard: int, tag_map: np
                     width=int(index["width"][i]),
                     height=int(index["height"][i]),
                     phash=int(index["phash"][i]),
+                    content_box=boxes[i].tolist() if boxes is not None else None,
                 )
         return writer.commit()
     finally:

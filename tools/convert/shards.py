@@ -39,7 +39,15 @@ class ConvertShard(ShardWriter):
         self.reencoded: Counter[str] = Counter()
 
     def add_image(self, image: Accepted, tag_ids: list[int], source: str) -> None:
-        self.add(image.data, tag_ids, source, width=image.width, height=image.height, phash=image.phash)
+        self.add(
+            image.data,
+            tag_ids,
+            source,
+            width=image.width,
+            height=image.height,
+            phash=image.phash,
+            content_box=image.content_box,
+        )
         self.reencoded.update(image.reencoded)
         if image.reencoded:
             self.reencoded["images"] += 1

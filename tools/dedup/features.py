@@ -164,6 +164,7 @@ def embed_dataset(dataset: str | Path, options: EmbedOptions, workdir: str | Pat
             workers=options.workers,
             device=options.device,
             progress=False,
+            content_box=True,  # borders cut, as for the pHash: a letterboxed copy embeds like its original
         ),
         rank=0,
         world=1,

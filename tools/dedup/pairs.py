@@ -20,7 +20,9 @@ from numpy.typing import NDArray
 from tagstream.kernels.phash import hamming
 from tagstream.loader.data import format as fmt
 
-PAIRS_HEADER = "train_index\teval_dataset\teval_index\tdistance\tsimilarity\texact\tmirrored\thash\tembed\n"
+_COLUMNS = "train_index\teval_dataset\teval_index\tdistance\tsimilarity\texact\tmirrored\thash\tembed"
+# the content boxes each side was hashed in, "left,top,right,bottom"; files written before them lack the columns
+PAIRS_HEADER = _COLUMNS + "\ttrain_box\teval_box\n"
 
 
 @dataclass(frozen=True)
@@ -91,15 +93,19 @@ def merge(
     )
 
 
-def write_pairs(path: Path, results: Sequence[Pairs], labels: Sequence[str]) -> None:
+def write_pairs(path: Path, results: Sequence[Pairs], labels: Sequence[str], boxes: Sequence[tuple]) -> None:
+    """One line per pair; boxes: per evaluation set, (train boxes, eval boxes), each (pairs, 4), pair order."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(PAIRS_HEADER)
-        for p, label in zip(results, labels):
+        for p, label, (tb, eb) in zip(results, labels, boxes):
             columns = (p.train, p.eval, p.distance, p.similarity, p.exact, p.mirrored, p.by_hash, p.by_embed)
-            for i, j, d, s, x, m, h, e in zip(*(c.tolist() for c in columns)):
+            for i, j, d, s, x, m, h, e, bt, be in zip(*(c.tolist() for c in columns), tb.tolist(), eb.tolist()):
                 sim = "" if math.isnan(s) else f"{s:.6f}"
-                f.write(f"{i}\t{label}\t{j}\t{d}\t{sim}\t{int(x)}\t{int(m)}\t{int(h)}\t{int(e)}\n")
+                f.write(
+                    f"{i}\t{label}\t{j}\t{d}\t{sim}\t{int(x)}\t{int(m)}\t{int(h)}\t{int(e)}"
+                    f"\t{','.join(map(str, bt))}\t{','.join(map(str, be))}\n"
+                )
     tmp.replace(path)
 
 
@@ -113,17 +119,32 @@ class PairRow(NamedTuple):
     mirrored: bool
     by_hash: bool
     by_embed: bool
+    train_box: tuple[int, ...] | None = None  # None: a pairs file written before the boxes
+    eval_box: tuple[int, ...] | None = None
 
 
 def read_pairs(path: str | Path) -> list[PairRow]:
     """Parse a pairs file back into its rows."""
     rows = []
     with open(path, encoding="utf-8") as f:
-        if f.readline() != PAIRS_HEADER:
+        if f.readline() not in (PAIRS_HEADER, _COLUMNS + "\n"):
             raise fmt.FormatError(f"{path}: not a tagstream dedup pairs file (header differs)")
         for line in f:
-            i, label, j, d, s, x, m, h, e = line.rstrip("\n").split("\t")
+            i, label, j, d, s, x, m, h, e, *b = line.rstrip("\n").split("\t")
+            tb, eb = (tuple(int(v) for v in box.split(",")) for box in b) if b else (None, None)
             rows.append(
-                PairRow(int(i), label, int(j), int(d), float(s) if s else None, x == "1", m == "1", h == "1", e == "1")
+                PairRow(
+                    int(i),
+                    label,
+                    int(j),
+                    int(d),
+                    float(s) if s else None,
+                    x == "1",
+                    m == "1",
+                    h == "1",
+                    e == "1",
+                    tb,
+                    eb,
+                )
             )
     return rows

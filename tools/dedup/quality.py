@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageEnhance
 
 from tagstream.kernels.phash import hamming
-from tagstream.tools.dedup.imagehash import phash_image
+from tagstream.tools.dedup.imagehash import content_phash, phash_image
 from tagstream.tools.synth.draw import photo_like
 
 Edit = Callable[[Image.Image, np.random.Generator], Image.Image]
@@ -49,6 +49,26 @@ def cropper(low: float, high: float) -> Edit:
     return crop
 
 
+def img2dataset_border(size: int, fill: tuple[int, int, int] = (0, 0, 0)) -> Edit:
+    """img2dataset's `--resize_mode border --image_size SIZE` (its defaults: border, 256): the longer side
+    resized to SIZE (area filter down, Lanczos up: its cv2 INTER_AREA / INTER_LANCZOS4), centred on a SIZE x
+    SIZE canvas of `fill` (albumentations' PadIfNeeded, odd pixel after the content), JPEG q95 (its
+    --encode_quality). img2dataset asks for white; albumentations releases that ignore PadIfNeeded's `value`
+    pad black, which is what the issue's downloads held."""
+
+    def border(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+        scale = size / max(img.size)
+        w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
+        resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.LANCZOS
+        canvas = Image.new("RGB", (size, size), fill)
+        canvas.paste(img.resize((w, h), resample), ((size - w) // 2, (size - h) // 2))
+        buf = io.BytesIO()
+        canvas.save(buf, format="JPEG", quality=95)
+        return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+    return border
+
+
 def _flip(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
@@ -66,6 +86,9 @@ EDITS: dict[str, tuple[Edit, bool]] = {
     "brightness +-10%": (_brightness, True),
     "crop <=5%": (cropper(0.0, 0.05), True),
     "all four": (_combined, True),
+    "border 256": (img2dataset_border(256), True),
+    "border 224": (img2dataset_border(224), True),
+    "border 224 white": (img2dataset_border(224, (255, 255, 255)), True),
     "crop 5-20%": (cropper(0.05, 0.20), False),
     "flip": (_flip, False),
 }
@@ -109,13 +132,17 @@ class Quality:
         return (max(within) if within else 0), False
 
 
-def _hash_all(imgs: list[Image.Image]) -> NDArray[np.uint64]:
-    return np.array([phash_image(img) for img in imgs], np.uint64)
+# the border families hashed on their whole frame too, as before content boxes (reported only, for comparison)
+UNCROPPED = {f"{f}, no crop": f for f in EDITS if f.startswith("border")}
+
+
+def _hash_all(imgs: list[Image.Image], *, crop: bool = True) -> NDArray[np.uint64]:
+    return np.array([content_phash(img)[1] if crop else phash_image(img) for img in imgs], np.uint64)
 
 
 def measure(*, images: int, size: tuple[int, int] = (500, 375), seed: int = 0) -> Quality:
     """Make `images` distinct photo-like originals, edit each once per family (seeded), hash everything
-    with the conversion's recipe (tools.imagehash.phash_image)."""
+    with the conversion's recipe (tools.dedup.imagehash.content_phash: inside the content box)."""
     if images < 2:
         raise ValueError(f"images={images!r}: need at least 2 to form distinct pairs")
     rng = np.random.default_rng(seed)
@@ -126,6 +153,9 @@ def measure(*, images: int, size: tuple[int, int] = (500, 375), seed: int = 0) -
     for f, edit in MIRRORED.items():
         he = _hash_all([edit(img, rng) for img in originals])
         near[f] = np.minimum(hamming(h0, he), hamming(hm, he))
+    whole = _hash_all(originals, crop=False)
+    for f, family in UNCROPPED.items():
+        near[f] = hamming(whole, _hash_all([EDITS[family][0](img, rng) for img in originals], crop=False))
     iu, ju = np.triu_indices(images, k=1)
     distinct = hamming(h0[iu], h0[ju])
     return Quality("dct64", 64, images, size, near, distinct, np.minimum(distinct, hamming(h0[iu], hm[ju])))
@@ -141,7 +171,7 @@ def table(q: Quality, distances: range) -> str:
         lines.append(f"{label:<28}" + "".join(f"{q.recall(f, d):7.3f}" for d in distances))
     lines.append(f"{'false-match rate':<28}" + "".join(f"{q.false_match_rate(d):7.0e}" for d in distances))
     lines.append(f"{'false matches':<28}" + "".join(f"{int(np.sum(q.distinct <= d)):7d}" for d in distances))
-    for f in MIRRORED:
+    for f in [*MIRRORED, *UNCROPPED]:
         lines.append(f"{f + ' *':<28}" + "".join(f"{q.recall(f, d):7.3f}" for d in distances))
     lines.append(
         f"{'false-match rate, --mirrors':<28}"

@@ -66,8 +66,17 @@ def format_summary(s: dict) -> str:
         f"({100 * s['excluded_fraction']:.3f}%), {rule}"
         f"{', same bytes checked' if s['exact_bytes_checked'] else ''}{', mirrors too' if s['mirrors'] else ''}"
     ]
+    if s.get("train_bordered") is None:
+        lines.append(
+            "  TRAIN has no content boxes (converted before they were stored): its whole frames were hashed, so "
+            "copies with added borders can be missed; convert it again to hash inside the borders"
+        )
+    else:
+        lines.append(f"  TRAIN: {s['train_bordered']:,} images with uniform borders, hashed inside them")
     for e in s["against"]:
         how = "; ".join(x for x in (e.get("hash_join"), e.get("index")) if x)
+        if "content_boxes" in e:
+            how += f"; content boxes {e['content_boxes']}, {e['bordered']:,} with borders"
         lines.append(
             f"  vs {e['label']} ({e['images']:,} images): {e['pairs']:,} pairs ({e['hash_pairs']:,} by hash, "
             f"{e['embed_pairs']:,} by embedding, {e['exact_pairs']:,} same bytes, {e['mirrored_pairs']:,} mirrored), "

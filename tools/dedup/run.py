@@ -1,6 +1,9 @@
 """De-duplicate a training dataset against evaluation datasets: mask every training image that is a near
 copy of an evaluation image, by perceptual hash (distance <= D), by embedding (cosine >= t, faiss kNN
-join) or both, and every exact copy (same stored bytes).
+join) or both, and every exact copy (same stored bytes). Hashes are of each image's content box (inside
+uniform borders, tools.dedup.borders): a training set converted before the boxes were stored is joined
+by its whole-frame hashes as they are (the summary says so: reconvert it to find padded copies); an
+evaluation set without them has its boxes found and hashes made by decoding it once.
 
 Writes, under TRAIN/masks/: NAME.npy (bool (N,), True = excluded; no data is deleted), NAME.pairs.tsv
 (one line per matched pair, whichever methods found it) and NAME.summary.json (with the contamination
@@ -20,7 +23,7 @@ from tagstream.kernels import dedup as kdedup
 from tagstream.loader.data import Dataset, write_mask
 from tagstream.loader.data import format as fmt
 from tagstream.tools.dedup.features import EmbedMethod, embed_dataset, open_features
-from tagstream.tools.dedup.hashing import DEFAULT_MAX_DISTANCE, exact_pairs, mirror_hashes
+from tagstream.tools.dedup.hashing import DEFAULT_MAX_DISTANCE, bordered, eval_hashes, exact_pairs
 from tagstream.tools.dedup.knn import cosine_join
 from tagstream.tools.dedup.pairs import mask_paths, merge, write_pairs
 from tagstream.tools.dedup.report import contamination
@@ -105,16 +108,15 @@ def run_dedup(
     exacts = (
         exact_pairs(train_ds, eval_ds) if exact else [(np.zeros(0, np.int64), np.zeros(0, np.int64))] * len(eval_ds)
     )
-    results, per_eval = [], []
+    results, boxes, per_eval = [], [], []
     mask = np.zeros(train_ds.num_images, np.bool_)
     for e, (ds, label, ex) in enumerate(zip(eval_ds, labels, exacts)):
-        h = np.ascontiguousarray(ds.global_array("phash"))
-        hash_found, hm, embed_found, similarity_of, entry = [], None, None, None, {}
+        h, hm, eval_boxes, boxes_from = eval_hashes(ds, mirrors=mirrors and method != "embed")
+        hash_found, embed_found, similarity_of, entry = [], None, None, {}
         if method in ("hash", "both"):
             *direct, entry["hash_join"] = kdedup.join(train_hash, h, max_distance)
             hash_found.append(direct)
-            if mirrors:
-                hm = mirror_hashes(ds)
+            if hm is not None:
                 hash_found.append(kdedup.join(train_hash, hm, max_distance)[:3])
         if method in ("embed", "both"):
             ev = eval_feats[e].dense()
@@ -132,12 +134,15 @@ def run_dedup(
             similarity_of=similarity_of,
         )
         results.append(pairs)
+        boxes.append((train_ds.content_boxes(pairs.train), eval_boxes[pairs.eval]))
         mask[pairs.train] = True
         per_eval.append(
             {
                 "path": str(ds.root),
                 "label": label,
                 "images": ds.num_images,
+                "content_boxes": boxes_from,
+                "bordered": _bordered_boxes(ds, eval_boxes),
                 **entry,
                 "pairs": len(pairs),
                 "hash_pairs": int(pairs.by_hash.sum()),
@@ -151,12 +156,13 @@ def run_dedup(
         )
     mask_path, pairs_path, summary_path = mask_paths(train_ds.root, name)
     mask_path.parent.mkdir(parents=True, exist_ok=True)
-    write_pairs(pairs_path, results, labels)
+    write_pairs(pairs_path, results, labels, boxes)
     write_mask(train_ds.root, name, mask)
     summary = {
         "name": name,
         "train": str(train_ds.root),
         "train_images": train_ds.num_images,
+        "train_bordered": bordered(train_ds),  # None: no content boxes stored, whole frames hashed
         "method": method,
         "max_distance": max_distance if method != "embed" else None,
         "threshold": embedding.threshold if method != "hash" else None,
@@ -177,6 +183,12 @@ def run_dedup(
         )
     fmt.write_json_atomic(summary_path, summary)
     return summary
+
+
+def _bordered_boxes(ds: Dataset, boxes: np.ndarray) -> int:
+    whole = (boxes[:, 0] == 0) & (boxes[:, 1] == 0)
+    whole &= (boxes[:, 2] == ds.global_array("width")) & (boxes[:, 3] == ds.global_array("height"))
+    return int((~whole).sum())
 
 
 def _similarity(train_feats, eval_vectors):

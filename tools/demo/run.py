@@ -329,7 +329,21 @@ def run_demo(
     write_json_atomic(root / "results.json", strict_json(out_json))
     (root / "results.md").write_text(format_results(out_json), encoding="utf-8")
     echo(format_results(out_json))
+    echo(outputs_note(root, out_json["plots"]))
     return out_json
+
+
+def outputs_note(root: Path, plots: list[str]) -> str:
+    """The closing lines: where the demo left what it made."""
+    return "\n".join(
+        [
+            f"outputs in {root.resolve()}/",
+            "  results.md, results.json   the table above and every number behind it",
+            f"  {', '.join(plots)}",
+            f"  runs/{{{','.join(RUNS)}}}/   the pretraining runs (checkpoints, metrics.jsonl)",
+            "  hashtags/                  the converted dataset (tagstream inspect / train / dedup take it)",
+        ]
+    )
 
 
 def _se(p: float, n: int) -> float:

@@ -101,6 +101,26 @@ def _rejects_section(ds: Dataset, *, top: int) -> dict:
     }
 
 
+def _borders_section(ds: Dataset, *, top: int) -> dict:
+    """Images with uniform borders (letterbox, pillarbox, a flat frame): their content boxes, which the
+    pHash was taken inside (index/NNNNN.content_box.npy); a dataset converted before them has none."""
+    from tagstream.loader.data import format as fmt
+
+    if not all(ds.has_index_array(k, "content_box") for k in range(len(ds.shards))):
+        return {"content_boxes": "none stored (converted before them: pHashes are of whole frames)"}
+    bordered, examples = 0, []
+    for k in range(len(ds.shards)):
+        box = fmt.unpack_boxes(ds.index_array(k, "content_box"))
+        w, h = np.asarray(ds.index_array(k, "width")), np.asarray(ds.index_array(k, "height"))
+        hit = np.flatnonzero((box[:, 0] > 0) | (box[:, 1] > 0) | (box[:, 2] < w) | (box[:, 3] < h))
+        for i in hit[: max(0, min(top, 5) - len(examples))].tolist():
+            examples.append(
+                {"image": int(ds.shard_starts[k]) + i, "size": f"{w[i]}x{h[i]}", "content_box": box[i].tolist()}
+            )
+        bordered += int(hit.size)
+    return {"content_boxes": "stored", "bordered_images": bordered, "examples": examples}
+
+
 def _masks_section(ds: Dataset, *, top: int) -> dict:
     """Each mask (masks/NAME.npy, e.g. from `tagstream dedup`) and how many images it excludes."""
     return {
@@ -116,6 +136,7 @@ SECTIONS: dict[str, Callable[..., dict]] = {
     "image_sizes": _sizes_section,
     "tags": _tags_section,
     "rejects": _rejects_section,
+    "borders": _borders_section,
     "masks": _masks_section,
 }
 

@@ -66,10 +66,11 @@ def _read_tags(root: Path) -> tuple[int | None, str | None]:
 
 def _check_index(root: Path, name: str, images: int) -> tuple[dict[str, np.ndarray], list[str]]:
     arrays, problems = {}, []
-    for array, dtype in fmt.INDEX_ARRAYS.items():
+    for array, dtype in {**fmt.INDEX_ARRAYS, **fmt.OPTIONAL_INDEX_ARRAYS}.items():
         path = fmt.index_path(root, name, array)
         if not path.exists():
-            problems.append(f"missing index file {path.name}")
+            if array in fmt.INDEX_ARRAYS:  # an optional one is absent from datasets written before it
+                problems.append(f"missing index file {path.name}")
             continue
         try:
             a = np.load(path, mmap_mode="r")
@@ -80,7 +81,7 @@ def _check_index(root: Path, name: str, images: int) -> tuple[dict[str, np.ndarr
             problems.append(f"index file {path.name} has dtype {a.dtype} shape {a.shape}, expected 1-d {dtype}")
             continue
         arrays[array] = a
-    for array in ("width", "height", "phash"):
+    for array in ("width", "height", "phash", *fmt.OPTIONAL_INDEX_ARRAYS):
         if array in arrays and len(arrays[array]) != images:
             problems.append(
                 f"count mismatch: index {array} has {len(arrays[array])} entries, manifest says {images} images"
@@ -91,6 +92,13 @@ def _check_index(root: Path, name: str, images: int) -> tuple[dict[str, np.ndarr
             fmt.check_image_sizes(arrays["width"], arrays["height"], "index")
         except fmt.FormatError as exc:
             problems.append(str(exc))
+    if {"content_box", "width", "height"} <= set(arrays):
+        box = fmt.unpack_boxes(arrays["content_box"])
+        bad = (box[:, 0] >= box[:, 2]) | (box[:, 1] >= box[:, 3]) | (box[:, 2] > arrays["width"])
+        bad |= box[:, 3] > arrays["height"]
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            problems.append(f"index content_box of image {i} is {box[i].tolist()}, not inside its frame")
     if "tag_offsets" in arrays:
         off = arrays["tag_offsets"]
         if len(off) != images + 1:

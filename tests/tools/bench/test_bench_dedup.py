@@ -12,7 +12,8 @@ from PIL import Image
 from tagstream.kernels.phash import hamming
 from tagstream.tools.bench.dedup import planted_hashes
 from tagstream.tools.cli import main
-from tagstream.tools.dedup.quality import EDITS, MIRRORED, Quality, measure
+from tagstream.tools.dedup.borders import content_box
+from tagstream.tools.dedup.quality import EDITS, MIRRORED, UNCROPPED, Quality, measure
 
 TINY = [
     "--images",
@@ -103,14 +104,23 @@ def test_edits_change_the_image_as_documented():
             assert 160 <= out.width <= 190 and 80 <= out.height <= 95
         if name.startswith("resize"):
             assert 100 <= out.width <= 400 and out.width / out.height == pytest.approx(2, rel=0.05)
+        if name.startswith("border"):  # img2dataset's border mode: 2:1 fitted in the square, bars above and below
+            side, fill = (256, 0) if name == "border 256" else (224, 255 if "white" in name else 0)
+            a = np.asarray(out, np.int16)
+            bar = (side - side // 2) // 2
+            assert out.size == (side, side) and np.abs(a[: bar - 2] - fill).max() <= 8
+            assert np.abs(a[side // 2] - (90, 120, 150)).max() <= 8
+            assert content_box(np.asarray(out)) == (0, bar, side, bar + side // 2)
 
 
 def test_measure_separates_copies_from_distinct_images():
     q = measure(images=8, size=(96, 72), seed=2)
-    assert q.distinct.size == 28 and set(q.near) == set(EDITS) | set(MIRRORED)
+    assert q.distinct.size == 28 and set(q.near) == set(EDITS) | set(MIRRORED) | set(UNCROPPED)
     assert np.median(q.near["jpeg q50-95"]) < np.median(q.distinct)
     assert np.all(q.near["flip, --mirrors"] == 0)  # a pure flip is its original's mirror hash exactly
     assert np.median(q.near["flip"]) > 10
+    for family, whole in ((f, w) for w, f in UNCROPPED.items()):  # hashed inside the bars: near their originals
+        assert q.near[family].max() <= 10 < np.median(q.near[whole]), family
     assert np.all(q.distinct_mirrored <= q.distinct)
     with pytest.raises(ValueError, match="images"):
         measure(images=1)

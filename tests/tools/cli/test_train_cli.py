@@ -183,8 +183,20 @@ def test_user_errors_get_clear_messages(world, reference, tmp_path):
     for args, message in cases:
         result = runner.invoke(cli, args)
         assert result.exit_code == 1 and message in result.output, (args, result.output)
-    result = runner.invoke(cli, _args(world, tmp_path / "e"), env={"WORLD_SIZE": "3", "RANK": "0"})
+    result = runner.invoke(cli, _args(world, tmp_path / "e" / "run"), env={"WORLD_SIZE": "3", "RANK": "0"})
     assert result.exit_code == 1 and "batch.global_size=32 is not divisible by world size 3" in result.output
+    assert not any(tmp_path.iterdir())  # no refused run left a run directory (nor the folder above one)
+    assert (ref / ".lock").exists() and (ref / "config.json").exists()  # a refused run leaves another's alone
+
+
+def test_a_missing_vocab_names_the_option_and_the_command(world, tmp_path):
+    args = [a for a in _args(world, tmp_path / "run") if a not in ("--vocab", "v1")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and not (tmp_path / "run").exists()
+    assert result.output.strip().splitlines() == [
+        "Error: data.vocab is required: give --vocab NAME; build one with `tagstream vocab DATASET --name NAME` "
+        "(or set it in the recipe, or --set data.vocab=...)"
+    ]
 
 
 def test_mask_option_reaches_the_config():

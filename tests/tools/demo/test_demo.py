@@ -54,6 +54,9 @@ def test_demo_cli_end_to_end_tiny(tmp_path):
     for plot in results["plots"]:
         assert (out / plot).stat().st_size > 1000
     assert "| hashtags, sqrt sampling |" in (out / "results.md").read_text()
+    tail = res.output.strip().splitlines()[-5:]  # it ends by saying where everything is
+    assert tail[0] == f"outputs in {out.resolve()}/" and "results.md, results.json" in tail[1]
+    assert all(p in tail[2] for p in results["plots"]) and tail[3].startswith("  runs/{natural,sqrt}/")
     for key in ("random", "natural", "sqrt"):  # low-shot probes: every k of the size, SHOT_SEEDS draws each
         low = results["low_shot"][key]
         assert list(low) == [str(k) for k in s.shots]
