@@ -29,7 +29,7 @@ from tagstream.kernels.crops import ratio_args, stream_prefixes, train_windows_k
 from tagstream.loader.data import format as fmt
 from tagstream.loader.pipeline import turbo
 from tagstream.loader.pipeline.source import PLACEHOLDER_SIDE, DecodeSource, SourceSettings, placeholder_jpeg
-from tagstream.loader.sampling.partitions import stream_keys
+from tagstream.loader.sampling.partitions import partition_positions
 
 # the decoder's inputs, each one array per batch: in batch mode an output costs per batch, not per
 # sample, so the source hands over what the operators take instead of one array that DALI's CPU
@@ -119,8 +119,8 @@ class BatchSource(DecodeSource):
         self, epoch: int, start: int, widths: NDArray[np.int64], heights: NDArray[np.int64]
     ) -> NDArray[np.int64]:
         """(x, y, w, h, flip) rows of plan positions start, start + 1, ... of `epoch` (images widths x heights),
-        each keyed by (partition, position in the partition's plan) (loader/sampling/partitions.py stream_keys)."""
-        partitions, positions = stream_keys(self.rank, self.serves, self.share, start, start + widths.shape[0])
+        each keyed by (partition, position in the partition's plan) (loader/sampling/partitions.py partition_positions)."""
+        partitions, positions = partition_positions(self.rank, self.serves, self.share, start, start + widths.shape[0])
         out = np.empty((widths.shape[0], 5), np.int64)
         train_windows_keyed(
             widths, heights, positions, stream_prefixes(self.seed, epoch, partitions), self.scale, self.ratio, out
