@@ -19,10 +19,10 @@ from numpy.typing import NDArray
 from tagstream.kernels.assign import Packing, pack_shard_sums, partition_loads
 from tagstream.kernels.counts import class_weight_sums
 from tagstream.kernels.plan import PartitionTable, plan_length, plan_slice, table_from_pool
-from tagstream.kernels.weights import COMBINES, sampling_power
+from tagstream.kernels.weights import sampling_power
 from tagstream.loader.sampling.cache import SamplingCache
 from tagstream.loader.sampling.eligible import Eligibility, RangeEligibility, as_eligibility, eligibility
-from tagstream.loader.sampling.partitions import check_layout, rank_positions, served
+from tagstream.loader.sampling.partitions import check_layout, check_serving, rank_positions, served
 from tagstream.loader.sampling.range_weights import RangeWeights
 from tagstream.loader.sampling.summary import SamplingSummary, compute_summary
 
@@ -61,20 +61,17 @@ class RankSampler:
     ):
         if world < 1 or not 0 <= rank < world:
             raise ValueError(f"rank={rank} must be in [0, world={world}) with world >= 1")
-        if not replacement and sampling_power(sampling) is not None:
-            raise ValueError(f"replacement=False needs sampling='natural' (a permutation), got sampling={sampling!r}")
         self.partitions = world if partitions is None else int(partitions)
         if self.partitions < world or self.partitions % world:
             check_layout(self.partitions, world, 1)  # raises, naming the world sizes that work
         serves = self.partitions // world
-        if serves > 1 and (share is None or share < 1):
-            raise ValueError(
-                f"a rank serving {serves} partitions needs share >= 1 (samples per partition per step), got {share}"
-            )
+        check_serving(serves, share)
         self.dataset, self.vocab = dataset, vocab
         self.sampling, self.combine, self.seed, self.rank, self.world = sampling, combine, seed, rank, world
         self.replacement, self.share = replacement, share if serves > 1 else None
         self.source = sampling_source(dataset, vocab, sampling=sampling, combine=combine, eligible=eligible)
+        if not replacement and self.source.power is not None:
+            raise ValueError(f"replacement=False needs sampling='natural' (a permutation), got sampling={sampling!r}")
         self.timings: dict[str, float] = {}
         self.cache_hits: dict[str, bool] = {}
         entry = cache_entry(self.source, sampling) if cache else None
@@ -222,9 +219,8 @@ def sampling_source(
     combine: str,
     eligible: RangeEligibility | NDArray[np.bool_] | None,
 ) -> RangeWeights:
-    """The weights of any image range under this rule (masks checked here, once)."""
-    if combine not in COMBINES:
-        raise ValueError(f"combine={combine!r} is not one of {COMBINES}")
+    """The weights of any image range under this rule: the sampling string parsed into its power here, once (the
+    combine rule is checked by RangeWeights, the masks by the eligibility rule)."""
     rule = as_eligibility(eligible, dataset.num_images)
     if isinstance(rule, Eligibility):
         rule.check(dataset)
