@@ -96,11 +96,12 @@ class LoaderConfig:
     # DALI's CPU decoder and resize in the pipeline; "auto" = turbo when its extension is built
     cpu_decoder: str = "auto"
     # a dataset given as a URL (s3://, gs://, ...): its local mirror goes under cache_dir (default
-    # ~/.cache/tagstream/datasets), holding at most cache_limit bytes of shards (0 = no limit); loader/data/cache.py
+    # ~/.cache/tagstream/datasets), holding at most cache_limit bytes of shards (0 = no limit); loader/data/cache.py;
+    # verify_shards' stamps go under cache_dir/verified (default ~/.cache/tagstream/verified)
     cache_dir: str | None = None
     cache_limit: int = 0
     # a local shard's whole content checked against the manifest's sha256 before its first read on this machine
-    # (once: a stamp under ~/.cache/tagstream/verified); False: its size and LMDB meta page only (a URL's shards
+    # (once: a stamp under cache_dir/verified, by default ~/.cache/tagstream/verified); False: its size and LMDB meta page only (a URL's shards
     # are always checked as they download)
     verify_shards: bool = False
 

@@ -47,7 +47,9 @@ class DataConfig:
     prefetch: int = 2
     cpu_decoder: str = "auto"  # CPU runs: auto | turbo (the workers decode the crop window) | dali
     antialias: bool = True  # train resize antialiased when shrinking (as torchvision on PIL images)
-    cache_dir: str = ""  # a URL dataset's local mirror and shard cache; "" = ~/.cache/tagstream/datasets
+    # a URL dataset's local mirror and shard cache, and verify_shards' stamps (under verified/);
+    # "" = ~/.cache/tagstream/datasets (stamps: ~/.cache/tagstream/verified)
+    cache_dir: str = ""
     cache_limit: int = 0  # bytes of shards the cache may hold (all ranks sharing cache_dir); 0 = no limit
     verify_shards: bool = (
         False  # check each local shard's sha256 once per machine before reading it (loader/data/store.py)
