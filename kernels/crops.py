@@ -1,6 +1,6 @@
 """Random-resized-crop windows and flip bits for a whole batch in one call: the same numbers as
 loader/pipeline/augment.py's per-sample `train_params` (torchvision's RandomResizedCrop with our counter-based
-RNG), bit for bit, at ~0.1 µs a sample instead of ~10 µs of Python.
+RNG), bit for bit, in one compiled call instead of a Python call per sample (the costs: docs/costs.md).
 
 Sample i's stream key is splitmix64(prefix ^ position_i), where `prefix` folds (seed, epoch, partition)
 exactly as augment.CounterRNG does; draw k of a stream is splitmix64(key ^ k·gamma), k = 1, 2, ...

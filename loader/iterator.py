@@ -1,6 +1,6 @@
 """DaliLoader: the PyTorch-facing iterator of one rank over a DALI pipeline, with epochs, exact resume
 and targets built in the main process from the batch's indices; the pipeline is rebuilt (workers
-restarted, ~1 s) only when the requested (epoch, step) is not where the running pipeline stands."""
+restarted, a cost of seconds: docs/costs.md) only when the requested (epoch, step) is not where the running pipeline stands."""
 
 from __future__ import annotations
 

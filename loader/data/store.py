@@ -171,7 +171,7 @@ class ShardStore:
             self._fds = {}
         env = self._envs.get(shard)
         if env is not None:
-            # once per call (a sample on the CPU path, a shard's share of a batch on the batch path), ~1-2 us:
+            # once per call (a sample on the CPU path, a shard's share of a batch on the batch path; docs/costs.md):
             # a file truncated under LMDB's map would kill this process with SIGBUS at the next read past its
             # end; seen here, it is an error naming the shard (only a truncation racing this very read is not)
             size = os.fstat(self._fds[shard]).st_size
@@ -202,7 +202,8 @@ class ShardStore:
         return sorted(self._envs) if self._pid == os.getpid() else []
 
     def locate(self, index: int) -> tuple[int, int]:
-        """Global index -> (shard number, local index); per sample, so bisect on a list, not NumPy (~10x faster)."""
+        """Global index -> (shard number, local index); per sample, so bisect on a list, not NumPy's searchsorted
+        (slower for one element: docs/costs.md)."""
         index = int(index)
         if not 0 <= index < self.dataset.num_images:
             raise IndexError(f"image index {index} out of range [0, {self.dataset.num_images})")

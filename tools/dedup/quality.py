@@ -1,5 +1,5 @@
 """How well the perceptual hash separates near copies from distinct images: recall and false-match rate per
-Hamming distance, on photo-like synthetic images (tools.synth_draw.photo_like) and seeded random edits.
+Hamming distance, on photo-like synthetic images (tools/synth/draw.py photo_like) and seeded random edits.
 
 The trade-off: synthetic 1/f images with flat shapes stand in for photos, so no data set is needed and the
 run is reproducible, but real photo collections hold more look-alike images (same scene, same layout),
@@ -115,7 +115,7 @@ def _hash_all(imgs: list[Image.Image]) -> NDArray[np.uint64]:
 
 def measure(*, images: int, size: tuple[int, int] = (500, 375), seed: int = 0) -> Quality:
     """Make `images` distinct photo-like originals, edit each once per family (seeded), hash everything
-    with the conversion's recipe (tools.imagehash.phash_image)."""
+    with the conversion's recipe (tools/dedup/imagehash.py phash_image)."""
     if images < 2:
         raise ValueError(f"images={images!r}: need at least 2 to form distinct pairs")
     rng = np.random.default_rng(seed)
