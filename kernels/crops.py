@@ -1,11 +1,11 @@
 """Random-resized-crop windows and flip bits for a whole batch in one call: the same numbers as
 loader/pipeline/augment.py's per-sample `train_params` (torchvision's RandomResizedCrop with our counter-based
-RNG), bit for bit, at ~0.1 µs a sample instead of ~10 µs of Python.
+RNG), bit for bit, in one compiled call instead of a Python call per sample (the costs: docs/costs.md).
 
 Sample i's stream key is splitmix64(prefix ^ position_i), where `prefix` folds (seed, epoch, partition)
 exactly as augment.CounterRNG does; draw k of a stream is splitmix64(key ^ k·gamma), k = 1, 2, ...
 `train_windows` takes one prefix for the batch (a rank serving one partition); `train_windows_keyed` one
-per sample (a rank serving several: its batch mixes their streams, loader/sampling/partitions.py stream_keys).
+per sample (a rank serving several: its batch mixes their streams, loader/sampling/partitions.py partition_positions).
 Exactness rests on doing the same IEEE operations in the same order as the Python reference
 (no fastmath, libm's exp, correctly rounded sqrt, round-half-even); tests pin it against augment.py.
 """

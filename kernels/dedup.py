@@ -26,8 +26,8 @@ HASH_BITS = 64
 MIN_BANDS = 4  # widest band 16 bits: its table has 2^16 + 1 offsets
 MAX_BANDS = 16  # narrowest band 4 bits
 MAX_DISTANCE = 32
-# one unit of estimated_cost costs 1-6 all-pairs comparisons at D <= 16 and ~16 at D = 18, where millions
-# of pairs are written (measured on 10^6 x 10^5): with 8, MIH runs up to D = 16 there, all pairs beyond
+# one unit of estimated_cost is worth several all-pairs comparisons, more at large D where millions of pairs
+# are written; with 8, MIH runs up to D = 16 on 10^6 x 10^5 hashes and all pairs beyond (calibration: docs/costs.md)
 MIH_UNIT = 8.0
 QUERY_CHUNK = 1 << 22  # queries joined per round: bounds the per-query count array to 32 MiB
 
@@ -40,7 +40,7 @@ else:
 
     @intrinsic
     def _popcount(typingctx, x):
-        """LLVM ctpop: one popcnt instruction (a SWAR expression is not recognised and is 3x slower)."""
+        """LLVM ctpop: one popcnt instruction (a SWAR expression is not recognised as one: docs/costs.md)."""
 
         def codegen(context, builder, signature, args):
             return builder.ctpop(args[0])

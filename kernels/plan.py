@@ -1,10 +1,18 @@
-"""Epoch plans: a pure function of (weights, blocks, owner, seed, epoch, rank, world, samples) -> int64 indices.
+"""Epoch plans of partitions: a pure function of (weights, blocks, owner, seed, epoch, partition, partitions,
+samples) -> int64 global image indices.
 
-With replacement, a rank draws from an alias table over the positive-weight images of its own
-blocks (memory O(N/world)); without replacement (natural sampling), its plan is a keyed Feistel
-permutation of those images, repeated with a fresh key per pass and truncated. Both are
-counter-based, so plan[start:stop] costs O(stop - start) and never generates the prefix.
-Every rank gets exactly samples_per_epoch // world entries, so no rank waits in a collective.
+The contract: the sample stream is cut into P partitions, P fixed when a run starts (loader/sampling/partitions.py).
+The packing (kernels/assign.py) gives each partition blocks of about equal total weight (`owner` holds the
+partition of each block), and each partition draws its own plan of samples_per_epoch // P entries, keyed by
+(seed, epoch, partition) only: no rank and no world size enters a plan, so a run resumed on any world size that
+divides P draws the same plans. Which partitions a rank serves, and how it lays their plans end to end into its
+batches, is decided above the kernels (loader/sampling/partitions.py, loader/sampling/sampler.py).
+
+With replacement, a partition draws from an alias table over the positive-weight images of its own blocks
+(memory O(N / P)); without replacement (natural sampling), its plan is a keyed Feistel permutation of those
+images, repeated with a fresh key per pass and truncated. Both are counter-based, so plan[start:stop] costs
+O(stop - start) and never generates the prefix. Every partition gets exactly samples_per_epoch // P entries, so
+no rank waits for another in a collective.
 """
 
 from __future__ import annotations
@@ -26,72 +34,74 @@ _U4 = np.uint64(4)
 
 
 @dataclass(frozen=True)
-class RankTable:
-    """What a rank keeps between epochs: its pool of images and, with replacement, their alias table."""
+class PartitionTable:
+    """What a partition keeps between epochs: its pool of images and, with replacement, their alias table."""
 
-    pool: NDArray[np.int64]  # global indices of the rank's positive-weight images, ascending
+    pool: NDArray[np.int64]  # global indices of the partition's positive-weight images, ascending
     prob: NDArray[np.float64]  # alias table over pool (empty without replacement)
     alias: NDArray[np.int64]
     weight: float  # total weight of the pool
     replacement: bool
 
 
-def plan_length(samples_per_epoch: int, world: int) -> int:
-    """Entries per rank per epoch: samples_per_epoch // world (> 0, else ValueError)."""
-    if world < 1:
-        raise ValueError(f"world={world} must be >= 1")
-    if samples_per_epoch < world:
+def plan_length(samples_per_epoch: int, partitions: int) -> int:
+    """Entries per partition per epoch: samples_per_epoch // partitions (> 0, else ValueError)."""
+    if partitions < 1:
+        raise ValueError(f"partitions={partitions} must be >= 1")
+    if samples_per_epoch < partitions:
         raise ValueError(
-            f"samples_per_epoch={samples_per_epoch} must be >= world={world} (every rank needs >= 1 sample)"
+            f"samples_per_epoch={samples_per_epoch} must be >= partitions={partitions} "
+            "(every partition needs >= 1 sample)"
         )
-    return samples_per_epoch // world
+    return samples_per_epoch // partitions
 
 
-def rank_pool(
-    weights: NDArray[np.float64], block_starts: NDArray[np.int64], owner: NDArray[np.int64], rank: int
+def partition_pool(
+    weights: NDArray[np.float64], block_starts: NDArray[np.int64], owner: NDArray[np.int64], partition: int
 ) -> NDArray[np.int64]:
-    """Global indices of the positive-weight images in the blocks owned by rank, ascending."""
-    blocks = np.flatnonzero(np.asarray(owner) == rank)
+    """Global indices of the positive-weight images in the blocks owned by partition, ascending."""
+    blocks = np.flatnonzero(np.asarray(owner) == partition)
     parts = [lo + np.flatnonzero(weights[lo:hi] > 0) for lo, hi in zip(block_starts[blocks], block_starts[blocks + 1])]
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
-def build_rank_table(
+def build_partition_table(
     weights: NDArray[np.float64],
     block_starts: NDArray[np.int64],
     owner: NDArray[np.int64],
-    rank: int,
+    partition: int,
     *,
     replacement: bool = True,
-) -> RankTable:
-    """The rank's pool (and alias table when drawing with replacement). ValueError if the pool is empty."""
+) -> PartitionTable:
+    """The partition's pool (and alias table when drawing with replacement). ValueError if the pool is empty."""
     weights = np.asarray(weights, dtype=np.float64)
     if block_starts[-1] != weights.shape[0] or owner.shape[0] != block_starts.shape[0] - 1:
         raise ValueError(
             f"blocks do not match: block_starts ends at {int(block_starts[-1])} for {weights.shape[0]} weights, "
             f"{owner.shape[0]} owners for {block_starts.shape[0] - 1} blocks"
         )
-    pool = rank_pool(weights, block_starts, owner, rank)
+    pool = partition_pool(weights, block_starts, owner, partition)
     if pool.shape[0] == 0:
         raise ValueError(
-            f"rank {rank} owns no image with positive weight: too few eligible images or blocks for this world size"
+            f"partition {partition} owns no image with positive weight: "
+            "too few eligible images or blocks for this many partitions"
         )
     return table_from_pool(pool, weights[pool], replacement=replacement)
 
 
 def table_from_pool(
     pool: NDArray[np.int64], pool_weights: NDArray[np.float64], *, replacement: bool = True
-) -> RankTable:
+) -> PartitionTable:
     """The table over a non-empty pool (ascending global indices) of positive-weight images and their weights."""
     w = np.asarray(pool_weights, dtype=np.float64)
     if pool.shape[0] == 0 or w.shape != pool.shape:
         raise ValueError(f"a table needs a non-empty pool and one weight per image, got {pool.shape[0]} and {w.shape}")
     if not replacement:
-        return RankTable(pool, np.zeros(0), np.zeros(0, np.int64), float(w.sum()), False)
+        return PartitionTable(pool, np.zeros(0), np.zeros(0, np.int64), float(w.sum()), False)
     prob = np.empty(pool.shape[0], dtype=np.float64)
     alias = np.empty(pool.shape[0], dtype=np.int64)
     total = build_alias(w, prob, alias)
-    return RankTable(pool, prob, alias, total, True)
+    return PartitionTable(pool, prob, alias, total, True)
 
 
 def _domain_bits(n: int) -> int:
@@ -146,31 +156,40 @@ def feistel_permute_ref(n: int, key: np.uint64, positions: NDArray[np.int64]) ->
     return x.astype(np.int64)
 
 
-def draw_key(seed: int, epoch: int, rank: int) -> np.uint64:
-    return stream_key(seed, _DRAW_TAG, epoch, rank)
+def draw_key(seed: int, epoch: int, partition: int) -> np.uint64:
+    """The key of a partition's with-replacement draws in an epoch."""
+    return stream_key(seed, _DRAW_TAG, epoch, partition)
 
 
-def perm_key(seed: int, epoch: int, rank: int, cycle: int) -> np.uint64:
-    return stream_key(seed, _PERM_TAG, epoch, rank, cycle)
+def perm_key(seed: int, epoch: int, partition: int, cycle: int) -> np.uint64:
+    """The key of a partition's permutation for one pass (cycle) over its pool in an epoch."""
+    return stream_key(seed, _PERM_TAG, epoch, partition, cycle)
 
 
 def plan_slice(
-    table: RankTable, *, seed: int, epoch: int, rank: int, length: int, start: int = 0, stop: int | None = None
+    table: PartitionTable,
+    *,
+    seed: int,
+    epoch: int,
+    partition: int,
+    length: int,
+    start: int = 0,
+    stop: int | None = None,
 ) -> NDArray[np.int64]:
-    """Entries [start, stop) of the rank's plan of the given length (global image indices)."""
+    """Entries [start, stop) of the partition's plan of the given length (global image indices)."""
     stop = length if stop is None else stop
     if not 0 <= start <= stop <= length:
         raise ValueError(f"slice [{start}, {stop}) must satisfy 0 <= start <= stop <= length={length}")
     out = np.empty(stop - start, dtype=np.int64)
     if table.replacement:
-        draw_alias(table.prob, table.alias, draw_key(seed, epoch, rank), start, out)
+        draw_alias(table.prob, table.alias, draw_key(seed, epoch, partition), start, out)
         return table.pool[out]
     n = table.pool.shape[0]
     j = start
     while j < stop:
         cycle, pos = divmod(j, n)
         take = min(stop - j, n - pos)
-        feistel_permute(n, perm_key(seed, epoch, rank, cycle), pos, out[j - start : j - start + take])
+        feistel_permute(n, perm_key(seed, epoch, partition, cycle), pos, out[j - start : j - start + take])
         j += take
     return table.pool[out]
 
@@ -181,20 +200,21 @@ def epoch_plan(
     owner: NDArray[np.int64],
     seed: int,
     epoch: int,
-    rank: int,
-    world: int,
+    partition: int,
+    partitions: int,
     samples_per_epoch: int,
     replacement: bool = True,
     start: int = 0,
     stop: int | None = None,
 ) -> NDArray[np.int64]:
-    """The rank's plan for this epoch (or its [start, stop) slice): samples_per_epoch // world global indices.
+    """The partition's plan for this epoch (or its [start, stop) slice): samples_per_epoch // partitions global
+    indices.
 
     Without replacement the weights only decide eligibility (w > 0): the plan is a permutation of the
-    rank's eligible images, repeated (a new permutation per pass) or truncated to the length.
+    partition's eligible images, repeated (a new permutation per pass) or truncated to the length.
     """
-    if not 0 <= rank < world:
-        raise ValueError(f"rank={rank} must be in [0, world={world})")
-    length = plan_length(samples_per_epoch, world)
-    table = build_rank_table(weights, block_starts, owner, rank, replacement=replacement)
-    return plan_slice(table, seed=seed, epoch=epoch, rank=rank, length=length, start=start, stop=stop)
+    if not 0 <= partition < partitions:
+        raise ValueError(f"partition={partition} must be in [0, partitions={partitions})")
+    length = plan_length(samples_per_epoch, partitions)
+    table = build_partition_table(weights, block_starts, owner, partition, replacement=replacement)
+    return plan_slice(table, seed=seed, epoch=epoch, partition=partition, length=length, start=start, stop=stop)

@@ -36,6 +36,14 @@ def sampling_power(sampling: str) -> float | None:
     raise ValueError(f"sampling {sampling!r} is not one of {SAMPLINGS} or 'power:A' with A >= 0")
 
 
+def check_combine(combine: str, *, name: str = "combine") -> str:
+    """The one check of a combine rule (how an image's class factors are combined); returns it, or raises naming
+    `name` as the caller's user wrote it (e.g. "data.combine")."""
+    if combine not in COMBINES:
+        raise ValueError(f"{name}={combine!r} is not one of {COMBINES}")
+    return combine
+
+
 def class_factors(counts: NDArray[np.int64], power: float) -> NDArray[np.float64]:
     """f_c = n_c^(power-1) for n_c > 0, and 0 for a class with zero count (it contributes nothing)."""
     counts = np.asarray(counts)
@@ -100,8 +108,7 @@ def sample_weights(
     classes; max). Note power 1 with sum gives w_i = k (its class count), not natural.
     Images with no class, not eligible, or only zero-count classes get 0.
     """
-    if combine not in COMBINES:
-        raise ValueError(f"combine={combine!r} is not one of {COMBINES}")
+    check_combine(combine)
     n = check_csr(label_offsets, labels)
     eligible = check_eligible(eligible, n)
     if out.shape != (n,) or out.dtype != np.float64:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tagstream.kernels.weights import COMBINES, SAMPLINGS, sampling_power  # one definition, shared with the kernels
-from tagstream.loader.pipeline.sizes import check_size_schedule, size_at
+from tagstream.kernels.weights import COMBINES, SAMPLINGS, check_combine, sampling_power  # defined with the kernels
+from tagstream.loader.pipeline.sizes import check_size, check_size_schedule, size_at
 from tagstream.loader.sampling.eligible import SPLITS
 
 TARGETS = ("soft", "multihot", "sparse")
@@ -25,14 +25,18 @@ def check_data_settings(
     threads: int,
     prefetch: int,
     samples_per_epoch: int | None,
+    partitions: int | None = None,
     cache_limit: int = 0,
 ) -> None:
     """The checks a LoaderConfig and the trainer's DataConfig share, in one place; `prefix` names the keys as the
-    user wrote them ("data." in a recipe)."""
-    sampling_power(sampling)
-    for name, value, allowed in (("combine", combine, COMBINES), ("cpu_decoder", cpu_decoder, CPU_DECODERS)):
-        if value not in allowed:
-            raise ValueError(f"{prefix}{name}={value!r} is not one of {allowed}")
+    user wrote them ("data." in a recipe). Whether a world size fits the partitions is checked when a loader is
+    built for one (loader/sampling/partitions.check_layout)."""
+    sampling_power(sampling)  # the one parser of the sampling law: here only to refuse a bad one early
+    check_combine(combine, name=f"{prefix}combine")
+    if cpu_decoder not in CPU_DECODERS:
+        raise ValueError(f"{prefix}cpu_decoder={cpu_decoder!r} is not one of {CPU_DECODERS}")
+    if partitions is not None and (not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1):
+        raise ValueError(f"{prefix}partitions={partitions!r} must be an integer >= 1 (or unset: the world size)")
     if not 0.0 <= holdout_fraction < 1.0:
         raise ValueError(f"{prefix}holdout_fraction={holdout_fraction} must be in [0, 1)")
     if samples_per_epoch is not None and samples_per_epoch < 1:
@@ -95,11 +99,12 @@ class LoaderConfig:
     # DALI's CPU decoder and resize in the pipeline; "auto" = turbo when its extension is built
     cpu_decoder: str = "auto"
     # a dataset given as a URL (s3://, gs://, ...): its local mirror goes under cache_dir (default
-    # ~/.cache/tagstream/datasets), holding at most cache_limit bytes of shards (0 = no limit); loader/data/cache.py
+    # ~/.cache/tagstream/datasets), holding at most cache_limit bytes of shards (0 = no limit); loader/data/cache.py;
+    # verify_shards' stamps go under cache_dir/verified (default ~/.cache/tagstream/verified)
     cache_dir: str | None = None
     cache_limit: int = 0
     # a local shard's whole content checked against the manifest's sha256 before its first read on this machine
-    # (once: a stamp under ~/.cache/tagstream/verified); False: its size and LMDB meta page only (a URL's shards
+    # (once: a stamp under cache_dir/verified, by default ~/.cache/tagstream/verified); False: its size and LMDB meta page only (a URL's shards
     # are always checked as they download)
     verify_shards: bool = False
 
@@ -121,14 +126,12 @@ class LoaderConfig:
             threads=self.threads,
             prefetch=self.prefetch,
             samples_per_epoch=self.samples_per_epoch,
+            partitions=self.partitions,
             cache_limit=self.cache_limit,
         )
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
-        if self.partitions is not None and (not isinstance(self.partitions, int) or self.partitions < 1):
-            raise ValueError(f"partitions={self.partitions!r} must be an integer >= 1 (or None: the world size)")
-        if self.image_size < 8:
-            raise ValueError(f"image_size={self.image_size} must be >= 8")
+        check_size(self.image_size, name="image_size")
         if self.size_schedule:
             if self.mode != "train":
                 raise ValueError(

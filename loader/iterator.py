@@ -1,6 +1,6 @@
 """DaliLoader: the PyTorch-facing iterator of one rank over a DALI pipeline, with epochs, exact resume
 and targets built in the main process from the batch's indices; the pipeline is rebuilt (workers
-restarted, ~1 s) only when the requested (epoch, step) is not where the running pipeline stands."""
+restarted, a cost of seconds: docs/costs.md) only when the requested (epoch, step) is not where the running pipeline stands."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class DaliLoader:
         self.vocab = Vocab(self.dataset, config.vocab)
         self.num_classes = self.vocab.num_classes
         self.normalized = config.device == "gpu"
-        self.store = ShardStore(self.dataset, verify=config.verify_shards)
+        self.store = ShardStore(self.dataset, verify=config.verify_shards, cache_dir=config.cache_dir)
         self.train = config.mode == "train"
         # the decode placement, chosen once (the CPU decoder in the source's workers, or DALI's decoder)
         self.decodes = source_decodes(config.device, config.cpu_decoder)
@@ -198,7 +198,7 @@ class DaliLoader:
             )
         decodes = self.decodes
         settings = SourceSettings(
-            store=ShardStore(self.dataset.root, verify=self.config.verify_shards),
+            store=ShardStore(self.dataset.root, verify=self.config.verify_shards, cache_dir=self.config.cache_dir),
             plan=self._plan,
             train=self.train,
             length=self.batches * c.batch_size,

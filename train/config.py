@@ -19,7 +19,7 @@ import tomllib
 
 from tagstream.loader import check_data_settings
 from tagstream.loader.data import check_name
-from tagstream.loader.pipeline import format_size_schedule, parse_size_schedule
+from tagstream.loader.pipeline import final_size, image_size_setting, parse_size_schedule
 
 LOSSES = ("softmax", "sigmoid")
 OPTIMIZERS = ("sgd", "adamw")
@@ -47,7 +47,9 @@ class DataConfig:
     prefetch: int = 2
     cpu_decoder: str = "auto"  # CPU runs: auto | turbo (the workers decode the crop window) | dali
     antialias: bool = True  # train resize antialiased when shrinking (as torchvision on PIL images)
-    cache_dir: str = ""  # a URL dataset's local mirror and shard cache; "" = ~/.cache/tagstream/datasets
+    # a URL dataset's local mirror and shard cache, and verify_shards' stamps (under verified/);
+    # "" = ~/.cache/tagstream/datasets (stamps: ~/.cache/tagstream/verified)
+    cache_dir: str = ""
     cache_limit: int = 0  # bytes of shards the cache may hold (all ranks sharing cache_dir); 0 = no limit
     verify_shards: bool = (
         False  # check each local shard's sha256 once per machine before reading it (loader/data/store.py)
@@ -64,27 +66,24 @@ class DataConfig:
             threads=self.threads,
             prefetch=self.prefetch,
             samples_per_epoch=self.samples_per_epoch,
+            partitions=self.partitions,
             cache_limit=self.cache_limit,
         )
         if self.vocab:  # names inside the dataset, never paths: refused before a run directory is made
             check_name(self.vocab, "data.vocab: vocabulary")
         for mask in self.masks:
             check_name(mask, "data.masks: mask")
-        if self.partitions is not None and (not isinstance(self.partitions, int) or self.partitions < 1):
-            raise ValueError(f"data.partitions={self.partitions!r} must be an integer >= 1 (or unset: the world size)")
-        schedule = parse_size_schedule(str(self.image_size), name="data.image_size")
-        # canonical form: a single size is an int, a schedule its normalised text (config.json compares equal)
-        object.__setattr__(self, "image_size", schedule[0][1] if len(schedule) == 1 else format_size_schedule(schedule))
+        object.__setattr__(self, "image_size", image_size_setting(self.image_size, name="data.image_size"))
 
     @property
     def size_schedule(self) -> tuple[tuple[int, int], ...]:
         """(first epoch, size) pairs; one pair (0, image_size) without progressive resizing."""
-        return parse_size_schedule(str(self.image_size), name="data.image_size")
+        return parse_size_schedule(self.image_size, name="data.image_size")
 
     @property
     def final_image_size(self) -> int:
         """The size the run ends at: the model's input size and the held-out evaluation's."""
-        return self.size_schedule[-1][1]
+        return final_size(self.size_schedule)
 
 
 @dataclass(frozen=True)

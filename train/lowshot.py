@@ -37,8 +37,8 @@ class LowShotConfig:
 
 @contextmanager
 def _one_thread() -> Iterator[None]:
-    """k x classes rows are a small problem: a second torch thread only spin-waits (measured 20x slower
-    with 2 threads than with 1 on a busy 2-core machine), so the fits run on one and the setting is restored."""
+    """k x classes rows are a small problem: a second torch thread only spin-waits (measured: docs/costs.md), so
+    the fits run on one and the setting is restored."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from tagstream.loader import LoaderConfig, build_loader, normalize_images
 from tagstream.loader.data import Dataset, Vocab
-from tagstream.loader.pipeline import parse_size_schedule
+from tagstream.loader.pipeline import check_size, final_size, parse_size_schedule
 from tagstream.train.checkpoint import load_checkpoint
 from tagstream.train.ema import ema_weights
 from tagstream.train.features import Labels, eval_config, extract_dataset, make_labels, vocab_labels
@@ -97,8 +97,8 @@ class TransferConfig:
             raise ValueError("give a checkpoint, or a model name for a random-initialised backbone")
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
-        if self.image_size is not None and self.image_size < 8:
-            raise ValueError(f"image_size={self.image_size} must be >= 8")
+        if self.image_size is not None:
+            check_size(self.image_size, name="image_size")
         if self.low_shot.shots and self.mode != "linear":
             raise ValueError(
                 f"low-shot evaluation (shots={self.low_shot.shots}) is a linear-probe protocol; use mode='linear'"
@@ -131,7 +131,7 @@ def load_backbone(
     state = load_checkpoint(checkpoint) if checkpoint is not None else None
     name = state["model_name"] if state else model
     # the size the checkpoint's run ended at (the last entry of a progressive-resizing schedule)
-    trained = parse_size_schedule(str(state["config"]["data"]["image_size"]))[-1][1] if state else 224
+    trained = final_size(parse_size_schedule(state["config"]["data"]["image_size"])) if state else 224
     size = image_size or trained
     classes = int(state["num_classes"]) if state else 1
     torch.manual_seed(seed)

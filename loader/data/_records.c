@@ -1,4 +1,4 @@
-/* tagstream.loader._records: the per-sample work of the GPU path's record reads, in one C call a batch.
+/* tagstream.loader.data._records: the per-sample work of the GPU path's record reads, in one C call a batch.
  *
  * images() looks each sample's key up in its shard's read transaction (py-lmdb's Transaction.get, so
  * LMDB's own B-tree code and error checks run), finds the image inside the record as
@@ -6,10 +6,10 @@
  * it is a JPEG whose frame header says the index's size, and hands back a view of it (no copy), wrapped
  * by the caller's type (DALI's TensorCPU). Anything else — a missing key, another record layout, not a
  * JPEG, a header that disagrees with the index — stops the call and says which sample and why, so the
- * caller can name it (loader/store.py reads that sample again the slow way for the message).
+ * caller can name it (loader/data/store.py reads that sample again the slow way for the message).
  * frame_size()/first_size_mismatch() read a JPEG's frame header from its markers alone.
  *
- * No libjpeg here: the GPU path needs this module but not the CPU decoder (loader/_jpeg.c).
+ * No libjpeg here: the GPU path needs this module but not the CPU decoder (loader/pipeline/_jpeg.c).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

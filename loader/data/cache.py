@@ -51,6 +51,13 @@ def default_cache_dir() -> Path:
     return Path(base) / "tagstream" / "datasets"
 
 
+def stamp_dir(cache_dir: str | Path | None = None) -> Path:
+    """Where a machine's verification stamps of local shards go (loader/data/store.verify_shard_content): under
+    the user's cache directory when one is given (CACHE_DIR/verified), else beside the default cache
+    ($XDG_CACHE_HOME/tagstream/verified, ~/.cache/tagstream/verified)."""
+    return Path(cache_dir) / "verified" if cache_dir else default_cache_dir().parent / "verified"
+
+
 def mirror_dir(url: str, cache_dir: str | Path | None = None) -> Path:
     """Where a URL's mirror lives: CACHE_DIR/<last path part>-<12 hex of the URL's sha256>."""
     url = url.rstrip("/")

@@ -243,7 +243,7 @@ def image_span(value: bytes | memoryview) -> tuple[int, int] | None:
     """(offset, length) of the image bytes inside a record laid out as pack_record writes it, found
     without parsing the rest (so the image can be handed on as a view, uncopied); None for any other
     layout or a length past the value's end, which the caller then parses with unpack_record."""
-    if len(value) >= 12:  # the common case in one C call (~0.2 µs; this runs per sample on the GPU path)
+    if len(value) >= 12:  # the common case in one C call (this runs per sample on the GPU path: docs/costs.md)
         head, length = _BIN32_HEAD.unpack_from(value)
         if head == _IMAGE_HEAD + b"\xc6":
             return (12, length) if 12 + length <= len(value) else None

@@ -6,7 +6,7 @@ shard's read transaction (py-lmdb's get, so LMDB's own checks run), the image fo
 format.pack_record lays it out, checked to be a JPEG whose frame header says the index's size (DALI's
 decoders and nvJPEG size their output from the header: a forged 65500 x 65500 header on 2 KB would
 allocate gigabytes), and handed on as a view of LMDB's memory map, wrapped by the caller (DALI's
-TensorCPU). One C call a batch, ~1.5 µs a sample with DALI's wrapping (which is most of it); the first
+TensorCPU). One C call a batch (its cost a sample, most of it DALI's wrapping: docs/costs.md); the first
 sample that is not as expected stops the call and is named by the caller.
 """
 
@@ -59,7 +59,7 @@ def _frame_is(data: Any, width: int, height: int) -> bool:
 def first_size_mismatch(buffers: list, widths: NDArray[np.int64], heights: NDArray[np.int64]) -> int:
     """The first k whose JPEG frame is not widths[k] x heights[k], or -1: the decoders that size their
     output from the header (DALI's, nvJPEG) are then bounded by the index, which is checked at open
-    (format.check_image_sizes). One C call a batch, ~0.1 us a sample."""
+    (format.check_image_sizes). One C call a batch."""
     widths = np.ascontiguousarray(widths, dtype=np.int64)
     heights = np.ascontiguousarray(heights, dtype=np.int64)
     if _records is not None:

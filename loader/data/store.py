@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from tagstream.loader.data import format as fmt
 from tagstream.loader.data import records
+from tagstream.loader.data.cache import stamp_dir
 from tagstream.loader.data.dataset import Dataset
 
 _ENVS: dict[str, Any] = {}  # this process's open environments by path (lmdb refuses a second open)
@@ -77,20 +78,19 @@ def check_shard_file(dataset: Dataset, shard: int) -> None:
         raise fmt.FormatError(f"{path}: shard {name} {problem}; run `tagstream verify` on the dataset")
 
 
-def verify_shard_content(dataset: Dataset, shard: int) -> None:
+def verify_shard_content(dataset: Dataset, shard: int, *, cache_dir: str | Path | None = None) -> None:
     """The shard's bytes hash to the manifest's sha256, checked once per machine and file version: a stamp
-    (~/.cache/tagstream/verified/, keyed by the file's real path, size and modification time) lets every later
-    process skip it, and a lock makes the processes that open the shard at once hash it once. A mismatch is a
-    FormatError naming the shard: a byte flipped since conversion never trains silently."""
-    from tagstream.loader.data.cache import default_cache_dir
-
+    (under cache_dir/verified/, by default ~/.cache/tagstream/verified/: cache.stamp_dir; keyed by the file's real
+    path, size and modification time) lets every later process skip it, and a lock makes the processes that open
+    the shard at once hash it once. A mismatch is a FormatError naming the shard: a byte flipped since conversion
+    never trains silently."""
     path = (dataset.shard_path(shard) / "data.mdb").resolve()
     name, expected = dataset.shard_names[shard], dataset.shards[shard].get("sha256")
     if not expected:
         raise fmt.FormatError(f"{dataset.root}: the manifest gives no sha256 of shard {name}; it cannot be verified")
     st = path.stat()
     want = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": expected}
-    folder = default_cache_dir().parent / "verified"
+    folder = stamp_dir(cache_dir)
     stamp = folder / (hashlib.sha256(str(path).encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".json")
 
     def stamped() -> bool:
@@ -145,9 +145,12 @@ class ShardStore:
     does not parse all raise `format.FormatError`.
     """
 
-    def __init__(self, dataset: Dataset | str | Path, *, verify: bool = False):
+    def __init__(
+        self, dataset: Dataset | str | Path, *, verify: bool = False, cache_dir: str | Path | None = None
+    ) -> None:
         self.dataset = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
         self.verify = bool(verify)  # each local shard's sha256 checked before its first read (verify_shard_content)
+        self.cache_dir = str(cache_dir) if cache_dir else None  # the user's cache directory: the stamps go under it
         self._pid = -1
         self._envs: dict[int, Any] = {}
         self._fds: dict[int, int] = {}  # each open shard's data.mdb, to see it cut short under the map (fstat)
@@ -155,10 +158,10 @@ class ShardStore:
 
     def __getstate__(self) -> dict:
         # a spawned worker reopens the dataset (cheap: manifest only) instead of receiving its mmaps
-        return {"root": str(self.dataset.root), "verify": self.verify}
+        return {"root": str(self.dataset.root), "verify": self.verify, "cache_dir": self.cache_dir}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["root"], verify=state.get("verify", False))
+        self.__init__(state["root"], verify=state.get("verify", False), cache_dir=state.get("cache_dir"))
 
     def _env(self, shard: int) -> Any:
         if self._pid != os.getpid():
@@ -168,7 +171,7 @@ class ShardStore:
             self._fds = {}
         env = self._envs.get(shard)
         if env is not None:
-            # once per call (a sample on the CPU path, a shard's share of a batch on the batch path), ~1-2 us:
+            # once per call (a sample on the CPU path, a shard's share of a batch on the batch path; docs/costs.md):
             # a file truncated under LMDB's map would kill this process with SIGBUS at the next read past its
             # end; seen here, it is an error naming the shard (only a truncation racing this very read is not)
             size = os.fstat(self._fds[shard]).st_size
@@ -181,7 +184,7 @@ class ShardStore:
             path = self.dataset.ensure_shard(shard)  # a remote dataset's shard: downloaded and verified first
             check_shard_file(self.dataset, shard)
             if self.verify and self.dataset.mirror is None:
-                verify_shard_content(self.dataset, shard)
+                verify_shard_content(self.dataset, shard, cache_dir=self.cache_dir)
             try:
                 env = _open_env(path)
             except Exception as exc:  # lmdb.Error subclasses (invalid file, corrupted, version mismatch)
@@ -199,7 +202,8 @@ class ShardStore:
         return sorted(self._envs) if self._pid == os.getpid() else []
 
     def locate(self, index: int) -> tuple[int, int]:
-        """Global index -> (shard number, local index); per sample, so bisect on a list, not NumPy (~10x faster)."""
+        """Global index -> (shard number, local index); per sample, so bisect on a list, not NumPy's searchsorted
+        (slower for one element: docs/costs.md)."""
         index = int(index)
         if not 0 <= index < self.dataset.num_images:
             raise IndexError(f"image index {index} out of range [0, {self.dataset.num_images})")

@@ -7,6 +7,20 @@ Code outside loader/ imports these names, or the `turbo` namespace, from here.
 
 from tagstream.loader.pipeline import turbo
 from tagstream.loader.pipeline.lifetime import exit_with_parent
-from tagstream.loader.pipeline.sizes import format_size_schedule, parse_size_schedule
+from tagstream.loader.pipeline.sizes import (
+    check_size,
+    final_size,
+    format_size_schedule,
+    image_size_setting,
+    parse_size_schedule,
+)
 
-__all__ = ["exit_with_parent", "format_size_schedule", "parse_size_schedule", "turbo"]
+__all__ = [
+    "check_size",
+    "exit_with_parent",
+    "final_size",
+    "format_size_schedule",
+    "image_size_setting",
+    "parse_size_schedule",
+    "turbo",
+]

@@ -1,4 +1,4 @@
-/* tagstream.loader._jpeg: the CPU decoder of the train and eval paths.
+/* tagstream.loader.pipeline._jpeg: the CPU decoder of the train and eval paths.
  *
  * crop_resize() decodes only the crop window of a JPEG (libjpeg-turbo's jpeg_crop_scanline and
  * jpeg_skip_scanlines: no IDCT or colour conversion outside the window, no entropy decoding below it),
@@ -7,7 +7,7 @@
  * buffer (the resize is _resize.c's). The GIL is released while it works. Errors and truncated data
  * raise ValueError: a truncated record is never silently padded with grey. Every decode reads the header
  * first and refuses an image over the pixel bound before allocating; check() decodes strictly (corrupt
- * scan data is an error). Reading a frame header from the markers alone is loader/_records.c's.
+ * scan data is an error). Reading a frame header from the markers alone is loader/data/_records.c's.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -1,5 +1,5 @@
 /* Pillow's bilinear resize (antialiased when downscaling) of an RGB image in memory, for
- * tagstream.loader._jpeg (_jpeg.c decodes, this file resizes): fixed-point taps, both passes along
+ * tagstream.loader.pipeline._jpeg (_jpeg.c decodes, this file resizes): fixed-point taps, both passes along
  * contiguous rows (the second on a transposed block), an AVX2 row kernel where the CPU has one; and the
  * per-thread scratch buffers both files use.
  */

@@ -1,8 +1,9 @@
 """Augmentation parameters as pure functions of (seed, epoch, partition, position in the partition's plan):
 torchvision's RandomResizedCrop window and a flip bit from a counter-based RNG, so a resumed run gets the
 same crops without saving any RNG state, whatever worker computed a sample and whatever world size serves
-the partition (loader/sampling/partitions.py stream_keys; with one partition per rank, partition = rank and the
-position is the rank's); costs ~10 µs of Python per sample."""
+the partition (loader/sampling/partitions.py partition_positions; with one partition per rank, partition = rank and the
+position is the rank's). Python per sample: the reference for kernels/crops.py, which computes the same numbers for a
+whole batch (what each costs: docs/costs.md)."""
 
 from __future__ import annotations
 

@@ -5,10 +5,8 @@ Per batch: the plan slice, the crop windows and flips of the whole batch in one 
 (kernels/crops.py, the same numbers as loader/pipeline/augment.py, keyed by partition: loader/sampling/partitions.py), the records read in one LMDB read
 transaction per shard and one C call for the batch's reads (loader/data/records.py), and the JPEG bytes
 handed to DALI as views of LMDB's memory map (`no_copy`): nothing is copied, pickled or sent between
-processes. On the 2-core development machine, batch 256: ~5 µs of CPU a sample in the training thread
-and ~8.4 µs in the training process in all (DALI's threads included, 3.4 of it DALI's own), against ~21 µs
-in the main process plus ~74 µs in worker processes for the per-sample parallel source
-(docs/loader-bench.md, `tagstream bench loader --feed`).
+processes, so the CPU it costs a sample is a fraction of the per-sample parallel source's, with no worker
+processes (measured: docs/loader-bench.md, `tagstream bench loader --feed`).
 The trade-off: the source runs in the trainer's thread (inside `pipeline.run()`), so it must stay cheap;
 the CPU path, whose source decodes, keeps its worker processes (loader/pipeline/graph.py PlanSource).
 
@@ -29,11 +27,11 @@ from tagstream.kernels.crops import ratio_args, stream_prefixes, train_windows_k
 from tagstream.loader.data import format as fmt
 from tagstream.loader.pipeline import turbo
 from tagstream.loader.pipeline.source import PLACEHOLDER_SIDE, DecodeSource, SourceSettings, placeholder_jpeg
-from tagstream.loader.sampling.partitions import stream_keys
+from tagstream.loader.sampling.partitions import partition_positions
 
 # the decoder's inputs, each one array per batch: in batch mode an output costs per batch, not per
 # sample, so the source hands over what the operators take instead of one array that DALI's CPU
-# operators would slice and cast per sample (~5 µs a sample for the per-sample source's layout)
+# operators would slice and cast per sample (what that cost: docs/costs.md)
 TRAIN_OUTPUTS = ("image", "index", "anchor", "shape", "flip")  # int64 (1,), float32 (x, y), (w, h), int32 ()
 EVAL_OUTPUTS = ("image", "index", "roi_start", "roi_end")  # int64 (1,), float32 (y0, x0), (y1, x1)
 
@@ -124,8 +122,8 @@ class BatchSource(DecodeSource):
         self, epoch: int, start: int, widths: NDArray[np.int64], heights: NDArray[np.int64]
     ) -> NDArray[np.int64]:
         """(x, y, w, h, flip) rows of plan positions start, start + 1, ... of `epoch` (images widths x heights),
-        each keyed by (partition, position in the partition's plan) (loader/sampling/partitions.py stream_keys)."""
-        partitions, positions = stream_keys(self.rank, self.serves, self.share, start, start + widths.shape[0])
+        each keyed by (partition, position in the partition's plan) (loader/sampling/partitions.py partition_positions)."""
+        partitions, positions = partition_positions(self.rank, self.serves, self.share, start, start + widths.shape[0])
         out = np.empty((widths.shape[0], 5), np.int64)
         train_windows_keyed(
             widths, heights, positions, stream_prefixes(self.seed, epoch, partitions), self.scale, self.ratio, out

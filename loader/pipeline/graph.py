@@ -125,7 +125,7 @@ def build_pipeline(
     @pipeline_def(
         batch_size=batch_size,
         # when the source decodes, DALI's threads only gather batches: one is enough, and more compete
-        # with the decoding workers for the cores (2 threads cost ~25% of the rate on 2 cores)
+        # with the decoding workers for the cores (what 2 threads cost on 2 cores: docs/costs.md)
         num_threads=1 if decoded else threads,
         device_id=device_id if gpu else None,
         seed=seed,

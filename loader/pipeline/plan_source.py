@@ -16,7 +16,7 @@ from tagstream.loader.pipeline import turbo
 from tagstream.loader.pipeline.augment import train_params
 from tagstream.loader.pipeline.lifetime import exit_with_parent
 from tagstream.loader.pipeline.source import JPEG_SOI, PLACEHOLDER_SIDE, DecodeSource, SourceSettings, placeholder_jpeg
-from tagstream.loader.sampling.partitions import stream_key
+from tagstream.loader.sampling.partitions import partition_position
 
 # Without decoding (the reference for loader/pipeline/batch_source.py): the dataset index, the (x, y, w, h) crop
 # window and the flip bit travel as one float64 (6,) output (indices are exact below 2^53): each output of a
@@ -39,7 +39,7 @@ class PlanSource(DecodeSource):
     StopIteration (length is a multiple of the batch size, so no batch is dropped). Plans are
     fetched in chunks and cached per worker process; nothing here depends on which worker runs a sample.
     A train sample's window and flip are keyed by its partition and position in the partition's plan: a rank
-    serving `serves` partitions (`share` samples of each a step) maps its positions to theirs (stream_key),
+    serving `serves` partitions (`share` samples of each a step) maps its positions to theirs (partition_position),
     so they do not depend on the world size; with one partition (serves=1) the key is (rank, position).
 
     With `decode=True`, the source decodes itself (loader/pipeline/turbo.py) and returns (image, index): the
@@ -122,7 +122,7 @@ class PlanSource(DecodeSource):
         self, width: int, height: int, epoch: int, position: int
     ) -> tuple[tuple[int, int, int, int], bool]:
         """The crop window and flip of position `position` of this rank's plan of `epoch` (an image width x height)."""
-        partition, at = stream_key(self.rank, self.serves, self.share, position)
+        partition, at = partition_position(self.rank, self.serves, self.share, position)
         return train_params(
             width,
             height,

@@ -1,8 +1,14 @@
-"""Progressive resizing: the train image size as a pure function of the epoch (FFCV's low-to-high resolution trick).
+"""Image sizes and progressive resizing: the train image size as a pure function of the epoch (FFCV's low-to-high
+resolution trick).
 
 A schedule is a tuple of (first epoch, size) pairs, written "160@0,192@2,224@4": 160 px from epoch 0,
 192 from epoch 2, 224 from epoch 4 on. Because the size depends on the epoch alone, a resumed run
 recomputes it and sees the same shapes; the loader rebuilds its pipeline at the epoch where it changes.
+
+The forms an image size takes, each made here and nowhere else: the text a user writes ("224" or a schedule,
+`parse_size_schedule`), the stored setting (an int for one size, the normalised text for a schedule:
+`image_size_setting`), the schedule as pairs (`check_size_schedule`), the size in force at an epoch (`size_at`)
+and the size a run ends at (`final_size`). `check_size` is the one rule for a single size.
 """
 
 from __future__ import annotations
@@ -10,6 +16,13 @@ from __future__ import annotations
 MIN_SIZE = 8
 
 SizeSchedule = tuple[tuple[int, int], ...]
+
+
+def check_size(size: int, *, name: str = "image_size") -> int:
+    """A single image size: a whole number >= MIN_SIZE; returns it, or raises naming `name`."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < MIN_SIZE:
+        raise ValueError(f"{name}={size!r} must be a whole number of pixels >= {MIN_SIZE}")
+    return size
 
 
 def check_size_schedule(schedule: SizeSchedule, *, name: str = "size schedule") -> SizeSchedule:
@@ -33,8 +46,8 @@ def check_size_schedule(schedule: SizeSchedule, *, name: str = "size schedule") 
     return pairs
 
 
-def parse_size_schedule(text: str, *, name: str = "image_size") -> SizeSchedule:
-    """ "160@0,192@2,224@4" -> ((0, 160), (2, 192), (4, 224)); a bare "224" -> ((0, 224),)."""
+def parse_size_schedule(text: str | int, *, name: str = "image_size") -> SizeSchedule:
+    """ "160@0,192@2,224@4" -> ((0, 160), (2, 192), (4, 224)); a bare "224" (or 224) -> ((0, 224),)."""
     pairs = []
     for item in (p.strip() for p in str(text).split(",")):
         size, _, epoch = item.partition("@")
@@ -44,12 +57,26 @@ def parse_size_schedule(text: str, *, name: str = "image_size") -> SizeSchedule:
             raise ValueError(
                 f"{name}={text!r} is neither a size nor a schedule SIZE@EPOCH,... such as '160@0,192@2,224@4'"
             ) from None
+    if len(pairs) == 1 and "@" not in str(text):  # a bare size: refused as one
+        return ((0, check_size(pairs[0][1], name=name)),)
     return check_size_schedule(tuple(pairs), name=name)
 
 
 def format_size_schedule(schedule: SizeSchedule) -> str:
     """((0, 160), (2, 192)) -> "160@0,192@2" (the form parse_size_schedule reads)."""
     return ",".join(f"{s}@{e}" for e, s in schedule)
+
+
+def image_size_setting(value: str | int, *, name: str = "image_size") -> int | str:
+    """A size or a schedule as a user writes it -> its stored form: an int for a single size, the normalised text
+    ("160@0,192@2") for a schedule, so a saved config compares equal however it was written."""
+    schedule = parse_size_schedule(value, name=name)
+    return schedule[0][1] if len(schedule) == 1 else format_size_schedule(schedule)
+
+
+def final_size(schedule: SizeSchedule) -> int:
+    """The size a schedule ends at (its last entry's): a model's input size and the held-out evaluation's."""
+    return schedule[-1][1]
 
 
 def size_at(schedule: SizeSchedule, epoch: int) -> int:

@@ -4,8 +4,8 @@ The global batch sequence is a pure function of (seed, epoch, step, P): P partit
 about equal weight and draw `share` = global batch / P samples of every global batch from their own plan.
 Rank r of world W (W dividing P) serves partitions r*P/W .. (r+1)*P/W - 1, and its batch at step s is
 their shares of step s laid end to end. With P = W a rank is one partition: the plan of before.
-A sample's augmentation is keyed by (partition, position in the partition's plan) (`stream_keys`), not by
-the rank's position, so a run resumed on another world size gets the same crops and flips too.
+A sample's augmentation is keyed by (partition, position in the partition's plan) (`partition_positions`), not
+by the rank's position, so a run resumed on another world size gets the same crops and flips too.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def check_serving(serves: int, share: int | None) -> None:
         )
 
 
-def stream_keys(
+def partition_positions(
     rank: int, serves: int, share: int | None, start: int, stop: int
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Positions [start, stop) of the plan of a rank serving `serves` partitions -> (partition, position in the
@@ -78,8 +78,8 @@ def stream_keys(
     return rank * serves + slot, position
 
 
-def stream_key(rank: int, serves: int, share: int | None, position: int) -> tuple[int, int]:
-    """stream_keys of one position, in plain integers (the per-sample source's path)."""
+def partition_position(rank: int, serves: int, share: int | None, position: int) -> tuple[int, int]:
+    """partition_positions of one position, in plain integers (the per-sample source's path)."""
     if serves == 1:
         return rank, position
     step, within = divmod(position, serves * share)

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tagstream.kernels.counts import class_counts
-from tagstream.kernels.weights import COMBINES, sample_weights
+from tagstream.kernels.weights import check_combine, sample_weights
 from tagstream.loader.data import format as fmt
 from tagstream.loader.data.npyrange import NpyRange
 from tagstream.loader.data.vocab import LABEL_OFFSETS, LABELS
@@ -31,8 +31,7 @@ class RangeWeights:
     def __init__(
         self, dataset: Dataset, vocab: Vocab, *, power: float | None, combine: str, eligible: RangeEligibility
     ):
-        if combine not in COMBINES:
-            raise ValueError(f"combine={combine!r} is not one of {COMBINES}")
+        check_combine(combine)
         self.dataset, self.vocab = dataset, vocab
         self.power, self.combine, self.eligible = power, combine, eligible
         self.offsets = NpyRange(vocab.dir / LABEL_OFFSETS)

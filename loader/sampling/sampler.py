@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 from numpy.typing import NDArray
 
-from tagstream.kernels.assign import Packing, pack_shard_sums, rank_loads
+from tagstream.kernels.assign import Packing, pack_shard_sums, partition_loads
 from tagstream.kernels.counts import class_weight_sums
-from tagstream.kernels.plan import RankTable, plan_length, plan_slice, table_from_pool
-from tagstream.kernels.weights import COMBINES, sampling_power
+from tagstream.kernels.plan import PartitionTable, plan_length, plan_slice, table_from_pool
+from tagstream.kernels.weights import sampling_power
 from tagstream.loader.sampling.cache import SamplingCache
 from tagstream.loader.sampling.eligible import Eligibility, RangeEligibility, as_eligibility, eligibility
-from tagstream.loader.sampling.partitions import check_layout, rank_positions, served
+from tagstream.loader.sampling.partitions import check_layout, check_serving, rank_positions, served
 from tagstream.loader.sampling.range_weights import RangeWeights
 from tagstream.loader.sampling.summary import SamplingSummary, compute_summary
 
@@ -35,10 +35,10 @@ __all__ = ["Eligibility", "RankSampler", "eligibility", "prepare_sampling"]
 
 
 class RankSampler:
-    """One rank's view of the resampled epochs (see the module docstring).
-
-    partitions (P, default world) must be a multiple of world; a rank serving P / world > 1 partitions
-    needs `share`, the samples each partition gives every global batch. `timings` and `cache_hits` say
+    """A rank's sampler over the partitions it serves (see the module docstring): P partitions (default world,
+    a multiple of world) each draw their own plan; rank r serves partitions r*P/world .. (r+1)*P/world - 1 and
+    its plan lays their shares of every step end to end. A rank serving P / world > 1 partitions needs `share`,
+    the samples each partition gives every global batch. `timings` and `cache_hits` say
     where start-up went (summary, packing, tables) and what the cache saved.
     """
 
@@ -61,20 +61,17 @@ class RankSampler:
     ):
         if world < 1 or not 0 <= rank < world:
             raise ValueError(f"rank={rank} must be in [0, world={world}) with world >= 1")
-        if not replacement and sampling_power(sampling) is not None:
-            raise ValueError(f"replacement=False needs sampling='natural' (a permutation), got sampling={sampling!r}")
         self.partitions = world if partitions is None else int(partitions)
         if self.partitions < world or self.partitions % world:
             check_layout(self.partitions, world, 1)  # raises, naming the world sizes that work
         serves = self.partitions // world
-        if serves > 1 and (share is None or share < 1):
-            raise ValueError(
-                f"a rank serving {serves} partitions needs share >= 1 (samples per partition per step), got {share}"
-            )
+        check_serving(serves, share)
         self.dataset, self.vocab = dataset, vocab
         self.sampling, self.combine, self.seed, self.rank, self.world = sampling, combine, seed, rank, world
         self.replacement, self.share = replacement, share if serves > 1 else None
         self.source = sampling_source(dataset, vocab, sampling=sampling, combine=combine, eligible=eligible)
+        if not replacement and self.source.power is not None:
+            raise ValueError(f"replacement=False needs sampling='natural' (a permutation), got sampling={sampling!r}")
         self.timings: dict[str, float] = {}
         self.cache_hits: dict[str, bool] = {}
         entry = cache_entry(self.source, sampling) if cache else None
@@ -92,7 +89,7 @@ class RankSampler:
         self.imbalance = packing.imbalance  # max partition weight / mean - 1 (the packing error of the law)
         self.imbalance_whole_shards = packing.imbalance_whole_shards
         self.block_weights: NDArray[np.float64] = packing.block_weights
-        self.partition_weights = rank_loads(self.block_weights, self.owner, self.partitions)
+        self.partition_weights = partition_loads(self.block_weights, self.owner, self.partitions)
         if not np.all(self.partition_weights > 0):
             # raised on every rank alike, so no rank goes on to wait for one that failed
             empty = np.flatnonzero(self.partition_weights <= 0).tolist()
@@ -105,7 +102,7 @@ class RankSampler:
             np.int64
         )
         t = time.perf_counter()
-        self.tables: list[RankTable] = [self._table(p) for p in self.served]
+        self.tables: list[PartitionTable] = [self._table(p) for p in self.served]
         self.timings["tables"] = time.perf_counter() - t
         if serves == 1:
             self.len_per_rank = self.len_per_partition
@@ -190,7 +187,7 @@ class RankSampler:
         return out
 
     # -- start-up --------------------------------------------------------------------------------
-    def _table(self, partition: int) -> RankTable:
+    def _table(self, partition: int) -> PartitionTable:
         """The partition's pool (positive-weight images of its blocks, ascending) and alias table."""
         pools, weights = [], []
         for b in np.flatnonzero(self.owner == partition):
@@ -207,7 +204,7 @@ class RankSampler:
             self.tables[slot],
             seed=self.seed,
             epoch=epoch,
-            rank=self.served[slot],
+            partition=self.served[slot],
             length=self.len_per_partition,
             start=start,
             stop=stop,
@@ -222,9 +219,8 @@ def sampling_source(
     combine: str,
     eligible: RangeEligibility | NDArray[np.bool_] | None,
 ) -> RangeWeights:
-    """The weights of any image range under this rule (masks checked here, once)."""
-    if combine not in COMBINES:
-        raise ValueError(f"combine={combine!r} is not one of {COMBINES}")
+    """The weights of any image range under this rule: the sampling string parsed into its power here, once (the
+    combine rule is checked by RangeWeights, the masks by the eligibility rule)."""
     rule = as_eligibility(eligible, dataset.num_images)
     if isinstance(rule, Eligibility):
         rule.check(dataset)

@@ -6,19 +6,19 @@ import numpy as np
 import pytest
 
 from tagstream.kernels import assign
-from tagstream.kernels.assign import assign_blocks, assign_blocks_ref, block_weights, pack_shards, rank_loads
+from tagstream.kernels.assign import assign_blocks, assign_blocks_ref, block_weights, pack_shards, partition_loads
 
 
-@pytest.mark.parametrize("world", [1, 3, 64])
+@pytest.mark.parametrize("partitions", [1, 3, 64])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_assignment_matches_twin(world, seed):
+def test_assignment_matches_twin(partitions, seed):
     bw = np.random.default_rng(seed).pareto(1.5, 300)
-    owner, imb = assign_blocks(bw, world)
-    ref_owner, ref_imb = assign_blocks_ref(bw, world)
+    owner, imb = assign_blocks(bw, partitions)
+    ref_owner, ref_imb = assign_blocks_ref(bw, partitions)
     assert np.array_equal(owner, ref_owner) and imb == pytest.approx(ref_imb, rel=1e-12)
-    loads = rank_loads(bw, owner, world)
+    loads = partition_loads(bw, owner, partitions)
     assert imb == pytest.approx(loads.max() / loads.mean() - 1, rel=1e-12)
-    # LPT bound: the heaviest rank exceeds the mean by at most one block
+    # LPT bound: the heaviest partition exceeds the mean by at most one block
     assert loads.max() <= loads.mean() + bw.max() + 1e-9
 
 
@@ -27,7 +27,7 @@ def test_ties_are_deterministic_and_spread():
     assert owner.tolist() == [0, 1, 2, 3, 0, 1, 2, 3] and imb == 0.0
 
 
-def test_more_ranks_than_blocks_reports_the_imbalance():
+def test_more_partitions_than_blocks_reports_the_imbalance():
     owner, imb = assign_blocks(np.array([3.0, 1.0]), 4)
     assert owner.tolist() == [0, 1]
     assert imb == pytest.approx(3.0 / 1.0 - 1)  # loads [3, 1, 0, 0], mean 1
@@ -38,7 +38,7 @@ def test_more_ranks_than_blocks_reports_the_imbalance():
 def test_assignment_rejects_bad_weights(bad):
     with pytest.raises(ValueError, match="finite values >= 0"):
         assign_blocks(bad, 2)
-    with pytest.raises(ValueError, match="world=0"):
+    with pytest.raises(ValueError, match="partitions=0"):
         assign_blocks(np.ones(2), 0)
 
 
@@ -48,32 +48,32 @@ def test_block_weights_edge_cases():
     assert block_weights(np.array([0, 0]), np.zeros(0)).tolist() == [0.0]
 
 
-def check_packing(p, shards, w, world):
+def check_packing(p, shards, w, partitions):
     """Blocks cover [0, N) in order, never straddle a shard, and the reported imbalance is the real one."""
     assert p.block_starts[0] == 0 and p.block_starts[-1] == len(w) and np.all(np.diff(p.block_starts) > 0)
     assert set(shards.tolist()) <= set(p.block_starts.tolist())
-    assert p.owner.shape == (len(p.block_starts) - 1,) and p.owner.min() >= 0 and p.owner.max() < world
-    loads = rank_loads(block_weights(p.block_starts, w), p.owner, world)
+    assert p.owner.shape == (len(p.block_starts) - 1,) and p.owner.min() >= 0 and p.owner.max() < partitions
+    loads = partition_loads(block_weights(p.block_starts, w), p.owner, partitions)
     np.testing.assert_allclose(loads.sum(), w.sum())
     assert p.imbalance == pytest.approx(loads.max() / loads.mean() - 1, abs=1e-12)
     return loads
 
 
 @pytest.mark.parametrize(
-    "sizes,world",
+    "sizes,partitions",
     [([0, 10, 980, 10], 8), ([1000], 5), ([100] * 10, 4), ([37, 0, 0, 400, 63], 3), ([5, 5], 1), ([30] * 100, 16)],
 )
-def test_cuts_balance_any_shard_layout(sizes, world):
+def test_cuts_balance_any_shard_layout(sizes, partitions):
     w = np.random.default_rng(3).random(sum(sizes))
     shards = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    p = pack_shards(shards, w, world)
-    loads = check_packing(p, shards, w, world)
-    # balanced to about one image (cuts fall between images; a rank fed by two donors sees two roundings)
+    p = pack_shards(shards, w, partitions)
+    loads = check_packing(p, shards, w, partitions)
+    # balanced to about one image (cuts fall between images; a partition fed by two donors sees two roundings)
     assert np.all(np.abs(loads - loads.mean()) <= 2 * w.max() + 1e-9)
     assert p.imbalance <= p.imbalance_whole_shards + 1e-12
-    # each rank reads its whole shards plus few pieces: at most world - 1 cuts in all
-    assert len(p.owner) - sum(1 for n in sizes if n) <= world - 1
-    again = pack_shards(shards, w, world)
+    # each partition reads its whole shards plus few pieces: at most partitions - 1 cuts in all
+    assert len(p.owner) - sum(1 for n in sizes if n) <= partitions - 1
+    again = pack_shards(shards, w, partitions)
     assert np.array_equal(again.block_starts, p.block_starts) and np.array_equal(again.owner, p.owner)
 
 
@@ -116,11 +116,11 @@ def test_packing_edge_cases():
         pack_shards(np.array([0, 5]), np.ones(3), 2)
     with pytest.raises(ValueError, match="non-decreasing"):
         pack_shards(np.array([0, 2, 1, 3]), np.ones(3), 2)
-    with pytest.raises(ValueError, match="world=0"):
+    with pytest.raises(ValueError, match="partitions=0"):
         pack_shards(np.array([0, 3]), np.ones(3), 0)
 
 
-def test_64_ranks_over_1000_shards():
+def test_64_partitions_over_1000_shards():
     r = np.random.default_rng(4)
     sizes = r.integers(50, 150, 1000)
     w = r.random(int(sizes.sum())) ** 2
@@ -136,11 +136,11 @@ def test_64_ranks_over_1000_shards():
 
 def test_refinement_matches_twin_on_uneven_blocks():
     bw = np.random.default_rng(6).integers(1, 40, 60).astype(float)
-    for world in (2, 7):
-        owner, imb = assign_blocks(bw, world)
-        ref_owner, ref_imb = assign_blocks_ref(bw, world)
+    for partitions in (2, 7):
+        owner, imb = assign_blocks(bw, partitions)
+        ref_owner, ref_imb = assign_blocks_ref(bw, partitions)
         assert np.array_equal(owner, ref_owner) and imb == pytest.approx(ref_imb)
-        assert imb <= assign_blocks(bw, world, refine=False)[1]
+        assert imb <= assign_blocks(bw, partitions, refine=False)[1]
 
 
 def test_block_weights_sum_every_block_including_the_last_before_empty_ones():
@@ -164,19 +164,19 @@ def test_packing_from_shard_sums_is_bit_identical_and_fetches_only_cut_shards(se
     sizes[r.random(sizes.shape[0]) < 0.2] = 0
     w = r.pareto(1.2, int(sizes.sum())) * (r.random(int(sizes.sum())) > 0.1)
     shards = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    world = int(r.integers(1, 12))
+    partitions = int(r.integers(1, 12))
     fetched = []
 
     def weights_of(lo, hi):
         fetched.append((lo, hi))
         return w[lo:hi].copy()
 
-    p = pack_shards(shards, w, world)
-    q = pack_shard_sums(shards, block_weights(shards, w), world, weights_of)
+    p = pack_shards(shards, w, partitions)
+    q = pack_shard_sums(shards, block_weights(shards, w), partitions, weights_of)
     assert np.array_equal(p.block_starts, q.block_starts) and np.array_equal(p.owner, q.owner)
     assert (p.imbalance, p.imbalance_whole_shards) == (q.imbalance, q.imbalance_whole_shards)
     assert p.block_weights.tolist() == q.block_weights.tolist() == block_weights(p.block_starts, w).tolist()
     cut = {lo for lo, hi in zip(p.block_starts[:-1], p.block_starts[1:])} - set(shards.tolist())
-    assert len(fetched) <= len(cut) + world and all(
+    assert len(fetched) <= len(cut) + partitions and all(
         (lo, hi) in set(zip(shards[:-1].tolist(), shards[1:].tolist())) for lo, hi in fetched
     )

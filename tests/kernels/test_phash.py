@@ -1,4 +1,4 @@
-"""kernels.phash and tools.imagehash: the 64-bit DCT perceptual hash and its Pillow-side recipe."""
+"""kernels/phash.py and tools/dedup/imagehash.py: the 64-bit DCT perceptual hash and its Pillow-side recipe."""
 
 from __future__ import annotations
 

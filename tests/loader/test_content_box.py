@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tagstream.loader import LoaderConfig, build_loader, turbo
+from tagstream.loader import LoaderConfig, build_loader
+from tagstream.loader.pipeline import turbo
 from tests.helpers.dedup_worlds import build_padded_worlds, drop_content_boxes
 
 DECODERS = ["turbo", "dali"]

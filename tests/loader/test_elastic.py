@@ -2,7 +2,7 @@
 
 A loader checkpointed at step s at world 4 and resumed at world 2 or 1 (partitions=4) delivers the same
 global batches (as multisets of image indices) as the uninterrupted world-4 run, with the same crop windows,
-flips and pixels (augmentation is keyed by partition, loader/sampling/partitions.py stream_keys); other world sizes and
+flips and pixels (augmentation is keyed by partition, loader/sampling/partitions.py partition_positions); other world sizes and
 other layouts are refused with messages that name what works. The sqrt law holds at world 3 and 7.
 """
 
@@ -18,7 +18,7 @@ from tagstream.loader.iterator import DaliLoader
 from tagstream.loader.pipeline.augment import train_params
 from tagstream.loader.pipeline.batch_source import BatchSource
 from tagstream.loader.pipeline.plan_source import PlanSource
-from tagstream.loader.sampling.partitions import stream_key, stream_keys
+from tagstream.loader.sampling.partitions import partition_position, partition_positions
 from tagstream.loader.sampling.sampler import RankSampler
 from tagstream.tools.bench.loader_data import encode_jpeg, write_dataset, write_identity_vocab
 from tests.helpers.index_only import NUM_CLASSES, write_index_only, zipf_class
@@ -168,7 +168,7 @@ def test_sqrt_law_per_class_at_world_3_and_7_with_uneven_shards(tmp_path_factory
 
 
 def test_a_samples_augmentation_key_is_its_partition_and_its_position_there(root):
-    """stream_keys maps position j of a rank's plan to (partition, position in that partition's plan): the
+    """partition_positions maps position j of a rank's plan to (partition, position in that partition's plan): the
     sample at j is the one the partition draws there, at every world size; one partition per rank: (rank, j)."""
     alone = [
         DaliLoader(LoaderConfig(dataset=root, vocab="v", seed=5, batch_size=3, partitions=6), rank=p, world=6).sampler
@@ -179,8 +179,8 @@ def test_a_samples_augmentation_key_is_its_partition_and_its_position_there(root
         for rank in range(world):
             sampler = DaliLoader(config, rank=rank, world=world).sampler
             serves, n = 6 // world, len(sampler)
-            parts, pos = stream_keys(rank, serves, sampler.share, 0, n)
-            assert [stream_key(rank, serves, sampler.share, j) for j in range(n)] == list(
+            parts, pos = partition_positions(rank, serves, sampler.share, 0, n)
+            assert [partition_position(rank, serves, sampler.share, j) for j in range(n)] == list(
                 zip(parts.tolist(), pos.tolist())
             )
             if serves == 1:

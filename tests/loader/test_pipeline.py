@@ -1,5 +1,5 @@
 """The DALI pipeline and its per-sample source, with a stand-in plan: indices, pixels and crops, with
-both decode placements (DALI's operators, or the source decoding itself with loader.turbo)."""
+both decode placements (DALI's operators, or the source decoding itself with loader/pipeline/turbo.py)."""
 
 from __future__ import annotations
 

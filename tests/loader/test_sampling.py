@@ -175,7 +175,7 @@ def test_bad_arguments_are_clear_errors(dataset, vocab):
         RankSampler(dataset, vocab, combine="median")
     with pytest.raises(ValueError, match="no image can be drawn"):
         RankSampler(dataset, vocab, eligible=np.zeros(N, bool))
-    with pytest.raises(ValueError, match="samples_per_epoch=3 must be >= world=4"):
+    with pytest.raises(ValueError, match="samples_per_epoch=3 must be >= partitions=4"):
         RankSampler(dataset, vocab, world=4, samples_per_epoch=3)
     few = np.zeros(N, bool)
     few[[1, 2]] = True  # two drawable images in one shard, three ranks

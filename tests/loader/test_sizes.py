@@ -8,7 +8,14 @@ import pytest
 
 from tagstream.loader import build_loader
 from tagstream.loader.config import LoaderConfig
-from tagstream.loader.pipeline.sizes import format_size_schedule, parse_size_schedule, size_at
+from tagstream.loader.pipeline.sizes import (
+    check_size,
+    final_size,
+    format_size_schedule,
+    image_size_setting,
+    parse_size_schedule,
+    size_at,
+)
 from tests.helpers.datasets import make_index_dataset
 
 
@@ -16,7 +23,24 @@ def test_parse_format_and_size_at():
     s = parse_size_schedule("160@0, 192@2,224@4")
     assert s == ((0, 160), (2, 192), (4, 224)) and format_size_schedule(s) == "160@0,192@2,224@4"
     assert [size_at(s, e) for e in range(6)] == [160, 160, 192, 192, 224, 224]
-    assert parse_size_schedule("224") == ((0, 224),)
+    assert parse_size_schedule("224") == ((0, 224),) == parse_size_schedule(224)
+    assert final_size(s) == 224
+
+
+def test_one_stored_form_per_image_size():
+    """A size or a schedule, however written, is stored one way: an int, or the normalised schedule text."""
+    assert image_size_setting("224") == image_size_setting(224) == image_size_setting(" 224@0") == 224
+    assert image_size_setting("160@0, 192@2") == "160@0,192@2"
+    with pytest.raises(ValueError, match="data.image_size='160@1'.*must start at epoch 0"):
+        image_size_setting("160@1", name="data.image_size")
+
+
+@pytest.mark.parametrize("size", [7, 0, True, 16.0, "16"])
+def test_a_single_size_is_a_whole_number_of_at_least_8(size):
+    with pytest.raises(ValueError, match=r"image_size=.* must be a whole number of pixels >= 8"):
+        check_size(size)
+    with pytest.raises(ValueError, match=r"image_size=.* must be a whole number of pixels >= 8"):
+        LoaderConfig(dataset="d", vocab="v", image_size=size)
 
 
 @pytest.mark.parametrize(

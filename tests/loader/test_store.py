@@ -129,3 +129,35 @@ def test_bad_record_names_shard_and_key(ds, value, message):
     with pytest.raises(fmt.FormatError, match=message) as info:
         store.read_image(19)
     assert "00001" in str(info.value) and ("key 3" in str(info.value))
+
+
+def test_verification_stamps_go_under_the_users_cache_dir(ds, tmp_path, monkeypatch):
+    """verify_shards' stamps follow cache_dir (LoaderConfig.cache_dir, data.cache_dir): through a pickled store (a
+    worker's copy) and through a real loader, none lands in the default cache; without cache_dir, the default."""
+    from tagstream.loader import LoaderConfig, build_loader
+    from tagstream.loader.data.store import close_all
+
+    default = tmp_path / "xdg"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(default))
+    mine = tmp_path / "mine"
+    store = pickle.loads(pickle.dumps(ShardStore(ds.root, verify=True, cache_dir=mine)))
+    store.read_bytes(17)  # shard 1
+    assert len(list((mine / "verified").glob("*.json"))) == 1 and not default.exists()
+    config = LoaderConfig(
+        dataset=str(ds.root),
+        vocab="v",
+        batch_size=8,
+        image_size=16,
+        workers=1,
+        threads=1,
+        prefetch=1,
+        mode="eval",
+        cache_dir=str(mine),
+        verify_shards=True,
+    )
+    assert sum(len(batch[2]) for batch in build_loader(config)) == 40
+    assert len(list((mine / "verified").glob("*.json"))) == 3 and not default.exists()
+    close_all()
+    ShardStore(ds.root, verify=True).read_bytes(0)
+    assert len(list((default / "tagstream" / "verified").glob("*.json"))) == 1
+    close_all()

@@ -1,4 +1,4 @@
-"""loader.turbo (the C window decoder + resize) against Pillow and torch as oracles: pixels, windows,
+"""loader/pipeline/turbo.py (the C window decoder + resize) against Pillow and torch as oracles: pixels, windows,
 mirroring, every kind of bad input, threads."""
 
 from __future__ import annotations

@@ -76,6 +76,9 @@ def test_later_override_wins_and_recipe_is_overridden():
         ("batch.global_size=0", r"batch.global_size=0 and grad_accum=1 must be >= 1"),
         ("steps=3", r"must look like section.key=value"),
         ("data.cpu_decoder=pillow", r"data.cpu_decoder='pillow' is not one of \('auto', 'turbo', 'dali'\)"),
+        ("data.combine=median", r"data.combine='median' is not one of \('sum', 'mean', 'max'\)"),
+        ("data.partitions=0", r"data.partitions=0 must be an integer >= 1 \(or unset: the world size\)"),
+        ("data.image_size=4", r"data.image_size=4 must be a whole number of pixels >= 8"),
     ],
 )
 def test_refusals_name_the_key_and_the_allowed(item, message):

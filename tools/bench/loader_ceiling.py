@@ -52,7 +52,7 @@ def _decode_rate(decode: Callable[[bytes], int], data: list[bytes], cores: int) 
 def run_ceiling(config: LoaderConfig, images: int, tick: Callable[[int], None]) -> dict:
     """Decode-only: the same bytes, already in memory, fully decoded (no crop, no resize) with all the
     cores, by DALI's CPU decoder (config.threads threads), by Pillow and by libjpeg-turbo called
-    directly (loader.turbo, when built) in `cores` processes; the fastest is the ceiling."""
+    directly (loader/pipeline/turbo.py, when built) in `cores` processes; the fastest is the ceiling."""
     from nvidia.dali import fn, pipeline_def, types
 
     data = _read_bytes(config, images)

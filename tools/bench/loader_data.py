@@ -1,5 +1,5 @@
 """Datasets for loader tests and `tagstream bench loader`, written straight to the on-disk format:
-photo-like JPEGs (tools.synth_draw.photo_like, 50-110 KB at 500x375 q90), flat JPEGs whose colour
+photo-like JPEGs (tools/synth/draw.py photo_like, 50-110 KB at 500x375 q90), flat JPEGs whose colour
 encodes their index, and a plain writer fast enough for start-up measurements at 10^6 images."""
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from tagstream.kernels.alias import build_alias, draw_alias
 from tagstream.kernels.assign import assign_blocks, block_weights, pack_shards
 from tagstream.kernels.counts import class_counts
-from tagstream.kernels.plan import build_rank_table
+from tagstream.kernels.plan import build_partition_table
 from tagstream.kernels.rng import stream_key
 from tagstream.kernels.weights import sample_weights, sampling_power
 from tagstream.tools.bench.index_data import label_counts, zipf_labels
@@ -79,7 +79,7 @@ def rank_packing(weights: NDArray[np.float64], *, ranks: int, shards: int) -> di
     packing, seconds = _timed(lambda: pack_shards(shard_starts, weights, ranks))
     _, lpt_only = assign_blocks(block_weights(shard_starts, weights), ranks, refine=False)
     try:
-        table, table_s = _timed(lambda: build_rank_table(weights, packing.block_starts, packing.owner, 0))
+        table, table_s = _timed(lambda: build_partition_table(weights, packing.block_starts, packing.owner, 0))
         rank0 = {"rank0_images": int(table.pool.shape[0]), "rank0_table_seconds": table_s}
     except ValueError as exc:  # more ranks than drawable images: reported, not raised
         rank0 = {"rank0_images": 0, "rank0_table_seconds": None, "rank0_error": str(exc)}

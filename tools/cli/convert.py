@@ -1,4 +1,5 @@
-"""`tagstream convert SRC OUT`: the click command over tagstream.tools.convert.engine.convert."""
+"""`tagstream convert SRC OUT`: the click command over tagstream.tools.convert.launch.run_conversion (here in one
+process, one part of N, or every part on Ray)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`tagstream push DATASET URL`: the click command over tagstream.loader.publish.push."""
+"""`tagstream push DATASET URL`: the click command over tagstream.loader.data.push.push."""
 
 from __future__ import annotations
 

@@ -205,8 +205,8 @@ def validate_image(data: bytes, options: ImageOptions) -> Accepted | Rejected:
 
 def _scan_problem(img: Image.Image, data: bytes) -> str | None:
     """Damaged JPEG scan data, which Pillow decodes without a word (libjpeg warns, pads or guesses): the
-    strict check of loader.turbo (its entropy decoding again, at 1/8 scale: measured +35% CPU per JPEG input
-    on 500x375 photos, convert 345 -> 265 inputs/s on one core).
+    strict check of loader/pipeline/turbo.py (its entropy decoding again, at 1/8 scale: its CPU cost per JPEG input is in
+    docs/costs.md).
     None when the scan is sound, the image is no JPEG, or the extension is not built."""
     if (
         (img.format or "").upper() not in ("JPEG", "MPO")

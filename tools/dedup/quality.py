@@ -1,5 +1,5 @@
 """How well the perceptual hash separates near copies from distinct images: recall and false-match rate per
-Hamming distance, on photo-like synthetic images (tools.synth_draw.photo_like) and seeded random edits.
+Hamming distance, on photo-like synthetic images (tools/synth/draw.py photo_like) and seeded random edits.
 
 The trade-off: synthetic 1/f images with flat shapes stand in for photos, so no data set is needed and the
 run is reproducible, but real photo collections hold more look-alike images (same scene, same layout),
@@ -142,7 +142,7 @@ def _hash_all(imgs: list[Image.Image], *, crop: bool = True) -> NDArray[np.uint6
 
 def measure(*, images: int, size: tuple[int, int] = (500, 375), seed: int = 0) -> Quality:
     """Make `images` distinct photo-like originals, edit each once per family (seeded), hash everything
-    with the conversion's recipe (tools.dedup.imagehash.content_phash: inside the content box)."""
+    with the conversion's recipe (tools/dedup/imagehash.py content_phash: inside the content box)."""
     if images < 2:
         raise ValueError(f"images={images!r}: need at least 2 to form distinct pairs")
     rng = np.random.default_rng(seed)

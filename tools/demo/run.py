@@ -115,7 +115,7 @@ def _pretrain(root: Path, ds: Path, sampling: str, size: DemoSize, seed: int, pr
             f"run.checkpoint_every={size.steps}",
             "run.log_every=5",
             # one compute thread leaves the second core to the loader's decoding; two threads contending
-            # with DALI on 2 cores measured 3-6x slower per step than one
+            # with DALI on 2 cores were slower per step than one (docs/costs.md)
             "run.threads=1",
         ],
     )

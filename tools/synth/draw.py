@@ -1,6 +1,6 @@
 """Images for the synthetic world: concepts drawn as coloured, patterned shapes (or scene layouts) at random
-pose and size among clutter, and `photo_like` 1/f images for benchmarks. Crude on purpose: cheap (about
-10 ms an image) yet distinct enough to be learned at 64 px."""
+pose and size among clutter, and `photo_like` 1/f images for benchmarks. Crude on purpose: cheap to draw
+(docs/costs.md) yet distinct enough to be learned at 64 px."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ problem, never the death of `verify`.
 Fast: every key in order, every record parsed, its tags against the index and the tag table, its image
 a JPEG whose frame header (read from its markers, not decoded) gives the index's width and height. Deep (`--deep`): also every image checked strictly (header within format.MAX_PIXELS,
 its size equal to the index's width and height, every scan decodable without a corrupt-data warning:
-loader.turbo.check; Pillow's full decode where the extension is not built).
+loader/pipeline/turbo.py check; Pillow's full decode where the extension is not built).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def walk_records(
                 problems.append(f"count mismatch: the shard holds {entries} records, manifest says {images}")
             for expected, (key, value) in enumerate(txn.cursor()):
                 what = _record_problem(expected, key, value, images, num_tags, ids, off, csr_ok)
-                if what is None and sizes_ok and expected < images:  # the header's size, from its markers (~0.1 us)
+                if what is None and sizes_ok and expected < images:  # the header's size, from its markers
                     what = _frame_problem(
                         fmt.unpack_record(value)["image"], int(sizes[0][expected]), int(sizes[1][expected])
                     )

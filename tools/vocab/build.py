@@ -85,7 +85,7 @@ def _image_classes(
     cls = tag_class[ids]
     keep = cls >= 0
     keys = np.sort(image[keep] * max(num_classes, 1) + cls[keep])
-    # sort + neighbour compare, not np.unique: NumPy 2's hash-based unique is ~30x slower here
+    # sort + neighbour compare, not np.unique: NumPy 2's hash-based unique is much slower here (docs/costs.md)
     keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if keys.size else keys
     return keys // max(num_classes, 1), keys % max(num_classes, 1)
 

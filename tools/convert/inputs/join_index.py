@@ -1,6 +1,6 @@
 """A compact map from a photo key to its image, for joining a metadata table to millions of images: entries
-are appended to flat buffers and frozen into NumPy arrays, ~50 bytes an image where a dict of tuples takes
-~240; a lookup is a binary search over 64-bit key hashes (~3 us instead of ~1 us).
+are appended to flat buffers and frozen into NumPy arrays, a fraction of a dict of tuples' memory; a lookup is a
+binary search over 64-bit key hashes, slower than a dict's (both measured: docs/costs.md).
 
 The first entry of a key wins, like dict.setdefault. A hash match is confirmed against the stored key, so a
 hash collision never joins a photo to another photo's image.
@@ -31,7 +31,7 @@ def key_hash(key: bytes) -> bytes:
 
 def _narrow(values: NDArray) -> memoryview:
     """Non-negative integers as uint32 where they fit, else int64 (a copy: the wide buffer can be freed), read
-    through a memoryview: an item is a Python int, ~3x faster to get than a NumPy scalar."""
+    through a memoryview: an item is a Python int, faster to get than a NumPy scalar (docs/costs.md)."""
     return memoryview(values.astype(np.uint32 if values.max(initial=0) < 1 << 32 else np.int64))
 
 
