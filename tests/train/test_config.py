@@ -76,6 +76,8 @@ def test_later_override_wins_and_recipe_is_overridden():
         ("batch.global_size=0", r"batch.global_size=0 and grad_accum=1 must be >= 1"),
         ("steps=3", r"must look like section.key=value"),
         ("data.cpu_decoder=pillow", r"data.cpu_decoder='pillow' is not one of \('auto', 'turbo', 'dali'\)"),
+        ("data.one_pass=true", r"^data.one_pass=True needs data.sampling='natural', got 'sqrt': [^\n]*$"),
+        ("data.one_pass=1", r"data.one_pass: expected bool, got 1"),
     ],
 )
 def test_refusals_name_the_key_and_the_allowed(item, message):
@@ -137,3 +139,9 @@ def test_loader_settings_reach_the_loader():
     assert (lc.cpu_decoder, lc.antialias, lc.workers) == ("dali", False, 3) and not source_decodes(
         lc.device, lc.cpu_decoder
     )
+    one_pass = load_config(
+        "tiny-cpu", [*REQUIRED, "data.sampling=natural", "data.one_pass=true", "data.drop_last=true"]
+    )
+    for mode in ("train", "eval"):  # eval is one pass in order anyway
+        lc = loader_config(one_pass, mode=mode, batch_size=8, device="cpu", device_id=0)
+        assert (lc.sampling, lc.one_pass, lc.drop_last) == ("natural", True, True)
