@@ -103,6 +103,7 @@ def test_resumed_at_a_random_batch_the_epoch_is_still_one_pass(root):
     resumed = [DaliLoader(config, rank, 3) for rank in range(3)]
     for x in resumed:
         x.load_state_dict(state)
+    assert resumed[0].sampler.cache_hits == {"summary": True, "packing": True, "balance": True}  # the evened packing
     head = _global_batches(loaders, 2, range(at))
     tail = _global_batches(resumed, 2, range(at, steps))
     assert tail == _global_batches(loaders, 2, range(at, steps)), at
