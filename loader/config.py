@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from tagstream.kernels.weights import COMBINES, SAMPLINGS, check_combine, sampling_power  # defined with the kernels
 from tagstream.loader.pipeline.sizes import check_size, check_size_schedule, size_at
 from tagstream.loader.sampling.eligible import SPLITS
+from tagstream.loader.sampling.sampler import check_one_pass
 
 TARGETS = ("soft", "multihot", "sparse")
 MODES = ("train", "eval")
@@ -27,11 +28,16 @@ def check_data_settings(
     samples_per_epoch: int | None,
     partitions: int | None = None,
     cache_limit: int = 0,
+    one_pass: bool = False,
+    drop_last: bool = False,
 ) -> None:
     """The checks a LoaderConfig and the trainer's DataConfig share, in one place; `prefix` names the keys as the
     user wrote them ("data." in a recipe). Whether a world size fits the partitions is checked when a loader is
     built for one (loader/sampling/partitions.check_layout)."""
     sampling_power(sampling)  # the one parser of the sampling law: here only to refuse a bad one early
+    check_one_pass(
+        prefix=prefix, one_pass=one_pass, drop_last=drop_last, sampling=sampling, samples_per_epoch=samples_per_epoch
+    )
     check_combine(combine, name=f"{prefix}combine")
     if cpu_decoder not in CPU_DECODERS:
         raise ValueError(f"{prefix}cpu_decoder={cpu_decoder!r} is not one of {CPU_DECODERS}")
@@ -74,6 +80,12 @@ class LoaderConfig:
     seed: int = 0
     batch_size: int = 32  # per rank
     samples_per_epoch: int | None = None  # global draws per epoch; default: number of eligible images
+    # one_pass=True (sampling="natural", train mode): an epoch visits every eligible image exactly once, in a new
+    # order each epoch, on every world size and across resumes (without replacement, as a DataLoader's shuffle=True);
+    # the last global batch is filled up with images from the start of the epoch's order (drop_last=False, the
+    # default: every batch full) or left out (drop_last=True: its images are not seen that epoch)
+    one_pass: bool = False
+    drop_last: bool = False
     # sample-stream partitions, fixed when a run starts (default: its world size); a run resumes on any
     # world size dividing it with the same global batches (loader/sampling/partitions.py)
     partitions: int | None = None
@@ -128,6 +140,8 @@ class LoaderConfig:
             samples_per_epoch=self.samples_per_epoch,
             partitions=self.partitions,
             cache_limit=self.cache_limit,
+            one_pass=self.one_pass,
+            drop_last=self.drop_last,
         )
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")

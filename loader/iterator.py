@@ -24,7 +24,19 @@ from tagstream.loader.pipeline.plan_source import PlanSource
 from tagstream.loader.pipeline.source import DecodeSource, EvalPlan, SourceSettings, source_decodes
 from tagstream.loader.sampling.partitions import working_worlds
 
-STATE_KEYS = ("epoch", "step", "mode", "seed", "batch_size", "rank", "world", "batches", "partitions", "global_batch")
+STATE_KEYS = (
+    "epoch",
+    "step",
+    "mode",
+    "seed",
+    "batch_size",
+    "rank",
+    "world",
+    "batches",
+    "partitions",
+    "global_batch",
+    "one_pass",
+)
 
 
 class DaliLoader:
@@ -32,7 +44,8 @@ class DaliLoader:
 
     train: `len(self)` = samples_per_epoch // partitions // (batch_size * world / partitions) batches on
     every rank (samples_per_epoch // world // batch_size with one partition per rank), drawn by the rank's
-    sampler plan; eval: each rank takes a contiguous share of the eligible images in dataset
+    sampler plan; with one_pass, ceil(eligible images / global batch) batches (drop_last: floor), every image
+    once an epoch over all ranks (loader/sampling/sampler.py); eval: each rank takes a contiguous share of the eligible images in dataset
     order, the pipeline pads to whole batches and the iterator drops the padding, so the last batch
     of a rank may be short (rarely empty) while every rank yields the same number of batches.
     """
@@ -113,6 +126,7 @@ class DaliLoader:
             "batches": self.batches,
             "partitions": self.sampler.partitions if self.train else None,
             "global_batch": c.batch_size * self.world,
+            "one_pass": c.one_pass and self.train,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -126,7 +140,8 @@ class DaliLoader:
         if "world" in state and "batch_size" in state:  # a state written before partitions: one per rank
             state.setdefault("partitions", state["world"] if state.get("mode", "train") == "train" else None)
             state.setdefault("global_batch", state["batch_size"] * state["world"])
-        for key in ("mode", "seed", "partitions", "global_batch", "batches"):
+        state.setdefault("one_pass", False)  # a state written before one-pass epochs
+        for key in ("mode", "seed", "partitions", "global_batch", "batches", "one_pass"):
             if key in state and state[key] != mine[key]:
                 hint = ""
                 if key == "global_batch":

@@ -36,6 +36,9 @@ class DataConfig:
     masks: tuple[str, ...] = ()  # masks/NAME.npy excluded from training (de-duplication)
     holdout_fraction: float = 0.0  # held-out split for evaluation; 0 = no evaluation
     samples_per_epoch: int | None = None  # default: number of eligible images
+    # one_pass: every image once an epoch (natural sampling; loader/config.py); drop_last: its last partial batch out
+    one_pass: bool = False
+    drop_last: bool = False
     # sample-stream partitions, fixed when the run starts (default: its world size); --resume works on any
     # world size dividing it, with the same global batches (loader/sampling/partitions.py)
     partitions: int | None = None
@@ -51,9 +54,8 @@ class DataConfig:
     # "" = ~/.cache/tagstream/datasets (stamps: ~/.cache/tagstream/verified)
     cache_dir: str = ""
     cache_limit: int = 0  # bytes of shards the cache may hold (all ranks sharing cache_dir); 0 = no limit
-    verify_shards: bool = (
-        False  # check each local shard's sha256 once per machine before reading it (loader/data/store.py)
-    )
+    # check each local shard's sha256 once per machine before reading it (loader/data/store.py)
+    verify_shards: bool = False
 
     def __post_init__(self) -> None:
         check_data_settings(
@@ -68,6 +70,8 @@ class DataConfig:
             samples_per_epoch=self.samples_per_epoch,
             partitions=self.partitions,
             cache_limit=self.cache_limit,
+            one_pass=self.one_pass,
+            drop_last=self.drop_last,
         )
         if self.vocab:  # names inside the dataset, never paths: refused before a run directory is made
             check_name(self.vocab, "data.vocab: vocabulary")
@@ -117,13 +121,11 @@ class OptimConfig:
     betas: tuple[float, ...] = (0.9, 0.999)  # adamw
     eps: float = 1e-8  # adamw
     weight_decay: float = 1e-4
-    decay_norm_and_bias: bool = (
-        True  # false: no weight decay on biases, norm layers, ViT class token and position embedding
-    )
+    # false: no weight decay on biases, norm layers, ViT class token and position embedding
+    decay_norm_and_bias: bool = True
     grad_clip: float = 0.0  # clip the global gradient norm to this before each step; 0 = off
-    ema: float = (
-        0.0  # decay of an exponential moving average of the weights, updated every step; 0 = off (train/ema.py)
-    )
+    # decay of an exponential moving average of the weights, updated every step; 0 = off (train/ema.py)
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.ema < 1:

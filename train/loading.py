@@ -14,7 +14,8 @@ from tagstream.train.losses import loader_targets
 def loader_config(
     config: TrainConfig, *, mode: str, batch_size: int, device: str, device_id: int, partitions: int | None = None
 ) -> LoaderConfig:
-    """The loader settings of the train split (resampled, augmented) or the held-out split (every image once)."""
+    """The loader settings of the train split (resampled or one pass, augmented) or the held-out split (every image
+    once, in order: one_pass does not change it)."""
     d = config.data
     holdout = d.holdout_fraction > 0
     return LoaderConfig(
@@ -29,6 +30,8 @@ def loader_config(
         seed=config.run.seed,
         batch_size=batch_size,
         samples_per_epoch=d.samples_per_epoch,
+        one_pass=d.one_pass,
+        drop_last=d.drop_last,
         partitions=partitions,
         image_size=d.final_image_size,
         size_schedule=d.size_schedule if mode == "train" and len(d.size_schedule) > 1 else (),

@@ -238,6 +238,7 @@ def finetune(net, cfg: TransferConfig, train_labels: Labels, eval_labels: Labels
         vocab=cfg.vocab,
         mode="train",
         sampling="natural",
+        one_pass=True,  # an epoch is every train image once, in a new order (the last batch filled up)
         batch_size=ft.batch_size,
         image_size=size,
         seed=cfg.seed,

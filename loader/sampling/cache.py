@@ -4,6 +4,7 @@
                             counts.npy shard_sums.npy shard_drawable.npy
                             packing-P.json           P partitions: imbalances; written last
                             packing-P.block_starts.npy packing-P.owner.npy packing-P.block_weights.npy
+                            packing-P-one-pass.*     the same evened to whole images (kernels/balance.py)
     vocab/NAME/sampling/KEY.lock                     flock: one process computes, the others wait and read
 
 KEY is a digest of the settings (sampling, combine, masks, holdout split) and the inputs: the content of
@@ -37,6 +38,11 @@ CACHE_VERSION = 1
 SUMMARY = "summary.json"
 _SUMMARY_ARRAYS = ("counts", "shard_sums", "shard_drawable")
 _PACKING_ARRAYS = ("block_starts", "owner", "block_weights")
+
+
+def _packing_name(partitions: int, one_pass: bool) -> str:
+    """The packing onto P partitions, or (one_pass) the same evened to whole images."""
+    return f"packing-{partitions}-one-pass" if one_pass else f"packing-{partitions}"
 
 
 def _content(path: Path) -> str:
@@ -95,28 +101,25 @@ class SamplingCache:
     def save_summary(self, summary: SamplingSummary) -> None:
         self._write("", {n: getattr(summary, n) for n in _SUMMARY_ARRAYS}, SUMMARY, {"record": self.record})
 
-    def load_packing(self, partitions: int) -> Packing | None:
-        meta = self._read_json(f"packing-{partitions}.json")
+    def load_packing(self, partitions: int, *, one_pass: bool = False) -> Packing | None:
+        name = _packing_name(partitions, one_pass)
+        meta = self._read_json(f"{name}.json")
         if meta is None or meta.get("summary") != self.key:
             return None
-        arrays = self._read_arrays(f"packing-{partitions}.", _PACKING_ARRAYS)
+        arrays = self._read_arrays(f"{name}.", _PACKING_ARRAYS)
         if arrays is None:
             return None
         starts, owner, weights = arrays
         return Packing(starts, owner, float(meta["imbalance"]), float(meta["imbalance_whole_shards"]), weights)
 
-    def save_packing(self, partitions: int, packing: Packing) -> None:
+    def save_packing(self, partitions: int, packing: Packing, *, one_pass: bool = False) -> None:
         meta = {
             "summary": self.key,
             "imbalance": packing.imbalance,
             "imbalance_whole_shards": packing.imbalance_whole_shards,
         }
-        self._write(
-            f"packing-{partitions}.",
-            {n: getattr(packing, n) for n in _PACKING_ARRAYS},
-            f"packing-{partitions}.json",
-            meta,
-        )
+        name = _packing_name(partitions, one_pass)
+        self._write(f"{name}.", {n: getattr(packing, n) for n in _PACKING_ARRAYS}, f"{name}.json", meta)
 
     # -- files -------------------------------------------------------------------------------------
     def _read_json(self, name: str) -> dict | None:

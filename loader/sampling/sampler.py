@@ -6,6 +6,11 @@ loader/sampling/cache.py) -> shards packed onto P partitions (kernels/assign.py,
 labels, weights and alias tables of this rank's own blocks only -> plan(epoch). A partition's plan is a
 pure function of (seed, epoch, partition); a rank serving several partitions lays their shares of each
 step end to end (loader/sampling/partitions.py), so the global batches do not depend on the world size.
+
+one_pass=True (natural sampling): an epoch visits every drawable image exactly once. The packing is evened
+to whole images (kernels/balance.py: every partition holds q or q + 1), a partition's plan is one keyed
+permutation of its images, and the epoch is whole global batches: the last one filled up with the start of
+each partition's order (drop_last=False) or left out (drop_last=True).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tagstream.kernels.assign import Packing, pack_shard_sums, partition_loads
+from tagstream.kernels.balance import balance_counts
 from tagstream.kernels.counts import class_weight_sums
 from tagstream.kernels.plan import PartitionTable, plan_length, plan_slice, table_from_pool
 from tagstream.kernels.weights import sampling_power
@@ -57,10 +63,16 @@ class RankSampler:
         share: int | None = None,
         samples_per_epoch: int | None = None,
         replacement: bool = True,
+        one_pass: bool = False,
+        drop_last: bool = False,
         cache: bool = True,
     ):
         if world < 1 or not 0 <= rank < world:
             raise ValueError(f"rank={rank} must be in [0, world={world}) with world >= 1")
+        if not replacement and sampling_power(sampling) is not None:
+            raise ValueError(f"replacement=False needs sampling='natural' (a permutation), got sampling={sampling!r}")
+        check_one_pass(one_pass=one_pass, drop_last=drop_last, sampling=sampling, samples_per_epoch=samples_per_epoch)
+        replacement = replacement and not one_pass
         self.partitions = world if partitions is None else int(partitions)
         if self.partitions < world or self.partitions % world:
             check_layout(self.partitions, world, 1)  # raises, naming the world sizes that work
@@ -69,21 +81,38 @@ class RankSampler:
         self.dataset, self.vocab = dataset, vocab
         self.sampling, self.combine, self.seed, self.rank, self.world = sampling, combine, seed, rank, world
         self.replacement, self.share = replacement, share if serves > 1 else None
+        self.one_pass, self.drop_last = one_pass, drop_last
         self.source = sampling_source(dataset, vocab, sampling=sampling, combine=combine, eligible=eligible)
         if not replacement and self.source.power is not None:
             raise ValueError(f"replacement=False needs sampling='natural' (a permutation), got sampling={sampling!r}")
         self.timings: dict[str, float] = {}
         self.cache_hits: dict[str, bool] = {}
         entry = cache_entry(self.source, sampling) if cache else None
-        summary, packing = load_layout(self.source, entry, self.partitions, self.timings, self.cache_hits)
+        summary, packing = load_layout(
+            self.source, entry, self.partitions, self.timings, self.cache_hits, one_pass=one_pass
+        )
         self.counts: NDArray[np.int64] = summary.counts
         self.num_drawable = summary.num_drawable
         if packing is None:
             raise ValueError(
                 "no image can be drawn: every image is masked out, held out, or has no class in the vocabulary"
             )
-        self.samples_per_epoch = self.num_drawable if samples_per_epoch is None else int(samples_per_epoch)
-        self.len_per_partition = plan_length(self.samples_per_epoch, self.partitions)
+        self.padded = self.dropped = 0  # one_pass: repeats filling the last global batch, or images left out
+        if one_pass:
+            global_batch = (share or 1) * self.partitions
+            steps = self.num_drawable // global_batch if drop_last else -(-self.num_drawable // global_batch)
+            if steps == 0:
+                raise ValueError(
+                    f"drop_last=True leaves no batch: {self.num_drawable} drawable images are fewer than one "
+                    f"global batch of {global_batch}; lower batch_size or set drop_last=False"
+                )
+            self.samples_per_epoch = steps * global_batch
+            self.padded = max(0, self.samples_per_epoch - self.num_drawable)
+            self.dropped = max(0, self.num_drawable - self.samples_per_epoch)
+            self.len_per_partition = steps * (share or 1)
+        else:
+            self.samples_per_epoch = self.num_drawable if samples_per_epoch is None else int(samples_per_epoch)
+            self.len_per_partition = plan_length(self.samples_per_epoch, self.partitions)
         self.block_starts: NDArray[np.int64] = packing.block_starts
         self.owner: NDArray[np.int64] = packing.owner  # the partition of each block
         self.imbalance = packing.imbalance  # max partition weight / mean - 1 (the packing error of the law)
@@ -120,7 +149,8 @@ class RankSampler:
         world: int = 1,
         replacement: bool = True,
     ) -> RankSampler:
-        """The sampler a LoaderConfig describes (masks, holdout split, sampling, combine, seed, samples, partitions)."""
+        """The sampler a LoaderConfig describes (masks, holdout split, sampling, combine, seed, samples, partitions,
+        one-pass epochs and their last batch)."""
         partitions = config.partitions or world
         share = check_layout(partitions, world, config.batch_size)
         rule = Eligibility(masks=config.masks, holdout_fraction=config.holdout_fraction, split=config.split)
@@ -137,6 +167,8 @@ class RankSampler:
             share=share,
             samples_per_epoch=config.samples_per_epoch,
             replacement=replacement,
+            one_pass=config.one_pass,
+            drop_last=config.drop_last,
         )
 
     def __len__(self) -> int:
@@ -200,15 +232,24 @@ class RankSampler:
         return table_from_pool(pool, np.concatenate(weights), replacement=self.replacement)
 
     def _partition_plan(self, slot: int, epoch: int, start: int, stop: int) -> NDArray[np.int64]:
-        return plan_slice(
-            self.tables[slot],
-            seed=self.seed,
-            epoch=epoch,
-            partition=self.served[slot],
-            length=self.len_per_partition,
-            start=start,
-            stop=stop,
-        )
+        table, partition = self.tables[slot], self.served[slot]
+        if not self.one_pass:
+            length = self.len_per_partition
+            return plan_slice(
+                table, seed=self.seed, epoch=epoch, partition=partition, length=length, start=start, stop=stop
+            )
+        # one pass: the partition's permutation of its n images; positions from n on (padding of the last
+        # global batch) repeat it from its start, so they stay in the partition's own shards
+        n = table.pool.shape[0]
+        pieces, j = [], start
+        while j < stop or not pieces:
+            lo = j % n
+            hi = min(n, lo + stop - j)
+            pieces.append(
+                plan_slice(table, seed=self.seed, epoch=epoch, partition=partition, length=n, start=lo, stop=hi)
+            )
+            j += hi - lo
+        return np.concatenate(pieces)
 
 
 def sampling_source(
@@ -227,6 +268,30 @@ def sampling_source(
     return RangeWeights(dataset, vocab, power=sampling_power(sampling), combine=combine, eligible=rule)
 
 
+def check_one_pass(
+    *, prefix: str = "", one_pass: bool, drop_last: bool, sampling: str, samples_per_epoch: int | None
+) -> None:
+    """One-pass epochs are natural sampling's (the other laws are laws over draws) and as long as the images;
+    `prefix` names the keys as the user wrote them ("data." in a recipe)."""
+    for name, value in (("one_pass", one_pass), ("drop_last", drop_last)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{prefix}{name}={value!r} must be true or false")
+    if one_pass and sampling != "natural":
+        raise ValueError(
+            f"{prefix}one_pass=True needs {prefix}sampling='natural', got {sampling!r}: sqrt, uniform and power:A "
+            "are laws over draws with replacement, not one pass over the images"
+        )
+    if one_pass and samples_per_epoch is not None:
+        raise ValueError(
+            f"{prefix}samples_per_epoch={samples_per_epoch} cannot be set with {prefix}one_pass=True: "
+            "an epoch is one pass over the images"
+        )
+    if drop_last and not one_pass:
+        raise ValueError(
+            f"{prefix}drop_last=True applies to {prefix}one_pass=True epochs (draws with replacement fill every batch)"
+        )
+
+
 def cache_entry(source: RangeWeights, sampling: str) -> SamplingCache | None:
     """The cache entry of a rule given by settings (None for a caller's eligibility array: nothing names it)."""
     what = source.eligible.settings()
@@ -241,10 +306,13 @@ def load_layout(
     partitions: int | None,
     timings: dict[str, float],
     hits: dict[str, bool],
+    *,
+    one_pass: bool = False,
 ) -> tuple[SamplingSummary, Packing | None]:
-    """The summary, and the packing onto `partitions` (None when nothing can be drawn or partitions is None):
-    each read from the cache or computed and saved under the entry's lock (one process computes, the others read).
-    Records seconds per step in timings and cache hits in hits."""
+    """The summary, and the packing onto `partitions` (None when nothing can be drawn or partitions is None),
+    with one_pass evened to whole images (kernels/balance.py): each read from the cache or computed and saved
+    under the entry's lock (one process computes, the others read). Records seconds per step in timings and
+    cache hits in hits."""
     ds = source.dataset
 
     def cached(name: str, load: Callable[[], Any], compute: Callable[[], Any], save: Callable[[Any], None]) -> Any:
@@ -277,6 +345,13 @@ def load_layout(
         ),
         lambda v: entry.save_packing(partitions, v),
     )
+    if one_pass:
+        packing = cached(
+            "balance",
+            lambda: entry.load_packing(partitions, one_pass=True),
+            lambda: balance_counts(packing, partitions, lambda lo, hi: source.weights(lo, hi, summary.counts)),
+            lambda v: entry.save_packing(partitions, v, one_pass=True),
+        )
     return summary, packing
 
 
@@ -288,12 +363,14 @@ def prepare_sampling(
     combine: str = "sum",
     eligible: Eligibility | None = None,
     partitions: int | None = None,
+    one_pass: bool = False,
 ) -> dict[str, Any]:
-    """Fill the cache before a run: the summary (one O(N) pass) and, with partitions, the packing, so the ranks
-    of a large run only read them. Returns {"timings": seconds per step, "cache_hits": ...}."""
+    """Fill the cache before a run: the summary (one O(N) pass) and, with partitions, the packing (one_pass: also
+    evened to whole images), so the ranks of a large run only read them. Returns {"timings": seconds per step,
+    "cache_hits": ...}."""
     source = sampling_source(dataset, vocab, sampling=sampling, combine=combine, eligible=eligible)
     entry = cache_entry(source, sampling)
     timings: dict[str, float] = {}
     hits: dict[str, bool] = {}
-    load_layout(source, entry, partitions, timings, hits)
+    load_layout(source, entry, partitions, timings, hits, one_pass=one_pass)
     return {"timings": timings, "cache_hits": hits}

@@ -79,6 +79,8 @@ def test_later_override_wins_and_recipe_is_overridden():
         ("data.combine=median", r"data.combine='median' is not one of \('sum', 'mean', 'max'\)"),
         ("data.partitions=0", r"data.partitions=0 must be an integer >= 1 \(or unset: the world size\)"),
         ("data.image_size=4", r"data.image_size=4 must be a whole number of pixels >= 8"),
+        ("data.one_pass=true", r"^data.one_pass=True needs data.sampling='natural', got 'sqrt': [^\n]*$"),
+        ("data.one_pass=1", r"data.one_pass: expected bool, got 1"),
     ],
 )
 def test_refusals_name_the_key_and_the_allowed(item, message):
@@ -140,3 +142,9 @@ def test_loader_settings_reach_the_loader():
     assert (lc.cpu_decoder, lc.antialias, lc.workers) == ("dali", False, 3) and not source_decodes(
         lc.device, lc.cpu_decoder
     )
+    one_pass = load_config(
+        "tiny-cpu", [*REQUIRED, "data.sampling=natural", "data.one_pass=true", "data.drop_last=true"]
+    )
+    for mode in ("train", "eval"):  # eval is one pass in order anyway
+        lc = loader_config(one_pass, mode=mode, batch_size=8, device="cpu", device_id=0)
+        assert (lc.sampling, lc.one_pass, lc.drop_last) == ("natural", True, True)

@@ -179,6 +179,10 @@ def test_user_errors_get_clear_messages(world, reference, tmp_path):
         (_args(world, tmp_path / "c", "--set", "run.stepz=3"), "unknown key(s) ['run.stepz']"),
         (_args(world, tmp_path / "d", "--resume", str(tmp_path / "x.pt")), "no such checkpoint"),
         (_args(world, tmp_path / "f", "--mask", "dedup-eval"), "no mask 'dedup-eval'"),
+        (
+            _args(world, tmp_path / "g", "--set", "data.one_pass=true"),
+            "data.one_pass=True needs data.sampling='natural', got 'sqrt'",
+        ),
     ]
     for args, message in cases:
         result = runner.invoke(cli, args)
@@ -199,7 +203,28 @@ def test_a_missing_vocab_names_the_option_and_the_command(world, tmp_path):
     ]
 
 
-def test_mask_option_reaches_the_config():
+def test_one_pass_epochs_through_the_cli(world, tmp_path):
+    """--set data.one_pass=true: an epoch is ceil(train images / global batch) steps, and the checkpoint's loader
+    state says so (the exactly-once guarantee itself is tested at the loader, tests/loader/test_one_pass.py)."""
+    import numpy as np
+
+    from tagstream.loader import Dataset, Vocab
+    from tagstream.loader.sampling import eligibility
+    from tagstream.train.checkpoint import latest_checkpoint, load_checkpoint
+    from tagstream.train.config import load_config
+
+    out = tmp_path / "run"
+    extra = ["--sampling", "natural", "--set", "data.one_pass=true", "--steps", "10"]
+    result = CliRunner().invoke(cli, _args(world, out, *extra))
+    assert result.exit_code == 0, result.output
+    state = load_checkpoint(latest_checkpoint(out))
+    recipe = load_config("tiny-cpu", [f'data.dataset="{world}"', 'data.vocab="v1"', 'run.out_dir="o"']).data
+    dataset = Dataset(world)
+    train = eligibility(dataset, holdout_fraction=recipe.holdout_fraction, split="train")
+    drawable = train & (np.diff(Vocab(dataset, "v1").label_offsets) > 0)  # held-in images with a class
+    assert state["loader"]["one_pass"] is True and state["step"] == 10
+    assert state["loader"]["batches"] == -(-int(drawable.sum()) // 32)
+
     from tagstream.tools.cli.train import OPTION_KEYS, _toml
     from tagstream.train.config import load_config
 
