@@ -71,6 +71,11 @@ class HubInput(ParquetInput):
         files = expand(self.spec, PARQUET_SUFFIXES)
         top = storage.local_path(self.spec)
         base = str(top.resolve()) if top is not None else self.spec.rstrip("/")
+        if files == [base] or files == [self.spec]:  # not a folder: expand named the spec itself
+            raise ValueError(
+                f"{storage.redact(self.spec)}: no dataset folder there (the hub lays one out as "
+                "data/<split>-00000-of-0000N.parquet); check the name, and that the hub can be reached"
+            )
         rel = {f: f[len(base) + 1 :] if f.startswith(base + "/") else f.rsplit("/", 1)[-1] for f in files}
         chosen = [f for f in files if file_split(rel[f]) == self.options.split]
         if not chosen:
