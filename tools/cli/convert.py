@@ -31,7 +31,8 @@ _SECTIONS = {
     default="auto",
     show_default=True,
     help="Input kind; auto: *.tar (or a folder of them) WebDataset tars, *.parquet tables, *.jsonl JSON "
-    "lines, *.csv/*.tsv a table, another folder an ImageFolder. YFCC100M needs --format yfcc.",
+    "lines, *.csv/*.tsv a table, a folder with data/*.parquet or an hf://datasets/ URL a Hugging Face hub "
+    "dataset, a save_to_disk folder, another folder an ImageFolder. YFCC100M needs --format yfcc.",
 )
 @click.option(
     "--shard-size", type=click.IntRange(min=1), default=10_000, show_default=True, help="Images per LMDB shard."
@@ -105,6 +106,17 @@ _SECTIONS = {
     show_default=True,
     help="img2dataset's download status column or field; other values than 'success' are rejected ('' = none).",
 )
+@click.option(
+    "--image-root",
+    default="",
+    help="Folder or URL that relative image paths in a table are resolved against [default: the table's folder].",
+)
+@click.option(
+    "--split",
+    default="train",
+    show_default=True,
+    help="The split to convert: files named for it (data/train-00000-of-00042.parquet) or a DatasetDict's folder.",
+)
 @click.option("--images", default="", help="A folder of images named by photo id, or img2dataset tars.")
 @click.option("--yfcc-machine-tags", is_flag=True, help="Take the machine tags too, not only the user tags.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar with images/s.")
@@ -149,6 +161,8 @@ def convert(
     caption_field,
     id_field,
     status_field,
+    image_root,
+    split,
     images,
     yfcc_machine_tags,
     progress,
@@ -161,7 +175,9 @@ def convert(
 
     SRC is an ImageFolder tree (SRC/<tag>/<image>); a JSON-lines file ({"image": "a.jpg", "tags":
     ["#beach"]} or {"image": ..., "caption": "... #beach"}); a CSV/TSV or Parquet table with image and
-    tags columns; WebDataset/img2dataset tar shards (a file, a folder, a glob or a brace pattern; tars
+    tags columns (Parquet: also Hugging Face datasets' Image feature); a Hugging Face dataset as the hub lays it
+    out (data/train-00000-of-00042.parquet, or hf://datasets/OWNER/NAME) or as save_to_disk writes it;
+    WebDataset/img2dataset tar shards (a file, a folder, a glob or a brace pattern; tars
     are streamed, never unpacked); or YFCC100M's metadata file (--format yfcc, plain or .bz2) joined
     to its images. Any of these may be an s3://, gs://, https:// or file:// URL. Bad inputs go to
     OUT/rejects.jsonl with a reason. Rerunning the same command after an interruption (or a storage
@@ -180,6 +196,8 @@ def convert(
       tagstream convert s3://bucket/shards/ ds --format tar --workers 8
       tagstream convert table.parquet ds --image-column jpg --caption-column caption
       tagstream convert yfcc100m_dataset.bz2 ds --format yfcc --images yfcc-images/
+      tagstream convert my-hf-dataset/ ds --split validation        # data/validation-*.parquet
+      tagstream convert saved-dataset/ ds                           # Dataset.save_to_disk's folder
       tagstream convert photos.jsonl /shared/ds --engine ray --address auto --parts 64
       tagstream convert photos.jsonl /shared/ds --parts 64     # one scan, the plan the parts reuse
       tagstream convert photos.jsonl /shared/ds --part 3/64   # e.g. SLURM_ARRAY_TASK_ID=3, then merge
@@ -214,6 +232,8 @@ def convert(
             caption_field=caption_field,
             id_field=id_field,
             status_field=status_field,
+            image_root=image_root,
+            split=split,
             images=images,
             yfcc_machine_tags=yfcc_machine_tags,
             progress=progress,

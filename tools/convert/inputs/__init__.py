@@ -1,5 +1,5 @@
 """Conversion inputs: one InputKind per kind of collection (ImageFolder trees, JSON lines, CSV/TSV and Parquet
-tables, WebDataset/img2dataset tars, YFCC100M's metadata), each with its options as one frozen dataclass, named
+tables, WebDataset/img2dataset tars, YFCC100M's metadata, Hugging Face hub folders and save_to_disk folders), each with its options as one frozen dataclass, named
 in one registry; Source is SRC opened as its kind. Every file may be local or an fsspec URL (paths.py).
 
     from tagstream.tools.convert.inputs import Source, CsvOptions
@@ -10,6 +10,8 @@ in one registry; Source is SRC opened as its kind. Every file may be local or an
 
 from tagstream.tools.convert.inputs.base import RAW_LIMIT, InputKind, Item, KindOptions
 from tagstream.tools.convert.inputs.csv_tables import CsvInput, CsvOptions
+from tagstream.tools.convert.inputs.hf_hub import HubInput, HubOptions
+from tagstream.tools.convert.inputs.hf_saved import SavedInput, SavedOptions
 from tagstream.tools.convert.inputs.image_folder import ImageFolderInput, ImageFolderOptions
 from tagstream.tools.convert.inputs.json_lines import JsonLinesInput, JsonLinesOptions
 from tagstream.tools.convert.inputs.parquet_tables import ParquetInput, ParquetOptions
@@ -21,6 +23,10 @@ from tagstream.tools.convert.inputs.yfcc import YfccInput, YfccOptions
 __all__ = [
     "FINGERPRINT_SCHEME",
     "FORMATS",
+    "HubInput",
+    "HubOptions",
+    "SavedInput",
+    "SavedOptions",
     "INPUT_KINDS",
     "OPTION_NAMES",
     "RAW_LIMIT",

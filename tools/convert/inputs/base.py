@@ -72,12 +72,17 @@ class InputKind(abc.ABC):
     options_type: ClassVar[type[KindOptions]]
     takes: ClassVar[str] = "file"  # a local SRC must be a "file", a "folder", or "either"
     remote: ClassVar[bool] = True  # a URL or a file pattern may name it
-    suffixes: ClassVar[tuple[str, ...]] = ()  # file names --format auto takes for this kind
+    suffixes: ClassVar[tuple[str, ...]] = ()  # file names --format auto takes for this kind (claims_name)
     fallback: ClassVar[bool] = False  # a folder no other kind claims is this kind's
 
     def __init__(self, path: Path | str, options: KindOptions):
         self.path = path
         self.options = options
+
+    @classmethod
+    def claims_name(cls, name: str) -> bool:
+        """Whether --format auto reads a file, URL or pattern of this name as this kind (asked in registry order)."""
+        return bool(cls.suffixes) and name.lower().rstrip("/").endswith(cls.suffixes)
 
     @classmethod
     def claims_folder(cls, folder: Path) -> bool:

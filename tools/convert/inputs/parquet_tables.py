@@ -1,45 +1,35 @@
-"""Parquet tables as a conversion source (pyarrow): users' own tables and img2dataset's per-shard Parquet files.
+"""Parquet tables as a conversion source (pyarrow): users' own tables, img2dataset's per-shard Parquet files and
+Hugging Face datasets' Parquet files (the Image feature's {bytes, path} struct; table_rows.py reads the rows).
 
-Columns as for CSV/TSV: `image_column` holds a path (relative to the table's folder), a URL, or the image
-bytes themselves (a binary column, as img2dataset's parquet output format writes them); `tags_column` a list
+Columns as for CSV/TSV: `image_column` holds a path (relative to the table's folder, or to `image_root`), a URL,
+the image bytes themselves (a binary column, as img2dataset's parquet output format writes them) or a Hugging
+Face Image struct (found from the schema's metadata when the table has no `image_column`); `tags_column` a list
 of strings or one string of tags; `caption_column` free text with #hashtags; `id_column` the source id
-(default: the image path, or "file:row" for bytes). Rows whose `status_field` column says anything but
-"success" (img2dataset's failed downloads) are rejected with reason download_failed.
+(default: the image path, the Image feature's stored path, or "file:row" for bytes). Rows whose `status_field`
+column says anything but "success" (img2dataset's failed downloads) are rejected with reason download_failed.
 
 Positions: the scan reads each file's footer only (row count, row groups); `items(start)` opens the file
-holding `start` and reads from the row group holding it, one row group at a time (memory: one row group).
-A file whose footer cannot be read counts as one input, rejected as damaged.
+holding `start` and reads from the row group holding it, BATCH_ROWS rows at a time (memory: a batch of rows,
+pages streamed, not a row group). A file whose footer cannot be read counts as one input, rejected as damaged.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tagstream.loader.data import storage
-from tagstream.tools.convert.inputs.base import RAW_LIMIT, InputKind, Item, utf8_ok
+from tagstream.tools.convert.inputs.base import InputKind, Item
 from tagstream.tools.convert.inputs.csv_tables import TableColumns
 from tagstream.tools.convert.inputs.paths import display_name, expand, file_size
-from tagstream.tools.convert.inputs.tag_text import caption_hashtags, split_tag_cell
+from tagstream.tools.convert.inputs.table_rows import BATCH_ROWS, TableRows, TableScan, image_column
 
 PARQUET_SUFFIXES = (".parquet",)
-ERROR_COLUMN = "error_message"  # img2dataset's explanation of a failed download
-
-
-@dataclass
-class TableScan:
-    path: str
-    rows: int
-    row_groups: list[int]  # rows per row group
-    damage: str | None  # the footer could not be read: the file counts as one rejected input
-
-    @property
-    def inputs(self) -> int:
-        return 1 if self.damage is not None else self.rows
+READ_BUFFER = 1 << 20  # bytes of a column chunk read at once: pages are streamed, a row group is never read whole
 
 
 @contextmanager
@@ -47,7 +37,7 @@ def _parquet_file(path: str):
     import pyarrow.parquet as pq
 
     with storage.open_read(path) as f:
-        yield pq.ParquetFile(f)
+        yield pq.ParquetFile(f, buffer_size=READ_BUFFER)
 
 
 @dataclass(frozen=True)
@@ -55,6 +45,7 @@ class ParquetOptions(TableColumns):
     """A table's columns, and img2dataset's download status column."""
 
     status_field: str = "status"  # anything but "success" is rejected ('' = none)
+    image_root: str = ""  # the folder (or URL) relative image paths are resolved against ('' = the table's folder)
 
 
 class ParquetInput(InputKind):
@@ -71,9 +62,16 @@ class ParquetInput(InputKind):
             import pyarrow.parquet  # noqa: F401
         except ImportError:
             raise ValueError("reading Parquet needs pyarrow: pip install 'tagstream[parquet]'") from None
+        local = storage.local_path(options.image_root) if options.image_root else None
+        if local is not None:  # a rerun from another directory names the same images
+            options = replace(options, image_root=os.path.abspath(local))
         super().__init__(path, options)
         self.spec = str(path)
         self.tables: list[TableScan] | None = None
+
+    def _files(self) -> list[str]:
+        """The table files, in conversion order."""
+        return expand(self.spec, PARQUET_SUFFIXES)
 
     @classmethod
     def claims_folder(cls, folder: Path) -> bool:
@@ -81,14 +79,15 @@ class ParquetInput(InputKind):
         return any(p.is_file() and p.name.lower().endswith(PARQUET_SUFFIXES) for p in folder.iterdir())
 
     def describe(self) -> dict:
-        return {"columns": {**self.options.columns(), "status": self.options.status_field}}
+        root = {"image_root": self.options.image_root} if self.options.image_root else {}
+        return {"columns": {**self.options.columns(), "status": self.options.status_field}, **root}
 
     def scan(self) -> tuple[int, str]:
         import pyarrow as pa
 
         h = hashlib.sha256()
         self.tables = []
-        for path in expand(self.spec, PARQUET_SUFFIXES):
+        for path in self._files():
             size = file_size(path)
             h.update(f"{path}\0{size}\n".encode("utf-8", "surrogateescape"))
             if size is None:
@@ -96,18 +95,14 @@ class ParquetInput(InputKind):
                 continue
             try:
                 with _parquet_file(path) as pf:
-                    meta, names = pf.metadata, pf.schema_arrow.names
-                    schema = str(pf.schema_arrow)
+                    meta, arrow_schema = pf.metadata, pf.schema_arrow
+                    schema = str(arrow_schema)
             except (storage.StorageError, FileNotFoundError, PermissionError):
                 raise
             except (pa.ArrowException, OSError, ValueError) as exc:
                 self.tables.append(TableScan(path, 0, [], f"not a readable Parquet file: {type(exc).__name__}: {exc}"))
                 continue
-            if self.options.image_column not in names:
-                raise ValueError(
-                    f"{storage.redact(path)}: no image column {self.options.image_column!r} "
-                    f"(columns: {', '.join(names) or 'none'}); choose one with --image-column"
-                )
+            image_column(arrow_schema, self.options.image_column, path)  # refused here, not row by row
             groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
             h.update(f"{schema}\0{groups}\0".encode())
             h.update(repr([meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]).encode())
@@ -140,26 +135,28 @@ class ParquetInput(InputKind):
                 base, 1, name, name, (), "", t.damage, "missing_file" if t.damage == "no such file" else "damaged_file"
             )
             return
-        o = self.options
         row = 0
-        parent = t.path.rsplit("/", 1)[0]
         with _parquet_file(t.path) as pf:
-            names = set(pf.schema_arrow.names)
-            wanted = [
-                c
-                for c in (o.image_column, o.tags_column, o.caption_column, o.id_column, o.status_field, ERROR_COLUMN)
-                if c and c in names
-            ]
+            column = image_column(pf.schema_arrow, self.options.image_column, t.path)
+            root = self.options.image_root or t.path.rsplit("/", 1)[0]
+            rows = TableRows(self.options, column, root, name, self.options.status_field)
+            wanted = rows.wanted(pf.schema_arrow.names)
             for g, n in enumerate(t.row_groups):
                 if row + n <= skip:
                     row += n
                     continue
+                done = max(row, skip)  # the group's next row to hand out
                 try:
-                    table = pf.read_row_group(g, columns=sorted(set(wanted)))
+                    at = row
+                    for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[g], columns=wanted):
+                        for item in rows.items(batch, base + at, at, max(0, skip - at)):
+                            yield item
+                            done = item.pos - base + 1
+                        at += batch.num_rows
                 except (storage.StorageError, FileNotFoundError, PermissionError):
                     raise
                 except (pa.ArrowException, OSError, ValueError) as exc:
-                    for r in range(max(row, skip), row + n):
+                    for r in range(done, row + n):
                         yield Item(
                             base + r,
                             r + 1,
@@ -170,50 +167,4 @@ class ParquetInput(InputKind):
                             f"row group {g} cannot be read: {type(exc).__name__}: {exc}",
                             "damaged_file",
                         )
-                    row += n
-                    continue
-                binary = pa.types.is_binary(table.schema.field(o.image_column).type) or pa.types.is_large_binary(
-                    table.schema.field(o.image_column).type
-                )
-                cols = {c: table.column(c).to_pylist() for c in table.column_names}
-                for r in range(max(0, skip - row), n):
-                    values = {c: cols[c][r] for c in cols}
-                    yield self._item(base + row + r, row + r + 1, name, values, binary, parent)
                 row += n
-
-    def _item(self, pos: int, line: int, name: str, v: dict, binary: bool, parent: str) -> Item:
-        o = self.options
-        where = f"{name}:{line}"
-        raw = json.dumps({k: x for k, x in v.items() if not isinstance(x, bytes)}, default=str, ensure_ascii=False)
-        raw = raw[:RAW_LIMIT]
-        status = v.get(o.status_field) if o.status_field else None
-        if isinstance(status, str) and status != "success":
-            detail = v.get(ERROR_COLUMN) or "no error message"
-            return Item(pos, line, raw, where, (), "", f"{o.status_field} {status!r}: {detail}", "download_failed")
-        image = v.get(o.image_column)
-        if image is None or (not binary and not str(image).strip()):
-            return Item(pos, line, raw, where, (), "", f"empty image column {o.image_column!r}")
-        tags = v.get(o.tags_column)
-        if tags is None:
-            tags = []
-        elif isinstance(tags, str):
-            tags = split_tag_cell(tags)
-        elif not isinstance(tags, list) or not all(isinstance(t, str) for t in tags if t is not None):
-            return Item(
-                pos, line, raw, where, (), "", f"column {o.tags_column!r} must hold strings or lists of strings"
-            )
-        tags = [t for t in tags if t is not None]
-        caption = v.get(o.caption_column) or ""
-        if not isinstance(caption, str):
-            return Item(pos, line, raw, where, (), "", f"column {o.caption_column!r} must hold strings")
-        if binary:
-            path, data = where, bytes(image)
-        else:
-            image = str(image).strip()
-            path = image if storage.is_url(image) or image.startswith("/") else storage.join(parent, image)
-            data = None
-        sid = v.get(o.id_column)
-        sid = path if sid is None else str(sid)
-        if not all(utf8_ok(s) for s in (caption, sid, *tags)):
-            return Item(pos, line, raw, where, (), "", "row holds text that is not valid Unicode")
-        return Item(pos, line, raw, path, tuple(tags) + tuple(caption_hashtags(caption)), sid, data=data)

@@ -11,6 +11,8 @@ from pathlib import Path
 from tagstream.loader.data import storage
 from tagstream.tools.convert.inputs.base import InputKind, KindOptions
 from tagstream.tools.convert.inputs.csv_tables import CsvInput
+from tagstream.tools.convert.inputs.hf_hub import HubInput
+from tagstream.tools.convert.inputs.hf_saved import SavedInput
 from tagstream.tools.convert.inputs.image_folder import ImageFolderInput
 from tagstream.tools.convert.inputs.json_lines import JsonLinesInput
 from tagstream.tools.convert.inputs.parquet_tables import ParquetInput
@@ -19,7 +21,8 @@ from tagstream.tools.convert.inputs.tar_shards import TarInput
 from tagstream.tools.convert.inputs.yfcc import YfccInput
 
 INPUT_KINDS: dict[str, type[InputKind]] = {
-    kind.name: kind for kind in (ImageFolderInput, JsonLinesInput, CsvInput, TarInput, ParquetInput, YfccInput)
+    kind.name: kind
+    for kind in (ImageFolderInput, JsonLinesInput, CsvInput, TarInput, ParquetInput, YfccInput, HubInput, SavedInput)
 }
 FORMATS = ("auto", *INPUT_KINDS)
 # every option of every kind, by name (a name two kinds share means the same thing to both)
@@ -37,8 +40,7 @@ def kind_options(kind: type[InputKind], **options) -> KindOptions:
 
 
 def _by_name(name: str) -> str | None:
-    lower = name.lower().rstrip("/")
-    return next((kind.name for kind in INPUT_KINDS.values() if kind.suffixes and lower.endswith(kind.suffixes)), None)
+    return next((kind.name for kind in INPUT_KINDS.values() if kind.claims_name(name)), None)
 
 
 def _known_suffixes() -> str:

@@ -109,6 +109,13 @@ def test_auto_detection_asks_the_kinds_in_order(tmp_path):
     assert detect_format(tmp_path / "photos") == "imagefolder"
     assert detect_format(tmp_path / "m.ndjson") == "jsonl"
     assert detect_format("s3://bucket/shards/{0..9}.tar") == "tar"
+    assert detect_format("hf://datasets/owner/name") == "hf-hub"  # read through huggingface_hub's fsspec
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    (tmp_path / "repo" / "data" / "train-00000-of-00001.parquet").write_bytes(b"")
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "state.json").write_text("{}")
+    (tmp_path / "saved" / "dataset_info.json").write_text("{}")
+    assert detect_format(tmp_path / "repo") == "hf-hub" and detect_format(tmp_path / "saved") == "hf-saved"
     with pytest.raises(ValueError, match="a URL or a pattern needs --format"):
         detect_format("s3://bucket/photos/", "imagefolder")
     with pytest.raises(ValueError, match="--format yfcc needs a file"):
