@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -36,6 +37,7 @@ from typing import IO, Iterator
 from tagstream.loader import format as fmt
 from tagstream.loader import storage
 
+log = logging.getLogger(__name__)
 SOURCE = ".source.json"
 VERIFIED = "verified.json"
 LOCKS = ".locks"
@@ -43,6 +45,31 @@ LISTED_DIRS = (fmt.VOCAB_DIR, fmt.MASKS_DIR)  # listed at open (names are not in
 LOCAL_ONLY = re.compile(
     r"(^|/)(sampling/|[^/]*\.lock$)"
 )  # per-machine caches and locks of a pushed dataset: not fetched
+
+
+def key_problem(rel: object) -> str | None:
+    """What makes a remote key (relative to a dataset's URL) unfit to be a name inside the dataset, or None:
+    it must be "/"-separated non-empty parts, none of them "." or "..", without a backslash or a control
+    character, and not absolute. Keys come from a bucket listing: data, never paths."""
+    if not isinstance(rel, str) or not rel:
+        return "is empty or not a string"
+    if rel.startswith("/") or "\\" in rel or any(ord(c) < 32 or ord(c) == 127 for c in rel):
+        return "is absolute or holds a backslash or a control character"
+    if any(part in ("", ".", "..") for part in rel.split("/")):
+        return "has an empty, '.' or '..' part"
+    return None
+
+
+def local_file(root: Path, rel: str) -> Path:
+    """The one way a remote key becomes a local path: root/rel, refused (FormatError naming the key) unless
+    key_problem finds nothing and the path resolves inside root (a link inside the cache cannot lead out)."""
+    problem = key_problem(rel)
+    path = Path(root) / rel if problem is None else None
+    if path is not None and not path.resolve().is_relative_to(Path(root).resolve()):
+        problem = "resolves outside the cache directory"
+    if problem is not None:
+        raise fmt.FormatError(f"{root}: the remote key {rel!r} {problem}; refused (a remote name is never a path)")
+    return path
 
 
 def default_cache_dir() -> Path:
@@ -119,16 +146,20 @@ class Mirror:
         files = {}
         for d in LISTED_DIRS:
             for rel, version in storage.list_versions(storage.join(url, d), retry).items():
-                if not LOCAL_ONLY.search(rel):
+                problem = key_problem(f"{d}/{rel}")
+                if problem is not None:
+                    log.warning("%s: the key %r under %s/ %s; ignored", storage.redact(url), rel, d, problem)
+                elif not LOCAL_ONLY.search(rel):
                     files[f"{d}/{rel}"] = version
         state = {"url": url, "manifest_sha256": hashlib.sha256(manifest).hexdigest(), "files": files}
         root.mkdir(parents=True, exist_ok=True)
         with _exclusive(root / LOCKS / "open"):
             old = cls._read_state(root)
-            if old is not None:
-                for rel, version in old.get("files", {}).items():
-                    if files.get(rel) != version:  # replaced or removed at the source
-                        (root / rel).unlink(missing_ok=True)
+            old_files = old.get("files") if old is not None else None
+            if isinstance(old_files, dict):
+                for rel, version in old_files.items():
+                    if files.get(rel) != version and key_problem(rel) is None:  # replaced or removed at the source
+                        local_file(root, rel).unlink(missing_ok=True)
             changed = old is None or old.get("manifest_sha256") != state["manifest_sha256"]
             if changed:  # another version of the dataset (or a first open): per-version files start over
                 shutil.rmtree(root / fmt.INDEX_DIR, ignore_errors=True)
@@ -171,7 +202,7 @@ class Mirror:
     def ensure_file(self, rel: str) -> Path:
         """root/rel, fetched whole if missing; a file missing at the source too is left missing (the
         caller reports it as it would for a local dataset)."""
-        path = self.root / rel
+        path = local_file(self.root, rel)
         if path.exists():
             return path
         with _exclusive(self.root / LOCKS / (rel.replace("/", "__") + ".get")):
