@@ -95,9 +95,10 @@ class LoaderConfig:
     # ~/.cache/tagstream/datasets), holding at most cache_limit bytes of shards (0 = no limit); loader/remote.py
     cache_dir: str | None = None
     cache_limit: int = 0
-    # a local shard's whole content checked against the manifest's sha256 before its first read on this machine
-    # (once: a stamp under ~/.cache/tagstream/verified); False: its size and LMDB meta page only (a URL's shards
-    # are always checked as they download)
+    # a local shard's whole content checked against the manifest's sha256 before its first read on this machine,
+    # and the index arrays, vocabulary and masks the run reads against theirs (once: a stamp under
+    # ~/.cache/tagstream/verified); False: a shard's size and LMDB meta page only (a URL's files are always checked
+    # as they download)
     verify_shards: bool = False
     extra: dict = field(default_factory=dict, compare=False)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from tagstream.loader import checksums, storage
 from tagstream.loader import format as fmt
-from tagstream.loader import storage
 from tagstream.loader.remote import Mirror
 
 
@@ -24,10 +24,12 @@ class Dataset:
     """A read-only view of a dataset directory or URL (see tagstream.loader.format for the layout).
 
     For a URL, `root` is the local mirror under cache_dir (default remote.default_cache_dir()),
-    `mirror` fetches what is missing and `source` is the URL; for a directory, mirror is None.
+    `mirror` fetches what is missing (each file checked against its checksum as it arrives) and `source` is
+    the URL; for a directory, mirror is None. verify: a local dataset's index arrays, vocabularies and masks
+    are checked against their checksums before first use (once per machine, loader/checksums.py).
     """
 
-    def __init__(self, root: str | Path, *, cache_dir: str | Path | None = None):
+    def __init__(self, root: str | Path, *, cache_dir: str | Path | None = None, verify: bool = False):
         self.source = str(root)
         local = storage.local_path(root)
         if local is None:
@@ -47,6 +49,12 @@ class Dataset:
                 f"{self.root}: manifest says {self.num_images} images but its shards hold {self.shard_starts[-1]}"
             )
         self._index_cache: dict[tuple[int, str], np.ndarray] = {}
+        self.verify = bool(verify) and self.mirror is None  # a mirror's files are checked as they download
+
+    def check_file(self, path: Path, expected: dict | None, what: str, record: str = "its recorded") -> None:
+        """With verify: the file against its checksum record (none recorded, by an older tagstream: unchecked)."""
+        if self.verify and expected is not None:
+            checksums.check_once(path, expected, what, record)
 
     def __len__(self) -> int:
         return self.num_images
@@ -121,6 +129,8 @@ class Dataset:
         path = self._ensure(fmt.index_path(self.root, self.shards[shard]["name"], name))
         if not path.exists():
             raise fmt.FormatError(f"{self.root}: missing index file {path.name} of shard {self.shards[shard]['name']}")
+        digest = self.shards[shard].get("index", {}).get(name)
+        self.check_file(path, digest and {"sha256": digest}, f"index file {path.name}", "the manifest's")
         array = load_npy(path)
         expected = {"tag_offsets": images + 1, "tag_ids": None}.get(name, images)
         if array.dtype != np.dtype(fmt.INDEX_ARRAYS[name]) or array.ndim != 1 or expected not in (None, array.shape[0]):
@@ -183,6 +193,8 @@ class Dataset:
         path = self._ensure(fmt.mask_path(self.root, name))
         if not path.exists():
             raise ValueError(f"{self.root}: no mask {name!r}; masks here: {self.mask_names() or 'none'}")
+        if self.verify:
+            self.check_file(path, checksums.read_sums(checksums.mask_sums_path(path)), f"mask {name}")
         mask = load_npy(path)
         if mask.shape != (self.num_images,) or mask.dtype != np.bool_:
             raise fmt.FormatError(

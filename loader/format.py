@@ -3,7 +3,9 @@
 A dataset is a directory:
 
     manifest.json      written last; format name + version, image count, shards (name, images,
-                       bytes, sha256 of data.mdb), source description, tool version
+                       bytes, sha256 of data.mdb, "index": sha256 of each index array), "files": size and
+                       sha256 of tags.tsv and rejects.jsonl, source description, tool version
+                       (version 1, still read: no "index" or "files"; loader/checksums.py)
     tags.tsv           raw tag table: id <TAB> canonical text <TAB> count, sorted by id
     shards/NNNNN.lmdb  LMDB environments (subdir=True: data.mdb inside); key = local index as
                        8-byte big-endian (so LMDB's byte order is index order); value = msgpack map
@@ -19,7 +21,9 @@ A dataset is a directory:
                        label_offsets.npy  int64 (N+1)  per-image class labels, CSR over all images
                        labels.npy         int32 (nnz)  class ids, per image sorted, unique
                        vocab.json    name, classes, images, options used; report.json  the build report
-    masks/NAME.npy     bool (N,), True = excluded from sampling (never deletes data)
+                       checksums.json  size and sha256 of each file above (loader/checksums.py)
+    masks/NAME.npy     bool (N,), True = excluded from sampling (never deletes data); masks/NAME.json its
+                       size and sha256
     rejects.jsonl      one JSON object per input not converted: {"line", "image", "reason", ...}
     .convert/          conversion state (source, options, per-shard progress) for resuming and for
                        refusing another source; never read at run time
@@ -43,7 +47,8 @@ from typing import Any
 import numpy as np
 
 FORMAT_NAME = "tagstream"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest covers the index arrays, tags.tsv and rejects.jsonl by checksums
+READABLE_VERSIONS = (1, 2)  # version 1 still reads: its index and tags are simply not covered
 
 MANIFEST = "manifest.json"
 TAGS = "tags.tsv"
@@ -252,9 +257,14 @@ def write_text_atomic(path: Path, text: str | Iterable[str]) -> None:
     os.replace(tmp, path)
 
 
+def json_text(obj: Any) -> str:
+    """obj as the indented, key-sorted JSON text every JSON file of a dataset holds."""
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """write_text_atomic of obj as indented, key-sorted JSON."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json_text(obj))
 
 
 def fsync_dir(path: Path) -> None:
@@ -288,12 +298,13 @@ def read_manifest(root: Path) -> dict[str, Any]:
     if manifest.get("format") != FORMAT_NAME:
         raise FormatError(f"{path}: format is {manifest.get('format')!r}, expected {FORMAT_NAME!r}")
     version = manifest.get("version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise FormatError(
             f"{path}: format version {version!r} is not known to this tagstream "
-            f"(it reads version {FORMAT_VERSION}); upgrade tagstream or re-convert the dataset"
+            f"(it reads versions {', '.join(map(str, READABLE_VERSIONS))}); upgrade tagstream or re-convert the dataset"
         )
     _check_manifest_shards(path, manifest)
+    _check_manifest_files(path, manifest)
     return manifest
 
 
@@ -327,3 +338,25 @@ def _check_manifest_shards(path: Path, manifest: dict) -> None:
         digest = entry.get("sha256")
         if "sha256" in entry and not (isinstance(digest, str) and re.fullmatch(r"([0-9a-f]{64})?", digest)):
             raise FormatError(f"{path}: shard {name}: 'sha256' must be 64 hex digits (or empty), got {digest!r}")
+        index = entry.get("index", {})
+        if not isinstance(index, dict) or not all(
+            k in INDEX_ARRAYS and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) for k, v in index.items()
+        ):
+            raise FormatError(f"{path}: shard {name}: 'index' must map index array names to 64 hex digits")
+
+
+MANIFEST_FILES = (TAGS, REJECTS)  # the files besides shards and index that a version-2 manifest covers
+
+
+def _check_manifest_files(path: Path, manifest: dict) -> None:
+    files = manifest.get("files", {})
+    ok = isinstance(files, dict) and all(
+        k in MANIFEST_FILES
+        and isinstance(v, dict)
+        and _count(v.get("bytes"))
+        and isinstance(v.get("sha256"), str)
+        and re.fullmatch(r"[0-9a-f]{64}", v["sha256"])
+        for k, v in files.items()
+    )
+    if not ok:
+        raise FormatError(f"{path}: 'files' must map {' or '.join(MANIFEST_FILES)} to {{'bytes', 'sha256'}}")

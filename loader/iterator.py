@@ -40,7 +40,7 @@ class DaliLoader:
             raise ValueError(f"rank={rank} must be in [0, world={world})")
         self.config = config
         self.rank, self.world = int(rank), int(world)
-        self.dataset = Dataset(config.dataset, cache_dir=config.cache_dir)
+        self.dataset = Dataset(config.dataset, cache_dir=config.cache_dir, verify=config.verify_shards)
         self.vocab = Vocab(self.dataset, config.vocab)
         self.num_classes = self.vocab.num_classes
         self.normalized = config.device == "gpu"

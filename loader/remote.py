@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 from typing import IO, Iterator
 
+from tagstream.loader import checksums, storage
 from tagstream.loader import format as fmt
-from tagstream.loader import storage
 
 log = logging.getLogger(__name__)
 SOURCE = ".source.json"
@@ -128,6 +128,7 @@ class Mirror:
         self.files: dict[str, str] = dict(state.get("files", {}))
         self.retry = retry
         self._in_use: dict[str, IO] = {}
+        self._manifest_files: dict[str, dict] | None = None
 
     # ---- opening ----
     @classmethod
@@ -200,18 +201,42 @@ class Mirror:
 
     # ---- small files ----
     def ensure_file(self, rel: str) -> Path:
-        """root/rel, fetched whole if missing; a file missing at the source too is left missing (the
-        caller reports it as it would for a local dataset)."""
+        """root/rel, fetched whole if missing and checked against its checksum record as it arrives (a mismatch
+        is downloaded once more, then refused: storage.ChecksumError); a file missing at the source too is left
+        missing (the caller reports it as it would for a local dataset)."""
         path = local_file(self.root, rel)
         if path.exists():
             return path
+        expected = self.expected(rel)
         with _exclusive(self.root / LOCKS / (rel.replace("/", "__") + ".get")):
             if not path.exists():
                 try:
-                    storage.get(storage.join(self.url, rel), path, retry=self.retry)
+                    storage.get(
+                        storage.join(self.url, rel),
+                        path,
+                        expected_size=expected and expected.get("bytes"),
+                        sha256=expected and expected["sha256"],
+                        retry=self.retry,
+                    )
                 except FileNotFoundError:
                     pass
         return path
+
+    def expected(self, rel: str) -> dict | None:
+        """The checksum record of a dataset file ({"sha256"[, "bytes"]}): the manifest's for the index and
+        tags.tsv, a vocabulary's checksums.json, a mask's NAME.json (each fetched first); None where an older
+        tagstream recorded none."""
+        if self._manifest_files is None:
+            self._manifest_files = checksums.manifest_files(fmt.read_manifest(self.root))
+        if rel in self._manifest_files:
+            return self._manifest_files[rel]
+        parts = rel.split("/")
+        if parts[0] == fmt.VOCAB_DIR and len(parts) == 3 and parts[2] != checksums.VOCAB_SUMS:
+            sums = checksums.read_sums(self.ensure_file(f"{fmt.VOCAB_DIR}/{parts[1]}/{checksums.VOCAB_SUMS}"))
+            return (sums or {}).get(parts[2])
+        if parts[0] == fmt.MASKS_DIR and len(parts) == 2 and rel.endswith(".npy"):
+            return checksums.read_sums(self.ensure_file(checksums.mask_sums_path(Path(rel)).as_posix()))
+        return None
 
     def ensure_dir(self, rel_dir: str) -> Path:
         """Every listed file under rel_dir/ (a vocabulary), fetched if missing."""

@@ -5,9 +5,6 @@ ever opens the shards its plan touches; the trade-off is one `lmdb.open` per sha
 from __future__ import annotations
 
 import bisect
-import fcntl
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -15,8 +12,8 @@ from typing import Any, Callable
 import numpy as np
 from numpy.typing import NDArray
 
+from tagstream.loader import checksums, records
 from tagstream.loader import format as fmt
-from tagstream.loader import records
 from tagstream.loader.dataset import Dataset
 
 _ENVS: dict[str, Any] = {}  # this process's open environments by path (lmdb refuses a second open)
@@ -78,52 +75,14 @@ def check_shard_file(dataset: Dataset, shard: int) -> None:
 
 
 def verify_shard_content(dataset: Dataset, shard: int) -> None:
-    """The shard's bytes hash to the manifest's sha256, checked once per machine and file version: a stamp
-    (~/.cache/tagstream/verified/, keyed by the file's real path, size and modification time) lets every later
-    process skip it, and a lock makes the processes that open the shard at once hash it once. A mismatch is a
-    FormatError naming the shard: a byte flipped since conversion never trains silently."""
-    from tagstream.loader.remote import default_cache_dir
-
-    path = (dataset.shard_path(shard) / "data.mdb").resolve()
+    """The shard's bytes hash to the manifest's sha256, checked once per machine and file version
+    (checksums.check_once). A mismatch is a FormatError naming the shard: a byte flipped since conversion never
+    trains silently."""
     name, expected = dataset.shard_names[shard], dataset.shards[shard].get("sha256")
     if not expected:
         raise fmt.FormatError(f"{dataset.root}: the manifest gives no sha256 of shard {name}; it cannot be verified")
-    st = path.stat()
-    want = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": expected}
-    folder = default_cache_dir().parent / "verified"
-    stamp = folder / (hashlib.sha256(str(path).encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".json")
-
-    def stamped() -> bool:
-        try:
-            return json.loads(stamp.read_text()) == want
-        except (OSError, ValueError):
-            return False
-
-    if stamped():
-        return
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        lock = open(stamp.with_suffix(".lock"), "a+")
-    except OSError:  # no writable cache: hash it here, every time
-        lock = None
-    try:
-        if lock is not None:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if stamped():
-                return
-        digest = fmt.file_sha256(path)
-        if digest != expected:
-            raise fmt.FormatError(
-                f"{path}: shard {name} does not match the manifest's sha256 (its content changed "
-                "since conversion: damaged); run `tagstream verify` on the dataset"
-            )
-        try:
-            fmt.write_text_atomic(stamp, json.dumps(want))
-        except OSError:
-            pass
-    finally:
-        if lock is not None:
-            lock.close()
+    path = dataset.shard_path(shard) / "data.mdb"
+    checksums.check_once(path, {"sha256": expected}, f"shard {name}", "the manifest's")
 
 
 def check_shard_files(dataset: Dataset, shards: list[int] | None = None) -> fmt.FormatError | None:
