@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tagstream.kernels.weights import COMBINES, SAMPLINGS, sampling_power  # one definition, shared with the kernels
+from tagstream.loader.retries import Retry
 from tagstream.loader.sizes import check_size_schedule, size_at
 
 TARGETS = ("soft", "multihot", "sparse")
@@ -26,6 +27,7 @@ def check_data_settings(
     prefetch: int,
     samples_per_epoch: int | None,
     cache_limit: int = 0,
+    storage_timeout: float = 150.0,
 ) -> None:
     """The checks a LoaderConfig and the trainer's DataConfig share, in one place; `prefix` names the keys as the
     user wrote them ("data." in a recipe)."""
@@ -41,6 +43,10 @@ def check_data_settings(
         raise ValueError(f"{prefix}workers={workers} must be >= 0, threads={threads} and prefetch={prefetch} >= 1")
     if not isinstance(cache_limit, int) or isinstance(cache_limit, bool) or cache_limit < 0:
         raise ValueError(f"{prefix}cache_limit={cache_limit!r} must be a whole number of bytes >= 0 (0 = no limit)")
+    try:
+        Retry.within(storage_timeout)
+    except ValueError as exc:
+        raise ValueError(f"{prefix}{exc}") from None
 
 
 __all__ = [
@@ -100,6 +106,9 @@ class LoaderConfig:
     # ~/.cache/tagstream/verified); False: a shard's size and LMDB meta page only (a URL's files are always checked
     # as they download)
     verify_shards: bool = False
+    # the most a stalled or failing server may cost a run, in seconds (per shard, shared by the prefetcher and the
+    # readers): 5 attempts, each timing out after (storage_timeout - 3.75) / 5 s without a byte; retries.Retry.within
+    storage_timeout: float = 150.0
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -121,6 +130,7 @@ class LoaderConfig:
             prefetch=self.prefetch,
             samples_per_epoch=self.samples_per_epoch,
             cache_limit=self.cache_limit,
+            storage_timeout=self.storage_timeout,
         )
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")

@@ -26,17 +26,25 @@ class Dataset:
     For a URL, `root` is the local mirror under cache_dir (default remote.default_cache_dir()),
     `mirror` fetches what is missing (each file checked against its checksum as it arrives) and `source` is
     the URL; for a directory, mirror is None. verify: a local dataset's index arrays, vocabularies and masks
-    are checked against their checksums before first use (once per machine, loader/checksums.py).
+    are checked against their checksums before first use (once per machine, loader/checksums.py). retry: the
+    mirror's policy (LoaderConfig.storage_timeout bounds what a stalled server costs).
     """
 
-    def __init__(self, root: str | Path, *, cache_dir: str | Path | None = None, verify: bool = False):
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        cache_dir: str | Path | None = None,
+        verify: bool = False,
+        retry: storage.Retry = storage.DEFAULT_RETRY,
+    ):
         self.source = str(root)
         local = storage.local_path(root)
         if local is None:
-            self.mirror: Mirror | None = Mirror.open(str(root), cache_dir)
+            self.mirror: Mirror | None = Mirror.open(str(root), cache_dir, retry)
             local = self.mirror.root
         else:
-            self.mirror = Mirror.attach(local)  # a mirror opened by its directory (a worker's copy)
+            self.mirror = Mirror.attach(local, retry)  # a mirror opened by its directory (a worker's copy)
         self.root = Path(local)
         self.manifest = fmt.read_manifest(self.root)
         self.shards: list[dict] = self.manifest["shards"]

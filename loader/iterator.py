@@ -18,6 +18,7 @@ from tagstream.loader.feed import BatchSource
 from tagstream.loader.partitions import working_worlds
 from tagstream.loader.pipeline import GPU_MAX_PIXELS, EvalPlan, PlanSource, build_pipeline, start, stop
 from tagstream.loader.prefetch import start_prefetch
+from tagstream.loader.retries import Retry
 from tagstream.loader.storage import StorageError
 from tagstream.loader.store import ShardStore, check_shard_files
 from tagstream.loader.vocab import Vocab
@@ -40,7 +41,10 @@ class DaliLoader:
             raise ValueError(f"rank={rank} must be in [0, world={world})")
         self.config = config
         self.rank, self.world = int(rank), int(world)
-        self.dataset = Dataset(config.dataset, cache_dir=config.cache_dir, verify=config.verify_shards)
+        self.retry = Retry.within(config.storage_timeout)  # one bound on what a stalled server costs
+        self.dataset = Dataset(
+            config.dataset, cache_dir=config.cache_dir, verify=config.verify_shards, retry=self.retry
+        )
         self.vocab = Vocab(self.dataset, config.vocab)
         self.num_classes = self.vocab.num_classes
         self.normalized = config.device == "gpu"
@@ -194,7 +198,7 @@ class DaliLoader:
             )
         decodes = c.source_decodes
         common = dict(
-            store=ShardStore(self.dataset.root, verify=self.config.verify_shards),
+            store=ShardStore(self.dataset.root, verify=self.config.verify_shards, retry=self.retry),
             plan=self._plan,
             train=self.train,
             length=self.batches * c.batch_size,

@@ -34,7 +34,8 @@ from pathlib import Path
 
 from tagstream.loader import format as fmt
 from tagstream.loader import storage
-from tagstream.loader.remote import LOCAL_ONLY, key_problem
+from tagstream.loader.remote import LOCAL_ONLY
+from tagstream.loader.remote_keys import key_problem
 
 THREADS = 4
 LEDGER = "push.json"  # at the URL: every object a tagstream push of this dataset may have written there

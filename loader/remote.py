@@ -8,10 +8,13 @@
         shards/NAME.lmdb/verified.json {"sha256", "bytes", "seconds", "by"}: written after the check, so a
                                        shard with it is a verified shard and a resumed run reuses it
         .locks/                        NAME.get (a record lock: one downloader per shard on a machine, the
-                                       others wait), NAME.use (a shared flock while a loader reads the shard:
-                                       never evicted then), open (one process refreshes the mirror at a time)
+                                       others wait), NAME.failed (the last give-up: a downloader that waited
+                                       meanwhile gives up too, so a stalled server costs one retry budget),
+                                       NAME.use (a shared flock while a loader reads the shard: never evicted
+                                       then), open (one process refreshes the mirror at a time)
 
-A shard is checked against the manifest's size and sha256 before use (storage.get: a mismatch is
+Every remote key becomes a local path through remote_keys.local_file. A shard is checked against the manifest's
+size and sha256 before use (storage.get: a mismatch is
 downloaded once more, then an error naming the object). A mirror is a directory any process can open
 as a Dataset (a DALI worker does): missing files are fetched from the recorded URL. When the remote
 manifest changes, files of the old version are dropped. Trade-off: the cache never holds part of a
@@ -36,6 +39,7 @@ from typing import IO, Iterator
 
 from tagstream.loader import checksums, storage
 from tagstream.loader import format as fmt
+from tagstream.loader.remote_keys import key_problem, local_file
 
 log = logging.getLogger(__name__)
 SOURCE = ".source.json"
@@ -45,31 +49,6 @@ LISTED_DIRS = (fmt.VOCAB_DIR, fmt.MASKS_DIR)  # listed at open (names are not in
 LOCAL_ONLY = re.compile(
     r"(^|/)(sampling/|[^/]*\.lock$)"
 )  # per-machine caches and locks of a pushed dataset: not fetched
-
-
-def key_problem(rel: object) -> str | None:
-    """What makes a remote key (relative to a dataset's URL) unfit to be a name inside the dataset, or None:
-    it must be "/"-separated non-empty parts, none of them "." or "..", without a backslash or a control
-    character, and not absolute. Keys come from a bucket listing: data, never paths."""
-    if not isinstance(rel, str) or not rel:
-        return "is empty or not a string"
-    if rel.startswith("/") or "\\" in rel or any(ord(c) < 32 or ord(c) == 127 for c in rel):
-        return "is absolute or holds a backslash or a control character"
-    if any(part in ("", ".", "..") for part in rel.split("/")):
-        return "has an empty, '.' or '..' part"
-    return None
-
-
-def local_file(root: Path, rel: str) -> Path:
-    """The one way a remote key becomes a local path: root/rel, refused (FormatError naming the key) unless
-    key_problem finds nothing and the path resolves inside root (a link inside the cache cannot lead out)."""
-    problem = key_problem(rel)
-    path = Path(root) / rel if problem is None else None
-    if path is not None and not path.resolve().is_relative_to(Path(root).resolve()):
-        problem = "resolves outside the cache directory"
-    if problem is not None:
-        raise fmt.FormatError(f"{root}: the remote key {rel!r} {problem}; refused (a remote name is never a path)")
-    return path
 
 
 def default_cache_dir() -> Path:
@@ -111,6 +90,16 @@ def _exclusive(path: Path) -> Iterator[IO]:
     with lock, open(path, "a") as f:
         fcntl.lockf(f, fcntl.LOCK_EX)
         yield f  # closing the file releases the lock (also when the process dies)
+
+
+def _given_up(path: Path) -> dict | None:
+    """A shard's failure record ({"error", "at"}: the last downloader that gave up on it), or None."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(record, dict) and isinstance(record.get("at"), float) and isinstance(record.get("error"), str)
+    return record if ok else None
 
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -173,10 +162,10 @@ class Mirror:
         return mirror
 
     @classmethod
-    def attach(cls, root: str | Path) -> Mirror | None:
+    def attach(cls, root: str | Path, retry: storage.Retry = storage.DEFAULT_RETRY) -> Mirror | None:
         """The mirror a local directory is, or None for an ordinary dataset directory (no network)."""
         state = cls._read_state(Path(root))
-        return None if state is None else cls(Path(root), state)
+        return None if state is None else cls(Path(root), state, retry)
 
     @staticmethod
     def _read_state(root: Path) -> dict | None:
@@ -281,30 +270,45 @@ class Mirror:
         if self.shard_ready(entry):
             return False
         name = entry["name"]
+        failed = self.root / LOCKS / f"{name}.failed"
+        waited_since = time.time()
         with _exclusive(self.root / LOCKS / f"{name}.get"):
             if self.shard_ready(entry):
                 return False
-            d = fmt.shard_path(self.root, name)
-            d.mkdir(parents=True, exist_ok=True)
-            (d / VERIFIED).unlink(missing_ok=True)
-            for stale in d.glob("data.mdb.part*"):  # a download killed mid-way
-                stale.unlink(missing_ok=True)
-            t0 = time.monotonic()
-            size = storage.get(
-                self.shard_url(entry),
-                d / "data.mdb",
-                expected_size=entry.get("bytes"),
-                sha256=entry.get("sha256") or None,
-                retry=self.retry,
-            )
-            record = {
-                "sha256": entry.get("sha256", ""),
-                "bytes": size,
-                "seconds": round(time.monotonic() - t0, 3),
-                "by": {"rank": os.environ.get("RANK"), "host": os.uname().nodename, "pid": os.getpid()},
-            }
-            fmt.write_json_atomic(d / VERIFIED, record)
+            given_up = _given_up(failed)
+            if given_up is not None and given_up["at"] >= waited_since:  # while this one waited: one retry budget
+                raise storage.StorageError(f"{given_up['error']} (given up by another download on this machine)")
+            try:
+                self._download_shard(entry)
+            except storage.StorageError as exc:
+                _write_bytes_atomic(failed, json.dumps({"error": str(exc), "at": time.time()}).encode())
+                raise
+            failed.unlink(missing_ok=True)
         return True
+
+    def _download_shard(self, entry: dict) -> None:
+        """Download and verify one shard (under its lock), then write verified.json beside it."""
+        name = entry["name"]
+        d = fmt.shard_path(self.root, name)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / VERIFIED).unlink(missing_ok=True)
+        for stale in d.glob("data.mdb.part*"):  # a download killed mid-way
+            stale.unlink(missing_ok=True)
+        t0 = time.monotonic()
+        size = storage.get(
+            self.shard_url(entry),
+            d / "data.mdb",
+            expected_size=entry.get("bytes"),
+            sha256=entry.get("sha256") or None,
+            retry=self.retry,
+        )
+        record = {
+            "sha256": entry.get("sha256", ""),
+            "bytes": size,
+            "seconds": round(time.monotonic() - t0, 3),
+            "by": {"rank": os.environ.get("RANK"), "host": os.uname().nodename, "pid": os.getpid()},
+        }
+        fmt.write_json_atomic(d / VERIFIED, record)
 
     def fetch_all(self, threads: int = 4) -> None:
         """Every file of the dataset into the mirror, shards verified (what `tagstream verify URL` then checks)."""

@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from tagstream.loader import checksums, records
 from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
+from tagstream.loader.retries import DEFAULT_RETRY, Retry
 
 _ENVS: dict[str, Any] = {}  # this process's open environments by path (lmdb refuses a second open)
 _ENVS_PID = -1
@@ -104,8 +105,8 @@ class ShardStore:
     does not parse all raise `format.FormatError`.
     """
 
-    def __init__(self, dataset: Dataset | str | Path, *, verify: bool = False):
-        self.dataset = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+    def __init__(self, dataset: Dataset | str | Path, *, verify: bool = False, retry: Retry | None = None):
+        self.dataset = dataset if isinstance(dataset, Dataset) else Dataset(dataset, retry=retry or DEFAULT_RETRY)
         self.verify = bool(verify)  # each local shard's sha256 checked before its first read (verify_shard_content)
         self._pid = -1
         self._envs: dict[int, Any] = {}
@@ -114,10 +115,11 @@ class ShardStore:
 
     def __getstate__(self) -> dict:
         # a spawned worker reopens the dataset (cheap: manifest only) instead of receiving its mmaps
-        return {"root": str(self.dataset.root), "verify": self.verify}
+        mirror = self.dataset.mirror
+        return {"root": str(self.dataset.root), "verify": self.verify, "retry": mirror and mirror.retry}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["root"], verify=state.get("verify", False))
+        self.__init__(state["root"], verify=state.get("verify", False), retry=state.get("retry"))
 
     def _env(self, shard: int) -> Any:
         if self._pid != os.getpid():

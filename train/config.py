@@ -50,6 +50,9 @@ class DataConfig:
     cache_dir: str = ""  # a URL dataset's local mirror and shard cache; "" = ~/.cache/tagstream/datasets
     cache_limit: int = 0  # bytes of shards the cache may hold (all ranks sharing cache_dir); 0 = no limit
     verify_shards: bool = False  # check each local shard's sha256 once per machine before reading it (loader/store.py)
+    storage_timeout: float = (
+        150.0  # seconds a stalled or failing server may cost the run (LoaderConfig.storage_timeout)
+    )
 
     def __post_init__(self) -> None:
         check_data_settings(
@@ -63,6 +66,7 @@ class DataConfig:
             prefetch=self.prefetch,
             samples_per_epoch=self.samples_per_epoch,
             cache_limit=self.cache_limit,
+            storage_timeout=self.storage_timeout,
         )
         if self.vocab:  # names inside the dataset, never paths: refused before a run directory is made
             check_name(self.vocab, "data.vocab: vocabulary")

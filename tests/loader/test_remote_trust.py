@@ -14,7 +14,8 @@ from tagstream.loader import format as fmt
 from tagstream.loader import storage
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.publish import JOURNAL_DIR, LEDGER, ForeignPrefix, push
-from tagstream.loader.remote import SOURCE, Mirror, key_problem, local_file
+from tagstream.loader.remote import SOURCE, Mirror
+from tagstream.loader.remote_keys import key_problem, local_file
 from tagstream.loader.writer import write_mask
 from tagstream.tools.cli import main as cli
 from tests.helpers.datasets import make_index_dataset
