@@ -12,7 +12,7 @@ from tagstream.loader.api import build_loader
 from tagstream.loader.batch import IMAGENET_MEAN, IMAGENET_STD, Batch, Loader, normalize_images
 from tagstream.loader.config import LoaderConfig, check_data_settings
 from tagstream.loader.data import Dataset, FormatError, Vocab
-from tagstream.loader.data.format import tool_version
+from tagstream.loader.data.manifest import tool_version
 from tagstream.loader.progress import progress_bar
 from tagstream.loader.sampling import RankSampler, eligibility
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tagstream.kernels.weights import COMBINES, SAMPLINGS, check_combine, sampling_power  # defined with the kernels
+from tagstream.loader.data.retries import Retry
 from tagstream.loader.pipeline.sizes import check_size, check_size_schedule, size_at
 from tagstream.loader.sampling.eligible import SPLITS
 from tagstream.loader.sampling.sampler import check_one_pass
@@ -30,6 +31,7 @@ def check_data_settings(
     cache_limit: int = 0,
     one_pass: bool = False,
     drop_last: bool = False,
+    storage_timeout: float = 150.0,
 ) -> None:
     """The checks a LoaderConfig and the trainer's DataConfig share, in one place; `prefix` names the keys as the
     user wrote them ("data." in a recipe). Whether a world size fits the partitions is checked when a loader is
@@ -51,6 +53,10 @@ def check_data_settings(
         raise ValueError(f"{prefix}workers={workers} must be >= 0, threads={threads} and prefetch={prefetch} >= 1")
     if not isinstance(cache_limit, int) or isinstance(cache_limit, bool) or cache_limit < 0:
         raise ValueError(f"{prefix}cache_limit={cache_limit!r} must be a whole number of bytes >= 0 (0 = no limit)")
+    try:
+        Retry.within(storage_timeout)
+    except ValueError as exc:
+        raise ValueError(f"{prefix}{exc}") from None
 
 
 __all__ = [
@@ -115,10 +121,14 @@ class LoaderConfig:
     # verify_shards' stamps go under cache_dir/verified (default ~/.cache/tagstream/verified)
     cache_dir: str | None = None
     cache_limit: int = 0
-    # a local shard's whole content checked against the manifest's sha256 before its first read on this machine
-    # (once: a stamp under cache_dir/verified, by default ~/.cache/tagstream/verified); False: its size and LMDB meta page only (a URL's shards
-    # are always checked as they download)
+    # a local shard's whole content checked against the manifest's sha256 before its first read on this machine,
+    # and the index arrays, vocabulary and masks the run reads against theirs (once: a stamp under
+    # cache_dir/verified, by default ~/.cache/tagstream/verified); False: a shard's size and LMDB meta page only
+    # (a URL's files are always checked as they download)
     verify_shards: bool = False
+    # the most a stalled or failing server may cost a run, in seconds (per shard, shared by the prefetcher and the
+    # readers): 5 attempts, each timing out after (storage_timeout - 3.75) / 5 s without a byte; retries.Retry.within
+    storage_timeout: float = 150.0
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -142,6 +152,7 @@ class LoaderConfig:
             cache_limit=self.cache_limit,
             one_pass=self.one_pass,
             drop_last=self.drop_last,
+            storage_timeout=self.storage_timeout,
         )
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")

@@ -15,6 +15,7 @@ from tagstream.loader.config import LoaderConfig
 from tagstream.loader.data import format as fmt
 from tagstream.loader.data.dataset import Dataset
 from tagstream.loader.data.prefetch import start_prefetch
+from tagstream.loader.data.retries import Retry
 from tagstream.loader.data.storage import StorageError
 from tagstream.loader.data.store import ShardStore, check_shard_files
 from tagstream.loader.data.vocab import Vocab
@@ -55,7 +56,10 @@ class DaliLoader:
             raise ValueError(f"rank={rank} must be in [0, world={world})")
         self.config = config
         self.rank, self.world = int(rank), int(world)
-        self.dataset = Dataset(config.dataset, cache_dir=config.cache_dir)
+        self.retry = Retry.within(config.storage_timeout)  # one bound on what a stalled server costs
+        self.dataset = Dataset(
+            config.dataset, cache_dir=config.cache_dir, verify=config.verify_shards, retry=self.retry
+        )
         self.vocab = Vocab(self.dataset, config.vocab)
         self.num_classes = self.vocab.num_classes
         self.normalized = config.device == "gpu"
@@ -213,7 +217,9 @@ class DaliLoader:
             )
         decodes = self.decodes
         settings = SourceSettings(
-            store=ShardStore(self.dataset.root, verify=self.config.verify_shards, cache_dir=self.config.cache_dir),
+            store=ShardStore(
+                self.dataset.root, verify=self.config.verify_shards, cache_dir=self.config.cache_dir, retry=self.retry
+            ),
             plan=self._plan,
             train=self.train,
             length=self.batches * c.batch_size,

@@ -6,10 +6,7 @@ it and what is allowed, so a typo in a week-long run's recipe fails in the first
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -20,6 +17,7 @@ import tomllib
 from tagstream.loader import check_data_settings
 from tagstream.loader.data import check_name
 from tagstream.loader.pipeline import final_size, image_size_setting, parse_size_schedule
+from tagstream.train.config_coerce import build_section, section_dict
 
 LOSSES = ("softmax", "sigmoid")
 OPTIMIZERS = ("sgd", "adamw")
@@ -56,6 +54,7 @@ class DataConfig:
     cache_limit: int = 0  # bytes of shards the cache may hold (all ranks sharing cache_dir); 0 = no limit
     # check each local shard's sha256 once per machine before reading it (loader/data/store.py)
     verify_shards: bool = False
+    storage_timeout: float = 150.0  # seconds a stalled or failing server may cost the run (LoaderConfig)
 
     def __post_init__(self) -> None:
         check_data_settings(
@@ -72,6 +71,7 @@ class DataConfig:
             cache_limit=self.cache_limit,
             one_pass=self.one_pass,
             drop_last=self.drop_last,
+            storage_timeout=self.storage_timeout,
         )
         if self.vocab:  # names inside the dataset, never paths: refused before a run directory is made
             check_name(self.vocab, "data.vocab: vocabulary")
@@ -260,7 +260,7 @@ class TrainConfig:
         return self.optim.base_lr * self.batch.global_size / self.optim.base_batch_size
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return {name: _section_dict(getattr(self, name)) for name in SECTIONS}
+        return {name: section_dict(getattr(self, name)) for name in SECTIONS}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -277,7 +277,7 @@ class TrainConfig:
             body = raw.get(name, {})
             if not isinstance(body, dict):
                 raise ValueError(f"[{name}] must be a table of keys, got {body!r}")
-            parts[name] = _build_section(name, section_cls, body)
+            parts[name] = build_section(name, section_cls, body)
         return cls(**parts)
 
 
@@ -289,62 +289,6 @@ SECTIONS: dict[str, type] = {
     "batch": BatchConfig,
     "run": RunConfig,
 }
-
-
-def _section_dict(section: Any) -> dict[str, Any]:
-    return {
-        f.name: list(v) if isinstance(v := getattr(section, f.name), tuple) else v for f in dataclasses.fields(section)
-    }
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """value checked against the annotation tp (str, int, float, bool, X | None, tuple[X, ...])."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        optional = len(args) < len(typing.get_args(tp))
-        if optional and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
-            return None
-        for arg in args[:-1]:  # X | Y: the first type the value fits
-            try:
-                return _coerce(key, value, arg)
-            except ValueError:
-                pass
-        try:
-            return _coerce(key, value, args[-1])
-        except ValueError:
-            raise ValueError(
-                f"{key}: expected {' or '.join(map(_type_name, args))}, got {value!r} ({type(value).__name__})"
-            ) from None
-    if origin is tuple:
-        (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
-        if isinstance(value, str):  # --set data.masks=a,b
-            value = [v for v in value.split(",") if v]
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{key}: expected a list of {_type_name(item)}, got {value!r}")
-        return tuple(_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value))
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str),
-    }[tp]
-    if not ok:
-        raise ValueError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-    return float(value) if tp is float else value
-
-
-def _build_section(name: str, section_cls: type, body: dict[str, Any]) -> Any:
-    hints = typing.get_type_hints(section_cls)
-    allowed = [f.name for f in dataclasses.fields(section_cls)]
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown key(s) {[f'{name}.{k}' for k in unknown]}; allowed in [{name}]: {allowed}")
-    return section_cls(**{k: _coerce(f"{name}.{k}", v, hints[k]) for k, v in body.items()})
 
 
 def parse_override(item: str) -> tuple[str, str, Any]:

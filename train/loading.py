@@ -46,6 +46,7 @@ def loader_config(
         cache_dir=d.cache_dir or None,
         cache_limit=d.cache_limit,
         verify_shards=d.verify_shards,
+        storage_timeout=d.storage_timeout,
     )
 
 

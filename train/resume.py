@@ -30,6 +30,7 @@ MAY_CHANGE = frozenset(
         "data.cache_dir",
         "data.cache_limit",
         "data.verify_shards",
+        "data.storage_timeout",
         "batch.grad_accum",
     }
 )

@@ -2,10 +2,10 @@
 beside its reader, the LMDB shard store, vocabularies and masks, fsspec storage with one retry policy, the rank-local
 cache of a remote dataset (cache.py), its prefetcher and `tagstream push`.
 
-Code outside loader/ imports these names, or the `format`, `storage` and `records` namespaces, from here.
+Code outside loader/ imports these names, or the `format`, `storage`, `records` and `checksums` namespaces, from here.
 """
 
-from tagstream.loader.data import format, records, storage
+from tagstream.loader.data import checksums, format, records, storage
 from tagstream.loader.data.dataset import Dataset, load_npy
 from tagstream.loader.data.format import (
     MAX_PIXELS,
@@ -15,6 +15,7 @@ from tagstream.loader.data.format import (
     write_json_atomic,
     write_text_atomic,
 )
+from tagstream.loader.data.manifest import read_manifest
 from tagstream.loader.data.push import push
 from tagstream.loader.data.storage import StorageError, is_url, local_path
 from tagstream.loader.data.store import ShardStore, close_all
@@ -32,6 +33,7 @@ __all__ = [
     "Vocab",
     "VocabClass",
     "check_name",
+    "checksums",
     "close_all",
     "format",
     "fsync_dir",
@@ -39,6 +41,7 @@ __all__ = [
     "load_npy",
     "local_path",
     "push",
+    "read_manifest",
     "records",
     "storage",
     "write_index",

@@ -8,10 +8,13 @@
         shards/NAME.lmdb/verified.json {"sha256", "bytes", "seconds", "by"}: written after the check, so a
                                        shard with it is a verified shard and a resumed run reuses it
         .locks/                        NAME.get (a record lock: one downloader per shard on a machine, the
-                                       others wait), NAME.use (a shared flock while a loader reads the shard:
-                                       never evicted then), open (one process refreshes the mirror at a time)
+                                       others wait), NAME.failed (the last give-up: a downloader that waited
+                                       meanwhile gives up too, so a stalled server costs one retry budget),
+                                       NAME.use (a shared flock while a loader reads the shard: never evicted
+                                       then), open (one process refreshes the mirror at a time)
 
-A shard is checked against the manifest's size and sha256 before use (storage.get: a mismatch is
+Every remote key becomes a local path through remote_keys.local_file. A shard is checked against the manifest's
+size and sha256 before use (storage.get: a mismatch is
 downloaded once more, then an error naming the object). A mirror is a directory any process can open
 as a Dataset (a DALI worker does): missing files are fetched from the recorded URL. When the remote
 manifest changes, files of the old version are dropped. Trade-off: the cache never holds part of a
@@ -25,6 +28,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -33,9 +37,13 @@ import time
 from pathlib import Path
 from typing import IO, Iterator
 
+from tagstream.loader.data import checksums, storage
 from tagstream.loader.data import format as fmt
-from tagstream.loader.data import storage
+from tagstream.loader.data.format import default_cache_dir, stamp_dir  # noqa: F401 - stamp_dir: part of the cache's names
+from tagstream.loader.data.manifest import read_manifest
+from tagstream.loader.data.remote_keys import key_problem, local_file
 
+log = logging.getLogger(__name__)
 SOURCE = ".source.json"
 VERIFIED = "verified.json"
 LOCKS = ".locks"
@@ -43,19 +51,6 @@ LISTED_DIRS = (fmt.VOCAB_DIR, fmt.MASKS_DIR)  # listed at open (names are not in
 LOCAL_ONLY = re.compile(
     r"(^|/)(sampling/|[^/]*\.lock$)"
 )  # per-machine caches and locks of a pushed dataset: not fetched
-
-
-def default_cache_dir() -> Path:
-    """$XDG_CACHE_HOME/tagstream/datasets (~/.cache/tagstream/datasets)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "tagstream" / "datasets"
-
-
-def stamp_dir(cache_dir: str | Path | None = None) -> Path:
-    """Where a machine's verification stamps of local shards go (loader/data/store.verify_shard_content): under
-    the user's cache directory when one is given (CACHE_DIR/verified), else beside the default cache
-    ($XDG_CACHE_HOME/tagstream/verified, ~/.cache/tagstream/verified)."""
-    return Path(cache_dir) / "verified" if cache_dir else default_cache_dir().parent / "verified"
 
 
 def mirror_dir(url: str, cache_dir: str | Path | None = None) -> Path:
@@ -93,6 +88,16 @@ def _exclusive(path: Path) -> Iterator[IO]:
         yield f  # closing the file releases the lock (also when the process dies)
 
 
+def _given_up(path: Path) -> dict | None:
+    """A shard's failure record ({"error", "at"}: the last downloader that gave up on it), or None."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(record, dict) and isinstance(record.get("at"), float) and isinstance(record.get("error"), str)
+    return record if ok else None
+
+
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_bytes(data)
@@ -108,6 +113,7 @@ class Mirror:
         self.files: dict[str, str] = dict(state.get("files", {}))
         self.retry = retry
         self._in_use: dict[str, IO] = {}
+        self._manifest_files: dict[str, dict] | None = None
 
     # ---- opening ----
     @classmethod
@@ -126,16 +132,20 @@ class Mirror:
         files = {}
         for d in LISTED_DIRS:
             for rel, version in storage.list_versions(storage.join(url, d), retry).items():
-                if not LOCAL_ONLY.search(rel):
+                problem = key_problem(f"{d}/{rel}")
+                if problem is not None:
+                    log.warning("%s: the key %r under %s/ %s; ignored", storage.redact(url), rel, d, problem)
+                elif not LOCAL_ONLY.search(rel):
                     files[f"{d}/{rel}"] = version
         state = {"url": url, "manifest_sha256": hashlib.sha256(manifest).hexdigest(), "files": files}
         root.mkdir(parents=True, exist_ok=True)
         with _exclusive(root / LOCKS / "open"):
             old = cls._read_state(root)
-            if old is not None:
-                for rel, version in old.get("files", {}).items():
-                    if files.get(rel) != version:  # replaced or removed at the source
-                        (root / rel).unlink(missing_ok=True)
+            old_files = old.get("files") if old is not None else None
+            if isinstance(old_files, dict):
+                for rel, version in old_files.items():
+                    if files.get(rel) != version and key_problem(rel) is None:  # replaced or removed at the source
+                        local_file(root, rel).unlink(missing_ok=True)
             changed = old is None or old.get("manifest_sha256") != state["manifest_sha256"]
             if changed:  # another version of the dataset (or a first open): per-version files start over
                 shutil.rmtree(root / fmt.INDEX_DIR, ignore_errors=True)
@@ -144,14 +154,14 @@ class Mirror:
             fmt.write_json_atomic(root / SOURCE, state)
             mirror = cls(root, state, retry)
             if changed:
-                mirror._drop_stale_shards(fmt.read_manifest(root))
+                mirror._drop_stale_shards(read_manifest(root))
         return mirror
 
     @classmethod
-    def attach(cls, root: str | Path) -> Mirror | None:
+    def attach(cls, root: str | Path, retry: storage.Retry = storage.DEFAULT_RETRY) -> Mirror | None:
         """The mirror a local directory is, or None for an ordinary dataset directory (no network)."""
         state = cls._read_state(Path(root))
-        return None if state is None else cls(Path(root), state)
+        return None if state is None else cls(Path(root), state, retry)
 
     @staticmethod
     def _read_state(root: Path) -> dict | None:
@@ -176,18 +186,42 @@ class Mirror:
 
     # ---- small files ----
     def ensure_file(self, rel: str) -> Path:
-        """root/rel, fetched whole if missing; a file missing at the source too is left missing (the
-        caller reports it as it would for a local dataset)."""
-        path = self.root / rel
+        """root/rel, fetched whole if missing and checked against its checksum record as it arrives (a mismatch
+        is downloaded once more, then refused: storage.ChecksumError); a file missing at the source too is left
+        missing (the caller reports it as it would for a local dataset)."""
+        path = local_file(self.root, rel)
         if path.exists():
             return path
+        expected = self.expected(rel)
         with _exclusive(self.root / LOCKS / (rel.replace("/", "__") + ".get")):
             if not path.exists():
                 try:
-                    storage.get(storage.join(self.url, rel), path, retry=self.retry)
+                    storage.get(
+                        storage.join(self.url, rel),
+                        path,
+                        expected_size=expected and expected.get("bytes"),
+                        sha256=expected and expected["sha256"],
+                        retry=self.retry,
+                    )
                 except FileNotFoundError:
                     pass
         return path
+
+    def expected(self, rel: str) -> dict | None:
+        """The checksum record of a dataset file ({"sha256"[, "bytes"]}): the manifest's for the index and
+        tags.tsv, a vocabulary's checksums.json, a mask's NAME.json (each fetched first); None where an older
+        tagstream recorded none."""
+        if self._manifest_files is None:
+            self._manifest_files = checksums.manifest_files(read_manifest(self.root))
+        if rel in self._manifest_files:
+            return self._manifest_files[rel]
+        parts = rel.split("/")
+        if parts[0] == fmt.VOCAB_DIR and len(parts) == 3 and parts[2] != checksums.VOCAB_SUMS:
+            sums = checksums.read_sums(self.ensure_file(f"{fmt.VOCAB_DIR}/{parts[1]}/{checksums.VOCAB_SUMS}"))
+            return (sums or {}).get(parts[2])
+        if parts[0] == fmt.MASKS_DIR and len(parts) == 2 and rel.endswith(".npy"):
+            return checksums.read_sums(self.ensure_file(checksums.mask_sums_path(Path(rel)).as_posix()))
+        return None
 
     def ensure_dir(self, rel_dir: str) -> Path:
         """Every listed file under rel_dir/ (a vocabulary), fetched if missing."""
@@ -232,36 +266,51 @@ class Mirror:
         if self.shard_ready(entry):
             return False
         name = entry["name"]
+        failed = self.root / LOCKS / f"{name}.failed"
+        waited_since = time.time()
         with _exclusive(self.root / LOCKS / f"{name}.get"):
             if self.shard_ready(entry):
                 return False
-            d = fmt.shard_path(self.root, name)
-            d.mkdir(parents=True, exist_ok=True)
-            (d / VERIFIED).unlink(missing_ok=True)
-            for stale in d.glob("data.mdb.part*"):  # a download killed mid-way
-                stale.unlink(missing_ok=True)
-            t0 = time.monotonic()
-            size = storage.get(
-                self.shard_url(entry),
-                d / "data.mdb",
-                expected_size=entry.get("bytes"),
-                sha256=entry.get("sha256") or None,
-                retry=self.retry,
-            )
-            record = {
-                "sha256": entry.get("sha256", ""),
-                "bytes": size,
-                "seconds": round(time.monotonic() - t0, 3),
-                "by": {"rank": os.environ.get("RANK"), "host": os.uname().nodename, "pid": os.getpid()},
-            }
-            fmt.write_json_atomic(d / VERIFIED, record)
+            given_up = _given_up(failed)
+            if given_up is not None and given_up["at"] >= waited_since:  # while this one waited: one retry budget
+                raise storage.StorageError(f"{given_up['error']} (given up by another download on this machine)")
+            try:
+                self._download_shard(entry)
+            except storage.StorageError as exc:
+                _write_bytes_atomic(failed, json.dumps({"error": str(exc), "at": time.time()}).encode())
+                raise
+            failed.unlink(missing_ok=True)
         return True
+
+    def _download_shard(self, entry: dict) -> None:
+        """Download and verify one shard (under its lock), then write verified.json beside it."""
+        name = entry["name"]
+        d = fmt.shard_path(self.root, name)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / VERIFIED).unlink(missing_ok=True)
+        for stale in d.glob("data.mdb.part*"):  # a download killed mid-way
+            stale.unlink(missing_ok=True)
+        t0 = time.monotonic()
+        size = storage.get(
+            self.shard_url(entry),
+            d / "data.mdb",
+            expected_size=entry.get("bytes"),
+            sha256=entry.get("sha256") or None,
+            retry=self.retry,
+        )
+        record = {
+            "sha256": entry.get("sha256", ""),
+            "bytes": size,
+            "seconds": round(time.monotonic() - t0, 3),
+            "by": {"rank": os.environ.get("RANK"), "host": os.uname().nodename, "pid": os.getpid()},
+        }
+        fmt.write_json_atomic(d / VERIFIED, record)
 
     def fetch_all(self, threads: int = 4) -> None:
         """Every file of the dataset into the mirror, shards verified (what `tagstream verify URL` then checks)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        manifest = fmt.read_manifest(self.root)
+        manifest = read_manifest(self.root)
         rels = [fmt.TAGS, fmt.REJECTS, *self.files]
         arrays = [*fmt.INDEX_ARRAYS, *fmt.OPTIONAL_INDEX_ARRAYS]  # an optional one missing at the source stays missing
         rels += [fmt.index_path(Path(), s["name"], a).as_posix() for s in manifest["shards"] for a in arrays]

@@ -15,28 +15,39 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from tagstream.loader.data import checksums, storage
 from tagstream.loader.data import format as fmt
-from tagstream.loader.data import storage
 from tagstream.loader.data.cache import Mirror
+from tagstream.loader.data.manifest import read_manifest
 
 
 class Dataset:
     """A read-only view of a dataset directory or URL (see tagstream.loader.data.format for the layout).
 
     For a URL, `root` is the local mirror under cache_dir (default remote.default_cache_dir()),
-    `mirror` fetches what is missing and `source` is the URL; for a directory, mirror is None.
+    `mirror` fetches what is missing (each file checked against its checksum as it arrives) and `source` is
+    the URL; for a directory, mirror is None. verify: a local dataset's index arrays, vocabularies and masks
+    are checked against their checksums before first use (once per machine, loader/data/checksums.py). retry: the
+    mirror's policy (LoaderConfig.storage_timeout bounds what a stalled server costs).
     """
 
-    def __init__(self, root: str | Path, *, cache_dir: str | Path | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        cache_dir: str | Path | None = None,
+        verify: bool = False,
+        retry: storage.Retry = storage.DEFAULT_RETRY,
+    ):
         self.source = str(root)
         local = storage.local_path(root)
         if local is None:
-            self.mirror: Mirror | None = Mirror.open(str(root), cache_dir)
+            self.mirror: Mirror | None = Mirror.open(str(root), cache_dir, retry)
             local = self.mirror.root
         else:
-            self.mirror = Mirror.attach(local)  # a mirror opened by its directory (a worker's copy)
+            self.mirror = Mirror.attach(local, retry)  # a mirror opened by its directory (a worker's copy)
         self.root = Path(local)
-        self.manifest = fmt.read_manifest(self.root)
+        self.manifest = read_manifest(self.root)
         self.shards: list[dict] = self.manifest["shards"]
         counts = np.array([s["images"] for s in self.shards], dtype=np.int64)
         # shard_starts[k] = global index of shard k's first image; shard_starts[-1] = N
@@ -47,6 +58,12 @@ class Dataset:
                 f"{self.root}: manifest says {self.num_images} images but its shards hold {self.shard_starts[-1]}"
             )
         self._index_cache: dict[tuple[int, str], np.ndarray] = {}
+        self.verify = bool(verify) and self.mirror is None  # a mirror's files are checked as they download
+
+    def check_file(self, path: Path, expected: dict | None, what: str, record: str = "its recorded") -> None:
+        """With verify: the file against its checksum record (none recorded, by an older tagstream: unchecked)."""
+        if self.verify and expected is not None:
+            checksums.check_once(path, expected, what, record)
 
     def __len__(self) -> int:
         return self.num_images
@@ -141,6 +158,8 @@ class Dataset:
         path = self._ensure(fmt.index_path(self.root, self.shards[shard]["name"], name))
         if not path.exists():
             raise fmt.FormatError(f"{self.root}: missing index file {path.name} of shard {self.shards[shard]['name']}")
+        digest = self.shards[shard].get("index", {}).get(name)
+        self.check_file(path, digest and {"sha256": digest}, f"index file {path.name}", "the manifest's")
         array = load_npy(path)
         expected = {"tag_offsets": images + 1, "tag_ids": None}.get(name, images)
         if array.dtype != np.dtype(fmt.index_dtype(name)) or array.ndim != 1 or expected not in (None, array.shape[0]):
@@ -203,6 +222,8 @@ class Dataset:
         path = self._ensure(fmt.mask_path(self.root, name))
         if not path.exists():
             raise ValueError(f"{self.root}: no mask {name!r}; masks here: {self.mask_names() or 'none'}")
+        if self.verify:
+            self.check_file(path, checksums.read_sums(checksums.mask_sums_path(path)), f"mask {name}")
         mask = load_npy(path)
         if mask.shape != (self.num_images,) or mask.dtype != np.bool_:
             raise fmt.FormatError(

@@ -3,7 +3,9 @@
 A dataset is a directory:
 
     manifest.json      written last; format name + version, image count, shards (name, images,
-                       bytes, sha256 of data.mdb), source description, tool version
+                       bytes, sha256 of data.mdb, "index": sha256 of each index array), "files": size and
+                       sha256 of tags.tsv and rejects.jsonl, source description, tool version
+                       (version 1, still read: no "index" or "files"; loader/data/checksums.py)
     tags.tsv           raw tag table: id <TAB> canonical text <TAB> count, sorted by id
     shards/NNNNN.lmdb  LMDB environments (subdir=True: data.mdb inside); key = local index as
                        8-byte big-endian (so LMDB's byte order is index order); value = msgpack map
@@ -22,7 +24,9 @@ A dataset is a directory:
                        label_offsets.npy  int64 (N+1)  per-image class labels, CSR over all images
                        labels.npy         int32 (nnz)  class ids, per image sorted, unique
                        vocab.json    name, classes, images, options used; report.json  the build report
-    masks/NAME.npy     bool (N,), True = excluded from sampling (never deletes data)
+                       checksums.json  size and sha256 of each file above (loader/data/checksums.py)
+    masks/NAME.npy     bool (N,), True = excluded from sampling (never deletes data); masks/NAME.json its
+                       size and sha256
     rejects.jsonl      one JSON object per input not converted: {"line", "image", "reason", ...}
     .convert/          conversion state (source, options, per-shard progress) for resuming and for
                        refusing another source; never read at run time
@@ -46,7 +50,8 @@ from typing import Any
 import numpy as np
 
 FORMAT_NAME = "tagstream"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest covers the index arrays, tags.tsv and rejects.jsonl by checksums
+READABLE_VERSIONS = (1, 2)  # version 1 still reads: its index and tags are simply not covered
 
 MANIFEST = "manifest.json"
 TAGS = "tags.tsv"
@@ -277,9 +282,14 @@ def write_text_atomic(path: Path, text: str | Iterable[str]) -> None:
     os.replace(tmp, path)
 
 
+def json_text(obj: Any) -> str:
+    """obj as the indented, key-sorted JSON text every JSON file of a dataset holds."""
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """write_text_atomic of obj as indented, key-sorted JSON."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json_text(obj))
 
 
 def fsync_dir(path: Path) -> None:
@@ -298,67 +308,14 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def read_manifest(root: Path) -> dict[str, Any]:
-    """Read and check manifest.json: refuses another format, an unknown version and a malformed structure
-    (every fault a FormatError naming the file), so no reader meets a bad value later."""
-    path = Path(root) / MANIFEST
-    if not path.exists():
-        raise FormatError(f"{root}: no {MANIFEST} (not a tagstream dataset, or its conversion has not finished)")
-    try:
-        manifest = json.loads(path.read_bytes().decode("utf-8"))
-    except (ValueError, OSError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise FormatError(f"{path}: not valid JSON: {exc}") from exc
-    if not isinstance(manifest, dict):
-        raise FormatError(f"{path}: expected a JSON object, got a JSON {type(manifest).__name__}")
-    if manifest.get("format") != FORMAT_NAME:
-        raise FormatError(f"{path}: format is {manifest.get('format')!r}, expected {FORMAT_NAME!r}")
-    version = manifest.get("version")
-    if version != FORMAT_VERSION:
-        raise FormatError(
-            f"{path}: format version {version!r} is not known to this tagstream "
-            f"(it reads version {FORMAT_VERSION}); upgrade tagstream or re-convert the dataset"
-        )
-    _check_manifest_shards(path, manifest)
-    return manifest
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/tagstream/datasets (~/.cache/tagstream/datasets)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tagstream" / "datasets"
 
 
-def _count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _check_manifest_shards(path: Path, manifest: dict) -> None:
-    if not _count(manifest.get("images")):
-        raise FormatError(f"{path}: 'images' must be a non-negative integer, got {manifest.get('images')!r}")
-    shards = manifest.get("shards")
-    if not isinstance(shards, list):
-        raise FormatError(f"{path}: 'shards' must be a list of shard entries, got {shards!r}")
-    seen: set[str] = set()
-    for k, entry in enumerate(shards):
-        if not isinstance(entry, dict):
-            raise FormatError(f"{path}: shard entry {k} must be an object, got {entry!r}")
-        name = entry.get("name")
-        try:
-            check_name(name, "shard")
-        except ValueError as exc:
-            raise FormatError(f"{path}: shard entry {k}: {exc}") from None
-        if name in seen:
-            raise FormatError(f"{path}: shard {name!r} is listed twice")
-        seen.add(name)
-        for key in ("images", "bytes"):
-            if (key in entry or key == "images") and not _count(entry.get(key)):
-                raise FormatError(
-                    f"{path}: shard {name}: {key!r} must be a non-negative integer, got {entry.get(key)!r}"
-                )
-        digest = entry.get("sha256")
-        if "sha256" in entry and not (isinstance(digest, str) and re.fullmatch(r"([0-9a-f]{64})?", digest)):
-            raise FormatError(f"{path}: shard {name}: 'sha256' must be 64 hex digits (or empty), got {digest!r}")
-
-
-def tool_version() -> str:
-    """The installed tagstream's version (its one definition is pyproject.toml's), recorded in every manifest."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("tagstream")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "0+unknown"
+def stamp_dir(cache_dir: str | Path | None = None) -> Path:
+    """Where a machine's verification stamps of local shards go (loader/data/checksums.check_once): under
+    the user's cache directory when one is given (CACHE_DIR/verified), else beside the default cache
+    ($XDG_CACHE_HOME/tagstream/verified, ~/.cache/tagstream/verified)."""
+    return Path(cache_dir) / "verified" if cache_dir else default_cache_dir().parent / "verified"

@@ -36,6 +36,24 @@ class Retry:
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s={self.timeout_s} must be > 0")
 
+    @classmethod
+    def within(cls, seconds: float) -> Retry:
+        """The default policy with its per-request timeout cut so that `bound_s` is `seconds`: what a stalled
+        server may cost one object (data.storage_timeout)."""
+        backoff = sum(min(cls.max_backoff_s, cls.backoff_s * 2**k) for k in range(cls.attempts - 1))
+        if not (isinstance(seconds, (int, float)) and backoff + cls.attempts <= seconds <= 86_400):
+            raise ValueError(
+                f"storage_timeout={seconds!r} must be a number of seconds in [{backoff + cls.attempts:g}, 86400]"
+            )
+        return cls(timeout_s=(seconds - backoff) / cls.attempts)
+
+    @property
+    def bound_s(self) -> float:
+        """The most one object may cost when every attempt times out: attempts x timeout_s plus the backoffs."""
+        return self.attempts * self.timeout_s + sum(
+            min(self.max_backoff_s, self.backoff_s * 2**k) for k in range(self.attempts - 1)
+        )
+
     def wait_s(self, failures: int) -> float:
         """Seconds to sleep after `failures` failed attempts (1, 2, ...): full backoff halved by jitter at most."""
         full = min(self.max_backoff_s, self.backoff_s * 2 ** (failures - 1))
@@ -145,10 +163,20 @@ def describe(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {text}")[:400]
 
 
-def retrying(what: str, call: Callable[[], T], retry: Retry = DEFAULT_RETRY) -> T:
-    """call() with retries on transient faults. `what` names the object in messages (redacted).
-    A missing object raises FileNotFoundError; any other final fault a StorageError."""
-    for attempt in range(1, retry.attempts + 1):
+class Budget:
+    """The failed attempts one object's requests have spent together (a download's size query and all its ranged
+    reads share one): a stalled server costs an object at most Retry.bound_s, however many requests it takes."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+
+def retrying(what: str, call: Callable[[], T], retry: Retry = DEFAULT_RETRY, budget: Budget | None = None) -> T:
+    """call() with retries on transient faults, Retry.attempts failures in all for the calls sharing `budget`.
+    `what` names the object in messages (redacted). A missing object raises FileNotFoundError; any other final
+    fault a StorageError."""
+    budget = budget or Budget()
+    while True:
         try:
             return call()
         except Exception as exc:  # noqa: BLE001 - classified below, re-raised as one type
@@ -156,11 +184,18 @@ def retrying(what: str, call: Callable[[], T], retry: Retry = DEFAULT_RETRY) -> 
                 if any(isinstance(e, FileNotFoundError) for e in _chain(exc)):
                     raise FileNotFoundError(f"{redact(what)}: no such object") from exc
                 raise StorageError(f"{redact(what)}: {describe(exc)}") from exc
-            if attempt == retry.attempts:
-                raise StorageError(f"{redact(what)}: {describe(exc)} (gave up after {attempt} attempts)") from exc
-            wait = retry.wait_s(attempt)
+            budget.failures += 1
+            if budget.failures >= retry.attempts:
+                raise StorageError(
+                    f"{redact(what)}: {describe(exc)} (gave up after {budget.failures} attempts)"
+                ) from exc
+            wait = retry.wait_s(budget.failures)
             log.warning(
-                "%s: %s; attempt %d/%d, retrying in %.2f s", redact(what), describe(exc), attempt, retry.attempts, wait
+                "%s: %s; attempt %d/%d, retrying in %.2f s",
+                redact(what),
+                describe(exc),
+                budget.failures,
+                retry.attempts,
+                wait,
             )
             time.sleep(wait)
-    raise AssertionError("unreachable")

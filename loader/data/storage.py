@@ -1,22 +1,23 @@
-"""Object storage through fsspec (s3://, gs://, https://, file://, plain paths): read, list, get and put
-with one bounded retry policy, so every caller handles a flaky network the same way.
+"""Object storage through fsspec (s3://, gs://, https://, file://, plain paths): read, list, get and put with one
+bounded retry policy, so every caller handles a flaky network the same way.
 
-Transient faults (connection reset or refused, timeouts, 5xx/429, a truncated body) are retried with backoff up
-to `Retry.attempts` times; anything else (no such object, access denied) fails at once, as a one-line
-`StorageError` naming the object with any credential-looking part removed. Each request has a socket timeout
-(a stalled server costs at most `attempts * timeout_s`); the backends' own retries are off where they can be.
+Transient faults (connection reset or refused, timeouts, 5xx/429, a truncated body) are retried with backoff,
+`Retry.attempts` failures per object in all (a download's requests share one budget); anything else (no such object,
+access denied) fails at once, as a one-line `StorageError` naming the object, credential-looking parts removed. Each
+request has a socket timeout, so a stalled server costs one object at most `Retry.bound_s` (data.storage_timeout);
+the backends' own retries are off where they can be.
 
-Credentials and endpoints come from each backend's standard places: for S3 the AWS environment
-(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_PROFILE, ...) and ~/.aws files; for GCS the Google
-application-default credentials. Nothing here reads or logs them.
+Credentials and endpoints come from each backend's standard places: for S3 the AWS environment (AWS_ENDPOINT_URL,
+AWS_ACCESS_KEY_ID, AWS_PROFILE, ...) and ~/.aws files; for GCS the Google application-default credentials.
 
-Downloads (`get`) fetch bounded byte ranges, resume after a fault from the bytes already written,
-hash while writing, and rename into place only when the size (and sha256, when given) match; a
-checksum mismatch is downloaded once more from scratch, then reported as a `ChecksumError`.
+Downloads (`get`) fetch bounded byte ranges, resume after a fault from the bytes already written, hash while
+writing, and rename into place only when the size (and sha256, when given) match; a checksum mismatch is
+downloaded once more from scratch, then reported as a `ChecksumError`. Nothing here reads or logs credentials.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 
 from tagstream.loader.data.retries import (  # re-exported: storage.Retry, storage.StorageError, ...
     DEFAULT_RETRY,
+    Budget,
     ChecksumError,
     Retry,
     StorageError,
@@ -306,8 +308,8 @@ def open_read(url: str | os.PathLike, retry: Retry = DEFAULT_RETRY, *, block_siz
 # ---------------------------------------------------------------- downloading and uploading
 
 
-def _download_once(url: str, fs: Any, path: str, part: Path, total: int, retry: Retry, chunk: int, progress) -> str:
-    """Ranged reads into `part`, resuming after transient faults; returns the sha256 of the whole file."""
+def _download_once(url: str, fs: Any, path: str, part: Path, total: int, retry: Retry, chunk: int, progress, budget):
+    """Ranged reads into `part`, resuming after transient faults (`budget`: the object's); returns its sha256."""
     h = hashlib.sha256()
     done = 0
     with open(part, "wb") as out:
@@ -320,7 +322,7 @@ def _download_once(url: str, fs: Any, path: str, part: Path, total: int, retry: 
                     raise TruncatedRead(f"asked bytes {start}-{stop}, got {len(data)}")
                 return data
 
-            data = retrying(url, read_range, retry)
+            data = retrying(url, read_range, retry, budget)
             out.write(data)
             h.update(data)
             done += len(data)
@@ -349,13 +351,13 @@ def get(
     fs, path = filesystem(url, retry)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + f".part{os.getpid()}")
-    total = size(url, retry)
+    part, budget = dest.with_name(dest.name + f".part{os.getpid()}"), Budget()  # one retry budget per object
+    total = int(retrying(url, lambda: fs.info(path), retry, budget)["size"])
     if expected_size is not None and total != expected_size:
         raise StorageError(f"{redact(url)}: object has {total} bytes, expected {expected_size}")
     try:
         for attempt in (1, 2):
-            digest = _download_once(url, fs, path, part, total, retry, chunk, progress)
+            digest = _download_once(url, fs, path, part, total, retry, chunk, progress, budget)
             if sha256 is None or digest == sha256:
                 os.replace(part, dest)
                 return total
@@ -392,9 +394,7 @@ def remove(url: str, retry: Retry = DEFAULT_RETRY) -> None:
     fs, path = filesystem(url, retry)
 
     def rm() -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             fs.rm_file(path)
-        except FileNotFoundError:
-            pass
 
     retrying(url, rm, retry)

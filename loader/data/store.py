@@ -5,9 +5,6 @@ ever opens the shards its plan touches; the trade-off is one `lmdb.open` per sha
 from __future__ import annotations
 
 import bisect
-import fcntl
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -15,10 +12,10 @@ from typing import Any, Callable
 import numpy as np
 from numpy.typing import NDArray
 
+from tagstream.loader.data import checksums, records
 from tagstream.loader.data import format as fmt
-from tagstream.loader.data import records
-from tagstream.loader.data.cache import stamp_dir
 from tagstream.loader.data.dataset import Dataset
+from tagstream.loader.data.retries import DEFAULT_RETRY, Retry
 
 _ENVS: dict[str, Any] = {}  # this process's open environments by path (lmdb refuses a second open)
 _ENVS_PID = -1
@@ -79,51 +76,14 @@ def check_shard_file(dataset: Dataset, shard: int) -> None:
 
 
 def verify_shard_content(dataset: Dataset, shard: int, *, cache_dir: str | Path | None = None) -> None:
-    """The shard's bytes hash to the manifest's sha256, checked once per machine and file version: a stamp
-    (under cache_dir/verified/, by default ~/.cache/tagstream/verified/: cache.stamp_dir; keyed by the file's real
-    path, size and modification time) lets every later process skip it, and a lock makes the processes that open
-    the shard at once hash it once. A mismatch is a FormatError naming the shard: a byte flipped since conversion
-    never trains silently."""
-    path = (dataset.shard_path(shard) / "data.mdb").resolve()
+    """The shard's bytes hash to the manifest's sha256, checked once per machine and file version
+    (checksums.check_once: a stamp under cache_dir/verified, by default ~/.cache/tagstream/verified). A mismatch is
+    a FormatError naming the shard: a byte flipped since conversion never trains silently."""
     name, expected = dataset.shard_names[shard], dataset.shards[shard].get("sha256")
     if not expected:
         raise fmt.FormatError(f"{dataset.root}: the manifest gives no sha256 of shard {name}; it cannot be verified")
-    st = path.stat()
-    want = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": expected}
-    folder = stamp_dir(cache_dir)
-    stamp = folder / (hashlib.sha256(str(path).encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".json")
-
-    def stamped() -> bool:
-        try:
-            return json.loads(stamp.read_text()) == want
-        except (OSError, ValueError):
-            return False
-
-    if stamped():
-        return
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        lock = open(stamp.with_suffix(".lock"), "a+")
-    except OSError:  # no writable cache: hash it here, every time
-        lock = None
-    try:
-        if lock is not None:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if stamped():
-                return
-        digest = fmt.file_sha256(path)
-        if digest != expected:
-            raise fmt.FormatError(
-                f"{path}: shard {name} does not match the manifest's sha256 (its content changed "
-                "since conversion: damaged); run `tagstream verify` on the dataset"
-            )
-        try:
-            fmt.write_text_atomic(stamp, json.dumps(want))
-        except OSError:
-            pass
-    finally:
-        if lock is not None:
-            lock.close()
+    path = dataset.shard_path(shard) / "data.mdb"
+    checksums.check_once(path, {"sha256": expected}, f"shard {name}", "the manifest's", cache_dir=cache_dir)
 
 
 def check_shard_files(dataset: Dataset, shards: list[int] | None = None) -> fmt.FormatError | None:
@@ -146,9 +106,14 @@ class ShardStore:
     """
 
     def __init__(
-        self, dataset: Dataset | str | Path, *, verify: bool = False, cache_dir: str | Path | None = None
+        self,
+        dataset: Dataset | str | Path,
+        *,
+        verify: bool = False,
+        cache_dir: str | Path | None = None,
+        retry: Retry | None = None,
     ) -> None:
-        self.dataset = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+        self.dataset = dataset if isinstance(dataset, Dataset) else Dataset(dataset, retry=retry or DEFAULT_RETRY)
         self.verify = bool(verify)  # each local shard's sha256 checked before its first read (verify_shard_content)
         self.cache_dir = str(cache_dir) if cache_dir else None  # the user's cache directory: the stamps go under it
         self._pid = -1
@@ -158,10 +123,18 @@ class ShardStore:
 
     def __getstate__(self) -> dict:
         # a spawned worker reopens the dataset (cheap: manifest only) instead of receiving its mmaps
-        return {"root": str(self.dataset.root), "verify": self.verify, "cache_dir": self.cache_dir}
+        mirror = self.dataset.mirror
+        return {
+            "root": str(self.dataset.root),
+            "verify": self.verify,
+            "cache_dir": self.cache_dir,
+            "retry": mirror and mirror.retry,
+        }
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["root"], verify=state.get("verify", False), cache_dir=state.get("cache_dir"))
+        self.__init__(
+            state["root"], verify=state.get("verify", False), cache_dir=state.get("cache_dir"), retry=state.get("retry")
+        )
 
     def _env(self, shard: int) -> Any:
         if self._pid != os.getpid():

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from tagstream.loader.data import checksums
 from tagstream.loader.data import format as fmt
 from tagstream.loader.data.dataset import Dataset, load_npy
 
@@ -47,6 +48,9 @@ class Vocab:
         if not isinstance(self.meta, dict) or not isinstance(self.meta.get("classes"), int) or self.meta["classes"] < 0:
             raise fmt.FormatError(f"{self.dir / META}: expected an object with a non-negative integer 'classes'")
         self.num_classes = int(self.meta["classes"])
+        if dataset.verify:  # the vocabulary's files against its checksums.json (none: built by an older tagstream)
+            for file, entry in (checksums.read_sums(self.dir / checksums.VOCAB_SUMS) or {}).items():
+                dataset.check_file(self.dir / file, entry, f"vocabulary {name}: {file}")
         self.label_offsets: NDArray[np.int64] = load_npy(self.dir / LABEL_OFFSETS)
         self.labels: NDArray[np.int32] = load_npy(self.dir / LABELS)
         if self.label_offsets.shape != (dataset.num_images + 1,) or self.label_offsets.dtype != np.dtype("<i8"):
@@ -88,7 +92,8 @@ def write_vocab(
     options: dict,
     report: dict,
 ) -> Path:
-    """Write vocab/NAME/ (arrays and tables first, vocab.json last, so a crash leaves no valid-looking vocab)."""
+    """Write vocab/NAME/ (arrays and tables first, then their checksums.json, vocab.json last, so a crash leaves
+    no valid-looking vocab)."""
     d = dataset.vocab_dir(name)
     d.mkdir(parents=True, exist_ok=True)
     meta = d / META
@@ -103,7 +108,8 @@ def write_vocab(
             f.write(f"{c.id}\t{c.name}\t{c.count}\t{' '.join(c.members)}\n")
     tmp.replace(d / CLASSES)
     fmt.write_json_atomic(d / REPORT, report)
-    fmt.write_json_atomic(
-        meta, {"name": name, "classes": len(classes), "images": dataset.num_images, "options": options}
-    )
+    meta_text = fmt.json_text({"name": name, "classes": len(classes), "images": dataset.num_images, "options": options})
+    sums = {f: checksums.entry_of_file(d / f) for f in (LABEL_OFFSETS, LABELS, CLASSES, REPORT)}
+    checksums.write_vocab_sums(d, {**sums, META: checksums.entry_of(meta_text.encode("utf-8"))})
+    fmt.write_text_atomic(meta, meta_text)
     return d

@@ -18,6 +18,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tagstream.loader.data import format as fmt
+from tagstream.loader.data.checksums import entry_of_file, write_mask_sums
+from tagstream.loader.data.manifest import MANIFEST_FILES, tool_version
 
 TMP_SUFFIX = ".tmp"
 
@@ -80,7 +82,7 @@ class ShardWriter:
             shutil.rmtree(self.tmp)
 
     def commit(self) -> dict:
-        """Make the shard durable; returns its manifest entry {name, images, bytes, sha256}."""
+        """Make the shard durable; returns its manifest entry {name, images, bytes, sha256, index}."""
         if self._txn is None:
             raise ValueError("cannot commit an empty shard")
         self._txn.commit()
@@ -89,7 +91,7 @@ class ShardWriter:
         self._env = self._txn = None
         data = self.tmp / "data.mdb"
         entry = {"name": self.name, "images": len(self), "bytes": data.stat().st_size, "sha256": fmt.file_sha256(data)}
-        write_index(
+        entry["index"] = write_index(
             self.root,
             self.name,
             tag_offsets=self.offsets,
@@ -106,11 +108,11 @@ class ShardWriter:
         return entry
 
 
-def write_index(root: str | Path, name: str, **arrays: Any) -> None:
+def write_index(root: str | Path, name: str, **arrays: Any) -> dict[str, str]:
     """A shard's index arrays (every name of format.INDEX_ARRAYS, any of format.OPTIONAL_INDEX_ARRAYS, as
     their dtypes), each written atomically, the optional ones first: a shard whose required arrays exist has
-    all of its arrays. Alone, without records, it makes an index-only dataset (sampling and vocabulary
-    tests and benchmarks)."""
+    all of its arrays; returns their sha256s (the manifest entry's "index"). Alone, without records, it makes an
+    index-only dataset (sampling and vocabulary tests and benchmarks)."""
     if not set(fmt.INDEX_ARRAYS) <= set(arrays) <= set(fmt.INDEX_ARRAYS) | set(fmt.OPTIONAL_INDEX_ARRAYS):
         raise ValueError(
             f"index arrays {sorted(arrays)} must be exactly {sorted(fmt.INDEX_ARRAYS)}, "
@@ -121,8 +123,12 @@ def write_index(root: str | Path, name: str, **arrays: Any) -> None:
     if len(arrays["tag_offsets"]) != n + 1 or any(len(arrays[a]) != n for a in per_image):
         raise ValueError(f"shard {name}: index arrays disagree on the image count {n}")
     (Path(root) / fmt.INDEX_DIR).mkdir(parents=True, exist_ok=True)
+    digests = {}
     for key in sorted(arrays, key=lambda a: a in fmt.INDEX_ARRAYS):
-        fmt.save_npy_atomic(fmt.index_path(root, name, key), np.asarray(arrays[key], dtype=fmt.index_dtype(key)))
+        path = fmt.index_path(root, name, key)
+        fmt.save_npy_atomic(path, np.asarray(arrays[key], dtype=fmt.index_dtype(key)))
+        digests[key] = fmt.file_sha256(path)
+    return digests
 
 
 def write_tags(root: str | Path, tags: Sequence[str], counts: NDArray[np.int64]) -> None:
@@ -133,30 +139,50 @@ def write_tags(root: str | Path, tags: Sequence[str], counts: NDArray[np.int64])
 
 def write_manifest(root: str | Path, shards: Sequence[dict], *, tags: int, source: dict, **extra: Any) -> dict:
     """manifest.json, written last (its presence means the dataset is whole): format, version, image and byte
-    totals, the shards' entries from ShardWriter.commit, the raw tag count, the source, the tool; plus `extra`
-    keys of the writer (conversion adds inputs, rejects, options)."""
+    totals, the shards' entries from ShardWriter.commit, the raw tag count, the source, the tool, the checksums of
+    tags.tsv and rejects.jsonl; plus `extra` keys of the writer (conversion adds inputs, rejects, options). A shard
+    entry without index checksums (committed by an older tagstream, a resumed conversion) gets them from its files."""
+    root = Path(root)
+    entries = []
+    for s in shards:
+        entry = {k: s[k] for k in ("name", "images", "bytes", "sha256")}
+        entry["index"] = s.get("index") or {
+            a: fmt.file_sha256(fmt.index_path(root, s["name"], a))
+            for a in (*fmt.INDEX_ARRAYS, *fmt.OPTIONAL_INDEX_ARRAYS)
+            if a in fmt.INDEX_ARRAYS or fmt.index_path(root, s["name"], a).exists()
+        }
+        entries.append(entry)
+    files = {name: entry_of_file(root / name) for name in MANIFEST_FILES if (root / name).is_file()}
     manifest = {
         "format": fmt.FORMAT_NAME,
         "version": fmt.FORMAT_VERSION,
         "images": sum(int(s["images"]) for s in shards),
         "bytes": sum(int(s["bytes"]) for s in shards),
-        "shards": [{k: s[k] for k in ("name", "images", "bytes", "sha256")} for s in shards],
-        "checksum": {"algorithm": "sha256", "covers": "shards/NNNNN.lmdb/data.mdb"},
+        "shards": entries,
+        "files": files,
+        "checksum": {"algorithm": "sha256", "covers": ["shards/NNNNN.lmdb/data.mdb", "index/*.npy", *files]},
         "tags": int(tags),
         "source": source,
-        "tool": {"name": "tagstream", "version": fmt.tool_version()},
+        "tool": {"name": "tagstream", "version": tool_version()},
         **extra,
     }
-    fmt.write_json_atomic(Path(root) / fmt.MANIFEST, manifest)
+    fmt.write_json_atomic(root / fmt.MANIFEST, manifest)
     return manifest
 
 
 def write_mask(root: str | Path, name: str, mask: NDArray[np.bool_]) -> Path:
-    """masks/NAME.npy: bool (N,), True = never drawn (nothing is deleted)."""
+    """masks/NAME.npy: bool (N,), True = never drawn (nothing is deleted); its checksum file masks/NAME.json is
+    written before the array is renamed into place (a crash between leaves a mismatch, never an unchecked mask)."""
     path = fmt.mask_path(root, name)
     mask = np.asarray(mask)
     if mask.dtype != np.bool_ or mask.ndim != 1:
         raise ValueError(f"mask {name!r} must be a 1-D bool array, got {mask.dtype} {mask.shape}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fmt.save_npy_atomic(path, mask)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
+    try:
+        np.save(tmp, mask)
+        write_mask_sums(path, entry_of_file(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

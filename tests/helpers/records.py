@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from tagstream.loader.data import format as fmt
+from tagstream.loader.data.manifest import read_manifest
 
 
 def dataset_records(root: Path) -> list[tuple]:
     """Every image in global order: (image bytes, tag texts in stored order, source id, width, height, phash,
     tag texts from the index). Raw tag ids are turned into texts through tags.tsv, so two conversions whose
     tag tables agree give equal lists; the raw ids are compared by `tag_table` equality."""
-    manifest = fmt.read_manifest(root)
+    manifest = read_manifest(root)
     table = tag_table(root)
     rows = []
     for shard in manifest["shards"]:

@@ -44,6 +44,11 @@ def pushed(s3_server, local):  # noqa: F811
     return s3_server
 
 
+def data_puts(server) -> dict[str, int]:
+    """PUTs per dataset file (the push ledger, rewritten by every push, left out)."""
+    return {p: n for p, n in server.proxy.counts("PUT", "/bkt/ds/*").items() if p != "/bkt/ds/push.json"}
+
+
 def shard_gets(server) -> dict[str, int]:
     return {p.split("/")[-2][: -len(".lmdb")]: n for p, n in server.proxy.counts("GET", SHARDS).items()}
 
@@ -53,14 +58,18 @@ def test_push_uploads_the_manifest_last(s3_server, local):  # noqa: F811
     s3_server.proxy.reset_counts()
     report = push(local.root, URL)
     writes = [(m, p) for m, p in s3_server.proxy.log if m in ("PUT", "POST", "DELETE")]
-    assert writes[0] == ("DELETE", "/bkt/ds/manifest.json") and writes[-1] == ("PUT", "/bkt/ds/manifest.json")
+    assert writes[0] == ("PUT", "/bkt/ds/push.json") and writes[-1] == ("PUT", "/bkt/ds/manifest.json")
     put = {p for m, p in writes if m == "PUT"}
     assert {f"/bkt/ds/shards/{n}.lmdb/data.mdb" for n in local.shard_names} <= put
     assert "/bkt/ds/vocab/v/labels.npy" in put and "/bkt/ds/masks/odd.npy" in put
     assert not any("sampling/" in p or p.endswith(".lock") or "/.convert/" in p for p in put)
-    assert report.files == len(put) and report.bytes > sum(s["bytes"] for s in local.shards)
+    assert report.files == len(put - {"/bkt/ds/push.json"}) and report.bytes > sum(s["bytes"] for s in local.shards)
     with pytest.raises(ValueError, match="push needs a URL"):
         push(local.root, "/some/dir")
+    s3_server.proxy.reset_counts()
+    push(local.root, URL)  # again: the ledger widened, then the old manifest deleted before any upload
+    writes = [(m, p) for m, p in s3_server.proxy.log if m in ("PUT", "POST", "DELETE")]
+    assert writes[:2] == [("PUT", "/bkt/ds/push.json"), ("DELETE", "/bkt/ds/manifest.json")]
 
 
 def test_mirror_reads_every_record_and_reuses_its_cache(pushed, local, tmp_path):
@@ -233,25 +242,21 @@ def test_a_rerun_push_uploads_only_what_is_not_there_already(s3_server, tmp_path
     assert not storage.exists(f"{URL}/manifest.json")  # unfinished: no manifest
     s3_server.proxy.reset_counts()
     report = push(ds.root, URL, threads=1)
-    shard_puts = s3_server.proxy.counts("PUT", "/bkt/ds/*")
+    shard_puts = data_puts(s3_server)
     assert report.skipped == 4 and report.files == len(rels) + 1
     assert len(shard_puts) == len(rels) - 4 + 1  # the rest and the manifest
     assert all(f"/bkt/ds/{u.split('/bkt/ds/', 1)[1]}" not in shard_puts for u in uploads)
 
     s3_server.proxy.reset_counts()
     assert push(ds.root, URL).skipped == len(rels)  # nothing changed: only the manifest again
-    assert set(s3_server.proxy.counts("PUT", "/bkt/ds/*")) == {"/bkt/ds/manifest.json"}
+    assert set(data_puts(s3_server)) == {"/bkt/ds/manifest.json"}
 
     tags = ds.root / fmt.TAGS
     tags.write_text(tags.read_text())  # rewritten here (new mtime)
     s3_server.put("bkt", f"ds/{rels[0]}", b"replaced behind our back")  # and a shard replaced there
     s3_server.proxy.reset_counts()
     report = push(ds.root, URL)
-    assert set(s3_server.proxy.counts("PUT", "/bkt/ds/*")) == {
-        f"/bkt/ds/{rels[0]}",
-        f"/bkt/ds/{fmt.TAGS}",
-        "/bkt/ds/manifest.json",
-    }
+    assert set(data_puts(s3_server)) == {f"/bkt/ds/{rels[0]}", f"/bkt/ds/{fmt.TAGS}", "/bkt/ds/manifest.json"}
     remote = Dataset(URL, cache_dir=tmp_path / "cache")
     here = ShardStore(Dataset(ds.root))
     assert all(ShardStore(remote).read_bytes(i) == here.read_bytes(i) for i in range(40))

@@ -16,8 +16,9 @@ def verify(dataset, deep):
     """Recompute every shard checksum and parse every record of DATASET; exit 1 naming each damaged shard.
 
     Catches flipped bytes, missing or truncated shards and index files, damaged LMDB structure, count
-    mismatches, malformed manifests, vocabularies and masks, and an unknown format version; never crashes
-    on damage. --deep also decodes every image (strictly: corrupt scan data is a fault).
+    mismatches, malformed manifests, vocabularies and masks, an index, tags.tsv, vocabulary or mask that does
+    not match its checksum, and an unknown format version; never crashes on damage. What an older tagstream
+    recorded no checksum for is named in a note. --deep also decodes every image (strictly: corrupt scan data is a fault).
 
     DATASET may be a URL (s3://...): every file is first fetched into the local cache (shards checked
     against the manifest's sha256 as they arrive), then checked there.
@@ -34,6 +35,8 @@ def verify(dataset, deep):
     local = local_path(dataset)  # a plain path or file://
     root = str(local) if local is not None else _fetch(dataset)
     report = run_verify(root, deep=deep)
+    for note in report.notes:
+        click.echo(f"note: {note}")
     if report.ok:
         how = "every image decoded" if deep else "records parsed"
         click.echo(

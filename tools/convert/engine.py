@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from tagstream.loader.data import format as fmt
-from tagstream.loader.data import write_manifest, write_tags
+from tagstream.loader.data import read_manifest, write_manifest, write_tags
 from tagstream.loader.pipeline import exit_with_parent
 from tagstream.tools.convert.image import Accepted, ImageOptions, Item, ItemResult, process_batch, process_item
 from tagstream.tools.convert.inputs import Source
@@ -186,7 +186,7 @@ def convert(
         check_state(out, wanted)
         redone: tuple[str, ...] = ()
         if (out / fmt.MANIFEST).exists():
-            manifest = fmt.read_manifest(out)
+            manifest = read_manifest(out)
             redone = tuple(s["name"] for s in manifest["shards"] if not shard_intact(out, s))
             if not redone:
                 return summary(

@@ -8,9 +8,13 @@ table[part_tags[l]]. A shard whose ids all keep their value (every shard of part
 any other is rewritten record by record with the global ids (same image bytes, same source ids, tag ids
 re-sorted as the writer stores them).
 
+Trust: every part's commit record and shard files are checked before anything is renamed or rewritten, each
+shard's content against its sha256 just before it is (tools/convert/part_checks.py).
+
 Crash safety: each global shard is placed atomically and then recorded in OUT/.convert/NNNNN.json, the same
 state a one-process conversion writes, so a killed merge reruns from the shards already placed; tags.tsv,
-rejects.jsonl and the manifest follow (tools/convert/engine.finish), and the parts are deleted last.
+rejects.jsonl and the manifest follow (tools/convert/engine.finish), and the parts are deleted last, once the
+merged dataset passes `tagstream verify` (otherwise its manifest is removed and the parts kept).
 
 Memory: the driver keeps the tag table and one small record per shard. Rejects stay in the parts' state files
 until each global shard's placement copies them into its own state file; a part's tag map goes to a file in
@@ -29,9 +33,17 @@ from pathlib import Path
 
 import numpy as np
 
-from tagstream.loader.data import ShardWriter, write_index
+from tagstream.loader.data import ShardWriter, read_manifest, write_index
 from tagstream.loader.data import format as fmt
 from tagstream.tools.convert.engine import ConvertRefused, ConvertSummary, finish, locked, process_pool, summary
+from tagstream.tools.convert.outdir import writing
+from tagstream.tools.convert.part_checks import (
+    check_content,
+    check_record,
+    check_shard_files,
+    check_shard_states,
+    verified_or_refused,
+)
 from tagstream.tools.convert.parts import PARTS_DIR, PartSpec, parse_part_name, part_root, read_part
 from tagstream.tools.convert.shards import STATE_DIR, shard_intact, slim, state_path
 
@@ -75,10 +87,12 @@ def merge(
         raise ConvertRefused(f"{out} holds a one-process conversion, not a partitioned one: nothing to merge")
     with locked(out):
         if (out / fmt.MANIFEST).exists():
-            shutil.rmtree(out / PARTS_DIR, ignore_errors=True)  # left by a merge killed after its manifest
+            if (out / PARTS_DIR).exists():  # left by a merge killed after its manifest: deleted once it verifies
+                verified_or_refused(out)
+                shutil.rmtree(out / PARTS_DIR)
             return summary(
                 out,
-                fmt.read_manifest(out),
+                read_manifest(out),
                 already=True,
                 resumed=wanted["inputs"],
                 processed=0,
@@ -86,10 +100,16 @@ def merge(
             )
         records = committed_parts(out, wanted)
         moves, tail = plan_moves(out, records)
-        placed = place_all(moves)
-        for sub in (fmt.SHARDS_DIR, fmt.INDEX_DIR):
-            (out / sub).mkdir(exist_ok=True)
-        manifest = finish(out, placed, _rejects(tail), wanted)
+        for move in moves:  # every part's shard checked before anything is renamed or rewritten
+            renamed = not move.relabel and not fmt.shard_path(Path(move.part_dir), move.part_shard).exists()
+            if _placed(move) is None and not (renamed and fmt.shard_path(out, move.state["name"]).exists()):
+                check_shard_files(Path(move.part_dir), move.part_state)  # (a renamed one: verified at the end)
+        with writing(out, "the merged dataset"):  # a full disk: one line, the parts kept, a rerun resumes
+            placed = place_all(moves)
+            for sub in (fmt.SHARDS_DIR, fmt.INDEX_DIR):
+                (out / sub).mkdir(exist_ok=True)
+            manifest = finish(out, placed, _rejects(tail), wanted)
+        verified_or_refused(out)
         shutil.rmtree(out / PARTS_DIR)
     return summary(
         out, manifest, already=False, resumed=0, processed=wanted["inputs"], seconds=time.perf_counter() - t0
@@ -121,13 +141,15 @@ def committed_parts(out: Path, wanted: dict) -> list[dict]:
         if record is None:
             missing.append(f"{spec} (inputs {lo}..{hi - 1})" if hi > lo else f"{spec} (no inputs)")
             continue
-        foreign = [k for k in _SAME_AS_STATE if record.get(k) != wanted[k]]
-        if foreign or record.get("part") != [index, count]:
+        foreign = [k for k in _SAME_AS_STATE if record.get(k) != wanted[k]] if isinstance(record, dict) else []
+        if foreign or (isinstance(record, dict) and record.get("part") != [index, count]):
             raise ConvertRefused(
                 f"part {spec} in {part_root(out, spec)} was converted from another source or with other options "
                 f"({', '.join(foreign) or 'part number'} differ from {out / STATE_DIR / 'state.json'}); "
                 f"delete it and convert it again with --part {spec}"
             )
+        check_record(part_root(out, spec), record, lo, hi)
+        check_shard_states(part_root(out, spec), record)
         records.append(record)
     if missing:
         raise ConvertRefused(
@@ -201,22 +223,23 @@ def place_in_processes(workers: int) -> Callable[[Sequence[ShardMove]], list[dic
 def place(move: ShardMove) -> dict:
     """Put one shard in place under OUT with its global name and record its state; idempotent (a rerun after a
     kill at any point finishes the job). Returns the global state, as engine.finish takes it."""
+    done = _placed(move)
+    if done is not None:  # placed by an earlier, killed merge
+        return done
     out = Path(move.out)
     name = move.state["name"]
     recorded = state_path(out, int(name))
-    if recorded.exists():  # placed by an earlier, killed merge
-        state = json.loads(recorded.read_text())
-        if shard_intact(out, state) and all(state.get(k) == v for k, v in move.state.items()):
-            return slim(state)
     part_dir = Path(move.part_dir)
     source = fmt.shard_path(part_dir, move.part_shard)
     target = fmt.shard_path(out, name)
     (out / fmt.SHARDS_DIR).mkdir(exist_ok=True)
+    if source.exists():
+        check_content(part_dir, move.part_state)
     if not move.relabel:
         entry = {k: move.part_state[k] for k in ("images", "bytes", "sha256")}
         if source.exists():
             arrays = _index_arrays(part_dir, move.part_shard, [*fmt.INDEX_ARRAYS, *fmt.OPTIONAL_INDEX_ARRAYS])
-            write_index(out, name, **arrays)
+            entry["index"] = write_index(out, name, **arrays)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(source, target)
@@ -238,6 +261,19 @@ def _index_arrays(part_dir: Path, part_shard: str, names: list[str]) -> dict[str
     """A part's index arrays of one shard by name; an optional one the part lacks is left out."""
     paths = {a: fmt.index_path(part_dir, part_shard, a) for a in names}
     return {a: np.load(p) for a, p in paths.items() if a in fmt.INDEX_ARRAYS or p.exists()}
+
+
+def _placed(move: ShardMove) -> dict | None:
+    """The global state of a shard an earlier, killed merge already placed (intact, as planned), else None."""
+    out = Path(move.out)
+    recorded = state_path(out, int(move.state["name"]))
+    try:
+        state = json.loads(recorded.read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(state, dict) and shard_intact(out, state) and all(state.get(k) == v for k, v in move.state.items()):
+        return slim(state)
+    return None
 
 
 def _relabel(part_dir: Path, part_shard: str, out: Path, shard: int, tag_map: np.ndarray) -> dict:

@@ -30,6 +30,7 @@ from tagstream.tools.convert.engine import (
     scan_source,
 )
 from tagstream.tools.convert.image import ImageOptions
+from tagstream.tools.convert.part_checks import check_record
 from tagstream.tools.convert.shards import STATE_DIR
 
 PARTS_DIR = "parts"
@@ -103,13 +104,14 @@ def parse_part_name(name: str) -> PartSpec | None:
         return None
 
 
-def read_part(root: Path) -> dict | None:
-    """A part's commit record, or None while it is not committed."""
+def read_part(root: Path) -> object:
+    """A part's commit record as parsed (tools/convert/part_checks.check_record checks it), or None while it is not
+    committed."""
     try:
         return json.loads((root / PART_DONE).read_text())
     except FileNotFoundError:
         return None
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ConvertRefused(
             f"{root / PART_DONE} is unreadable (damaged?); delete {root} and convert that part again"
         ) from None
@@ -241,6 +243,7 @@ def convert_part(
             check_state(root, wanted)
             done = read_part(root)
             if done is not None:
+                check_record(root, done, lo, hi)
                 return _part_summary(part, done, already=True, processed=0, seconds=time.perf_counter() - t0)
             committed, tail, start = convert_range(
                 root,

@@ -5,7 +5,8 @@ stays flat for any dataset size. A shard whose size, LMDB meta page or checksum 
 LMDB at all, and the record pass runs in a child process (tools/verify/records.py): LMDB trusts its page
 pointers, and a damaged file must be reported, never crash `verify`. `deep=True` also checks every
 image (header, size against the index, every scan decodable). Vocabularies and masks are checked entry by
-entry (what opening them at run time skips to stay O(1)).
+entry (what opening them at run time skips to stay O(1)); the index, tags, vocabularies and masks against their
+checksums (tools/verify/sums.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from tagstream.loader.data import format as fmt
+from tagstream.loader.data import read_manifest
 from tagstream.tools.verify.records import check_records
+from tagstream.tools.verify.sums import checksum_problems
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class VerifyReport:
     images: int = 0
     bytes: int = 0
     problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what could not be checked (no checksum recorded), not faults
 
     @property
     def ok(self) -> bool:
@@ -114,7 +118,7 @@ def verify(root: str | Path, *, deep: bool = False) -> VerifyReport:
     root = Path(root)
     report = VerifyReport(str(root))
     try:
-        manifest = fmt.read_manifest(root)
+        manifest = read_manifest(root)
     except fmt.FormatError as exc:
         report.problems.append(Problem(None, str(exc)))
         return report
@@ -135,6 +139,11 @@ def verify(root: str | Path, *, deep: bool = False) -> VerifyReport:
         report.problems.extend(Problem(s["name"], what) for what in problems)
     if held == manifest["images"]:
         report.problems.extend(Problem(None, what) for what in _check_vocabs_and_masks(root, held))
+    try:
+        problems, report.notes = checksum_problems(root, manifest)
+    except OSError as exc:  # an unreadable folder or file: a fault to report, never a crash
+        problems = [(None, f"checksums could not be checked: {type(exc).__name__}: {exc}")]
+    report.problems.extend(Problem(shard, what) for shard, what in problems)
     return report
 
 

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from tagstream.loader.data import format as fmt
+from tagstream.loader.data.manifest import read_manifest
 from tagstream.tools.cli import main
 from tagstream.tools.convert.engine import ConvertRefused, convert
 from tests.helpers.damage import corrupt_scan, run_python, small_jpeg
@@ -31,7 +32,7 @@ def _jsonl_source(root: Path, images: list[bytes]) -> Path:
 
 
 def _digests(out: Path) -> list[tuple[str, int, str]]:
-    return [(s["name"], s["images"], s["sha256"]) for s in fmt.read_manifest(out)["shards"]]
+    return [(s["name"], s["images"], s["sha256"]) for s in read_manifest(out)["shards"]]
 
 
 def test_a_fifo_as_the_source_is_refused_not_a_hang(tmp_path):

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from tagstream.loader.data import format as fmt
 from tagstream.loader.data.dataset import Dataset
+from tagstream.loader.data.manifest import read_manifest
 from tagstream.tools.cli import main
 from tagstream.tools.convert.engine import ConvertRefused, convert
 from tagstream.tools.convert.launch import run_conversion
@@ -61,7 +62,7 @@ def test_parts_then_merge_equal_one_process(source, reference, tmp_path, n):
     assert len(dataset_records(out)) == 13 and summary.images == 13
     assert verify(out).ok
     assert not (out / PARTS_DIR).exists()
-    assert fmt.read_manifest(out)["options"]["parts"] == n
+    assert read_manifest(out)["options"]["parts"] == n
     assert merge(out).already_complete  # a second merge changes nothing
 
 

@@ -22,7 +22,7 @@ def test_report_numbers(tiny_dataset, tmp_path):
     report = inspect_dataset(tmp_path / "ds", top=3)
     assert list(report) == list(SECTIONS)
     d = report["dataset"]
-    assert (d["images"], d["shards"], d["format_version"]) == (11, 3, 1)
+    assert (d["images"], d["shards"], d["format_version"]) == (11, 3, 2)
     assert report["image_sizes"]["width"] == {"p0": 64, "p5": 64, "p50": 64, "p95": 64, "p100": 64}
     assert report["image_sizes"]["height"]["p50"] == 48
     t = report["tags"]
