@@ -257,7 +257,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for key, value in (
             ("data.dataset", self.data.dataset),
-            ("data.vocab", self.data.vocab),
+            ("data.vocab", self.data.vocab or self.model.objective == "mae"),  # `tagstream train` gives mae one
             ("run.out_dir", self.run.out_dir),
         ):
             if not value:

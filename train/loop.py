@@ -151,6 +151,11 @@ def _main(
 ) -> dict[str, Any]:
     # Refuse bad set-ups before anything expensive: batch split, device, out_dir holding another run.
     rank, world, local_rank = dd.env_ranks()
+    if not config.data.vocab:
+        raise ValueError(
+            "data.vocab is required: the loader draws through a vocabulary (for model.objective='mae' "
+            "`tagstream train` builds the one-class vocabulary 'images' when none is given)"
+        )
     device_kind = dd.resolve_device(config.run.device)
     out = Path(config.run.out_dir)
     warn = (lambda msg: print(msg, file=sys.stderr)) if rank == 0 else (lambda msg: None)

@@ -23,6 +23,7 @@ from tagstream.loader.vocab import Vocab
 from tagstream.train.checkpoint import load_checkpoint
 from tagstream.train.ema import ema_weights
 from tagstream.train.features import Labels, eval_config, extract_dataset, make_labels, vocab_labels
+from tagstream.train.init import backbone_weights, objective_of
 from tagstream.train.lowshot import LowShotConfig, low_shot
 from tagstream.train.metrics import average_precision_per_class
 from tagstream.train.models import adapt_state, build_model, replace_head
@@ -135,17 +136,23 @@ def load_backbone(
     # the size the checkpoint's run ended at (the last entry of a progressive-resizing schedule)
     trained = parse_size_schedule(str(state["config"]["data"]["image_size"]))[-1][1] if state else 224
     size = image_size or trained
-    classes = int(state["num_classes"]) if state else 1
+    mae = state is not None and objective_of(state) == "mae"  # an encoder without a classifier head
+    classes = int(state["num_classes"]) if state and not mae else 1
     torch.manual_seed(seed)
     net = build_model(name, classes, image_size=size)
     if state is not None and not random_init:
-        trained_weights = ema_weights(state, checkpoint) if weights == "ema" else state["model"]
-        net.load_state_dict(adapt_state(name, trained_weights, image_size=size))
+        trained = ema_weights(state, checkpoint) if weights == "ema" else state["model"]
+        found = adapt_state(name, backbone_weights({**state, "model": trained}), image_size=size)
+        missing, extra = net.load_state_dict(found, strict=not mae)
+        if extra or any(not k.startswith("heads.") for k in missing):
+            raise ValueError(
+                f"{checkpoint}: its encoder does not fit {name} (missing {missing[:3]}, extra {extra[:3]})"
+            )
     source = "random" if (state is None or random_init) else "checkpoint"
     return net, {
         "model": name,
         "image_size": size,
-        "head_classes": classes,
+        "head_classes": 0 if mae else classes,  # 0: no trained head (an MAE encoder)
         "source": source,
         "weights": weights if source == "checkpoint" else "random",
     }

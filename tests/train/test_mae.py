@@ -94,7 +94,9 @@ def test_mae_run_learns_and_reports_held_out_loss(tmp_path):
     out = tmp_path / "mae"
     # the fake images are flat colours plus noise: per-patch normalised targets would be the noise alone
     summary = main(
-        fake_run_config(out, *MAE, "model.norm_pix_loss=false", "run.steps=30", "data.holdout_fraction=0.2", "optim.ema=0.9"),
+        fake_run_config(
+            out, *MAE, "model.norm_pix_loss=false", "run.steps=30", "data.holdout_fraction=0.2", "optim.ema=0.9"
+        ),
         loader_factory=fake_factory,
     )
     losses = step_losses(out)
@@ -128,3 +130,25 @@ def test_mae_needs_a_vit():
         ModelConfig(objective="clip")
     with pytest.raises(ValueError, match="mask_ratio"):
         ModelConfig(name="vit_tiny_8", objective="mae", mask_ratio=1.0)
+
+
+def test_mae_recipes_carry_the_mae_settings_and_train():
+    from tagstream.train.config import load_config
+
+    for name in ("vit_b16-mae", "vit_l16-mae", "vit_h14-mae"):
+        c = load_config(name, ["data.dataset=fake", "run.out_dir=unused"])  # no vocabulary needed
+        assert (c.model.objective, c.model.mask_ratio, c.model.decoder_dim, c.model.decoder_layers) == (
+            "mae",
+            0.75,
+            512,
+            8,
+        )
+        assert c.optim.betas == (0.9, 0.95) and c.optim.weight_decay == 0.05 and c.lr == pytest.approx(1.5e-4 * 16)
+        assert c.data.sampling == "natural" and c.batch.global_size == 4096
+    c = load_config("vit_b16-mae", ["data.dataset=fake", "run.out_dir=unused", "data.image_size=32"])
+    torch.manual_seed(0)
+    model = build_mae(c.model, image_size=32)  # the real ViT-B/16 and decoder, 2 x 2 patches
+    keys = MaskKeys(seed=0, ratio=c.model.mask_ratio, patches=model.patches, rank=0, per_rank=2)
+    loss = model(torch.randn(2, 3, 32, 32), keys.train(0, 0, 2))
+    loss.backward()
+    assert torch.isfinite(loss) and model.encoder.conv_proj.weight.grad is not None
