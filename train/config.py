@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,10 @@ from tagstream.loader import check_data_settings
 from tagstream.loader.data import check_name
 from tagstream.loader.pipeline import final_size, image_size_setting, parse_size_schedule
 from tagstream.train.config_coerce import build_section, section_dict
+from tagstream.train.recipe_files import read_recipe, recipe_names  # noqa: F401 - recipe_names: part of this face
 
 LOSSES = ("softmax", "sigmoid")
+OBJECTIVES = ("hashtags", "mae")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
@@ -95,12 +96,32 @@ class ModelConfig:
     name: str = "resnet50"  # a key of tagstream.train.models.MODELS
     loss: str = "softmax"  # softmax: cross-entropy on 1/k soft targets (the paper's); sigmoid: per-class BCE
     label_smoothing: float = 0.0  # softmax only: targets (1 - e) * t + e / classes
+    # hashtags: the classifier on the vocabulary; mae: masked-autoencoder pre-pretraining of a ViT (train/mae.py),
+    # labels unused
+    objective: str = "hashtags"
+    mask_ratio: float = 0.75  # mae: share of each image's patches the encoder does not see
+    decoder_dim: int = 512  # mae: the decoder's width, blocks and heads (MAE's defaults)
+    decoder_layers: int = 8
+    decoder_heads: int = 16
+    norm_pix_loss: bool = True  # mae: each target patch standardised by its own mean and variance
+    init: str = ""  # a checkpoint whose encoder weights start the run (train/init.py; heads and decoder dropped)
 
     def __post_init__(self) -> None:
         from tagstream.train.models import MODELS
 
         if self.name not in MODELS:
             raise ValueError(f"model.name={self.name!r} is not one of {sorted(MODELS)}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"model.objective={self.objective!r} is not one of {OBJECTIVES}")
+        if self.objective == "mae" and not self.name.startswith("vit_"):
+            raise ValueError(f"model.objective='mae' needs a ViT (model.name vit_*), not {self.name!r}")
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"model.mask_ratio={self.mask_ratio} must be in [0, 1)")
+        if min(self.decoder_dim, self.decoder_layers, self.decoder_heads) < 1 or self.decoder_dim % self.decoder_heads:
+            raise ValueError(
+                f"model.decoder_dim={self.decoder_dim}, decoder_layers={self.decoder_layers} and decoder_heads="
+                f"{self.decoder_heads} must be >= 1, the width a multiple of the heads"
+            )
         if self.loss not in LOSSES:
             raise ValueError(f"model.loss={self.loss!r} is not one of {LOSSES}")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -239,7 +260,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for key, value, option in (
             ("data.dataset", self.data.dataset, "--dataset DATASET"),
-            ("data.vocab", self.data.vocab, "--vocab NAME; build one with `tagstream vocab DATASET --name NAME`"),
+            # `tagstream train` gives an MAE run a one-class vocabulary of its own
+            (
+                "data.vocab",
+                self.data.vocab or self.model.objective == "mae",
+                "--vocab NAME; build one with `tagstream vocab DATASET --name NAME`",
+            ),
             ("run.out_dir", self.run.out_dir, "--out DIR"),
         ):
             if not value:
@@ -302,33 +328,6 @@ def parse_override(item: str) -> tuple[str, str, Any]:
     except tomllib.TOMLDecodeError:
         value = text.strip()
     return section, key, value
-
-
-def recipe_names() -> list[str]:
-    """Recipes shipped in tagstream/train/recipes (usable as --config NAME)."""
-    return sorted(
-        p.name[:-5]
-        for p in resources.files("tagstream.train").joinpath("recipes").iterdir()
-        if p.name.endswith(".toml")
-    )
-
-
-def read_recipe(path_or_name: str | Path) -> dict[str, Any]:
-    """A recipe's raw tables: a TOML file path, or the name of a shipped recipe (e.g. "tiny-cpu")."""
-    path = Path(path_or_name)
-    if path.is_file():
-        text = path.read_text(encoding="utf-8")
-    else:
-        name = path.name[:-5] if path.name.endswith(".toml") else path.name
-        if name not in recipe_names():
-            raise ValueError(
-                f"config {str(path_or_name)!r} is neither a file nor a shipped recipe; recipes: {recipe_names()}"
-            )
-        text = resources.files("tagstream.train").joinpath("recipes", f"{name}.toml").read_text(encoding="utf-8")
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path_or_name}: not valid TOML: {exc}") from None
 
 
 def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:

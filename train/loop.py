@@ -20,7 +20,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -29,9 +28,11 @@ from tagstream.train import checkpoint as ckpt
 from tagstream.train import distributed as dd
 from tagstream.train.config import TrainConfig
 from tagstream.train.ema import build_ema
+from tagstream.train.heldout import evaluate
+from tagstream.train.init import apply_init, read_init
 from tagstream.train.loading import loader_config, run_partitions
 from tagstream.train.losses import build_loss
-from tagstream.train.metrics import hashtag_metrics
+from tagstream.train.mae import MaskKeys, build_mae, evaluate_mae
 from tagstream.train.models import build_model
 from tagstream.train.optim import build_optimizer, clip_gradients
 from tagstream.train.resume import check_resume, fresh_hyperparameters, reapply_hyperparameters
@@ -42,8 +43,9 @@ from tagstream.train.schedule import build_scheduler
 class Step:
     """What one optimizer step needs besides the model: the device side of the run."""
 
-    def __init__(self, config: TrainConfig, device: torch.device):
+    def __init__(self, config: TrainConfig, device: torch.device, masks: MaskKeys | None = None):
         cuda = device.type == "cuda"
+        self.masks = masks  # MAE: batches are keyed by their (epoch, loader step) and get their masks as targets
         self.device = device
         self.grad_accum = config.batch.grad_accum
         self.grad_clip = config.optim.grad_clip
@@ -51,8 +53,12 @@ class Step:
         # bf16 autocast only on GPU: on most CPUs bf16 convolutions are slower than float32 ones
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and config.run.bf16 else nullcontext()
 
-    def inputs(self, batch: Any) -> tuple[torch.Tensor, Any]:
+    def inputs(self, batch: Any, at: tuple[int, int] | None = None) -> tuple[torch.Tensor, Any]:
+        """The batch's images and targets on the device; an MAE run's targets are the masks of the batch the loader
+        delivered at (epoch, step)."""
         images = normalize_images(batch.images, device=self.device, channels_last=self.channels_last)
+        if self.masks is not None and at is not None:
+            return images, self.masks.train(*at, images.shape[0]).to(self.device, non_blocking=True)
         t = batch.targets
         targets = (
             tuple(x.to(self.device, non_blocking=True) for x in t)
@@ -79,11 +85,13 @@ def train_one_epoch(
     """Optimizer steps from `step` until the epoch's steps_per_epoch or `stop`; returns the step reached.
 
     The loader continues from its own state (0 after set_epoch, mid-epoch after load_state_dict).
+    loss_fn(model, images, targets) -> the batch's loss.
     after_step(step, loss, data_wait_s, lr) is called after every optimizer step, loss still on the device.
     """
     model.train()
     accum = run.grad_accum
-    done = loader.state_dict()["step"] // accum  # steps of this epoch already taken (resume)
+    where = loader.state_dict()
+    epoch, done = where["epoch"], where["step"] // accum  # steps of this epoch already taken (resume)
     if done >= steps_per_epoch or step >= stop:
         return step
     batches = iter(loader)  # only now: iterating an exhausted loader would restart the epoch
@@ -94,12 +102,12 @@ def train_one_epoch(
             t0 = time.perf_counter()
             batch = next(batches)
             wait += time.perf_counter() - t0
-            images, targets = run.inputs(batch)
+            images, targets = run.inputs(batch, (epoch, done * accum + micro))
             # under DDP, all-reduce gradients only on the last micro-batch of the accumulation
             sync = model.no_sync() if isinstance(model, DDP) and micro < accum - 1 else nullcontext()
             with sync:
                 with run.autocast:
-                    loss = loss_fn(model(images), targets) / accum
+                    loss = loss_fn(model, images, targets) / accum
                 loss.backward()
             loss_sum += loss.detach()  # stays on the device: no CPU-GPU sync per step
         clip_gradients(model, run.grad_clip)  # after DDP's all-reduce: every rank clips the same gradients
@@ -113,37 +121,6 @@ def train_one_epoch(
         done += 1
         after_step(step, loss_sum, wait, lr)
     return step
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: Any, *, run: Step, softmax: bool, dist: dd.Dist) -> dict[str, float]:
-    """precision@1, precision@5 and mAP of hashtag prediction on the held-out split (rank 0 gets them).
-
-    Each rank scores its share; the scores, positives and image indices are gathered on rank 0, which
-    drops duplicates by index so every held-out image counts once.
-    """
-    model.eval()
-    loader.set_epoch(0)
-    scores, positives, indices = [], [], []
-    for batch in loader:
-        images, targets = run.inputs(batch)
-        with run.autocast:
-            logits = model(images).float()
-        probs = logits.softmax(dim=1) if softmax else logits.sigmoid()
-        scores.append(probs.cpu().numpy())  # a CPU-GPU sync per eval batch: fine outside the training loop
-        positives.append((targets > 0).cpu().numpy())
-        indices.append(batch.indices.cpu().numpy())
-    local = tuple(np.concatenate(x) if x else None for x in (scores, positives, indices))
-    gathered = dd.gather_objects(local, dist)
-    model.train()
-    if gathered is None:
-        return {}
-    parts = [g for g in gathered if g[0] is not None]
-    if not parts:
-        return {}
-    s, p, i = (np.concatenate([g[k] for g in parts]) for k in range(3))
-    _, first = np.unique(i, return_index=True)
-    return hashtag_metrics(s[first], p[first])
 
 
 def _rng_state(cuda: bool) -> dict[str, Any]:
@@ -174,6 +151,11 @@ def _main(
 ) -> dict[str, Any]:
     # Refuse bad set-ups before anything expensive: batch split, device, out_dir holding another run.
     rank, world, local_rank = dd.env_ranks()
+    if not config.data.vocab:
+        raise ValueError(
+            "data.vocab is required: the loader draws through a vocabulary (for model.objective='mae' "
+            "`tagstream train` builds the one-class vocabulary 'images' when none is given)"
+        )
     device_kind = dd.resolve_device(config.run.device)
     out = Path(config.run.out_dir)
     warn = (lambda msg: print(msg, file=sys.stderr)) if rank == 0 else (lambda msg: None)
@@ -183,6 +165,8 @@ def _main(
     if state is not None:
         check_resume(state["config"], config, path=resume_path, allow=resume_anyway)
     partitions = run_partitions(config, state, world, path=resume_path)
+    # --init: read and checked before anything expensive; a resumed run has its own weights
+    init = read_init(config.model.init, model_name=config.model.name) if config.model.init and state is None else None
     per_rank = config.batch.per_rank(world)
     if rank == 0:
         check_out_dir(out, config, resuming=state is not None)
@@ -215,6 +199,7 @@ def _main(
             state=state,
             resume_path=resume_path,
             per_rank=per_rank,
+            init=init,
         )
     finally:
         for loader in loaders:
@@ -233,10 +218,11 @@ def _train(
     state: dict | None,
     resume_path: Path | None,
     per_rank: int,
+    init: dict | None,
 ) -> dict[str, Any]:
     """main's body once the loaders and the process group exist."""
     out = Path(config.run.out_dir)
-    run = Step(config, dist.device)
+    mae = config.model.objective == "mae"
     num_classes = int(train_loader.num_classes)
     steps_per_epoch = len(train_loader) // config.batch.grad_accum
     if steps_per_epoch < 1:
@@ -248,10 +234,32 @@ def _train(
 
     if state is not None:
         ckpt.check_compatible(state, model_name=config.model.name, num_classes=num_classes, path=resume_path)
+
+    size = config.data.final_image_size
+    model = (
+        build_mae(config.model, image_size=size)
+        if mae
+        else build_model(config.model.name, num_classes, image_size=size)
+    )
+    init_info = {}
+    if init is not None:
+        backbone = model.encoder if mae else model
+        init_info = apply_init(backbone, init, path=config.model.init, model_name=config.model.name, image_size=size)
+    model = model.to(dist.device)
     if dist.is_main:
         init_out_dir(out, config, resume_step=None if state is None else int(state["step"]))
-
-    model = build_model(config.model.name, num_classes, image_size=config.data.final_image_size).to(dist.device)
+    keys = (
+        MaskKeys(
+            seed=config.run.seed,
+            ratio=config.model.mask_ratio,
+            patches=model.patches,
+            rank=dist.rank,
+            per_rank=per_rank,
+        )
+        if mae
+        else None
+    )
+    run = Step(config, dist.device, keys)
     if run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config.optim, lr=config.lr)
@@ -288,8 +296,17 @@ def _train(
     bare = model
     if dist.enabled:
         model = DDP(model, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
-    loss_fn = build_loss(config.model.loss, label_smoothing=config.model.label_smoothing)
+    if mae:
+        loss_fn: Callable = lambda net, images, masks: net(images, masks)  # noqa: E731 - the MAE's forward is its loss
+    else:
+        classify = build_loss(config.model.loss, label_smoothing=config.model.label_smoothing)
+        loss_fn = lambda net, images, targets: classify(net(images), targets)  # noqa: E731
     softmax = config.model.loss == "softmax"
+
+    def held_out(net: torch.nn.Module) -> dict[str, float]:
+        if keys is not None:
+            return evaluate_mae(net, eval_loader, run=run, keys=keys, dist=dist)
+        return evaluate(net, eval_loader, run=run, softmax=softmax, dist=dist)
 
     log = RunLog(
         out, config, dist=dist, total_steps=total_steps, start_step=step, images_per_step=config.batch.global_size
@@ -304,6 +321,8 @@ def _train(
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
         resumed_from=str(resume_path or ""),
+        objective=config.model.objective,
+        **({"init_from": init_info} if init_info else {}),
     )
     eval_results: dict[str, float] = {}
 
@@ -330,9 +349,9 @@ def _train(
 
     def evaluate_all(step: int) -> dict[str, float]:
         """The held-out metrics of the weights, and with optim.ema of their average too (keys ema_*)."""
-        results = evaluate(bare, eval_loader, run=run, softmax=softmax, dist=dist)
+        results = held_out(bare)
         if ema is not None:
-            averaged = evaluate(ema.module, eval_loader, run=run, softmax=softmax, dist=dist)
+            averaged = held_out(ema.module)
             results.update({f"ema_{k}": v for k, v in averaged.items() if k != "images"})  # the same images
         log.event("eval", step=step, **results)
         return results

@@ -132,6 +132,16 @@ def _head_path(model: nn.Module) -> tuple[nn.Module, str]:
     raise ValueError(f"no known classifier head on {type(model).__name__} (expected .fc or .heads.head)")
 
 
+def head_name(model: nn.Module) -> str | None:
+    """The classifier's module path in the model's state dict ("fc", "heads.head"); None for a model without one."""
+    try:
+        parent, attr = _head_path(model)
+    except ValueError:
+        return None
+    found = getattr(parent, attr)
+    return next(name for name, module in _unwrap(model).named_modules() if module is found)
+
+
 def head(model: nn.Module) -> nn.Linear:
     """The classifier Linear of a model built by build_model."""
     parent, attr = _head_path(model)

@@ -21,6 +21,7 @@ from tagstream.loader.pipeline import check_size, final_size, parse_size_schedul
 from tagstream.train.checkpoint import load_checkpoint
 from tagstream.train.ema import ema_weights
 from tagstream.train.features import Labels, eval_config, extract_dataset, make_labels, vocab_labels
+from tagstream.train.init import backbone_weights, objective_of
 from tagstream.train.lowshot import LowShotConfig, low_shot
 from tagstream.train.metrics import average_precision_per_class
 from tagstream.train.models import adapt_state, build_model, replace_head
@@ -42,6 +43,16 @@ class FinetuneConfig:
     lr: float = 0.01  # SGD with momentum 0.9, cosine to zero over the run
     weight_decay: float = 1e-4
     layer_decay: float = 1.0  # < 1: each block below the head learns at layer_decay times the rate of the one above
+
+    @classmethod
+    def preset(cls, name: str, **given) -> "FinetuneConfig":
+        """name "none": the given settings; "swag": SWAG's published fine-tuning recipe over them (epochs 8, batch 512,
+        LR 6e-3 cosine, weight decay 0; its mixup 0.1 and EMA 1e-4 are not part of this loop), layer_decay kept."""
+        if name == "swag":
+            given.update(epochs=8, batch_size=512, lr=6e-3, weight_decay=0.0)
+        elif name != "none":
+            raise ValueError(f"fine-tuning preset {name!r} is not one of ('none', 'swag')")
+        return cls(**given)
 
     def __post_init__(self) -> None:
         if (
@@ -133,17 +144,23 @@ def load_backbone(
     # the size the checkpoint's run ended at (the last entry of a progressive-resizing schedule)
     trained = final_size(parse_size_schedule(state["config"]["data"]["image_size"])) if state else 224
     size = image_size or trained
-    classes = int(state["num_classes"]) if state else 1
+    mae = state is not None and objective_of(state) == "mae"  # an encoder without a classifier head
+    classes = int(state["num_classes"]) if state and not mae else 1
     torch.manual_seed(seed)
     net = build_model(name, classes, image_size=size)
     if state is not None and not random_init:
-        trained_weights = ema_weights(state, checkpoint) if weights == "ema" else state["model"]
-        net.load_state_dict(adapt_state(name, trained_weights, image_size=size))
+        trained = ema_weights(state, checkpoint) if weights == "ema" else state["model"]
+        found = adapt_state(name, backbone_weights({**state, "model": trained}), image_size=size)
+        missing, extra = net.load_state_dict(found, strict=not mae)
+        if extra or any(not k.startswith("heads.") for k in missing):
+            raise ValueError(
+                f"{checkpoint}: its encoder does not fit {name} (missing {missing[:3]}, extra {extra[:3]})"
+            )
     source = "random" if (state is None or random_init) else "checkpoint"
     return net, {
         "model": name,
         "image_size": size,
-        "head_classes": classes,
+        "head_classes": 0 if mae else classes,  # 0: no trained head (an MAE encoder)
         "source": source,
         "weights": weights if source == "checkpoint" else "random",
     }
@@ -276,7 +293,7 @@ def finetune(net, cfg: TransferConfig, train_labels: Labels, eval_labels: Labels
                 losses.append(loss.item())
     finally:
         loader.close()
-    logits, idx = _logits(net, cfg, cfg.eval, size, device)
+    logits, idx = dataset_logits(net, cfg, cfg.eval, size, device)
     out = score(logits, eval_labels, idx)
     out.update(
         steps=steps,
@@ -289,7 +306,7 @@ def finetune(net, cfg: TransferConfig, train_labels: Labels, eval_labels: Labels
 
 
 @torch.no_grad()
-def _logits(net, cfg: TransferConfig, dataset: str, size: int, device) -> tuple[np.ndarray, np.ndarray]:
+def dataset_logits(net, cfg: TransferConfig, dataset: str, size: int, device) -> tuple[np.ndarray, np.ndarray]:
     dev, dev_id = _loader_device(device)
     loader = build_loader(
         eval_config(

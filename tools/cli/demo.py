@@ -14,7 +14,7 @@ from tagstream.loader.data import FormatError
     type=click.Choice(["tiny", "small", "full"]),
     default="full",
     show_default=True,
-    help="full: the real demo (3-5 min on 2 CPU cores); small: a quicker look; tiny: a smoke test.",
+    help="full: the real demo (about 5 min on 2 idle CPU cores); small: a quicker look; tiny: a smoke test.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes for generation and conversion.")
@@ -45,7 +45,7 @@ def demo(out, size, seed, workers, vocab_filter, wordnet_dir, overwrite, progres
 
     \b
     Example:
-      tagstream demo --out demo-out            # about 3-5 minutes on 2 CPU cores
+      tagstream demo --out demo-out            # about 5 minutes on 2 idle CPU cores
       tagstream demo --out /tmp/d --size tiny  # a smoke test
     """
     from tagstream.tools.demo.run import run_demo

@@ -21,6 +21,7 @@ OPTION_KEYS = {
     "steps": "run.steps",
     "out": "run.out_dir",
     "device": "run.device",
+    "init": "model.init",
 }
 
 
@@ -69,6 +70,12 @@ OPTION_KEYS = {
 @click.option("--out", type=click.Path(), help="Run directory for config, metrics and checkpoints (run.out_dir).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train (run.device).")
 @click.option(
+    "--init",
+    type=click.Path(dir_okay=False),
+    metavar="CHECKPOINT",
+    help="Start from another run's encoder (e.g. an MAE stage's), its head or decoder dropped (model.init).",
+)
+@click.option(
     "--resume",
     is_flag=False,
     flag_value="auto",
@@ -99,18 +106,27 @@ def train(
     Examples:
       tagstream train --config tiny-cpu --dataset ds --vocab v1 --out runs/tiny
       tagstream train --config tiny-cpu --dataset ds --vocab v1 --out runs/tiny --resume
+      tagstream train --config vit_b16-mae --dataset ds --out runs/mae      # labels unused
+      tagstream train --config vit_b16-swag --dataset ds --vocab v1 --out runs/vit --init runs/mae/step-000010000.pt
       tagstream train --config tiny-cpu --dataset ds --vocab v1 --out runs/tiny --resume \\
           --base-lr 0.05 --resume-anyway optim.base_lr
       torchrun --standalone --nproc_per_node 8 -m tagstream.tools.cli train \\
           --config resnet50 --dataset ds --vocab v1 --out runs/r50 --set run.epochs=90
     """
     from tagstream.loader.data import FormatError
+    from tagstream.tools.vocab.images import IMAGES_VOCAB, ensure_images_vocab
     from tagstream.train.config import load_config
+    from tagstream.train.distributed import env_ranks
     from tagstream.train.loop import main
 
     items = [f"{OPTION_KEYS[name]}={_toml(value)}" for name, value in options.items() if value not in (None, ())]
     try:
         config = load_config(recipe, [*items, *overrides])
+        if config.model.objective == "mae" and not config.data.vocab:  # label-free: every image drawn alike
+            note = ensure_images_vocab(config.data.dataset, build=env_ranks()[0] == 0)
+            if note:
+                click.echo(note)
+            config = load_config(recipe, [*items, *overrides, f"data.vocab={_toml(IMAGES_VOCAB)}"])
         summary = main(config, resume=resume, resume_anyway=resume_anyway)
     except (ValueError, FormatError, FloatingPointError) as exc:
         raise click.ClickException(str(exc)) from None

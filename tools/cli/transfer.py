@@ -34,9 +34,9 @@ def _ensure_label_vocab(dataset: str, name: str) -> str | None:
 @click.option(
     "--train",
     "train_ds",
-    required=True,
     type=click.Path(file_okay=False),
-    help="Labelled downstream training dataset (a directory or a URL).",
+    help="Labelled downstream training dataset (a directory or a URL); zeroshot: optional, fits only the prior "
+    "correction's strength.",
 )
 @click.option(
     "--eval",
@@ -47,10 +47,27 @@ def _ensure_label_vocab(dataset: str, name: str) -> str | None:
 )
 @click.option(
     "--mode",
-    type=click.Choice(["linear", "finetune"]),
+    type=click.Choice(["linear", "finetune", "zeroshot"]),
     default="linear",
     show_default=True,
-    help="linear: frozen features + logistic regression; finetune: whole network, new head.",
+    help="linear: frozen features + logistic regression; finetune: whole network, new head; zeroshot: no training, "
+    "each class read from the hashtag head through the hashtags it maps to (synonyms, WordNet).",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["none", "swag"]),
+    default="none",
+    show_default=True,
+    help="finetune: swag = SWAG's published fine-tuning recipe (8 epochs, batch 512, LR 6e-3 cosine, weight decay 0); "
+    "it replaces --epochs, --finetune-batch-size and --lr.",
+)
+@click.option(
+    "--wordnet",
+    "wordnet_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="zeroshot: WordNet 3.0 folder for the class map when the pretraining vocabulary was built without one "
+    "(default: the vocabulary's own, else /usr/share/wordnet when present).",
 )
 @click.option(
     "--baseline",
@@ -120,6 +137,8 @@ def transfer(
     train_ds,
     eval_ds,
     mode,
+    preset,
+    wordnet_dir,
     baseline,
     vocab,
     task,
@@ -148,8 +167,28 @@ def transfer(
       tagstream transfer --checkpoint runs/sqrt/step-000000300.pt \\
           --train down/train --eval down/eval --mode linear --baseline random --shots 1,5,10,25 --out transfer.json
       tagstream transfer --checkpoint runs/vit/step-000100000.pt \\
-          --train down/train --eval down/eval --mode finetune --image-size 384 --out finetune-384.json
+          --train down/train --eval down/eval --mode finetune --preset swag --image-size 384 --out finetune-384.json
+      tagstream transfer --checkpoint runs/sqrt/step-000000600.pt --eval down/eval --mode zeroshot \\
+          --baseline random --out zeroshot.json
     """
+    if mode == "zeroshot":
+        return _zeroshot(
+            checkpoint,
+            train_ds,
+            eval_ds,
+            vocab,
+            baseline,
+            wordnet_dir,
+            image_size,
+            batch_size,
+            workers,
+            device,
+            weights,
+            seed,
+            out,
+        )
+    if not train_ds:
+        raise click.UsageError(f"--train is required with --mode {mode}")
     from tagstream.loader.data import Dataset
     from tagstream.train.lowshot import LowShotConfig, parse_shots
     from tagstream.train.probe import ProbeConfig
@@ -180,7 +219,9 @@ def transfer(
             weights=weights,
             progress=True,
             probe=ProbeConfig(seed=seed),
-            finetune=FinetuneConfig(epochs=epochs, batch_size=finetune_batch_size, lr=lr, layer_decay=layer_decay),
+            finetune=FinetuneConfig.preset(
+                preset, epochs=epochs, batch_size=finetune_batch_size, lr=lr, layer_decay=layer_decay
+            ),
             low_shot=LowShotConfig(shots=parse_shots(shots), seeds=shot_seeds),
         )
         report = run_transfer(cfg, out=out)
@@ -190,4 +231,52 @@ def transfer(
             click.echo(f"removed the vocabulary {vocab!r} built on {ds}: the transfer failed")
         raise click.ClickException(str(exc)) from exc
     click.echo(format_table(report))
+    click.echo(f"wrote {Path(out)}")
+
+
+def _zeroshot(
+    checkpoint,
+    train_ds,
+    eval_ds,
+    vocab,
+    baseline,
+    wordnet_dir,
+    image_size,
+    batch_size,
+    workers,
+    device,
+    weights,
+    seed,
+    out,
+) -> None:
+    """--mode zeroshot: the class map from the checkpoint's pretraining vocabulary, then the scores."""
+    from tagstream.tools.vocab.classmap import zero_shot_transfer
+    from tagstream.train.zeroshot import format_zeroshot
+
+    if checkpoint is None:
+        raise click.UsageError("--mode zeroshot reads a checkpoint's hashtag head: give --checkpoint")
+    try:
+        for ds in (eval_ds, train_ds) if train_ds else (eval_ds,):
+            note = _ensure_label_vocab(ds, vocab)
+            if note:
+                click.echo(note)
+        report = zero_shot_transfer(
+            checkpoint,
+            eval_ds,
+            train=train_ds,
+            vocab=vocab,
+            baseline=baseline,
+            wordnet_dir=wordnet_dir,
+            image_size=image_size,
+            batch_size=batch_size,
+            workers=workers,
+            device=device,
+            weights=weights,
+            seed=seed,
+            progress=True,
+            out=out,
+        )
+    except (ValueError, FormatError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(format_zeroshot(report))
     click.echo(f"wrote {Path(out)}")

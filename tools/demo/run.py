@@ -41,11 +41,14 @@ class DemoSize:
     batch_size: int
     min_count: int  # vocabulary: drop hashtag classes on fewer images
     shots: tuple[int, ...]  # low-shot probes: labelled images per class (each at most downstream_train)
+    vit_steps: int = 200  # the tiny ViT's hashtag stage, with and without the MAE stage before it
+    mae_steps: int = 200  # the tiny ViT's MAE stage
+    vit_seeds: tuple[int, ...] = (0, 1)  # seeds of the MAE comparison (added to the demo's seed)
 
 
 SIZES: dict[str, DemoSize] = {
-    "tiny": DemoSize(240, 6, 8, 6, 64, 96, 32, 12, 16, 3, (1, 5)),
-    "small": DemoSize(1500, 12, 20, 12, 128, 192, 48, 150, 32, 3, (1, 5, 10)),
+    "tiny": DemoSize(240, 6, 8, 6, 64, 96, 32, 12, 16, 3, (1, 5), vit_steps=6, mae_steps=6, vit_seeds=(0,)),
+    "small": DemoSize(1500, 12, 20, 12, 128, 192, 48, 150, 32, 3, (1, 5, 10), vit_steps=60, mae_steps=60),
     "full": DemoSize(4000, 24, 30, 20, 160, 256, 64, 600, 64, 3, (1, 5, 10, 25)),
 }
 SHOT_SEEDS = 5
@@ -196,6 +199,7 @@ def run_demo(
     deletes `out` if an earlier demo made it (it holds the marker file); any other non-empty folder is refused."""
     from tagstream.loader.data import write_json_atomic
     from tagstream.tools.convert.engine import convert
+    from tagstream.tools.demo.successors import mae_comparison, zero_shot_rows
     from tagstream.tools.inspection.sampling import plot_sampling, sampling_report
     from tagstream.tools.synth.world import WorldConfig, make_world
     from tagstream.tools.vocab.build import VocabOptions, build_vocab
@@ -290,6 +294,23 @@ def run_demo(
             results[sampling] = rep["results"]["pretrained"]
             if "random" in rep["results"]:
                 results["random"] = rep["results"]["random"]
+    with clock.stage("zero-shot"):
+        zero_shot = zero_shot_rows(
+            pretrain["sqrt"]["checkpoint"], down["eval"], wordnet_dir=wordnet_dir, seed=seed, out=root / "zeroshot.json"
+        )
+    mae = mae_comparison(
+        root,
+        ds,
+        down,
+        seeds=tuple(seed + k for k in s.vit_seeds),
+        mae_steps=s.mae_steps,
+        steps=s.vit_steps,
+        image_size=s.image_size,
+        shots=s.shots,
+        shot_seeds=SHOT_SEEDS,
+        progress=progress,
+        clock=clock.stage,
+    )
     world = json.loads((world_dir / "world.json").read_text())
     groups = frequency_groups(world, list(results["random"]["per_class_accuracy"]))
     freq = {c["name"]: int(c["tagged_images"]) for c in world["concepts"]}
@@ -322,6 +343,8 @@ def run_demo(
             k: {"loss": v["loss"], "eval": v["eval"], "steps": v["step"], "images_per_s": v["images_per_s"]}
             for k, v in pretrain.items()
         },
+        "zero_shot": zero_shot,
+        "mae": mae,
         "stage_seconds": clock.seconds,
         "total_seconds": total,
         "plots": ["tag_distribution.png", "loss_curves.png", "per_class.png"],

@@ -63,6 +63,16 @@ def test_demo_cli_end_to_end_tiny(tmp_path):
         assert all(len(v["top1"]) == 5 and 0 <= v["top1_mean"] <= 1 and v["top1_std"] >= 0 for v in low.values())
     assert "| 5-shot top-1 % |" in (out / "results.md").read_text().replace("| 1-shot top-1 % ", "")
     assert "Stage times" in res.output
+    # the successors' rows: zero-shot of the sqrt model and its random floor, MAE -> hashtags vs hashtags alone
+    zs = results["zero_shot"]
+    assert set(zs["results"]) == {"pretrained", "random"} and zs["mapping"]["classes"] == s.downstream_classes
+    assert all(0 <= r["top1"] <= r["top5"] <= 1 for r in zs["results"].values())
+    mae = results["mae"]
+    assert mae["seeds"] == [0] and set(mae["rows"]) == {"vit_random", "vit_mae", "vit_hashtags", "vit_mae_hashtags"}
+    assert all(len(r["per_seed"]) == 1 and 0 <= r["top1_mean"] <= 1 for r in mae["rows"].values())
+    md = (out / "results.md").read_text()
+    assert "| hashtags, sqrt sampling | " in md.split("zero-shot (no downstream training)")[1]
+    assert "| ViT, MAE -> hashtags (sqrt) |" in md and "MAE -> hashtags" in res.output
     again = CliRunner().invoke(main, ["demo", "--out", str(out), "--size", "tiny"])
     assert again.exit_code != 0 and "not empty" in again.output
 
