@@ -14,13 +14,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import multiprocessing as mp
-import os
 import time
-from collections import Counter, deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,14 +24,12 @@ import numpy as np
 
 from tagstream.loader.data import format as fmt
 from tagstream.loader.data import write_manifest, write_tags
-from tagstream.loader.pipeline import exit_with_parent
-from tagstream.tools.convert.image import Accepted, ImageOptions, Item, ItemResult, process_batch, process_item
+from tagstream.tools.convert.image import Accepted, ImageOptions, ItemResult
 from tagstream.tools.convert.inputs import Source
+from tagstream.tools.convert.inputs.bounds import ITEM_LIMIT
 from tagstream.tools.convert.outdir import ConvertRefused, WriteFailed, locked, writing  # noqa: F401 - re-exported
+from tagstream.tools.convert.pool import results
 from tagstream.tools.convert.shards import STATE_DIR, ConvertShard, remove_after, shard_intact, slim, state_path
-
-BATCH = 16  # items per task sent to a worker
-WINDOW = 4  # tasks in flight per worker: bounds memory whatever the input size
 
 
 @dataclass(frozen=True)
@@ -119,49 +113,19 @@ def _committed(out: Path) -> list[dict]:
     return states
 
 
-def process_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes for a conversion's jobs (decoding, a merge's shards): started by a forkserver (no fork:
-    LMDB handles and threads), each exiting with its parent."""
-    methods = mp.get_all_start_methods()
-    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent, initargs=(os.getpid(),))
-
-
-def _results(items: Iterable[Item], options: ImageOptions, workers: int) -> Iterator[ItemResult]:
-    """Process items in input order; with workers > 1 a bounded window of batches is in flight."""
-    if workers == 1:
-        for item in items:
-            yield process_item(item, options)
-        return
-    with process_pool(workers) as pool:
-        pending: deque = deque()
-        it = iter(items)
-        while batch := list(itertools.islice(it, BATCH)):
-            pending.append((batch, pool.submit(process_batch, batch, options)))
-            if len(pending) >= workers * WINDOW:
-                yield from _batch_result(*pending.popleft())
-        while pending:
-            yield from _batch_result(*pending.popleft())
-
-
-def _batch_result(batch: list[Item], future) -> list[ItemResult]:
-    try:
-        return future.result()
-    except BrokenProcessPool:
-        raise RuntimeError(
-            f"a worker process died while decoding input lines {batch[0].line}..{batch[-1].line} (a decoder crash?); "
-            "rerun the same command to resume, with --workers 1 to find the input that kills it"
-        ) from None
-
-
 def _reject_record(res: ItemResult) -> dict:
-    return {
+    record = {
         "line": res.item.line,
         "input": res.item.raw,
         "image": res.item.image,
         "reason": res.outcome.reason,
         "detail": res.outcome.detail,
     }
+    if res.item.url is not None:  # a downloader's record of the sample (img2dataset)
+        record["url"] = res.item.url
+    if res.item.key is not None:
+        record["key"] = res.item.key
+    return record
 
 
 def convert(
@@ -180,7 +144,7 @@ def convert(
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     t0 = time.perf_counter()
-    source, out = open_source(src, out, format=format, **source_options)
+    source, out = open_source(src, out, format=format, item_limit=image_options.max_file_bytes, **source_options)
     wanted = scan_source(source, shard_size=shard_size, image_options=image_options)
     with locked(out):
         check_state(out, wanted)
@@ -218,9 +182,12 @@ def convert(
     )
 
 
-def open_source(src: str | Path, out: str | Path, *, format: str = "auto", **columns: str) -> tuple[Source, Path]:
-    """The Source of SRC and the resolved OUT, refused when OUT cannot hold a conversion."""
-    source = Source(src, format, **columns)
+def open_source(
+    src: str | Path, out: str | Path, *, format: str = "auto", item_limit: int = ITEM_LIMIT, **columns: str
+) -> tuple[Source, Path]:
+    """The Source of SRC and the resolved OUT, refused when OUT cannot hold a conversion; `item_limit`, the
+    conversion's --max-file-bytes, bounds each image the source reads before it is read."""
+    source = Source(src, format, item_limit=item_limit, **columns)
     out = Path(out).resolve()
     if source.format == "imagefolder" and out.is_relative_to(source.path):
         raise ValueError(f"OUT {out} is inside the ImageFolder SRC {source.path}; the dataset would become input")
@@ -290,7 +257,7 @@ def _convert_items(
     bar = progress_bar(total=inputs, initial=start, unit="img", desc="convert", disable=not progress, smoothing=0.1)
     try:
         # inputs added since the scan are left to a rerun (which refuses: the fingerprint changed)
-        for res in _results(itertools.islice(source.items(start), inputs - start), options, workers):
+        for res in results(itertools.islice(source.items(start), inputs - start), options, workers):
             bar.update(1)
             if not isinstance(res.outcome, Accepted):
                 writer.rejects.append(_reject_record(res))

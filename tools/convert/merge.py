@@ -31,8 +31,9 @@ import numpy as np
 
 from tagstream.loader.data import ShardWriter, write_index
 from tagstream.loader.data import format as fmt
-from tagstream.tools.convert.engine import ConvertRefused, ConvertSummary, finish, locked, process_pool, summary
+from tagstream.tools.convert.engine import ConvertRefused, ConvertSummary, finish, locked, summary
 from tagstream.tools.convert.parts import PARTS_DIR, PartSpec, parse_part_name, part_root, read_part
+from tagstream.tools.convert.pool import process_pool
 from tagstream.tools.convert.shards import STATE_DIR, shard_intact, slim, state_path
 
 _SAME_AS_STATE = ("source", "fingerprint", "inputs", "options")

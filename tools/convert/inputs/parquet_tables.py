@@ -21,13 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tagstream.loader.data import storage
+from tagstream.tools.convert.inputs import img2dataset
 from tagstream.tools.convert.inputs.base import RAW_LIMIT, InputKind, Item, utf8_ok
+from tagstream.tools.convert.inputs.bounds import chunk_limit, oversized_chunks
 from tagstream.tools.convert.inputs.csv_tables import TableColumns
+from tagstream.tools.convert.inputs.img2dataset import SIDECAR_COLUMNS
 from tagstream.tools.convert.inputs.paths import display_name, expand, file_size
 from tagstream.tools.convert.inputs.tag_text import caption_hashtags, split_tag_cell
 
 PARQUET_SUFFIXES = (".parquet",)
-ERROR_COLUMN = "error_message"  # img2dataset's explanation of a failed download
 
 
 @dataclass
@@ -147,11 +149,26 @@ class ParquetInput(InputKind):
             names = set(pf.schema_arrow.names)
             wanted = [
                 c
-                for c in (o.image_column, o.tags_column, o.caption_column, o.id_column, o.status_field, ERROR_COLUMN)
+                for c in (
+                    o.image_column,
+                    o.tags_column,
+                    o.caption_column,
+                    o.id_column,
+                    o.status_field,
+                    *SIDECAR_COLUMNS,
+                )
                 if c and c in names
             ]
             for g, n in enumerate(t.row_groups):
                 if row + n <= skip:
+                    row += n
+                    continue
+                over = oversized_chunks(pf.metadata.row_group(g), set(wanted), chunk_limit(self.item_limit))
+                if over is not None:  # the footer says so: the group is not read
+                    for r in range(max(row, skip), row + n):
+                        yield Item(
+                            base + r, r + 1, f"{name}:{r + 1}", name, (), "", f"row group {g}: {over}", "file_too_large"
+                        )
                     row += n
                     continue
                 try:
@@ -188,8 +205,7 @@ class ParquetInput(InputKind):
         raw = raw[:RAW_LIMIT]
         status = v.get(o.status_field) if o.status_field else None
         if isinstance(status, str) and status != "success":
-            detail = v.get(ERROR_COLUMN) or "no error message"
-            return Item(pos, line, raw, where, (), "", f"{o.status_field} {status!r}: {detail}", "download_failed")
+            return img2dataset.failed(pos, line, raw, where, v, o.status_field)
         image = v.get(o.image_column)
         if image is None or (not binary and not str(image).strip()):
             return Item(pos, line, raw, where, (), "", f"empty image column {o.image_column!r}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tagstream.loader.data import storage
 from tagstream.tools.convert.inputs.base import Item, KindOptions
+from tagstream.tools.convert.inputs.bounds import ITEM_LIMIT
 from tagstream.tools.convert.inputs.paths import is_pattern
 from tagstream.tools.convert.inputs.registry import INPUT_KINDS, detect_format, kind_options
 
@@ -23,7 +24,15 @@ class Source:
     Options are the kind's options object (`options=CsvOptions(...)`), or keyword options as `tagstream convert`
     passes them (image_column=..., tags_field=..., images=...: registry.OPTION_NAMES; other kinds' are left out)."""
 
-    def __init__(self, path: str | Path, fmt: str = "auto", options: KindOptions | None = None, **keywords):
+    def __init__(
+        self,
+        path: str | Path,
+        fmt: str = "auto",
+        options: KindOptions | None = None,
+        *,
+        item_limit: int = ITEM_LIMIT,
+        **keywords,
+    ):
         if options is not None and fmt == "auto":  # an options object names its kind
             fmt = next((k.name for k in INPUT_KINDS.values() if type(options) is k.options_type), fmt)
         self.format = detect_format(path, fmt)
@@ -42,6 +51,7 @@ class Source:
             self.path = os.path.abspath(local)
         self.options = options
         self.reader = kind(self.path, options)
+        self.reader.item_limit = item_limit  # --max-file-bytes: a bigger image is rejected from its header, unread
 
     def describe(self) -> dict:
         return {"format": self.format, "path": str(self.path), **self.reader.describe()}

@@ -41,7 +41,7 @@ from tagstream.loader.data import storage
 from tagstream.tools.convert.inputs.base import RAW_LIMIT, InputKind, Item, KindOptions
 from tagstream.tools.convert.inputs.join_index import JoinIndex
 from tagstream.tools.convert.inputs.paths import expand, file_size, is_pattern
-from tagstream.tools.convert.inputs.tar_shards import DAMAGE, IMAGE_EXTS, TAR_SUFFIXES, open_tar, samples
+from tagstream.tools.convert.inputs.tar_reading import DAMAGE, IMAGE_EXTS, TAR_SUFFIXES, open_tar, samples
 from tagstream.tools.convert.inputs.text_table import mark_before, numbered_lines
 
 # columns of each layout: photo id, photo hash (None: absent), user tags, machine tags, photo/video marker
