@@ -23,13 +23,31 @@ from pathlib import Path
 import numpy as np
 
 from tagstream.loader.data import format as fmt
-from tagstream.loader.data import write_manifest, write_tags
+from tagstream.loader.data import storage, write_manifest, write_tags
 from tagstream.tools.convert.image import Accepted, ImageOptions, ItemResult
 from tagstream.tools.convert.inputs import Source
 from tagstream.tools.convert.inputs.bounds import ITEM_LIMIT
 from tagstream.tools.convert.outdir import ConvertRefused, WriteFailed, locked, writing  # noqa: F401 - re-exported
 from tagstream.tools.convert.pool import results
 from tagstream.tools.convert.shards import STATE_DIR, ConvertShard, remove_after, shard_intact, slim, state_path
+
+FIELD_SAMPLES = 200  # inputs whose fields are looked at when the tags are not where the user said
+
+
+def fields_seen(source: Source) -> tuple[str, ...]:
+    """The fields (JSON keys, table columns) of the first inputs this run read, for a message."""
+    header = getattr(source.reader, "header", None)
+    if header:
+        return tuple(header)
+    names: dict[str, None] = {}
+    for raw in source.seen_raw:
+        try:
+            obj = json.loads(raw) if raw.startswith("{") else None
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            names.update(dict.fromkeys(map(str, obj)))
+    return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -48,7 +66,10 @@ class ConvertSummary:
     seconds: float
     inputs_per_s: float  # inputs processed per second by this run
     manifest: dict = field(repr=False, default_factory=dict)
-    redone: tuple[str, ...] = ()  # shards of a finished dataset found missing or cut short, converted again
+    redone: tuple[str, ...] = ()  # shards (or tables) of a finished dataset found missing or cut short, redone
+    untagged: int = 0  # images stored without a tag
+    fields: tuple[str, ...] = ()  # the fields (JSON keys, columns) the inputs this run read held
+    tag_option: str = ""  # the option naming where the tags are, for this kind of input
 
 
 def check_state(out: Path, wanted: dict) -> None:
@@ -152,9 +173,16 @@ def convert(
         if (out / fmt.MANIFEST).exists():
             manifest = fmt.read_manifest(out)
             redone = tuple(s["name"] for s in manifest["shards"] if not shard_intact(out, s))
+            redone += tuple(name for name in (fmt.TAGS, fmt.REJECTS) if not (out / name).is_file())
             if not redone:
                 return summary(
-                    out, manifest, already=True, resumed=wanted["inputs"], processed=0, seconds=time.perf_counter() - t0
+                    out,
+                    manifest,
+                    source=source,
+                    already=True,
+                    resumed=wanted["inputs"],
+                    processed=0,
+                    seconds=time.perf_counter() - t0,
                 )
             # not whole after all (a shard deleted or cut short since): no manifest until it is again;
             # the conversion resumes after the last intact shard (the same input gives the same bytes)
@@ -169,11 +197,20 @@ def convert(
             image_options=image_options,
             progress=progress,
         )
+        if not committed:  # every input rejected: the rejects are written for reading, no dataset
+            with writing(out, "the rejects"):
+                reasons = write_rejects(out, committed, tail)
+            raise ConvertRefused(
+                f"every one of the {wanted['inputs']} inputs of {source.path} was rejected "
+                f"({', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))}): no dataset written; "
+                f"why each was is in {out / fmt.REJECTS}"
+            )
         with writing(out, "the dataset's tables and manifest"):
             manifest = finish(out, committed, tail, wanted)
     return summary(
         out,
         manifest,
+        source=source,
         already=False,
         resumed=start,
         processed=wanted["inputs"] - start,
@@ -206,6 +243,11 @@ def scan_source(source: Source, *, shard_size: int, image_options: ImageOptions,
     """What is being converted (the state a rerun, a part or a merge must match): one pass over the input."""
     options = conversion_options(shard_size=shard_size, image_options=image_options, **more_options)
     inputs, fingerprint = source.scan()
+    if inputs == 0:
+        raise ConvertRefused(
+            f"{storage.redact(str(source.path))} yields no input ({source.format}: no row, line, sample or image "
+            "file in it): nothing to convert, no dataset written"
+        )
     return {"source": source.describe(), "fingerprint": fingerprint, "inputs": inputs, "options": options}
 
 
@@ -253,12 +295,15 @@ def _convert_items(
     from tagstream.loader import progress_bar
 
     tag_ids = {tag: i for i, tag in enumerate(t for s in committed for t in s["new_tags"])}
+    seen = source.seen_raw  # what the first inputs held, for naming their fields when tags are missing
     writer = ConvertShard(out, len(committed), start)
     bar = progress_bar(total=inputs, initial=start, unit="img", desc="convert", disable=not progress, smoothing=0.1)
     try:
         # inputs added since the scan are left to a rerun (which refuses: the fingerprint changed)
         for res in results(itertools.islice(source.items(start), inputs - start), options, workers):
             bar.update(1)
+            if len(seen) < FIELD_SAMPLES:
+                seen.append(res.item.raw)
             if not isinstance(res.outcome, Accepted):
                 writer.rejects.append(_reject_record(res))
                 continue
@@ -293,16 +338,10 @@ def finish(out: Path, committed: list[dict], tail: list[dict], wanted: dict) -> 
         ids = np.load(fmt.index_path(out, s["name"], "tag_ids"))
         counts += np.bincount(ids, minlength=len(tags))[: len(tags)]
     write_tags(out, tags, counts)
-    reasons: Counter[str] = Counter()
-
-    def lines() -> Iterator[str]:
-        shard_rejects = (json.loads(state_path(out, i).read_text())["rejects"] for i in range(len(committed)))
-        for rejects in itertools.chain(shard_rejects, [tail]):
-            for r in rejects:
-                reasons[r["reason"]] += 1
-                yield json.dumps(r, sort_keys=True) + "\n"
-
-    fmt.write_text_atomic(out / fmt.REJECTS, lines())
+    reasons = write_rejects(out, committed, tail)
+    untagged = 0
+    for s in committed:
+        untagged += int(np.count_nonzero(np.diff(np.load(fmt.index_path(out, s["name"], "tag_offsets"))) == 0))
     reencoded: Counter[str] = Counter()
     for s in committed:
         reencoded.update(s["reencoded"])
@@ -315,14 +354,31 @@ def finish(out: Path, committed: list[dict], tail: list[dict], wanted: dict) -> 
         rejected=sum(reasons.values()),
         rejects_by_reason=dict(sorted(reasons.items())),
         reencoded=dict(sorted(reencoded.items())),
+        untagged=untagged,
         options=wanted["options"],
     )
+
+
+def write_rejects(out: Path, committed: list[dict], tail: list[dict]) -> Counter[str]:
+    """rejects.jsonl from the committed shards' state files, one shard at a time, then `tail`; counts by reason."""
+    reasons: Counter[str] = Counter()
+
+    def lines() -> Iterator[str]:
+        shard_rejects = (json.loads(state_path(out, i).read_text())["rejects"] for i in range(len(committed)))
+        for rejects in itertools.chain(shard_rejects, [tail]):
+            for r in rejects:
+                reasons[r["reason"]] += 1
+                yield json.dumps(r, sort_keys=True) + "\n"
+
+    fmt.write_text_atomic(out / fmt.REJECTS, lines())
+    return reasons
 
 
 def summary(
     out: Path,
     manifest: dict,
     *,
+    source: Source | None = None,
     already: bool,
     resumed: int,
     processed: int,
@@ -345,4 +401,7 @@ def summary(
         seconds=seconds,
         inputs_per_s=processed / seconds if seconds > 0 else 0.0,
         manifest=manifest,
+        untagged=int(manifest.get("untagged", 0)),
+        fields=fields_seen(source) if source is not None else (),
+        tag_option=source.tag_option() if source is not None else "",
     )

@@ -60,6 +60,7 @@ class CsvInput(TextTableInput):
     def _check_header(self) -> list[str]:
         with self._open() as f:
             header = csv_header(f, self._delimiter)
+        self.header = header  # the columns, for a message about missing tags
         if self.options.image_column not in header:
             raise ValueError(
                 f"{self.path}: the header has no image column {self.options.image_column!r} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 
 from tagstream.loader.data import storage
@@ -52,6 +53,14 @@ class Source:
         self.options = options
         self.reader = kind(self.path, options)
         self.reader.item_limit = item_limit  # --max-file-bytes: a bigger image is rejected from its header, unread
+        self.seen_raw: list[str] = []  # the raw text of the first inputs a conversion read (engine.fields_seen)
+
+    def tag_option(self) -> str:
+        """The options that say where this kind's tags are, as flags (for a message about missing tags)."""
+        names = [f.name for f in fields(self.options) if f.name.startswith(("tags_", "caption_"))]
+        if not names:  # JSON lines: fixed fields
+            return "a 'tags' list or a 'caption' with #hashtags on each line"
+        return " / ".join("--" + n.replace("_", "-") for n in names)
 
     def describe(self) -> dict:
         return {"format": self.format, "path": str(self.path), **self.reader.describe()}
