@@ -31,24 +31,6 @@ from tagstream.tools.convert.outdir import ConvertRefused, WriteFailed, locked, 
 from tagstream.tools.convert.pool import results
 from tagstream.tools.convert.shards import STATE_DIR, ConvertShard, remove_after, shard_intact, slim, state_path
 
-FIELD_SAMPLES = 200  # inputs whose fields are looked at when the tags are not where the user said
-
-
-def fields_seen(source: Source) -> tuple[str, ...]:
-    """The fields (JSON keys, table columns) of the first inputs this run read, for a message."""
-    header = getattr(source.reader, "header", None)
-    if header:
-        return tuple(header)
-    names: dict[str, None] = {}
-    for raw in source.seen_raw:
-        try:
-            obj = json.loads(raw) if raw.startswith("{") else None
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            names.update(dict.fromkeys(map(str, obj)))
-    return tuple(names)
-
 
 @dataclass(frozen=True)
 class ConvertSummary:
@@ -302,7 +284,7 @@ def _convert_items(
         # inputs added since the scan are left to a rerun (which refuses: the fingerprint changed)
         for res in results(itertools.islice(source.items(start), inputs - start), options, workers):
             bar.update(1)
-            if len(seen) < FIELD_SAMPLES:
+            if len(seen) < source.FIELD_SAMPLES:
                 seen.append(res.item.raw)
             if not isinstance(res.outcome, Accepted):
                 writer.rejects.append(_reject_record(res))
@@ -402,6 +384,6 @@ def summary(
         inputs_per_s=processed / seconds if seconds > 0 else 0.0,
         manifest=manifest,
         untagged=int(manifest.get("untagged", 0)),
-        fields=fields_seen(source) if source is not None else (),
+        fields=source.fields_seen() if source is not None else (),
         tag_option=source.tag_option() if source is not None else "",
     )

@@ -1,6 +1,6 @@
 """Memory bounds of conversion inputs: small files that expand into gigabytes are rejected from what their
 headers and footers say, before the bytes are read. Each case runs `tagstream convert` in a child process and
-bounds its peak RSS (getrusage of the children; a bare conversion peaks at ~170 MiB here, 2026-07)."""
+bounds its peak RSS (getrusage of the children; a bare conversion peaks at ~170 MiB here, 2026-12-05)."""
 
 from __future__ import annotations
 

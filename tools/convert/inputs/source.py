@@ -3,6 +3,7 @@ scheme stamped on its scan — what the engine, the parts and the merge talk to.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import fields
@@ -54,6 +55,23 @@ class Source:
         self.reader = kind(self.path, options)
         self.reader.item_limit = item_limit  # --max-file-bytes: a bigger image is rejected from its header, unread
         self.seen_raw: list[str] = []  # the raw text of the first inputs a conversion read (engine.fields_seen)
+
+    FIELD_SAMPLES = 200  # inputs whose fields are looked at when the tags are not where the user said
+
+    def fields_seen(self) -> tuple[str, ...]:
+        """The fields (table columns, JSON keys) of the first inputs a conversion read (seen_raw), for a message."""
+        header = getattr(self.reader, "header", None)
+        if header:
+            return tuple(header)
+        names: dict[str, None] = {}
+        for raw in self.seen_raw:
+            try:
+                obj = json.loads(raw) if raw.startswith("{") else None
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                names.update(dict.fromkeys(map(str, obj)))
+        return tuple(names)
 
     def tag_option(self) -> str:
         """The options that say where this kind's tags are, as flags (for a message about missing tags)."""
