@@ -54,9 +54,12 @@ static void on_message(j_common_ptr cinfo, int level) {
     int code = cinfo->err->msg_code;
     if (code == JWRN_JPEG_EOF) on_error(cinfo);
     /* check(): damaged entropy-coded data (a bad Huffman code, a marker inside the scan, lost restart
-     * sync) is an error; the harmless ones (extraneous bytes between markers, an unknown JFIF version,
-     * Adobe transform hints) are not. */
-    if (((ErrMgr *)cinfo->err)->strict && code != JWRN_EXTRANEOUS_DATA && code != JWRN_JFIF_MAJOR && code != JWRN_ADOBE_XFORM)
+     * sync) is an error; the harmless ones (extraneous bytes between header markers, an unknown JFIF
+     * version, Adobe transform hints) are not. Extraneous bytes before the end of image or a restart
+     * marker are scan data no MCU used: damage ("extraneous bytes before marker 0xd9"). */
+    int marker = cinfo->err->msg_parm.i[1];
+    int in_scan = code == JWRN_EXTRANEOUS_DATA && (marker == 0xD9 || (marker >= 0xD0 && marker <= 0xD7));
+    if (((ErrMgr *)cinfo->err)->strict && (in_scan || (code != JWRN_EXTRANEOUS_DATA && code != JWRN_JFIF_MAJOR && code != JWRN_ADOBE_XFORM)))
         on_error(cinfo);
 }
 

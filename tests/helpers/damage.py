@@ -100,6 +100,13 @@ def corrupt_scan(jpeg: bytes) -> bytes:
     return jpeg[:mid] + b"\xff\xd3" * 4 + jpeg[mid + 8 :]
 
 
+def extraneous_before_eoi(jpeg: bytes, count: int = 40) -> bytes:
+    """The JPEG with `count` bytes no MCU uses between its scan data and its end marker: libjpeg warns
+    "Corrupt JPEG data: N extraneous bytes before marker 0xd9", Pillow decodes it without a word."""
+    assert jpeg.endswith(b"\xff\xd9")
+    return jpeg[:-2] + bytes(range(1, count + 1)) + b"\xff\xd9"
+
+
 def inflate_record_size(root: Path, shard: str, local: int) -> None:
     """Make record `local`'s LMDB leaf node claim a value of ~2 GB (its size field's high half set), then
     rewrite the manifest to match: a reader that copies the value runs off the end of the file (SIGBUS)."""

@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from tagstream.tools.convert.engine import process_pool
+from tagstream.tools.convert.pool import process_pool
 from tagstream.tools.synth.tars import TARS, write_tars
 
 TAR_SAMPLES = 100  # samples per tar of the bench's source

@@ -119,6 +119,11 @@ _SECTIONS = {
 )
 @click.option("--images", default="", help="A folder of images named by photo id, or img2dataset tars.")
 @click.option("--yfcc-machine-tags", is_flag=True, help="Take the machine tags too, not only the user tags.")
+@click.option(
+    "--require-tags",
+    is_flag=True,
+    help="Exit 1 (the dataset kept) when no image has a tag or more than half have none, instead of warning.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar with images/s.")
 @click.option(
     "--engine",
@@ -165,6 +170,7 @@ def convert(
     split,
     images,
     yfcc_machine_tags,
+    require_tags,
     progress,
     engine,
     parts,
@@ -265,13 +271,14 @@ def convert(
         click.echo(f"{summary.out} is already a complete conversion of {src}: nothing to do, nothing changed")
     elif summary.redone:
         click.echo(
-            f"shards {', '.join(summary.redone)} of the finished dataset were missing or cut short: "
+            f"{', '.join(summary.redone)} of the finished dataset were missing or cut short: "
             f"converted again from input {summary.resumed_from} on"
         )
     elif summary.resumed_from:
         click.echo(f"resumed after {summary.resumed_from} of {summary.inputs} inputs converted by an earlier run")
     click.echo(f"images    {summary.images} in {summary.shards} shards, {summary.bytes / 2**20:.1f} MiB")
     click.echo(f"tags      {summary.tags}")
+    click.echo(f"untagged  {summary.untagged} of {summary.images} images")
     rejected = sum(summary.rejected.values())
     click.echo(f"rejected  {rejected}" + "".join(f"\n  {k:<20} {v}" for k, v in summary.rejected.items()))
     reencoded = summary.reencoded.get("images", 0)
@@ -279,3 +286,18 @@ def convert(
     click.echo(f"re-encoded {reencoded}{kinds}")
     if summary.processed:
         click.echo(f"speed     {summary.inputs_per_s:.1f} inputs/s ({summary.processed} in {summary.seconds:.1f} s)")
+    _tags_missing(summary, require_tags)
+
+
+def _tags_missing(summary, require: bool) -> None:
+    """One line when no image has a tag, or more than half have none: the fields the inputs held and the option
+    that names the tags. A warning (the dataset is whole and has uses without tags: de-dup, embeddings, eval);
+    with --require-tags, exit 1."""
+    if not summary.images or summary.untagged * 2 <= summary.images:
+        return
+    how = "no image has a tag" if summary.untagged == summary.images else "more than half of the images have no tag"
+    seen = ", ".join(summary.fields) or "unknown"
+    line = f"{how} ({summary.untagged} of {summary.images}): the inputs hold the fields {seen}; name the tags with {summary.tag_option}"
+    if require:
+        raise click.ClickException(line)
+    click.echo(f"warning: {line} (--require-tags makes this an error)", err=True)

@@ -14,28 +14,22 @@ from __future__ import annotations
 
 import itertools
 import json
-import multiprocessing as mp
-import os
 import time
-from collections import Counter, deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from tagstream.loader.data import format as fmt
-from tagstream.loader.data import read_manifest, write_manifest, write_tags
-from tagstream.loader.pipeline import exit_with_parent
-from tagstream.tools.convert.image import Accepted, ImageOptions, Item, ItemResult, process_batch, process_item
+from tagstream.loader.data import read_manifest, storage, write_manifest, write_tags
+from tagstream.tools.convert.image import Accepted, ImageOptions, ItemResult
 from tagstream.tools.convert.inputs import Source
+from tagstream.tools.convert.inputs.bounds import ITEM_LIMIT
 from tagstream.tools.convert.outdir import ConvertRefused, WriteFailed, locked, writing  # noqa: F401 - re-exported
+from tagstream.tools.convert.pool import results
 from tagstream.tools.convert.shards import STATE_DIR, ConvertShard, remove_after, shard_intact, slim, state_path
-
-BATCH = 16  # items per task sent to a worker
-WINDOW = 4  # tasks in flight per worker: bounds memory whatever the input size
 
 
 @dataclass(frozen=True)
@@ -54,7 +48,10 @@ class ConvertSummary:
     seconds: float
     inputs_per_s: float  # inputs processed per second by this run
     manifest: dict = field(repr=False, default_factory=dict)
-    redone: tuple[str, ...] = ()  # shards of a finished dataset found missing or cut short, converted again
+    redone: tuple[str, ...] = ()  # shards (or tables) of a finished dataset found missing or cut short, redone
+    untagged: int = 0  # images stored without a tag
+    fields: tuple[str, ...] = ()  # the fields (JSON keys, columns) the inputs this run read held
+    tag_option: str = ""  # the option naming where the tags are, for this kind of input
 
 
 def check_state(out: Path, wanted: dict) -> None:
@@ -119,49 +116,19 @@ def _committed(out: Path) -> list[dict]:
     return states
 
 
-def process_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes for a conversion's jobs (decoding, a merge's shards): started by a forkserver (no fork:
-    LMDB handles and threads), each exiting with its parent."""
-    methods = mp.get_all_start_methods()
-    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent, initargs=(os.getpid(),))
-
-
-def _results(items: Iterable[Item], options: ImageOptions, workers: int) -> Iterator[ItemResult]:
-    """Process items in input order; with workers > 1 a bounded window of batches is in flight."""
-    if workers == 1:
-        for item in items:
-            yield process_item(item, options)
-        return
-    with process_pool(workers) as pool:
-        pending: deque = deque()
-        it = iter(items)
-        while batch := list(itertools.islice(it, BATCH)):
-            pending.append((batch, pool.submit(process_batch, batch, options)))
-            if len(pending) >= workers * WINDOW:
-                yield from _batch_result(*pending.popleft())
-        while pending:
-            yield from _batch_result(*pending.popleft())
-
-
-def _batch_result(batch: list[Item], future) -> list[ItemResult]:
-    try:
-        return future.result()
-    except BrokenProcessPool:
-        raise RuntimeError(
-            f"a worker process died while decoding input lines {batch[0].line}..{batch[-1].line} (a decoder crash?); "
-            "rerun the same command to resume, with --workers 1 to find the input that kills it"
-        ) from None
-
-
 def _reject_record(res: ItemResult) -> dict:
-    return {
+    record = {
         "line": res.item.line,
         "input": res.item.raw,
         "image": res.item.image,
         "reason": res.outcome.reason,
         "detail": res.outcome.detail,
     }
+    if res.item.url is not None:  # a downloader's record of the sample (img2dataset)
+        record["url"] = res.item.url
+    if res.item.key is not None:
+        record["key"] = res.item.key
+    return record
 
 
 def convert(
@@ -180,7 +147,7 @@ def convert(
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     t0 = time.perf_counter()
-    source, out = open_source(src, out, format=format, **source_options)
+    source, out = open_source(src, out, format=format, item_limit=image_options.max_file_bytes, **source_options)
     wanted = scan_source(source, shard_size=shard_size, image_options=image_options)
     with locked(out):
         check_state(out, wanted)
@@ -188,9 +155,16 @@ def convert(
         if (out / fmt.MANIFEST).exists():
             manifest = read_manifest(out)
             redone = tuple(s["name"] for s in manifest["shards"] if not shard_intact(out, s))
+            redone += tuple(name for name in (fmt.TAGS, fmt.REJECTS) if not (out / name).is_file())
             if not redone:
                 return summary(
-                    out, manifest, already=True, resumed=wanted["inputs"], processed=0, seconds=time.perf_counter() - t0
+                    out,
+                    manifest,
+                    source=source,
+                    already=True,
+                    resumed=wanted["inputs"],
+                    processed=0,
+                    seconds=time.perf_counter() - t0,
                 )
             # not whole after all (a shard deleted or cut short since): no manifest until it is again;
             # the conversion resumes after the last intact shard (the same input gives the same bytes)
@@ -205,11 +179,20 @@ def convert(
             image_options=image_options,
             progress=progress,
         )
+        if not committed:  # every input rejected: the rejects are written for reading, no dataset
+            with writing(out, "the rejects"):
+                reasons = write_rejects(out, committed, tail)
+            raise ConvertRefused(
+                f"every one of the {wanted['inputs']} inputs of {source.path} was rejected "
+                f"({', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))}): no dataset written; "
+                f"why each was is in {out / fmt.REJECTS}"
+            )
         with writing(out, "the dataset's tables and manifest"):
             manifest = finish(out, committed, tail, wanted)
     return summary(
         out,
         manifest,
+        source=source,
         already=False,
         resumed=start,
         processed=wanted["inputs"] - start,
@@ -218,9 +201,12 @@ def convert(
     )
 
 
-def open_source(src: str | Path, out: str | Path, *, format: str = "auto", **columns: str) -> tuple[Source, Path]:
-    """The Source of SRC and the resolved OUT, refused when OUT cannot hold a conversion."""
-    source = Source(src, format, **columns)
+def open_source(
+    src: str | Path, out: str | Path, *, format: str = "auto", item_limit: int = ITEM_LIMIT, **columns: str
+) -> tuple[Source, Path]:
+    """The Source of SRC and the resolved OUT, refused when OUT cannot hold a conversion; `item_limit`, the
+    conversion's --max-file-bytes, bounds each image the source reads before it is read."""
+    source = Source(src, format, item_limit=item_limit, **columns)
     out = Path(out).resolve()
     if source.format == "imagefolder" and out.is_relative_to(source.path):
         raise ValueError(f"OUT {out} is inside the ImageFolder SRC {source.path}; the dataset would become input")
@@ -239,6 +225,11 @@ def scan_source(source: Source, *, shard_size: int, image_options: ImageOptions,
     """What is being converted (the state a rerun, a part or a merge must match): one pass over the input."""
     options = conversion_options(shard_size=shard_size, image_options=image_options, **more_options)
     inputs, fingerprint = source.scan()
+    if inputs == 0:
+        raise ConvertRefused(
+            f"{storage.redact(str(source.path))} yields no input ({source.format}: no row, line, sample or image "
+            "file in it): nothing to convert, no dataset written"
+        )
     return {"source": source.describe(), "fingerprint": fingerprint, "inputs": inputs, "options": options}
 
 
@@ -286,12 +277,15 @@ def _convert_items(
     from tagstream.loader import progress_bar
 
     tag_ids = {tag: i for i, tag in enumerate(t for s in committed for t in s["new_tags"])}
+    seen = source.seen_raw  # what the first inputs held, for naming their fields when tags are missing
     writer = ConvertShard(out, len(committed), start)
     bar = progress_bar(total=inputs, initial=start, unit="img", desc="convert", disable=not progress, smoothing=0.1)
     try:
         # inputs added since the scan are left to a rerun (which refuses: the fingerprint changed)
-        for res in _results(itertools.islice(source.items(start), inputs - start), options, workers):
+        for res in results(itertools.islice(source.items(start), inputs - start), options, workers):
             bar.update(1)
+            if len(seen) < source.FIELD_SAMPLES:
+                seen.append(res.item.raw)
             if not isinstance(res.outcome, Accepted):
                 writer.rejects.append(_reject_record(res))
                 continue
@@ -326,16 +320,10 @@ def finish(out: Path, committed: list[dict], tail: list[dict], wanted: dict) -> 
         ids = np.load(fmt.index_path(out, s["name"], "tag_ids"))
         counts += np.bincount(ids, minlength=len(tags))[: len(tags)]
     write_tags(out, tags, counts)
-    reasons: Counter[str] = Counter()
-
-    def lines() -> Iterator[str]:
-        shard_rejects = (json.loads(state_path(out, i).read_text())["rejects"] for i in range(len(committed)))
-        for rejects in itertools.chain(shard_rejects, [tail]):
-            for r in rejects:
-                reasons[r["reason"]] += 1
-                yield json.dumps(r, sort_keys=True) + "\n"
-
-    fmt.write_text_atomic(out / fmt.REJECTS, lines())
+    reasons = write_rejects(out, committed, tail)
+    untagged = 0
+    for s in committed:
+        untagged += int(np.count_nonzero(np.diff(np.load(fmt.index_path(out, s["name"], "tag_offsets"))) == 0))
     reencoded: Counter[str] = Counter()
     for s in committed:
         reencoded.update(s["reencoded"])
@@ -348,14 +336,31 @@ def finish(out: Path, committed: list[dict], tail: list[dict], wanted: dict) -> 
         rejected=sum(reasons.values()),
         rejects_by_reason=dict(sorted(reasons.items())),
         reencoded=dict(sorted(reencoded.items())),
+        untagged=untagged,
         options=wanted["options"],
     )
+
+
+def write_rejects(out: Path, committed: list[dict], tail: list[dict]) -> Counter[str]:
+    """rejects.jsonl from the committed shards' state files, one shard at a time, then `tail`; counts by reason."""
+    reasons: Counter[str] = Counter()
+
+    def lines() -> Iterator[str]:
+        shard_rejects = (json.loads(state_path(out, i).read_text())["rejects"] for i in range(len(committed)))
+        for rejects in itertools.chain(shard_rejects, [tail]):
+            for r in rejects:
+                reasons[r["reason"]] += 1
+                yield json.dumps(r, sort_keys=True) + "\n"
+
+    fmt.write_text_atomic(out / fmt.REJECTS, lines())
+    return reasons
 
 
 def summary(
     out: Path,
     manifest: dict,
     *,
+    source: Source | None = None,
     already: bool,
     resumed: int,
     processed: int,
@@ -378,4 +383,7 @@ def summary(
         seconds=seconds,
         inputs_per_s=processed / seconds if seconds > 0 else 0.0,
         manifest=manifest,
+        untagged=int(manifest.get("untagged", 0)),
+        fields=source.fields_seen() if source is not None else (),
+        tag_option=source.tag_option() if source is not None else "",
     )

@@ -36,7 +36,11 @@ REJECT_REASONS = (
     "decompression_bomb",  # more pixels than --max-pixels
     "no_image",  # a tar sample without an image member
     "damaged_file",  # a tar or table after the point where it is damaged (or one that cannot be opened at all)
-    "download_failed",  # img2dataset could not download the image (status other than "success")
+    "download_failed",  # img2dataset could not download the image (status failed_to_download, or another failure)
+    "resize_failed",  # img2dataset downloaded bytes it could not decode or resize (status failed_to_resize)
+    "sidecar_mismatch",  # img2dataset's sidecars disagree with its tar (fewer samples than successes) or are unreadable
+    "duplicate_member",  # a tar sample holding one extension twice (which image is meant cannot be told)
+    "too_many_members",  # a tar sample of more members than inputs.bounds.MEMBERS_PER_SAMPLE
     "video",  # YFCC100M: the entry is a video
     "symlink",  # ImageFolder: a symbolic link to a folder, or to a file outside SRC (not followed)
 )

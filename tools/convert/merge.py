@@ -35,7 +35,7 @@ import numpy as np
 
 from tagstream.loader.data import ShardWriter, read_manifest, write_index
 from tagstream.loader.data import format as fmt
-from tagstream.tools.convert.engine import ConvertRefused, ConvertSummary, finish, locked, process_pool, summary
+from tagstream.tools.convert.engine import ConvertRefused, ConvertSummary, finish, locked, summary
 from tagstream.tools.convert.outdir import writing
 from tagstream.tools.convert.part_checks import (
     check_content,
@@ -45,6 +45,7 @@ from tagstream.tools.convert.part_checks import (
     verified_or_refused,
 )
 from tagstream.tools.convert.parts import PARTS_DIR, PartSpec, parse_part_name, part_root, read_part
+from tagstream.tools.convert.pool import process_pool
 from tagstream.tools.convert.shards import STATE_DIR, shard_intact, slim, state_path
 
 _SAME_AS_STATE = ("source", "fingerprint", "inputs", "options")

@@ -139,7 +139,7 @@ def plan(
     recorded there: a changed input is refused here; and scan.json, the source's scan state): returns
     (source, resolved OUT, the state every part and the merge must match)."""
     PartSpec(0, parts)  # validates N
-    source, out = open_source(src, out, format=format, **columns)
+    source, out = open_source(src, out, format=format, item_limit=image_options.max_file_bytes, **columns)
     wanted = scan_source(source, shard_size=shard_size, image_options=image_options, parts=parts)
     with locked(out, shared=True):
         check_state(out, wanted)
@@ -164,7 +164,7 @@ def recorded_plan(
     (None when OUT holds none), so each of N parts does not pay a scan of the whole input. Trade-off: the input
     must not change between the planning scan and the merge; a new `plan` (or a Ray driver) scans and refuses
     a changed input."""
-    source, out = open_source(src, out, format=format, **columns)
+    source, out = open_source(src, out, format=format, item_limit=image_options.max_file_bytes, **columns)
     try:
         have = json.loads((out / STATE_DIR / "state.json").read_text())
         scan = json.loads((out / STATE_DIR / SCAN_STATE).read_text())
@@ -228,7 +228,7 @@ def convert_part(
         how = dict(format=format, shard_size=shard_size, image_options=image_options, **columns)
         source, out, wanted = recorded_plan(src, out, part.count, **how) or plan(src, out, part.count, **how)
     else:
-        source, out = open_source(src, out, format=format, **columns)
+        source, out = open_source(src, out, format=format, item_limit=image_options.max_file_bytes, **columns)
         source.load_scan_state(scan_state, out / STATE_DIR)
     if wanted["options"].get("parts") != part.count:
         raise ValueError(f"part {part} does not belong to a conversion in {wanted['options'].get('parts')} parts")

@@ -194,10 +194,12 @@ def test_workers_do_not_change_a_byte(tmp_path):
 
 
 def test_no_image_accepted(tmp_path):
+    """Every input rejected: refused (issue 24), the rejects kept for reading, no manifest (no dataset)."""
     (tmp_path / "m.jsonl").write_text('{"image": "none.jpg"}\nbad\n')
-    summary = convert(tmp_path / "m.jsonl", tmp_path / "ds")
-    assert (summary.images, summary.shards, summary.rejected) == (0, 0, {"bad_metadata": 1, "missing_file": 1})
-    assert len(Dataset(tmp_path / "ds")) == 0
+    with pytest.raises(ConvertRefused, match=r"every one of the 2 inputs .* \(bad_metadata 1, missing_file 1\)"):
+        convert(tmp_path / "m.jsonl", tmp_path / "ds")
+    assert len((tmp_path / "ds" / "rejects.jsonl").read_text().splitlines()) == 2
+    assert not (tmp_path / "ds" / "manifest.json").exists()
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
@@ -273,8 +275,8 @@ def test_dead_worker_named_not_hung():
     from concurrent.futures import Future
     from concurrent.futures.process import BrokenProcessPool
 
-    from tagstream.tools.convert.engine import _batch_result
     from tagstream.tools.convert.inputs import Item
+    from tagstream.tools.convert.pool import _batch_result
 
     future: Future = Future()
     future.set_exception(BrokenProcessPool("gone"))
@@ -285,9 +287,12 @@ def test_dead_worker_named_not_hung():
 
 def test_odd_sources(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
-    assert convert(tmp_path / "empty.jsonl", tmp_path / "d1").inputs == 0
+    with pytest.raises(ConvertRefused, match="empty.jsonl yields no input"):  # issue 24: no input is an error
+        convert(tmp_path / "empty.jsonl", tmp_path / "d1")
     (tmp_path / "header.csv").write_text("image,tags\n")
-    assert convert(tmp_path / "header.csv", tmp_path / "d2").images == 0
+    with pytest.raises(ConvertRefused, match="header.csv yields no input"):
+        convert(tmp_path / "header.csv", tmp_path / "d2")
+    assert not (tmp_path / "d1").exists() and not (tmp_path / "d2").exists()
     (tmp_path / "a.jpg").write_bytes(jpeg((9, 9, 9)))
     (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")  # stat fails with ELOOP
     big = "x" * 200_000  # over the csv module's field limit

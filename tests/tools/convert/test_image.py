@@ -200,3 +200,17 @@ def test_image_options_validated():
         ImageOptions(min_side=300, max_side=200)
     with pytest.raises(ValueError, match="quality"):
         ImageOptions(quality=101)
+
+
+def test_libjpeg_warning_about_extraneous_bytes_before_the_end_is_damage():
+    """Pillow decodes it without a word; libjpeg warns "extraneous bytes before marker 0xd9": rejected as corrupt."""
+    from tagstream.loader.pipeline import turbo
+    from tests.helpers.damage import extraneous_before_eoi, small_jpeg
+
+    if not turbo.available():
+        pytest.skip("the libjpeg-turbo extension is not built")
+    good = small_jpeg(64, 48)
+    assert isinstance(validate_image(good, ImageOptions()), Accepted)
+    got = validate_image(extraneous_before_eoi(good), ImageOptions())
+    assert isinstance(got, Rejected) and got.reason == "corrupt"
+    assert "extraneous bytes before marker 0xd9" in got.detail

@@ -21,6 +21,7 @@ from tagstream.tools.verify.checks import verify
 from tests.helpers.damage import (
     corrupt_scan,
     data_file,
+    extraneous_before_eoi,
     flip_bytes,
     forge_size,
     inflate_record_size,
@@ -132,8 +133,13 @@ def _record(root, i: int, image: bytes) -> bytes:
         (forge_size(small_jpeg(64, 48), 65500, 65500), True, "JPEG header says 65500 x 65500, the index says 64 x 48"),
         (small_jpeg(80, 48), True, "JPEG header says 80 x 48, the index says 64 x 48"),
         (corrupt_scan(small_jpeg(64, 48)), False, "JPEG Corrupt JPEG data"),  # only decoding finds it
+        (
+            extraneous_before_eoi(small_jpeg(64, 48)),
+            False,
+            "JPEG Corrupt JPEG data: 38 extraneous bytes before marker 0xd9",
+        ),
     ],
-    ids=["soi_and_zeros", "bomb_header", "size_differs", "corrupt_scan"],
+    ids=["soi_and_zeros", "bomb_header", "size_differs", "corrupt_scan", "extraneous_before_eoi"],
 )
 def test_images_that_do_not_decode_are_found(ds, image, fast, found):
     put_record(ds, "00001", 2, _record(ds, 7, image))

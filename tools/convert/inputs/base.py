@@ -16,6 +16,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import ClassVar
 
+from tagstream.tools.convert.inputs.bounds import ITEM_LIMIT
+
 RAW_LIMIT = 2000  # characters of an input line kept in rejects.jsonl
 
 
@@ -34,6 +36,8 @@ class Item:
     reason: str = "bad_metadata"  # why an Item with `error` is rejected (image.REJECT_REASONS)
     data: bytes | None = None  # the image bytes, when the input holds them (tars, binary Parquet columns)
     member: tuple[str, int, int] | None = None  # (local tar, offset, size) of the image: read by the worker itself
+    url: str | None = None  # where a downloader fetched the image from (img2dataset's url), kept with a reject
+    key: str | None = None  # the downloader's key of the sample (img2dataset's key), kept with a reject
 
 
 def rejected(pos: int, line: int, raw: str, error: str, image: str | None = None) -> Item:
@@ -78,6 +82,7 @@ class InputKind(abc.ABC):
     def __init__(self, path: Path | str, options: KindOptions):
         self.path = path
         self.options = options
+        self.item_limit = ITEM_LIMIT  # an image larger is rejected from its header, unread (Source sets it)
 
     @classmethod
     def claims_name(cls, name: str) -> bool:

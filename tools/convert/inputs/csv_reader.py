@@ -73,11 +73,16 @@ def csv_rows(
     """(position, line number, row or None when the csv parser refused it, parser message) of each non-blank
     row from position `start` on. `mark` (position, byte offset, lines before: one the scan noted, at or before
     `start`) is where reading begins, after the header; None reads from the top. Rows before `start` are only
-    parsed and tested for blankness. `marks` collects a mark every CSV_MARK_EVERY positions."""
+    parsed and tested for blankness. `marks` collects a mark every CSV_MARK_EVERY positions.
+
+    Quoting is strict: a record the parser refuses is one refused row named by its first line, and when it
+    spanned lines (a quote opened and never closed runs on to the end of the file, or past csv's field size
+    limit), parsing resumes on the line after that first line, so one unclosed quote costs one row, not the
+    rest of the file."""
     pos, offset, base = mark if mark is not None else (0, 0, 0)
     f.seek(offset)
     lines = Lines(f, offset)
-    reader = csv.reader(lines, delimiter=delimiter)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     if mark is None:
         next(reader, None)  # the header
     every = CSV_MARK_EVERY
@@ -88,14 +93,22 @@ def csv_rows(
             row = next(reader)
         except StopIteration:
             return
-        except csv.Error as exc:  # the rest of the line is dropped; the next record starts on the next line
-            row, problem = None, str(exc)
+        except csv.Error as exc:
+            row, problem = None, f"{exc} (the record starting on line {before + 1})"
+            if base + reader.line_num > before + 1:  # it ran over lines: resume on the line after its first
+                f.seek(at)
+                first = Lines(f, at)
+                next(iter(first), None)  # the record's first line
+                f.seek(first.offset)  # (a read may have run past it: seek back to where it ends)
+                lines, base = Lines(f, first.offset), before + 1
+                reader = csv.reader(lines, delimiter=delimiter, strict=True)
+            lineno = before + 1
         else:
             if not any(cell.strip() for cell in row):
                 continue
-            problem = ""
+            problem, lineno = "", base + reader.line_num
         if marks is not None and pos % every == 0:
             marks.append((pos, at, before))
         if pos >= start:
-            yield pos, base + reader.line_num, row, problem
+            yield pos, lineno, row, problem
         pos += 1

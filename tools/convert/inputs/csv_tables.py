@@ -16,6 +16,11 @@ from tagstream.tools.convert.inputs.tag_text import caption_hashtags, split_tag_
 from tagstream.tools.convert.inputs.text_table import TextTableInput
 
 
+def shown(name: str) -> str:
+    """A name from the data as a message shows it: control characters (terminal escapes) written as escapes."""
+    return name if name.isprintable() else name.encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
 @dataclass(frozen=True)
 class TableColumns(KindOptions):
     """The columns of a table, CSV/TSV or Parquet."""
@@ -55,10 +60,11 @@ class CsvInput(TextTableInput):
     def _check_header(self) -> list[str]:
         with self._open() as f:
             header = csv_header(f, self._delimiter)
+        self.header = header  # the columns, for a message about missing tags
         if self.options.image_column not in header:
             raise ValueError(
                 f"{self.path}: the header has no image column {self.options.image_column!r} "
-                f"(columns: {', '.join(header) or 'none'}); choose one with --image-column"
+                f"(columns: {', '.join(map(shown, header)) or 'none'}); choose one with --image-column"
             )
         return header
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tagstream.tools.convert.inputs.base import RAW_LIMIT, Item, KindOptions, rejected, utf8_ok
+from tagstream.tools.convert.inputs.bounds import JSON_DEPTH, LINE_LIMIT, json_too_deep
 from tagstream.tools.convert.inputs.tag_text import caption_hashtags
 from tagstream.tools.convert.inputs.text_table import TextTableInput, numbered_lines
 
@@ -38,6 +39,12 @@ class JsonLinesInput(TextTableInput):
     def _item(self, pos: int, lineno: int, data: bytes) -> Item:
         if lineno == 1 and data.startswith(b"\xef\xbb\xbf"):  # a byte-order mark is not part of the JSON
             data = data[3:]
+        if len(data) > LINE_LIMIT:
+            cut = data[:RAW_LIMIT].decode("utf-8", "replace")
+            return rejected(pos, lineno, cut, f"line {lineno} is longer than {LINE_LIMIT} bytes: not parsed")
+        if json_too_deep(data):
+            cut = data[:RAW_LIMIT].decode("utf-8", "replace")
+            return rejected(pos, lineno, cut, f"line {lineno} nests deeper than {JSON_DEPTH} levels: not parsed")
         try:
             text = data.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tagstream.loader.data import storage
 from tagstream.tools.convert.inputs.base import InputKind, Item
+from tagstream.tools.convert.inputs.bounds import chunk_limit, oversized_chunks
 from tagstream.tools.convert.inputs.csv_tables import TableColumns
 from tagstream.tools.convert.inputs.paths import display_name, expand, file_size
 from tagstream.tools.convert.inputs.table_rows import BATCH_ROWS, TableRows, TableScan, image_column
@@ -143,6 +144,14 @@ class ParquetInput(InputKind):
             wanted = rows.wanted(pf.schema_arrow.names)
             for g, n in enumerate(t.row_groups):
                 if row + n <= skip:
+                    row += n
+                    continue
+                over = oversized_chunks(pf.metadata.row_group(g), set(wanted), chunk_limit(self.item_limit))
+                if over is not None:  # the footer says so: the group is not read
+                    for r in range(max(row, skip), row + n):
+                        yield Item(
+                            base + r, r + 1, f"{name}:{r + 1}", name, (), "", f"row group {g}: {over}", "file_too_large"
+                        )
                     row += n
                     continue
                 done = max(row, skip)  # the group's next row to hand out

@@ -85,7 +85,10 @@ def expand(spec: str | os.PathLike, suffixes: tuple[str, ...]) -> list[str]:
     A directory contributes the files under it (recursively) whose names end with one of `suffixes`."""
     spec = str(spec)
     if "{" in spec:
-        return [_local(p) for p in braceexpand(spec)]
+        files = [_local(p) for p in braceexpand(spec)]
+        if not any(file_size(f) is not None for f in files):  # stops at the first that exists
+            raise ValueError(f"no file named by {storage.redact(spec)} exists ({len(files)} names): nothing to convert")
+        return files
     if _has_glob(spec):
         files = _glob(spec)
         if not files:

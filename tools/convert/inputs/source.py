@@ -3,12 +3,15 @@ scheme stamped on its scan — what the engine, the parts and the merge talk to.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 
 from tagstream.loader.data import storage
 from tagstream.tools.convert.inputs.base import Item, KindOptions
+from tagstream.tools.convert.inputs.bounds import ITEM_LIMIT
 from tagstream.tools.convert.inputs.paths import is_pattern
 from tagstream.tools.convert.inputs.registry import INPUT_KINDS, detect_format, kind_options
 
@@ -23,7 +26,15 @@ class Source:
     Options are the kind's options object (`options=CsvOptions(...)`), or keyword options as `tagstream convert`
     passes them (image_column=..., tags_field=..., images=...: registry.OPTION_NAMES; other kinds' are left out)."""
 
-    def __init__(self, path: str | Path, fmt: str = "auto", options: KindOptions | None = None, **keywords):
+    def __init__(
+        self,
+        path: str | Path,
+        fmt: str = "auto",
+        options: KindOptions | None = None,
+        *,
+        item_limit: int = ITEM_LIMIT,
+        **keywords,
+    ):
         if options is not None and fmt == "auto":  # an options object names its kind
             fmt = next((k.name for k in INPUT_KINDS.values() if type(options) is k.options_type), fmt)
         self.format = detect_format(path, fmt)
@@ -42,6 +53,32 @@ class Source:
             self.path = os.path.abspath(local)
         self.options = options
         self.reader = kind(self.path, options)
+        self.reader.item_limit = item_limit  # --max-file-bytes: a bigger image is rejected from its header, unread
+        self.seen_raw: list[str] = []  # the raw text of the first inputs a conversion read (engine.fields_seen)
+
+    FIELD_SAMPLES = 200  # inputs whose fields are looked at when the tags are not where the user said
+
+    def fields_seen(self) -> tuple[str, ...]:
+        """The fields (table columns, JSON keys) of the first inputs a conversion read (seen_raw), for a message."""
+        header = getattr(self.reader, "header", None)
+        if header:
+            return tuple(header)
+        names: dict[str, None] = {}
+        for raw in self.seen_raw:
+            try:
+                obj = json.loads(raw) if raw.startswith("{") else None
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                names.update(dict.fromkeys(map(str, obj)))
+        return tuple(names)
+
+    def tag_option(self) -> str:
+        """The options that say where this kind's tags are, as flags (for a message about missing tags)."""
+        names = [f.name for f in fields(self.options) if f.name.startswith(("tags_", "caption_"))]
+        if not names:  # JSON lines: fixed fields
+            return "a 'tags' list or a 'caption' with #hashtags on each line"
+        return " / ".join("--" + n.replace("_", "-") for n in names)
 
     def describe(self) -> dict:
         return {"format": self.format, "path": str(self.path), **self.reader.describe()}

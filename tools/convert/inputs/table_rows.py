@@ -17,10 +17,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tagstream.loader.data import storage
+from tagstream.tools.convert.inputs import img2dataset
 from tagstream.tools.convert.inputs.base import RAW_LIMIT, Item, utf8_ok
+from tagstream.tools.convert.inputs.img2dataset import SIDECAR_COLUMNS
 from tagstream.tools.convert.inputs.tag_text import caption_hashtags, split_tag_cell
 
-ERROR_COLUMN = "error_message"  # img2dataset's explanation of a failed download
 CELL_LIMIT = 1 << 30  # an image cell larger than this is rejected, never copied out of Arrow's buffers
 BATCH_ROWS = 256  # rows decoded at once from a Parquet row group (memory: a batch, not a row group)
 
@@ -101,7 +102,7 @@ class TableRows:
     def wanted(self, names: list[str]) -> list[str]:
         """The columns to read of a table with these columns."""
         o = self.options
-        cols = (self.column, o.tags_column, o.caption_column, o.id_column, self.status, ERROR_COLUMN)
+        cols = (self.column, o.tags_column, o.caption_column, o.id_column, self.status, *SIDECAR_COLUMNS)
         return sorted({c for c in cols if c and c in names})
 
     def items(self, batch, pos: int, row: int, skip: int = 0) -> Iterator[Item]:
@@ -131,9 +132,8 @@ class TableRows:
         shown = {k: x for k, x in shown.items() if not isinstance(x, bytes)}
         raw = json.dumps(shown, default=str, ensure_ascii=False)[:RAW_LIMIT]
         status = v.get(self.status) if self.status else None
-        if isinstance(status, str) and status != "success":
-            detail = v.get(ERROR_COLUMN) or "no error message"
-            return Item(pos, line, raw, where, (), "", f"{self.status} {status!r}: {detail}", "download_failed")
+        if isinstance(status, str) and status != "success":  # img2dataset's failed sample: its status, error, URL, key
+            return img2dataset.failed(pos, line, raw, where, v, self.status)
         if oversized is not None:
             return Item(
                 pos, line, raw, where, (), "", f"image cell of {oversized} bytes (over {CELL_LIMIT})", "file_too_large"

@@ -20,172 +20,115 @@ last one is the reject naming the damage); a missing tar of a brace pattern coun
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import hashlib
 import json
-import lzma
 import tarfile
-import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tagstream.loader.data import storage
+from tagstream.tools.convert.inputs import img2dataset
 from tagstream.tools.convert.inputs.base import RAW_LIMIT, InputKind, Item, KindOptions, utf8_ok
+from tagstream.tools.convert.inputs.bounds import JSON_DEPTH, json_too_deep
 from tagstream.tools.convert.inputs.paths import display_name, expand, file_size
 from tagstream.tools.convert.inputs.tag_text import caption_hashtags, split_tag_cell
-
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")  # compressed tars are streamed; only plain ones are seekable on resume
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")  # preferred first when a sample holds several
-TEXT_EXTS = frozenset(("json", "txt"))
-READ_EXTS = TEXT_EXTS | frozenset(IMAGE_EXTS)
-MEMBER_LIMIT = 1 << 30  # a member larger than this is not read into memory: its sample is rejected as too large
-# what a damaged tar (or a damaged compressed stream) raises while being read
-DAMAGE = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError, ValueError)
-
-
-def split_key(name: str) -> tuple[str, str]:
-    """'dir/000123.seg.png' -> ('dir/000123', 'seg.png'): the WebDataset key and extension (lower case)."""
-    slash = name.rfind("/") + 1
-    dot = name.find(".", slash)
-    if dot < 0:
-        return name, ""
-    return name[:dot], name[dot + 1 :].lower()
-
-
-@dataclass
-class Sample:
-    key: str
-    number: int  # 0-based position among the tar's samples
-    members: dict[str, bytes | tarfile.TarInfo]  # extension -> bytes (read) or the member's header (not read)
-
-
-class _EndAwareTarInfo(tarfile.TarInfo):
-    """tarfile takes an unreadable header after the first one for the end of the archive; this remembers on
-    the TarFile which header fault ended it, so a damaged tar is not read as a shorter one."""
-
-    @classmethod
-    def fromtarfile(cls, tf):
-        try:
-            return super().fromtarfile(tf)
-        except tarfile.HeaderError as exc:
-            tf.end_fault = type(exc).__name__
-            raise
-
-
-# compressed tars are decompressed here rather than by tarfile, whose stream mode takes a cut stream for the end
-_DECOMPRESSORS = (
-    (b"\x1f\x8b", lambda f: gzip.GzipFile(fileobj=f, mode="rb")),
-    (b"BZh", lambda f: bz2.BZ2File(f, "rb")),
-    (b"\xfd7zXZ\x00", lambda f: lzma.LZMAFile(f, "rb")),
+from tagstream.tools.convert.inputs.tar_reading import (
+    DAMAGE,
+    IMAGE_EXTS,
+    READ_EXTS,
+    TAR_SUFFIXES,
+    TEXT_EXTS,
+    Sample,
+    end_problem,
+    open_tar,
+    samples,
 )
-
-
-@contextmanager
-def open_tar(path: str, *, stream: bool):
-    """A TarFile over a local path or URL: streamed ("r|", data read in order) or seekable ("r:", headers read,
-    data skipped by seeking: the scan of a local plain tar). Compressed tars are always streamed."""
-    with storage.open_read(path) as raw:
-        head = raw.peek(6)[:6]
-        opener = next((o for magic, o in _DECOMPRESSORS if head.startswith(magic)), None)
-        if opener is None:
-            with tarfile.open(fileobj=raw, mode="r|" if stream else "r:", tarinfo=_EndAwareTarInfo) as tf:
-                tf.seekable, tf.compressed = not stream, False
-                yield tf
-        else:
-            with opener(raw) as plain, tarfile.open(fileobj=plain, mode="r|", tarinfo=_EndAwareTarInfo) as tf:
-                tf.seekable, tf.compressed = False, True
-                yield tf
-
-
-def end_problem(tf: tarfile.TarFile) -> str | None:
-    """Why a tar whose members were all read did not end properly (a damaged or cut header), or None."""
-    fault = getattr(tf, "end_fault", None)
-    if fault in (None, "EOFHeaderError", "EmptyHeaderError"):  # the end-of-archive zero block, or end of file
-        return None
-    return f"no valid tar header at byte {tf.offset} ({fault}): the rest of the tar cannot be read"
-
-
-def samples(tf: tarfile.TarFile, *, read: frozenset[str] = frozenset(), skip: int = 0, hasher=None) -> Iterator[Sample]:
-    """The samples of an open tar, in order, with the bytes of their members whose extension is in `read`
-    from sample `skip` on (the others as headers). `hasher` (hashlib) is fed every member's name, size, mtime."""
-    key: str | None = None
-    members: dict[str, bytes | tarfile.TarInfo] = {}
-    number = 0
-    for info in tf:
-        if hasher is not None:
-            hasher.update(f"{info.name}\0{info.size}\0{info.mtime}\0{info.type!r}\n".encode("utf-8", "surrogateescape"))
-        if not info.isfile():
-            continue
-        k, ext = split_key(info.name)
-        if k != key:
-            if key is not None:
-                yield Sample(key, number, members)
-                number += 1
-            key, members = k, {}
-        if ext in members:  # a repeated extension inside one sample: the first one counts
-            continue
-        wanted = number >= skip and ext in read and info.size <= MEMBER_LIMIT
-        members[ext] = tf.extractfile(info).read() if wanted else info
-    if key is not None:
-        yield Sample(key, number, members)
 
 
 @dataclass
 class TarScan:
-    """What the scan learned about one tar."""
+    """What the scan learned about one tar and its img2dataset sidecars."""
 
     path: str
     size: int | None  # None: no such file
     samples: int
     damage: str | None  # why the tar (or its rest after `samples` samples) cannot be read
+    failed: int = 0  # samples its NNNNN.parquet sidecar lists as failed (never in the tar): one reject each
+    notes: list[str] = field(default_factory=list)  # what the sidecars say is wrong with the tar: one reject each
+
+    @property
+    def readable(self) -> int:
+        """Inputs of the tar itself: its samples, and the reject naming its damage."""
+        return self.samples + (1 if self.damage is not None else 0)
 
     @property
     def inputs(self) -> int:
-        return self.samples + (1 if self.damage is not None else 0)
+        return self.readable + self.failed + len(self.notes)
 
 
-def scan_tar(path: str, hasher) -> TarScan:
-    """Count one tar's samples (and find damage), feeding its member list to `hasher`."""
+def scan_tar(path: str, hasher, status_field: str = "status") -> TarScan:
+    """Count one tar's samples (and find damage) and its sidecars' failures, feeding its member list to `hasher`."""
     size = file_size(path)
     hasher.update(f"{path}\0{size}\n".encode("utf-8", "surrogateescape"))
+    count, damage = 0, None
     if size is None:
-        return TarScan(path, None, 0, "no such file")
-    count = 0
-    try:
-        with open_tar(path, stream=storage.local_path(path) is None) as tf:
-            for _ in samples(tf, hasher=hasher):
-                count += 1
-            damage = end_problem(tf)
-        if damage is not None and count:  # the sample being read when the damage began may miss members
-            count -= 1
-    except (storage.StorageError, FileNotFoundError, PermissionError):
-        raise
-    except DAMAGE as exc:
-        damage = f"{type(exc).__name__}: {exc}"
+        damage = "no such file"
+    else:
+        try:
+            with open_tar(path, stream=storage.local_path(path) is None) as tf:
+                for _ in samples(tf, hasher=hasher):
+                    count += 1
+                damage = end_problem(tf)
+            if damage is not None and count:  # the sample being read when the damage began may miss members
+                count -= 1
+        except (storage.StorageError, FileNotFoundError, PermissionError):
+            raise
+        except DAMAGE as exc:
+            damage = f"{type(exc).__name__}: {exc}"
     hasher.update(f"{count}\0{damage}\n".encode())
-    return TarScan(path, size, count, damage)
+    failed, notes = scan_sidecars(path, count, damage, hasher, status_field)
+    return TarScan(path, size, count, damage, failed, notes)
+
+
+def scan_sidecars(path: str, count: int, damage: str | None, hasher, status_field: str) -> tuple[int, list[str]]:
+    """(failed samples, notes) from a tar's img2dataset sidecars, when it has them: a sidecar that cannot be
+    read, and a tar holding fewer samples than its stats' successes, are notes (one reject each)."""
+    table, stats = img2dataset.sidecars(path)
+    sizes = file_size(table), file_size(stats)
+    hasher.update(f"sidecars\0{sizes}\n".encode())
+    failed, notes = 0, []
+    if sizes[0] is not None and status_field:
+        try:
+            failed = sum(1 for _ in img2dataset.failed_rows(table, status_field))
+        except (storage.StorageError, FileNotFoundError, PermissionError):
+            raise
+        except Exception as exc:  # pyarrow raises its own types on a damaged file
+            notes.append(f"img2dataset sidecar {storage.redact(table)} cannot be read: {type(exc).__name__}: {exc}")
+    if sizes[1] is not None:
+        successes, problem = img2dataset.stats_successes(stats)
+        if problem is not None:
+            notes.append(problem)
+        elif successes is not None and count < successes and damage is None:
+            notes.append(
+                f"{storage.redact(path)} holds {count} samples, but img2dataset's {stats.rsplit('/', 1)[-1]} "
+                f"counts {successes} successful downloads: {successes - count} are missing from the tar"
+            )
+    hasher.update(f"{failed}\0{notes}\n".encode())
+    return failed, notes
 
 
 SCAN_THREADS = 8  # tars scanned at once
 
 
-class _Fed(list):
-    """What scan_tar feeds its hasher, kept to be fed to the real one in file order."""
-
-    update = list.append
-
-
-def _in_order(files: list[str], threads: int) -> Iterator[tuple[TarScan, list[bytes]]]:
-    """(scan, hasher input) of each tar in file order, scanned `threads` at a time; at most 2 x threads results
-    wait for an earlier tar (a tar's member list is ~60 bytes a member)."""
+def _in_order(files: list[str], threads: int, status_field: str) -> Iterator[tuple[TarScan, bytes]]:
+    """(scan, digest of its member list) of each tar in file order, scanned `threads` at a time; at most
+    2 x threads results wait for an earlier tar."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def one(path: str) -> tuple[TarScan, list[bytes]]:
-        fed = _Fed()
-        return scan_tar(path, fed), fed
+    def one(path: str) -> tuple[TarScan, bytes]:
+        h = hashlib.sha256()
+        return scan_tar(path, h, status_field), h.digest()
 
     with ThreadPoolExecutor(max(1, min(threads, len(files)))) as pool:
         window = [pool.submit(one, path) for path in files[: 2 * threads]]
@@ -238,20 +181,20 @@ class TarInput(InputKind):
 
     def scan(self, threads: int = SCAN_THREADS) -> tuple[int, str]:
         """Count and fingerprint every tar, `threads` tars at a time (a remote tar is read whole to be counted:
-        the reads overlap); the fingerprint is fed in file order, so it equals a one-at-a-time scan's."""
+        the reads overlap); each tar's member list is hashed on its own and the digests fed in file order, so
+        the fingerprint equals a one-at-a-time scan's."""
         files = expand(self.spec, TAR_SUFFIXES)
         h = hashlib.sha256()
         self.tars = []
-        for scanned, fed in _in_order(files, threads):
-            for data in fed:
-                h.update(data)
+        for scanned, digest in _in_order(files, threads, self.options.status_field):
+            h.update(digest)
             self.tars.append(scanned)
         return sum(t.inputs for t in self.tars), h.hexdigest()
 
     def scan_state(self, store=None) -> dict:  # store: unused (the state is small)
         if self.tars is None:
             raise RuntimeError("scan() the source before asking for its scan state")
-        return {"tars": [[t.path, t.size, t.samples, t.damage] for t in self.tars]}
+        return {"tars": [[t.path, t.size, t.samples, t.damage, t.failed, t.notes] for t in self.tars]}
 
     def load_scan_state(self, state: dict, store=None) -> None:
         self.tars = [TarScan(*row) for row in state["tars"]]
@@ -263,7 +206,10 @@ class TarInput(InputKind):
         base = 0
         for tar in self.tars:
             if start < base + tar.inputs:
-                yield from self._tar_items(tar, base, max(0, start - base), display_name(tar.path, names))
+                name = display_name(tar.path, names)
+                skip = max(0, start - base)
+                yield from self._tar_items(tar, base, skip, name)
+                yield from self._sidecar_items(tar, base, skip, name)
             base += tar.inputs
 
     def _tar_items(self, tar: TarScan, base: int, skip: int, name: str) -> Iterator[Item]:
@@ -274,7 +220,8 @@ class TarInput(InputKind):
                 # a local plain tar is walked by its headers: the workers read each image member themselves
                 with open_tar(tar.path, stream=storage.local_path(tar.path) is None) as tf:
                     by_reference = str(storage.local_path(tar.path)) if tf.seekable else None
-                    for sample in samples(tf, read=TEXT_EXTS if by_reference else READ_EXTS, skip=skip):
+                    read = TEXT_EXTS if by_reference else READ_EXTS
+                    for sample in samples(tf, read=read, skip=skip, item_limit=self.item_limit):
                         if sample.number < skip:
                             continue
                         if produced >= tar.samples:  # more than the scan saw: left to a rerun, which refuses
@@ -285,10 +232,40 @@ class TarInput(InputKind):
                 raise
             except DAMAGE as exc:
                 error = error or f"{type(exc).__name__}: {exc}"
-        for k in range(produced, tar.inputs):  # the unreadable rest, as many inputs as the scan counted
+        for k in range(produced, tar.readable):  # the unreadable rest, as many inputs as the scan counted
             what = f"{name}: sample {k + 1}" if k < tar.samples else name
             reason = "missing_file" if tar.size is None else "damaged_file"
             yield Item(base + k, k + 1, what, what, (), "", error or "the tar ended early", reason)
+
+    def _sidecar_items(self, tar: TarScan, base: int, skip: int, name: str) -> Iterator[Item]:
+        """The tar's failed samples as its img2dataset sidecar lists them, then the sidecars' notes."""
+        first = tar.readable
+        if skip < first + tar.failed:
+            table = img2dataset.sidecars(tar.path)[0]
+            shown = img2dataset.sidecars(name)[0]
+            k = first
+            try:
+                for row, values in img2dataset.failed_rows(table, self.options.status_field):
+                    if k >= first + tar.failed:
+                        break
+                    if k >= skip:
+                        raw = img2dataset.raw_row(values)
+                        yield img2dataset.failed(
+                            base + k, row, raw, f"{shown}:{row}", values, self.options.status_field
+                        )
+                    k += 1
+            except (storage.StorageError, FileNotFoundError, PermissionError):
+                raise
+            except Exception as exc:  # changed since the scan: the rest as the scan counted it
+                error = f"img2dataset sidecar {shown} cannot be read: {type(exc).__name__}: {exc}"
+            else:
+                error = f"img2dataset sidecar {shown} lists fewer failed samples than when it was scanned"
+            for k in range(max(k, skip), first + tar.failed):
+                yield Item(base + k, k + 1, shown, shown, (), "", error, "sidecar_mismatch")
+        for j, note in enumerate(tar.notes):
+            k = first + tar.failed + j
+            if k >= skip:
+                yield Item(base + k, k + 1, name, name, (), "", note, "sidecar_mismatch")
 
     def _item(self, pos: int, name: str, s: Sample, tar: str | None) -> Item:
         o = self.options
@@ -296,10 +273,14 @@ class TarInput(InputKind):
         line = s.number + 1
         meta: dict = {}
         raw = where
+        if s.problem is not None:
+            return Item(pos, line, raw, where, (), "", s.problem[1], s.problem[0])
         if "json" in s.members:
             data = s.members["json"]
             if isinstance(data, tarfile.TarInfo):
                 return Item(pos, line, raw, where, (), "", f"JSON member of {data.size} bytes is too large")
+            if json_too_deep(data):
+                return Item(pos, line, raw, where, (), "", f"{s.key}.json nests deeper than {JSON_DEPTH} levels")
             try:
                 raw = data.decode("utf-8")[:RAW_LIMIT]
                 meta = json.loads(data)
@@ -319,8 +300,7 @@ class TarInput(InputKind):
                 )
         status = meta.get(o.status_field) if o.status_field else None
         if isinstance(status, str) and status != "success":
-            detail = meta.get("error_message") or "no error message"
-            return Item(pos, line, raw, where, (), "", f"{o.status_field} {status!r}: {detail}", "download_failed")
+            return img2dataset.failed(pos, line, raw, where, meta, o.status_field)
         ext = next((e for e in IMAGE_EXTS if e in s.members), None)
         if ext is None:
             have = ", ".join(f".{e}" for e in s.members) or "none"
@@ -336,7 +316,7 @@ class TarInput(InputKind):
             )
         image = s.members[ext]
         member = None
-        if isinstance(image, tarfile.TarInfo) and tar is not None and image.size <= MEMBER_LIMIT:
+        if isinstance(image, tarfile.TarInfo) and tar is not None and image.size <= self.item_limit:
             member, image = (tar, image.offset_data, image.size), None
         elif isinstance(image, tarfile.TarInfo):
             return Item(
@@ -346,7 +326,7 @@ class TarInput(InputKind):
                 f"{where}.{ext}",
                 (),
                 "",
-                f"image member of {image.size} bytes (over {MEMBER_LIMIT})",
+                f"image member of {image.size} bytes (over --max-file-bytes {self.item_limit}): not read",
                 "file_too_large",
             )
         tags = meta.get(o.tags_field, []) if o.tags_field else []

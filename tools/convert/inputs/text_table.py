@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tagstream.loader.data import storage
 from tagstream.tools.convert.inputs.base import InputKind, Item
+from tagstream.tools.convert.inputs.bounds import LINE_LIMIT
 from tagstream.tools.convert.inputs.paths import stamp
 
 
@@ -37,7 +38,7 @@ def numbered_lines(
     pos, offset, lineno = mark or (0, 0, 0)
     if offset:
         f.seek(offset)
-    for data in f:
+    for data, size in bounded_lines(f):
         lineno += 1
         if data.strip():
             if marks is not None and pos % every == 0:
@@ -45,7 +46,39 @@ def numbered_lines(
             if pos >= start:
                 yield pos, lineno, data
             pos += 1
-        offset += len(data)
+        offset += size
+
+
+def bounded_lines(f, limit: int = LINE_LIMIT) -> Iterator[tuple[bytes, int]]:
+    """(line, its length) of each line of a binary file; a line over `limit` bytes is cut to limit + 1 bytes
+    (its reader rejects it as too long) and the rest of it read in pieces, never held."""
+    while data := f.readline(limit + 1):
+        if len(data) <= limit or data.endswith(b"\n"):
+            yield data, len(data)
+            continue
+        size = len(data)
+        while more := f.readline(1 << 20):
+            size += len(more)
+            if more.endswith(b"\n"):
+                break
+        yield data, size
+
+
+def encoding_problem(head: bytes) -> str | None:
+    """Why a metadata file that starts with `head` is not UTF-8 text, named (UTF-16/32 by their byte-order
+    marks or NUL bytes, which no UTF-8 text holds), or None."""
+    for bom, name in (
+        (b"\xff\xfe\x00\x00", "UTF-32"),
+        (b"\x00\x00\xfe\xff", "UTF-32"),
+        (b"\xff\xfe", "UTF-16"),
+        (b"\xfe\xff", "UTF-16"),
+    ):
+        if head.startswith(bom):
+            return f"is {name} text (it starts with a {name} byte-order mark)"
+    if b"\x00" in head:
+        guess = "UTF-16" if head[1::2].count(0) > len(head) // 4 or head[0::2].count(0) > len(head) // 4 else "binary"
+        return f"holds NUL bytes: {guess} data, not UTF-8 text"
+    return None
 
 
 class TextTableInput(InputKind):
@@ -65,6 +98,13 @@ class TextTableInput(InputKind):
     def scan(self) -> tuple[int, str]:
         h = hashlib.sha256()
         with self._open() as f:
+            problem = encoding_problem(f.read(4096))
+            if problem is not None:
+                raise ValueError(
+                    f"{storage.redact(str(self.path))} {problem}; tagstream reads UTF-8: convert it first "
+                    "(iconv -f UTF-16 -t UTF-8 FILE > FILE.utf8)"
+                )
+            f.seek(0)
             while block := f.read(1 << 22):
                 h.update(block)
         count = 0

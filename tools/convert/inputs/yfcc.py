@@ -41,7 +41,7 @@ from tagstream.loader.data import storage
 from tagstream.tools.convert.inputs.base import RAW_LIMIT, InputKind, Item, KindOptions
 from tagstream.tools.convert.inputs.join_index import JoinIndex
 from tagstream.tools.convert.inputs.paths import expand, file_size, is_pattern
-from tagstream.tools.convert.inputs.tar_shards import DAMAGE, IMAGE_EXTS, TAR_SUFFIXES, open_tar, samples
+from tagstream.tools.convert.inputs.tar_reading import DAMAGE, IMAGE_EXTS, TAR_SUFFIXES, open_tar, samples
 from tagstream.tools.convert.inputs.text_table import mark_before, numbered_lines
 
 # columns of each layout: photo id, photo hash (None: absent), user tags, machine tags, photo/video marker
@@ -72,7 +72,10 @@ def walk_sorted(top: str, prefix: str = "") -> Iterator[tuple[str, int]]:
     for name in sorted(names):
         path = os.path.join(top, name.rstrip("/"))
         if not name.endswith("/"):
-            yield prefix + name, os.stat(path).st_size
+            try:
+                yield prefix + name, os.stat(path).st_size
+            except OSError:  # a dangling link: no image (its photo is rejected as missing)
+                continue
         elif not os.path.islink(path):
             yield from walk_sorted(path, prefix + name)
 
@@ -94,6 +97,22 @@ def walk_sorted_remote(url: str, fs, top: str, prefix: str = "") -> Iterator[tup
             yield from walk_sorted_remote(url, fs, f"{top.rstrip('/')}/{name[:-1]}", prefix + name)
         else:
             yield prefix + name, size
+
+
+@contextmanager
+def _cut_short(spec: str):
+    """A .bz2 table that ends early (EOFError, which click would print as a bare "Aborted!"): one line naming it."""
+    try:
+        yield
+    except EOFError as exc:
+        raise ValueError(
+            f"{storage.redact(spec)}: the compressed file ends early ({exc}); download it again or decompress what "
+            "is there (bzip2 -dc FILE > table.tsv) and convert that"
+        ) from None
+    except OSError as exc:
+        if storage.local_path(spec) is None or "Invalid data stream" not in str(exc):
+            raise
+        raise ValueError(f"{spec}: the compressed file is damaged ({exc})") from None
 
 
 def _is_dir(entry: os.DirEntry) -> bool:
@@ -175,7 +194,7 @@ class YfccInput(InputKind):
         h = hashlib.sha256()
         count = 0
         self.marks = []
-        with self._open() as f:
+        with self._open() as f, _cut_short(self.spec):
             plain = not isinstance(f, bz2.BZ2File)
             lineno, at = 0, 0
             for data in f:
@@ -225,7 +244,7 @@ class YfccInput(InputKind):
     def items(self, start: int = 0) -> Iterator[Item]:
         if self.index is None:
             self.scan()
-        with self._open() as f:
+        with self._open() as f, _cut_short(self.spec):
             for pos, lineno, data in numbered_lines(f, start, mark_before(self.marks, start)):
                 yield self._item(pos, lineno, data)
 
@@ -265,14 +284,32 @@ class YfccInput(InputKind):
                 "missing_file",
             )
         if found[0] == "file":
-            return Item(pos, lineno, raw, storage.join(self.options.images, found[1]), tuple(tags), photo)
+            path = storage.join(self.options.images, found[1])
+            outside = self._link_outside(path)
+            if outside is not None:
+                return Item(pos, lineno, raw, path, (), photo, outside, "symlink")
+            return Item(pos, lineno, raw, path, tuple(tags), photo)
         _, tar, offset, size, ext = found
         where = f"{tar}:{photo}.{ext}"
+        if size > self.item_limit:  # the tar header said so: not read
+            error = f"image member of {size} bytes (over --max-file-bytes {self.item_limit}): not read"
+            return Item(pos, lineno, raw, where, (), photo, error, "file_too_large")
         if storage.local_path(tar) is not None:  # the worker reads it at its offset
             return Item(
                 pos, lineno, raw, where, tuple(tags), photo, member=(str(storage.local_path(tar)), offset, size)
             )
         return Item(pos, lineno, raw, where, tuple(tags), photo, data=self._read_member(tar, offset, size))
+
+    def _link_outside(self, path: str) -> str | None:
+        """Why a local image is refused: a symbolic link resolving outside the images folder (as ImageFolder
+        refuses one outside SRC); None for anything else."""
+        if storage.local_path(path) is None or not os.path.islink(path):
+            return None
+        root = os.path.realpath(self.options.images)
+        target = os.path.realpath(path)
+        if os.path.commonpath([root, target]) == root:
+            return None
+        return f"{path} is a symbolic link to {target}, outside --images {self.options.images}: not followed"
 
     # ---- the images ----
     def _index_images(self, h) -> JoinIndex:
@@ -316,7 +353,7 @@ class YfccInput(InputKind):
             return
         try:
             photo = json.loads(meta).get(self.options.id_field)
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # a member too deep for json is no photo's
             return
         if isinstance(photo, (str, int)) and not isinstance(photo, bool):
             info = s.members[ext]

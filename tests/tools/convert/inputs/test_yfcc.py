@@ -266,3 +266,36 @@ def test_an_images_folder_on_object_storage_is_listed_prefix_by_prefix_in_sorted
     (tmp_path / "meta.tsv").write_text("\n".join(yfcc_line(i) for i in range(4)) + "\n")
     summary = convert(tmp_path / "meta.tsv", tmp_path / "ds", format="yfcc", images="s3://bkt/photos")
     assert (summary.images, summary.rejected) == (3, {"missing_file": 1})
+
+
+def test_link_outside_the_images_folder_is_refused(tmp_path):
+    """A symbolic link in --images to a file outside it is a `symlink` reject (as ImageFolder's), not followed;
+    a link inside the folder is read."""
+    write_images(tmp_path / "images", [0])
+    secret = tmp_path / "elsewhere" / "secret.jpg"
+    secret.parent.mkdir()
+    secret.write_bytes(image_bytes(1)[1])
+    (tmp_path / "images" / "5001.jpg").symlink_to(secret)
+    inside = next((tmp_path / "images").rglob("5000.*"))
+    (tmp_path / "images" / "5002.jpg").symlink_to(inside)
+    table = tmp_path / "yfcc.tsv"
+    table.write_text("\n".join(yfcc_line(i) for i in range(3)) + "\n")
+    source = Source(table, "yfcc", images=str(tmp_path / "images"))
+    source.scan()
+    got = list(source.items())
+    assert [(i.reason if i.error else "ok") for i in got] == ["ok", "symlink", "ok"]
+    assert "outside --images" in got[1].error and got[1].tags == ()
+
+
+def test_a_cut_bz2_table_is_named_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from tagstream.tools.cli import main
+
+    write_images(tmp_path / "images", range(3))
+    data = bz2.compress(("\n".join(yfcc_line(i) for i in range(300)) + "\n").encode())
+    (tmp_path / "cut.bz2").write_bytes(data[: len(data) // 2])
+    args = ["convert", str(tmp_path / "cut.bz2"), str(tmp_path / "ds"), "--format", "yfcc", "--no-progress"]
+    res = CliRunner().invoke(main, [*args, "--images", str(tmp_path / "images")])
+    assert res.exit_code == 1 and "Aborted" not in res.output
+    assert "cut.bz2: the compressed file ends early" in res.output and len(res.output.strip().splitlines()) == 1
