@@ -59,11 +59,12 @@ class Dataset:
             )
         self._index_cache: dict[tuple[int, str], np.ndarray] = {}
         self.verify = bool(verify) and self.mirror is None  # a mirror's files are checked as they download
+        self.cache_dir = cache_dir  # where verification stamps go (checksums.check_once)
 
     def check_file(self, path: Path, expected: dict | None, what: str, record: str = "its recorded") -> None:
         """With verify: the file against its checksum record (none recorded, by an older tagstream: unchecked)."""
         if self.verify and expected is not None:
-            checksums.check_once(path, expected, what, record)
+            checksums.check_once(path, expected, what, record, cache_dir=self.cache_dir)
 
     def __len__(self) -> int:
         return self.num_images

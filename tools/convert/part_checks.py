@@ -109,8 +109,10 @@ def check_shard_files(part_dir: Path, entry: dict) -> None:
     )
     if problem:
         raise ConvertRefused(f"{data}: shard {name} of the part {problem}; {_redo(part_dir)}")
-    for array, dtype in fmt.INDEX_ARRAYS.items():
+    for array, dtype in {**fmt.INDEX_ARRAYS, **fmt.OPTIONAL_INDEX_ARRAYS}.items():
         path = fmt.index_path(part_dir, name, array)
+        if array in fmt.OPTIONAL_INDEX_ARRAYS and not path.exists():
+            continue  # a part converted before the array existed
         try:
             a = np.load(path, mmap_mode="r", allow_pickle=False)
             length = entry["images"] + (array == "tag_offsets")
