@@ -228,7 +228,17 @@ def _write_eval(p: dict[str, Path], plan, planted: dict[int, tuple[int, str]], w
         if path.is_file():
             continue
         hi = min(lo + SAMPLES_PER_TAR, n)
-        chunks = [(plan, i, min(i + 100, hi), edits, p["copies"]) for i in range(lo, hi, 100)]
+        chunks = [  # each chunk gets only its own tasks and lines (not the whole plan: 10^4 of each)
+            (
+                plan.config.seed,
+                i,
+                plan.tasks[i : min(i + 100, hi)],
+                plan.lines[i : min(i + 100, hi)],
+                edits,
+                p["copies"],
+            )
+            for i in range(lo, hi, 100)
+        ]
         with _TarOut(path) as tf:
             for samples in workers.imap(_eval_samples, chunks):
                 for key, members in samples:
@@ -237,15 +247,14 @@ def _write_eval(p: dict[str, Path], plan, planted: dict[int, tuple[int, str]], w
 
 
 def _eval_samples(job) -> list[tuple[str, list[tuple[str, bytes]]]]:
-    plan, lo, hi, edits, copies = job
+    seed, lo, tasks, lines, edits, copies = job
     out = []
-    for i in range(lo, hi):
-        task, line = plan.tasks[i], json.loads(plan.lines[i])
+    for i, task, line in zip(range(lo, lo + len(tasks)), tasks, (json.loads(x) for x in lines)):
         pixels = render(
             [_BY_NAME[n] for n in task.concepts], np.random.default_rng(task.key), width=task.width, height=task.height
         )
         if i in edits:
-            data = _edit(pixels, edits[i], np.random.default_rng([plan.config.seed, _PLANT_STREAM, i]))
+            data = _edit(pixels, edits[i], np.random.default_rng([seed, _PLANT_STREAM, i]))
             (copies / f"{i:09d}.jpg").write_bytes(data)
             (copies / f"{i:09d}.json").write_text(json.dumps(line, ensure_ascii=False), encoding="utf-8")
         out.append((_key(i), _members(_key(i), _jpeg(Image.fromarray(pixels)), line)))

@@ -81,11 +81,12 @@ def _positions(ctx: Context) -> dict[str, dict[str, int]]:
     planted = json.loads(paths(ctx.workdir)["planted"].read_text())["pairs"]
     out = {}
     for name, field in (("ds", "train"), ("eval", "eval")):
-        store = ShardStore(Dataset(ctx.path(name)))
+        dataset = Dataset(ctx.path(name))
+        store = ShardStore(dataset)
         found = {}
         for p in planted:
             i = p[f"{field}_position"]
-            if i < Dataset(ctx.path(name)).num_images and store.read(i)["source"] == p[f"{field}_key"]:
+            if i < dataset.num_images and store.read(i)["source"] == p[f"{field}_key"]:
                 found[p[f"{field}_key"]] = i
         out[name] = found
     return out
