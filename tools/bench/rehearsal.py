@@ -17,11 +17,12 @@ from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
+from tagstream.tools.bench.rehearsal_context import Context, Step
 from tagstream.tools.bench.rehearsal_inputs import InputsSpec
 from tagstream.tools.bench.rehearsal_measure import become_subreaper, disk_bytes
 from tagstream.tools.bench.rehearsal_report import format_table, rate_columns, stage_results
 from tagstream.tools.bench.rehearsal_s3 import s3_server
-from tagstream.tools.bench.rehearsal_steps import STAGES, Context, Step, steps
+from tagstream.tools.bench.rehearsal_steps import STAGES, steps
 
 FORMAT = "tagstream-rehearsal"
 VERSION = 1

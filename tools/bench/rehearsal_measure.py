@@ -209,7 +209,8 @@ def run_forked(fn: Callable[[], object], *, log: Path, keep: set[int] = frozense
     _, status, ru = os.wait4(pid, 0)
     wall = time.perf_counter() - start
     cpu, rss, lingering = _reap_orphans(set(keep), 1.0)
-    return Measured(wall, _cpu(ru) + cpu, max(ru.ru_maxrss, rss) / 1024, _status_code(status), lingering)
+    rusage = _cpu(ru) + cpu
+    return Measured(wall, rusage, max(ru.ru_maxrss, rss) / 1024, _status_code(status), lingering, cpu_rusage_s=rusage)
 
 
 def disk_bytes(folder: Path) -> int:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tagstream.tools.bench.rehearsal_context import MASK, MASK_BOTH, Context
 from tagstream.tools.bench.rehearsal_inputs import paths
-from tagstream.tools.bench.rehearsal_steps import MASK, MASK_BOTH, Context, checkpoints
+from tagstream.tools.bench.rehearsal_train import checkpoints
 
 # docs/scale.md's per-image predictions from small runs: step name -> (quantity, value, where in docs/scale.md).
 # "cpu_ms": CPU ms per image of the step's whole process tree; "wall_us": wall µs per image.
@@ -145,6 +146,8 @@ def stage_results(ctx: Context, stage: str) -> dict:
         starts = first_batches(run_dir)
         return {
             "killed_at_step": ctx.facts.get("killed_at_step"),
+            "killed_in_epoch": ctx.facts.get("killed_in_epoch"),
+            "killed_epoch_step": ctx.facts.get("killed_epoch_step"),
             "resumed": any(s["resumed_from"] for s in starts),
             "resumed_from": next((s["resumed_from"] for s in starts if s["resumed_from"]), None),
             "final_checkpoint": saved[-1].name if saved else None,

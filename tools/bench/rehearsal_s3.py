@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tagstream.tools.bench.rehearsal_steps import BUCKET, Context
+from tagstream.tools.bench.rehearsal_context import BUCKET, Context
 
 _START_TIMEOUT_S = 60.0
 

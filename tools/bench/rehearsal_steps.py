@@ -11,175 +11,27 @@ with a rank-local cache), transfer (linear probe and low-shot on the labelled sp
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from tagstream.tools.bench.rehearsal_inputs import InputsSpec, make_inputs, paths
-from tagstream.tools.bench.rehearsal_measure import Measured, descendants, run_forked, run_measured
-
-WORDNET = "/usr/share/wordnet"
-BUCKET = "rehearsal"
-VOCAB, MASK, MASK_BOTH = "v1", "no-eval", "no-eval-both"
-
-
-@dataclass
-class Context:
-    """Everything a step needs: the work folder, the settings, the environment of its children."""
-
-    workdir: Path
-    spec: InputsSpec
-    parts: int
-    train_steps: int
-    s3_steps: int
-    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
-    keep: set[int] = field(default_factory=set)  # processes of ours that outlive steps (the S3 server)
-    facts: dict = field(default_factory=dict)  # what steps observed (the kill, the server), for the results
-
-    def path(self, *parts: str) -> Path:
-        return self.workdir.joinpath(*parts)
-
-    @property
-    def samples(self) -> int:
-        return self.spec.images + self.spec.planted
-
-    def log(self, step: str) -> Path:
-        return self.path("logs", f"{step}.log")
-
-
-@dataclass(frozen=True)
-class Step:
-    stage: str
-    name: str
-    run: Callable[[Context], Measured]
-    complete: Callable[[Context], bool] | None  # its output is whole (None: its record says so): skipped on a rerun
-    images: Callable[[Context], int]
-    expect_failure: bool = False  # the killed torchrun job
-
-
-def tagstream(*args: str) -> list[str]:
-    """The user's command: the `tagstream` script beside this Python, else `python -m tagstream.tools.cli`."""
-    script = Path(sys.executable).with_name("tagstream")
-    return [str(script), *args] if script.is_file() else [sys.executable, "-m", "tagstream.tools.cli", *args]
-
-
-def _command(name: str, argv: Callable[[Context], list[str]], **kw) -> Callable[[Context], Measured]:
-    def run(ctx: Context) -> Measured:
-        return run_measured(argv(ctx), log=ctx.log(name), env=ctx.env, keep=ctx.keep, **kw)
-
-    return run
+from tagstream.tools.bench.rehearsal_context import (
+    BUCKET,
+    MASK,
+    MASK_BOTH,
+    VOCAB,
+    WORDNET,
+    Context,
+    Step,
+    command,
+    tagstream,
+)
+from tagstream.tools.bench.rehearsal_inputs import make_inputs, paths
+from tagstream.tools.bench.rehearsal_measure import run_forked
+from tagstream.tools.bench.rehearsal_train import final_checkpoint, run_killed_train, train_args, train_done
 
 
 def _manifest(ctx: Context, name: str) -> bool:
     return ctx.path(name, "manifest.json").is_file()
-
-
-def checkpoints(run_dir: Path) -> list[Path]:
-    return sorted(run_dir.glob("step-*.pt"))
-
-
-def _train_args(ctx: Context, dataset: str, out: Path, steps: int, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--config",
-        "tiny-cpu",
-        "--dataset",
-        dataset,
-        "--vocab",
-        VOCAB,
-        "--mask",
-        MASK,
-        "--sampling",
-        "sqrt",
-        "--out",
-        str(out),
-        "--steps",
-        str(steps),
-        "--set",
-        f"run.checkpoint_every={max(1, steps // 3)}",
-        "--set",
-        "run.log_every=1",  # the first record is the first step alone: its data wait is the first batch's
-        "--set",
-        "run.progress=false",
-        *extra,
-    ]
-
-
-def _last_step(run_dir: Path) -> int:
-    """The newest optimizer step metrics.jsonl records (0 before any)."""
-    step = 0
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.is_file():
-        for line in metrics.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line being written
-            if record.get("kind") == "train":
-                step = max(step, int(record["step"]))
-    return step
-
-
-def _rank_pids(root: int, rank: int) -> list[int]:
-    """Descendants of a torchrun job's process that are worker `rank` (RANK and LOCAL_RANK in their environment)."""
-    found = []
-    for pid in descendants(root):
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"RANK={rank}".encode() in environ and any(e.startswith(b"LOCAL_RANK=") for e in environ):
-            found.append(pid)
-    return found
-
-
-def _killer(ctx: Context, run_dir: Path) -> Callable:
-    """watch(proc): once the run has written a checkpoint and stepped past it, SIGKILL rank 1 (once)."""
-
-    def watch(proc) -> None:
-        if "killed_at_step" in ctx.facts:
-            return
-        saved = checkpoints(run_dir)
-        if not saved:
-            return
-        at = _last_step(run_dir)
-        if at <= int(saved[0].stem.split("-")[1]):
-            return
-        for pid in _rank_pids(proc.pid, 1):
-            os.kill(pid, signal.SIGKILL)
-            ctx.facts.update(killed_at_step=at, killed_pid=pid)
-
-    return watch
-
-
-def _run_killed_train(ctx: Context) -> Measured:
-    out = ctx.path("runs", "main")
-    ctx.facts.pop("killed_at_step", None)
-    argv = [
-        shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "tagstream.tools.cli",
-        *_train_args(ctx, str(ctx.path("ds")), out, ctx.train_steps),
-    ]
-    return run_measured(argv, log=ctx.log("train-2-ranks"), env=ctx.env, keep=ctx.keep, watch=_killer(ctx, out))
-
-
-def _train_done(ctx: Context) -> bool:
-    return any(p.stem == f"step-{ctx.train_steps:09d}" for p in checkpoints(ctx.path("runs", "main")))
-
-
-def final_checkpoint(ctx: Context) -> str:
-    saved = checkpoints(ctx.path("runs", "main"))
-    if not saved:
-        raise ValueError(f"{ctx.path('runs', 'main')}: no checkpoint; run the train stage first")
-    return str(saved[-1])
 
 
 def _downstream(split: str) -> Callable[[Context], list[str]]:
@@ -223,7 +75,7 @@ def steps() -> list[Step]:
         Step(
             "convert",
             "convert --engine ray",
-            _command(
+            command(
                 "convert",
                 lambda ctx: tagstream(
                     "convert",
@@ -241,11 +93,11 @@ def steps() -> list[Step]:
             lambda ctx: _manifest(ctx, "ds"),
             samples,
         ),
-        Step("convert", "merge", _command("merge", lambda ctx: tagstream("merge", ds(ctx))), None, samples),
+        Step("convert", "merge", command("merge", lambda ctx: tagstream("merge", ds(ctx))), None, samples),
         Step(
             "convert",
             "convert eval",
-            _command(
+            command(
                 "convert-eval",
                 lambda ctx: tagstream(
                     "convert",
@@ -263,17 +115,17 @@ def steps() -> list[Step]:
             Step(
                 "convert",
                 f"convert downstream {split}",
-                _command(f"convert-down-{split}", _downstream(split)),
+                command(f"convert-down-{split}", _downstream(split)),
                 lambda ctx, split=split: _manifest(ctx, f"down-{split}"),
                 lambda ctx, split=split: _count_files(paths(ctx.workdir)["downstream"] / split),
             )
             for split in ("train", "eval")
         ),
-        Step("convert", "verify", _command("verify", lambda ctx: tagstream("verify", ds(ctx))), None, samples),
+        Step("convert", "verify", command("verify", lambda ctx: tagstream("verify", ds(ctx))), None, samples),
         Step(
             "convert",
             "inspect --plot",
-            _command(
+            command(
                 "inspect", lambda ctx: tagstream("inspect", ds(ctx), "--plot", str(ctx.path("reports", "tags.png")))
             ),
             lambda ctx: ctx.path("reports", "tags.png").is_file(),
@@ -282,21 +134,21 @@ def steps() -> list[Step]:
         Step(
             "vocab",
             "vocab",
-            _command("vocab", _vocab_args),
+            command("vocab", _vocab_args),
             lambda ctx: ctx.path("ds", "vocab", VOCAB, "vocab.json").is_file(),
             samples,
         ),
         Step(
             "vocab",
             "vocab eval (labels for its loader)",
-            _command("vocab-eval", lambda ctx: tagstream("vocab", str(ctx.path("eval")), "--name", "all", "--force")),
+            command("vocab-eval", lambda ctx: tagstream("vocab", str(ctx.path("eval")), "--name", "all", "--force")),
             lambda ctx: ctx.path("eval", "vocab", "all", "vocab.json").is_file(),
             evals,
         ),
         Step(
             "vocab",
             "inspect --vocab --sampling sqrt",
-            _command(
+            command(
                 "inspect-vocab",
                 lambda ctx: tagstream(
                     "inspect",
@@ -315,31 +167,29 @@ def steps() -> list[Step]:
         Step(
             "dedup",
             "dedup --method hash",
-            _command(
+            command(
                 "dedup",
                 lambda ctx: tagstream("dedup", ds(ctx), "--against", str(ctx.path("eval")), "--name", MASK, "--json"),
             ),
             lambda ctx: ctx.path("ds", "masks", f"{MASK}.summary.json").is_file(),
             samples,
         ),
-        Step("train", "train 2 ranks, rank 1 killed", _run_killed_train, _train_done, trained, expect_failure=True),
+        Step("train", "train 2 ranks, rank 1 killed", run_killed_train, train_done, trained, expect_failure=True),
         Step(
             "train",
             "train --resume on 1 rank",
-            _command(
+            command(
                 "train-resume",
-                lambda ctx: tagstream(
-                    *_train_args(ctx, ds(ctx), ctx.path("runs", "main"), ctx.train_steps), "--resume"
-                ),
+                lambda ctx: tagstream(*train_args(ctx, ds(ctx), ctx.path("runs", "main"), ctx.train_steps), "--resume"),
             ),
-            _train_done,
+            train_done,
             trained,
         ),
         *(
             Step(
                 "embed",
                 f"embed {name}",
-                _command(
+                command(
                     f"embed-{name}",
                     lambda ctx, name=name: tagstream(
                         "embed",
@@ -362,7 +212,7 @@ def steps() -> list[Step]:
         Step(
             "embed",
             "dedup --method both",
-            _command(
+            command(
                 "dedup-both",
                 lambda ctx: tagstream(
                     "dedup",
@@ -383,16 +233,14 @@ def steps() -> list[Step]:
             lambda ctx: ctx.path("ds", "masks", f"{MASK_BOTH}.summary.json").is_file(),
             samples,
         ),
-        Step(
-            "s3", "push", _command("push", lambda ctx: tagstream("push", ds(ctx), f"s3://{BUCKET}/ds")), None, samples
-        ),
+        Step("s3", "push", command("push", lambda ctx: tagstream("push", ds(ctx), f"s3://{BUCKET}/ds")), None, samples),
         Step(
             "s3",
             "train from s3:// (rank-local cache)",
-            _command(
+            command(
                 "train-s3",
                 lambda ctx: tagstream(
-                    *_train_args(
+                    *train_args(
                         ctx,
                         f"s3://{BUCKET}/ds",
                         ctx.path("runs", "s3"),
@@ -408,7 +256,7 @@ def steps() -> list[Step]:
         Step(
             "transfer",
             "transfer linear + low-shot",
-            _command(
+            command(
                 "transfer",
                 lambda ctx: tagstream(
                     "transfer",

@@ -75,7 +75,7 @@ def test_whole_rehearsal_small(tmp_path):
         assert recall["planted"] == planted and 0 <= recall["recall"] <= 1
         assert set(recall["by_edit"]) == {"crop", "reencode", "border"}
     train = results["train"]
-    assert train["killed_at_step"] is not None and train["resumed"]
+    assert train["killed_at_step"] is not None and train["killed_epoch_step"] > 0 and train["resumed"]
     assert train["final_checkpoint"] == "step-000000030.pt"
     worlds = [s["world"] for s in train["first_batch"]]
     assert worlds == [2, 1] and all(s["first_batch_wait_s"] >= 0 for s in train["first_batch"])
