@@ -180,7 +180,7 @@ def steps() -> list[Step]:
             "train --resume on 1 rank",
             command(
                 "train-resume",
-                lambda ctx: tagstream(*train_args(ctx, ds(ctx), ctx.path("runs", "main"), ctx.train_steps), "--resume"),
+                lambda ctx: tagstream(*train_args(ctx, ds(ctx), ctx.path("runs", "main"), ctx.train_steps)),
             ),
             train_done,
             trained,

@@ -42,6 +42,8 @@ def train_args(ctx: Context, dataset: str, out: Path, steps: int, *extra: str) -
         "run.log_every=1",  # the first record is the first step alone: its data wait is the first batch's
         "--set",
         "run.progress=false",
+        # a fresh run where there is no checkpoint yet, else the continuation of one an interrupted rehearsal left
+        "--resume",
         *extra,
     ]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 
 import click
 
@@ -64,7 +63,11 @@ def bench_rehearsal(workdir, images, eval_images, parts, stages, train_steps, s3
             s3_steps=s3_steps,
             seed=seed,
             workers=workers,
-            command=shlex.join(["tagstream", *sys.argv[1:]]),
+            command=shlex.join(
+                ["tagstream", "bench", "rehearsal", str(workdir), "--images", str(images), "--eval-images"]
+                + [str(eval_images), "--parts", str(parts), "--stages", stages, "--train-steps", str(train_steps)]
+                + ["--s3-steps", str(s3_steps), "--seed", str(seed)]
+            ),
             echo=click.echo,
         )
     except (ValueError, RehearsalFailed) as exc:

@@ -38,6 +38,7 @@ def test_inputs_stage_alone(tmp_path):
     assert (work / "inputs" / "synonyms.tsv").is_file() and (work / "inputs" / "stoplist.txt").is_file()
     assert any((work / "inputs" / "downstream" / "train").iterdir())
     assert "| inputs | make inputs |" in (work / "rehearsal.md").read_text()
+    assert record["command"].startswith(f"tagstream bench rehearsal {work} --images 40 --eval-images 30")
 
     again = _invoke([str(work), "--images", "40", "--eval-images", "30", "--stages", "inputs"])
     assert again.exit_code == 0 and "done before, skipped" in again.output
