@@ -32,6 +32,7 @@ BENCHES = {
     "loader": ("bench_loader:bench_loader", "Our loader against a DataLoader baseline and the full-decode ceiling."),
     "dedup": ("bench_dedup:bench_dedup", "De-duplication recall and false matches on planted copies."),
     "convert": ("bench_convert:bench_convert", "Conversion images/s of each engine (processes, parts, Ray)."),
+    "rehearsal": ("bench_rehearsal:bench_rehearsal", "Every stage end to end on N real JPEGs, each step measured."),
 }
 
 

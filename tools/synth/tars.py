@@ -17,7 +17,8 @@ from pathlib import Path
 TARS = "tars"
 
 
-def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+def add_member(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    """One member with fixed metadata (mtime 0, mode 644, no owner), so a tar is byte-identical for its content."""
     info = tarfile.TarInfo(name)
     info.size = len(data)
     info.mtime = 0
@@ -57,6 +58,6 @@ def write_tars(world: Path, lines: list[str], samples_per_tar: int) -> list[Path
         with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
             for n in range(lo, min(lo + samples_per_tar, len(lines))):
                 for name, data in _sample(world, f"{n:09d}", lines[n]):
-                    _add(tf, name, data)
+                    add_member(tf, name, data)
         paths.append(path)
     return paths

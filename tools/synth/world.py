@@ -290,7 +290,7 @@ def make_world(
     (out / JSONL).write_text("\n".join(plan.lines) + "\n", encoding="utf-8")
     if tar_samples is not None:
         write_tars(out, plan.lines, tar_samples)
-    _write_vocab_files(out)
+    write_vocab_files(out)
     summary = _summarize(out, plan, t0)
     _write_world(out, plan, summary)
     return summary
@@ -307,7 +307,8 @@ def _run(jobs: list[tuple[Path, Task, int]], workers: int) -> None:
             pass
 
 
-def _write_vocab_files(out: Path) -> None:
+def write_vocab_files(out: Path) -> None:
+    """The synonym lists (all spellings; spelling variants only) and the stoplist of non-visual tags into `out`."""
     with open(out / SYNONYMS, "w", encoding="utf-8") as f, open(out / SPELLING, "w", encoding="utf-8") as g:
         for c in CONCEPTS:
             f.write("\t".join(c.spellings()) + "\n")
