@@ -45,7 +45,6 @@ def test_a_photo_keeps_its_frame():
         ((15, 15, 0, 0), (0, 0, 0)),  # letterbox
         ((0, 0, 20, 21), (255, 255, 255)),  # pillarbox, odd pixel on the right
         ((6, 6, 9, 9), (40, 90, 200)),  # a flat frame of any colour
-        ((0, 30, 0, 0), (128, 128, 128)),  # one-sided padding
     ],
 )
 def test_uniform_borders_are_cut_exactly(pads, colour):
@@ -60,11 +59,24 @@ def test_jpeg_noise_in_the_bars_moves_the_box_by_a_few_pixels_at_most():
     assert (left, right) == (0, 160) and abs(top - 35) <= 3 and abs(bottom - 125) <= 3
 
 
-def test_a_bar_around_a_flat_backdrop_goes_too():
+def test_a_flat_strip_on_one_side_is_the_photo_not_padding():
+    """A sky or backdrop on one side stays: cutting it made a crop of the photo hash over another region than
+    its original. Letterboxed, only the bars go, so the copy's box is the original's whole frame."""
     a = _photo(3)
-    a[:10] = 250  # the photo's own flat white top (a studio backdrop), then letterboxed in black
-    box = content_box(_pad(a, 20, 20, 0, 0, (0, 0, 0)))
-    assert box == (0, 30, 120, 110) and content_box(a) == (0, 10, 120, 90)  # the same strip cut from both
+    a[:10] = 250  # the photo's own flat white top (a studio backdrop)
+    assert content_box(a) == (0, 0, 120, 90)
+    assert content_box(a[3:]) == (0, 0, 120, 87)  # a crop keeps its frame too
+    assert content_box(_pad(a, 20, 20, 0, 0, (0, 0, 0))) == (0, 20, 120, 110)
+    assert content_box(_pad(_photo(1), 0, 30, 0, 0, (128, 128, 128))) == (0, 0, 120, 120)  # one bar: not padding
+
+
+def test_opposite_bars_of_other_colours_or_lengths_are_not_padding():
+    a = _photo(4)
+    out = _pad(a, 15, 15, 0, 0, (0, 0, 0))
+    out[105:] = 255  # the bottom bar white: two flat strips, not a letterbox
+    assert content_box(out) == (0, 0, 120, 120)
+    assert content_box(_pad(a, 4, 30, 0, 0, (0, 0, 0))) == (0, 0, 120, 124)  # 4 px against 30 px
+    assert content_box(_pad(a, 20, 22, 0, 0, (0, 0, 0))) == (0, 20, 120, 110)  # 2 px apart: rounding
 
 
 def test_flat_and_nearly_flat_images_keep_their_frame():
