@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 from tagstream.kernels.weights import COMBINES, SAMPLINGS, sampling_power  # one definition, shared with the kernels
-from tagstream.loader.sizes import check_size_schedule, size_at
+from tagstream.loader.sizes import MAX_SIZE, MIN_SIZE, check_size_schedule, size_at
 
 TARGETS = ("soft", "multihot", "sparse")
 MODES = ("train", "eval")
 DEVICES = ("cpu", "gpu")
 CPU_DECODERS = ("auto", "turbo", "dali")
 SPLITS = ("train", "holdout", "all")
+
+# Upper bounds of the settings that size processes, threads, queues and arrays: a value past them is a typo or a
+# hostile --set (data.workers=10000 ran out of file descriptors, run.threads=100000 out of memory), refused with
+# one line before anything starts. Generous for the largest machines; README "Bounds" lists them.
+MAX_WORKERS = 256
+MAX_THREADS = 1024
+MAX_PREFETCH = 64
+MAX_PARTITIONS = 1 << 20
+MAX_SAMPLES_PER_EPOCH = 1 << 40
+MAX_SEED = (1 << 63) - 1
+MAX_BYTES = (1 << 63) - 1
 
 
 def check_data_settings(
@@ -26,21 +38,33 @@ def check_data_settings(
     prefetch: int,
     samples_per_epoch: int | None,
     cache_limit: int = 0,
+    partitions: int | None = None,
 ) -> None:
     """The checks a LoaderConfig and the trainer's DataConfig share, in one place; `prefix` names the keys as the
-    user wrote them ("data." in a recipe)."""
+    user wrote them ("data." in a recipe). Every number is checked for its type and its range."""
     sampling_power(sampling)
     for name, value, allowed in (("combine", combine, COMBINES), ("cpu_decoder", cpu_decoder, CPU_DECODERS)):
         if value not in allowed:
             raise ValueError(f"{prefix}{name}={value!r} is not one of {allowed}")
-    if not 0.0 <= holdout_fraction < 1.0:
-        raise ValueError(f"{prefix}holdout_fraction={holdout_fraction} must be in [0, 1)")
-    if samples_per_epoch is not None and samples_per_epoch < 1:
-        raise ValueError(f"{prefix}samples_per_epoch={samples_per_epoch} must be >= 1")
-    if workers < 0 or threads < 1 or prefetch < 1:
-        raise ValueError(f"{prefix}workers={workers} must be >= 0, threads={threads} and prefetch={prefetch} >= 1")
-    if not isinstance(cache_limit, int) or isinstance(cache_limit, bool) or cache_limit < 0:
-        raise ValueError(f"{prefix}cache_limit={cache_limit!r} must be a whole number of bytes >= 0 (0 = no limit)")
+    if not isinstance(holdout_fraction, (int, float)) or not 0.0 <= holdout_fraction < 1.0:
+        raise ValueError(f"{prefix}holdout_fraction={holdout_fraction!r} must be in [0, 1)")
+    for name, value, lo, hi, unset in (
+        ("workers", workers, 0, MAX_WORKERS, ""),
+        ("threads", threads, 1, MAX_THREADS, ""),
+        ("prefetch", prefetch, 1, MAX_PREFETCH, ""),
+        ("samples_per_epoch", samples_per_epoch, 1, MAX_SAMPLES_PER_EPOCH, " (or unset: the eligible images)"),
+        ("partitions", partitions, 1, MAX_PARTITIONS, " (or unset: the world size)"),
+        ("cache_limit", cache_limit, 0, MAX_BYTES, " bytes (0 = no limit)"),
+    ):
+        if value is None and unset:
+            continue
+        check_int(f"{prefix}{name}", value, lo, hi, unset)
+
+
+def check_int(key: str, value: object, lo: int, hi: int, note: str = "") -> None:
+    """ValueError unless value is a whole number in [lo, hi] (a bool is not one)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"{key}={value!r} must be a whole number in [{lo}, {hi}]{note}")
 
 
 __all__ = [
@@ -53,6 +77,7 @@ __all__ = [
     "TARGETS",
     "LoaderConfig",
     "check_data_settings",
+    "check_int",
     "sampling_power",
 ]
 
@@ -120,23 +145,20 @@ class LoaderConfig:
             prefetch=self.prefetch,
             samples_per_epoch=self.samples_per_epoch,
             cache_limit=self.cache_limit,
+            partitions=self.partitions,
         )
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size} must be >= 1")
-        if self.partitions is not None and (not isinstance(self.partitions, int) or self.partitions < 1):
-            raise ValueError(f"partitions={self.partitions!r} must be an integer >= 1 (or None: the world size)")
-        if self.image_size < 8:
-            raise ValueError(f"image_size={self.image_size} must be >= 8")
+        check_int("seed", self.seed, 0, MAX_SEED)
+        check_int("batch_size", self.batch_size, 1, MAX_SAMPLES_PER_EPOCH)
+        check_int("image_size", self.image_size, MIN_SIZE, MAX_SIZE)
         if self.size_schedule:
             if self.mode != "train":
                 raise ValueError(
                     f"size_schedule={self.size_schedule} applies to mode='train' only; eval uses image_size"
                 )
             object.__setattr__(self, "size_schedule", check_size_schedule(self.size_schedule, name="size_schedule"))
-        if self.resize_size is not None and self.resize_size < self.image_size:
-            raise ValueError(
-                f"resize_size={self.resize_size} must be >= image_size={self.image_size} (eval crops image_size from it)"
-            )
+        if self.resize_size is not None:  # eval crops image_size from it
+            check_int("resize_size", self.resize_size, self.image_size, 2 * MAX_SIZE, " (>= image_size)")
+        check_int("max_labels", self.max_labels, 1, 1 << 16)
         lo, hi = self.random_area
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"random_area={self.random_area} must satisfy 0 < lo <= hi <= 1")

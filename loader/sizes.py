@@ -8,6 +8,9 @@ recomputes it and sees the same shapes; the loader rebuilds its pipeline at the 
 from __future__ import annotations
 
 MIN_SIZE = 8
+MAX_SIZE = 4096  # a crop side beyond this is a typo (1e20), not a model input: refused before anything starts
+
+MAX_EPOCH = 1_000_000
 
 SizeSchedule = tuple[tuple[int, int], ...]
 
@@ -27,9 +30,11 @@ def check_size_schedule(schedule: SizeSchedule, *, name: str = "size schedule") 
     epochs = [e for e, _ in pairs]
     if any(b <= a for a, b in zip(epochs, epochs[1:])):
         raise ValueError(f"{name}={format_size_schedule(pairs)!r}: epochs must strictly increase")
-    small = [s for _, s in pairs if s < MIN_SIZE]
-    if small:
-        raise ValueError(f"{name}={format_size_schedule(pairs)!r}: sizes {small} are below {MIN_SIZE}")
+    bad = [s for _, s in pairs if not MIN_SIZE <= s <= MAX_SIZE]
+    if bad:
+        raise ValueError(f"{name}={format_size_schedule(pairs)!r}: sizes {bad} are outside [{MIN_SIZE}, {MAX_SIZE}]")
+    if pairs[-1][0] > MAX_EPOCH:
+        raise ValueError(f"{name}={format_size_schedule(pairs)!r}: epochs must be <= {MAX_EPOCH}")
     return pairs
 
 

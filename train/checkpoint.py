@@ -123,13 +123,65 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: checkpoint lacks {', '.join(missing)}")
     if state["version"] >= 2 and state.get("checksum") != state_digest(state):
         raise ValueError(f"{path}: checkpoint content does not match its checksum (damaged on disk?)")
-    if (
-        not isinstance(state["model"], dict)
-        or not isinstance(state["config"], dict)
-        or not isinstance(state["step"], int)
-    ):
-        raise ValueError(f"{path}: checkpoint entries model/config/step have the wrong types")
+    problem = content_problem(state)
+    if problem:
+        raise ValueError(
+            f"{path}: checkpoint entry {problem} (it matches its checksum: written malformed); resume another"
+        )
     return state
+
+
+def _whole(lo: int) -> Any:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v < 1 << 63
+
+
+def _table(value_ok: Any) -> Any:
+    return lambda v: isinstance(v, dict) and all(isinstance(k, str) and value_ok(v[k]) for k in v)
+
+
+def _any(v: Any) -> bool:
+    return True
+
+
+# entry (or entry.key) -> (what it must be, test); checked by type and range after the checksum, so a checkpoint
+# written with a string where a dict belongs, or step -5, is refused before it resumes anything
+CONTENTS: dict[str, tuple[str, Any]] = {
+    "model": ("a table of tensors", _table(lambda t: isinstance(t, torch.Tensor))),
+    "model_name": ("a name", lambda v: isinstance(v, str) and 0 < len(v) < 256),
+    "num_classes": ("a whole number >= 1", _whole(1)),
+    "optimizer": ("a table", _table(_any)),
+    "schedule": ("a table", _table(_any)),
+    "step": ("a whole number >= 0", _whole(0)),
+    "loader": ("a table", _table(_any)),
+    "loader.epoch": ("a whole number >= 0", _whole(0)),
+    "loader.step": ("a whole number >= 0", _whole(0)),
+    "config": ("a table of sections", _table(lambda v: isinstance(v, dict))),
+    "rng": ("a table", _table(_any)),
+    "rng.torch": ("a uint8 tensor", lambda t: isinstance(t, torch.Tensor) and t.dtype == torch.uint8),
+    "rng.cuda": (
+        "a list of uint8 tensors",
+        lambda v: isinstance(v, list) and all(isinstance(t, torch.Tensor) for t in v),
+    ),
+    "world": ("a whole number >= 1", _whole(1)),
+    "ema": ("a table of tensors", _table(_any)),
+}
+
+
+def content_problem(state: dict[str, Any]) -> str:
+    """The first entry of a checkpoint's state that is not what CONTENTS says, as "KEY is ... , not ...", or ""."""
+    for key, (expected, ok) in CONTENTS.items():
+        outer, _, inner = key.partition(".")
+        if outer not in state or (inner and not isinstance(state[outer], dict)):
+            continue  # missing required entries are named before; optional ones may be absent
+        if inner and inner not in state[outer]:
+            if outer == "loader":
+                return f"{key} is missing; expected {expected}"
+            continue
+        value = state[outer][inner] if inner else state[outer]
+        if not ok(value):
+            shown = repr(value) if isinstance(value, (int, float, str)) else type(value).__name__
+            return f"{key} is {shown[:60]}, not {expected}"
+    return ""
 
 
 def load_resumable(

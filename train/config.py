@@ -20,6 +20,7 @@ import tomllib
 from tagstream.loader.config import check_data_settings
 from tagstream.loader.format import check_name
 from tagstream.loader.sizes import format_size_schedule, parse_size_schedule
+from tagstream.train.ranges import check_ranges
 
 LOSSES = ("softmax", "sigmoid")
 OPTIMIZERS = ("sgd", "adamw")
@@ -63,13 +64,12 @@ class DataConfig:
             prefetch=self.prefetch,
             samples_per_epoch=self.samples_per_epoch,
             cache_limit=self.cache_limit,
+            partitions=self.partitions,
         )
         if self.vocab:  # names inside the dataset, never paths: refused before a run directory is made
             check_name(self.vocab, "data.vocab: vocabulary")
         for mask in self.masks:
             check_name(mask, "data.masks: mask")
-        if self.partitions is not None and (not isinstance(self.partitions, int) or self.partitions < 1):
-            raise ValueError(f"data.partitions={self.partitions!r} must be an integer >= 1 (or unset: the world size)")
         schedule = parse_size_schedule(str(self.image_size), name="data.image_size")
         # canonical form: a single size is an int, a schedule its normalised text (config.json compares equal)
         object.__setattr__(self, "image_size", schedule[0][1] if len(schedule) == 1 else format_size_schedule(schedule))
@@ -234,6 +234,7 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
+        check_ranges({name: getattr(self, name) for name in SECTIONS})
         for key, value in (
             ("data.dataset", self.data.dataset),
             ("data.vocab", self.data.vocab),

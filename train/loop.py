@@ -29,6 +29,7 @@ from tagstream.train import checkpoint as ckpt
 from tagstream.train import distributed as dd
 from tagstream.train.config import TrainConfig
 from tagstream.train.ema import build_ema
+from tagstream.train.finite import check_weights, gradient_norm
 from tagstream.train.loading import loader_config, run_partitions
 from tagstream.train.losses import build_loss
 from tagstream.train.metrics import hashtag_metrics
@@ -73,13 +74,14 @@ def train_one_epoch(
     step: int,
     stop: int,
     steps_per_epoch: int,
-    after_step: Callable[[int, torch.Tensor, float, float], None],
+    after_step: Callable[[int, torch.Tensor, torch.Tensor, float, float], None],
     ema: Any = None,
 ) -> int:
     """Optimizer steps from `step` until the epoch's steps_per_epoch or `stop`; returns the step reached.
 
     The loader continues from its own state (0 after set_epoch, mid-epoch after load_state_dict).
-    after_step(step, loss, data_wait_s, lr) is called after every optimizer step, loss still on the device.
+    after_step(step, loss, grad_norm, data_wait_s, lr) is called after every optimizer step, loss and gradient norm
+    still on the device (train/finite.py checks them once per log window).
     """
     model.train()
     accum = run.grad_accum
@@ -102,7 +104,10 @@ def train_one_epoch(
                     loss = loss_fn(model(images), targets) / accum
                 loss.backward()
             loss_sum += loss.detach()  # stays on the device: no CPU-GPU sync per step
-        clip_gradients(model, run.grad_clip)  # after DDP's all-reduce: every rank clips the same gradients
+        # after DDP's all-reduce: every rank clips the same gradients and sees the same norm
+        grad_norm = clip_gradients(model, run.grad_clip)
+        if grad_norm is None:
+            grad_norm = gradient_norm(model)
         lr = optimizer.param_groups[0]["lr"]  # the LR this step used (scheduler.step() sets the next one)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -111,7 +116,7 @@ def train_one_epoch(
         scheduler.step()
         step += 1
         done += 1
-        after_step(step, loss_sum, wait, lr)
+        after_step(step, loss_sum, grad_norm, wait, lr)
     return step
 
 
@@ -308,6 +313,7 @@ def _train(
     eval_results: dict[str, float] = {}
 
     def save(step: int) -> None:
+        check_weights(bare, step)  # on every rank (the weights are the same), so none waits at the barrier alone
         if dist.is_main:
             ckpt.save_checkpoint(
                 {
@@ -337,12 +343,18 @@ def _train(
         log.event("eval", step=step, **results)
         return results
 
-    def after_step(step: int, loss: torch.Tensor, wait: float, lr: float) -> None:
+    def after_step(step: int, loss: torch.Tensor, grad_norm: torch.Tensor, wait: float, lr: float) -> None:
         nonlocal eval_results
         r = config.run
         boundary = step == total_steps or (r.checkpoint_every and step % r.checkpoint_every == 0)
         log.step(
-            step, loss, wait, lr=lr, epoch=train_loader.state_dict()["epoch"], flush=boundary or step % r.log_every == 0
+            step,
+            loss,
+            grad_norm,
+            wait,
+            lr=lr,
+            epoch=train_loader.state_dict()["epoch"],
+            flush=boundary or step % r.log_every == 0,
         )
         if r.checkpoint_every and step % r.checkpoint_every == 0 and step < total_steps:
             save(step)
