@@ -104,16 +104,12 @@ def train(
       torchrun --standalone --nproc_per_node 8 -m tagstream.tools.cli train \\
           --config resnet50 --dataset ds --vocab v1 --out runs/r50 --set run.epochs=90
     """
-    from tagstream.loader.format import FormatError
     from tagstream.train.config import load_config
     from tagstream.train.loop import main
 
     items = [f"{OPTION_KEYS[name]}={_toml(value)}" for name, value in options.items() if value not in (None, ())]
-    try:
-        config = load_config(recipe, [*items, *overrides])
-        summary = main(config, resume=resume, resume_anyway=resume_anyway)
-    except (ValueError, FormatError, FloatingPointError) as exc:
-        raise click.ClickException(str(exc)) from None
+    config = load_config(recipe, [*items, *overrides])
+    summary = main(config, resume=resume, resume_anyway=resume_anyway)
     _report(summary)
 
 

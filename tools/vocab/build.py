@@ -23,7 +23,6 @@ from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
 from tagstream.loader.vocab import VocabClass, write_vocab
 from tagstream.tools.convert.tags import canonical_tag
-from tagstream.tools.inspection.text import printable
 from tagstream.tools.vocab.lists import file_digest, read_synonyms, read_taglist
 from tagstream.tools.vocab.merge import EXAMPLES, Candidates, merge, synonym_keys, wordnet_examples, wordnet_keys
 from tagstream.tools.vocab.wordnet import WordNet
@@ -291,4 +290,4 @@ def format_report(report: dict) -> str:
     )
     if report["top_classes"]:
         lines.append("top classes: " + ", ".join(f"{n} ({c})" for n, c in report["top_classes"]))
-    return printable("\n".join(lines))  # tags are user data: no terminal control reaches the screen
+    return "\n".join(lines)  # tags are user data: the CLI boundary neutralises terminal controls
