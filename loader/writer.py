@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tagstream.loader import format as fmt
+from tagstream.loader.staging import Staged
 
 TMP_SUFFIX = ".tmp"
 
@@ -135,12 +136,23 @@ def write_manifest(root: str | Path, shards: Sequence[dict], *, tags: int, sourc
     return manifest
 
 
-def write_mask(root: str | Path, name: str, mask: NDArray[np.bool_]) -> Path:
-    """masks/NAME.npy: bool (N,), True = never drawn (nothing is deleted)."""
+def write_mask(root: str | Path, name: str, mask: NDArray[np.bool_], *, into: Path | None = None) -> Path:
+    """masks/NAME.npy: bool (N,), True = never drawn (nothing is deleted). Written into `into`, the folder of a
+    stage_mask build that renames it into place, or else through one of its own (exclusive, renamed when whole)."""
     path = fmt.mask_path(root, name)
     mask = np.asarray(mask)
     if mask.dtype != np.bool_ or mask.ndim != 1:
         raise ValueError(f"mask {name!r} must be a 1-D bool array, got {mask.dtype} {mask.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt.save_npy_atomic(path, mask)
+    if into is not None:
+        np.save(into / path.name, mask)
+        return path
+    with stage_mask(root, name, outputs=(path.name,)) as tmp:
+        np.save(tmp / path.name, mask)
     return path
+
+
+def stage_mask(root: str | Path, name: str, *, outputs: Sequence[str]) -> Staged:
+    """The exclusive build of mask NAME's files (`outputs`, renamed into masks/ in that order: NAME.npy last, since
+    readers look for it); a second concurrent builder of NAME is refused at once. A finished NAME is replaced."""
+    path = fmt.mask_path(root, name)
+    return Staged(path.parent, name, what="mask", marker=path.name, replace=True, outputs=outputs)

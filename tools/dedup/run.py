@@ -19,7 +19,7 @@ import numpy as np
 from tagstream.kernels import dedup as kdedup
 from tagstream.loader import format as fmt
 from tagstream.loader.dataset import Dataset
-from tagstream.loader.writer import write_mask
+from tagstream.loader.writer import stage_mask, write_mask
 from tagstream.tools.dedup.features import EmbedMethod, embed_dataset, open_features
 from tagstream.tools.dedup.hashing import DEFAULT_MAX_DISTANCE, exact_pairs, mirror_hashes
 from tagstream.tools.dedup.knn import cosine_join
@@ -151,9 +151,6 @@ def run_dedup(
             }
         )
     mask_path, pairs_path, summary_path = mask_paths(train_ds.root, name)
-    mask_path.parent.mkdir(parents=True, exist_ok=True)
-    write_pairs(pairs_path, results, labels)
-    write_mask(train_ds.root, name, mask)
     summary = {
         "name": name,
         "train": str(train_ds.root),
@@ -176,7 +173,15 @@ def run_dedup(
         summary["grid"] = draw_grid(
             Path(grid), train_ds, eval_ds, labels, results, count=grid_pairs, order=grid_order, seed=seed
         )
-    fmt.write_json_atomic(summary_path, summary)
+    outputs = (
+        pairs_path.name,
+        summary_path.name,
+        mask_path.name,
+    )  # renamed in this order: the mask, read by runs, last
+    with stage_mask(train_ds.root, name, outputs=outputs) as tmp:  # one builder of NAME at a time (loader/staging.py)
+        write_pairs(tmp / pairs_path.name, results, labels)
+        write_mask(train_ds.root, name, mask, into=tmp)
+        fmt.write_json_atomic(tmp / summary_path.name, summary)
     return summary
 
 
