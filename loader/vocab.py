@@ -44,8 +44,8 @@ class Vocab:
             )
         try:
             self.meta = json.loads((self.dir / META).read_bytes().decode("utf-8"))
-        except ValueError as exc:
-            raise fmt.FormatError(f"{self.dir / META}: not valid JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+            raise fmt.FormatError(f"{self.dir / META}: not valid JSON: {str(exc)[:200]}") from None
         if not isinstance(self.meta, dict) or not isinstance(self.meta.get("classes"), int) or self.meta["classes"] < 0:
             raise fmt.FormatError(f"{self.dir / META}: expected an object with a non-negative integer 'classes'")
         self.num_classes = int(self.meta["classes"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -111,9 +112,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for damaged or foreign files
-        raise ValueError(
-            f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ) from None
+        why = " ".join(str(exc).split())[:200] or "empty or cut short"
+        raise ValueError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {why})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a tagstream checkpoint")
     if state.get("version") not in READABLE:
@@ -162,9 +162,37 @@ CONTENTS: dict[str, tuple[str, Any]] = {
         "a list of uint8 tensors",
         lambda v: isinstance(v, list) and all(isinstance(t, torch.Tensor) for t in v),
     ),
+    "optimizer.state": ("a table", lambda v: isinstance(v, dict)),
+    "optimizer.param_groups": (
+        "a list of tables",
+        lambda v: isinstance(v, list) and all(isinstance(g, dict) for g in v),
+    ),
     "world": ("a whole number >= 1", _whole(1)),
     "ema": ("a table of tensors", _table(_any)),
 }
+
+
+def check_like(value: Any, like: Any, key: str) -> None:
+    """ValueError unless `value` has the structure and value types of `like` (what this run would write: a table
+    has its keys, a list its length, a count is a whole number, a rate a finite number)."""
+    if isinstance(like, dict):
+        if not isinstance(value, dict):
+            raise ValueError(f"entry {key} is {type(value).__name__}, not a table")
+        for k in like:
+            if k in value:
+                check_like(value[k], like[k], f"{key}.{k}")
+    elif isinstance(like, (list, tuple)):
+        if not isinstance(value, (list, tuple)) or len(value) != len(like):
+            raise ValueError(f"entry {key} is not a list of {len(like)}")
+        for i, (v, w) in enumerate(zip(value, like)):
+            check_like(v, w, f"{key}[{i}]")
+    elif isinstance(like, bool) or isinstance(like, str) or isinstance(like, torch.Tensor):
+        if not isinstance(value, type(like)):
+            raise ValueError(f"entry {key} is {type(value).__name__}, not {type(like).__name__}")
+    elif isinstance(like, (int, float)):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (isinstance(like, int) and not isinstance(value, int)) or not math.isfinite(value):
+            raise ValueError(f"entry {key} is {value!r:.40}, not a finite {type(like).__name__}")
 
 
 def content_problem(state: dict[str, Any]) -> str:

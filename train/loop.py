@@ -265,6 +265,9 @@ def _train(
     if state is not None:
         try:  # a checkpoint that loads safely can still be malformed: wrong shapes, missing keys
             fresh = fresh_hyperparameters(optimizer)
+            # torch checks shapes, not types: a string where the scheduler keeps a count failed steps later
+            ckpt.check_like(state["optimizer"]["param_groups"], optimizer.state_dict()["param_groups"], "optimizer")
+            ckpt.check_like(state["schedule"], scheduler.state_dict(), "schedule")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["schedule"])
@@ -273,7 +276,7 @@ def _train(
             ema = build_ema(model, config.optim.ema)
             if ema is not None and "ema" in state:
                 ema.load_state_dict(state["ema"])
-        except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"{resume_path}: checkpoint does not fit this run ({first})") from None
         try:

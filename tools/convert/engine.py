@@ -31,7 +31,15 @@ from tagstream.loader.lifetime import exit_with_parent
 from tagstream.loader.writer import write_manifest, write_tags
 from tagstream.tools.convert.image import Accepted, ImageOptions, Item, ItemResult, process_batch, process_item
 from tagstream.tools.convert.outdir import ConvertRefused, WriteFailed, locked, writing  # noqa: F401 - re-exported
-from tagstream.tools.convert.shards import STATE_DIR, ConvertShard, remove_after, shard_intact, slim, state_path
+from tagstream.tools.convert.shards import (
+    STATE_DIR,
+    ConvertShard,
+    remove_after,
+    shard_intact,
+    slim,
+    state_path,
+    state_problem,
+)
 from tagstream.tools.convert.sources import Source
 
 BATCH = 16  # items per task sent to a worker
@@ -111,9 +119,9 @@ def _committed(out: Path) -> list[dict]:
     while (path := state_path(out, len(states))).exists():
         try:
             state = json.loads(path.read_text())
-        except ValueError:  # written atomically, so only damage from outside: redo from this shard
+        except (ValueError, RecursionError):  # written atomically, so only damage from outside: redo from this shard
             break
-        if not shard_intact(out, state):
+        if state_problem(state) or not shard_intact(out, state):
             break
         states.append(slim(state))
     return states

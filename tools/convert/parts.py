@@ -30,7 +30,7 @@ from tagstream.tools.convert.engine import (
     scan_source,
 )
 from tagstream.tools.convert.image import ImageOptions
-from tagstream.tools.convert.shards import STATE_DIR
+from tagstream.tools.convert.shards import STATE_DIR, state_problem
 
 PARTS_DIR = "parts"
 PART_DONE = "part.json"
@@ -106,13 +106,35 @@ def parse_part_name(name: str) -> PartSpec | None:
 def read_part(root: Path) -> dict | None:
     """A part's commit record, or None while it is not committed."""
     try:
-        return json.loads((root / PART_DONE).read_text())
+        record = json.loads((root / PART_DONE).read_text())
     except FileNotFoundError:
         return None
-    except ValueError:
+    except (ValueError, RecursionError):
+        record, problem = None, "unreadable"
+    else:
+        problem = part_problem(record)
+    if problem:
         raise ConvertRefused(
-            f"{root / PART_DONE} is unreadable (damaged?); delete {root} and convert that part again"
+            f"{root / PART_DONE} is damaged ({problem}); delete {root} and convert that part again"
         ) from None
+    return record
+
+
+def part_problem(record: object) -> str:
+    """What is wrong with a part's commit record, or "": its keys by type and range, each shard's state too."""
+    if not isinstance(record, dict):
+        return f"a JSON object expected, not {type(record).__name__}"
+    part = record.get("part")
+    if not (
+        isinstance(part, list) and len(part) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in part)
+    ):
+        return "'part' must be [index, count]"
+    if not isinstance(record.get("shards"), list) or not isinstance(record.get("tail"), list):
+        return "'shards' and 'tail' must be lists"
+    for key in ("input_start", "input_stop"):
+        if not isinstance(record.get(key), int) or isinstance(record.get(key), bool) or record[key] < 0:
+            return f"{key!r} must be a whole number >= 0"
+    return next((p for p in map(state_problem, record["shards"]) if p), "")
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,34 @@ def slim(state: dict) -> dict:
     return {k: v for k, v in state.items() if k != "rejects"}
 
 
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 63
+
+
+def state_problem(state: object) -> str:
+    """What is wrong with a committed shard's state (a `.convert/NNNNN.json`, or an entry of a part's part.json), or
+    "": every key the engine and merge read, by type and range, so damage from outside is found where it is read."""
+    if not isinstance(state, dict):
+        return f"a shard state is a JSON object, not {type(state).__name__}"
+    try:
+        fmt.check_name(state.get("name"), "shard")
+    except (ValueError, TypeError) as exc:
+        return str(exc)
+    bad = [k for k in ("bytes", "images", "input_start", "input_stop", "rejected") if not _count(state.get(k))]
+    if bad:
+        return f"shard {state['name']}: {', '.join(bad)} must be whole numbers >= 0"
+    if state["input_start"] > state["input_stop"]:
+        return f"shard {state['name']}: input_start {state['input_start']} is after input_stop {state['input_stop']}"
+    tags, reencoded = state.get("new_tags"), state.get("reencoded")
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        return f"shard {state['name']}: new_tags must be a list of tags"
+    if not isinstance(reencoded, dict) or not all(_count(v) for v in reencoded.values()):
+        return f"shard {state['name']}: reencoded must map kinds to counts"
+    if "rejects" in state and not isinstance(state["rejects"], list):
+        return f"shard {state['name']}: rejects must be a list"
+    return ""
+
+
 def shard_intact(root: Path, state: dict) -> bool:
     """Cheap resume check of a committed shard: its data file has the recorded size and its index exists."""
     data = fmt.shard_path(root, state["name"]) / "data.mdb"
