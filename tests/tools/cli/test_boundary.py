@@ -64,6 +64,23 @@ def test_a_csv_header_holding_terminal_escapes_is_shown_escaped(tmp_path):
     assert not any(c in output for c in "\x1b\x07") and "\\x1b]0;pwned\\x07" in output and "\\x1b[2Jx" in output
 
 
+def test_a_utf16_table_is_refused_without_nul_bytes_on_the_terminal(tmp_path):
+    (tmp_path / "t.csv").write_bytes("image,tags\na.jpg,b\n".encode("utf-16"))
+    result = CliRunner().invoke(cli, ["convert", str(tmp_path / "t.csv"), str(tmp_path / "ds")])
+    assert result.exit_code == 1 and "\x00" not in result.output and "Traceback" not in result.output
+
+
+def test_a_garbled_index_width_file_stops_train_in_one_line(tiny_dataset, tmp_path):
+    ds = tiny_dataset(8, shard_size=4)
+    build_vocab(ds, "v", VocabOptions(min_count=1))
+    width = ds / "index" / "00001.width.npy"
+    width.write_bytes(width.read_bytes()[:20] + b"(" + width.read_bytes()[21:])  # the header no longer parses
+    args = ["train", "--config", "tiny-cpu", "--dataset", str(ds), "--vocab", "v", "--out", str(tmp_path / "run")]
+    args += ["--steps", "1", "--batch-size", "4", "--image-size", "16", "--set", "data.holdout_fraction=0"]
+    output = _one_line_error(CliRunner().invoke(cli, [*args, "--set", "run.progress=false", "--set", "data.workers=0"]))
+    assert f"{width}: not a readable .npy array" in output
+
+
 def test_dedup_report_shows_hostile_class_names_escaped(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "0.jpg").write_bytes(small_jpeg())

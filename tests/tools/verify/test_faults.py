@@ -180,6 +180,8 @@ def test_vocabulary_and_mask_damage_is_reported(ds):
         "[]",
         '{"format": "tagstream", "version": 1, "images": 1e30, "shards": []}',
         '{"format": "tagstream", "version": 1, "images": 0, "shards": null}',
+        '{"format": "tagstream", "version": 1, "images": 100000000000000000000000, "shards": []}',  # > int64
+        "[" * 100_000 + "]" * 100_000,  # nested 10^5 deep: was a RecursionError out of verify
     ],
 )
 def test_malformed_manifest_is_a_problem(ds, text):
