@@ -65,22 +65,31 @@ class ConvertSummary:
     redone: tuple[str, ...] = ()  # shards of a finished dataset found missing or cut short, converted again
 
 
+def read_state(path: Path) -> dict:
+    """OUT/.convert/state.json, checked by type (what check_state, parts and merge read), or ConvertRefused."""
+    try:
+        have = json.loads(path.read_text())
+    except (ValueError, RecursionError):
+        have = None
+    inputs = have.get("inputs") if isinstance(have, dict) else None
+    if (
+        not isinstance(have, dict)
+        or not isinstance(have.get("source"), dict)
+        or not isinstance(have.get("options"), dict)
+        or not isinstance(have.get("fingerprint"), str)
+        or not (isinstance(inputs, int) and not isinstance(inputs, bool) and 0 <= inputs < 1 << 63)
+    ):
+        raise ConvertRefused(f"{path} is unreadable (not written by this tool?); use a new OUT")
+    return have
+
+
 def check_state(out: Path, wanted: dict) -> None:
     """Record what is being converted, or refuse when OUT holds something else."""
     path = out / STATE_DIR / "state.json"
     if not path.exists():
         fmt.write_json_atomic(path, wanted)
         return
-    try:
-        have = json.loads(path.read_text())
-    except ValueError:
-        have = None
-    if (
-        not isinstance(have, dict)
-        or not isinstance(have.get("source"), dict)
-        or not isinstance(have.get("options"), dict)
-    ):
-        raise ConvertRefused(f"{path} is unreadable (not written by this tool?); use a new OUT")
+    have = read_state(path)
     if have["source"] != wanted["source"]:
         raise ConvertRefused(
             f"{out} holds a conversion of {have['source'].get('path')!r} "
@@ -121,7 +130,7 @@ def _committed(out: Path) -> list[dict]:
             state = json.loads(path.read_text())
         except (ValueError, RecursionError):  # written atomically, so only damage from outside: redo from this shard
             break
-        if state_problem(state) or not shard_intact(out, state):
+        if state_problem(state, on_disk=True) or not shard_intact(out, state):
             break
         states.append(slim(state))
     return states

@@ -31,7 +31,15 @@ import numpy as np
 
 from tagstream.loader import format as fmt
 from tagstream.loader.writer import ShardWriter, write_index
-from tagstream.tools.convert.engine import ConvertRefused, ConvertSummary, finish, locked, process_pool, summary
+from tagstream.tools.convert.engine import (
+    ConvertRefused,
+    ConvertSummary,
+    finish,
+    locked,
+    process_pool,
+    read_state,
+    summary,
+)
 from tagstream.tools.convert.parts import PARTS_DIR, PartSpec, parse_part_name, part_root, read_part
 from tagstream.tools.convert.shards import STATE_DIR, shard_intact, slim, state_path
 
@@ -69,7 +77,7 @@ def merge(
         raise ConvertRefused(
             f"{out} holds no conversion (no {STATE_DIR}/state.json); run `tagstream convert SRC OUT --part I/N` first"
         )
-    wanted = json.loads(state_file.read_text())
+    wanted = read_state(state_file)
     count = wanted.get("options", {}).get("parts")
     if not isinstance(count, int):
         raise ConvertRefused(f"{out} holds a one-process conversion, not a partitioned one: nothing to merge")

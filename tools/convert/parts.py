@@ -188,7 +188,7 @@ def recorded_plan(
     try:
         have = json.loads((out / STATE_DIR / "state.json").read_text())
         scan = json.loads((out / STATE_DIR / SCAN_STATE).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(have, dict) or not isinstance(scan, dict) or scan.get("fingerprint") != have.get("fingerprint"):
         return None
