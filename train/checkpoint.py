@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from tagstream.loader.config import MAX_PARTITIONS
 from tagstream.loader.format import fsync_dir
 
 FORMAT = "tagstream-checkpoint"
@@ -131,8 +132,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def _whole(lo: int) -> Any:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v < 1 << 63
+def _whole(lo: int, hi: int = (1 << 63) - 1) -> Any:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
 def _table(value_ok: Any) -> Any:
@@ -155,6 +156,11 @@ CONTENTS: dict[str, tuple[str, Any]] = {
     "loader": ("a table", _table(_any)),
     "loader.epoch": ("a whole number >= 0", _whole(0)),
     "loader.step": ("a whole number >= 0", _whole(0)),
+    "loader.partitions": (
+        f"unset or a whole number in [1, {MAX_PARTITIONS}]",
+        lambda v: v is None or _whole(1, MAX_PARTITIONS)(v),
+    ),
+    "loader.world": (f"a whole number in [1, {MAX_PARTITIONS}]", _whole(1, MAX_PARTITIONS)),
     "config": ("a table of sections", _table(lambda v: isinstance(v, dict))),
     "rng": ("a table", _table(_any)),
     "rng.torch": ("a uint8 tensor", lambda t: isinstance(t, torch.Tensor) and t.dtype == torch.uint8),
@@ -167,7 +173,7 @@ CONTENTS: dict[str, tuple[str, Any]] = {
         "a list of tables",
         lambda v: isinstance(v, list) and all(isinstance(g, dict) for g in v),
     ),
-    "world": ("a whole number >= 1", _whole(1)),
+    "world": (f"a whole number in [1, {MAX_PARTITIONS}]", _whole(1, MAX_PARTITIONS)),
     "ema": ("a table of tensors", _table(_any)),
 }
 
@@ -202,7 +208,7 @@ def content_problem(state: dict[str, Any]) -> str:
         if outer not in state or (inner and not isinstance(state[outer], dict)):
             continue  # missing required entries are named before; optional ones may be absent
         if inner and inner not in state[outer]:
-            if outer == "loader":
+            if key in ("loader.epoch", "loader.step"):  # the loader resumes from them
                 return f"{key} is missing; expected {expected}"
             continue
         value = state[outer][inner] if inner else state[outer]

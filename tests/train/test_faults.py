@@ -160,7 +160,7 @@ def test_resume_may_lengthen_the_run_and_accept_a_named_change(tmp_path):
         (lambda s: s.update(step=-5), "entry step is -5, not a whole number >= 0"),
         (lambda s: s["loader"].update(epoch=-3), "entry loader.epoch is -3, not a whole number >= 0"),
         (lambda s: s["rng"].update(torch="seed"), "entry rng.torch is 'seed', not a uint8 tensor"),
-        (lambda s: s.update(world=0), "entry world is 0, not a whole number >= 1"),
+        (lambda s: s.update(world=0), r"entry world is 0, not a whole number in \[1, 1048576\]"),
     ],
 )
 def test_malformed_checkpoints_are_one_line_errors(tmp_path, damage, message):
