@@ -156,8 +156,12 @@ class LoaderConfig:
                     f"size_schedule={self.size_schedule} applies to mode='train' only; eval uses image_size"
                 )
             object.__setattr__(self, "size_schedule", check_size_schedule(self.size_schedule, name="size_schedule"))
-        if self.resize_size is not None:  # eval crops image_size from it
-            check_int("resize_size", self.resize_size, self.image_size, 2 * MAX_SIZE, " (>= image_size)")
+        if self.resize_size is not None:
+            if isinstance(self.resize_size, int) and self.resize_size < self.image_size:
+                raise ValueError(
+                    f"resize_size={self.resize_size} must be >= image_size={self.image_size} (eval crops image_size from it)"
+                )
+            check_int("resize_size", self.resize_size, self.image_size, 2 * MAX_SIZE)
         check_int("max_labels", self.max_labels, 1, 1 << 16)
         lo, hi = self.random_area
         if not 0 < lo <= hi <= 1:
