@@ -23,7 +23,7 @@ HOSTILE = ["\x1b]0;pwned\x07", "\x1b[2Jred", "\u202eevil"]
 def _one_line_error(result) -> str:
     assert result.exit_code == 1, result.output
     assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output and isinstance(result.exception, (SystemExit, type(None)))
     return result.output
 
 
