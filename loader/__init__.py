@@ -10,7 +10,7 @@ Nothing here imports DALI or torch until a loader is built.
 
 from tagstream.loader.api import build_loader
 from tagstream.loader.batch import IMAGENET_MEAN, IMAGENET_STD, Batch, Loader, normalize_images
-from tagstream.loader.config import LoaderConfig, check_data_settings
+from tagstream.loader.config import MAX_PARTITIONS, MAX_SEED, MAX_THREADS, LoaderConfig, check_data_settings, check_int
 from tagstream.loader.data import Dataset, FormatError, Vocab
 from tagstream.loader.data.manifest import tool_version
 from tagstream.loader.progress import progress_bar
@@ -19,6 +19,9 @@ from tagstream.loader.sampling import RankSampler, eligibility
 __version__ = tool_version()
 
 __all__ = [
+    "MAX_PARTITIONS",
+    "MAX_SEED",
+    "MAX_THREADS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "Batch",
@@ -30,6 +33,7 @@ __all__ = [
     "Vocab",
     "build_loader",
     "check_data_settings",
+    "check_int",
     "eligibility",
     "normalize_images",
     "progress_bar",

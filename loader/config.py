@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 from tagstream.kernels.weights import COMBINES, SAMPLINGS, check_combine, sampling_power  # defined with the kernels
 from tagstream.loader.data.retries import Retry
-from tagstream.loader.pipeline.sizes import check_size, check_size_schedule, size_at
+from tagstream.loader.pipeline.sizes import MAX_SIZE, check_size, check_size_schedule, size_at
 from tagstream.loader.sampling.eligible import SPLITS
 from tagstream.loader.sampling.sampler import check_one_pass
 
@@ -14,6 +15,17 @@ TARGETS = ("soft", "multihot", "sparse")
 MODES = ("train", "eval")
 DEVICES = ("cpu", "gpu")
 CPU_DECODERS = ("auto", "turbo", "dali")
+
+# Upper bounds of the settings that size processes, threads, queues and arrays: a value past them is a typo or a
+# hostile --set (data.workers=10000 ran out of file descriptors, run.threads=100000 out of memory), refused with
+# one line before anything starts. Generous for the largest machines; README "Bounds" lists them.
+MAX_WORKERS = 256
+MAX_THREADS = 1024
+MAX_PREFETCH = 64
+MAX_PARTITIONS = 1 << 20
+MAX_SAMPLES_PER_EPOCH = 1 << 40
+MAX_SEED = (1 << 63) - 1
+MAX_BYTES = (1 << 63) - 1
 
 
 def check_data_settings(
@@ -34,8 +46,8 @@ def check_data_settings(
     storage_timeout: float = 150.0,
 ) -> None:
     """The checks a LoaderConfig and the trainer's DataConfig share, in one place; `prefix` names the keys as the
-    user wrote them ("data." in a recipe). Whether a world size fits the partitions is checked when a loader is
-    built for one (loader/sampling/partitions.check_layout)."""
+    user wrote them ("data." in a recipe). Every number is checked for its type and its range. Whether a world size
+    fits the partitions is checked when a loader is built for one (loader/sampling/partitions.check_layout)."""
     sampling_power(sampling)  # the one parser of the sampling law: here only to refuse a bad one early
     check_one_pass(
         prefix=prefix, one_pass=one_pass, drop_last=drop_last, sampling=sampling, samples_per_epoch=samples_per_epoch
@@ -43,20 +55,29 @@ def check_data_settings(
     check_combine(combine, name=f"{prefix}combine")
     if cpu_decoder not in CPU_DECODERS:
         raise ValueError(f"{prefix}cpu_decoder={cpu_decoder!r} is not one of {CPU_DECODERS}")
-    if partitions is not None and (not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1):
-        raise ValueError(f"{prefix}partitions={partitions!r} must be an integer >= 1 (or unset: the world size)")
-    if not 0.0 <= holdout_fraction < 1.0:
-        raise ValueError(f"{prefix}holdout_fraction={holdout_fraction} must be in [0, 1)")
-    if samples_per_epoch is not None and samples_per_epoch < 1:
-        raise ValueError(f"{prefix}samples_per_epoch={samples_per_epoch} must be >= 1")
-    if workers < 0 or threads < 1 or prefetch < 1:
-        raise ValueError(f"{prefix}workers={workers} must be >= 0, threads={threads} and prefetch={prefetch} >= 1")
-    if not isinstance(cache_limit, int) or isinstance(cache_limit, bool) or cache_limit < 0:
-        raise ValueError(f"{prefix}cache_limit={cache_limit!r} must be a whole number of bytes >= 0 (0 = no limit)")
+    if not isinstance(holdout_fraction, (int, float)) or not 0.0 <= holdout_fraction < 1.0:
+        raise ValueError(f"{prefix}holdout_fraction={holdout_fraction!r} must be in [0, 1)")
+    for name, value, lo, hi, unset in (
+        ("workers", workers, 0, MAX_WORKERS, ""),
+        ("threads", threads, 1, MAX_THREADS, ""),
+        ("prefetch", prefetch, 1, MAX_PREFETCH, ""),
+        ("samples_per_epoch", samples_per_epoch, 1, MAX_SAMPLES_PER_EPOCH, " (or unset: the eligible images)"),
+        ("partitions", partitions, 1, MAX_PARTITIONS, " (or unset: the world size)"),
+        ("cache_limit", cache_limit, 0, MAX_BYTES, " bytes (0 = no limit)"),
+    ):
+        if value is None and unset:
+            continue
+        check_int(f"{prefix}{name}", value, lo, hi, unset)
     try:
         Retry.within(storage_timeout)
     except ValueError as exc:
         raise ValueError(f"{prefix}{exc}") from None
+
+
+def check_int(key: str, value: object, lo: int, hi: int, note: str = "") -> None:
+    """ValueError unless value is a whole number in [lo, hi] (a bool is not one)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"{key}={value!r} must be a whole number in [{lo}, {hi}]{note}")
 
 
 __all__ = [
@@ -69,6 +90,7 @@ __all__ = [
     "TARGETS",
     "LoaderConfig",
     "check_data_settings",
+    "check_int",
     "sampling_power",
 ]
 
@@ -154,8 +176,8 @@ class LoaderConfig:
             drop_last=self.drop_last,
             storage_timeout=self.storage_timeout,
         )
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+        check_int("seed", self.seed, 0, MAX_SEED)
+        check_int("batch_size", self.batch_size, 1, MAX_SAMPLES_PER_EPOCH)
         check_size(self.image_size, name="image_size")
         if self.size_schedule:
             if self.mode != "train":
@@ -163,10 +185,13 @@ class LoaderConfig:
                     f"size_schedule={self.size_schedule} applies to mode='train' only; eval uses image_size"
                 )
             object.__setattr__(self, "size_schedule", check_size_schedule(self.size_schedule, name="size_schedule"))
-        if self.resize_size is not None and self.resize_size < self.image_size:
-            raise ValueError(
-                f"resize_size={self.resize_size} must be >= image_size={self.image_size} (eval crops image_size from it)"
-            )
+        if self.resize_size is not None:
+            if isinstance(self.resize_size, int) and self.resize_size < self.image_size:
+                raise ValueError(
+                    f"resize_size={self.resize_size} must be >= image_size={self.image_size} (eval crops image_size from it)"
+                )
+            check_int("resize_size", self.resize_size, self.image_size, 2 * MAX_SIZE)
+        check_int("max_labels", self.max_labels, 1, 1 << 16)
         lo, hi = self.random_area
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"random_area={self.random_area} must satisfy 0 < lo <= hi <= 1")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from tagstream.loader import MAX_PARTITIONS
 from tagstream.loader.data import fsync_dir
 
 FORMAT = "tagstream-checkpoint"
@@ -111,9 +113,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for damaged or foreign files
-        raise ValueError(
-            f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ) from None
+        why = " ".join(str(exc).split())[:200] or "empty or cut short"
+        raise ValueError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {why})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a tagstream checkpoint")
     if state.get("version") not in READABLE:
@@ -123,13 +124,96 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: checkpoint lacks {', '.join(missing)}")
     if state["version"] >= 2 and state.get("checksum") != state_digest(state):
         raise ValueError(f"{path}: checkpoint content does not match its checksum (damaged on disk?)")
-    if (
-        not isinstance(state["model"], dict)
-        or not isinstance(state["config"], dict)
-        or not isinstance(state["step"], int)
-    ):
-        raise ValueError(f"{path}: checkpoint entries model/config/step have the wrong types")
+    problem = content_problem(state)
+    if problem:
+        raise ValueError(
+            f"{path}: checkpoint entry {problem} (it matches its checksum: written malformed); resume another"
+        )
     return state
+
+
+def _whole(lo: int, hi: int = (1 << 63) - 1) -> Any:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _table(value_ok: Any) -> Any:
+    return lambda v: isinstance(v, dict) and all(isinstance(k, str) and value_ok(v[k]) for k in v)
+
+
+def _any(v: Any) -> bool:
+    return True
+
+
+# entry (or entry.key) -> (what it must be, test); checked by type and range after the checksum, so a checkpoint
+# written with a string where a dict belongs, or step -5, is refused before it resumes anything
+CONTENTS: dict[str, tuple[str, Any]] = {
+    "model": ("a table of tensors", _table(lambda t: isinstance(t, torch.Tensor))),
+    "model_name": ("a name", lambda v: isinstance(v, str) and 0 < len(v) < 256),
+    "num_classes": ("a whole number >= 1", _whole(1)),
+    "optimizer": ("a table", _table(_any)),
+    "schedule": ("a table", _table(_any)),
+    "step": ("a whole number >= 0", _whole(0)),
+    "loader": ("a table", _table(_any)),
+    "loader.epoch": ("a whole number >= 0", _whole(0)),
+    "loader.step": ("a whole number >= 0", _whole(0)),
+    "loader.partitions": (
+        f"unset or a whole number in [1, {MAX_PARTITIONS}]",
+        lambda v: v is None or _whole(1, MAX_PARTITIONS)(v),
+    ),
+    "loader.world": (f"a whole number in [1, {MAX_PARTITIONS}]", _whole(1, MAX_PARTITIONS)),
+    "config": ("a table of sections", _table(lambda v: isinstance(v, dict))),
+    "rng": ("a table", _table(_any)),
+    "rng.torch": ("a uint8 tensor", lambda t: isinstance(t, torch.Tensor) and t.dtype == torch.uint8),
+    "rng.cuda": (
+        "a list of uint8 tensors",
+        lambda v: isinstance(v, list) and all(isinstance(t, torch.Tensor) for t in v),
+    ),
+    "optimizer.state": ("a table", lambda v: isinstance(v, dict)),
+    "optimizer.param_groups": (
+        "a list of tables",
+        lambda v: isinstance(v, list) and all(isinstance(g, dict) for g in v),
+    ),
+    "world": (f"a whole number in [1, {MAX_PARTITIONS}]", _whole(1, MAX_PARTITIONS)),
+    "ema": ("a table of tensors", _table(_any)),
+}
+
+
+def check_like(value: Any, like: Any, key: str) -> None:
+    """ValueError unless `value` has the structure and value types of `like` (what this run would write: a table
+    has its keys, a list its length, a count is a whole number, a rate a finite number)."""
+    if isinstance(like, dict):
+        if not isinstance(value, dict):
+            raise ValueError(f"entry {key} is {type(value).__name__}, not a table")
+        for k in like:
+            if k in value:
+                check_like(value[k], like[k], f"{key}.{k}")
+    elif isinstance(like, (list, tuple)):
+        if not isinstance(value, (list, tuple)) or len(value) != len(like):
+            raise ValueError(f"entry {key} is not a list of {len(like)}")
+        for i, (v, w) in enumerate(zip(value, like)):
+            check_like(v, w, f"{key}[{i}]")
+    elif isinstance(like, bool) or isinstance(like, str) or isinstance(like, torch.Tensor):
+        if not isinstance(value, type(like)):
+            raise ValueError(f"entry {key} is {type(value).__name__}, not {type(like).__name__}")
+    elif isinstance(like, (int, float)):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (isinstance(like, int) and not isinstance(value, int)) or not math.isfinite(value):
+            raise ValueError(f"entry {key} is {value!r:.40}, not a finite {type(like).__name__}")
+
+
+def content_problem(state: dict[str, Any]) -> str:
+    """The first entry of a checkpoint's state that is not what CONTENTS says, as "KEY is ... , not ...", or ""."""
+    for key, (expected, ok) in CONTENTS.items():
+        outer, _, inner = key.partition(".")
+        if outer not in state or (inner and not isinstance(state[outer], dict)):
+            continue  # missing required entries are named before; optional ones may be absent
+        if inner and inner not in state[outer]:
+            continue  # a resume refuses a loader state without epoch/step itself; weights-only readers need none
+        value = state[outer][inner] if inner else state[outer]
+        if not ok(value):
+            shown = repr(value) if isinstance(value, (int, float, str)) else type(value).__name__
+            return f"{key} is {shown[:60]}, not {expected}"
+    return ""
 
 
 def load_resumable(

@@ -17,6 +17,7 @@ from tagstream.loader import check_data_settings
 from tagstream.loader.data import check_name
 from tagstream.loader.pipeline import final_size, image_size_setting, parse_size_schedule
 from tagstream.train.config_coerce import build_section, section_dict
+from tagstream.train.ranges import check_ranges
 from tagstream.train.recipe_files import read_recipe, recipe_names  # noqa: F401 - recipe_names: part of this face
 
 LOSSES = ("softmax", "sigmoid")
@@ -258,6 +259,7 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
+        check_ranges({name: getattr(self, name) for name in SECTIONS})
         for key, value, option in (
             ("data.dataset", self.data.dataset, "--dataset DATASET"),
             # `tagstream train` gives an MAE run a one-class vocabulary of its own

@@ -23,11 +23,12 @@ from typing import Any, Callable
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from tagstream.loader import build_loader, normalize_images
+from tagstream.loader import build_loader
 from tagstream.train import checkpoint as ckpt
 from tagstream.train import distributed as dd
 from tagstream.train.config import TrainConfig
 from tagstream.train.ema import build_ema
+from tagstream.train.finite import check_weights, gradient_norm
 from tagstream.train.heldout import evaluate
 from tagstream.train.init import apply_init, read_init
 from tagstream.train.loading import loader_config, run_partitions
@@ -38,34 +39,7 @@ from tagstream.train.optim import build_optimizer, clip_gradients
 from tagstream.train.resume import check_resume, fresh_hyperparameters, reapply_hyperparameters
 from tagstream.train.rundir import RunLock, RunLog, check_out_dir, init_out_dir
 from tagstream.train.schedule import build_scheduler
-
-
-class Step:
-    """What one optimizer step needs besides the model: the device side of the run."""
-
-    def __init__(self, config: TrainConfig, device: torch.device, masks: MaskKeys | None = None):
-        cuda = device.type == "cuda"
-        self.masks = masks  # MAE: batches are keyed by their (epoch, loader step) and get their masks as targets
-        self.device = device
-        self.grad_accum = config.batch.grad_accum
-        self.grad_clip = config.optim.grad_clip
-        self.channels_last = cuda and config.run.channels_last
-        # bf16 autocast only on GPU: on most CPUs bf16 convolutions are slower than float32 ones
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and config.run.bf16 else nullcontext()
-
-    def inputs(self, batch: Any, at: tuple[int, int] | None = None) -> tuple[torch.Tensor, Any]:
-        """The batch's images and targets on the device; an MAE run's targets are the masks of the batch the loader
-        delivered at (epoch, step)."""
-        images = normalize_images(batch.images, device=self.device, channels_last=self.channels_last)
-        if self.masks is not None and at is not None:
-            return images, self.masks.train(*at, images.shape[0]).to(self.device, non_blocking=True)
-        t = batch.targets
-        targets = (
-            tuple(x.to(self.device, non_blocking=True) for x in t)
-            if isinstance(t, tuple)
-            else t.to(self.device, non_blocking=True)
-        )
-        return images, targets
+from tagstream.train.step import Step
 
 
 def train_one_epoch(
@@ -79,14 +53,15 @@ def train_one_epoch(
     step: int,
     stop: int,
     steps_per_epoch: int,
-    after_step: Callable[[int, torch.Tensor, float, float], None],
+    after_step: Callable[[int, torch.Tensor, torch.Tensor, float, float], None],
     ema: Any = None,
 ) -> int:
     """Optimizer steps from `step` until the epoch's steps_per_epoch or `stop`; returns the step reached.
 
     The loader continues from its own state (0 after set_epoch, mid-epoch after load_state_dict).
     loss_fn(model, images, targets) -> the batch's loss.
-    after_step(step, loss, data_wait_s, lr) is called after every optimizer step, loss still on the device.
+    after_step(step, loss, grad_norm, data_wait_s, lr) is called after every optimizer step, loss and gradient norm
+    still on the device (train/finite.py checks them once per log window).
     """
     model.train()
     accum = run.grad_accum
@@ -110,7 +85,10 @@ def train_one_epoch(
                     loss = loss_fn(model, images, targets) / accum
                 loss.backward()
             loss_sum += loss.detach()  # stays on the device: no CPU-GPU sync per step
-        clip_gradients(model, run.grad_clip)  # after DDP's all-reduce: every rank clips the same gradients
+        # after DDP's all-reduce: every rank clips the same gradients and sees the same norm
+        grad_norm = clip_gradients(model, run.grad_clip)
+        if grad_norm is None:
+            grad_norm = gradient_norm(model)
         lr = optimizer.param_groups[0]["lr"]  # the LR this step used (scheduler.step() sets the next one)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -119,7 +97,7 @@ def train_one_epoch(
         scheduler.step()
         step += 1
         done += 1
-        after_step(step, loss_sum, wait, lr)
+        after_step(step, loss_sum, grad_norm, wait, lr)
     return step
 
 
@@ -268,6 +246,9 @@ def _train(
     if state is not None:
         try:  # a checkpoint that loads safely can still be malformed: wrong shapes, missing keys
             fresh = fresh_hyperparameters(optimizer)
+            # torch checks shapes, not types: a string where the scheduler keeps a count failed steps later
+            ckpt.check_like(state["optimizer"]["param_groups"], optimizer.state_dict()["param_groups"], "optimizer")
+            ckpt.check_like(state["schedule"], scheduler.state_dict(), "schedule")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["schedule"])
@@ -276,7 +257,7 @@ def _train(
             ema = build_ema(model, config.optim.ema)
             if ema is not None and "ema" in state:
                 ema.load_state_dict(state["ema"])
-        except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"{resume_path}: checkpoint does not fit this run ({first})") from None
         try:
@@ -327,6 +308,7 @@ def _train(
     eval_results: dict[str, float] = {}
 
     def save(step: int) -> None:
+        check_weights(bare, step)  # on every rank (the weights are the same), so none waits at the barrier alone
         if dist.is_main:
             ckpt.save_checkpoint(
                 {
@@ -356,12 +338,18 @@ def _train(
         log.event("eval", step=step, **results)
         return results
 
-    def after_step(step: int, loss: torch.Tensor, wait: float, lr: float) -> None:
+    def after_step(step: int, loss: torch.Tensor, grad_norm: torch.Tensor, wait: float, lr: float) -> None:
         nonlocal eval_results
         r = config.run
         boundary = step == total_steps or (r.checkpoint_every and step % r.checkpoint_every == 0)
         log.step(
-            step, loss, wait, lr=lr, epoch=train_loader.state_dict()["epoch"], flush=boundary or step % r.log_every == 0
+            step,
+            loss,
+            grad_norm,
+            wait,
+            lr=lr,
+            epoch=train_loader.state_dict()["epoch"],
+            flush=boundary or step % r.log_every == 0,
         )
         if r.checkpoint_every and step % r.checkpoint_every == 0 and step < total_steps:
             save(step)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from tagstream.loader.data import write_text_atomic
 from tagstream.train import checkpoint as ckpt
 from tagstream.train import distributed as dd
 from tagstream.train.config import TrainConfig
+from tagstream.train.finite import check_window
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -178,6 +178,7 @@ class RunLog:
             desc="train",
         )
         self.losses: list[torch.Tensor] = []
+        self.grad_norms: list[torch.Tensor] = []
         self.first_step = start_step + 1
         self.window_wait = 0.0
         self.window_start = time.perf_counter()
@@ -194,8 +195,19 @@ class RunLog:
                 if key != "step":
                     self.tb.add_scalar(f"eval/{key}", value, fields["step"])
 
-    def step(self, step: int, loss: torch.Tensor, wait_s: float, *, lr: float, epoch: int, flush: bool) -> None:
+    def step(
+        self,
+        step: int,
+        loss: torch.Tensor,
+        grad_norm: torch.Tensor,
+        wait_s: float,
+        *,
+        lr: float,
+        epoch: int,
+        flush: bool,
+    ) -> None:
         self.losses.append(loss)
+        self.grad_norms.append(grad_norm)
         self.window_wait += wait_s
         self.bar.update(1)
         if flush:
@@ -204,12 +216,9 @@ class RunLog:
     def _flush(self, step: int, *, lr: float, epoch: int) -> None:
         # mean over ranks of every step's loss: one collective and one CPU-GPU sync per window
         losses = dd.all_reduce_mean(torch.stack(self.losses).float(), self.dist).cpu().tolist()
-        bad = [self.first_step + i for i, x in enumerate(losses) if not math.isfinite(x)]
-        if bad:  # stop rather than burn GPU hours on a diverged run
-            raise FloatingPointError(
-                f"the loss became {losses[bad[0] - self.first_step]} at step {bad[0]}; lower optim.base_lr or "
-                "lengthen the warm-up, and continue from an earlier checkpoint with --resume PATH"
-            )
+        # the gradients are all-reduced already: every rank holds the same norms, so every rank stops alike
+        grad_norms = torch.stack([g.float().to(self.losses[0].device) for g in self.grad_norms]).cpu().tolist()
+        check_window(losses, grad_norms, self.first_step)  # stop rather than burn GPU hours on a diverged run
         seconds = time.perf_counter() - self.window_start
         n = len(losses)
         rate = n * self.images_per_step / seconds
@@ -231,7 +240,7 @@ class RunLog:
         if self.tb is not None:
             for key, value in (("loss", self.last_loss), ("lr", lr), ("images_per_s", rate), ("data_wait", share)):
                 self.tb.add_scalar(f"train/{key}", value, step)
-        self.losses, self.first_step, self.window_wait = [], step + 1, 0.0
+        self.losses, self.grad_norms, self.first_step, self.window_wait = [], [], step + 1, 0.0
         self.window_start = time.perf_counter()
 
     def summary(self, *, step: int, **fields: Any) -> dict[str, Any]:

@@ -17,12 +17,26 @@ from tagstream.loader.data.format import (
 )
 from tagstream.loader.data.manifest import read_manifest
 from tagstream.loader.data.push import push
+from tagstream.loader.data.staging import Staged
 from tagstream.loader.data.storage import StorageError, is_url, local_path
 from tagstream.loader.data.store import ShardStore, close_all
-from tagstream.loader.data.vocab import Vocab, VocabClass, write_vocab
-from tagstream.loader.data.writer import TMP_SUFFIX, ShardWriter, write_index, write_manifest, write_mask, write_tags
+from tagstream.loader.data.vocab import CLASSES, Vocab, VocabClass, read_classes, stage_vocab, write_vocab
+from tagstream.loader.data.writer import (
+    TMP_SUFFIX,
+    ShardWriter,
+    mask_outputs,
+    stage_mask,
+    write_index,
+    write_manifest,
+    write_mask,
+    write_tags,
+)
 
 __all__ = [
+    "CLASSES",
+    "Staged",
+    "read_classes",
+    "stage_vocab",
     "MAX_PIXELS",
     "TMP_SUFFIX",
     "Dataset",
@@ -40,9 +54,11 @@ __all__ = [
     "is_url",
     "load_npy",
     "local_path",
+    "mask_outputs",
     "push",
     "read_manifest",
     "records",
+    "stage_mask",
     "storage",
     "write_index",
     "write_json_atomic",

@@ -237,5 +237,7 @@ def load_npy(path: Path) -> np.ndarray:
     """np.load(path, mmap_mode="r"), with a truncated or garbled file a FormatError naming it."""
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:  # numpy's reactions to a bad header or a short file
-        raise fmt.FormatError(f"{path}: not a readable .npy array ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 - numpy's header parser raises ValueError, OSError, EOFError, SyntaxError,
+        # tokenize.TokenError... on a garbled or short file: every one of them means this file is damaged
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise fmt.FormatError(f"{path}: not a readable .npy array ({why})") from None

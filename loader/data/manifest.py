@@ -30,8 +30,8 @@ def read_manifest(root: Path) -> dict[str, Any]:
         raise FormatError(f"{root}: no {MANIFEST} (not a tagstream dataset, or its conversion has not finished)")
     try:
         manifest = json.loads(path.read_bytes().decode("utf-8"))
-    except (ValueError, OSError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise FormatError(f"{path}: not valid JSON: {exc}") from exc
+    except (ValueError, OSError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise FormatError(f"{path}: not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(manifest, dict):
         raise FormatError(f"{path}: expected a JSON object, got a JSON {type(manifest).__name__}")
     if manifest.get("format") != FORMAT_NAME:
@@ -48,19 +48,22 @@ def read_manifest(root: Path) -> dict[str, Any]:
 
 
 def _count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """A count or a byte size: a whole number that fits an int64 (a larger one overflowed NumPy later)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 63
 
 
 def _check_manifest_shards(path: Path, manifest: dict) -> None:
     if not _count(manifest.get("images")):
-        raise FormatError(f"{path}: 'images' must be a non-negative integer, got {manifest.get('images')!r}")
+        raise FormatError(
+            f"{path}: 'images' must be a non-negative integer below 2**63, got {manifest.get('images')!r:.80}"
+        )
     shards = manifest.get("shards")
     if not isinstance(shards, list):
-        raise FormatError(f"{path}: 'shards' must be a list of shard entries, got {shards!r}")
+        raise FormatError(f"{path}: 'shards' must be a list of shard entries, got {shards!r:.80}")
     seen: set[str] = set()
     for k, entry in enumerate(shards):
         if not isinstance(entry, dict):
-            raise FormatError(f"{path}: shard entry {k} must be an object, got {entry!r}")
+            raise FormatError(f"{path}: shard entry {k} must be an object, got {entry!r:.80}")
         name = entry.get("name")
         try:
             check_name(name, "shard")
@@ -72,11 +75,11 @@ def _check_manifest_shards(path: Path, manifest: dict) -> None:
         for key in ("images", "bytes"):
             if (key in entry or key == "images") and not _count(entry.get(key)):
                 raise FormatError(
-                    f"{path}: shard {name}: {key!r} must be a non-negative integer, got {entry.get(key)!r}"
+                    f"{path}: shard {name}: {key!r} must be a non-negative integer below 2**63, got {entry.get(key)!r:.80}"
                 )
         digest = entry.get("sha256")
         if "sha256" in entry and not (isinstance(digest, str) and re.fullmatch(r"([0-9a-f]{64})?", digest)):
-            raise FormatError(f"{path}: shard {name}: 'sha256' must be 64 hex digits (or empty), got {digest!r}")
+            raise FormatError(f"{path}: shard {name}: 'sha256' must be 64 hex digits (or empty), got {digest!r:.80}")
         index = entry.get("index", {})
         if not isinstance(index, dict) or not all(
             (k in INDEX_ARRAYS or k in OPTIONAL_INDEX_ARRAYS)

@@ -28,8 +28,9 @@ class NpyRange:
                 )
                 shape, _, dtype = read_header(f)
                 self.offset = f.tell()
-        except (OSError, ValueError) as exc:
-            raise fmt.FormatError(f"{self.path}: not a readable .npy file: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - numpy's header parser raises SyntaxError, TokenError... too
+            why = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+            raise fmt.FormatError(f"{self.path}: not a readable .npy file: {why}") from None
         if len(shape) != 1 or dtype.hasobject:
             raise fmt.FormatError(f"{self.path}: expected a 1-D numeric array, got shape {shape} dtype {dtype}")
         self.dtype: np.dtype = dtype

@@ -18,8 +18,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tagstream.loader.data import format as fmt
-from tagstream.loader.data.checksums import entry_of_file, write_mask_sums
+from tagstream.loader.data.checksums import entry_of_file, mask_sums_path, write_mask_sums
 from tagstream.loader.data.manifest import MANIFEST_FILES, tool_version
+from tagstream.loader.data.staging import Staged
 
 TMP_SUFFIX = ".tmp"
 
@@ -170,19 +171,33 @@ def write_manifest(root: str | Path, shards: Sequence[dict], *, tags: int, sourc
     return manifest
 
 
-def write_mask(root: str | Path, name: str, mask: NDArray[np.bool_]) -> Path:
-    """masks/NAME.npy: bool (N,), True = never drawn (nothing is deleted); its checksum file masks/NAME.json is
-    written before the array is renamed into place (a crash between leaves a mismatch, never an unchecked mask)."""
+def write_mask(root: str | Path, name: str, mask: NDArray[np.bool_], *, into: Path | None = None) -> Path:
+    """masks/NAME.npy: bool (N,), True = never drawn (nothing is deleted), with its checksum file masks/NAME.json.
+    Written into `into`, the folder of a stage_mask build that renames them into place (the checksum file before
+    the array, so a reader never meets an unchecked mask), or else through one of its own (exclusive, renamed
+    when whole)."""
     path = fmt.mask_path(root, name)
     mask = np.asarray(mask)
     if mask.dtype != np.bool_ or mask.ndim != 1:
         raise ValueError(f"mask {name!r} must be a 1-D bool array, got {mask.dtype} {mask.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
-    try:
-        np.save(tmp, mask)
-        write_mask_sums(path, entry_of_file(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    if into is not None:
+        np.save(into / path.name, mask)
+        write_mask_sums(into / path.name, entry_of_file(into / path.name))
+        return path
+    with stage_mask(root, name, outputs=mask_outputs(name)) as tmp:
+        np.save(tmp / path.name, mask)
+        write_mask_sums(tmp / path.name, entry_of_file(tmp / path.name))
     return path
+
+
+def mask_outputs(name: str) -> tuple[str, str]:
+    """The files a mask is: its checksum file, then the array (renamed into masks/ in this order)."""
+    npy = fmt.mask_path(Path(), name).name
+    return mask_sums_path(Path(npy)).name, npy
+
+
+def stage_mask(root: str | Path, name: str, *, outputs: Sequence[str]) -> Staged:
+    """The exclusive build of mask NAME's files (`outputs`, renamed into masks/ in that order: NAME.npy last, since
+    readers look for it); a second concurrent builder of NAME is refused at once. A finished NAME is replaced."""
+    path = fmt.mask_path(root, name)
+    return Staged(path.parent, name, what="mask", marker=path.name, replace=True, outputs=outputs)

@@ -8,6 +8,9 @@ Code outside loader/ imports these names, or the `turbo` namespace, from here.
 from tagstream.loader.pipeline import turbo
 from tagstream.loader.pipeline.lifetime import exit_with_parent
 from tagstream.loader.pipeline.sizes import (
+    MAX_EPOCH,
+    MAX_SIZE,
+    MIN_SIZE,
     check_size,
     final_size,
     format_size_schedule,
@@ -16,6 +19,9 @@ from tagstream.loader.pipeline.sizes import (
 )
 
 __all__ = [
+    "MAX_EPOCH",
+    "MAX_SIZE",
+    "MIN_SIZE",
     "check_size",
     "exit_with_parent",
     "final_size",

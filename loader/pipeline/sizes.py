@@ -14,14 +14,19 @@ and the size a run ends at (`final_size`). `check_size` is the one rule for a si
 from __future__ import annotations
 
 MIN_SIZE = 8
+MAX_SIZE = 4096  # a crop side beyond this is a typo (1e20), not a model input: refused before anything starts
+
+MAX_EPOCH = 1_000_000
 
 SizeSchedule = tuple[tuple[int, int], ...]
 
 
 def check_size(size: int, *, name: str = "image_size") -> int:
-    """A single image size: a whole number >= MIN_SIZE; returns it, or raises naming `name`."""
+    """A single image size: a whole number in [MIN_SIZE, MAX_SIZE]; returns it, or raises naming `name`."""
     if not isinstance(size, int) or isinstance(size, bool) or size < MIN_SIZE:
         raise ValueError(f"{name}={size!r} must be a whole number of pixels >= {MIN_SIZE}")
+    if size > MAX_SIZE:
+        raise ValueError(f"{name}={size!r} is outside [{MIN_SIZE}, {MAX_SIZE}] (a crop side this large is a typo)")
     return size
 
 
@@ -40,9 +45,11 @@ def check_size_schedule(schedule: SizeSchedule, *, name: str = "size schedule") 
     epochs = [e for e, _ in pairs]
     if any(b <= a for a, b in zip(epochs, epochs[1:])):
         raise ValueError(f"{name}={format_size_schedule(pairs)!r}: epochs must strictly increase")
-    small = [s for _, s in pairs if s < MIN_SIZE]
-    if small:
-        raise ValueError(f"{name}={format_size_schedule(pairs)!r}: sizes {small} are below {MIN_SIZE}")
+    bad = [s for _, s in pairs if not MIN_SIZE <= s <= MAX_SIZE]
+    if bad:
+        raise ValueError(f"{name}={format_size_schedule(pairs)!r}: sizes {bad} are outside [{MIN_SIZE}, {MAX_SIZE}]")
+    if pairs[-1][0] > MAX_EPOCH:
+        raise ValueError(f"{name}={format_size_schedule(pairs)!r}: epochs must be <= {MAX_EPOCH}")
     return pairs
 
 

@@ -124,14 +124,15 @@ class SamplingCache:
     # -- files -------------------------------------------------------------------------------------
     def _read_json(self, name: str) -> dict | None:
         try:
-            return json.loads((self.dir / name).read_text())
-        except (OSError, ValueError):
+            meta = json.loads((self.dir / name).read_text())
+        except (OSError, ValueError, RecursionError):
             return None
+        return meta if isinstance(meta, dict) else None  # a damaged entry is recomputed, never trusted
 
     def _read_arrays(self, prefix: str, names: tuple[str, ...]) -> list[np.ndarray] | None:
         try:
             return [np.load(self.dir / f"{prefix}{n}.npy", allow_pickle=False) for n in names]
-        except (OSError, ValueError, EOFError):
+        except Exception:  # noqa: BLE001 - numpy's header parser raises SyntaxError, TokenError... too
             return None  # a damaged entry is recomputed, never trusted
 
     def _write(self, prefix: str, arrays: dict[str, np.ndarray], meta_name: str, meta: dict) -> None:

@@ -243,6 +243,22 @@ def test_config_errors(root):
         build_loader(cfg(root), rank=2, world=2)
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"workers": 10000}, "workers=10000"),
+        ({"image_size": 10**20}, "image_size="),
+        ({"seed": -1}, "seed=-1"),
+        ({"partitions": 0}, "partitions=0"),
+        ({"prefetch": 65}, "prefetch=65"),
+        ({"resize_size": 10**9}, "resize_size="),
+    ],
+)
+def test_every_number_has_a_range_shared_with_the_train_config(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LoaderConfig(dataset="ds", vocab="v", **kwargs)
+
+
 def test_normalize_images():
     x = torch.randint(0, 256, (2, 5, 6, 3), dtype=torch.uint8)
     y = normalize_images(x, device="cpu", dtype=torch.float32, channels_last=True)

@@ -48,7 +48,8 @@ def test_a_single_size_is_a_whole_number_of_at_least_8(size):
     [
         ("160@1,224@4", "must start at epoch 0"),
         ("160@0,224@4,192@4", "epochs must strictly increase"),
-        ("160@0,4@2", r"sizes \[4\] are below 8"),
+        ("160@0,4@2", r"sizes \[4\] are outside \[8, 4096\]"),
+        ("160@0,8192@2", r"sizes \[8192\] are outside \[8, 4096\]"),
         ("160@0,big@2", "neither a size nor a schedule SIZE@EPOCH"),
         ("", "neither a size nor a schedule"),
     ],

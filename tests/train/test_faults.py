@@ -155,7 +155,12 @@ def test_resume_may_lengthen_the_run_and_accept_a_named_change(tmp_path):
     [
         (lambda s: s.pop("optimizer"), "checkpoint lacks optimizer"),
         (lambda s: s["model"].update({next(iter(s["model"])): torch.zeros(3, 3)}), "checkpoint does not fit this run"),
-        (lambda s: s.update(config=[1, 2]), "have the wrong types"),
+        (lambda s: s.update(config=[1, 2]), "entry config is list, not a table of sections"),
+        (lambda s: s.update(optimizer="x"), "entry optimizer is 'x', not a table"),
+        (lambda s: s.update(step=-5), "entry step is -5, not a whole number >= 0"),
+        (lambda s: s["loader"].update(epoch=-3), "entry loader.epoch is -3, not a whole number >= 0"),
+        (lambda s: s["rng"].update(torch="seed"), "entry rng.torch is 'seed', not a uint8 tensor"),
+        (lambda s: s.update(world=0), r"entry world is 0, not a whole number in \[1, 1048576\]"),
     ],
 )
 def test_malformed_checkpoints_are_one_line_errors(tmp_path, damage, message):
@@ -168,7 +173,8 @@ def test_malformed_checkpoints_are_one_line_errors(tmp_path, damage, message):
     torch.save(state, path)
     with pytest.raises(ValueError, match=message) as info:
         main(fake_run_config(out, "run.steps=4"), resume=str(path), loader_factory=fake_factory)
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+    assert [p.name for p in list_checkpoints(out)] == ["step-000000002.pt"]  # nothing resumed, nothing written
 
 
 def test_cli_resume_anyway_and_refusal_are_one_line(tmp_path, tiny_dataset):

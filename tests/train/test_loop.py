@@ -107,12 +107,19 @@ def test_refusals(tmp_path, monkeypatch):
         main(_config(tmp_path / "c"), loader_factory=fake_factory)
 
 
-def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
-    with pytest.raises(FloatingPointError, match=r"the loss became (nan|inf) at step \d+; lower optim.base_lr"):
+def test_a_diverging_run_stops_with_a_clear_error_and_no_checkpoint_of_bad_weights(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(
+        FloatingPointError,
+        match=r"the (loss became|gradient norm became|weights are) (nan|inf|not finite) at step \d+.*; lower optim.base_lr",
+    ):
         main(
-            _config(tmp_path / "run", "run.steps=12", "optim.base_lr=1e30", "schedule.warmup_steps=0"),
+            _config(out, "run.steps=12", "optim.base_lr=1000", "schedule.warmup_steps=0", "run.checkpoint_every=1"),
             loader_factory=fake_factory,
         )
+    for path in list_checkpoints(out):  # every checkpoint written before the stop holds finite weights
+        state = load_checkpoint(path)
+        assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point()), path
 
 
 def test_loaders_closed_and_torch_settings_restored(tmp_path):

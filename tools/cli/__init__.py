@@ -1,9 +1,20 @@
 """The `tagstream` click group. Each command lives in its own module and is imported only when run,
-so `tagstream --help` stays fast and heavy libraries (DALI, torch) load only for commands that need them."""
+so `tagstream --help` stays fast and heavy libraries (DALI, torch) load only for commands that need them.
+
+The group is every command's one error boundary (`Boundary.invoke`): a storage, format, I/O, memory, recursion,
+overflow or value error becomes one line naming the file or object and what to do, exit code 1, never a traceback
+(TAGSTREAM_TRACEBACK=1 shows it); and everything a command prints passes `printable` there, so a tag, a key or a
+header holding terminal escapes reaches the screen as visible text.
+"""
 
 from __future__ import annotations
 
+import errno
 import importlib
+import io
+import os
+import sys
+from contextlib import contextmanager
 
 import click
 
@@ -90,7 +101,107 @@ class SectionedCommand(click.Command):
                     formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+# what to do about an OSError, by errno; the default is the last entry's
+_OS_ADVICE = {
+    errno.ENOSPC: "free some space and rerun",
+    errno.EDQUOT: "free some space and rerun",
+    errno.EACCES: "check its permissions",
+    errno.EPERM: "check its permissions",
+    errno.ENOENT: "check the path",
+    errno.EMFILE: "raise the open-file limit (ulimit -n) or lower data.workers",
+    errno.EROFS: "write somewhere writable",
+    None: "check the path, its permissions and the free space, then rerun",
+}
+
+
+def error_line(exc: BaseException, command: str) -> str | None:
+    """The one line a command's failure shows (None: not a failure the boundary maps, so it stays a traceback)."""
+    from tagstream.loader.data import FormatError, StorageError
+
+    text = " ".join(str(exc).split())  # one line, whatever the library wrote
+    if isinstance(exc, StorageError):
+        return f"{text}; check the URL, the credentials and the network, then rerun"
+    if isinstance(exc, OSError):
+        where = exc.filename if exc.filename is not None else None
+        detail = f"{where}: {exc.strerror}" if where is not None and exc.strerror else text or type(exc).__name__
+        return f"{detail}; {_OS_ADVICE.get(exc.errno, _OS_ADVICE[None])}"
+    if isinstance(exc, MemoryError):
+        return f"{command}: out of memory{': ' + text if text else ''}; lower the batch size or the workers, or check the input for an oversized item"
+    if isinstance(exc, RecursionError):
+        return f"{command}: an input is nested too deeply to read ({text}); check the files it names"
+    if isinstance(exc, OverflowError):
+        return f"{command}: a number too large for its field ({text}); check the files and values it names"
+    if isinstance(exc, EOFError):
+        return f"{command}: an input ends before its end marker ({text or 'a file cut short'}); fetch it again"
+    if isinstance(exc, (FormatError, ValueError, FloatingPointError)):
+        return text
+    return None
+
+
+@contextmanager
+def _printable_stdout():
+    """Everything printed on stdout passes `printable` while a command runs."""
+    inner = sys.stdout
+    sys.stdout = _Printable(inner)
+    try:
+        yield
+    finally:
+        sys.stdout = inner
+
+
+class _Printable(io.TextIOBase):
+    """A text stream writing `printable(text)` to the stream it wraps (whose other attributes it lends)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        from tagstream.tools.inspection.text import printable
+
+        self._inner.write(printable(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def isatty(self) -> bool:
+        return self._inner.isatty()
+
+    def fileno(self) -> int:
+        return self._inner.fileno()
+
+    @property
+    def encoding(self):
+        return getattr(self._inner, "encoding", "utf-8")
+
+    @property
+    def errors(self):
+        return getattr(self._inner, "errors", "strict")
+
+
+class Boundary(LazyGroup):
+    """The root group: runs every command (bench's too) inside the one error boundary."""
+
+    def invoke(self, ctx: click.Context):
+        args = [*getattr(ctx, "_protected_args", ()), *ctx.args]
+        command = " ".join(["tagstream", *args[:1]])
+        ctx.color = True  # click would strip "ESC [ ... m" from a pipe's text silently; printable shows it instead
+        try:
+            with _printable_stdout():
+                return super().invoke(ctx)
+        except click.ClickException as exc:
+            from tagstream.tools.inspection.text import printable
+
+            exc.message = printable(exc.message)  # a CSV header, a tag or a key echoed in a message
+            raise
+        except Exception as exc:  # noqa: BLE001 - error_line says which kinds become a line; the rest re-raise
+            line = error_line(exc, command)
+            if line is None or os.environ.get("TAGSTREAM_TRACEBACK"):
+                raise
+            raise click.ClickException(line) from None
+
+
+@click.group(cls=Boundary, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tagstream", prog_name="tagstream")
 def main() -> None:
     """tagstream: weakly supervised pretraining on hashtags at billion scale.

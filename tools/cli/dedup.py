@@ -7,7 +7,6 @@ import json
 import click
 
 from tagstream.kernels.dedup import MAX_DISTANCE
-from tagstream.loader.data import FormatError
 from tagstream.tools.dedup.features import DEFAULT_THRESHOLD, EmbedMethod, EmbedOptions
 from tagstream.tools.dedup.grid import ORDERS
 from tagstream.tools.dedup.hashing import DEFAULT_MAX_DISTANCE
@@ -149,34 +148,31 @@ def dedup(
       tagstream dedup ds --against imagenet-val --name eval-copies --method embed --checkpoint c.pt
       tagstream train --config resnet50 --dataset ds --vocab v1 --set data.masks=eval-copies
     """
-    try:
-        embedding = None
-        if method != "hash":
-            options = EmbedOptions(checkpoint=checkpoint, vocab=vocab, device=device) if checkpoint else None
-            embedding = EmbedMethod(
-                threshold=threshold,
-                features=tuple(features),
-                against_features=tuple(against_features),
-                embed=options,
-                index=index,
-            )
-        elif features or against_features or checkpoint:
-            raise ValueError("--features/--against-features/--checkpoint are for --method embed or both")
-        summary = run_dedup(
-            train,
-            against,
-            name=name,
-            method=method,
-            max_distance=max_distance,
-            exact=exact,
-            mirrors=mirrors,
-            embedding=embedding,
-            eval_vocab=eval_vocab,
-            grid=grid,
-            grid_pairs=grid_pairs,
-            grid_order=grid_order,
-            seed=seed,
+    embedding = None
+    if method != "hash":
+        options = EmbedOptions(checkpoint=checkpoint, vocab=vocab, device=device) if checkpoint else None
+        embedding = EmbedMethod(
+            threshold=threshold,
+            features=tuple(features),
+            against_features=tuple(against_features),
+            embed=options,
+            index=index,
         )
-    except (ValueError, FormatError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    elif features or against_features or checkpoint:
+        raise ValueError("--features/--against-features/--checkpoint are for --method embed or both")
+    summary = run_dedup(
+        train,
+        against,
+        name=name,
+        method=method,
+        max_distance=max_distance,
+        exact=exact,
+        mirrors=mirrors,
+        embedding=embedding,
+        eval_vocab=eval_vocab,
+        grid=grid,
+        grid_pairs=grid_pairs,
+        grid_order=grid_order,
+        seed=seed,
+    )
     click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))

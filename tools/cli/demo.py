@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from tagstream.loader.data import FormatError
-
 
 @click.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="New or empty folder for every artefact.")
@@ -50,17 +48,14 @@ def demo(out, size, seed, workers, vocab_filter, wordnet_dir, overwrite, progres
     """
     from tagstream.tools.demo.run import run_demo
 
-    try:
-        run_demo(
-            out,
-            size=size,
-            seed=seed,
-            workers=workers,
-            vocab_filter=vocab_filter,
-            wordnet_dir=wordnet_dir,
-            overwrite=overwrite,
-            progress=progress,
-            echo=click.echo,
-        )
-    except (ValueError, FormatError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    run_demo(
+        out,
+        size=size,
+        seed=seed,
+        workers=workers,
+        vocab_filter=vocab_filter,
+        wordnet_dir=wordnet_dir,
+        overwrite=overwrite,
+        progress=progress,
+        echo=click.echo,
+    )

@@ -6,8 +6,6 @@ import os
 
 import click
 
-from tagstream.loader.data import FormatError
-
 
 @click.command()
 @click.option(
@@ -63,23 +61,20 @@ def embed(checkpoint, data, out, model, vocab, image_size, batch_size, workers, 
     from tagstream.train.embed import EmbedConfig
     from tagstream.train.embed import embed as run_embed
 
-    try:
-        cfg = EmbedConfig(
-            data=data,
-            out=out,
-            checkpoint=checkpoint,
-            model=model,
-            vocab=vocab,
-            image_size=image_size,
-            batch_size=batch_size,
-            workers=workers,
-            device=device,
-            weights=weights,
-            content_box=content_box,
-        )
-        summary = run_embed(cfg)
-    except (ValueError, FormatError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    cfg = EmbedConfig(
+        data=data,
+        out=out,
+        checkpoint=checkpoint,
+        model=model,
+        vocab=vocab,
+        image_size=image_size,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        weights=weights,
+        content_box=content_box,
+    )
+    summary = run_embed(cfg)
     if int(os.environ.get("RANK", 0)) == 0:
         click.echo(
             f"embedded {summary['images']} images x {summary['feature_dim']} features "

@@ -34,29 +34,25 @@ def inspect(dataset, as_json, top, plot, vocab, sampling):
       tagstream inspect ds --plot tags.png
       tagstream inspect ds --vocab v1 --sampling sqrt --plot classes.png
     """
-    from tagstream.loader.data import FormatError
     from tagstream.tools.inspection.report import format_report, inspect_dataset, plot_tag_frequency, to_json
 
-    try:
-        report = inspect_dataset(dataset, top=top)
-        sampled = None
-        if vocab:
-            from tagstream.tools.inspection.sampling import (
-                format_sampling_report,
-                plot_sampling,
-                sampling_report,
-                sampling_section,
-            )
+    report = inspect_dataset(dataset, top=top)
+    sampled = None
+    if vocab:
+        from tagstream.tools.inspection.sampling import (
+            format_sampling_report,
+            plot_sampling,
+            sampling_report,
+            sampling_section,
+        )
 
-            sampled = sampling_report(dataset, vocab, sampling=sampling)
-            if as_json:
-                report["sampling"] = sampling_section(sampled)
-        if plot and sampled is not None:
-            plot_sampling(sampled, plot)
-        elif plot:
-            plot_tag_frequency(dataset, plot)
-    except (FormatError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        sampled = sampling_report(dataset, vocab, sampling=sampling)
+        if as_json:
+            report["sampling"] = sampling_section(sampled)
+    if plot and sampled is not None:
+        plot_sampling(sampled, plot)
+    elif plot:
+        plot_tag_frequency(dataset, plot)
     click.echo(to_json(report) if as_json else format_report(report))
     if sampled is not None and not as_json:
         click.echo(format_sampling_report(sampled))

@@ -113,23 +113,19 @@ def train(
       torchrun --standalone --nproc_per_node 8 -m tagstream.tools.cli train \\
           --config resnet50 --dataset ds --vocab v1 --out runs/r50 --set run.epochs=90
     """
-    from tagstream.loader.data import FormatError
     from tagstream.tools.vocab.images import IMAGES_VOCAB, ensure_images_vocab
     from tagstream.train.config import load_config
     from tagstream.train.distributed import env_ranks
     from tagstream.train.loop import main
 
     items = [f"{OPTION_KEYS[name]}={_toml(value)}" for name, value in options.items() if value not in (None, ())]
-    try:
-        config = load_config(recipe, [*items, *overrides])
-        if config.model.objective == "mae" and not config.data.vocab:  # label-free: every image drawn alike
-            note = ensure_images_vocab(config.data.dataset, build=env_ranks()[0] == 0)
-            if note:
-                click.echo(note)
-            config = load_config(recipe, [*items, *overrides, f"data.vocab={_toml(IMAGES_VOCAB)}"])
-        summary = main(config, resume=resume, resume_anyway=resume_anyway)
-    except (ValueError, FormatError, FloatingPointError) as exc:
-        raise click.ClickException(str(exc)) from None
+    config = load_config(recipe, [*items, *overrides])
+    if config.model.objective == "mae" and not config.data.vocab:  # label-free: every image drawn alike
+        note = ensure_images_vocab(config.data.dataset, build=env_ranks()[0] == 0)
+        if note:
+            click.echo(note)
+        config = load_config(recipe, [*items, *overrides, f"data.vocab={_toml(IMAGES_VOCAB)}"])
+    summary = main(config, resume=resume, resume_anyway=resume_anyway)
     _report(summary)
 
 

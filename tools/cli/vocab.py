@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from tagstream.loader.data import FormatError
 from tagstream.tools.vocab.build import VocabOptions, build_vocab, format_report
 
 
@@ -43,12 +42,9 @@ def vocab(dataset, name, synonyms, wordnet, stoplist, keep, min_count, top, forc
       tagstream vocab ds --name v1 --wordnet /usr/share/wordnet \\
           --stoplist stop.txt --min-count 5 --top 1500
     """
-    try:
-        options = VocabOptions(
-            synonyms=synonyms, wordnet=wordnet, stoplist=stoplist, keep=keep, min_count=min_count, top=top
-        )
-        result = build_vocab(dataset, name, options, force=force)
-    except (ValueError, FormatError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    options = VocabOptions(
+        synonyms=synonyms, wordnet=wordnet, stoplist=stoplist, keep=keep, min_count=min_count, top=top
+    )
+    result = build_vocab(dataset, name, options, force=force)
     click.echo(format_report(result.report))
     click.echo(f"wrote {result.path}")

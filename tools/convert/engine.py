@@ -27,9 +27,17 @@ from tagstream.loader.data import read_manifest, storage, write_manifest, write_
 from tagstream.tools.convert.image import Accepted, ImageOptions, ItemResult
 from tagstream.tools.convert.inputs import Source
 from tagstream.tools.convert.inputs.bounds import ITEM_LIMIT
-from tagstream.tools.convert.outdir import ConvertRefused, WriteFailed, locked, writing  # noqa: F401 - re-exported
+from tagstream.tools.convert.outdir import ConvertRefused, WriteFailed, check_state, locked, writing  # noqa: F401 - ConvertRefused, WriteFailed, locked re-exported
 from tagstream.tools.convert.pool import results
-from tagstream.tools.convert.shards import STATE_DIR, ConvertShard, remove_after, shard_intact, slim, state_path
+from tagstream.tools.convert.shards import (
+    STATE_DIR,
+    ConvertShard,
+    remove_after,
+    shard_intact,
+    slim,
+    state_path,
+    state_problem,
+)
 
 
 @dataclass(frozen=True)
@@ -54,63 +62,15 @@ class ConvertSummary:
     tag_option: str = ""  # the option naming where the tags are, for this kind of input
 
 
-def check_state(out: Path, wanted: dict) -> None:
-    """Record what is being converted, or refuse when OUT holds something else."""
-    path = out / STATE_DIR / "state.json"
-    if not path.exists():
-        fmt.write_json_atomic(path, wanted)
-        return
-    try:
-        have = json.loads(path.read_text())
-    except ValueError:
-        have = None
-    if (
-        not isinstance(have, dict)
-        or not isinstance(have.get("source"), dict)
-        or not isinstance(have.get("options"), dict)
-    ):
-        raise ConvertRefused(f"{path} is unreadable (not written by this tool?); use a new OUT")
-    if have["source"] != wanted["source"]:
-        raise ConvertRefused(
-            f"{out} holds a conversion of {have['source'].get('path')!r} "
-            f"({have['source'].get('format')}), not of {wanted['source']['path']!r}; use another OUT"
-        )
-    if ":" not in str(have.get("fingerprint")):
-        raise ConvertRefused(
-            f"{out} was converted by an earlier tagstream, whose source fingerprint did not cover the images' sizes "
-            "and times, so whether the source changed since cannot be told; a complete dataset there (manifest.json "
-            "present) is usable as it is, and to convert again use another OUT"
-        )
-    if have.get("fingerprint") != wanted["fingerprint"] or have.get("inputs") != wanted["inputs"]:
-        raise ConvertRefused(
-            f"{out}: the source {wanted['source']['path']} changed since this conversion started "
-            f"({have.get('inputs')} inputs then, {wanted['inputs']} now, or other content); use another OUT"
-        )
-    keys = {**have["options"], **wanted["options"]}  # both ways: a partitioned OUT's `parts` is not in a plain run's
-    diff = {
-        k: (have["options"].get(k), wanted["options"].get(k))
-        for k in keys
-        if have["options"].get(k) != wanted["options"].get(k)
-    }
-    if "parts" in diff and diff["parts"][1] is None:  # a plain run into an OUT planned in parts
-        raise ConvertRefused(
-            f"{out} holds a conversion planned in {diff['parts'][0]} parts: run each part (`tagstream convert SRC OUT "
-            f"--part I/{diff['parts'][0]}`, or again with --parts {diff['parts'][0]}), then `tagstream merge OUT`; or use another OUT"
-        )
-    if diff:
-        said = ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in sorted(diff.items()))
-        raise ConvertRefused(f"{out} was started with other options ({said}); rerun with those or use another OUT")
-
-
 def _committed(out: Path) -> list[dict]:
     """States of the shards committed so far, contiguous from 0, stopping at the first one not intact."""
     states = []
     while (path := state_path(out, len(states))).exists():
         try:
             state = json.loads(path.read_text())
-        except ValueError:  # written atomically, so only damage from outside: redo from this shard
+        except (ValueError, RecursionError):  # written atomically, so only damage from outside: redo from this shard
             break
-        if not shard_intact(out, state):
+        if state_problem(state, on_disk=True) or not shard_intact(out, state):
             break
         states.append(slim(state))
     return states

@@ -36,7 +36,7 @@ import numpy as np
 from tagstream.loader.data import ShardWriter, read_manifest, write_index
 from tagstream.loader.data import format as fmt
 from tagstream.tools.convert.engine import ConvertRefused, ConvertSummary, finish, locked, summary
-from tagstream.tools.convert.outdir import writing
+from tagstream.tools.convert.outdir import read_state, writing
 from tagstream.tools.convert.part_checks import (
     check_content,
     check_record,
@@ -82,7 +82,7 @@ def merge(
         raise ConvertRefused(
             f"{out} holds no conversion (no {STATE_DIR}/state.json); run `tagstream convert SRC OUT --part I/N` first"
         )
-    wanted = json.loads(state_file.read_text())
+    wanted = read_state(state_file)
     count = wanted.get("options", {}).get("parts")
     if not isinstance(count, int):
         raise ConvertRefused(f"{out} holds a one-process conversion, not a partitioned one: nothing to merge")

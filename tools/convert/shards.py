@@ -12,6 +12,7 @@ the same page size); the manifest's sha256 is that of data.mdb.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -73,6 +74,38 @@ def slim(state: dict) -> dict:
     """A shard's state as kept in memory: without its rejects (read back from its state file when written out),
     so a conversion's memory grows with its shards, not with its rejects."""
     return {k: v for k, v in state.items() if k != "rejects"}
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 63
+
+
+def state_problem(state: object, *, on_disk: bool = False) -> str:
+    """What is wrong with a committed shard's state (a `.convert/NNNNN.json`, `on_disk`, or an entry of a part's
+    part.json), or "": every key the engine and merge read, by type and range, so damage from outside is found where
+    it is read."""
+    if not isinstance(state, dict):
+        return f"a shard state is a JSON object, not {type(state).__name__}"
+    try:
+        fmt.check_name(state.get("name"), "shard")
+    except (ValueError, TypeError) as exc:
+        return str(exc)
+    bad = [k for k in ("bytes", "images", "input_start", "input_stop", "rejected") if not _count(state.get(k))]
+    if bad:
+        return f"shard {state['name']}: {', '.join(bad)} must be whole numbers >= 0"
+    if state["input_start"] > state["input_stop"]:
+        return f"shard {state['name']}: input_start {state['input_start']} is after input_stop {state['input_stop']}"
+    digest = state.get("sha256")
+    if not isinstance(digest, str) or not re.fullmatch(r"([0-9a-f]{64})?", digest):
+        return f"shard {state['name']}: sha256 must be 64 hex digits"
+    tags, reencoded = state.get("new_tags"), state.get("reencoded")
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        return f"shard {state['name']}: new_tags must be a list of tags"
+    if not isinstance(reencoded, dict) or not all(_count(v) for v in reencoded.values()):
+        return f"shard {state['name']}: reencoded must map kinds to counts"
+    if (on_disk or "rejects" in state) and not isinstance(state.get("rejects"), list):
+        return f"shard {state['name']}: rejects must be a list"  # on disk it always holds them
+    return ""
 
 
 def shard_intact(root: Path, state: dict) -> bool:

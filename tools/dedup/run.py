@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tagstream.kernels import dedup as kdedup
-from tagstream.loader.data import Dataset, write_mask
+from tagstream.loader.data import Dataset, mask_outputs, stage_mask, write_mask
 from tagstream.loader.data import format as fmt
 from tagstream.tools.dedup.features import EmbedMethod, embed_dataset, open_features
 from tagstream.tools.dedup.hashing import DEFAULT_MAX_DISTANCE, bordered, eval_hashes, exact_pairs
@@ -155,9 +155,6 @@ def run_dedup(
             }
         )
     mask_path, pairs_path, summary_path = mask_paths(train_ds.root, name)
-    mask_path.parent.mkdir(parents=True, exist_ok=True)
-    write_pairs(pairs_path, results, labels, boxes)
-    write_mask(train_ds.root, name, mask)
     summary = {
         "name": name,
         "train": str(train_ds.root),
@@ -181,7 +178,17 @@ def run_dedup(
         summary["grid"] = draw_grid(
             Path(grid), train_ds, eval_ds, labels, results, count=grid_pairs, order=grid_order, seed=seed
         )
-    fmt.write_json_atomic(summary_path, summary)
+    outputs = (
+        pairs_path.name,
+        summary_path.name,
+        *mask_outputs(name),
+    )  # renamed in order: the mask, read by runs, last
+    with stage_mask(
+        train_ds.root, name, outputs=outputs
+    ) as tmp:  # one builder of NAME at a time (loader/data/staging.py)
+        write_pairs(tmp / pairs_path.name, results, labels, boxes)
+        write_mask(train_ds.root, name, mask, into=tmp)
+        fmt.write_json_atomic(tmp / summary_path.name, summary)
     return summary
 
 

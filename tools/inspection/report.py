@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from tagstream.loader.data import Dataset
-from tagstream.tools.inspection.text import printable
 
 PERCENTILES = (0, 5, 50, 95, 100)
 
@@ -169,7 +168,7 @@ def format_report(report: dict) -> str:
 
     for name, section in report.items():
         emit(name, section, 0)
-    return printable("\n".join(lines))  # tags are user data: no terminal control reaches the screen
+    return "\n".join(lines)  # tags are user data: the CLI boundary neutralises terminal controls
 
 
 def plot_tag_frequency(root: str | Path, path: str | Path) -> Path:

@@ -15,7 +15,6 @@ from numpy.typing import NDArray
 from tagstream.loader.data import Dataset, Vocab
 from tagstream.loader.sampling import RankSampler, eligibility
 from tagstream.tools.inspection.report import save_figure
-from tagstream.tools.inspection.text import printable
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,7 @@ def format_sampling_report(r: SamplingReport, *, rows: int = 10) -> str:
     empty = len(r.names) - present.size
     if empty:
         lines.append(f"{empty} classes have no eligible image (never drawn)")
-    return printable("\n".join(lines))  # tags are user data: no terminal control reaches the screen
+    return "\n".join(lines)  # tags are user data: the CLI boundary neutralises terminal controls
 
 
 def plot_sampling(r: SamplingReport, path: str | Path) -> Path:

@@ -174,20 +174,33 @@ def _check_shard(root: Path, s: dict, num_tags: int | None, deep: bool, report: 
 
 
 def _check_vocabs_and_masks(root: Path, images: int) -> list[str]:
-    """Every vocabulary's label CSR entry by entry, every mask's shape and dtype."""
-    from tagstream.loader.data import Dataset, Vocab, load_npy
+    """Every vocabulary's class table and label CSR entry by entry (the table's counts against the labels), every
+    mask's shape and dtype."""
+    from tagstream.loader.data import CLASSES, Dataset, Vocab, load_npy, read_classes
 
     problems = []
     ds = Dataset(root)
     for name in ds.vocab_names():
         try:
             vocab = Vocab(ds, name)
-            if not _labels_ok(vocab.label_offsets, vocab.labels, vocab.num_classes):
+            table = read_classes(vocab.dir / CLASSES, vocab.num_classes)
+            counts = _label_counts(vocab.label_offsets, vocab.labels, vocab.num_classes)
+            if counts is None:
                 problems.append(f"vocabulary {name}: labels are not a CSR of class ids in [0, {vocab.num_classes})")
+            elif vocab.meta.get("images") not in (None, images):
+                problems.append(f"vocabulary {name}: vocab.json says {vocab.meta['images']!r:.40} images, not {images}")
+            else:
+                wrong = [c for c in table if c.count != counts[c.id]]
+                if wrong:
+                    c = wrong[0]
+                    problems.append(
+                        f"vocabulary {name}: {len(wrong)} class count(s) in {CLASSES} differ from the labels "
+                        f"(class {c.id}: {c.count} there, {counts[c.id]} images labelled)"
+                    )
         except (fmt.FormatError, ValueError) as exc:
             problems.append(f"vocabulary {name}: {exc}")
     d = root / fmt.MASKS_DIR
-    for path in sorted(d.glob("*.npy")) if d.exists() else []:
+    for path in sorted(p for p in d.glob("*.npy") if not p.name.startswith(".")) if d.exists() else []:
         try:
             mask = load_npy(path)
             if mask.shape != (images,) or mask.dtype != np.bool_:
@@ -197,13 +210,16 @@ def _check_vocabs_and_masks(root: Path, images: int) -> list[str]:
     return problems
 
 
-def _labels_ok(offsets: np.ndarray, labels: np.ndarray, classes: int, chunk: int = 1 << 22) -> bool:
-    """Offsets non-decreasing and every label in [0, classes), in chunks (memory stays flat)."""
+def _label_counts(offsets: np.ndarray, labels: np.ndarray, classes: int, chunk: int = 1 << 22) -> np.ndarray | None:
+    """Images per class, or None unless the offsets never decrease and every label is in [0, classes); in chunks
+    (memory stays flat)."""
     for lo in range(0, max(offsets.shape[0] - 1, 0), chunk):
         if np.any(np.diff(offsets[lo : lo + chunk + 1]) < 0):
-            return False
+            return None
+    counts = np.zeros(classes, np.int64)
     for lo in range(0, labels.shape[0], chunk):
         part = labels[lo : lo + chunk]
         if part.min() < 0 or part.max() >= classes:
-            return False
-    return True
+            return None
+        counts += np.bincount(part, minlength=classes)
+    return counts

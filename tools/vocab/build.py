@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from tagstream.loader.data import Dataset, VocabClass, write_vocab
+from tagstream.loader.data import Dataset, Staged, VocabClass, stage_vocab, write_vocab
 from tagstream.loader.data import format as fmt
 from tagstream.tools.convert.tags import canonical_tag
-from tagstream.tools.inspection.text import printable
 from tagstream.tools.vocab.lists import file_digest, read_synonyms, read_taglist
 from tagstream.tools.vocab.merge import EXAMPLES, Candidates, merge, synonym_keys, wordnet_examples, wordnet_keys
 from tagstream.tools.vocab.wordnet import WordNet
@@ -177,8 +176,14 @@ def build_vocab(root: str | Path, name: str, options: VocabOptions, *, force: bo
     """Build and write vocab/NAME/ of the dataset at root; returns where and the report. Shards are not read."""
     fmt.check_name(name, "vocabulary")  # fullmatch: `vocab --name $'v\n'` was accepted
     ds = Dataset(root)
-    if (ds.vocab_dir(name) / "vocab.json").exists() and not force:
-        raise ValueError(f"{ds.root}: vocabulary {name!r} already exists; choose another --name or pass --force")
+    staged = stage_vocab(ds, name, replace=force)  # a second builder of NAME stops here, before the passes
+    try:
+        return _build(ds, name, options, staged)
+    finally:
+        staged.close()
+
+
+def _build(ds: Dataset, name: str, options: VocabOptions, staged: Staged) -> VocabResult:
     # every input is read before the passes over the index, so a bad line fails fast
     synonyms = read_synonyms(options.synonyms) if options.synonyms else []
     stop = read_taglist(options.stoplist, what="stoplist") if options.stoplist else None
@@ -256,7 +261,7 @@ def build_vocab(root: str | Path, name: str, options: VocabOptions, *, force: bo
     report["labels"] = int(labels.shape[0])
     report["images_without_class"] = int(np.count_nonzero(np.diff(label_offsets) == 0))
     report["top_classes"] = [[c.name, c.count] for c in classes[:EXAMPLES]]
-    path = write_vocab(ds, name, classes, label_offsets, labels, _saved_options(options), report)
+    path = write_vocab(ds, name, classes, label_offsets, labels, _saved_options(options), report, staged=staged)
     return VocabResult(path, report)
 
 
@@ -290,4 +295,4 @@ def format_report(report: dict) -> str:
     )
     if report["top_classes"]:
         lines.append("top classes: " + ", ".join(f"{n} ({c})" for n, c in report["top_classes"]))
-    return printable("\n".join(lines))  # tags are user data: no terminal control reaches the screen
+    return "\n".join(lines)  # tags are user data: the CLI boundary neutralises terminal controls

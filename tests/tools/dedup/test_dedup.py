@@ -169,3 +169,25 @@ def test_an_undecodable_eval_image_under_mirrors_is_a_clear_error(worlds, monkey
     monkeypatch.setattr(ShardStore, "read_image", lambda self, index: b"not a jpeg")
     with pytest.raises(FormatError, match="does not decode"):
         run_dedup(worlds.train, [worlds.eval2], name="bad", exact=False, mirrors=True)
+
+
+def test_a_mask_being_written_by_another_dedup_is_refused_and_the_old_one_kept(worlds, tmp_path):
+    """Mask, pairs and summary are built in a temporary folder under the mask's lock and renamed into place."""
+    import os
+
+    from tagstream.loader.data.writer import stage_mask
+
+    train = shutil.copytree(worlds.train, tmp_path / "train")  # the module's worlds stay as they are
+    run_dedup(train, [worlds.eval], name="busy", max_distance=10, exact=False)
+    before = (train / "masks" / "busy.npy").read_bytes()
+    holder = stage_mask(train, "busy", outputs=("busy.npy",))  # another dedup of 'busy', writing
+    try:
+        result = CliRunner().invoke(main, ["dedup", str(train), "--against", str(worlds.eval), "--name", "busy"])
+        assert result.exit_code == 1 and f"mask 'busy' is being built by another process (pid {os.getpid()})" in (
+            result.output
+        )
+    finally:
+        holder.close()
+    assert (train / "masks" / "busy.npy").read_bytes() == before
+    assert not [p for p in (train / "masks").iterdir() if p.name.endswith(".tmp")]
+    assert Dataset(train).mask_names().count("busy") == 1

@@ -188,6 +188,8 @@ def test_vocabulary_and_mask_damage_is_reported(ds):
         "[]",
         '{"format": "tagstream", "version": 1, "images": 1e30, "shards": []}',
         '{"format": "tagstream", "version": 1, "images": 0, "shards": null}',
+        '{"format": "tagstream", "version": 1, "images": 100000000000000000000000, "shards": []}',  # > int64
+        "[" * 100_000 + "]" * 100_000,  # nested 10^5 deep: was a RecursionError out of verify
     ],
 )
 def test_malformed_manifest_is_a_problem(ds, text):
@@ -207,3 +209,40 @@ def test_manifest_entry_without_bytes_is_reported(ds):
     (ds / fmt.MANIFEST).write_text(json.dumps(manifest))
     report = verify(ds)
     assert report.damaged_shards == ["00000"] and "no byte size" in str(report.problems[0])
+
+
+@pytest.mark.parametrize(
+    "damage, found",
+    [
+        (
+            lambda t: t.replace("\n0\tall\t", "\n0 all ", 1),
+            "classes.tsv line 2: not 'id<TAB>name<TAB>count<TAB>members'",
+        ),
+        (lambda t: t[: len(t) - 5], "cut short (no line end)"),
+        (lambda t: "".join(t.splitlines(True)[:-1]), "classes, but vocab.json says"),
+        (lambda t: t.replace("\n1\t", "\n7\t", 1), "classes.tsv line 3:"),
+        (lambda t: t.replace("\tall\t12\t", "\tall\t11\t", 1), "class count(s) in classes.tsv differ from the labels"),
+        (lambda t: t.replace("id\tname", "id name"), "classes.tsv line 1: not the header"),
+        (lambda t: t.encode("utf-16").decode("latin-1"), "classes.tsv"),
+    ],
+)
+def test_a_garbled_or_cut_class_table_is_reported(ds, damage, found):
+    from tagstream.tools.vocab.build import VocabOptions, build_vocab
+
+    build_vocab(ds, "v", VocabOptions(min_count=1))
+    path = ds / "vocab/v/classes.tsv"
+    path.write_text(damage(path.read_text()), encoding="utf-8" if "utf" not in found else "latin-1")
+    problems = " | ".join(map(str, verify(ds).problems))
+    assert "vocabulary v: " in problems and found in problems, problems
+
+
+def test_label_offsets_and_vocab_sizes_that_disagree_are_reported(ds):
+    from tagstream.tools.vocab.build import VocabOptions, build_vocab
+
+    build_vocab(ds, "v", VocabOptions(min_count=1))
+    off = np.load(ds / "vocab/v/label_offsets.npy")
+    off[4], off[5] = off[5], off[4]  # no longer non-decreasing
+    np.save(ds / "vocab/v/label_offsets.npy", off)
+    assert "labels are not a CSR" in " | ".join(map(str, verify(ds).problems))
+    np.save(ds / "vocab/v/label_offsets.npy", off[:-1])  # one image short
+    assert "label_offsets.npy is int64 (12,), expected int64 (13,)" in " | ".join(map(str, verify(ds).problems))

@@ -4,6 +4,7 @@ that are paths or end in a newline, hashtags holding terminal escape sequences."
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -72,3 +73,36 @@ def test_tags_reach_the_terminal_escaped(hostile):
     assert "\x1b" not in res.output and "\u202e" not in res.output and "\x07" not in res.output  # was echoed raw
     assert "\\x1b[2j\\x1b[31mred" in res.output and "\\u202eevil" in res.output  # canonical tags: case-folded
     assert "\x1b[2j\x1b[31mred" in Vocab(Dataset(hostile), "v").class_names()  # the data itself is kept as it is
+
+
+def test_two_concurrent_builders_of_one_name_one_wins_and_the_other_is_one_line(tmp_path, tiny_dataset):
+    """Two `vocab --name same` at once both reported success and could leave a garbled classes.tsv."""
+    import subprocess
+    import sys
+
+    from tagstream.tools.verify.checks import verify
+
+    ds = tiny_dataset(30, shard_size=10)
+    cmd = [sys.executable, "-m", "tagstream.tools.cli", "vocab", str(ds), "--name", "same", "--min-count", "1"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [(p.wait(120), p.stdout.read()) for p in procs]
+    assert sorted(rc for rc, _ in outs) == [0, 1], outs
+    ((_, refused),) = [o for o in outs if o[0] == 1]
+    assert refused.count("\n") == 1 and ("is being built by another process" in refused or "already exists" in refused)
+    assert verify(ds).ok and Vocab(Dataset(ds), "same").class_names()[0] == "all"
+
+
+def test_a_vocabulary_being_built_is_refused_before_its_passes(tmp_path, tiny_dataset):
+    from tagstream.loader.data.vocab import stage_vocab
+
+    ds = tiny_dataset(6, shard_size=3)
+    holder = stage_vocab(Dataset(ds), "v", replace=False)  # another builder of 'v', mid-build
+    try:
+        res = CliRunner().invoke(main, ["vocab", str(ds), "--name", "v", "--min-count", "1"])
+        assert (
+            res.exit_code == 1 and f"vocabulary 'v' is being built by another process (pid {os.getpid()})" in res.output
+        )
+    finally:
+        holder.close()
+    res = CliRunner().invoke(main, ["vocab", str(ds), "--name", "v", "--min-count", "1"])
+    assert res.exit_code == 0, res.output

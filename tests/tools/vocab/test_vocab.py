@@ -13,7 +13,7 @@ from tagstream.loader.data import format as fmt
 from tagstream.loader.data.dataset import Dataset
 from tagstream.loader.data.vocab import Vocab
 from tagstream.loader.data.writer import write_index, write_manifest, write_tags
-from tagstream.tools.cli.vocab import vocab as vocab_cmd
+from tagstream.tools.cli import main as cli
 from tagstream.tools.vocab.build import VocabOptions, build_vocab
 from tagstream.tools.vocab.lists import read_synonyms, read_taglist
 from tests.helpers.wordnet import REAL_WORDNET, write_wordnet_db
@@ -287,16 +287,16 @@ def test_many_images_across_chunks(tmp_path: Path, monkeypatch):
 def test_cli_builds_and_prints_report(ds: Path, tmp_path: Path):
     stop = write(tmp_path / "stop.txt", "tbt\n")
     runner = CliRunner()
-    res = runner.invoke(vocab_cmd, [str(ds), "--name", "c", "--stoplist", stop, "--min-count", "2"])
+    res = runner.invoke(cli, ["vocab", str(ds), "--name", "c", "--stoplist", stop, "--min-count", "2"])
     assert res.exit_code == 0, res.output
     assert "classes: 4" in res.output and "dropped by stoplist: 1 classes, 1 tags" in res.output
     assert "images: 8, with no class: 1 (of which 1 have no tag at all)" in res.output
     assert f"wrote {ds / 'vocab' / 'c'}" in res.output
-    res = runner.invoke(vocab_cmd, [str(ds), "--name", "c"])
+    res = runner.invoke(cli, ["vocab", str(ds), "--name", "c"])
     assert res.exit_code != 0 and "already exists" in res.output and "Traceback" not in res.output
-    res = runner.invoke(vocab_cmd, [str(ds), "--name", "c", "--synonyms", str(tmp_path / "missing.tsv"), "--force"])
+    res = runner.invoke(cli, ["vocab", str(ds), "--name", "c", "--synonyms", str(tmp_path / "missing.tsv"), "--force"])
     assert res.exit_code != 0 and "does not exist" in res.output
-    res = runner.invoke(vocab_cmd, ["--help"])
+    res = runner.invoke(cli, ["vocab", "--help"])
     assert res.exit_code == 0 and "Example:" in res.output and "tagstream vocab ds --name v1" in res.output
 
 
@@ -380,27 +380,26 @@ def test_sampling_report_text_and_plot(skewed: Path, tmp_path: Path):
 
 
 def test_inspect_vocab_sampling_cli(skewed: Path, tmp_path: Path):
-    from tagstream.tools.cli.inspect_dataset import inspect as inspect_cmd
 
     runner = CliRunner()
     res = runner.invoke(
-        inspect_cmd, [str(skewed), "--vocab", "v", "--sampling", "uniform", "--plot", str(tmp_path / "c.png")]
+        cli, ["inspect", str(skewed), "--vocab", "v", "--sampling", "uniform", "--plot", str(tmp_path / "c.png")]
     )
     assert res.exit_code == 0, res.output
     assert "sampling uniform" in res.output and "stored 100x, sampled 1x" in res.output
     row = next(line for line in res.output.splitlines() if line.startswith("b "))
     assert row.split()[1:4] == ["1", "0.990%", "50.50"]  # 1 image stored, 50.5 expected draws of 101
     assert "class distribution plot written to" in res.output and (tmp_path / "c.png").stat().st_size > 0
-    res = runner.invoke(inspect_cmd, [str(skewed), "--vocab", "v", "--json"])
+    res = runner.invoke(cli, ["inspect", str(skewed), "--vocab", "v", "--json"])
     assert res.exit_code == 0, res.output
     classes = json.loads(res.output)["sampling"]["classes"]
     assert [c["name"] for c in classes] == ["a", "b"]
     assert classes[1]["expected_draws"] == pytest.approx(101 / 11)  # sqrt is the default
-    res = runner.invoke(inspect_cmd, [str(skewed), "--vocab", "nope"])
+    res = runner.invoke(cli, ["inspect", str(skewed), "--vocab", "nope"])
     assert res.exit_code != 0 and "no vocabulary 'nope'" in res.output and "Traceback" not in res.output
-    res = runner.invoke(inspect_cmd, [str(skewed), "--vocab", "v", "--sampling", "cubic"])
+    res = runner.invoke(cli, ["inspect", str(skewed), "--vocab", "v", "--sampling", "cubic"])
     assert res.exit_code != 0 and "sampling 'cubic' is not one of" in res.output
-    res = runner.invoke(inspect_cmd, ["--help"])
+    res = runner.invoke(cli, ["inspect", "--help"])
     assert "tagstream inspect ds --vocab v1 --sampling sqrt" in res.output
 
 

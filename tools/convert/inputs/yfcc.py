@@ -186,7 +186,20 @@ class YfccInput(InputKind):
         with storage.open_read(self.spec) as raw:
             if raw.peek(3)[:3] == b"BZh":
                 with bz2.open(raw, "rb") as f:
-                    yield f
+                    try:
+                        yield f
+                    except (EOFError, OSError) as exc:  # bz2's own faults; a system error (errno set) stays one
+                        if isinstance(exc, OSError) and exc.errno is not None:
+                            raise
+                        why = (
+                            "ends before its end-of-stream marker"
+                            if isinstance(exc, EOFError)
+                            else f"is damaged ({exc})"
+                        )
+                        raise ValueError(
+                            f"{storage.redact(self.spec)}: the bz2 stream {why}: the file is cut short or damaged; "
+                            "fetch it again"
+                        ) from None
             else:
                 yield raw
 
