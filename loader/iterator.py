@@ -212,7 +212,7 @@ class DaliLoader:
         )
         source: PlanSource | BatchSource
         if decodes:  # CPU: worker processes decode the windows (loader/turbo.py)
-            source = PlanSource(**common, decode_size=size, antialias=c.antialias)
+            source = PlanSource(**common, decode_size=size, antialias=c.antialias, dct_scaling=c.dct_scaling)
         else:  # DALI decodes: whole batches handed over from this thread, no workers (loader/feed.py)
             source = BatchSource(
                 **common,

@@ -106,7 +106,8 @@ class PlanSource:
     so they do not depend on the world size; with one partition (serves=1) the key is (rank, position).
 
     With `decode_size` set, the source decodes itself (loader.turbo) and returns (image, index): the
-    train window resized to decode_size square and mirrored by the flip bit, or the eval centre crop.
+    train window resized to decode_size square and mirrored by the flip bit, or the eval centre crop
+    (with `dct_scaling`, a region >= 2x decode_size decodes at a reduced DCT scale: turbo.crop_resize).
     """
 
     batched = False  # build_pipeline: a per-sample source, parallel in worker processes when workers > 0
@@ -131,6 +132,7 @@ class PlanSource:
         image_size: int = 224,
         resize_size: int | None = None,
         antialias: bool = True,
+        dct_scaling: bool = False,
     ):
         if decode_size is not None:
             turbo.require()
@@ -151,6 +153,7 @@ class PlanSource:
         self.image_size = int(decode_size or image_size)
         self.resize_size = eval_resize_size(self.image_size, resize_size)
         self.antialias = bool(antialias)
+        self.dct_scaling = bool(dct_scaling)
         self._cached: tuple[int, int, NDArray[np.int64]] | None = None
         self._worker_pid = os.getpid()  # the process that built the source never arms the death signal
         self._placeholder = placeholder_jpeg()
@@ -200,7 +203,7 @@ class PlanSource:
             if self.decode_size is None:
                 return np.frombuffer(image, np.uint8), np.array([index, *box], np.float64)
             try:
-                return turbo.box_resize(image, box, size), np.array([index], np.int64)
+                return turbo.box_resize(image, box, size, dct_scaling=self.dct_scaling), np.array([index], np.int64)
             except ValueError as exc:
                 raise self.bad(index, exc) from None
         (x, y, w, h), flip = self.train_window(width, height, epoch, position)
@@ -231,7 +234,9 @@ class PlanSource:
         self, index: int, image: bytes, window: tuple[int, int, int, int], flip: bool, *, antialias: bool
     ) -> np.ndarray:
         try:
-            return turbo.crop_resize(image, window, self.decode_size, mirror=flip, antialias=antialias)
+            return turbo.crop_resize(
+                image, window, self.decode_size, mirror=flip, antialias=antialias, dct_scaling=self.dct_scaling
+            )
         except ValueError as exc:
             raise self.bad(index, exc) from None
 

@@ -47,6 +47,7 @@ class DataConfig:
     prefetch: int = 2
     cpu_decoder: str = "auto"  # CPU runs: auto | turbo (the workers decode the crop window) | dali
     antialias: bool = True  # train resize antialiased when shrinking (as torchvision on PIL images)
+    dct_scaling: bool = True  # CPU decoder: large crops decoded at 1/2-1/8 scale; false: torchvision's pixels within 1
     cache_dir: str = ""  # a URL dataset's local mirror and shard cache; "" = ~/.cache/tagstream/datasets
     cache_limit: int = 0  # bytes of shards the cache may hold (all ranks sharing cache_dir); 0 = no limit
     verify_shards: bool = False  # check each local shard's sha256 once per machine before reading it (loader/store.py)

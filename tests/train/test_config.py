@@ -131,6 +131,14 @@ def test_parse_override_reads_toml_values_else_text():
 def test_loader_settings_reach_the_loader():
     from tagstream.train.loading import loader_config
 
-    config = load_config("tiny-cpu", [*REQUIRED, "data.cpu_decoder=dali", "data.antialias=false", "data.workers=3"])
+    config = load_config(
+        "tiny-cpu",
+        [*REQUIRED, "data.cpu_decoder=dali", "data.antialias=false", "data.workers=3", "data.dct_scaling=false"],
+    )
     lc = loader_config(config, mode="train", batch_size=8, device="cpu", device_id=0)
-    assert (lc.cpu_decoder, lc.antialias, lc.workers) == ("dali", False, 3) and not lc.source_decodes
+    assert (lc.cpu_decoder, lc.antialias, lc.workers, lc.dct_scaling) == (
+        "dali",
+        False,
+        3,
+        False,
+    ) and not lc.source_decodes
