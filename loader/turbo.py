@@ -3,7 +3,9 @@ libjpeg-turbo), run inside the external-source workers. On two cores DALI's CPU 
 cost twice what this does (docs/loader-bench.md); on GPU the pipeline decodes with nvJPEG instead.
 
 The resize is Pillow's bilinear filter, antialiased when downscaling (torchvision's RandomResizedCrop
-on PIL images gives the same pixels within 1). If the extension did not build (no C compiler or no
+on PIL images gives the same pixels within 1, rarely 2: 14-bit taps, and the vertical pass first); with
+`dct_scaling`, a window at least 2x the output is decoded at 1/2, 1/4 or 1/8 scale first (fewer pixels to
+transform and resize; a different low-pass, docs/loader-bench.md). If the extension did not build (no C compiler or no
 libjpeg headers at install time), `available()` is False and the loader falls back to DALI's decoder.
 """
 
