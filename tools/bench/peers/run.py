@@ -120,6 +120,7 @@ def summarize(result: dict) -> None:
         for key in ("images_per_s", "cpu_ms_per_image"):
             c[key] = _median([r[key] for r in c["rounds"]])
         c["peak_pss_bytes"] = max(r["peak_pss_bytes"] for r in c["rounds"])
+        c["best_images_per_s"] = max(r["images_per_s"] for r in c["rounds"])  # the round the load hurt least
     ours = contenders["ours"].get("images_per_s")
     if not ours:
         return
@@ -144,4 +145,9 @@ def summarize(result: dict) -> None:
             o["images_per_s"] / t["images_per_s"]
             for o, t in zip(contenders["ours"]["rounds"], contenders["full-turbo"]["rounds"])
         ]
+    best = {n: c["best_images_per_s"] for n, c in contenders.items() if "best_images_per_s" in c}
+    if "full-turbo" in best:
+        ratios["best_rounds_ours_vs_full-turbo"] = best["ours"] / best["full-turbo"]
+    if peers:
+        ratios["best_rounds_ours_vs_best_peer"] = best["ours"] / max(best[n] for n in peers)
     result["ratios"] = ratios
