@@ -30,6 +30,7 @@ def _installed(name: str) -> bool:
     return True
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_peers_run_and_a_missing_peer_is_skipped(tmp_path, monkeypatch):
     """All peers asked for: the installed ones run (webdataset made unimportable here: the skip path), each
