@@ -37,6 +37,10 @@ peers: install
 	  || echo "note: could not install$$missing"; fi
 	$(BIN)/python -m pip install -q -e '.[peers]' || \
 	  ($(BIN)/python -m pip install -q mosaicml-streaming litdata webdataset && echo "note: FFCV did not install; the bench skips it")
+	@# mosaicml-streaming 0.10 (the newest for NumPy >= 2.2) pins google-cloud-storage < 2.11, which breaks gcsfs
+	@# (the storage extra: `import gcsfs` fails); streaming reads local MDS shards with the newer one
+	$(BIN)/python -m pip install -q 'google-cloud-storage>=3.14.1'
+	$(BIN)/python -c "import gcsfs, streaming"
 
 demo: install
 	$(BIN)/tagstream demo --out demo-out --overwrite
