@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install system-deps clean
+.PHONY: demo test install system-deps peers clean
 
 # system-deps first: the C extension (loader/pipeline/_jpeg.c) compiles against libjpeg-turbo's headers
 $(STAMP): pyproject.toml setup.py loader/pipeline/_jpeg.c loader/pipeline/_resize.c loader/pipeline/_jpeg.h loader/data/_records.c | system-deps
@@ -26,6 +26,21 @@ system-deps:
 	  (apt-get install -y -q $$missing >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null)) \
 	  || echo "note: could not install$$missing"; \
 	elif [ -n "$$missing" ]; then echo "note: missing Debian packages:$$missing"; fi
+
+# `tagstream bench loader --peers`: the peer loaders (pyproject's `peers` extra) and FFCV's build dependencies;
+# if FFCV still does not build, the others are installed and the bench skips FFCV, saying why
+PEER_APT := libturbojpeg0-dev:/usr/include/turbojpeg.h libopencv-dev:/usr/include/opencv4 pkg-config:/usr/bin/pkg-config
+peers: install
+	@missing=""; for pair in $(PEER_APT); do [ -e "$${pair#*:}" ] || missing="$$missing $${pair%%:*}"; done; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -q $$missing >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null)) \
+	  || echo "note: could not install$$missing"; fi
+	$(BIN)/python -m pip install -q -e '.[peers]' || \
+	  ($(BIN)/python -m pip install -q mosaicml-streaming litdata webdataset && echo "note: FFCV did not install; the bench skips it")
+	@# mosaicml-streaming 0.10 (the newest for NumPy >= 2.2) pins google-cloud-storage < 2.11, which breaks gcsfs
+	@# (the storage extra: `import gcsfs` fails); streaming reads local MDS shards with the newer one
+	$(BIN)/python -m pip install -q 'google-cloud-storage>=3.14.1'
+	$(BIN)/python -c "import gcsfs, streaming"
 
 demo: install
 	$(BIN)/tagstream demo --out demo-out --overwrite

@@ -135,6 +135,10 @@ class LoaderConfig:
     threads: int = 2  # DALI native threads (decode, resize)
     prefetch: int = 2
     antialias: bool = True  # train resize: antialiased linear (as torchvision/Pillow); False: plain bilinear
+    # CPU decoder (turbo): a crop or eval box >= 2x the output size on both sides decodes at 1/2, 1/4 or 1/8
+    # scale (libjpeg's DCT scaling), then resizes; False: always full scale, the pixels of torchvision's
+    # RandomResizedCrop on PIL within 2 (DCT scaling moves them by more: docs/loader-bench.md)
+    dct_scaling: bool = True
     # CPU decoding: "turbo" = the source workers decode the window and resize (loader/pipeline/turbo.py), "dali" =
     # DALI's CPU decoder and resize in the pipeline; "auto" = turbo when its extension is built
     cpu_decoder: str = "auto"

@@ -238,7 +238,7 @@ class DaliLoader:
         )
         source: DecodeSource
         if decodes:  # CPU: worker processes decode the windows (loader/pipeline/turbo.py)
-            source = PlanSource(settings, decode=True, antialias=c.antialias)
+            source = PlanSource(settings, decode=True, antialias=c.antialias, dct_scaling=c.dct_scaling)
         else:  # DALI decodes: whole batches handed over from this thread, no workers (loader/pipeline/batch_source.py)
             max_pixels = GPU_MAX_PIXELS if c.device == "gpu" else None
             source = BatchSource(settings, batch_size=c.batch_size, prefetch=c.prefetch, max_pixels=max_pixels)

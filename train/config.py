@@ -50,6 +50,7 @@ class DataConfig:
     prefetch: int = 2
     cpu_decoder: str = "auto"  # CPU runs: auto | turbo (the workers decode the crop window) | dali
     antialias: bool = True  # train resize antialiased when shrinking (as torchvision on PIL images)
+    dct_scaling: bool = True  # CPU decoder: large crops decoded at 1/2-1/8 scale; false: torchvision's pixels within 2
     # a URL dataset's local mirror and shard cache, and verify_shards' stamps (under verified/);
     # "" = ~/.cache/tagstream/datasets (stamps: ~/.cache/tagstream/verified)
     cache_dir: str = ""

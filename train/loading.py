@@ -43,6 +43,7 @@ def loader_config(
         prefetch=d.prefetch,
         cpu_decoder=d.cpu_decoder,
         antialias=d.antialias,
+        dct_scaling=d.dct_scaling,
         cache_dir=d.cache_dir or None,
         cache_limit=d.cache_limit,
         verify_shards=d.verify_shards,

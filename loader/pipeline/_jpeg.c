@@ -11,6 +11,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -65,15 +66,27 @@ static void on_message(j_common_ptr cinfo, int level) {
 
 /* What to decode, and where the decoded window lies. */
 typedef struct {
-    int x, y, w, h, whole;     /* in: the window (whole: the full image) */
+    int x, y, w, h, whole;     /* in: the train crop window (whole: the full image); out: the decoded window */
     int use_box;               /* in: instead, the rows and columns that resizing `box` to box_size reads */
-    double box[4];
+    double box[4];             /* in: the eval box; out: the box to resize, in the decoded image's pixels */
     int box_size, box_antialias;
+    int dct;                   /* in: allow DCT scaling (1/2, 1/4, 1/8) of a region >= 2x box_size on both sides */
     uint8_t *pixels;           /* out: rows of `stride` bytes, the window `offset` bytes into each (thread's scratch) */
     JSAMPROW *rows;
     size_t stride, offset;
-    int width, height;         /* out: the image's size */
+    int width, height;         /* out: the image's size at the decoded scale */
+    int scale;                 /* out: the DCT scale's denominator (1, 2, 4 or 8) */
 } Window;
+
+/* The largest 1/2^k (k <= 3) at which a region of rw x rh source pixels still has >= size pixels on
+ * both sides: libjpeg then computes only the low frequencies of each block's IDCT (1/2: 4x4 of 8x8),
+ * upsampling and colour conversion run on a quarter of the pixels, and the resize reads fewer. The
+ * entropy decoding, most of a full decode at high quality, runs in full at every scale. */
+static int dct_scale(double rw, double rh, int size) {
+    int s = 1;
+    while (s < 8 && rw >= 2.0 * s * size && rh >= 2.0 * s * size) s *= 2;
+    return s;
+}
 
 /* The libjpeg calls of decode_window, apart from its setjmp so no local can be clobbered. */
 static const char *read_window(struct jpeg_decompress_struct *cinfo, const uint8_t *data, size_t len, Window *win) {
@@ -83,17 +96,28 @@ static const char *read_window(struct jpeg_decompress_struct *cinfo, const uint8
     const char *big = too_large(cinfo);
     if (big) return big;
     cinfo->out_color_space = JCS_RGB;
+    int full_w = (int)cinfo->image_width, full_h = (int)cinfo->image_height;
+    double *b = win->box;
+    if (win->use_box) {
+        if (!(b[0] >= 0 && b[1] >= 0 && b[2] <= full_w && b[3] <= full_h && b[2] > b[0] && b[3] > b[1]))
+            return "resize box outside the image";
+    } else if (!win->whole) {
+        if (win->x < 0 || win->y < 0 || win->w < 1 || win->h < 1 || win->x + win->w > full_w || win->y + win->h > full_h)
+            return "crop window outside the image";
+        b[0] = win->x, b[1] = win->y, b[2] = (double)win->x + win->w, b[3] = (double)win->y + win->h;
+    }
+    win->scale = win->dct && !win->whole ? dct_scale(b[2] - b[0], b[3] - b[1], win->box_size) : 1;
+    cinfo->scale_num = 1;
+    cinfo->scale_denom = (unsigned)win->scale;
     jpeg_start_decompress(cinfo);
     win->width = (int)cinfo->output_width;
     win->height = (int)cinfo->output_height;
+    for (int i = 0; i < 4; i++) b[i] /= win->scale; /* scaled pixel j covers source pixels [s*j, s*(j+1)) */
     if (win->whole) {
         win->x = win->y = 0;
         win->w = win->width;
         win->h = win->height;
     } else if (win->use_box) {
-        const double *b = win->box;
-        if (!(b[0] >= 0 && b[1] >= 0 && b[2] <= win->width && b[3] <= win->height && b[2] > b[0] && b[3] > b[1]))
-            return "resize box outside the image";
         double sx = (b[2] - b[0]) / win->box_size, sy = (b[3] - b[1]) / win->box_size;
         double mx = (win->box_antialias && sx > 1.0 ? sx : 1.0) + 2.0, my = (win->box_antialias && sy > 1.0 ? sy : 1.0) + 2.0;
         int x0 = (int)(b[0] - mx), y0 = (int)(b[1] - my), x1 = (int)(b[2] + mx) + 1, y1 = (int)(b[3] + my) + 1;
@@ -101,6 +125,12 @@ static const char *read_window(struct jpeg_decompress_struct *cinfo, const uint8
         win->y = y0 < 0 ? 0 : y0;
         win->w = (x1 > win->width ? win->width : x1) - win->x;
         win->h = (y1 > win->height ? win->height : y1) - win->y;
+    } else { /* a train crop: exactly its pixels (at scale 1 the window itself), so the taps stop at its edges */
+        int x0 = (int)b[0], y0 = (int)b[1], x1 = (int)ceil(b[2]), y1 = (int)ceil(b[3]);
+        win->x = x0;
+        win->y = y0;
+        win->w = (x1 > win->width ? win->width : x1) - x0;
+        win->h = (y1 > win->height ? win->height : y1) - y0;
     }
     if (win->x < 0 || win->y < 0 || win->w < 1 || win->h < 1 || win->x + win->w > win->width || win->y + win->h > win->height)
         return "crop window outside the image";
@@ -149,17 +179,20 @@ static const char *decode_window(const uint8_t *data, size_t len, Window *win) {
     return NULL;
 }
 
-/* Decode win's region of `data`, resize `box` (image coordinates) to size x size into `out`; releases
- * both buffers. Train windows decode exactly the window, so the taps stop at its edges (torchvision
- * crops, then resizes); eval boxes decode a margin, so the taps see the neighbours (it resizes, then crops). */
-static PyObject *decode_and_resize(Py_buffer *data, Py_buffer *out, Window *win, const double box[4], int size, int mirror, int antialias) {
+/* Decode win's region of `data` (at the DCT scale dct_scale picks, when win->dct), resize its box to
+ * size x size into `out`; releases both buffers. Train windows decode exactly the window, so the taps stop
+ * at its edges (torchvision crops, then resizes); eval boxes decode a margin, so the taps see the
+ * neighbours (it resizes, then crops). */
+static PyObject *decode_and_resize(Py_buffer *data, Py_buffer *out, Window *win, int mirror) {
     const char *fail = NULL;
+    int size = win->box_size;
     if (size < 1 || out->len != (Py_ssize_t)size * size * 3) fail = "output buffer must hold size * size * 3 bytes";
     Py_BEGIN_ALLOW_THREADS
     if (!fail) fail = decode_window(data->buf, (size_t)data->len, win);
     if (!fail) {
-        const double rel[4] = {box[0] - win->x, box[1] - win->y, box[2] - win->x, box[3] - win->y};
-        if (resize_box(win->pixels + win->offset, win->stride, win->w, win->h, rel, size, mirror, antialias, out->buf) != 0) fail = "out of memory";
+        const double *b = win->box, rel[4] = {b[0] - win->x, b[1] - win->y, b[2] - win->x, b[3] - win->y};
+        if (resize_box(win->pixels + win->offset, win->stride, win->w, win->h, rel, size, mirror, win->box_antialias, out->buf) != 0)
+            fail = "out of memory";
     }
     scratch_trim();
     Py_END_ALLOW_THREADS
@@ -171,21 +204,19 @@ static PyObject *decode_and_resize(Py_buffer *data, Py_buffer *out, Window *win,
 
 static PyObject *py_crop_resize(PyObject *self, PyObject *args) {
     Py_buffer data, out;
-    int x, y, w, h, size, mirror, antialias;
-    if (!PyArg_ParseTuple(args, "y*iiiiw*ipp", &data, &x, &y, &w, &h, &out, &size, &mirror, &antialias)) return NULL;
-    Window win = {.x = x, .y = y, .w = w, .h = h};
-    const double box[4] = {x, y, (double)x + w, (double)y + h};
-    return decode_and_resize(&data, &out, &win, box, size, mirror, antialias);
+    int x, y, w, h, size, mirror, antialias, dct;
+    if (!PyArg_ParseTuple(args, "y*iiiiw*ippp", &data, &x, &y, &w, &h, &out, &size, &mirror, &antialias, &dct)) return NULL;
+    Window win = {.x = x, .y = y, .w = w, .h = h, .box_size = size, .box_antialias = antialias, .dct = dct};
+    return decode_and_resize(&data, &out, &win, mirror);
 }
 
 static PyObject *py_box_resize(PyObject *self, PyObject *args) {
     Py_buffer data, out;
     double x0, y0, x1, y1;
-    int size, mirror, antialias;
-    if (!PyArg_ParseTuple(args, "y*ddddw*ipp", &data, &x0, &y0, &x1, &y1, &out, &size, &mirror, &antialias)) return NULL;
-    Window win = {.use_box = 1, .box = {x0, y0, x1, y1}, .box_size = size, .box_antialias = antialias};
-    const double box[4] = {x0, y0, x1, y1};
-    return decode_and_resize(&data, &out, &win, box, size, mirror, antialias);
+    int size, mirror, antialias, dct;
+    if (!PyArg_ParseTuple(args, "y*ddddw*ippp", &data, &x0, &y0, &x1, &y1, &out, &size, &mirror, &antialias, &dct)) return NULL;
+    Window win = {.use_box = 1, .box = {x0, y0, x1, y1}, .box_size = size, .box_antialias = antialias, .dct = dct};
+    return decode_and_resize(&data, &out, &win, mirror);
 }
 
 static PyObject *py_decode(PyObject *self, PyObject *args) {
@@ -293,11 +324,13 @@ static PyMethodDef methods[] = {
      "resize(src, w, h, out, size, mirror, antialias[, (x0, y0, x1, y1)]): the resize of crop_resize on an h x w RGB image "
      "in memory; with a box, Pillow's resize(box=...)."},
     {"box_resize", py_box_resize, METH_VARARGS,
-     "box_resize(data, x0, y0, x1, y1, out, size, mirror, antialias): decode the rows and columns that resizing the "
-     "source box to size x size reads, and resize it as Pillow's resize(box=...) (the eval centre crop)."},
+     "box_resize(data, x0, y0, x1, y1, out, size, mirror, antialias, dct): decode the rows and columns that resizing the "
+     "source box to size x size reads (at 1/2, 1/4 or 1/8 scale if dct and the box is >= 2x size), and resize it as "
+     "Pillow's resize(box=...) (the eval centre crop)."},
     {"crop_resize", py_crop_resize, METH_VARARGS,
-     "crop_resize(data, x, y, w, h, out, size, mirror, antialias): decode the window, resize it to size x size "
-     "(Pillow's bilinear filter), mirror it if asked, into `out` (size*size*3 bytes, RGB). ValueError on bad data."},
+     "crop_resize(data, x, y, w, h, out, size, mirror, antialias, dct): decode the window (at 1/2, 1/4 or 1/8 scale "
+     "if dct and it is >= 2x size on both sides), resize it to size x size (Pillow's bilinear filter), mirror it if "
+     "asked, into `out` (size*size*3 bytes, RGB). ValueError on bad data."},
     {"check", py_check, METH_VARARGS,
      "check(data) -> (width, height): the header within the pixel bound and every scan decodable without a "
      "corrupt-data warning (strict; decoded at 1/8 scale). ValueError naming the fault otherwise."},

@@ -1,7 +1,8 @@
 /* Pillow's bilinear resize (antialiased when downscaling) of an RGB image in memory, for
- * tagstream.loader.pipeline._jpeg (_jpeg.c decodes, this file resizes): fixed-point taps, both passes along
- * contiguous rows (the second on a transposed block), an AVX2 row kernel where the CPU has one; and the
- * per-thread scratch buffers both files use.
+ * tagstream.loader.pipeline._jpeg (_jpeg.c decodes, this file resizes): fixed-point taps; one output row at a time,
+ * the vertical pass along the source rows into a row buffer that stays in L1, then the horizontal pass
+ * straight from it into the output row (mirrored if asked), no transposes; AVX2 kernels for both passes
+ * where the CPU has them; and the per-thread scratch buffers both files use.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -28,10 +29,10 @@ uint8_t *scratch(Scratch *s, size_t n) {
 }
 
 _Thread_local Scratch scratch_pixels;
-static _Thread_local Scratch scratch_vert, scratch_trans, scratch_horiz;
+static _Thread_local Scratch scratch_vert, scratch_hcoeff;
 
 void scratch_trim(void) {
-    Scratch *all[] = {&scratch_pixels, &scratch_vert, &scratch_trans, &scratch_horiz};
+    Scratch *all[] = {&scratch_pixels, &scratch_vert, &scratch_hcoeff};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         if (all[i]->cap > SCRATCH_KEEP) {
             free(all[i]->p);
@@ -155,53 +156,107 @@ static void resample_rows(const uint8_t *src, size_t stride, size_t n, const Tap
     }
 }
 
-/* dst (cols rows of `rows` pixels) = the transpose of src (rows rows of `cols` pixels), RGB. */
-static void transpose_rgb(const uint8_t *src, int rows, int cols, uint8_t *dst) {
-    for (int c = 0; c < cols; c++) {
-        uint8_t *d = dst + (size_t)c * rows * 3;
-        const uint8_t *q = src + (size_t)c * 3;
-        for (int r = 0; r < rows; r++, q += (size_t)cols * 3) {
-            d[3 * r] = q[0];
-            d[3 * r + 1] = q[1];
-            d[3 * r + 2] = q[2];
+/* One output pixel of the horizontal pass, portable: the `count` taps from RGB pixel `first` of `row`. */
+static inline void horizontal_pixel_scalar(const uint8_t *row, int first, int count, const int16_t *c, uint8_t *d) {
+    int32_t r = 1 << (PRECISION_BITS - 1), g = r, b = r;
+    const uint8_t *q = row + (size_t)first * 3;
+    for (int k = 0; k < count; k++, q += 3) {
+        r += c[k] * (int32_t)q[0];
+        g += c[k] * (int32_t)q[1];
+        b += c[k] * (int32_t)q[2];
+    }
+    d[0] = clip8(r);
+    d[1] = clip8(g);
+    d[2] = clip8(b);
+}
+
+/* Reads of a row buffer may run this many bytes past its last pixel (the AVX2 horizontal kernel loads 16
+ * bytes at a time for up to 8 taps); the row buffers are allocated with the slack. */
+#define ROW_SLACK 32
+
+#ifdef HAVE_AVX2_PATH
+/* The horizontal taps of one output pixel as two vectors of coefficient pairs: [c0 c1 x4 | c2 c3 x4] and
+ * [c4 c5 x4 | c6 c7 x4] (int16), zero past its count; for outputs with at most 8 taps. */
+static void pair_coefficients(const Taps *t, int size, int16_t *v) {
+    for (int o = 0; o < size; o++) {
+        const int16_t *c = t->coeff + (size_t)o * t->taps;
+        int16_t *w = v + (size_t)o * 32;
+        for (int half = 0; half < 4; half++) {
+            int k = 2 * half;
+            int16_t c0 = k < t->count[o] ? c[k] : 0, c1 = k + 1 < t->count[o] ? c[k + 1] : 0;
+            for (int lane = 0; lane < 4; lane++) {
+                w[8 * half + 2 * lane] = c0;
+                w[8 * half + 2 * lane + 1] = c1;
+            }
         }
     }
 }
 
-/* Rows [r0, r0 + rows) of out (cols pixels wide) from blk, which holds them transposed (cols rows of
- * `rows` pixels); mirror reverses the columns. */
-static void untranspose_rgb(const uint8_t *blk, int rows, int cols, uint8_t *out, int r0, int mirror) {
-    for (int c = 0; c < cols; c++) {
-        const uint8_t *q = blk + (size_t)c * rows * 3;
-        uint8_t *d = out + ((size_t)r0 * cols + (mirror ? cols - 1 - c : c)) * 3;
-        for (int r = 0; r < rows; r++, d += (size_t)cols * 3) {
-            d[0] = q[3 * r];
-            d[1] = q[3 * r + 1];
-            d[2] = q[3 * r + 2];
+/* The horizontal pass of one row with AVX2: per output pixel, 16 source bytes (taps 0-3, then 4-7) shuffled
+ * into (r, g, b) pairs of neighbouring taps, widened to int16 and multiply-added against the pairs of
+ * coefficients: the three channel sums of four taps in one vpmaddwd. Outputs over 8 taps go the portable way. */
+__attribute__((target("avx2"))) static void horizontal_row_avx2(const uint8_t *row, const Taps *t, const int16_t *pairs, int size, int mirror, uint8_t *out) {
+    const __m128i shuffle = _mm_setr_epi8(0, 3, 1, 4, 2, 5, -1, -1, 6, 9, 7, 10, 8, 11, -1, -1);
+    const __m128i half = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
+    for (int p = 0; p < size; p++) {
+        int o = mirror ? size - 1 - p : p, count = t->count[o];
+        uint8_t *d = out + (size_t)p * 3;
+        if (count > 8) {
+            horizontal_pixel_scalar(row, t->first[o], count, t->coeff + (size_t)o * t->taps, d);
+            continue;
         }
+        const uint8_t *q = row + (size_t)t->first[o] * 3;
+        const __m256i *c = (const __m256i *)(pairs + (size_t)o * 32);
+        __m256i px = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)q), shuffle));
+        __m256i acc = _mm256_madd_epi16(px, _mm256_loadu_si256(c));
+        if (count > 4) {
+            px = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(q + 12)), shuffle));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(px, _mm256_loadu_si256(c + 1)));
+        }
+        __m128i sum = _mm_add_epi32(_mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1)), half);
+        sum = _mm_srai_epi32(sum, PRECISION_BITS);
+        sum = _mm_packus_epi16(_mm_packs_epi32(sum, sum), sum);
+        uint32_t rgb0 = (uint32_t)_mm_cvtsi128_si32(sum);
+        memcpy(d, &rgb0, 3);
+    }
+}
+#endif
+
+/* The horizontal pass of one row: out[p] = output pixel (mirror ? size - 1 - p : p) of `row`. */
+static void horizontal_row(const uint8_t *row, const Taps *t, const int16_t *pairs, int size, int mirror, uint8_t *out) {
+#ifdef HAVE_AVX2_PATH
+    if (pairs) {
+        horizontal_row_avx2(row, t, pairs, size, mirror, out);
+        return;
+    }
+#endif
+    (void)pairs;
+    for (int p = 0; p < size; p++) {
+        int o = mirror ? size - 1 - p : p;
+        horizontal_pixel_scalar(row, t->first[o], t->count[o], t->coeff + (size_t)o * t->taps, out + (size_t)p * 3);
     }
 }
 
 /* Resize the source box (bx0, by0)-(bx1, by1) of the w x h RGB image at src (rows `stride` bytes apart)
  * to size x size into out, as Pillow's resize(box=...) does: taps may reach outside the box, never
- * outside the image. BLOCK output rows at a time so each block's intermediates stay in cache: the
- * vertical pass along the block's rows, a transpose, the horizontal pass as another pass along rows,
- * and the transpose back (with the mirror). */
-#define BLOCK 32
+ * outside the image. One output row at a time: its vertical pass along the source rows into a row buffer
+ * (w pixels, in L1), then its horizontal pass from that buffer into the output row, mirrored if asked. */
 int resize_box(const uint8_t *src, size_t stride, int w, int h, const double box[4], int size, int mirror, int antialias, uint8_t *out) {
     Taps tv = {0}, th = {0};
     int ok = -1;
-    uint8_t *vert = scratch(&scratch_vert, (size_t)BLOCK * w * 3);      /* BLOCK rows of w pixels */
-    uint8_t *trans = scratch(&scratch_trans, (size_t)w * BLOCK * 3);    /* w rows of BLOCK pixels */
-    uint8_t *horiz = scratch(&scratch_horiz, (size_t)size * BLOCK * 3); /* size rows of BLOCK pixels */
-    if (vert && trans && horiz && make_taps(&tv, h, size, box[1], box[3], antialias) == 0 &&
-        make_taps(&th, w, size, box[0], box[2], antialias) == 0) {
-        for (int b0 = 0; b0 < size; b0 += BLOCK) {
-            int nb = size - b0 < BLOCK ? size - b0 : BLOCK;
-            resample_rows(src, stride, (size_t)w * 3, &tv, b0, b0 + nb, vert);
-            transpose_rgb(vert, nb, w, trans);
-            resample_rows(trans, (size_t)nb * 3, (size_t)nb * 3, &th, 0, size, horiz);
-            untranspose_rgb(horiz, nb, size, out, b0, mirror);
+    uint8_t *vert = scratch(&scratch_vert, (size_t)w * 3 + ROW_SLACK);
+    if (vert && make_taps(&tv, h, size, box[1], box[3], antialias) == 0 && make_taps(&th, w, size, box[0], box[2], antialias) == 0) {
+        int16_t *pairs = NULL;
+#ifdef HAVE_AVX2_PATH
+        if (use_avx2) {
+            pairs = (int16_t *)scratch(&scratch_hcoeff, (size_t)size * 32 * sizeof(int16_t));
+            if (pairs) pair_coefficients(&th, size, pairs);
+        }
+#endif
+        memset(vert + (size_t)w * 3, 0, ROW_SLACK);
+        for (int y = 0; y < size; y++) {
+            resample_rows(src, stride, (size_t)w * 3, &tv, y, y + 1, vert);
+            horizontal_row(vert, &th, pairs, size, mirror, out + (size_t)y * size * 3);
         }
         ok = 0;
     }

@@ -43,12 +43,21 @@ class PlanSource(DecodeSource):
     so they do not depend on the world size; with one partition (serves=1) the key is (rank, position).
 
     With `decode=True`, the source decodes itself (loader/pipeline/turbo.py) and returns (image, index): the
-    train window resized to image_size square and mirrored by the flip bit, or the eval centre crop.
+    train window resized to image_size square and mirrored by the flip bit, or the eval centre crop (with
+    `dct_scaling`, a region >= 2x image_size decodes at a reduced DCT scale: turbo.crop_resize).
     """
 
     batched = False  # a per-sample source, parallel in worker processes when workers > 0
 
-    def __init__(self, settings: SourceSettings, *, decode: bool = False, antialias: bool = True, chunk: int = 4096):
+    def __init__(
+        self,
+        settings: SourceSettings,
+        *,
+        decode: bool = False,
+        antialias: bool = True,
+        dct_scaling: bool = False,
+        chunk: int = 4096,
+    ):
         if decode:
             turbo.require()
         super().__init__(settings)
@@ -57,6 +66,7 @@ class PlanSource(DecodeSource):
         self.ratio = tuple(settings.ratio)
         self.chunk = int(chunk)
         self.antialias = bool(antialias)
+        self.dct_scaling = bool(dct_scaling)  # a region >= 2x the output decodes at a reduced DCT scale (turbo)
         self._cached: tuple[int, int, NDArray[np.int64]] | None = None
         self._worker_pid = os.getpid()  # the process that built the source never arms the death signal
         self._placeholder = placeholder_jpeg()
@@ -110,7 +120,7 @@ class PlanSource(DecodeSource):
             if not self.decodes:
                 return np.frombuffer(image, np.uint8), np.array([index, *box], np.float64)
             try:
-                return turbo.box_resize(image, box, size), np.array([index], np.int64)
+                return turbo.box_resize(image, box, size, dct_scaling=self.dct_scaling), np.array([index], np.int64)
             except ValueError as exc:
                 raise self.bad(index, exc) from None
         (x, y, w, h), flip = self.train_window(width, height, epoch, position)
@@ -141,7 +151,9 @@ class PlanSource(DecodeSource):
         self, index: int, image: bytes, window: tuple[int, int, int, int], flip: bool, *, antialias: bool
     ) -> np.ndarray:
         try:
-            return turbo.crop_resize(image, window, self.image_size, mirror=flip, antialias=antialias)
+            return turbo.crop_resize(
+                image, window, self.image_size, mirror=flip, antialias=antialias, dct_scaling=self.dct_scaling
+            )
         except ValueError as exc:
             raise self.bad(index, exc) from None
 

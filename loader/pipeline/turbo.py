@@ -3,7 +3,9 @@ libjpeg-turbo), run inside the external-source workers. On two cores DALI's CPU 
 cost twice what this does (docs/loader-bench.md); on GPU the pipeline decodes with nvJPEG instead.
 
 The resize is Pillow's bilinear filter, antialiased when downscaling (torchvision's RandomResizedCrop
-on PIL images gives the same pixels within 1). If the extension did not build (no C compiler or no
+on PIL images gives the same pixels within 1, rarely 2: 14-bit taps, and the vertical pass first); with
+`dct_scaling`, a window at least 2x the output is decoded at 1/2, 1/4 or 1/8 scale first (fewer pixels to
+transform and resize; a different low-pass, docs/loader-bench.md). If the extension did not build (no C compiler or no
 libjpeg headers at install time), `available()` is False and the loader falls back to DALI's decoder.
 """
 
@@ -52,9 +54,16 @@ def crop_resize(
     *,
     mirror: bool = False,
     antialias: bool = True,
+    dct_scaling: bool = False,
     out: NDArray[np.uint8] | None = None,
 ) -> NDArray[np.uint8]:
     """Decode the (x, y, w, h) window of a JPEG and resize it to (size, size, 3) uint8 RGB.
+
+    With `dct_scaling`, a window at least 2x `size` on both sides is decoded at the coarsest of 1/2, 1/4
+    and 1/8 scale that keeps it so (libjpeg's DCT scaling: less IDCT, upsampling, colour conversion and
+    resize), then resized: faster, not the same pixels as resizing the full-scale crop (the measured gap
+    is in docs/loader-bench.md). Without it, the pixels are torchvision's resized_crop on a Pillow image
+    within 1.
 
     Raises ValueError for data libjpeg rejects, truncated data (other corrupt-data warnings are passed
     over, as Pillow does) and a window outside the image.
@@ -62,7 +71,7 @@ def crop_resize(
     require()
     out = _output(out, size)
     x, y, w, h = (int(v) for v in window)
-    _jpeg.crop_resize(data, x, y, w, h, out, int(size), bool(mirror), bool(antialias))
+    _jpeg.crop_resize(data, x, y, w, h, out, int(size), bool(mirror), bool(antialias), bool(dct_scaling))
     return out
 
 
@@ -107,15 +116,17 @@ def box_resize(
     size: int,
     *,
     antialias: bool = True,
+    dct_scaling: bool = False,
     out: NDArray[np.uint8] | None = None,
 ) -> NDArray[np.uint8]:
     """Decode what resizing the source box (x0, y0, x1, y1) needs (the box and its filter's reach) and
     resize the box to (size, size, 3) as Pillow's resize(box=...) does. The eval path: with
-    `centre_box`, torchvision's Resize(resize_size) + CenterCrop(image_size) on a Pillow image."""
+    `centre_box`, torchvision's Resize(resize_size) + CenterCrop(image_size) on a Pillow image (within 1;
+    with `dct_scaling`, a box at least 2x `size` is decoded at a DCT scale first, as in crop_resize)."""
     require()
     out = _output(out, size)
     x0, y0, x1, y1 = (float(v) for v in box)
-    _jpeg.box_resize(data, x0, y0, x1, y1, out, int(size), False, bool(antialias))
+    _jpeg.box_resize(data, x0, y0, x1, y1, out, int(size), False, bool(antialias), bool(dct_scaling))
     return out
 
 

@@ -324,3 +324,22 @@ def test_both_cpu_decoders_give_the_same_images(tmp_path, mode):
     np.testing.assert_array_equal(turbo_idx, dali_idx)
     diff = np.abs(turbo_imgs.astype(np.float32) - dali_imgs.astype(np.float32))
     assert diff.mean() < 4.0, diff.mean()
+
+
+def test_dct_scaling_setting_reaches_the_decoder(tmp_path):
+    """LoaderConfig.dct_scaling: the same samples, windows and flips; crops >= 2x image_size on both sides
+    are decoded at a reduced DCT scale (other pixels), and off, at full scale."""
+    from tagstream.tools.bench.loader_data import encode_jpeg, photo_like, write_dataset, write_identity_vocab
+
+    rng = np.random.default_rng(1)
+    records = ((encode_jpeg(photo_like(rng, 160, 120), 90), index_tags(i, NUM_TAGS), 160, 120) for i in range(16))
+    ds = write_dataset(tmp_path / "ds", records, num_images=16, shard_size=16, num_tags=NUM_TAGS)
+    write_identity_vocab(ds, "v")
+    runs = {}
+    for dct in (True, False):
+        loader = build_loader(cfg(str(ds.root), image_size=24, sampling="natural", seed=3, dct_scaling=dct))
+        runs[dct] = run_epoch(loader)[:2]
+        loader.close()
+    np.testing.assert_array_equal(runs[True][0], runs[False][0])
+    diff = np.abs(runs[True][1].astype(int) - runs[False][1].astype(int))
+    assert diff.max() > 2 and diff.mean() < 8

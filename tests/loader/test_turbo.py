@@ -215,6 +215,7 @@ def test_config_picks_the_decode_placement(monkeypatch):
     assert source_decodes("cpu", "auto")  # auto, extension built
     assert not source_decodes("cpu", "dali")
     assert not source_decodes("gpu", "auto")  # nvJPEG in the pipeline
+    assert LoaderConfig(**base).dct_scaling and not LoaderConfig(**base, dct_scaling=False).dct_scaling
     with pytest.raises(ValueError, match="cpu_decoder='fast' is not one of"):
         LoaderConfig(**base, cpu_decoder="fast")
     with pytest.raises(ValueError, match="resize_size=200 must be >= image_size=224"):
@@ -274,3 +275,43 @@ def test_window_decode_of_every_jpeg_layout(kind):
     for x, y, w, h in [(17, 33, 200, 150), (0, 0, 333, 250), (301, 201, 32, 49), (1, 1, 5, 7)]:
         expect = turbo.resize(full[y : y + h, x : x + w], 48, mirror=True)
         np.testing.assert_array_equal(turbo.crop_resize(data, (x, y, w, h), 48, mirror=True), expect)
+
+
+@pytest.mark.parametrize("kind", ["train", "eval"])
+def test_dct_scaling_leaves_a_small_region_at_full_scale(kind):
+    """A crop or box under 2x the output size on a side decodes at full scale: the exact pixels."""
+    data = _photo(12, 500, 375)
+    if kind == "train":
+        window = (40, 30, 460, 300)  # 300 < 2 * 224
+        np.testing.assert_array_equal(
+            turbo.crop_resize(data, window, 224, dct_scaling=True), turbo.crop_resize(data, window, 224)
+        )
+    else:
+        box = turbo.centre_box(500, 375, image_size=224, resize_size=256)
+        np.testing.assert_array_equal(
+            turbo.box_resize(data, box, 224, dct_scaling=True), turbo.box_resize(data, box, 224)
+        )
+
+
+@pytest.mark.parametrize(
+    "scale,window", [(2, (101, 37, 700, 500)), (4, (3, 0, 1020, 760)), (2, (0, 0, 1024, 100 + 128))]
+)
+def test_dct_scaling_is_pillows_draft_then_the_window_resized(scale, window, path):
+    """With dct_scaling, a crop >= 2x the output on both sides is libjpeg's DCT-scaled decode (Pillow's
+    draft() is the same libjpeg call) of the crop's whole scaled pixels, resized as Pillow's resize(box=)
+    of the crop in scaled coordinates: within 1 of that oracle."""
+    size = 112 if window[3] == 228 else 128
+    data = _photo(13, 1024, 768)
+    x, y, w, h = window
+    img = Image.open(io.BytesIO(data))
+    img.draft("RGB", (1024 // scale, 768 // scale))
+    assert img.size == (1024 // scale, 768 // scale)
+    img = img.convert("RGB")
+    b = (x / scale, y / scale, (x + w) / scale, (y + h) / scale)
+    lo = (int(b[0]), int(b[1]), min(int(np.ceil(b[2])), img.width), min(int(np.ceil(b[3])), img.height))
+    rel = (b[0] - lo[0], b[1] - lo[1], b[2] - lo[0], b[3] - lo[1])
+    ref = np.asarray(img.crop(lo).resize((size, size), Image.BILINEAR, box=rel, reducing_gap=None)).astype(int)
+    ours = turbo.crop_resize(data, window, size, mirror=True, dct_scaling=True).astype(int)
+    assert np.abs(ours[:, ::-1] - ref).max() <= 1
+    exact = turbo.crop_resize(data, window, size, mirror=True).astype(int)
+    assert np.abs(ours - exact).max() > 1  # a different filter: not the full-scale pixels

@@ -77,7 +77,10 @@ def test_later_override_wins_and_recipe_is_overridden():
         ("steps=3", r"must look like section.key=value"),
         ("data.cpu_decoder=pillow", r"data.cpu_decoder='pillow' is not one of \('auto', 'turbo', 'dali'\)"),
         ("data.combine=median", r"data.combine='median' is not one of \('sum', 'mean', 'max'\)"),
-        ("data.partitions=0", r"data.partitions=0 must be an integer >= 1 \(or unset: the world size\)"),
+        (
+            "data.partitions=0",
+            r"data.partitions=0 must be a whole number in \[1, 1048576\] \(or unset: the world size\)",
+        ),
         ("data.image_size=4", r"data.image_size=4 must be a whole number of pixels >= 8"),
         ("data.one_pass=true", r"^data.one_pass=True needs data.sampling='natural', got 'sqrt': [^\n]*$"),
         ("data.one_pass=1", r"data.one_pass: expected bool, got 1"),
@@ -137,11 +140,17 @@ def test_loader_settings_reach_the_loader():
     from tagstream.loader.pipeline.source import source_decodes
     from tagstream.train.loading import loader_config
 
-    config = load_config("tiny-cpu", [*REQUIRED, "data.cpu_decoder=dali", "data.antialias=false", "data.workers=3"])
-    lc = loader_config(config, mode="train", batch_size=8, device="cpu", device_id=0)
-    assert (lc.cpu_decoder, lc.antialias, lc.workers) == ("dali", False, 3) and not source_decodes(
-        lc.device, lc.cpu_decoder
+    config = load_config(
+        "tiny-cpu",
+        [*REQUIRED, "data.cpu_decoder=dali", "data.antialias=false", "data.workers=3", "data.dct_scaling=false"],
     )
+    lc = loader_config(config, mode="train", batch_size=8, device="cpu", device_id=0)
+    assert (lc.cpu_decoder, lc.antialias, lc.workers, lc.dct_scaling) == (
+        "dali",
+        False,
+        3,
+        False,
+    ) and not source_decodes(lc.device, lc.cpu_decoder)
     one_pass = load_config(
         "tiny-cpu", [*REQUIRED, "data.sampling=natural", "data.one_pass=true", "data.drop_last=true"]
     )

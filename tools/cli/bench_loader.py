@@ -1,4 +1,5 @@
-"""`tagstream bench loader DATASET`: our DALI loader vs DataLoader + Pillow vs the decode-only ceiling."""
+"""`tagstream bench loader DATASET`: our DALI loader vs DataLoader + Pillow vs the decode-only ceiling; with
+--peers, vs FFCV, Mosaic Streaming, LitData, WebDataset and DataLoaders, with the full-decode ceilings."""
 
 from __future__ import annotations
 
@@ -53,6 +54,23 @@ import click
     is_flag=True,
     help="Only our loader, from local disk vs from s3:// (a local S3 server, moto) with a cold and a warm cache.",
 )
+@click.option(
+    "--peers",
+    is_flag=False,
+    flag_value="all",
+    default=None,
+    metavar="[LIST|all]",
+    help="Only the peer comparison: ours vs ffcv,streaming,litdata,webdataset,dataloader,torchvision (or all, "
+    "the default of a bare --peers) and the full-decode ceilings (Pillow, libjpeg-turbo, torchvision), each in "
+    "its own process; peers not installed are skipped with the reason (pip install 'tagstream[peers]').",
+)
+@click.option(
+    "--peers-cache",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the peers' copies of the dataset are written once [default: DATASET-peers beside it].",
+)
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="With --peers: also draw the table (PNG).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench_loader(
     dataset,
@@ -68,6 +86,9 @@ def bench_loader(
     rounds,
     feed,
     remote,
+    peers,
+    peers_cache,
+    plot,
     as_json,
 ):
     """Compare our loader (CPU: the workers decode the crop window and resize, and the same loader
@@ -80,6 +101,11 @@ def bench_loader(
     path (loader/data/cache.py): cold cache, warm cache and local disk in one run, and the download rate a
     rank needs at 3,000 images/s.
 
+    With --peers, our loader (the public API) beside the peers that are installed, on the same JPEG bytes
+    written once into each peer's format, with the same RandomResizedCrop + flip, uint8 batches and
+    workers, and the full-decode ceilings, in interleaved rounds: images/s (median and per round), the
+    ratio to ours, CPU ms per image, peak PSS, and our pixels against torchvision's.
+
     With --feed, only the GPU path's CPU side: what the trainer's cores spend to feed nvJPEG (goal:
     >= 50,000 samples/s per core, <= 10 us a sample in the main process), beside the per-sample source,
     the same graph replaying one batch (DALI's own share), and records a fresh process never read.
@@ -90,6 +116,7 @@ def bench_loader(
       tagstream bench loader /tmp/benchds --startup --json
       tagstream bench loader /tmp/benchds --make 4096 --feed --batch-size 256 --batches 100
       tagstream bench loader /tmp/benchds --make 1500 --remote
+      tagstream bench loader /tmp/peerds --make 3000 --peers all --batch-size 256 --workers 2 --plot peers.png
     """
     from tagstream.loader import progress_bar
     from tagstream.tools.bench.loader import bench_loader as run
@@ -115,7 +142,24 @@ def bench_loader(
         return tick
 
     try:
-        if remote:
+        if peers:
+            from tagstream.tools.bench.peers import bench_peers, format_peers, parse_peers, plot_peers
+
+            result = bench_peers(
+                dataset,
+                make=make,
+                peers=parse_peers(peers),
+                batch_size=batch_size,
+                workers=workers or cores,
+                image_size=image_size,
+                rounds=rounds,
+                cache=peers_cache,
+                progress=progress,
+                echo=lambda line: click.echo(line, err=True),
+            )
+            if plot:
+                result["plot"] = str(plot_peers(result, plot))
+        elif remote:
             from tagstream.tools.bench.loader_remote import bench_remote, format_remote
 
             result = bench_remote(
@@ -160,6 +204,9 @@ def bench_loader(
     finally:
         for bar in bars:
             bar.close()
+    if peers:
+        click.echo(json.dumps(result, indent=2) if as_json else format_peers(result))
+        return
     if remote:
         click.echo(json.dumps(result, indent=2) if as_json else format_remote(result))
         return

@@ -1,0 +1,102 @@
+"""`tagstream bench loader --peers`: every installed peer and the full-decode ceilings run on a tiny photo-like
+dataset through the command, each checked and measured in its own process; a peer that does not import is
+skipped with one line; the pieces (output check, crops across epochs, CPU and PSS of a process tree)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tagstream.tools.bench.peers import PEERS, parse_peers
+from tagstream.tools.bench.peers.contenders import LOADERS
+from tagstream.tools.bench.peers.measure import CEILINGS, check_batch, crops_differ, tree_cpu_seconds, tree_pss_bytes
+from tagstream.tools.cli.bench_loader import bench_loader
+
+
+def _installed(name: str) -> bool:
+    module = LOADERS[name][2]
+    if module is None:
+        return True
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_peers_run_and_a_missing_peer_is_skipped(tmp_path, monkeypatch):
+    """All peers asked for: the installed ones run (webdataset made unimportable here: the skip path), each
+    contender's figures, the ratios, the pixel check, the table and the plot."""
+    monkeypatch.setitem(sys.modules, "webdataset", None)  # `import webdataset` raises ImportError
+    args = [str(tmp_path / "ds"), "--make", "32", "--batch-size", "8", "--workers", "1", "--image-size", "32"]
+    args += ["--rounds", "1", "--peers", "all", "--peers-cache", str(tmp_path / "cache")]
+    result = CliRunner().invoke(bench_loader, [*args, "--json", "--plot", str(tmp_path / "peers.png")])
+    assert result.exit_code == 0, (result.output, repr(result.exception))
+    r = json.loads(result.output[result.output.index("{") :])
+    assert "webdataset: skipped, not installed" in result.output  # the one line, on stderr
+    assert set(r["skipped"]) >= {"webdataset"}
+    ran = [n for n in PEERS if n != "webdataset" and _installed(n)]
+    assert set(r["skipped"]) == set(PEERS) - set(ran)
+    assert list(r["contenders"]) == ["ours", *ran, *CEILINGS]
+    for name, c in r["contenders"].items():
+        assert "failed" not in c, (name, c)
+        (row,) = c["rounds"]
+        assert row["images"] >= 32 - 8 and c["images_per_s"] > 0 and c["cpu_ms_per_image"] > 0
+        assert c["peak_pss_bytes"] > 10 << 20
+        if name not in CEILINGS:  # the same images came back in epoch 1, cropped differently
+            assert row["check"]["common"] > 0 and row["check"]["differ"] * 2 >= row["check"]["common"]
+    assert r["contenders"]["dataloader"]["rounds"][0]["images"] == 32  # a peer's epoch: every image once
+    q = r["ratios"]
+    assert q["ours_vs_full-turbo"] == pytest.approx(
+        r["contenders"]["ours"]["images_per_s"] / r["contenders"]["full-turbo"]["images_per_s"]
+    )
+    assert q["best_peer"] in ran
+    p = r["pixels"]
+    assert p["crops"] == 400 and p["exact"]["max"] <= 1 and p["dct"]["scaled"] > 0  # 32 px: crops scale
+    assert (tmp_path / "peers.png").stat().st_size > 10_000
+    cached = sorted(os.listdir(tmp_path / "cache"))
+    table = CliRunner().invoke(
+        bench_loader, args[:-4] + ["--peers", "dataloader", "--peers-cache", str(tmp_path / "cache")]
+    )
+    assert table.exit_code == 0, (table.output, repr(table.exception))
+    assert "ours / libjpeg-turbo full decode" in table.output and "DataLoader over files" in table.output
+    assert sorted(os.listdir(tmp_path / "cache")) == cached  # the formats were reused, not rewritten
+
+
+def test_unknown_peers_are_named_with_the_choices():
+    assert parse_peers("all") == PEERS
+    assert parse_peers("torchvision, ffcv") == ("ffcv", "torchvision")
+    with pytest.raises(ValueError, match=r"unknown \['dali'\]; choose from ffcv"):
+        parse_peers("ffcv,dali")
+    result = CliRunner().invoke(bench_loader, ["/nonexistent", "--peers", "fast"])
+    assert result.exit_code == 2 and "unknown ['fast']" in result.output
+
+
+def test_the_output_check_refuses_what_is_not_a_uint8_crop():
+    good = np.zeros((4, 3, 32, 32), np.uint8)  # NCHW is accepted
+    images, ids = check_batch(good, np.arange(4), 32)
+    assert images.shape == (4, 32, 32, 3) and ids.tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="float32"):
+        check_batch(good.astype(np.float32), np.arange(4), 32)
+    with pytest.raises(ValueError, match=r"\(n, 32, 32, 3\)"):
+        check_batch(np.zeros((4, 30, 32, 3), np.uint8), np.arange(4), 32)
+    first = (np.stack([np.full((2, 2, 3), i, np.uint8) for i in range(3)]), np.array([7, 8, 9]))
+    assert crops_differ(first, {8: np.full((2, 2, 3), 1, np.uint8), 9: np.zeros((2, 2, 3), np.uint8)}) == {
+        "common": 2,
+        "differ": 1,
+    }
+
+
+def test_cpu_and_pss_of_this_process_tree():
+    before = tree_cpu_seconds(os.getpid())
+    np.linalg.svd(np.random.default_rng(0).random((400, 400)))
+    assert tree_cpu_seconds(os.getpid()) > before
+    assert tree_pss_bytes(os.getpid()) > 10 << 20
