@@ -22,7 +22,8 @@ def test_a_gradient_that_is_nan_while_the_loss_is_finite_stops_the_run_at_its_st
     model = build_model("regnet_y_tiny", NUM_CLASSES, image_size=16)
     softmax = build_loss("softmax")
 
-    def loss_fn(logits, targets):  # the value is the true loss; d sqrt(u)/du at u = 0 is inf, so every gradient nan
+    def loss_fn(model, images, targets):  # the value is the true loss; d sqrt(u)/du at u = 0 is inf: gradients nan
+        logits = model(images)
         return softmax(logits, targets) + torch.sqrt((logits - logits.detach()).abs().sum())
 
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -5,7 +5,10 @@ a value, a one-line refusal or a reported problem: never a traceback, a signal o
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -32,7 +35,6 @@ from tests.helpers.fuzz import (
     mutate_bytes,
     mutate_json,
     one_line_or_refusal,
-    peak_rss_mib,
 )
 from tests.helpers.tiny import TinyDatasets
 
@@ -126,6 +128,27 @@ def test_a_mutated_vocabulary_json(pristine, scratch, mutation):
     _every_entry_point(root)
 
 
-def test_memory_stays_bounded_over_the_suite():
-    """The mutations above ran in this process: a 10^5-deep manifest or an int beyond int64 cost no gigabytes."""
-    assert peak_rss_mib() < 2048
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 100_000 + "]" * 100_000, '{"format": "tagstream", "version": 2, "images": %d, "shards": []}' % (1 << 70)],
+    ids=["nested-1e5-deep", "int-beyond-int64"],
+)
+def test_hostile_manifests_cost_one_line_and_no_gigabytes(tmp_path, text):
+    """A manifest nested 10^5 deep, or holding an integer beyond int64, read by `tagstream verify` in a child
+    process: exit 1, the manifest named as damaged in one line (then the one-line summary), no traceback, and the
+    child's own peak RSS (os.wait4: what other tests did in this process does not count) under 512 MiB."""
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / fmt.MANIFEST).write_text(text)
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tagstream.tools.cli", "verify", str(ds)], stdout=out, stderr=err
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    lines = ((tmp_path / "out").read_text() + (tmp_path / "err").read_text()).strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 2 and "Traceback" not in "".join(lines), lines
+    assert lines[0].startswith("DAMAGED ") and fmt.MANIFEST in lines[0] and lines[1].startswith("Error: 1 problem"), (
+        lines
+    )
+    assert usage.ru_maxrss / 1024 < 512, usage.ru_maxrss
