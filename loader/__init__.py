@@ -13,6 +13,7 @@ from tagstream.loader.batch import IMAGENET_MEAN, IMAGENET_STD, Batch, Loader, n
 from tagstream.loader.config import LoaderConfig, check_data_settings
 from tagstream.loader.data import Dataset, FormatError, Vocab
 from tagstream.loader.data.format import tool_version
+from tagstream.loader.pipeline import WorkerDied
 from tagstream.loader.progress import progress_bar
 from tagstream.loader.sampling import RankSampler, eligibility
 
@@ -28,6 +29,7 @@ __all__ = [
     "LoaderConfig",
     "RankSampler",
     "Vocab",
+    "WorkerDied",
     "build_loader",
     "check_data_settings",
     "eligibility",

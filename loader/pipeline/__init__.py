@@ -6,7 +6,7 @@ Code outside loader/ imports these names, or the `turbo` namespace, from here.
 """
 
 from tagstream.loader.pipeline import turbo
-from tagstream.loader.pipeline.lifetime import exit_with_parent
+from tagstream.loader.pipeline.lifetime import WorkerDied, exit_with_parent
 from tagstream.loader.pipeline.sizes import (
     check_size,
     final_size,
@@ -16,6 +16,7 @@ from tagstream.loader.pipeline.sizes import (
 )
 
 __all__ = [
+    "WorkerDied",
     "check_size",
     "exit_with_parent",
     "final_size",

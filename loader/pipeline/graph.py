@@ -207,6 +207,13 @@ def start(pipe: Any, *, workers: int) -> Any:
     return pipe
 
 
+def worker_processes(pipe: Any) -> list:
+    """The multiprocessing.Process objects of a started pipeline's Python workers ([] without workers): DALI's pool
+    keeps them (ProcPool._processes); its public `pids()` cannot tell how a worker ended."""
+    pool = getattr(getattr(pipe, "_py_pool", None), "pool", None)
+    return list(getattr(pool, "_processes", []))
+
+
 def stop(pipe: Any) -> None:
     """Stop a pipeline and its worker processes now."""
     if getattr(pipe, "_py_pool", None) is not None:
