@@ -53,6 +53,13 @@ import click
     is_flag=True,
     help="Only our loader, from local disk vs from s3:// (a local S3 server, moto) with a cold and a warm cache.",
 )
+@click.option(
+    "--soak",
+    is_flag=True,
+    help="Only our loader, long: --batches batches over 3 epochs with each CPU decoder, memory (RSS, PSS), open files, "
+    "threads and /dev/shm of it and its workers read every 1 % of the run; then its exits (normal close, SIGINT, "
+    "SIGKILL of a worker): nothing may be left, and the dead worker must be named. Exits 1 if an exit check fails.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench_loader(
     dataset,
@@ -68,6 +75,7 @@ def bench_loader(
     rounds,
     feed,
     remote,
+    soak,
     as_json,
 ):
     """Compare our loader (CPU: the workers decode the crop window and resize, and the same loader
@@ -80,6 +88,9 @@ def bench_loader(
     path (loader/data/cache.py): cold cache, warm cache and local disk in one run, and the download rate a
     rank needs at 3,000 images/s.
 
+    With --soak, only our loader over a long run per CPU decoder: whether memory, open files and /dev/shm stay
+    flat, and whether it exits cleanly on close, on SIGINT and when a worker is killed.
+
     With --feed, only the GPU path's CPU side: what the trainer's cores spend to feed nvJPEG (goal:
     >= 50,000 samples/s per core, <= 10 us a sample in the main process), beside the per-sample source,
     the same graph replaying one batch (DALI's own share), and records a fresh process never read.
@@ -90,6 +101,7 @@ def bench_loader(
       tagstream bench loader /tmp/benchds --startup --json
       tagstream bench loader /tmp/benchds --make 4096 --feed --batch-size 256 --batches 100
       tagstream bench loader /tmp/benchds --make 1500 --remote
+      tagstream bench loader /tmp/benchds --make 1500 --soak --batches 3000 --batch-size 32 --image-size 128
     """
     from tagstream.loader import progress_bar
     from tagstream.tools.bench.loader import bench_loader as run
@@ -115,7 +127,20 @@ def bench_loader(
         return tick
 
     try:
-        if remote:
+        if soak:
+            from tagstream.tools.bench.loader_soak import format_soak, soak_loader
+
+            result = soak_loader(
+                dataset,
+                make=make,
+                batches=batches,
+                batch_size=batch_size,
+                workers=workers or cores,
+                threads=threads or cores,
+                image_size=image_size,
+                progress=progress,
+            )
+        elif remote:
             from tagstream.tools.bench.loader_remote import bench_remote, format_remote
 
             result = bench_remote(
@@ -160,6 +185,11 @@ def bench_loader(
     finally:
         for bar in bars:
             bar.close()
+    if soak:
+        click.echo(json.dumps(result, indent=2) if as_json else format_soak(result))
+        if not result["exits_ok"]:
+            raise SystemExit(1)
+        return
     if remote:
         click.echo(json.dumps(result, indent=2) if as_json else format_remote(result))
         return
