@@ -175,15 +175,19 @@ class DaliLoader:
         self._finish_epoch()
 
     def close(self) -> None:
+        self._stop_pipeline()
+        self.store.close()
+
+    def _stop_pipeline(self, *, broken: bool = False) -> None:
+        """Stop the running pipeline; `broken`: one of its workers died (graph.stop waits on nothing it held)."""
         if self._pipe is not None:
-            stop(self._pipe)
+            stop(self._pipe, broken=broken or bool(self._watch is not None and self._watch.first_ended(0)))
             if self._watch is not None:
                 self._watch.close()
                 self._watch = None
             self._pipe = None
             self._pipe_at = None
             self.source = None  # a batch source holds its last batches' read transactions
-        self.store.close()
 
     def __del__(self) -> None:
         try:
@@ -300,7 +304,8 @@ class DaliLoader:
         """The error to raise for a pipeline failure, after closing the pipeline: a worker process that died (the
         pool's own error cannot say which, nor how), else what _diagnose finds."""
         ended = self._watch.first_ended() if self._watch is not None else []
-        self.close()  # stops the pool: every worker joined, so how each one ended is known
+        self._stop_pipeline(broken=bool(ended))  # every worker joined: how each one ended is known
+        self.store.close()
         if not ended:
             return self._diagnose(exc)
         how = ", ".join(f"{p.pid} {exit_description(p.exitcode)}" for p in ended)

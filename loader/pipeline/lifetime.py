@@ -79,6 +79,7 @@ class WorkerWatch:
         self._calls = 0
         self._stop_r, self._stop_w = os.pipe()
         sentinels = {p.sentinel: p for p in self.processes}
+        self._sentinels = list(sentinels)
 
         def watch() -> None:
             wait = multiprocessing.connection.wait
@@ -102,8 +103,11 @@ class WorkerWatch:
     @contextmanager
     def calling(self) -> Iterator[None]:
         """Mark a pipeline call in progress in this thread; refused (PoolBroken) once a worker has ended."""
+        import multiprocessing.connection
+
+        ended = multiprocessing.connection.wait(self._sentinels, 0)  # a poll(2): a few µs a batch
         with self._lock:
-            if self._first:
+            if self._first or ended:
                 raise PoolBroken("a loader worker process has ended")
             self._calls += 1
             self._call = (threading.get_ident(), self._calls)
@@ -118,7 +122,7 @@ class WorkerWatch:
         bounds the wait for the watching thread to have recorded which one came first)."""
         import multiprocessing.connection
 
-        if not multiprocessing.connection.wait([p.sentinel for p in self.processes], 0):
+        if not multiprocessing.connection.wait(self._sentinels, 0):
             return []
         self._recorded.wait(grace)
         return self._first
