@@ -13,6 +13,7 @@ from tagstream.loader.batch import IMAGENET_MEAN, IMAGENET_STD, Batch, Loader, n
 from tagstream.loader.config import MAX_PARTITIONS, MAX_SEED, MAX_THREADS, LoaderConfig, check_data_settings, check_int
 from tagstream.loader.data import Dataset, FormatError, Vocab
 from tagstream.loader.data.manifest import tool_version
+from tagstream.loader.pipeline import WorkerDied
 from tagstream.loader.progress import progress_bar
 from tagstream.loader.sampling import RankSampler, eligibility
 
@@ -31,6 +32,7 @@ __all__ = [
     "LoaderConfig",
     "RankSampler",
     "Vocab",
+    "WorkerDied",
     "build_loader",
     "check_data_settings",
     "check_int",

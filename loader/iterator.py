@@ -5,6 +5,7 @@ restarted, a cost of seconds: docs/costs.md) only when the requested (epoch, ste
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import Any, Iterator
 
 import numpy as np
@@ -20,7 +21,8 @@ from tagstream.loader.data.storage import StorageError
 from tagstream.loader.data.store import ShardStore, check_shard_files
 from tagstream.loader.data.vocab import Vocab
 from tagstream.loader.pipeline.batch_source import BatchSource
-from tagstream.loader.pipeline.graph import GPU_MAX_PIXELS, build_pipeline, start, stop
+from tagstream.loader.pipeline.graph import GPU_MAX_PIXELS, build_pipeline, start, stop, worker_processes
+from tagstream.loader.pipeline.lifetime import WorkerDied, WorkerWatch, exit_description
 from tagstream.loader.pipeline.plan_source import PlanSource
 from tagstream.loader.pipeline.source import DecodeSource, EvalPlan, SourceSettings, source_decodes
 from tagstream.loader.sampling.partitions import working_worlds
@@ -97,6 +99,7 @@ class DaliLoader:
         self._pipe_at: tuple[int, int] | None = None  # (epoch, step) the running pipeline delivers next
         self._pipe_size: int | None = None  # the image size the running pipeline produces
         self.source: DecodeSource | None = None  # what feeds the running pipeline (None before the first)
+        self._watch: WorkerWatch | None = None  # which of the running pipeline's workers ended first
         # a remote dataset: this rank's shards download in the background, first-read first (loader/data/prefetch.py)
         self._fetch = start_prefetch(
             self.dataset,
@@ -176,12 +179,19 @@ class DaliLoader:
         self._finish_epoch()
 
     def close(self) -> None:
+        self._stop_pipeline()
+        self.store.close()
+
+    def _stop_pipeline(self, *, broken: bool = False) -> None:
+        """Stop the running pipeline; `broken`: one of its workers died (graph.stop waits on nothing it held)."""
         if self._pipe is not None:
-            stop(self._pipe)
+            stop(self._pipe, broken=broken or bool(self._watch is not None and self._watch.first_ended(0)))
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
             self._pipe = None
             self._pipe_at = None
             self.source = None  # a batch source holds its last batches' read transactions
-        self.store.close()
 
     def __del__(self) -> None:
         try:
@@ -196,7 +206,7 @@ class DaliLoader:
         if self._pipe is None or self._pipe_at is None or self._pipe_at[1] != self.batches:
             return
         try:
-            self._pipe.run()
+            self._pipe_run()
         except StopIteration:
             self._pipe.reset()
             self._pipe_at = (self._pipe_at[0] + 1, 0)
@@ -259,6 +269,7 @@ class DaliLoader:
             antialias=c.antialias,
         )
         self._pipe = start(pipe, workers=workers)
+        self._watch = WorkerWatch(worker_processes(self._pipe)) if workers > 0 else None
         self.source = source
         self._pipe_at = (self.epoch, self.step)
         self._pipe_size = size
@@ -267,12 +278,9 @@ class DaliLoader:
         import torch
 
         try:
-            images, indices = self._pipe.run()
+            images, indices = self._pipe_run()
         except StopIteration:
             raise RuntimeError(f"DALI pipeline ended at step {self.step} of {self.batches}") from None
-        except Exception as exc:
-            self.close()
-            raise self._diagnose(exc) from exc
         idx = np.array(indices.as_tensor()).reshape(-1).astype(np.int64)
         if self.normalized:
             from nvidia.dali.plugin.pytorch import feed_ndarray
@@ -283,6 +291,35 @@ class DaliLoader:
             return out, idx
         # zero copy: the dynamic executor hands each batch fresh buffers that live as long as the tensor
         return torch.from_dlpack(images.as_tensor()), idx
+
+    def _pipe_run(self) -> Any:
+        """One run of the pipeline (StopIteration passes through); a failure closes it and raises what _failed names."""
+        try:
+            with self._watch.calling() if self._watch is not None else nullcontext():
+                return self._pipe.run()
+        except StopIteration:
+            raise
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        except KeyboardInterrupt as exc:  # the watch interrupted a call blocked on a dead worker
+            if self._watch is None or not self._watch.interrupted:
+                raise
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc: BaseException) -> Exception:
+        """The error to raise for a pipeline failure, after closing the pipeline: a worker process that died (the
+        pool's own error cannot say which, nor how), else what _diagnose finds."""
+        ended = self._watch.first_ended() if self._watch is not None else []
+        self._stop_pipeline(broken=bool(ended))  # every worker joined: how each one ended is known
+        self.store.close()
+        if not ended:
+            return self._diagnose(exc)
+        how = ", ".join(f"{p.pid} {exit_description(p.exitcode)}" for p in ended)
+        return WorkerDied(
+            f"loader worker process {how} at epoch {self.epoch}, step {self.step} of {self.batches}; the loader "
+            "stopped its other workers (a SIGKILL nobody sent is most often the kernel's out-of-memory killer, see "
+            "dmesg: lower workers or prefetch, then resume from the last checkpoint)"
+        )
 
     def _diagnose(self, exc: Exception) -> Exception:
         """A pipeline failure: name the shard and key of the first undecodable image of the batches in

@@ -6,7 +6,7 @@ Code outside loader/ imports these names, or the `turbo` namespace, from here.
 """
 
 from tagstream.loader.pipeline import turbo
-from tagstream.loader.pipeline.lifetime import exit_with_parent
+from tagstream.loader.pipeline.lifetime import WorkerDied, exit_with_parent
 from tagstream.loader.pipeline.sizes import (
     MAX_EPOCH,
     MAX_SIZE,
@@ -22,6 +22,7 @@ __all__ = [
     "MAX_EPOCH",
     "MAX_SIZE",
     "MIN_SIZE",
+    "WorkerDied",
     "check_size",
     "exit_with_parent",
     "final_size",

@@ -207,8 +207,34 @@ def start(pipe: Any, *, workers: int) -> Any:
     return pipe
 
 
-def stop(pipe: Any) -> None:
-    """Stop a pipeline and its worker processes now."""
-    if getattr(pipe, "_py_pool", None) is not None:
-        pipe._py_pool.close()
+def worker_processes(pipe: Any) -> list:
+    """The multiprocessing.Process objects of a started pipeline's Python workers ([] without workers): DALI's pool
+    keeps them (ProcPool._processes); its public `pids()` cannot tell how a worker ended."""
+    pool = getattr(getattr(pipe, "_py_pool", None), "pool", None)
+    return list(getattr(pool, "_processes", []))
+
+
+def stop(pipe: Any, *, broken: bool = False, grace: float = 2.0) -> None:
+    """Stop a pipeline and its worker processes now, waiting on nothing a dead worker may hold.
+
+    DALI's own close joins its observer thread, which closes the pool's queues under their locks: a worker killed
+    while holding one (SIGKILL, the OOM killer) makes that wait forever. So the observer gets `grace` seconds plus
+    one a worker (it joins each for up to 1 s), then every worker still there is killed and joined here, and the
+    observer, if blocked, is left behind (a daemon thread). `broken` (a worker is known dead): the others are
+    killed first and the observer gets half a second. The pool is marked closed, so neither DALI's finaliser nor the exit hook waits on it again."""
+    pool = getattr(getattr(pipe, "_py_pool", None), "pool", None)
+    observer = getattr(pool, "_observer", None)
+    if observer is not None:
+        processes = worker_processes(pipe)
+        pool._observer = None  # ProcPool.close() is a no-op from now on
+        if broken:
+            for process in processes:
+                process.kill()  # SIGKILL, unless already reaped
+        observer.interrupt_pipe.send(None)  # the observer closes the queues and joins or terminates the workers
+        # after a death the observer is done at once, or blocked for good on a lock the dead worker held
+        observer.thread.join(0.5 if broken else grace + len(processes))
+        for process in processes:
+            if observer.thread.is_alive():
+                process.kill()
+            process.join(grace)  # reaped here, or already by the observer
     pipe._shutdown()

@@ -117,6 +117,7 @@ _OS_ADVICE = {
 def error_line(exc: BaseException, command: str) -> str | None:
     """The one line a command's failure shows (None: not a failure the boundary maps, so it stays a traceback)."""
     from tagstream.loader.data import FormatError, StorageError
+    from tagstream.loader.pipeline import WorkerDied
 
     text = " ".join(str(exc).split())  # one line, whatever the library wrote
     if isinstance(exc, StorageError):
@@ -133,7 +134,7 @@ def error_line(exc: BaseException, command: str) -> str | None:
         return f"{command}: a number too large for its field ({text}); check the files and values it names"
     if isinstance(exc, EOFError):
         return f"{command}: an input ends before its end marker ({text or 'a file cut short'}); fetch it again"
-    if isinstance(exc, (FormatError, ValueError, FloatingPointError)):
+    if isinstance(exc, (FormatError, ValueError, FloatingPointError, WorkerDied)):
         return text
     return None
 

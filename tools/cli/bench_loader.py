@@ -71,6 +71,13 @@ import click
     help="Where the peers' copies of the dataset are written once [default: DATASET-peers beside it].",
 )
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="With --peers: also draw the table (PNG).")
+@click.option(
+    "--soak",
+    is_flag=True,
+    help="Only our loader, long: --batches batches over 3 epochs with each CPU decoder, memory (RSS, PSS), open files, "
+    "threads and /dev/shm of it and its workers read every 1 % of the run; then its exits (normal close, SIGINT, "
+    "SIGKILL of a worker): nothing may be left, and the dead worker must be named. Exits 1 if an exit check fails.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench_loader(
     dataset,
@@ -89,6 +96,7 @@ def bench_loader(
     peers,
     peers_cache,
     plot,
+    soak,
     as_json,
 ):
     """Compare our loader (CPU: the workers decode the crop window and resize, and the same loader
@@ -106,6 +114,9 @@ def bench_loader(
     workers, and the full-decode ceilings, in interleaved rounds: images/s (median and per round), the
     ratio to ours, CPU ms per image, peak PSS, and our pixels against torchvision's.
 
+    With --soak, only our loader over a long run per CPU decoder: whether memory, open files and /dev/shm stay
+    flat, and whether it exits cleanly on close, on SIGINT and when a worker is killed.
+
     With --feed, only the GPU path's CPU side: what the trainer's cores spend to feed nvJPEG (goal:
     >= 50,000 samples/s per core, <= 10 us a sample in the main process), beside the per-sample source,
     the same graph replaying one batch (DALI's own share), and records a fresh process never read.
@@ -117,6 +128,7 @@ def bench_loader(
       tagstream bench loader /tmp/benchds --make 4096 --feed --batch-size 256 --batches 100
       tagstream bench loader /tmp/benchds --make 1500 --remote
       tagstream bench loader /tmp/peerds --make 3000 --peers all --batch-size 256 --workers 2 --plot peers.png
+      tagstream bench loader /tmp/benchds --make 1500 --soak --batches 3000 --batch-size 32 --image-size 128
     """
     from tagstream.loader import progress_bar
     from tagstream.tools.bench.loader import bench_loader as run
@@ -159,6 +171,19 @@ def bench_loader(
             )
             if plot:
                 result["plot"] = str(plot_peers(result, plot))
+        elif soak:
+            from tagstream.tools.bench.loader_soak import format_soak, soak_loader
+
+            result = soak_loader(
+                dataset,
+                make=make,
+                batches=batches,
+                batch_size=batch_size,
+                workers=workers or cores,
+                threads=threads or cores,
+                image_size=image_size,
+                progress=progress,
+            )
         elif remote:
             from tagstream.tools.bench.loader_remote import bench_remote, format_remote
 
@@ -206,6 +231,11 @@ def bench_loader(
             bar.close()
     if peers:
         click.echo(json.dumps(result, indent=2) if as_json else format_peers(result))
+        return
+    if soak:
+        click.echo(json.dumps(result, indent=2) if as_json else format_soak(result))
+        if not result["exits_ok"]:
+            raise SystemExit(1)
         return
     if remote:
         click.echo(json.dumps(result, indent=2) if as_json else format_remote(result))
