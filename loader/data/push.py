@@ -18,7 +18,8 @@ file's size and mtime, the object's version at the URL) lets it skip a file that
 since it was uploaded and whose object has not been replaced there since (ETag or generation). What
 the journal cannot vouch for is uploaded again.
 Only data.mdb of each shard is uploaded (readers open shards lock-free); conversion state (.convert/),
-per-machine caches (vocab/NAME/sampling/) and lock files stay local.
+per-machine caches (vocab/NAME/sampling/), lock files and the staging folders of builds in progress
+(vocab/.NAME.PID.tmp/, masks/.NAME.PID.tmp/) stay local.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from tagstream.loader.data import storage
 from tagstream.loader.data.cache import LOCAL_ONLY
 from tagstream.loader.data.manifest import read_manifest
 from tagstream.loader.data.remote_keys import key_problem
+from tagstream.loader.data.staging import in_staging
 
 THREADS = 4
 LEDGER = "push.json"  # at the URL: every object a tagstream push of this dataset may have written there
@@ -95,7 +97,7 @@ def files_to_push(root: Path) -> list[str]:
     for sub in (fmt.INDEX_DIR, fmt.VOCAB_DIR, fmt.MASKS_DIR):
         for path in sorted((root / sub).rglob("*")):
             rel = path.relative_to(root).as_posix()
-            if path.is_file() and not LOCAL_ONLY.search(rel) and ".tmp" not in path.name:
+            if path.is_file() and not LOCAL_ONLY.search(rel) and ".tmp" not in path.name and not in_staging(rel):
                 rels.append(rel)
     rels += [name for name in (fmt.TAGS, fmt.REJECTS) if (root / name).is_file()]
     missing = [rel for rel in rels if not (root / rel).is_file()]

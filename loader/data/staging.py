@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
 from tagstream.loader.data.format import fsync_dir
+
+STAGING_DIR = re.compile(r"\.[^/]+\.\d+\.tmp")  # .NAME.PID.tmp: a build in progress, or left by one that died
+
+
+def in_staging(rel: str) -> bool:
+    """Whether a dataset-relative path lies in a staging folder (never pushed, mirrored or read)."""
+    return any(STAGING_DIR.fullmatch(part) for part in rel.split("/"))
 
 
 class Staged:

@@ -18,6 +18,8 @@ from tagstream.loader.data.prefetch import shards_of_ranges
 from tagstream.loader.data.push import files_to_push, push
 from tagstream.loader.data.storage import Retry, StorageError
 from tagstream.loader.data.store import ShardStore
+from tagstream.loader.data.vocab import stage_vocab
+from tagstream.loader.data.writer import mask_outputs, stage_mask
 from tests.helpers.datasets import make_index_dataset
 from tests.helpers.s3server import SECRET, _moto_server, s3_server  # noqa: F401 - fixtures
 
@@ -217,6 +219,24 @@ def test_a_worker_forked_during_a_download_never_holds_its_lock(tmp_path):
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
     assert taken.returncode == 0, taken.stderr  # another process gets the lock while the forked child lives
+
+
+def test_push_leaves_out_the_staging_folders_of_builds_in_progress(tmp_path):
+    """A vocabulary and a mask being built (vocab/.NAME.PID.tmp/, masks/.NAME.PID.tmp/) are not the dataset's yet."""
+    ds = make_index_dataset(tmp_path / "ds", n=16, shard_size=8)
+    before = files_to_push(ds.root)
+    assert any(rel.startswith(f"{fmt.VOCAB_DIR}/") for rel in before)
+    with pytest.raises(RuntimeError, match="stop the builds"):
+        with (
+            stage_vocab(Dataset(ds.root), "w", replace=False) as vocab,
+            stage_mask(ds.root, "m", outputs=mask_outputs("m")) as mask,
+        ):
+            (vocab / "classes.tsv").write_text("half written")
+            for name in mask_outputs("m"):
+                (mask / name).write_bytes(b"half written")
+            assert {vocab.parent.name, mask.parent.name} == {fmt.VOCAB_DIR, fmt.MASKS_DIR}
+            assert files_to_push(ds.root) == before
+            raise RuntimeError("stop the builds")
 
 
 def test_a_rerun_push_uploads_only_what_is_not_there_already(s3_server, tmp_path):  # noqa: F811

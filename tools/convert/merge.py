@@ -42,6 +42,7 @@ from tagstream.tools.convert.part_checks import (
     check_record,
     check_shard_files,
     check_shard_states,
+    redo_hint,
     verified_or_refused,
 )
 from tagstream.tools.convert.parts import PARTS_DIR, PartSpec, parse_part_name, part_root, read_part
@@ -289,9 +290,15 @@ def _relabel(part_dir: Path, part_shard: str, out: Path, shard: int, tag_map: np
                 if fmt.decode_key(bytes(key)) != i:
                     raise fmt.FormatError(f"{part_dir}/{part_shard}: record {i} has key {fmt.decode_key(bytes(key))}")
                 rec = fmt.unpack_record(bytes(value))
+                tags = np.asarray(rec["tags"], np.int64)
+                if tags.size and not 0 <= tags.min() <= tags.max() < len(tag_map):  # a part.json edited or damaged
+                    raise ConvertRefused(
+                        f"{part_dir}/{part_shard}: record {i} has tag id {tags.max() if tags.min() >= 0 else tags.min()}"
+                        f" but the part's part.json lists {len(tag_map)} new tags; {redo_hint(part_dir)}"
+                    )
                 writer.add(
                     rec["image"],
-                    tag_map[np.asarray(rec["tags"], np.int64)].tolist(),
+                    tag_map[tags].tolist(),
                     rec["source"],
                     width=int(index["width"][i]),
                     height=int(index["height"][i]),

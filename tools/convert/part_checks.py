@@ -16,43 +16,45 @@ from pathlib import Path
 
 from tagstream.loader.data import format as fmt
 from tagstream.tools.convert.engine import ConvertRefused
-from tagstream.tools.convert.shards import state_path
-
-_SHARD_FIELDS = {"name": str, "images": int, "bytes": int, "sha256": str, "input_start": int, "input_stop": int}
-_SHARD_LISTS = {"new_tags": list, "reencoded": dict, "rejected": int}
+from tagstream.tools.convert.shards import state_path, state_problem
 
 
-def _redo(part_dir: Path) -> str:
+def redo_hint(part_dir: Path) -> str:
     index, _, count = part_dir.name.partition("-of-")
     return f"delete {part_dir} and convert that part again (--part {int(index)}/{int(count)})"
 
 
-def _is(value: object, kind: type) -> bool:
-    return isinstance(value, kind) and not (kind is int and (isinstance(value, bool) or value < 0))
+def part_problem(record: object) -> str:
+    """What is wrong with the structure of a part's commit record, or "": its keys by type and range, each shard's
+    entry as a shard state (shards.state_problem)."""
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got a JSON {type(record).__name__}"
+    part = record.get("part")
+    if not (
+        isinstance(part, list) and len(part) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in part)
+    ):
+        return "'part' must be [index, count]"
+    if not isinstance(record.get("shards"), list) or not isinstance(record.get("tail"), list):
+        return "'shards' and 'tail' must be lists"
+    for key in ("input_start", "input_stop"):
+        if not isinstance(record.get(key), int) or isinstance(record.get(key), bool) or record[key] < 0:
+            return f"{key!r} must be a whole number >= 0"
+    return next((f"shard entry {k}: {p}" for k, p in enumerate(map(state_problem, record["shards"])) if p), "")
 
 
 def check_record(part_dir: Path, record: object, lo: int, hi: int) -> dict:
-    """A part's commit record, checked: its structure, its input range [lo, hi) from OUT's scan, and its
+    """A part's commit record, checked: its structure (part_problem), its input range [lo, hi) from OUT's scan, and its
     accounting (each shard's input span = its images + its rejects, spans contiguous from lo, the rejects after
     the last shard reaching hi). ConvertRefused naming part.json and the fault otherwise."""
     where = part_dir / "part.json"
 
     def refuse(what: str) -> ConvertRefused:
-        return ConvertRefused(f"{where}: {what}; {_redo(part_dir)}")
+        return ConvertRefused(f"{where}: {what}; {redo_hint(part_dir)}")
 
-    if not isinstance(record, dict):
-        raise refuse(f"expected a JSON object, got a JSON {type(record).__name__}")
-    shards, tail = record.get("shards"), record.get("tail")
-    if not isinstance(shards, list) or not isinstance(tail, list):
-        raise refuse("'shards' and 'tail' must be lists")
-    for k, s in enumerate(shards):
-        bad = (
-            [f for f, kind in {**_SHARD_FIELDS, **_SHARD_LISTS}.items() if not _is(s.get(f), kind)]
-            if (isinstance(s, dict))
-            else ["the entry itself"]
-        )
-        if bad or not fmt.NAME_PATTERN.fullmatch(s["name"]) or not all(isinstance(t, str) for t in s["new_tags"]):
-            raise refuse(f"shard entry {k} is malformed ({', '.join(bad) or 'name or new_tags'})")
+    problem = part_problem(record)
+    if problem:
+        raise refuse(problem)
+    shards, tail = record["shards"], record["tail"]
     if (record.get("input_start"), record.get("input_stop")) != (lo, hi):
         raise refuse(
             f"it covers inputs {record.get('input_start')!r}..{record.get('input_stop')!r}, but this part of the "
@@ -82,12 +84,14 @@ def check_shard_states(part_dir: Path, record: dict) -> None:
         try:
             state = json.loads(path.read_text())
         except (OSError, ValueError, RecursionError):
-            raise ConvertRefused(f"{path}: the state of shard {s['name']} is missing or unreadable; {_redo(part_dir)}")
+            raise ConvertRefused(
+                f"{path}: the state of shard {s['name']} is missing or unreadable; {redo_hint(part_dir)}"
+            )
         same = isinstance(state, dict) and all(state.get(k) == s[k] for k in ("images", "bytes", "sha256"))
         if not same or not isinstance(state.get("rejects"), list) or len(state["rejects"]) != s["rejected"]:
             raise ConvertRefused(
                 f"{part_dir / 'part.json'}: shard {s['name']} disagrees with its state file {path.name} "
-                f"(images, bytes, sha256 or rejects); {_redo(part_dir)}"
+                f"(images, bytes, sha256 or rejects); {redo_hint(part_dir)}"
             )
 
 
@@ -101,14 +105,14 @@ def check_shard_files(part_dir: Path, entry: dict) -> None:
     try:
         size = data.stat().st_size
     except OSError:
-        raise ConvertRefused(f"{data}: shard {name} of the part is missing; {_redo(part_dir)}") from None
+        raise ConvertRefused(f"{data}: shard {name} of the part is missing; {redo_hint(part_dir)}") from None
     problem = (
         f"has {size} bytes, its record says {entry['bytes']} (truncated or replaced)"
         if size != entry["bytes"]
         else fmt.lmdb_file_problem(data)
     )
     if problem:
-        raise ConvertRefused(f"{data}: shard {name} of the part {problem}; {_redo(part_dir)}")
+        raise ConvertRefused(f"{data}: shard {name} of the part {problem}; {redo_hint(part_dir)}")
     for array, dtype in {**fmt.INDEX_ARRAYS, **fmt.OPTIONAL_INDEX_ARRAYS}.items():
         path = fmt.index_path(part_dir, name, array)
         if array in fmt.OPTIONAL_INDEX_ARRAYS and not path.exists():
@@ -120,7 +124,7 @@ def check_shard_files(part_dir: Path, entry: dict) -> None:
         except (OSError, ValueError, EOFError):
             ok = False
         if not ok:
-            raise ConvertRefused(f"{path}: index file of shard {name} missing or malformed; {_redo(part_dir)}")
+            raise ConvertRefused(f"{path}: index file of shard {name} missing or malformed; {redo_hint(part_dir)}")
 
 
 def check_content(part_dir: Path, entry: dict) -> None:
@@ -130,12 +134,12 @@ def check_content(part_dir: Path, entry: dict) -> None:
     data = fmt.shard_path(part_dir, name) / "data.mdb"
     if fmt.file_sha256(data) != entry["sha256"]:
         raise ConvertRefused(
-            f"{data}: shard {name} of the part does not match its recorded sha256 (damaged); {_redo(part_dir)}"
+            f"{data}: shard {name} of the part does not match its recorded sha256 (damaged); {redo_hint(part_dir)}"
         )
     for array, digest in (entry.get("index") or {}).items():
         path = fmt.index_path(part_dir, name, array)
         if fmt.file_sha256(path) != digest:
-            raise ConvertRefused(f"{path}: does not match its recorded sha256 (damaged); {_redo(part_dir)}")
+            raise ConvertRefused(f"{path}: does not match its recorded sha256 (damaged); {redo_hint(part_dir)}")
 
 
 def verified_or_refused(out: Path) -> None:

@@ -30,8 +30,8 @@ from tagstream.tools.convert.engine import (
     scan_source,
 )
 from tagstream.tools.convert.image import ImageOptions
-from tagstream.tools.convert.part_checks import check_record  # noqa: F401
-from tagstream.tools.convert.shards import STATE_DIR, state_problem
+from tagstream.tools.convert.part_checks import check_record, part_problem
+from tagstream.tools.convert.shards import STATE_DIR
 
 PARTS_DIR = "parts"
 PART_DONE = "part.json"
@@ -105,8 +105,8 @@ def parse_part_name(name: str) -> PartSpec | None:
 
 
 def read_part(root: Path) -> object:
-    """A part's commit record as parsed (tools/convert/part_checks.check_record checks it), or None while it is not
-    committed."""
+    """A part's commit record, its structure checked (part_checks.part_problem; check_record adds its range and
+    accounting), or None while it is not committed."""
     try:
         record = json.loads((root / PART_DONE).read_text())
     except FileNotFoundError:
@@ -120,23 +120,6 @@ def read_part(root: Path) -> object:
             f"{root / PART_DONE} is damaged ({problem}); delete {root} and convert that part again"
         ) from None
     return record
-
-
-def part_problem(record: object) -> str:
-    """What is wrong with a part's commit record, or "": its keys by type and range, each shard's state too."""
-    if not isinstance(record, dict):
-        return f"a JSON object expected, not {type(record).__name__}"
-    part = record.get("part")
-    if not (
-        isinstance(part, list) and len(part) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in part)
-    ):
-        return "'part' must be [index, count]"
-    if not isinstance(record.get("shards"), list) or not isinstance(record.get("tail"), list):
-        return "'shards' and 'tail' must be lists"
-    for key in ("input_start", "input_stop"):
-        if not isinstance(record.get(key), int) or isinstance(record.get(key), bool) or record[key] < 0:
-            return f"{key!r} must be a whole number >= 0"
-    return next((p for p in map(state_problem, record["shards"]) if p), "")
 
 
 @dataclass(frozen=True)

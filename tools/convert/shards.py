@@ -103,6 +103,14 @@ def state_problem(state: object, *, on_disk: bool = False) -> str:
         return f"shard {state['name']}: new_tags must be a list of tags"
     if not isinstance(reencoded, dict) or not all(_count(v) for v in reencoded.values()):
         return f"shard {state['name']}: reencoded must map kinds to counts"
+    index = state.get("index", {})  # the index arrays' sha256s, where recorded
+    if not isinstance(index, dict) or not all(
+        (k in fmt.INDEX_ARRAYS or k in fmt.OPTIONAL_INDEX_ARRAYS)
+        and isinstance(v, str)
+        and re.fullmatch(r"[0-9a-f]{64}", v)
+        for k, v in index.items()
+    ):
+        return f"shard {state['name']}: index must map index array names to 64 hex digits"
     if (on_disk or "rejects" in state) and not isinstance(state.get("rejects"), list):
         return f"shard {state['name']}: rejects must be a list"  # on disk it always holds them
     return ""

@@ -53,8 +53,10 @@ def test_tar_gz_of_empty_members(tmp_path, members):
     """Every empty member its own sample: a reject each, tarfile's header list not kept (10^6 took 2 GB).
     What still grows is the rejects of the shard being written (~380 bytes each: 545 MiB at 10^6)."""
     src = tar_gz_of_empty_members(tmp_path / "empty.tar.gz", members)
-    peak, output, _ = convert_peak(str(src), str(tmp_path / "ds"))
-    assert f"empty_file           {members}" in output
+    peak, output, rc = convert_peak(str(src), str(tmp_path / "ds"))
+    # every input rejected: the conversion is refused in one line (issue 24), the rejects written for reading
+    assert rc == 1 and output.count("\n") == 1 and "Traceback" not in output
+    assert f"every one of the {members} inputs" in output and f"(empty_file {members})" in output
     assert peak < BOUND_MIB + members * 400 / 2**20 - 40, f"peak {peak:.0f} MiB"
 
 

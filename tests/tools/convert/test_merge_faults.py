@@ -130,6 +130,21 @@ def test_a_part_json_forged_with_inputs_missing_is_refused(source, out, referenc
     assert dataset_records(out) == reference
 
 
+def test_a_part_json_listing_fewer_new_tags_than_its_records_use_is_refused(source, out, reference):
+    """Part 1 reuses part 0's tags, so its shards are rewritten with a tag map; one new tag dropped from its record
+    leaves a record with a local id past the map's end."""
+    path = part(out, 1) / "part.json"
+    record = json.loads(path.read_text())
+    last = max(k for k, s in enumerate(record["shards"]) if s["new_tags"])
+    record["shards"][last]["new_tags"].pop()
+    path.write_text(json.dumps(record))
+    refused(merge_cli(out), str(part(out, 1)), "new tags", f"--part 1/{N}")
+    kept(out)
+    redo_part(source, out, 1)
+    merge(out)
+    assert dataset_records(out) == reference
+
+
 def _edit_part(out: Path, index: int, **fields) -> None:
     path = part(out, index) / "part.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))

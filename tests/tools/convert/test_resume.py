@@ -135,22 +135,31 @@ def test_resume_redoes_a_damaged_committed_shard(source, reference, tmp_path):
     assert dataset_files(out) == dataset_files(reference)
 
 
-def descendants(pid: int) -> list[int]:
-    """Live descendants of a process, from /proc (Linux)."""
-    parent = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parent[int(stat.parent.name)] = int(fields[1])
-    found, frontier = [], [pid]
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ..., starttime at 19), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Live descendants of a process, from /proc (Linux): pid -> its start time (a pid can be reused)."""
+    stats = {int(p.name): _stat(p.name) for p in Path("/proc").glob("[0-9]*")}
+    parent = {p: int(f[1]) for p, f in stats.items() if f is not None}
+    found, frontier = {}, [pid]
     while frontier:
         p = frontier.pop()
         kids = [c for c, pp in parent.items() if pp == p]
-        found += kids
+        found.update((c, stats[c][19]) for c in kids)
         frontier += kids
     return found
+
+
+def _running(pid: int, started: str) -> bool:
+    """The same process (not a reused pid) and not a zombie waiting to be reaped: it has not exited."""
+    fields = _stat(pid)
+    return fields is not None and fields[19] == started and fields[0] != "Z"
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
@@ -168,9 +177,9 @@ def test_cli_killed_at_a_random_moment_resumes(tmp_path, tiny_dataset):
     assert not (tmp_path / "ds" / fmt.MANIFEST).exists()
     assert len(helpers) >= 3
     deadline = time.monotonic() + 20
-    while any(Path(f"/proc/{p}").exists() for p in helpers) and time.monotonic() < deadline:
+    while any(_running(p, t) for p, t in helpers.items()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    orphans = [p for p in helpers if Path(f"/proc/{p}").exists()]
+    orphans = [p for p, t in helpers.items() if _running(p, t)]
     for p in orphans:  # never leave them behind, even when failing
         os.kill(p, signal.SIGKILL)
     assert not orphans, "worker processes outlived a killed convert"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 from tagstream.loader.data import storage
 from tagstream.tools.convert.inputs.base import RAW_LIMIT, Item
@@ -71,12 +72,13 @@ def failed_rows(path: str, status_field: str) -> Iterator[tuple[int, dict]]:
     nothing when there is no sidecar or it has no status column. pyarrow's errors are the caller's."""
     import pyarrow.parquet as pq
 
-    try:
-        f = storage.open_read(path)
-    except FileNotFoundError:
-        return
-    with f:
-        pf = pq.ParquetFile(f)
+    with ExitStack() as stack:
+        try:
+            pf = pq.ParquetFile(stack.enter_context(storage.open_read(path)))
+        except (
+            FileNotFoundError
+        ):  # no sidecar: a local file's absence shows at open, a remote object's at its first read
+            return
         names = pf.schema_arrow.names
         if status_field not in names:
             return

@@ -99,22 +99,6 @@ def walk_sorted_remote(url: str, fs, top: str, prefix: str = "") -> Iterator[tup
             yield prefix + name, size
 
 
-@contextmanager
-def _cut_short(spec: str):
-    """A .bz2 table that ends early (EOFError, which click would print as a bare "Aborted!"): one line naming it."""
-    try:
-        yield
-    except EOFError as exc:
-        raise ValueError(
-            f"{storage.redact(spec)}: the compressed file ends early ({exc}); download it again or decompress what "
-            "is there (bzip2 -dc FILE > table.tsv) and convert that"
-        ) from None
-    except OSError as exc:
-        if storage.local_path(spec) is None or "Invalid data stream" not in str(exc):
-            raise
-        raise ValueError(f"{spec}: the compressed file is damaged ({exc})") from None
-
-
 def _is_dir(entry: os.DirEntry) -> bool:
     try:
         return entry.is_dir()
@@ -188,17 +172,14 @@ class YfccInput(InputKind):
                 with bz2.open(raw, "rb") as f:
                     try:
                         yield f
-                    except (EOFError, OSError) as exc:  # bz2's own faults; a system error (errno set) stays one
-                        if isinstance(exc, OSError) and exc.errno is not None:
+                    except (EOFError, OSError) as exc:  # bz2's own faults (click prints a bare EOFError as "Aborted!")
+                        damaged = isinstance(exc, OSError) and "Invalid data stream" in str(exc)
+                        if not (damaged or isinstance(exc, EOFError)):  # a storage or system error stays itself
                             raise
-                        why = (
-                            "ends before its end-of-stream marker"
-                            if isinstance(exc, EOFError)
-                            else f"is damaged ({exc})"
-                        )
+                        why = f"is damaged ({exc})" if damaged else "ends before its end-of-stream marker"
                         raise ValueError(
                             f"{storage.redact(self.spec)}: the bz2 stream {why}: the file is cut short or damaged; "
-                            "fetch it again"
+                            "fetch it again, or decompress what is there (bzip2 -dc FILE > table.tsv) and convert that"
                         ) from None
             else:
                 yield raw
@@ -207,7 +188,7 @@ class YfccInput(InputKind):
         h = hashlib.sha256()
         count = 0
         self.marks = []
-        with self._open() as f, _cut_short(self.spec):
+        with self._open() as f:
             plain = not isinstance(f, bz2.BZ2File)
             lineno, at = 0, 0
             for data in f:
@@ -257,7 +238,7 @@ class YfccInput(InputKind):
     def items(self, start: int = 0) -> Iterator[Item]:
         if self.index is None:
             self.scan()
-        with self._open() as f, _cut_short(self.spec):
+        with self._open() as f:
             for pos, lineno, data in numbered_lines(f, start, mark_before(self.marks, start)):
                 yield self._item(pos, lineno, data)
 

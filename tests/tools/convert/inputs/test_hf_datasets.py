@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from tagstream.loader.data.writer import ShardWriter
 from tagstream.tools.cli import main
-from tagstream.tools.convert.engine import convert
+from tagstream.tools.convert.engine import ConvertRefused, convert
 from tagstream.tools.convert.inputs import Source, table_rows
 from tagstream.tools.convert.launch import run_conversion
 from tagstream.tools.convert.merge import merge
@@ -85,9 +85,10 @@ def test_path_only_structs_resolve_against_image_root(photos, expected, tmp_path
         dataset_records(_convert(tmp_path / "paths.parquet", tmp_path / "ds", image_root=str(photos)))
         == (expected["all"])
     )
-    # without the root the paths are the table's folder's: each a missing file named by its path, not the struct
-    summary = convert(tmp_path / "paths.parquet", tmp_path / "ds2")
-    assert summary.images == 0 and summary.rejected == {"missing_file": PHOTOS}
+    # without the root the paths are the table's folder's: each a missing file named by its path, not the struct;
+    # with every input rejected the conversion is refused (issue 24), the rejects written for reading
+    with pytest.raises(ConvertRefused, match=rf"every one of the {PHOTOS} inputs .* \(missing_file {PHOTOS}\)"):
+        convert(tmp_path / "paths.parquet", tmp_path / "ds2")
     first = json.loads((tmp_path / "ds2" / "rejects.jsonl").read_text().splitlines()[0])
     assert first["image"] == str(tmp_path / "0.png") and "bytes" not in first["input"]
 
