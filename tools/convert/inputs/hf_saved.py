@@ -20,10 +20,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tagstream.loader.data import storage
-from tagstream.tools.convert.inputs.base import InputKind, Item
+from tagstream.tools.convert.inputs.base import Item
 from tagstream.tools.convert.inputs.csv_tables import TableColumns
-from tagstream.tools.convert.inputs.paths import display_name, file_size
-from tagstream.tools.convert.inputs.table_rows import TableRows, TableScan, image_column
+from tagstream.tools.convert.inputs.paths import file_size
+from tagstream.tools.convert.inputs.table_rows import TableRows, TableScan, TablesInput, image_column
 
 STATE = "state.json"  # the saved dataset's file list (`_data_files`)
 INFO = "dataset_info.json"
@@ -64,7 +64,7 @@ def _stream(path: str):
         yield pa.ipc.open_stream(f)
 
 
-class SavedInput(InputKind):
+class SavedInput(TablesInput):
     """A save_to_disk folder (see the module docstring)."""
 
     name = "hf-saved"
@@ -148,25 +148,7 @@ class SavedInput(InputKind):
             self.tables.append(TableScan(path, sum(batches), batches, damage))
         return sum(t.inputs for t in self.tables), h.hexdigest()
 
-    def scan_state(self, store=None) -> dict:  # store: unused (the state is small)
-        if self.tables is None:
-            raise RuntimeError("scan() the source before asking for its scan state")
-        return {"tables": [[t.path, t.rows, t.row_groups, t.damage] for t in self.tables]}
-
-    def load_scan_state(self, state: dict, store=None) -> None:
-        self.tables = [TableScan(*row) for row in state["tables"]]
-
-    def items(self, start: int = 0) -> Iterator[Item]:
-        if self.tables is None:
-            self.scan()
-        names = [t.path for t in self.tables]
-        base = 0
-        for table in self.tables:
-            if start < base + table.inputs:
-                yield from self._stream_items(table, base, max(0, start - base), display_name(table.path, names))
-            base += table.inputs
-
-    def _stream_items(self, t: TableScan, base: int, skip: int, name: str) -> Iterator[Item]:
+    def _table_items(self, t: TableScan, base: int, skip: int, name: str) -> Iterator[Item]:
         import pyarrow as pa
 
         done = skip  # the next row to hand out

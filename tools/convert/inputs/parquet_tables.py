@@ -23,11 +23,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tagstream.loader.data import storage
-from tagstream.tools.convert.inputs.base import InputKind, Item
+from tagstream.tools.convert.inputs.base import Item
 from tagstream.tools.convert.inputs.bounds import chunk_limit, oversized_chunks
 from tagstream.tools.convert.inputs.csv_tables import TableColumns
-from tagstream.tools.convert.inputs.paths import display_name, expand, file_size
-from tagstream.tools.convert.inputs.table_rows import BATCH_ROWS, TableRows, TableScan, image_column
+from tagstream.tools.convert.inputs.paths import expand, file_size
+from tagstream.tools.convert.inputs.table_rows import BATCH_ROWS, TableRows, TableScan, TablesInput, image_column
 
 PARQUET_SUFFIXES = (".parquet",)
 READ_BUFFER = 1 << 20  # bytes of a column chunk read at once: pages are streamed, a row group is never read whole
@@ -49,7 +49,7 @@ class ParquetOptions(TableColumns):
     image_root: str = ""  # the folder (or URL) relative image paths are resolved against ('' = the table's folder)
 
 
-class ParquetInput(InputKind):
+class ParquetInput(TablesInput):
     """Parquet tables (see the module docstring)."""
 
     name = "parquet"
@@ -109,24 +109,6 @@ class ParquetInput(InputKind):
             h.update(repr([meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]).encode())
             self.tables.append(TableScan(path, meta.num_rows, groups, None))
         return sum(t.inputs for t in self.tables), h.hexdigest()
-
-    def scan_state(self, store=None) -> dict:  # store: unused (the state is small)
-        if self.tables is None:
-            raise RuntimeError("scan() the source before asking for its scan state")
-        return {"tables": [[t.path, t.rows, t.row_groups, t.damage] for t in self.tables]}
-
-    def load_scan_state(self, state: dict, store=None) -> None:
-        self.tables = [TableScan(*row) for row in state["tables"]]
-
-    def items(self, start: int = 0) -> Iterator[Item]:
-        if self.tables is None:
-            self.scan()
-        names = [t.path for t in self.tables]
-        base = 0
-        for table in self.tables:
-            if start < base + table.inputs:
-                yield from self._table_items(table, base, max(0, start - base), display_name(table.path, names))
-            base += table.inputs
 
     def _table_items(self, t: TableScan, base: int, skip: int, name: str) -> Iterator[Item]:
         import pyarrow as pa

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 from tagstream.loader.data import storage
 from tagstream.tools.convert.inputs import img2dataset
-from tagstream.tools.convert.inputs.base import RAW_LIMIT, Item, utf8_ok
+from tagstream.tools.convert.inputs.base import RAW_LIMIT, InputKind, Item, utf8_ok
 from tagstream.tools.convert.inputs.img2dataset import SIDECAR_COLUMNS
+from tagstream.tools.convert.inputs.paths import display_name
 from tagstream.tools.convert.inputs.tag_text import caption_hashtags, split_tag_cell
 
 CELL_LIMIT = 1 << 30  # an image cell larger than this is rejected, never copied out of Arrow's buffers
@@ -38,6 +39,35 @@ class TableScan:
     @property
     def inputs(self) -> int:
         return self.rows + (1 if self.damage is not None else 0)
+
+
+class TablesInput(InputKind):
+    """The input kinds read as a list of tables (Parquet files, a saved dataset's Arrow streams): `scan` fills
+    `self.tables` with one TableScan each, and `_table_items` yields one table's items from a row on; the scan
+    state and the walk over the tables are the same for every such kind."""
+
+    tables: list[TableScan] | None = None
+
+    def scan_state(self, store=None) -> dict:  # store: unused (the state is small)
+        if self.tables is None:
+            raise RuntimeError("scan() the source before asking for its scan state")
+        return {"tables": [[t.path, t.rows, t.row_groups, t.damage] for t in self.tables]}
+
+    def load_scan_state(self, state: dict, store=None) -> None:
+        self.tables = [TableScan(*row) for row in state["tables"]]
+
+    def items(self, start: int = 0) -> Iterator[Item]:
+        if self.tables is None:
+            self.scan()
+        names = [t.path for t in self.tables]
+        base = 0
+        for table in self.tables:
+            if start < base + table.inputs:
+                yield from self._table_items(table, base, max(0, start - base), display_name(table.path, names))
+            base += table.inputs
+
+    def _table_items(self, t: TableScan, base: int, skip: int, name: str) -> Iterator[Item]:
+        raise NotImplementedError
 
 
 def hf_image_columns(schema) -> list[str]:
