@@ -4,7 +4,9 @@ rehearsal.md hold the figures beside docs/scale.md's predictions.
 
 Resumable: each finished step is recorded in rehearsal.json at once; a rerun skips a step that is recorded and
 whose output is complete, and reruns the others (the commands resume themselves: a conversion continues after
-its last committed shard), so a 10^6 run interrupted midway continues where it stopped.
+its last committed shard), so a 10^6 run interrupted midway continues where it stopped. `redo` names stages to
+run again although they are done (after a fix, to measure it): each new record keeps the ones it replaced under
+"earlier", and rehearsal.md shows them beside it.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ def run_rehearsal(
     s3_steps: int = 30,
     seed: int = 0,
     workers: int | None = None,
+    redo: Sequence[str] = (),
     command: str = "",
     echo: Callable[[str], None] = print,
 ) -> dict:
@@ -131,12 +134,14 @@ def run_rehearsal(
     workdir.mkdir(parents=True, exist_ok=True)
     ctx = Context(workdir, spec, parts, train_steps, s3_steps, facts=state["facts"])
     selected = tuple(s for s in STAGES if s in stages)
+    if set(redo) - set(selected):
+        raise ValueError(f"--redo {','.join(redo)}: a stage to run again must be one of --stages too")
     _check_order(state, selected, ctx)
     if not become_subreaper():
         echo("note: not a child subreaper here: CPU time of processes that outlive their parent (Ray's) is not counted")
     for stage in selected:
         stage_steps = [s for s in steps() if s.stage == stage]
-        todo = [s for s in stage_steps if not _is_done(state, s, ctx)]
+        todo = [s for s in stage_steps if stage in redo or not _is_done(state, s, ctx)]
         with s3_server(ctx) if stage == "s3" and todo else nullcontext():
             for step in stage_steps:
                 if step not in todo:
@@ -144,6 +149,8 @@ def run_rehearsal(
                     echo(f"== {stage}: {step.name}: done before, skipped")
                     continue
                 echo(f"== {stage}: {step.name}")
+                if step.set_aside is not None and _recorded(state, step) is not None:
+                    step.set_aside(ctx)
                 _run_step(ctx, state, step, echo)
         state["results"][stage] = stage_results(ctx, stage)
         _save(workdir, state)
@@ -176,7 +183,12 @@ def _run_step(ctx: Context, state: dict, step: Step, echo: Callable[[str], None]
         "load_after": [round(x, 2) for x in os.getloadavg()],
     }
     record.update(rate_columns(record))
-    state["steps"] = [r for r in state["steps"] if not (r["stage"] == step.stage and r["step"] == step.name)]
+    before = _recorded(state, step)
+    if before is not None:
+        earlier = before.pop("earlier", [])
+        before.pop("skipped", None)
+        record["earlier"] = [*earlier, before]
+    state["steps"] = [r for r in state["steps"] if r is not before]
     state["steps"].append(record)
     state["facts"] = ctx.facts
     _save(ctx.workdir, state)

@@ -49,6 +49,8 @@ class Step:
     complete: Callable[[Context], bool] | None  # its output is whole (None: its record says so): skipped on a rerun
     images: Callable[[Context], int]
     expect_failure: bool = False  # the killed torchrun job
+    # before a done step runs again (--redo): move its earlier output aside (renamed, never deleted)
+    set_aside: Callable[[Context], None] | None = None
 
 
 def tagstream(*args: str) -> list[str]:

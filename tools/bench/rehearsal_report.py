@@ -166,6 +166,19 @@ def _num(value, digits: int = 2) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _row(r: dict, note: str) -> str:
+    unit = {"cpu_ms": "CPU ms", "wall_us": "wall µs"}
+    pred = r.get("predicted")
+    predicted = f"{pred['value']:.3g} {unit[pred['quantity']]} ({pred['where']})" if pred else "-"
+    ratio = f"{pred['ratio']:.2f}" if pred else "-"
+    return (
+        f"| {r['stage']} | {r['step']}{note} "
+        f"| {_num(r['wall_s'], 1)} | {_num(r['cpu_s'], 1)} | {_num(r['peak_rss_mib'], 0)} "
+        f"| {_num(r['disk_bytes'] / 2**20, 1)} | {r['images']:,} | {_num(r['wall_ms_per_image'], 3)} "
+        f"| {_num(r['cpu_ms_per_image'], 3)} | {predicted} | {ratio} |"
+    )
+
+
 def format_table(result: dict) -> str:
     """rehearsal.md: the settings, one row per step, then what the stages found."""
     s = result["settings"]
@@ -180,17 +193,8 @@ def format_table(result: dict) -> str:
         "| predicted (docs/scale.md) | measured / predicted |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    unit = {"cpu_ms": "CPU ms", "wall_us": "wall µs"}
-    for r in result["steps"]:
-        pred = r.get("predicted")
-        predicted = f"{pred['value']:.3g} {unit[pred['quantity']]} ({pred['where']})" if pred else "-"
-        ratio = f"{pred['ratio']:.2f}" if pred else "-"
-        lines.append(
-            f"| {r['stage']} | {r['step']}{' (skipped: done before)' if r.get('skipped') else ''} "
-            f"| {_num(r['wall_s'], 1)} | {_num(r['cpu_s'], 1)} | {_num(r['peak_rss_mib'], 0)} "
-            f"| {_num(r['disk_bytes'] / 2**20, 1)} | {r['images']:,} | {_num(r['wall_ms_per_image'], 3)} "
-            f"| {_num(r['cpu_ms_per_image'], 3)} "
-            f"| {predicted} | {ratio} |"
-        )
+    for step in result["steps"]:
+        lines += [_row(e, " (earlier run, before --redo)") for e in step.get("earlier", [])]
+        lines.append(_row(step, " (skipped: done before)" if step.get("skipped") else ""))
     lines += ["", "## What the stages found", "", "```json", json.dumps(result["results"], indent=1), "```", ""]
     return "\n".join(lines)

@@ -27,7 +27,13 @@ from tagstream.tools.bench.rehearsal_context import (
 )
 from tagstream.tools.bench.rehearsal_inputs import make_inputs, paths
 from tagstream.tools.bench.rehearsal_measure import run_forked
-from tagstream.tools.bench.rehearsal_train import final_checkpoint, run_killed_train, train_args, train_done
+from tagstream.tools.bench.rehearsal_train import (
+    final_checkpoint,
+    run_killed_train,
+    set_aside_run,
+    train_args,
+    train_done,
+)
 
 
 def _manifest(ctx: Context, name: str) -> bool:
@@ -174,7 +180,15 @@ def steps() -> list[Step]:
             lambda ctx: ctx.path("ds", "masks", f"{MASK}.summary.json").is_file(),
             samples,
         ),
-        Step("train", "train 2 ranks, rank 1 killed", run_killed_train, train_done, trained, expect_failure=True),
+        Step(
+            "train",
+            "train 2 ranks, rank 1 killed",
+            run_killed_train,
+            train_done,
+            trained,
+            expect_failure=True,
+            set_aside=set_aside_run,
+        ),
         Step(
             "train",
             "train --resume on 1 rank",

@@ -112,6 +112,16 @@ def run_killed_train(ctx: Context) -> Measured:
     return run_measured(argv, log=ctx.log("train-2-ranks"), env=ctx.env, keep=ctx.keep, watch=_killer(ctx, out))
 
 
+def set_aside_run(ctx: Context) -> None:
+    """Before the train stage runs again: the earlier run folder renamed runs/main.earlier-K (the next free K)."""
+    out = ctx.path("runs", "main")
+    if out.exists():
+        k = 1
+        while out.with_name(f"main.earlier-{k}").exists():
+            k += 1
+        out.rename(out.with_name(f"main.earlier-{k}"))
+
+
 def train_done(ctx: Context) -> bool:
     return any(p.stem == f"step-{ctx.train_steps:09d}" for p in checkpoints(ctx.path("runs", "main")))
 

@@ -24,6 +24,12 @@ from tagstream.tools.bench.rehearsal_steps import STAGES
     help=f"Comma-separated stages to run, in pipeline order: {', '.join(STAGES)}; earlier ones must be done.",
 )
 @click.option(
+    "--redo",
+    default="",
+    help="Comma-separated stages to run again although they are done (after a fix); their earlier figures stay "
+    "in rehearsal.json and rehearsal.md beside the new ones.",
+)
+@click.option(
     "--train-steps", default=300, show_default=True, type=click.IntRange(min=6), help="Steps of the 2-rank train."
 )
 @click.option(
@@ -31,7 +37,7 @@ from tagstream.tools.bench.rehearsal_steps import STAGES
 )
 @click.option("--workers", type=click.IntRange(min=1), help="Processes making the inputs [default: one per core].")
 @click.option("--seed", default=0, show_default=True, type=int)
-def bench_rehearsal(workdir, images, eval_images, parts, stages, train_steps, s3_steps, workers, seed):
+def bench_rehearsal(workdir, images, eval_images, parts, stages, redo, train_steps, s3_steps, workers, seed):
     """Run every stage a user runs on N real JPEGs, each as a child process through the real CLI, and record
     wall time, CPU time (user + sys of the whole process tree), peak RSS and the disk of WORKDIR after each step
     in WORKDIR/rehearsal.json and rehearsal.md, beside docs/scale.md's per-image predictions.
@@ -44,7 +50,7 @@ def bench_rehearsal(workdir, images, eval_images, parts, stages, train_steps, s3
     mid-epoch, --resume on 1 rank; first-batch times cold and warm), embed (the whole dataset and the
     evaluation set; dedup --method both on them), s3 (push to a local moto server, a short train from s3://
     with a rank-local cache), transfer (linear probe and low-shot). Rerun the same command after an
-    interruption: finished steps are skipped.
+    interruption: finished steps are skipped (--redo STAGES runs them again).
 
     \b
     Example:
@@ -59,6 +65,7 @@ def bench_rehearsal(workdir, images, eval_images, parts, stages, train_steps, s3
             eval_images=eval_images,
             parts=parts,
             stages=chosen,
+            redo=parse_stages(redo) if redo.strip() else (),
             train_steps=train_steps,
             s3_steps=s3_steps,
             seed=seed,
@@ -67,6 +74,7 @@ def bench_rehearsal(workdir, images, eval_images, parts, stages, train_steps, s3
                 ["tagstream", "bench", "rehearsal", str(workdir), "--images", str(images), "--eval-images"]
                 + [str(eval_images), "--parts", str(parts), "--stages", stages, "--train-steps", str(train_steps)]
                 + ["--s3-steps", str(s3_steps), "--seed", str(seed)]
+                + (["--redo", redo] if redo.strip() else [])
             ),
             echo=click.echo,
         )

@@ -43,6 +43,16 @@ def test_inputs_stage_alone(tmp_path):
     again = _invoke([str(work), "--images", "40", "--eval-images", "30", "--stages", "inputs"])
     assert again.exit_code == 0 and "done before, skipped" in again.output
 
+    redo = _invoke([str(work), "--images", "40", "--eval-images", "30", "--stages", "inputs", "--redo", "inputs"])
+    assert redo.exit_code == 0 and "done before" not in redo.output, redo.output
+    (step,) = json.loads((work / "rehearsal.json").read_text())["steps"]
+    assert [e["wall_s"] for e in step["earlier"]] == [record["steps"][0]["wall_s"]] and "earlier" not in step[
+        "earlier"
+    ][0]
+    assert "| inputs | make inputs (earlier run, before --redo) |" in (work / "rehearsal.md").read_text()
+    outside = _invoke([str(work), "--images", "40", "--eval-images", "30", "--stages", "inputs", "--redo", "vocab"])
+    assert outside.exit_code != 0 and "must be one of --stages too" in outside.output
+
     later = _invoke([str(work), "--images", "40", "--eval-images", "30", "--stages", "vocab"])
     assert later.exit_code != 0 and "stage 'convert' has not run yet" in later.output
     other = _invoke([str(work), "--images", "50", "--eval-images", "30", "--stages", "inputs"])
@@ -88,3 +98,19 @@ def test_whole_rehearsal_small(tmp_path):
     again = _invoke([*args, "--s3-steps", "6"])  # everything done: every step skipped, nothing rerun
     assert again.exit_code == 0, again.output
     assert again.output.count("done before, skipped") == len(record["steps"])
+
+
+def test_redo_of_train_sets_the_earlier_run_aside(tmp_path):
+    from tagstream.tools.bench.rehearsal_context import Context
+    from tagstream.tools.bench.rehearsal_inputs import InputsSpec
+    from tagstream.tools.bench.rehearsal_train import set_aside_run
+
+    ctx = Context(tmp_path, InputsSpec.for_size(40, 30), parts=1, train_steps=6, s3_steps=1)
+    set_aside_run(ctx)  # nothing there yet: nothing moved
+    assert not any(tmp_path.iterdir())
+    for k in (1, 2):
+        ctx.path("runs", "main").mkdir(parents=True)
+        (ctx.path("runs", "main") / "step-000000006.pt").write_bytes(b"run %d" % k)
+        set_aside_run(ctx)
+        assert (ctx.path("runs", f"main.earlier-{k}") / "step-000000006.pt").read_bytes() == b"run %d" % k
+    assert not ctx.path("runs", "main").exists()
