@@ -176,6 +176,7 @@ def _run_step(ctx: Context, state: dict, step: Step, echo: Callable[[str], None]
         "cpu_rusage_s": measured.cpu_rusage_s,
         "cpu_sampled_s": measured.cpu_sampled_s,
         "peak_rss_mib": measured.peak_rss_mib,
+        "peak_anon_mib": measured.peak_anon_mib,
         "returncode": measured.returncode,
         "lingering_processes": measured.lingering,
         "disk_bytes": disk_bytes(ctx.workdir),
@@ -194,5 +195,6 @@ def _run_step(ctx: Context, state: dict, step: Step, echo: Callable[[str], None]
     _save(ctx.workdir, state)
     echo(
         f"   {measured.wall_s:.1f} s wall, {measured.cpu_s:.1f} s CPU, peak RSS {measured.peak_rss_mib:.0f} MiB"
+        + (f" (anonymous {measured.peak_anon_mib:.0f} MiB)" if measured.peak_anon_mib is not None else "")
         + (f", rank 1 killed at step {ctx.facts['killed_at_step']}" if killed else "")
     )

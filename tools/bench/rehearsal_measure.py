@@ -8,6 +8,12 @@ CPU time was missing from the rusage), every descendant is also sampled from /pr
 runs. The step's CPU time is the larger of the two sums: the rusage is exact for what was reaped, the samples a
 lower bound (up to 0.1 s of each process's last moments, and processes shorter than a sample, are missed).
 Processes the rehearsal started itself and keeps (the S3 server) are never reaped here.
+
+Peak RSS (the kernel's ru_maxrss) counts the file pages a process has mapped and touched: a step reading every
+shard through LMDB's memory map shows the dataset's size there, pages the kernel drops when memory is short. The
+same samples also read each process's RssAnon (/proc/PID/status: its own heap and stacks, what it cannot give
+back), so the step's peak anonymous memory is reported beside it (a lower bound: a peak shorter than 0.1 s is
+missed).
 """
 
 from __future__ import annotations
@@ -40,6 +46,18 @@ class Measured:
     lingering: int = 0
     cpu_rusage_s: float = 0.0
     cpu_sampled_s: float = 0.0
+    peak_anon_mib: float | None = None  # the largest process's sampled RssAnon; None where not sampled
+
+
+def _anon_kib(pid: int) -> int:
+    """RssAnon of a process in KiB (0 when it is gone or the kernel does not report it)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _proc_table() -> dict[int, tuple[int, float, int]]:
@@ -63,6 +81,7 @@ class TreeSampler:
 
     def __init__(self, root: int, keep: set[int]):
         self.root, self.keep, self.seen = root, keep, {}
+        self.peak_anon_kib = 0
 
     def sample(self) -> None:
         table = _proc_table()
@@ -75,6 +94,7 @@ class TreeSampler:
             pid = todo.pop()
             if pid in table:
                 self.seen[(pid, table[pid][2])] = table[pid][1]
+                self.peak_anon_kib = max(self.peak_anon_kib, _anon_kib(pid))
                 todo.extend(children.get(pid, []))
         for pid, start in list(self.seen):  # escaped ones still alive
             if pid in table and table[pid][2] == start:
@@ -182,6 +202,7 @@ def run_measured(
         lingering=lingering,
         cpu_rusage_s=rusage,
         cpu_sampled_s=sampler.cpu_s,
+        peak_anon_mib=sampler.peak_anon_kib / 1024,
     )
 
 
@@ -206,11 +227,26 @@ def run_forked(fn: Callable[[], object], *, log: Path, keep: set[int] = frozense
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
-    _, status, ru = os.wait4(pid, 0)
+    sampler = TreeSampler(pid, set(keep))
+    while True:
+        sampler.sample()
+        done, status, ru = os.wait4(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
     wall = time.perf_counter() - start
     cpu, rss, lingering = _reap_orphans(set(keep), 1.0)
     rusage = _cpu(ru) + cpu
-    return Measured(wall, rusage, max(ru.ru_maxrss, rss) / 1024, _status_code(status), lingering, cpu_rusage_s=rusage)
+    return Measured(
+        wall,
+        max(rusage, sampler.cpu_s),
+        max(ru.ru_maxrss, rss) / 1024,
+        _status_code(status),
+        lingering,
+        cpu_rusage_s=rusage,
+        cpu_sampled_s=sampler.cpu_s,
+        peak_anon_mib=sampler.peak_anon_kib / 1024,
+    )
 
 
 def disk_bytes(folder: Path) -> int:

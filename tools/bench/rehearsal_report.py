@@ -174,6 +174,7 @@ def _row(r: dict, note: str) -> str:
     return (
         f"| {r['stage']} | {r['step']}{note} "
         f"| {_num(r['wall_s'], 1)} | {_num(r['cpu_s'], 1)} | {_num(r['peak_rss_mib'], 0)} "
+        f"| {_num(r.get('peak_anon_mib'), 0)} "
         f"| {_num(r['disk_bytes'] / 2**20, 1)} | {r['images']:,} | {_num(r['wall_ms_per_image'], 3)} "
         f"| {_num(r['cpu_ms_per_image'], 3)} | {predicted} | {ratio} |"
     )
@@ -189,9 +190,9 @@ def format_table(result: dict) -> str:
         f"Machine: {result['machine']['cpus']} CPUs, load average at start {result['machine']['load_at_start']}, "
         f"at end {result['machine'].get('load_at_end', '-')}; {result['started']}",
         "",
-        "| stage | step | wall s | CPU s | peak RSS MiB | disk after MiB | images | wall ms/image | CPU ms/image "
-        "| predicted (docs/scale.md) | measured / predicted |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| stage | step | wall s | CPU s | peak RSS MiB | peak anon MiB | disk after MiB | images "
+        "| wall ms/image | CPU ms/image | predicted (docs/scale.md) | measured / predicted |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for step in result["steps"]:
         lines += [_row(e, " (earlier run, before --redo)") for e in step.get("earlier", [])]
