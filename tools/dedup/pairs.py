@@ -202,11 +202,12 @@ def read_pair_columns(path: str | Path, *, chunk: int = CHUNK) -> PairTable:
 
 
 def _parse(lines: list[str], width: int, labels: dict[str, int], t: PairTable, part: slice) -> None:
-    rows = [line.rstrip("\n").split("\t") for line in lines]
-    bad = next((r for r in rows if len(r) != width), None)
-    if bad is not None:
-        raise ValueError(f"{len(bad)} fields, expected {width}")
-    i, label, j, d, sim, x, m, h, e, *b = zip(*rows)
+    fields = next((n + 1 for n in (line.count("\t") for line in lines) if n != width - 1), None)
+    if fields is not None:
+        raise ValueError(f"{fields} fields, expected {width}")
+    # one split of the whole chunk, then every width-th field: no list per line
+    flat = "".join(lines).replace("\n", "\t").split("\t")
+    i, label, j, d, sim, x, m, h, e, *b = (flat[k : len(lines) * width : width] for k in range(width))
     t.eval_dataset[part] = [labels.setdefault(v, len(labels)) for v in label]
     t.train[part], t.eval[part], t.distance[part] = (np.array(c, np.int64) for c in (i, j, d))
     t.similarity[part] = np.array([v or "nan" for v in sim], np.float64)
