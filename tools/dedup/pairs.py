@@ -53,10 +53,25 @@ def mask_paths(train: Path, name: str) -> tuple[Path, Path, Path]:
     return d / f"{name}.npy", d / f"{name}.pairs.tsv", d / f"{name}.summary.json"
 
 
-def _keys(found: Sequence[tuple[NDArray[np.int64], NDArray[np.int64]]], n_eval: int) -> NDArray[np.int64]:
-    return np.unique(
-        np.concatenate([np.zeros(0, np.int64), *(t.astype(np.int64) * (n_eval + 1) + e for t, e in found)])
-    )
+def _keys(found: Sequence[tuple[NDArray[np.int64], NDArray[np.int64]]], n: int) -> NDArray[np.int64]:
+    """Sorted unique keys train * n + eval of (train, eval) index arrays."""
+    return np.unique(np.concatenate([np.zeros(0, np.int64), *(t.astype(np.int64) * n + e for t, e in found)]))
+
+
+def _distances(ti, ei, train_hash, eval_hash, mirror_hash) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+    """(pHash distance, nearer when mirrored) per pair, CHUNK pairs at a time (the gathered hashes of all pairs
+    at once would cost 32 bytes a pair more)."""
+    d = np.empty(ti.shape[0], np.int64)
+    mirrored = np.zeros(ti.shape[0], np.bool_)
+    for s in range(0, ti.shape[0], CHUNK):
+        part = slice(s, s + CHUNK)
+        th = train_hash[ti[part]]
+        d[part] = hamming(th, eval_hash[ei[part]])
+        if mirror_hash is not None:
+            dm = hamming(th, mirror_hash[ei[part]])
+            mirrored[part] = dm < d[part]
+            d[part] = np.minimum(d[part], dm)
+    return d, mirrored
 
 
 def merge(
@@ -71,31 +86,37 @@ def merge(
     similarity_of=None,
 ) -> Pairs:
     """Each (train, eval) pair once, from the union of the hash joins' pairs, the embedding join's pairs
-    (train, eval, similarity) and the same-bytes pairs. The distance is recomputed from the hashes (the
-    smaller of direct and mirrored); the similarity is the join's where it found the pair, else
-    similarity_of(train indices, eval indices) when features exist, else NaN."""
+    (train, eval, similarity; each pair once) and the same-bytes pairs. The distance is recomputed from the hashes
+    (the smaller of direct and mirrored); the similarity is the join's where it found the pair, else
+    similarity_of(train indices, eval indices) when features exist, else NaN. Memory: the pairs' columns plus
+    a few int64 key arrays, no object per pair."""
     n = n_eval + 1
-    hash_keys = _keys([(t, e) for t, e, *_ in hash_found], n_eval)
-    embed_keys = _keys([embed_found[:2]], n_eval) if embed_found is not None else np.zeros(0, np.int64)
-    exact_keys = _keys([exact], n_eval)
-    keys = np.union1d(np.union1d(hash_keys, embed_keys), exact_keys)
-    ti, ei = keys // n, keys % n
-    d = hamming(train_hash[ti], eval_hash[ei])
-    mirrored = np.zeros(keys.shape[0], np.bool_)
-    if mirror_hash is not None:
-        dm = hamming(train_hash[ti], mirror_hash[ei])
-        mirrored = dm < d
-        d = np.minimum(d, dm)
-    sim = np.full(keys.shape[0], np.nan, np.float32)
-    if similarity_of is not None and keys.size:
-        sim[:] = similarity_of(ti, ei)
-    if embed_found is not None and embed_keys.size:
-        et, ee, es = embed_found
-        order = np.argsort(et.astype(np.int64) * n + ee)
-        sim[np.isin(keys, embed_keys)] = np.asarray(es, np.float32)[order]  # both sides sorted by key: aligned
-    return Pairs(
-        ti, ei, d, sim, np.isin(keys, exact_keys), mirrored, np.isin(keys, hash_keys), np.isin(keys, embed_keys)
+    found = {
+        "hash": _keys([(t, e) for t, e, *_ in hash_found], n),
+        "embed": _keys([embed_found[:2]] if embed_found is not None else [], n),
+        "exact": _keys([exact], n),
+    }
+    keys = np.union1d(np.union1d(found["hash"], found["embed"]), found["exact"])
+    flags = {}
+    for method, k in found.items():  # every key of a method is among `keys`: its position marks the pair
+        flags[method] = np.zeros(keys.shape[0], np.bool_)
+        flags[method][np.searchsorted(keys, k)] = True
+    # where the join's own cosines go (found in join order)
+    embed_at = (
+        None if embed_found is None else np.searchsorted(keys, embed_found[0].astype(np.int64) * n + embed_found[1])
     )
+    del found  # O(pairs) int64 each: freed before the columns are made
+    ti, ei = np.divmod(keys, n)
+    del keys
+    d, mirrored = _distances(ti, ei, train_hash, eval_hash, mirror_hash)
+    sim = np.full(ti.shape[0], np.nan, np.float32)
+    if similarity_of is not None:
+        rest = np.flatnonzero(~flags["embed"])  # the join's own cosine for the pairs it found
+        if rest.size:
+            sim[rest] = similarity_of(ti[rest], ei[rest])
+    if embed_at is not None:
+        sim[embed_at] = embed_found[2]
+    return Pairs(ti, ei, d, sim, flags["exact"], mirrored, flags["hash"], flags["embed"])
 
 
 def write_pairs(
