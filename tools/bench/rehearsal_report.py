@@ -55,18 +55,23 @@ def planted_recall(ctx: Context, mask: str) -> dict | None:
         return None
     planted = json.loads(planted_path.read_text())["pairs"]
     positions = _positions(ctx)
-    table = read_pair_columns(pairs_path)  # columns: 10^7 pairs at 10^6 images (one evaluation set)
-    # each pair once by (train, eval) key, sorted for searchsorted; a key found twice keeps its last row
-    n = int(table.eval.max()) + 2 if len(table) else 1
-    keys = table.train * n + table.eval
-    keys, last = np.unique(keys[::-1], return_index=True)
+    found = [(positions["ds"].get(p["train_key"], -1), positions["eval"].get(p["eval_key"], -1)) for p in planted]
+    # columns: 10^7 pairs at 10^6 images (one evaluation set)
+    return recall_of(read_pair_columns(pairs_path), [p["edit"] for p in planted], found)
+
+
+def recall_of(table, edits: list[str], planted: list[tuple[int, int]]) -> dict:
+    """The recall of planted (train index, eval index) pairs (-1: not in the dataset) with edit names `edits`
+    among a pairs file's columns (a tools.dedup.pairs.PairTable); each (train, eval) pair counts once, its
+    last row's flags."""
+    n = int(table.eval.max()) + 1 if len(table) else 1
+    keys, last = np.unique((table.train * n + table.eval)[::-1], return_index=True)  # sorted, for searchsorted
     rows = len(table) - 1 - last
     by_edit: dict[str, dict[str, int]] = {}
-    for p in planted:
-        t, e = positions["ds"].get(p["train_key"], -1), positions["eval"].get(p["eval_key"], -1)
-        k = int(np.searchsorted(keys, t * n + e)) if 0 <= t and 0 <= e < n else keys.size
+    for edit, (t, e) in zip(edits, planted):
+        k = int(np.searchsorted(keys, t * n + e)) if t >= 0 and 0 <= e < n else keys.size
         row = int(rows[k]) if k < keys.size and keys[k] == t * n + e else None
-        tally = by_edit.setdefault(p["edit"], {"planted": 0, "found": 0, "hash": 0, "embed": 0})
+        tally = by_edit.setdefault(edit, {"planted": 0, "found": 0, "hash": 0, "embed": 0})
         tally["planted"] += 1
         tally["found"] += row is not None
         tally["hash"] += row is not None and bool(table.by_hash[row])

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tagstream.loader.data import format as fmt
-from tagstream.tools.dedup.pairs import PAIRS_HEADER, PairRow, Pairs, read_pair_columns, read_pairs, write_pairs
+from tagstream.tools.dedup.pairs import PAIRS_HEADER, PairRow, Pairs, merge, read_pair_columns, read_pairs, write_pairs
 
 N_EVAL = 50  # evaluation images per set in the generated pairs
 
@@ -125,6 +125,70 @@ def test_a_foreign_file_is_refused_by_its_header(tmp_path):
     path.write_text("a\tb\n1\t2\n")
     with pytest.raises(fmt.FormatError, match="header differs"):
         read_pairs(path)
+
+
+def _found(rng: np.random.Generator, n_train: int, n_eval: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    keys = rng.choice(n_train * n_eval, size=min(n, n_train * n_eval), replace=False)
+    return keys // n_eval, keys % n_eval
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    counts=st.tuples(st.integers(0, 30), st.integers(0, 30), st.integers(0, 30), st.integers(0, 5)),
+    mirrors=st.booleans(),
+    features=st.booleans(),
+)
+def test_merge_matches_a_pair_by_pair_union(seed, counts, mirrors, features):
+    """merge against a dict over every found pair: each pair once, sorted, flagged by the methods that found it,
+    the smaller of direct and mirrored distance, the join's own cosine where it found the pair."""
+    rng = np.random.default_rng(seed)
+    n_train, n_eval = 15, 9
+    th, eh, mh = (rng.integers(0, 2**64, k, dtype=np.uint64) for k in (n_train, n_eval, n_eval))
+    hash_found = [(*_found(rng, n_train, n_eval, counts[0]), None)]
+    if mirrors:
+        hash_found.append((*_found(rng, n_train, n_eval, counts[1]), None))
+    et, ee = _found(rng, n_train, n_eval, counts[2])
+    embed = None
+    if features:
+        order = rng.permutation(et.size)  # the join's order is not the key order
+        embed = (et[order], ee[order], rng.random(et.size).astype(np.float32))
+    exact = tuple(np.sort(c) for c in _found(rng, n_train, n_eval, counts[3]))
+
+    def similarity_of(ti, ei):
+        return (ti * 100 + ei).astype(np.float32)
+
+    got = merge(
+        n_eval=n_eval,
+        train_hash=th,
+        eval_hash=eh,
+        mirror_hash=mh if mirrors else None,
+        hash_found=hash_found,
+        embed_found=embed,
+        exact=exact,
+        similarity_of=similarity_of if features else None,
+    )
+    want: dict[tuple[int, int], dict] = {}
+    for t, e, _ in hash_found:
+        for key in zip(t.tolist(), e.tolist()):
+            want.setdefault(key, {})["hash"] = True
+    for t, e, s in zip(*embed) if embed else ():
+        want.setdefault((int(t), int(e)), {})["cos"] = float(s)
+    for key in zip(*(c.tolist() for c in exact)):
+        want.setdefault(key, {})["exact"] = True
+    keys = sorted(want)
+    assert list(zip(got.train.tolist(), got.eval.tolist())) == keys
+    for k, (t, e) in enumerate(keys):
+        direct, flipped = int(np.bitwise_count(th[t] ^ eh[e])), int(np.bitwise_count(th[t] ^ mh[e]))
+        assert got.distance[k] == (min(direct, flipped) if mirrors else direct)
+        assert got.mirrored[k] == (mirrors and flipped < direct)
+        assert (got.by_hash[k], got.exact[k], got.by_embed[k]) == (
+            "hash" in want[(t, e)],
+            "exact" in want[(t, e)],
+            "cos" in want[(t, e)],
+        )
+        cos = want[(t, e)].get("cos", t * 100 + e if features else np.nan)
+        np.testing.assert_equal(float(got.similarity[k]), float(np.float32(cos)))
 
 
 PAIRS = 10**6
