@@ -185,26 +185,37 @@ def _count_lines(path: Path) -> int:
     return lines + (last != b"\n")  # a last line without its newline still counts
 
 
+def _empty_table(n: int, *, boxes: bool) -> PairTable:
+    def box():
+        return np.zeros((n, 4), np.int32) if boxes else None
+
+    return PairTable(
+        labels=(),
+        eval_dataset=np.zeros(n, np.int32),
+        train=np.zeros(n, np.int64),
+        eval=np.zeros(n, np.int64),
+        distance=np.zeros(n, np.int8),
+        similarity=np.zeros(n, np.float64),
+        exact=np.zeros(n, np.bool_),
+        mirrored=np.zeros(n, np.bool_),
+        by_hash=np.zeros(n, np.bool_),
+        by_embed=np.zeros(n, np.bool_),
+        train_box=box(),
+        eval_box=box(),
+    )
+
+
 def read_pair_columns(path: str | Path, *, chunk: int = CHUNK) -> PairTable:
     """Parse a pairs file into columns, `chunk` lines at a time into arrays sized by a first pass counting the
     lines: memory is the columns plus one chunk. A malformed line is a FormatError naming the file and line."""
     path = Path(path)
     n = max(_count_lines(path) - 1, 0)
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", newline="\n") as f:  # lines end at "\n" only, as _count_lines counts them
         header = f.readline()
         if header not in (PAIRS_HEADER, _COLUMNS + "\n"):
             raise fmt.FormatError(f"{path}: not a tagstream dedup pairs file (header differs)")
         width = header.count("\t") + 1
-        boxes = width == PAIRS_HEADER.count("\t") + 1
-        t = PairTable(
-            (),
-            np.zeros(n, np.int32),
-            *(np.zeros(n, np.int64) for _ in "te"),
-            np.zeros(n, np.int8),
-            np.zeros(n, np.float64),
-            *(np.zeros(n, np.bool_) for _ in "xmhe"),
-            *((np.zeros((n, 4), np.int32) if boxes else None) for _ in "te"),
-        )
+        t = _empty_table(n, boxes=width == PAIRS_HEADER.count("\t") + 1)
         labels: dict[str, int] = {}
         s = 0
         while lines := list(islice(f, chunk)):
@@ -212,7 +223,7 @@ def read_pair_columns(path: str | Path, *, chunk: int = CHUNK) -> PairTable:
                 raise fmt.FormatError(f"{path}: changed while being read")
             try:
                 _parse(lines, width, labels, t, slice(s, s + len(lines)))
-            except ValueError as exc:
+            except (ValueError, OverflowError) as exc:  # a field that is not its number, a box not of four
                 raise fmt.FormatError(
                     f"{path}: a malformed line among lines {s + 2}-{s + len(lines) + 1}: {exc}"
                 ) from None

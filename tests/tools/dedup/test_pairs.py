@@ -109,8 +109,9 @@ def test_an_empty_pairs_file_reads_as_no_pairs(tmp_path):
         ("3\teval\t7\t4\n", "4 fields, expected 11"),
         ("3\teval\tseven\t4\t\t0\t1\t1\t0\t0,0,1,1\t0,0,1,1\n", "lines 2-2"),
         ("3\teval\t7\t4\t\t0\t1\t1\t0\t0,0,1\t0,0,1,1\n", "lines 2-2"),
+        ("1" * 30 + "\teval\t7\t4\t\t0\t1\t1\t0\t0,0,1,1\t0,0,1,1\n", "lines 2-2"),
     ],
-    ids=["short-line", "not-a-number", "three-sided-box"],
+    ids=["short-line", "not-a-number", "three-sided-box", "beyond-int64"],
 )
 def test_a_malformed_line_is_one_format_error_naming_the_file(tmp_path, line, what):
     path = tmp_path / "bad.pairs.tsv"
