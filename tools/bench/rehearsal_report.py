@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from tagstream.tools.bench.rehearsal_context import MASK, MASK_BOTH, Context
 from tagstream.tools.bench.rehearsal_inputs import paths
 from tagstream.tools.bench.rehearsal_train import checkpoints
@@ -45,7 +47,7 @@ def rate_columns(record: dict) -> dict:
 def planted_recall(ctx: Context, mask: str) -> dict | None:
     """Recall of the planted copies in a dedup run's pairs (overall, per edit and method), and the pairs that
     are not planted (near copies the generator made by accident, or false matches)."""
-    from tagstream.tools.dedup.pairs import mask_paths, read_pairs
+    from tagstream.tools.dedup.pairs import mask_paths, read_pair_columns
 
     pairs_path = mask_paths(ctx.path("ds"), mask)[1]
     planted_path = paths(ctx.workdir)["planted"]
@@ -53,24 +55,35 @@ def planted_recall(ctx: Context, mask: str) -> dict | None:
         return None
     planted = json.loads(planted_path.read_text())["pairs"]
     positions = _positions(ctx)
-    rows = {(r.train, r.eval): r for r in read_pairs(pairs_path)}
+    found = [(positions["ds"].get(p["train_key"], -1), positions["eval"].get(p["eval_key"], -1)) for p in planted]
+    # columns: 10^7 pairs at 10^6 images (one evaluation set)
+    return recall_of(read_pair_columns(pairs_path), [p["edit"] for p in planted], found)
+
+
+def recall_of(table, edits: list[str], planted: list[tuple[int, int]]) -> dict:
+    """The recall of planted (train index, eval index) pairs (-1: not in the dataset) with edit names `edits`
+    among a pairs file's columns (a tools.dedup.pairs.PairTable); each (train, eval) pair counts once, its
+    last row's flags."""
+    n = int(table.eval.max()) + 1 if len(table) else 1
+    keys, last = np.unique((table.train * n + table.eval)[::-1], return_index=True)  # sorted, for searchsorted
+    rows = len(table) - 1 - last
     by_edit: dict[str, dict[str, int]] = {}
-    for p in planted:
-        key = (positions["ds"].get(p["train_key"], -1), positions["eval"].get(p["eval_key"], -1))
-        row = rows.get(key)
-        tally = by_edit.setdefault(p["edit"], {"planted": 0, "found": 0, "hash": 0, "embed": 0})
+    for edit, (t, e) in zip(edits, planted):
+        k = int(np.searchsorted(keys, t * n + e)) if t >= 0 and 0 <= e < n else keys.size
+        row = int(rows[k]) if k < keys.size and keys[k] == t * n + e else None
+        tally = by_edit.setdefault(edit, {"planted": 0, "found": 0, "hash": 0, "embed": 0})
         tally["planted"] += 1
         tally["found"] += row is not None
-        tally["hash"] += bool(row and row.by_hash)
-        tally["embed"] += bool(row and row.by_embed)
+        tally["hash"] += row is not None and bool(table.by_hash[row])
+        tally["embed"] += row is not None and bool(table.by_embed[row])
     found = sum(t["found"] for t in by_edit.values())
     return {
         "planted": len(planted),
         "found": found,
         "recall": found / len(planted) if planted else None,
         "by_edit": {k: {**t, "recall": t["found"] / t["planted"]} for k, t in sorted(by_edit.items())},
-        "pairs": len(rows),
-        "pairs_not_planted": len(rows) - found,
+        "pairs": int(keys.size),
+        "pairs_not_planted": int(keys.size) - found,
     }
 
 

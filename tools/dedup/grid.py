@@ -22,13 +22,15 @@ def _image(store: ShardStore, index: int) -> np.ndarray:
 ORDERS = ("closest", "random")
 
 
-def _choose(rows: list[tuple], count: int, order: str, seed: int) -> list[int]:
-    """closest: highest cosine first where pairs have one, then smallest hash distance; random: seeded sample."""
+def _choose(distance: np.ndarray, similarity: np.ndarray, count: int, order: str, seed: int) -> list[int]:
+    """Positions in the pairs' concatenated columns. closest: highest cosine first where pairs have one, then
+    smallest hash distance (ties in pair order); random: a seeded sample, in pair order."""
+    n = distance.shape[0]
     if order == "random":
         rng = np.random.default_rng(seed)
-        return sorted(rng.choice(len(rows), size=min(count, len(rows)), replace=False).tolist()) if rows else []
-    key = [(-(s if not math.isnan(s) else -2.0), d) for _, _, _, d, s, *_ in rows]  # NaN (no features) sorts last
-    return sorted(range(len(rows)), key=key.__getitem__)[:count]
+        return sorted(rng.choice(n, size=min(count, n), replace=False).tolist()) if n else []
+    cosine = np.where(np.isnan(similarity), -2.0, similarity.astype(np.float64))  # NaN (no features) sorts last
+    return np.lexsort((distance, -cosine))[:count].tolist()  # stable: ties keep pair order
 
 
 def draw_grid(
@@ -53,12 +55,10 @@ def draw_grid(
         raise ValueError(f"grid pair count {count!r} is not allowed; allowed: >= 1")
     if order not in ORDERS:
         raise ValueError(f"grid order {order!r} is not one of {ORDERS}")
-    rows = [
-        (e, int(i), int(j), int(d), float(s), bool(x), bool(m))
-        for e, p in enumerate(results)
-        for i, j, d, s, x, m in zip(p.train, p.eval, p.distance, p.similarity, p.exact, p.mirrored)
-    ]
-    chosen = _choose(rows, count, order, seed)
+    distance = np.concatenate([np.zeros(0, np.int64), *(p.distance for p in results)])
+    similarity = np.concatenate([np.zeros(0, np.float32), *(p.similarity for p in results)])
+    chosen = _choose(distance, similarity, count, order, seed)
+    starts = np.cumsum([0] + [len(p) for p in results])
     path.parent.mkdir(parents=True, exist_ok=True)
     if not chosen:
         fig, ax = plt.subplots(figsize=(4, 1.5))
@@ -69,7 +69,16 @@ def draw_grid(
         eval_stores = [ShardStore(ds) for ds in evals]
         fig, axes = plt.subplots(len(chosen), 2, figsize=(5, 2.2 * len(chosen)), squeeze=False)
         for row, k in enumerate(chosen):
-            e, i, j, d, sim, exact, mirrored = rows[k]
+            e = int(np.searchsorted(starts, k, side="right")) - 1
+            p, r = results[e], k - int(starts[e])
+            i, j, d, sim, exact, mirrored = (
+                int(p.train[r]),
+                int(p.eval[r]),
+                int(p.distance[r]),
+                float(p.similarity[r]),
+                p.exact[r],
+                p.mirrored[r],
+            )
             note = ("" if math.isnan(sim) else f" cos={sim:.3f}") + (
                 " (same bytes)" if exact else " (mirrored)" if mirrored else ""
             )

@@ -10,6 +10,7 @@ evaluation-sized sets.
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections.abc import Sequence
 
 import numpy as np
@@ -42,21 +43,24 @@ def iter_digests(ds: Dataset):
 
 
 def exact_pairs(train: Dataset, evals: Sequence[Dataset]) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
-    """Per evaluation dataset, (train index, eval index) of every pair with identical image bytes.
+    """Per evaluation dataset, (train index, eval index) of every pair with identical image bytes, sorted.
 
-    Evaluation digests are held in a dict (evaluation sets are small); the training set is streamed."""
+    Evaluation digests are held in a dict (evaluation sets are small); the training set is streamed, its
+    matches appended to flat int64 buffers (8 bytes an index, no object per pair)."""
     table: dict[bytes, list[tuple[int, int]]] = {}
     for e, ds in enumerate(evals):
         for j, dig in iter_digests(ds):
             table.setdefault(dig, []).append((e, j))
-    found: list[list[tuple[int, int]]] = [[] for _ in evals]
+    found = [(array("q"), array("q")) for _ in evals]
     for i, dig in iter_digests(train):
         for e, j in table.get(dig, ()):
-            found[e].append((i, j))
+            found[e][0].append(i)
+            found[e][1].append(j)
     out = []
-    for rows in found:
-        a = np.array(sorted(rows), np.int64).reshape(-1, 2)
-        out.append((a[:, 0].copy(), a[:, 1].copy()))
+    for t, j in found:
+        t, j = np.frombuffer(t, np.int64), np.frombuffer(j, np.int64)
+        order = np.lexsort((j, t))
+        out.append((t[order], j[order]))
     return out
 
 

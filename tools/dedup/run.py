@@ -108,10 +108,10 @@ def run_dedup(
     exacts = (
         exact_pairs(train_ds, eval_ds) if exact else [(np.zeros(0, np.int64), np.zeros(0, np.int64))] * len(eval_ds)
     )
-    results, boxes, per_eval = [], [], []
+    results, eval_boxes, per_eval = [], [], []
     mask = np.zeros(train_ds.num_images, np.bool_)
     for e, (ds, label, ex) in enumerate(zip(eval_ds, labels, exacts)):
-        h, hm, eval_boxes, boxes_from = eval_hashes(ds, mirrors=mirrors and method != "embed")
+        h, hm, boxes, boxes_from = eval_hashes(ds, mirrors=mirrors and method != "embed")
         hash_found, embed_found, similarity_of, entry = [], None, None, {}
         if method in ("hash", "both"):
             *direct, entry["hash_join"] = kdedup.join(train_hash, h, max_distance)
@@ -134,7 +134,7 @@ def run_dedup(
             similarity_of=similarity_of,
         )
         results.append(pairs)
-        boxes.append((train_ds.content_boxes(pairs.train), eval_boxes[pairs.eval]))
+        eval_boxes.append(boxes)
         mask[pairs.train] = True
         per_eval.append(
             {
@@ -142,7 +142,7 @@ def run_dedup(
                 "label": label,
                 "images": ds.num_images,
                 "content_boxes": boxes_from,
-                "bordered": _bordered_boxes(ds, eval_boxes),
+                "bordered": _bordered_boxes(ds, boxes),
                 **entry,
                 "pairs": len(pairs),
                 "hash_pairs": int(pairs.by_hash.sum()),
@@ -186,7 +186,7 @@ def run_dedup(
     with stage_mask(
         train_ds.root, name, outputs=outputs
     ) as tmp:  # one builder of NAME at a time (loader/data/staging.py)
-        write_pairs(tmp / pairs_path.name, results, labels, boxes)
+        write_pairs(tmp / pairs_path.name, results, labels, train_boxes=train_ds.content_boxes, eval_boxes=eval_boxes)
         write_mask(train_ds.root, name, mask, into=tmp)
         fmt.write_json_atomic(tmp / summary_path.name, summary)
     return summary
@@ -198,8 +198,16 @@ def _bordered_boxes(ds: Dataset, boxes: np.ndarray) -> int:
     return int((~whole).sum())
 
 
+SIMILARITY_BYTES = 1 << 24  # feature rows gathered per side per round: 16 MiB, not (pairs, D) floats at once
+
+
 def _similarity(train_feats, eval_vectors):
     def similarity_of(ti, ei):
-        return np.einsum("ij,ij->i", train_feats.take(ti), eval_vectors[ei])
+        out = np.empty(ti.shape[0], np.float32)
+        step = max(1, SIMILARITY_BYTES // (4 * eval_vectors.shape[1]))
+        for s in range(0, ti.shape[0], step):
+            part = slice(s, s + step)
+            out[part] = np.einsum("ij,ij->i", train_feats.take(ti[part]), eval_vectors[ei[part]])
+        return out
 
     return similarity_of

@@ -286,13 +286,9 @@ def test_hnsw_returns_every_neighbour_above_the_threshold_even_past_k():
 def test_grid_shows_the_closest_pairs_first_or_a_seeded_sample():
     from tagstream.tools.dedup.grid import _choose
 
-    # (eval set, train, eval, distance, cosine, exact, mirrored); NaN: a pair with no features
-    rows = [
-        (0, 1, 1, 9, 0.91, False, False),
-        (0, 2, 2, 3, float("nan"), False, False),
-        (0, 3, 3, 7, 0.99, False, False),
-        (0, 4, 4, 1, 0.91, False, False),
-    ]
-    assert _choose(rows, 3, "closest", 0) == [2, 3, 0]  # cosine down, ties by distance, NaN last
-    assert _choose(rows, 2, "random", 7) == _choose(rows, 2, "random", 7)
-    assert len(set(_choose(rows, 4, "random", 1))) == 4
+    # the pairs' distance and cosine columns; NaN: a pair with no features
+    distance = np.array([9, 3, 7, 1], np.int64)
+    cosine = np.array([0.91, np.nan, 0.99, 0.91], np.float32)
+    assert _choose(distance, cosine, 3, "closest", 0) == [2, 3, 0]  # cosine down, ties by distance, NaN last
+    assert _choose(distance, cosine, 2, "random", 7) == _choose(distance, cosine, 2, "random", 7)
+    assert len(set(_choose(distance, cosine, 4, "random", 1))) == 4
