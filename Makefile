@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install system-deps peers clean
+.PHONY: demo test test-all install system-deps peers clean
 
 # system-deps first: the C extension (loader/pipeline/_jpeg.c) compiles against libjpeg-turbo's headers
 $(STAMP): pyproject.toml setup.py loader/pipeline/_jpeg.c loader/pipeline/_resize.c loader/pipeline/_jpeg.h loader/data/_records.c | system-deps
@@ -45,7 +45,12 @@ peers: install
 demo: install
 	$(BIN)/tagstream demo --out demo-out --overwrite
 
+# the long end-to-end tests (marked `slow`: a million-member tar, every kill point of a merge, a train from
+# s3://, the peer loaders) run in `make test-all`; each has a faster sibling that `make test` runs
 test: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: install
 	$(BIN)/python -m pytest -q
 
 clean:

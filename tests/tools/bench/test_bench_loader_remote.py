@@ -10,7 +10,6 @@ from click.testing import CliRunner
 from tagstream.tools.cli.bench_loader import bench_loader
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_remote_bench_reports_local_cold_and_warm(tmp_path):
     args = [

@@ -68,7 +68,6 @@ def test_bad_stage_and_foreign_folder_refused(tmp_path):
     assert res.exit_code != 0 and "not empty" in res.output
 
 
-@pytest.mark.slow
 def test_whole_rehearsal_small(tmp_path):
     work = tmp_path / "r"
     args = [str(work), "--images", "1000", "--eval-images", "200", "--parts", "4", "--train-steps", "30"]
