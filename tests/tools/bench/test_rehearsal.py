@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import tarfile
 
-import pytest
 from click.testing import CliRunner
 
 from tagstream.tools.cli import main
