@@ -12,7 +12,14 @@ import click
     is_flag=True,
     help="Also check every image: header within the pixel limit, size equal to the index's, every scan decodable.",
 )
-def verify(dataset, deep):
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Shards checked at once, one process each (give it the machine's cores: checksums are CPU-bound).",
+)
+def verify(dataset, deep, workers):
     """Recompute every shard checksum and parse every record of DATASET; exit 1 naming each damaged shard.
 
     Catches flipped bytes, missing or truncated shards and index files, damaged LMDB structure, count
@@ -26,7 +33,7 @@ def verify(dataset, deep):
     \b
     Example:
       tagstream verify ds
-      tagstream verify ds --deep
+      tagstream verify ds --deep --workers 8
       tagstream verify s3://my-bucket/datasets/ds
     """
     from tagstream.loader.data import local_path
@@ -34,7 +41,7 @@ def verify(dataset, deep):
 
     local = local_path(dataset)  # a plain path or file://
     root = str(local) if local is not None else _fetch(dataset)
-    report = run_verify(root, deep=deep)
+    report = run_verify(root, deep=deep, workers=workers)
     for note in report.notes:
         click.echo(f"note: {note}")
     if report.ok:

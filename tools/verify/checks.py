@@ -6,11 +6,15 @@ LMDB at all, and the record pass runs in a child process (tools/verify/records.p
 pointers, and a damaged file must be reported, never crash `verify`. `deep=True` also checks every
 image (header, size against the index, every scan decodable). Vocabularies and masks are checked entry by
 entry (what opening them at run time skips to stay O(1)); the index, tags, vocabularies and masks against their
-checksums (tools/verify/sums.py).
+checksums (tools/verify/sums.py). `workers` > 1 checks that many shards at once, in processes (one shard's
+checksum and record pass stay in one process: the work is per shard, and hashing is CPU-bound).
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,9 +116,11 @@ def _check_index(root: Path, name: str, images: int) -> tuple[dict[str, np.ndarr
     return arrays, problems
 
 
-def verify(root: str | Path, *, deep: bool = False) -> VerifyReport:
+def verify(root: str | Path, *, deep: bool = False, workers: int = 1) -> VerifyReport:
     """Check a dataset end to end; never raises on damage, every fault becomes a Problem. deep: also
-    check every image (header, size against the index, every scan decodable)."""
+    check every image (header, size against the index, every scan decodable); workers: shards checked at once."""
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers={workers!r}: must be an integer >= 1")
     root = Path(root)
     report = VerifyReport(str(root))
     try:
@@ -133,10 +139,15 @@ def verify(root: str | Path, *, deep: bool = False) -> VerifyReport:
         report.problems.append(
             Problem(None, f"count mismatch: manifest says {manifest['images']} images, its shards hold {held}")
         )
-    for s in shards:
-        report.shards += 1
-        problems = _check_shard(root, s, num_tags, deep, report)
-        report.problems.extend(Problem(s["name"], what) for what in problems)
+    jobs = [(root, s, num_tags, deep) for s in shards]
+    many = workers > 1 and len(jobs) > 1
+    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("fork")) if many else nullcontext()
+    with pool:
+        for s, (problems, nbytes, nimages) in zip(shards, pool.map(_shard, jobs) if many else map(_shard, jobs)):
+            report.shards += 1
+            report.bytes += nbytes
+            report.images += nimages
+            report.problems.extend(Problem(s["name"], what) for what in problems)
     if held == manifest["images"]:
         report.problems.extend(Problem(None, what) for what in _check_vocabs_and_masks(root, held))
     try:
@@ -145,6 +156,14 @@ def verify(root: str | Path, *, deep: bool = False) -> VerifyReport:
         problems = [(None, f"checksums could not be checked: {type(exc).__name__}: {exc}")]
     report.problems.extend(Problem(shard, what) for shard, what in problems)
     return report
+
+
+def _shard(job: tuple) -> tuple[list[str], int, int]:
+    """(problems, bytes checksummed, images verified) of one shard."""
+    root, s, num_tags, deep = job
+    counts = VerifyReport(str(root))
+    problems = _check_shard(root, s, num_tags, deep, counts)
+    return problems, counts.bytes, counts.images
 
 
 def _check_shard(root: Path, s: dict, num_tags: int | None, deep: bool, report: VerifyReport) -> list[str]:

@@ -147,3 +147,19 @@ def test_cli_verify(ds):
     assert "DAMAGED shard 00002: truncated" in res.output and "damaged: 00002" in res.output
     res = runner.invoke(main, ["verify", "--help"])
     assert "Example" in res.output and "tagstream verify" in res.output
+
+
+def test_workers_give_the_same_report_as_one_process(ds):
+    """Shards checked in parallel processes: the same counts and the same problems, in shard order."""
+    data = fmt.shard_path(ds, "00001") / "data.mdb"
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    data.write_bytes(bytes(raw))
+    (fmt.shard_path(ds, "00002") / "data.mdb").unlink()
+    one, three = verify(ds), verify(ds, workers=3)
+    assert (three.shards, three.images, three.bytes) == (one.shards, one.images, one.bytes) == (3, 5, one.bytes)
+    assert three.problems == one.problems and three.damaged_shards == ["00001", "00002"]
+    with pytest.raises(ValueError, match="workers"):
+        verify(ds, workers=0)
+    res = CliRunner().invoke(main, ["verify", str(ds), "--workers", "2"])
+    assert res.exit_code == 1 and "00001" in res.output and "00002" in res.output
