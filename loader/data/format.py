@@ -97,7 +97,7 @@ def unpack_boxes(packed: np.ndarray) -> np.ndarray:
 def image_digest(image: bytes | memoryview) -> int:
     """A stored image's entry of index/NNNNN.digest.npy: the 64-bit BLAKE2b of its bytes as an unsigned integer.
 
-    64 bits, not 128: a match is confirmed by comparing the images' bytes (tools/dedup/hashing.py), so a collision
+    64 bits, not 128: a match is confirmed by comparing the images' bytes (tools/dedup/exact.py), so a collision
     costs one extra read and never a false pair; 8 bytes an image keeps the array as small as the pHash's."""
     return int.from_bytes(hashlib.blake2b(image, digest_size=8).digest(), "little")
 

@@ -72,8 +72,8 @@ def format_summary(s: dict) -> str:
         )
     if s.get("exact_wrong_digests"):
         lines.append(
-            f"  {s['exact_wrong_digests']:,} training images have a stored digest their bytes do not give (damaged or "
-            "edited index; copies behind such a digest are missed): run `tagstream verify` on TRAIN"
+            f"  {s['exact_wrong_digests']:,} images read have a stored digest their bytes do not give (a damaged or "
+            "edited index; copies behind such a digest are missed): run `tagstream verify` on TRAIN and EVAL"
         )
     if s.get("train_bordered") is None:
         lines.append(

@@ -167,7 +167,7 @@ def run_dedup(
         "exact_bytes_checked": exact,
         "exact_check": check and check.how,  # "stored digests" | "read every image" | a mix | None (not checked)
         "exact_candidates": check and check.candidates,  # training images read to confirm a digest match
-        "exact_wrong_digests": check and check.wrong_digests,  # of those, stored digests their bytes do not give
+        "exact_wrong_digests": check and check.wrong_digests,  # images read whose stored digest is not theirs
         "mirrors": mirrors and method != "embed",
         "excluded": int(mask.sum()),
         "excluded_fraction": float(mask.mean()) if mask.size else 0.0,

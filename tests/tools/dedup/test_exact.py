@@ -98,6 +98,12 @@ def test_the_summary_says_how_the_bytes_were_checked(exact_worlds, tmp_path):
         assert summary["against"][0]["exact_pairs"] == 5  # eval 0 -> train 2 and 40, eval 1 and 5 -> 17, eval 3 -> 59
     result = CliRunner().invoke(main, ["dedup", str(old), "--against", str(exact_worlds.evals[0]), "--name", "ex2"])
     assert result.exit_code == 0 and f"same bytes: {READ}" in result.output
+    forged = shutil.copytree(exact_worlds.train, tmp_path / "forged")
+    forge_digests(forged, np.flip)  # each shard's digests reversed: the images they point to are not those
+    result = CliRunner().invoke(main, ["dedup", str(forged), "--against", str(exact_worlds.evals[0]), "--name", "f"])
+    assert result.exit_code == 0, result.output
+    assert "images read have a stored digest their bytes do not give" in result.output
+    assert "run `tagstream verify` on TRAIN and EVAL" in result.output
 
 
 _CHILD = textwrap.dedent(
