@@ -19,6 +19,10 @@ A dataset is a directory:
                        index/NNNNN.content_box.npy  uint64 (n)    optional: the box inside uniform borders,
                                                       16 bits each, left<<48 | top<<32 | right<<16 | bottom
                                                       (pack_boxes); absent (older datasets) = whole image
+                       index/NNNNN.digest.npy       uint64 (n)    optional: 64-bit BLAKE2b of the stored image
+                                                      bytes (image_digest); absent in older datasets. A match
+                                                      names a candidate only: de-dup's exact check confirms
+                                                      it by comparing the bytes themselves
     vocab/NAME/        a vocabulary, built from the raw tags without touching shards:
                        classes.tsv   class id <TAB> name <TAB> count <TAB> members (space-joined tags)
                        label_offsets.npy  int64 (N+1)  per-image class labels, CSR over all images
@@ -67,7 +71,7 @@ SHARD_NAME_WIDTH = 5
 # per-shard index arrays: name -> dtype (explicit little-endian, see module docstring)
 INDEX_ARRAYS: dict[str, str] = {"tag_offsets": "<i8", "tag_ids": "<i4", "width": "<i4", "height": "<i4", "phash": "<u8"}
 # per-shard index arrays a dataset may lack (written before they existed): name -> dtype; one per image
-OPTIONAL_INDEX_ARRAYS: dict[str, str] = {"content_box": "<u8"}
+OPTIONAL_INDEX_ARRAYS: dict[str, str] = {"content_box": "<u8", "digest": "<u8"}
 
 
 def index_dtype(name: str) -> str:
@@ -88,6 +92,14 @@ def unpack_boxes(packed: np.ndarray) -> np.ndarray:
     """(n,) uint64 content boxes -> (n, 4) int64 (left, top, right, bottom)."""
     p = np.asarray(packed, np.uint64)[:, None] >> np.array([48, 32, 16, 0], np.uint64)
     return (p & np.uint64(0xFFFF)).astype(np.int64)
+
+
+def image_digest(image: bytes | memoryview) -> int:
+    """A stored image's entry of index/NNNNN.digest.npy: the 64-bit BLAKE2b of its bytes as an unsigned integer.
+
+    64 bits, not 128: a match is confirmed by comparing the images' bytes (tools/dedup/exact.py), so a collision
+    costs one extra read and never a false pair; 8 bytes an image keeps the array as small as the pHash's."""
+    return int.from_bytes(hashlib.blake2b(image, digest_size=8).digest(), "little")
 
 
 class FormatError(Exception):

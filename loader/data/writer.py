@@ -40,6 +40,7 @@ class ShardWriter:
         self.height: list[int] = []
         self.phash: list[int] = []
         self.content_box: list[tuple[int, int, int, int]] = []
+        self.digest: list[int] = []
         self._env: Any = None
         self._txn: Any = None
 
@@ -58,7 +59,7 @@ class ShardWriter:
         content_box: Sequence[int] | None = None,
     ) -> None:
         """Append the next record (key = its local index; raw tag ids stored sorted and unique); content_box
-        (left, top, right, bottom) defaults to the whole image."""
+        (left, top, right, bottom) defaults to the whole image; the digest of the image bytes is taken here."""
         if self._env is None:
             if self.tmp.exists():
                 shutil.rmtree(self.tmp)
@@ -73,6 +74,7 @@ class ShardWriter:
         self.height.append(int(height))
         self.phash.append(int(phash))
         self.content_box.append(tuple(content_box) if content_box is not None else (0, 0, int(width), int(height)))
+        self.digest.append(fmt.image_digest(image))
 
     def abort(self) -> None:
         if self._txn is not None:
@@ -101,6 +103,7 @@ class ShardWriter:
             height=self.height,
             phash=self.phash,
             content_box=fmt.pack_boxes(np.array(self.content_box, np.int64)),
+            digest=np.array(self.digest, np.uint64),
         )
         if self.final.exists():  # left by a run killed between the rename and its caller's commit record
             shutil.rmtree(self.final)

@@ -27,6 +27,23 @@ def rewrite_manifest(root: Path, shard: str | None = None) -> None:
     fmt.write_json_atomic(path, manifest)
 
 
+def rewrite_digest(root: Path, shard: str, local: int, image: bytes) -> None:
+    """Record `image`'s digest as image `local`'s in the shard's index and the manifest, as if it had been stored
+    so at conversion: a replaced image that only its own checks (header, decode) can tell."""
+    import numpy as np
+
+    path = fmt.index_path(Path(root), shard, "digest")
+    digests = np.load(path)
+    digests[local] = fmt.image_digest(image)
+    fmt.save_npy_atomic(path, digests)
+    manifest_path = Path(root) / fmt.MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    for entry in manifest["shards"]:
+        if entry["name"] == shard:
+            entry["index"]["digest"] = fmt.file_sha256(path)
+    fmt.write_json_atomic(manifest_path, manifest)
+
+
 def truncate(path: Path, keep: int) -> None:
     with open(path, "r+b") as f:
         f.truncate(keep)

@@ -32,7 +32,7 @@ def test_an_optional_array_is_read_when_present_and_absent_in_older_datasets(tmp
 
 def test_write_index_refuses_unknown_and_miscounted_arrays(tmp_path):
     base = {"tag_offsets": [0, 0], "tag_ids": [], "width": [4], "height": [4], "phash": [0]}
-    with pytest.raises(ValueError, match="with any of \\['content_box'\\]"):
+    with pytest.raises(ValueError, match="with any of \\['content_box', 'digest'\\]"):
         write_index(tmp_path, "00000", **base, boxes=[0])
     with pytest.raises(ValueError, match="disagree on the image count 1"):
         write_index(tmp_path, "00000", **base, content_box=[0, 0])

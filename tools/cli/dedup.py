@@ -91,7 +91,8 @@ from tagstream.tools.dedup.run import METHODS, run_dedup
     "--exact/--no-exact",
     default=True,
     show_default=True,
-    help="Also match identical stored image bytes (reads every record once).",
+    help="Also match identical stored image bytes: from the digests stored at conversion, reading only the "
+    "images whose digest matches (a dataset converted before them is read whole).",
 )
 @click.option(
     "--mirrors",

@@ -1,17 +1,11 @@
-"""The hash side of de-duplication: the same-bytes check (a BLAKE2b digest of every stored image), the
-content boxes of the index, and the evaluation side's pHashes (flipped left-right for `mirrors`, or found
-by decoding when the index has no content boxes); the pHash join itself is kernels.dedup.
+"""The hash side of de-duplication: the content boxes of the index, and the evaluation side's pHashes (flipped
+left-right for `mirrors`, or found by decoding when the index has no content boxes); the pHash join itself is
+kernels.dedup, the same-bytes check tools/dedup/exact.py (pHash distance 0 does not mean same bytes).
 
-The exact-bytes check reads every record once (O(data), a one-off): stored images carry no content hash,
-and pHash distance 0 does not mean same bytes. Mirror hashes decode each evaluation image once: cheap for
-evaluation-sized sets.
+Mirror hashes decode each evaluation image once: cheap for evaluation-sized sets.
 """
 
 from __future__ import annotations
-
-import hashlib
-from array import array
-from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,46 +16,6 @@ from tagstream.loader.data import format as fmt
 # chosen from `tagstream bench dedup` (1,000 photo-like images): the smallest D with recall >= 0.95 on
 # every main edit (crops of up to 5% need it) and no false match among 499,500 distinct pairs
 DEFAULT_MAX_DISTANCE = 10
-
-
-def _digest(image: bytes) -> bytes:
-    return hashlib.blake2b(image, digest_size=16).digest()
-
-
-def iter_digests(ds: Dataset):
-    """(global index, 16-byte BLAKE2b digest of the stored image bytes) for every image, in index order.
-
-    Reads through ShardStore, so the LMDB environments are the process's shared read-only ones."""
-    from tagstream.loader.data import ShardStore
-
-    store = ShardStore(ds)
-    try:
-        for i in range(ds.num_images):
-            yield i, _digest(store.read_image(i))
-    finally:
-        store.close()
-
-
-def exact_pairs(train: Dataset, evals: Sequence[Dataset]) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
-    """Per evaluation dataset, (train index, eval index) of every pair with identical image bytes, sorted.
-
-    Evaluation digests are held in a dict (evaluation sets are small); the training set is streamed, its
-    matches appended to flat int64 buffers (8 bytes an index, no object per pair)."""
-    table: dict[bytes, list[tuple[int, int]]] = {}
-    for e, ds in enumerate(evals):
-        for j, dig in iter_digests(ds):
-            table.setdefault(dig, []).append((e, j))
-    found = [(array("q"), array("q")) for _ in evals]
-    for i, dig in iter_digests(train):
-        for e, j in table.get(dig, ()):
-            found[e][0].append(i)
-            found[e][1].append(j)
-    out = []
-    for t, j in found:
-        t, j = np.frombuffer(t, np.int64), np.frombuffer(j, np.int64)
-        order = np.lexsort((j, t))
-        out.append((t[order], j[order]))
-    return out
 
 
 def has_content_boxes(ds: Dataset) -> bool:

@@ -66,6 +66,15 @@ def format_summary(s: dict) -> str:
         f"({100 * s['excluded_fraction']:.3f}%), {rule}"
         f"{', same bytes checked' if s['exact_bytes_checked'] else ''}{', mirrors too' if s['mirrors'] else ''}"
     ]
+    if s.get("exact_check"):
+        lines.append(
+            f"  same bytes: {s['exact_check']}, {s['exact_candidates']:,} matching training images read to compare"
+        )
+    if s.get("exact_wrong_digests"):
+        lines.append(
+            f"  {s['exact_wrong_digests']:,} images read have a stored digest their bytes do not give (a damaged or "
+            "edited index; copies behind such a digest are missed): run `tagstream verify` on TRAIN and EVAL"
+        )
     if s.get("train_bordered") is None:
         lines.append(
             "  TRAIN has no content boxes (converted before they were stored): its whole frames were hashed, so "

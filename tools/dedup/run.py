@@ -1,6 +1,7 @@
 """De-duplicate a training dataset against evaluation datasets: mask every training image that is a near
 copy of an evaluation image, by perceptual hash (distance <= D), by embedding (cosine >= t, faiss kNN
-join) or both, and every exact copy (same stored bytes). Hashes are of each image's content box (inside
+join) or both, and every exact copy (same stored bytes: tools/dedup/exact.py, from the digests stored at
+conversion, reading only the matching images). Hashes are of each image's content box (inside
 uniform borders, tools.dedup.borders): a training set converted before the boxes were stored is joined
 by its whole-frame hashes as they are (the summary says so: reconvert it to find padded copies); an
 evaluation set without them has its boxes found and hashes made by decoding it once.
@@ -22,8 +23,9 @@ import numpy as np
 from tagstream.kernels import dedup as kdedup
 from tagstream.loader.data import Dataset, mask_outputs, stage_mask, write_mask
 from tagstream.loader.data import format as fmt
+from tagstream.tools.dedup.exact import exact_pairs
 from tagstream.tools.dedup.features import EmbedMethod, embed_dataset, open_features
-from tagstream.tools.dedup.hashing import DEFAULT_MAX_DISTANCE, bordered, eval_hashes, exact_pairs
+from tagstream.tools.dedup.hashing import DEFAULT_MAX_DISTANCE, bordered, eval_hashes
 from tagstream.tools.dedup.knn import cosine_join
 from tagstream.tools.dedup.pairs import mask_paths, merge, write_pairs
 from tagstream.tools.dedup.report import contamination
@@ -105,9 +107,8 @@ def run_dedup(
     labels = eval_labels([Path(p) for p in against])
     train_feats, eval_feats = _features(method, embedding, train_ds, eval_ds, workdir)
     train_hash = np.ascontiguousarray(train_ds.global_array("phash"))
-    exacts = (
-        exact_pairs(train_ds, eval_ds) if exact else [(np.zeros(0, np.int64), np.zeros(0, np.int64))] * len(eval_ds)
-    )
+    check = exact_pairs(train_ds, eval_ds) if exact else None
+    exacts = check.pairs if check else [(np.zeros(0, np.int64), np.zeros(0, np.int64))] * len(eval_ds)
     results, eval_boxes, per_eval = [], [], []
     mask = np.zeros(train_ds.num_images, np.bool_)
     for e, (ds, label, ex) in enumerate(zip(eval_ds, labels, exacts)):
@@ -164,6 +165,9 @@ def run_dedup(
         "max_distance": max_distance if method != "embed" else None,
         "threshold": embedding.threshold if method != "hash" else None,
         "exact_bytes_checked": exact,
+        "exact_check": check and check.how,  # "stored digests" | "read every image" | a mix | None (not checked)
+        "exact_candidates": check and check.candidates,  # training images read to confirm a digest match
+        "exact_wrong_digests": check and check.wrong_digests,  # images read whose stored digest is not theirs
         "mirrors": mirrors and method != "embed",
         "excluded": int(mask.sum()),
         "excluded_fraction": float(mask.mean()) if mask.size else 0.0,

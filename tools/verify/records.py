@@ -3,7 +3,8 @@ makes LMDB touch memory past the end of the file (SIGBUS) or trip over its own p
 problem, never the death of `verify`.
 
 Fast: every key in order, every record parsed, its tags against the index and the tag table, its image
-a JPEG whose frame header (read from its markers, not decoded) gives the index's width and height. Deep (`--deep`): also every image checked strictly (header within format.MAX_PIXELS,
+a JPEG whose frame header (read from its markers, not decoded) gives the index's width and height, and whose
+bytes give the index's digest (where the index has digests). Deep (`--deep`): also every image checked strictly (header within format.MAX_PIXELS,
 its size equal to the index's width and height, every scan decodable without a corrupt-data warning:
 loader/pipeline/turbo.py check; Pillow's full decode where the extension is not built).
 """
@@ -53,6 +54,7 @@ def walk_records(
     csr_ok = off is not None and ids is not None and len(off) == images + 1
     sizes = arrays.get("width"), arrays.get("height")
     sizes_ok = all(a is not None and len(a) == images for a in sizes)
+    digests = arrays.get("digest")  # optional: absent in datasets converted before it (length checked by the index)
     try:
         with env.begin() as txn:
             entries = txn.stat()["entries"]
@@ -60,12 +62,13 @@ def walk_records(
                 problems.append(f"count mismatch: the shard holds {entries} records, manifest says {images}")
             for expected, (key, value) in enumerate(txn.cursor()):
                 what = _record_problem(expected, key, value, images, num_tags, ids, off, csr_ok)
+                image = fmt.unpack_record(value)["image"] if what is None else b""
                 if what is None and sizes_ok and expected < images:  # the header's size, from its markers
-                    what = _frame_problem(
-                        fmt.unpack_record(value)["image"], int(sizes[0][expected]), int(sizes[1][expected])
-                    )
+                    what = _frame_problem(image, int(sizes[0][expected]), int(sizes[1][expected]))
+                if what is None and digests is not None and expected < images:
+                    what = _digest_problem(image, int(digests[expected]))
                 if what is None and deep:
-                    size, what = image_problem(fmt.unpack_record(value)["image"])
+                    size, what = image_problem(image)
                     if (
                         what is None
                         and sizes_ok
@@ -120,6 +123,11 @@ def _frame_problem(image: bytes, width: int, height: int) -> str | None:
     except ValueError as exc:
         return str(exc)
     return None if (w, h) == (width, height) else f"JPEG header says {w} x {h}, the index says {width} x {height}"
+
+
+def _digest_problem(image: bytes, stored: int) -> str | None:
+    digest = fmt.image_digest(image)
+    return None if digest == stored else f"index digest {stored:016x} is not the image's ({digest:016x})"
 
 
 def _child(conn, *args) -> None:

@@ -297,7 +297,7 @@ def _kill_and_rerun(parts: Path, out: Path, at: int) -> list[tuple]:
     return dataset_records(out)
 
 
-@pytest.mark.parametrize("at", [7, 8, 15])  # inside the first shard placed (rename, state) and a rewritten one
+@pytest.mark.parametrize("at", [8, 9, 17])  # inside the first shard placed (rename, state) and a rewritten one
 def test_merge_killed_resumes_identically(source, reference, tmp_path, at):
     parts = tmp_path / "parts"
     convert_parts(source, parts, 2)
@@ -311,8 +311,8 @@ def test_merge_killed_at_every_rename_resumes_identically(source, tmp_path):
         convert_part(source, parts, PartSpec(i, 2), shard_size=5)
     total = _merge_renames(parts, tmp_path / "counted")
     assert (
-        total == 1 + 4 * 8 + 3
-    )  # part 1's tag map, 4 shards x (6 index arrays, rename, state), tags, rejects, manifest
+        total == 1 + 4 * 9 + 3
+    )  # part 1's tag map, 4 shards x (7 index arrays, rename, state), tags, rejects, manifest
     expected = dataset_records(tmp_path / "counted")
     for at in range(total):
         assert _kill_and_rerun(parts, tmp_path / f"k{at}", at) == expected, f"killed at rename {at}"

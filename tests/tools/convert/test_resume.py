@@ -103,7 +103,7 @@ def count_renames(source: Path, out: Path) -> int:
 
 def test_kill_before_every_rename_resumes_identically(source, reference, tmp_path):
     total = count_renames(source, tmp_path / "count")
-    assert total == 1 + 4 * 8 + 3  # state, 4 shards x (6 index arrays, rename, state), tags, rejects, manifest
+    assert total == 1 + 4 * 9 + 3  # state, 4 shards x (7 index arrays, rename, state), tags, rejects, manifest
     expected = dataset_files(reference)
     for at in range(total):
         out = tmp_path / f"k{at}"

@@ -131,6 +131,35 @@ def test_record_disagrees_with_index(ds):
     only_problem(ds, "00002", "record 1: tags [0] differ from the index")
 
 
+def test_wrong_digest(ds):
+    """An index digest that is not its image's, its checksum re-recorded (an edited index): the record pass names it."""
+    path = fmt.index_path(ds, "00001", "digest")
+    digests = np.load(path)
+    digests[2] ^= np.uint64(1)
+    fmt.save_npy_atomic(path, digests)
+
+    def rerecord(m):
+        m["shards"][1]["index"]["digest"] = fmt.file_sha256(path)
+
+    edit_manifest(ds, rerecord)
+    only_problem(ds, "00001", "record 2: index digest", "is not the image's")
+    assert [str(p) for p in verify(ds, deep=True).problems] == [str(p) for p in verify(ds).problems]
+
+
+def test_a_dataset_without_digests_passes(ds):
+    """Converted before digests were stored: nothing to check them against, nothing wrong."""
+
+    def forget(m):
+        for s in m["shards"]:
+            fmt.index_path(ds, s["name"], "digest").unlink()
+            del s["index"]["digest"]
+
+    edit_manifest(ds, forget)
+    report = verify(ds)
+    assert report.ok, report.problems
+    assert report.images == 12
+
+
 def test_missing_tags_table(ds):
     (ds / fmt.TAGS).unlink()
     only_problem(ds, None, "missing tags.tsv")
