@@ -31,6 +31,7 @@ MAY_CHANGE = frozenset(
         "data.cache_limit",
         "data.verify_shards",
         "data.storage_timeout",
+        "data.holdout_max_images",
         "batch.grad_accum",
     }
 )

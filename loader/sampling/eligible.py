@@ -136,3 +136,20 @@ def eval_share_of(
             parts.append(found[max(0, first - seen) : last - seen])
         seen += count
     return (np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)), m
+
+
+def thin_eval_share(
+    share: NDArray[np.int64], eligible: int, rank: int, world: int, most: int
+) -> tuple[NDArray[np.int64], int]:
+    """(rank r's part of a bounded evaluation, the largest part of any rank) from its share of eval_share_of: every
+    s-th of the M eligible images in dataset order, s = ceil(M / most), so at most `most` images are read, spread
+    over the whole dataset, and the same images on every world size (positions counted over all ranks)."""
+    if most < 1 or eligible <= most:
+        return share, max(((q + 1) * eligible) // world - (q * eligible) // world for q in range(world))
+    s = -(-eligible // most)
+
+    def kept(q: int) -> int:  # multiples of s among rank q's eligible positions [q*M/world, (q+1)*M/world)
+        return -(-(((q + 1) * eligible) // world) // s) + (((q * eligible) // world) // -s)
+
+    first = (rank * eligible) // world
+    return share[(-first) % s :: s], max(kept(q) for q in range(world))
