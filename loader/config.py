@@ -124,8 +124,8 @@ class LoaderConfig:
     # eval: the centre crop taken inside each image's content box (inside uniform borders: index content_box),
     # as de-duplication's embeddings are; False: of the whole frame
     eval_content_box: bool = False
-    # eval: read at most this many of the eligible images, every s-th in dataset order (s = ceil(eligible / it)),
-    # the same images on any world size (loader/sampling/eligible.py thin_eval_share); 0 = every image
+    # eval: read at most this many of the eligible images, evenly spread in dataset order, the same images on any
+    # world size (loader/sampling/eligible.py thin_eval_share); 0 = every image
     eval_max_images: int = 0
     random_area: tuple[float, float] = (0.08, 1.0)
     random_aspect_ratio: tuple[float, float] = (3 / 4, 4 / 3)

@@ -90,7 +90,7 @@ class DaliLoader:
                 raise ValueError(
                     f"no image to evaluate: split={config.split!r}, masks={config.masks} leave none of {len(self.dataset)}"
                 )
-            # eval_max_images: every s-th eligible image, the same ones on any world size
+            # eval_max_images: that many eligible images, evenly spread, the same ones on any world size
             share, largest = thin_eval_share(share, eligible, self.rank, world, config.eval_max_images)
             self.batches = max(1, math.ceil(largest / b))
             self._plan = EvalPlan(share, self.batches * b)

@@ -35,7 +35,7 @@ class DataConfig:
     combine: str = "sum"
     masks: tuple[str, ...] = ()  # masks/NAME.npy excluded from training (de-duplication)
     holdout_fraction: float = 0.0  # held-out split for evaluation; 0 = no evaluation
-    # the most held-out images an evaluation reads (every s-th of the split, spread over the dataset), so its cost
+    # the most held-out images an evaluation reads (evenly spread over the split in dataset order), so its cost
     # does not grow with N while the split stays a fraction; 0 = the whole split
     holdout_max_images: int = 50_000
     samples_per_epoch: int | None = None  # default: number of eligible images

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 MAP_MAX_ENTRIES = 1 << 24  # image x class scores mAP keeps (64 MiB of float32 and 16 MiB of flags, all ranks)
-_AP_BLOCK_ENTRIES = 1 << 22  # image x class entries average_precision_per_class sorts at once
+_AP_BLOCK_ENTRIES = 1 << 20  # image x class entries average_precision_per_class sorts at once (~40 MB of temporaries)
 
 
 def _check(scores: NDArray[np.floating], positives: NDArray[np.bool_]) -> None:

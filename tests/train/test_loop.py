@@ -43,7 +43,7 @@ def test_held_out_evaluation_reads_at_most_holdout_max_images(tmp_path):
     out = tmp_path / "run"
     cfg = _config(out, "run.steps=4", "data.holdout_fraction=0.2", "data.holdout_max_images=10")
     summary = main(cfg, loader_factory=fake_factory)
-    # 48 held-out images, every 5th read: 10; the mAP sample holds them all
+    # 48 held-out images, 10 read; the mAP sample holds them all
     assert summary["eval"]["images"] == 10 and summary["eval"]["mAP_images"] == 10
     assert 0 <= summary["eval"]["precision@1"] <= 1 and 0 <= summary["eval"]["mAP"] <= 1
 
