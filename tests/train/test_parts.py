@@ -167,6 +167,27 @@ def test_map_sample_is_bounded_and_spread_over_the_split():
     assert out["mAP"] == pytest.approx(mean_average_precision(scores[kept], positives[kept]))
 
 
+def test_streamed_metrics_memory_does_not_grow_with_the_split():
+    """10^5 images x 356 classes (142 MB of float32 scores all at once) through HashtagMetrics in batches of 1,000:
+    Python-tracked memory peaks at a few MB (the 2^20-entry mAP sample, its compaction, a batch), whatever N."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    m = HashtagMetrics(356, max_entries=1 << 20)
+    tracemalloc.start()
+    try:
+        for _ in range(100):
+            scores = rng.random((1000, 356), dtype=np.float32)
+            m.update(scores, scores > 0.99)
+            del scores
+        result = m.result()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result["images"] == 100_000 and 1 << 19 <= result["mAP_images"] * 356 <= 1 << 20
+    assert peak < 30 * 2**20, peak
+
+
 def test_average_precision_in_class_blocks_equals_one_block(monkeypatch):
     scores, positives = _random_split(9, 40, 13)
     whole = average_precision_per_class(scores, positives)
