@@ -161,8 +161,9 @@ class EmbeddingWriter:
             self.dim = int(features.shape[1])
         elif features.shape[1] != self.dim:
             raise ValueError(f"{self.path}: rows of {features.shape[1]} features after rows of {self.dim}")
-        self._files[0].write(features.tobytes())
-        self._files[1].write(indices.tobytes())
+        for f, rows in zip(self._files, (features, indices)):
+            f.write(rows.tobytes())
+            f.flush()  # on disk as it comes, not in a buffer
         self.rows += int(indices.shape[0])
 
     def close(self) -> list[Path]:

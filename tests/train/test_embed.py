@@ -212,6 +212,30 @@ def test_embed_one_rank_is_in_dataset_order(embed_dataset, tiny_dataset, tmp_pat
     np.testing.assert_array_equal(dist.argmin(axis=1), np.arange(14))
 
 
+def test_embed_writes_each_batch_before_the_next_is_made(embed_dataset, tmp_path, monkeypatch):
+    """No N x D matrix in memory: when batch k is computed, batches 0..k-1 are already on disk (the 10^6-image
+    embed had held every row: docs/scale.md)."""
+    import tagstream.train.embed as embed_module
+
+    out = tmp_path / "e.npy"
+    spooled = []
+
+    def watched(*args, **kwargs):
+        for features, indices in embed_module.__dict__["_iter_features"](*args, **kwargs):
+            spooled.append(sum(p.stat().st_size for p in tmp_path.glob(".e.features.tmp*")))
+            yield features, indices
+
+    monkeypatch.setitem(embed_module.__dict__, "_iter_features", embed_module.iter_features)
+    monkeypatch.setattr(embed_module, "iter_features", watched)
+    cfg = embed_module.EmbedConfig(
+        data=str(embed_dataset), out=str(out), model=MODEL, image_size=SIZE, batch_size=4, workers=0, progress=False
+    )
+    assert embed_module.embed(cfg, rank=0, world=1)["images"] == 14
+    dim = load_embeddings(out)[0].shape[1]
+    assert spooled == [4 * dim * 4 * k for k in range(4)]  # batches of 4, 4, 4, 2 rows of float32
+    assert not list(tmp_path.glob(".*"))
+
+
 def test_embed_two_ranks_under_torchrun_equals_one_rank(embed_dataset, tmp_path):
     import os
     import subprocess
