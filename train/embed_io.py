@@ -137,7 +137,7 @@ class EmbeddingWriter:
         self.dim: int | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._spools = (_tmp(self.path.with_suffix(".features")), _tmp(self.path.with_suffix(".indices")))
-        self._files: tuple[BinaryIO, BinaryIO] | None = tuple(open(p, "wb") for p in self._spools)  # type: ignore[assignment]
+        self._files: list[BinaryIO] | None = [open(p, "wb") for p in self._spools]
 
     def __enter__(self) -> EmbeddingWriter:
         return self
