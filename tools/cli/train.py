@@ -154,5 +154,6 @@ def _report(summary: dict) -> None:
             f"(steady {summary['steady_data_wait']:.1%})"
         )
     for key, value in summary.get("eval", {}).items():
-        click.echo(f"eval {key}: {value:.4f}" if key != "images" else f"eval images: {int(value)}")
+        counts = ("images", "mAP_images")  # image counts, not rates
+        click.echo(f"eval {key}: {value:.4f}" if key not in counts else f"eval {key}: {int(value)}")
     click.echo(f"checkpoint: {summary['checkpoint']}")
