@@ -124,6 +124,9 @@ class LoaderConfig:
     # eval: the centre crop taken inside each image's content box (inside uniform borders: index content_box),
     # as de-duplication's embeddings are; False: of the whole frame
     eval_content_box: bool = False
+    # eval: read at most this many of the eligible images, evenly spread in dataset order, the same images on any
+    # world size (loader/sampling/eligible.py thin_eval_share); 0 = every image
+    eval_max_images: int = 0
     random_area: tuple[float, float] = (0.08, 1.0)
     random_aspect_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     targets: str = "soft"
@@ -196,6 +199,7 @@ class LoaderConfig:
                 )
             check_int("resize_size", self.resize_size, self.image_size, 2 * MAX_SIZE)
         check_int("max_labels", self.max_labels, 1, 1 << 16)
+        check_int("eval_max_images", self.eval_max_images, 0, MAX_SAMPLES_PER_EPOCH, " (0 = every image)")
         lo, hi = self.random_area
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"random_area={self.random_area} must satisfy 0 < lo <= hi <= 1")

@@ -82,7 +82,7 @@ class DaliLoader:
                 )
             self._plan: Any = self.sampler
         else:
-            from tagstream.loader.sampling.eligible import Eligibility, eval_share_of
+            from tagstream.loader.sampling.eligible import Eligibility, eval_share_of, thin_eval_share
 
             rule = Eligibility(masks=tuple(config.masks), holdout_fraction=config.holdout_fraction, split=config.split)
             share, eligible = eval_share_of(self.dataset, rule, self.rank, world)
@@ -90,7 +90,8 @@ class DaliLoader:
                 raise ValueError(
                     f"no image to evaluate: split={config.split!r}, masks={config.masks} leave none of {len(self.dataset)}"
                 )
-            largest = math.ceil(eligible / world)
+            # eval_max_images: that many eligible images, evenly spread, the same ones on any world size
+            share, largest = thin_eval_share(share, eligible, self.rank, world, config.eval_max_images)
             self.batches = max(1, math.ceil(largest / b))
             self._plan = EvalPlan(share, self.batches * b)
         self.epoch = 0

@@ -13,7 +13,7 @@ from typing import Any
 
 import tomllib
 
-from tagstream.loader import check_data_settings
+from tagstream.loader import check_data_settings, check_int
 from tagstream.loader.data import check_name
 from tagstream.loader.pipeline import final_size, image_size_setting, parse_size_schedule
 from tagstream.train.config_coerce import build_section, section_dict
@@ -35,6 +35,9 @@ class DataConfig:
     combine: str = "sum"
     masks: tuple[str, ...] = ()  # masks/NAME.npy excluded from training (de-duplication)
     holdout_fraction: float = 0.0  # held-out split for evaluation; 0 = no evaluation
+    # the most held-out images an evaluation reads (evenly spread over the split in dataset order), so its cost
+    # does not grow with N while the split stays a fraction; 0 = the whole split
+    holdout_max_images: int = 50_000
     samples_per_epoch: int | None = None  # default: number of eligible images
     # one_pass: every image once an epoch (natural sampling; loader/config.py); drop_last: its last partial batch out
     one_pass: bool = False
@@ -76,6 +79,7 @@ class DataConfig:
             drop_last=self.drop_last,
             storage_timeout=self.storage_timeout,
         )
+        check_int("data.holdout_max_images", self.holdout_max_images, 0, 1 << 40, " (0 = the whole split)")
         if self.vocab:  # names inside the dataset, never paths: refused before a run directory is made
             check_name(self.vocab, "data.vocab: vocabulary")
         for mask in self.masks:

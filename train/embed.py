@@ -1,8 +1,8 @@
 """Export the pooled features of every image of a dataset, in dataset order, with their indices.
 
 Under torchrun each rank embeds its contiguous share (the eval loader's split), writes a part file,
-and rank 0 joins the parts after a barrier (gloo: only a barrier is exchanged, never features), so no
-rank holds more than its share until the join; the trade-off is that the join holds the whole matrix.
+and rank 0 joins the parts after a barrier (gloo: only counts are exchanged, never features). Rows are written
+as they come (train/embed_io.py EmbeddingWriter), so a rank holds one batch of features, and the join one part.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 
 from tagstream.loader import build_loader
 from tagstream.loader.data import Dataset, is_url
-from tagstream.train.embed_io import check_suffix, join_parts, part_path, save_embeddings
-from tagstream.train.features import eval_config, extract_dataset
+from tagstream.train.embed_io import EmbeddingWriter, check_suffix, join_parts, part_path
+from tagstream.train.features import eval_config, iter_features
 from tagstream.train.transfer import DEVICES, WEIGHTS, load_backbone
 
 
@@ -125,13 +125,6 @@ def _embed(cfg: EmbedConfig, rank: int, world: int) -> dict:
         device_id=device.index if gpu else None,
         content_box=cfg.content_box,
     )
-    loader = build_loader(lcfg, rank, world)
-    try:
-        features, indices = extract_dataset(
-            net, loader, device=device, progress=cfg.progress and rank == 0, desc="embed"
-        )
-    finally:
-        loader.close()
     metadata = {
         "checkpoint": str(cfg.checkpoint),
         "model": info["model"],
@@ -139,18 +132,23 @@ def _embed(cfg: EmbedConfig, rank: int, world: int) -> dict:
         "dataset": cfg.data if is_url(cfg.data) else str(Path(cfg.data).resolve()),
         "source": info["source"],
     }
-    if world == 1:
-        save_embeddings(cfg.out, features, indices, metadata=metadata)
-        images, dim = len(indices), features.shape[1]
-    else:
-        np.savez(part_path(cfg.out, rank, world), features=features, indices=indices)
-        counts = torch.tensor([len(indices)], dtype=torch.int64)
+    # rows go to the file as they come: memory is a batch, not N x D (docs/scale.md, "Rehearsal at 10^6")
+    loader = build_loader(lcfg, rank, world)
+    try:
+        with EmbeddingWriter(cfg.out if world == 1 else part_path(cfg.out, rank, world), metadata=metadata) as out:
+            batches = iter_features(net, loader, device=device, progress=cfg.progress and rank == 0, desc="embed")
+            for features, indices in batches:
+                out.append(features, indices)
+            images, dim = out.rows, out.dim or 0
+    finally:
+        loader.close()
+    if world > 1:
+        counts = torch.tensor([images], dtype=torch.int64)
         torch.distributed.all_reduce(counts)  # also the barrier: every part is on disk after it
-        images, dim = int(counts), features.shape[1]
+        images = int(counts)
         if rank == 0:  # an eval loader with split "all" and no masks covers every image
             expected = np.arange(dataset.num_images, dtype=np.int64)
-            features, indices = join_parts(cfg.out, world, expected=expected, metadata=metadata)
-            images, dim = len(indices), features.shape[1]
+            images, dim = join_parts(cfg.out, world, expected=expected, metadata=metadata)
         torch.distributed.barrier()  # the joined file exists before any rank returns
     return {
         "out": str(cfg.out),

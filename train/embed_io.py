@@ -1,5 +1,5 @@
 """Embedding files: features (N, D) float32 and their dataset indices (N,) int64, as .npy, .npz or
-.safetensors, written atomically; per-rank parts and their join.
+.safetensors, written atomically; rows written as they come (EmbeddingWriter); per-rank parts and their join.
 
 safetensors is written by a small writer here rather than the `safetensors` package (not a
 dependency): the format is an 8-byte little-endian header length, a JSON header naming each tensor's
@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
+import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
@@ -40,28 +43,34 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
 
 
-def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
-    """Write tensors (C-contiguous little-endian copies are made) in the safetensors layout."""
+def _safetensors_header(shapes: dict[str, tuple[np.dtype, tuple[int, ...]]], metadata: dict[str, str] | None) -> bytes:
+    """The length prefix and JSON header of tensors (name -> (little-endian dtype, shape)) laid out in order."""
     header: dict = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    arrays = []
     offset = 0
-    for name, array in tensors.items():
-        a = np.ascontiguousarray(array)
-        a = a.astype(a.dtype.newbyteorder("<"), copy=False)
-        code = _ST_DTYPES.get(a.dtype.str)
+    for name, (dtype, shape) in shapes.items():
+        code = _ST_DTYPES.get(dtype.str)
         if code is None:
-            raise ValueError(f"tensor {name!r}: dtype {a.dtype} is not one of {sorted(_ST_DTYPES)}")
-        header[name] = {"dtype": code, "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
-        offset += a.nbytes
-        arrays.append(a)
+            raise ValueError(f"tensor {name!r}: dtype {dtype} is not one of {sorted(_ST_DTYPES)}")
+        nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+        header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)  # the spec allows trailing spaces; 8-byte alignment of the data
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+    """Write tensors (C-contiguous little-endian copies are made) in the safetensors layout."""
+    arrays = {}
+    for name, array in tensors.items():
+        a = np.ascontiguousarray(array)
+        arrays[name] = a.astype(a.dtype.newbyteorder("<"), copy=False)
+    head = _safetensors_header({k: (a.dtype, a.shape) for k, a in arrays.items()}, metadata)
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for a in arrays:
+        f.write(head)
+        for a in arrays.values():
             f.write(a.tobytes())
 
 
@@ -96,28 +105,9 @@ def save_embeddings(
     metadata: dict[str, str] | None = None,
 ) -> list[Path]:
     """Write one embedding file (format from the suffix) atomically; returns the paths written."""
-    path = Path(path)
-    suffix = check_suffix(path)
-    features = np.ascontiguousarray(features, dtype="<f4")
-    indices = np.ascontiguousarray(indices, dtype="<i8")
-    if features.ndim != 2 or indices.shape != (features.shape[0],):
-        raise ValueError(f"features {features.shape} and indices {indices.shape} must be (N, D) and (N,)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    if suffix == ".npy":
-        for target, array in ((indices_path(path), indices), (path, features)):
-            tmp = _tmp(target)
-            np.save(tmp, array)
-            os.replace(tmp, target)
-            written.append(target)
-        return written
-    tmp = _tmp(path)
-    if suffix == ".npz":
-        np.savez(tmp, features=features, indices=indices)
-    else:
-        write_safetensors(tmp, {"features": features, "indices": indices}, metadata)
-    os.replace(tmp, path)
-    return [path]
+    with EmbeddingWriter(path, metadata=metadata) as out:
+        out.append(features, indices)
+        return out.close()
 
 
 def load_embeddings(path: str | Path) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
@@ -133,6 +123,106 @@ def load_embeddings(path: str | Path) -> tuple[NDArray[np.float32], NDArray[np.i
     return tensors["features"], tensors["indices"]
 
 
+class EmbeddingWriter:
+    """Rows written as they come: append(features (n, D), indices (n,)) spools them to two raw files beside `path`,
+    close() writes `path` in its suffix's format by copying the spools in chunks and removes them, so memory is
+    one batch and one copy buffer whatever N (disk: the output twice until close). Rows stay in append order.
+    abort() removes the spools and writes nothing; as a context manager, close on success and abort on error."""
+
+    def __init__(self, path: str | Path, *, metadata: dict[str, str] | None = None) -> None:
+        self.path = Path(path)
+        self.suffix = check_suffix(self.path)
+        self.metadata = metadata
+        self.rows = 0
+        self.dim: int | None = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._spools = (_tmp(self.path.with_suffix(".features")), _tmp(self.path.with_suffix(".indices")))
+        self._files: list[BinaryIO] | None = [open(p, "wb") for p in self._spools]
+
+    def __enter__(self) -> EmbeddingWriter:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if kind is None and self._files is not None:
+            self.close()
+        else:
+            self.abort()
+
+    def append(self, features: NDArray[np.floating], indices: NDArray[np.integer]) -> None:
+        if self._files is None:
+            raise ValueError(f"{self.path}: the writer is closed")
+        features = np.ascontiguousarray(features, dtype="<f4")
+        indices = np.ascontiguousarray(indices, dtype="<i8").reshape(-1)
+        if features.ndim != 2 or indices.shape != (features.shape[0],):
+            raise ValueError(f"features {features.shape} and indices {indices.shape} must be (n, D) and (n,)")
+        if not indices.size:
+            return
+        if self.dim is None:
+            self.dim = int(features.shape[1])
+        elif features.shape[1] != self.dim:
+            raise ValueError(f"{self.path}: rows of {features.shape[1]} features after rows of {self.dim}")
+        for f, rows in zip(self._files, (features, indices)):
+            f.write(rows.tobytes())
+            f.flush()  # on disk as it comes, not in a buffer
+        self.rows += int(indices.shape[0])
+
+    def close(self) -> list[Path]:
+        """Write the file (format from the suffix) atomically; returns the paths written."""
+        if self._files is None:
+            raise ValueError(f"{self.path}: the writer is closed")
+        for f in self._files:
+            f.close()
+        self._files = None
+        shapes = {"features": (np.dtype("<f4"), (self.rows, self.dim or 0)), "indices": (np.dtype("<i8"), (self.rows,))}
+        spools = dict(zip(shapes, self._spools))
+        try:
+            if self.suffix == ".npy":
+                targets = {"indices": indices_path(self.path), "features": self.path}
+                for name in ("indices", "features"):
+                    tmp = _tmp(targets[name])
+                    with open(tmp, "wb") as out:
+                        _copy_npy(out, *shapes[name], spools[name])
+                    os.replace(tmp, targets[name])
+                return [targets["indices"], targets["features"]]
+            tmp = _tmp(self.path)
+            if self.suffix == ".npz":  # numpy's own layout: one stored (uncompressed) NAME.npy member per array
+                with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+                    for name, (dtype, shape) in shapes.items():
+                        with z.open(f"{name}.npy", "w", force_zip64=True) as out:
+                            _copy_npy(out, dtype, shape, spools[name])
+            else:
+                with open(tmp, "wb") as out:
+                    out.write(_safetensors_header(shapes, self.metadata))
+                    for name in shapes:
+                        _copy(spools[name], out)
+            os.replace(tmp, self.path)
+            return [self.path]
+        finally:
+            self._remove_spools()
+
+    def abort(self) -> None:
+        if self._files is not None:
+            for f in self._files:
+                f.close()
+            self._files = None
+        self._remove_spools()
+
+    def _remove_spools(self) -> None:
+        for p in self._spools:
+            p.unlink(missing_ok=True)
+
+
+def _copy_npy(out: BinaryIO, dtype: np.dtype, shape: tuple[int, ...], raw: Path) -> None:
+    """An .npy stream: the header of a C-order array of `dtype` and `shape`, then the raw bytes of file `raw`."""
+    np.lib.format.write_array_header_1_0(out, {"descr": dtype.str, "fortran_order": False, "shape": shape})
+    _copy(raw, out)
+
+
+def _copy(raw: Path, out: BinaryIO) -> None:
+    with open(raw, "rb") as f:
+        shutil.copyfileobj(f, out, 1 << 22)
+
+
 def part_path(path: str | Path, rank: int, world: int) -> Path:
     path = Path(path)
     return path.with_name(f"{path.name}.part-{rank:05d}-of-{world:05d}.npz")
@@ -140,40 +230,76 @@ def part_path(path: str | Path, rank: int, world: int) -> Path:
 
 def join_parts(
     path: str | Path, world: int, *, expected: NDArray[np.int64], metadata: dict[str, str] | None = None
-) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Join the ranks' part files into one file in dataset order, then remove the parts.
+) -> tuple[int, int]:
+    """Join the ranks' part files into one file in dataset order, then remove the parts; returns (images, D).
 
     Every index of `expected` must appear; an index delivered twice (a padded last batch) must carry
     the same features both times and is kept once. Anything else is an error naming what is wrong.
+    Memory: every part's indices (8 bytes an image) and one part's features at a time when the parts follow
+    each other in dataset order, as `embed`'s contiguous shares do; parts that interleave are joined in memory.
     """
-    feats, idx = [], []
-    for rank in range(world):
-        p = part_path(path, rank, world)
+    paths = [part_path(path, rank, world) for rank in range(world)]
+    for rank, p in enumerate(paths):
         if not p.exists():
             raise FileNotFoundError(f"embedding part of rank {rank} is missing: {p}")
+    idx = []
+    for p in paths:
         with np.load(p) as z:
-            if z["indices"].shape[0]:  # a rank with no image (world > images) wrote an empty part
-                feats.append(z["features"])
-                idx.append(z["indices"])
-    features = np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
-    indices = np.concatenate(idx).astype(np.int64) if idx else np.zeros(0, np.int64)
-    order = np.argsort(indices, kind="stable")
-    indices, features = indices[order], features[order]
-    keep = np.ones(len(indices), dtype=bool)
-    keep[1:] = indices[1:] != indices[:-1]
-    dup = np.flatnonzero(~keep)
-    if dup.size and not np.allclose(features[dup], features[dup - 1], rtol=1e-4, atol=1e-5):
-        raise ValueError(f"image {int(indices[dup[0]])} was embedded twice with different features")
-    indices, features = indices[keep], features[keep]
+            idx.append(z["indices"].astype(np.int64).reshape(-1))
+    indices = np.concatenate(idx) if idx else np.zeros(0, np.int64)
+    in_order = bool(np.all(indices[1:] >= indices[:-1]))
+    order = np.arange(len(indices)) if in_order else np.argsort(indices, kind="stable")
+    ordered = indices[order]
+    keep = np.ones(len(ordered), dtype=bool)
+    keep[1:] = ordered[1:] != ordered[:-1]
     expected = np.asarray(expected, dtype=np.int64)
-    if not np.array_equal(indices, np.sort(expected)):
-        missing = np.setdiff1d(expected, indices)
-        extra = np.setdiff1d(indices, expected)
+    if not np.array_equal(ordered[keep], np.sort(expected)):
+        missing = np.setdiff1d(expected, ordered)
+        extra = np.setdiff1d(ordered, expected)
         raise ValueError(
             f"embedding parts do not cover the dataset: {missing.size} images missing "
             f"(first {missing[:5].tolist()}), {extra.size} unexpected (first {extra[:5].tolist()})"
         )
-    save_embeddings(path, features, indices, metadata=metadata)
-    for rank in range(world):
-        part_path(path, rank, world).unlink()
-    return features, indices
+    blocks = _part_features(paths, idx) if in_order else [_all_features(paths, idx)[order]]
+    with EmbeddingWriter(path, metadata=metadata) as out:
+        start, previous = 0, None
+        for features in blocks:
+            stop = start + len(features)
+            _check_repeats(features, ordered[start:stop], keep[start:stop], previous)
+            out.append(features[keep[start:stop]], ordered[start:stop][keep[start:stop]])
+            if len(features):
+                previous = (ordered[stop - 1], features[-1])
+            start = stop
+        images, dim = out.rows, out.dim or 0
+    for p in paths:
+        p.unlink()
+    return images, dim
+
+
+def _part_features(paths: list[Path], idx: list[NDArray[np.int64]]):
+    """Each part's features in turn (a part with no image wrote a (0, 0) array)."""
+    for p, i in zip(paths, idx):
+        if i.size:
+            with np.load(p) as z:
+                yield z["features"]
+
+
+def _all_features(paths: list[Path], idx: list[NDArray[np.int64]]) -> NDArray[np.float32]:
+    feats = list(_part_features(paths, idx))
+    return np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
+
+
+def _check_repeats(features, indices, keep, previous) -> None:
+    """A row whose index repeats the row before (the last row of the block before: `previous`) must carry the same
+    features, else an error naming the image."""
+    dup = np.flatnonzero(~keep)
+    if not dup.size:
+        return
+    before = np.empty_like(features[dup])
+    inside = dup > 0
+    before[inside] = features[dup[inside] - 1]
+    if not inside.all():  # the block's first row repeats the previous block's last
+        before[~inside] = previous[1]
+    if not np.allclose(features[dup], before, rtol=1e-4, atol=1e-5):
+        bad = dup[~np.isclose(features[dup], before, rtol=1e-4, atol=1e-5).all(axis=1)][0]
+        raise ValueError(f"image {int(indices[bad])} was embedded twice with different features")

@@ -1,12 +1,13 @@
 """Frozen-backbone feature extraction over an eval loader (every image once, centre crop, dataset
 order), and downstream class labels matched across datasets by class name.
 
-Features are gathered on the host as float32; one pass costs one forward per image, and the
-matrix (N x feature width) must fit in memory, which a linear probe needs anyway.
+Features are gathered on the host as float32; one pass costs one forward per image. extract_dataset holds the
+matrix (N x feature width), which a linear probe needs anyway; iter_features hands over one batch at a time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,22 +49,32 @@ def eval_config(
     )
 
 
-@torch.no_grad()
+def iter_features(
+    model: torch.nn.Module, loader, *, device: torch.device, progress: bool = False, desc: str = "features"
+) -> Iterator[tuple[NDArray[np.float32], NDArray[np.int64]]]:
+    """(features (b, D) float32, dataset indices (b,) int64) of each batch the loader yields, in its order: a
+    consumer that writes them as they come (`embed`) holds one batch, not the matrix."""
+    from tagstream.loader import progress_bar
+
+    model.eval()
+    with progress_bar(total=len(loader), desc=desc, disable=not progress, unit="batch", leave=False) as bar:
+        for batch in loader:
+            with torch.no_grad():
+                x = normalize_images(batch.images, device=device)
+                features = extract_features(model, x).float().cpu().numpy()
+            yield features, np.asarray(batch.indices, dtype=np.int64).reshape(-1)
+            bar.update(1)
+
+
 def extract_dataset(
     model: torch.nn.Module, loader, *, device: torch.device, progress: bool = False, desc: str = "features"
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """(features (n, D) float32, dataset indices (n,) int64) of every image the loader yields, in its order."""
-    from tagstream.loader import progress_bar
-
-    model.eval()
     feats: list[np.ndarray] = []
     idx: list[np.ndarray] = []
-    with progress_bar(total=len(loader), desc=desc, disable=not progress, unit="batch", leave=False) as bar:
-        for batch in loader:
-            x = normalize_images(batch.images, device=device)
-            feats.append(extract_features(model, x).float().cpu().numpy())
-            idx.append(np.asarray(batch.indices, dtype=np.int64).reshape(-1))
-            bar.update(1)
+    for f, i in iter_features(model, loader, device=device, progress=progress, desc=desc):
+        feats.append(f)
+        idx.append(i)
     if not feats:
         return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
     return np.concatenate(feats).astype(np.float32, copy=False), np.concatenate(idx)

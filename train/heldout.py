@@ -4,39 +4,38 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from tagstream.train import distributed as dd
-from tagstream.train.metrics import hashtag_metrics
+from tagstream.train.metrics import MAP_MAX_ENTRIES, HashtagMetrics
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: Any, *, run: Any, softmax: bool, dist: dd.Dist) -> dict[str, float]:
     """precision@1, precision@5 and mAP of hashtag prediction on the held-out split (rank 0 gets them).
 
-    Each rank scores its share; the scores, positives and image indices are gathered on rank 0, which
-    drops duplicates by index so every held-out image counts once.
+    Each rank scores its share batch by batch into a HashtagMetrics (train/metrics.py): precision@k summed as it
+    goes, mAP over a bounded sample of the images ("mAP_images"), so memory does not grow with the split; the
+    accumulators (counts and the samples) are gathered on rank 0 and merged. How many held-out images are read at
+    all is the loader's bound (data.holdout_max_images).
     """
     model.eval()
     loader.set_epoch(0)
-    scores, positives, indices = [], [], []
+    metrics = HashtagMetrics(int(loader.num_classes), max_entries=MAP_MAX_ENTRIES // dist.world)
     for batch in loader:
         images, targets = run.inputs(batch)
         with run.autocast:
             logits = model(images).float()
         probs = logits.softmax(dim=1) if softmax else logits.sigmoid()
-        scores.append(probs.cpu().numpy())  # a CPU-GPU sync per eval batch: fine outside the training loop
-        positives.append((targets > 0).cpu().numpy())
-        indices.append(batch.indices.cpu().numpy())
-    local = tuple(np.concatenate(x) if x else None for x in (scores, positives, indices))
-    gathered = dd.gather_objects(local, dist)
+        # a CPU-GPU sync per eval batch: fine outside the training loop
+        metrics.update(probs.cpu().numpy(), (targets > 0).cpu().numpy())
+    gathered = dd.gather_objects(metrics, dist)
     model.train()
     if gathered is None:
         return {}
-    parts = [g for g in gathered if g[0] is not None]
-    if not parts:
+    total = HashtagMetrics(metrics.classes)
+    for part in gathered:
+        total.merge(part)
+    if total.images == 0:
         return {}
-    s, p, i = (np.concatenate([g[k] for g in parts]) for k in range(3))
-    _, first = np.unique(i, return_index=True)
-    return hashtag_metrics(s[first], p[first])
+    return total.result()

@@ -24,6 +24,7 @@ def loader_config(
         mode=mode,
         split=("train" if mode == "train" else "holdout") if holdout else "all",
         holdout_fraction=d.holdout_fraction,
+        eval_max_images=d.holdout_max_images if mode == "eval" else 0,
         sampling=d.sampling,
         combine=d.combine,
         masks=d.masks,

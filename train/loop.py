@@ -334,7 +334,8 @@ def _train(
         results = held_out(bare)
         if ema is not None:
             averaged = held_out(ema.module)
-            results.update({f"ema_{k}": v for k, v in averaged.items() if k != "images"})  # the same images
+            same = ("images", "mAP_images")  # the same images
+            results.update({f"ema_{k}": v for k, v in averaged.items() if k not in same})
         log.event("eval", step=step, **results)
         return results
 

@@ -31,6 +31,7 @@ MAY_CHANGE = frozenset(
         "data.cache_limit",
         "data.verify_shards",
         "data.storage_timeout",
+        "data.holdout_max_images",
         "batch.grad_accum",
     }
 )
@@ -70,7 +71,9 @@ def differences(old: dict, new: dict) -> dict[str, tuple[object, object]]:
 def with_defaults(saved: dict) -> dict:
     """A checkpoint's config dict with every key added to tagstream since it was written set to that key's
     default (each new key's default is the behaviour before it existed: SGD, no label smoothing, no clipping, one
-    partition per rank), so a checkpoint of an earlier version resumes instead of showing them as changes."""
+    partition per rank), so a checkpoint of an earlier version resumes instead of showing them as changes. One
+    exception: data.holdout_max_images (default 50,000; before it, the whole split) bounds only the evaluation, and
+    is in MAY_CHANGE."""
     out = {name: dict(section) if isinstance(section, dict) else section for name, section in saved.items()}
     for name, cls in SECTIONS.items():
         section = out.setdefault(name, {})

@@ -5,6 +5,8 @@ ever opens the shards its plan touches; the trade-off is one `lmdb.open` per sha
 from __future__ import annotations
 
 import bisect
+import ctypes
+import mmap
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +19,7 @@ from tagstream.loader.data import format as fmt
 from tagstream.loader.data.dataset import Dataset
 from tagstream.loader.data.retries import DEFAULT_RETRY, Retry
 
+RELEASE_EVERY = 1024  # records a process reads between handing its shards' mapped pages back (release_pages)
 _ENVS: dict[str, Any] = {}  # this process's open environments by path (lmdb refuses a second open)
 _ENVS_PID = -1
 
@@ -47,6 +50,50 @@ def close_all() -> None:
         for env in _ENVS.values():
             env.close()
     _ENVS.clear()
+
+
+def mapped_ranges(path: str | Path) -> list[tuple[int, int]]:
+    """The (start, length) of every read-only map of file `path` in this process (/proc/self/maps); [] where there
+    is no /proc."""
+    name = os.path.realpath(path)
+    try:
+        with open("/proc/self/maps") as f:
+            lines = f.readlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and "w" not in fields[1] and fields[5].rstrip("\n") == name:
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            out.append((lo, hi - lo))
+    return out
+
+
+def release_pages(ranges: list[tuple[int, int]]) -> int:
+    """Drop this process's page-table entries of read-only shared file maps (madvise MADV_DONTNEED); returns the
+    bytes advised, 0 where madvise is missing.
+
+    Why: every shard page a process reads stays mapped, so its RSS grew to every byte it had read (7.2 GB of
+    `embed` over 10^6 images was its worker's map of the shards: docs/scale.md). A shared file map loses nothing:
+    the next read faults the page back from the page cache, so views already handed out stay valid."""
+    libc = _libc()
+    if libc is None:
+        return 0
+    return sum(n for lo, n in ranges if libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(n), mmap.MADV_DONTNEED) == 0)
+
+
+_LIBC: list[Any] = []
+
+
+def _libc() -> Any:
+    if not _LIBC:
+        libc = None
+        if hasattr(mmap, "MADV_DONTNEED"):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        _LIBC.append(libc)
+    return _LIBC[0]
 
 
 def check_shard_file(dataset: Dataset, shard: int) -> None:
@@ -119,6 +166,9 @@ class ShardStore:
         self._pid = -1
         self._envs: dict[int, Any] = {}
         self._fds: dict[int, int] = {}  # each open shard's data.mdb, to see it cut short under the map (fstat)
+        self._ranges: dict[int, list[tuple[int, int]]] = {}  # each open shard's map in this process (mapped_ranges)
+        self._touched: set[int] = set()  # shards read since their pages were last released
+        self._reads = 0  # records read since then
         self._starts: list[int] = [int(v) for v in self.dataset.shard_starts]
 
     def __getstate__(self) -> dict:
@@ -142,6 +192,10 @@ class ShardStore:
             self._pid = os.getpid()
             self._envs = {}
             self._fds = {}
+            self._ranges = {}
+            self._touched = set()
+            self._reads = 0
+        self._touched.add(shard)
         env = self._envs.get(shard)
         if env is not None:
             # once per call (a sample on the CPU path, a shard's share of a batch on the batch path; docs/costs.md):
@@ -167,7 +221,17 @@ class ShardStore:
                 ) from None
             self._envs[shard] = env
             self._fds[shard] = os.open(path / "data.mdb", os.O_RDONLY | os.O_CLOEXEC)
+            self._ranges[shard] = mapped_ranges(path / "data.mdb")
         return env
+
+    def _count_reads(self, records: int) -> None:
+        """After every RELEASE_EVERY records, the pages of the shards read since leave this process's RSS
+        (release_pages): its memory is bounded by what it reads in between, not by everything it has read."""
+        self._reads += records
+        if self._reads >= RELEASE_EVERY:
+            release_pages([r for shard in self._touched for r in self._ranges.get(shard, ())])
+            self._reads = 0
+            self._touched = set()
 
     @property
     def open_shards(self) -> list[int]:
@@ -193,6 +257,7 @@ class ShardStore:
         """The raw msgpack value of image `index`."""
         shard, local = self.locate(index)
         env = self._env(shard)
+        self._count_reads(1)
         try:
             with env.begin(buffers=False) as txn:
                 value = txn.get(fmt.encode_key(local))
@@ -240,6 +305,7 @@ class ShardStore:
             widths, heights = self.dataset.image_sizes(indices)
         touched, slots = np.unique(shards, return_inverse=True)
         txns = [self._env(shard).begin(buffers=True) for shard in touched.tolist()]
+        self._count_reads(len(indices))
         try:
             items, _, _ = records.images([txn.get for txn in txns], slots, local, widths, heights, wrap)
         except Exception:  # lmdb.Error subclasses on damaged pages: the slow path below names the sample
@@ -289,3 +355,5 @@ class ShardStore:
                 os.close(fd)
         self._envs = {}
         self._fds = {}
+        self._ranges = {}
+        self._touched = set()

@@ -136,3 +136,19 @@ def eval_share_of(
             parts.append(found[max(0, first - seen) : last - seen])
         seen += count
     return (np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)), m
+
+
+def thin_eval_share(
+    share: NDArray[np.int64], eligible: int, rank: int, world: int, most: int
+) -> tuple[NDArray[np.int64], int]:
+    """(rank r's part of a bounded evaluation, the largest part of any rank) from its share of eval_share_of: of the
+    M eligible images in dataset order, those at positions floor(j * M / most) for j < most (every image when
+    M <= most, or most < 1), so exactly `most` images are read, evenly spread over the whole dataset, and the same
+    ones on every world size (positions counted over all ranks)."""
+    bounds = [(q * eligible) // world for q in range(world + 1)]
+    if most < 1 or eligible <= most:
+        return share, max(hi - lo for lo, hi in zip(bounds, bounds[1:]))
+    # position floor(j*M/most) >= a  <=>  j >= ceil(a*most/M): rank q reads j in [ceil(a*most/M), ceil(b*most/M))
+    firsts = [-(-(b * most) // eligible) for b in bounds]
+    j = np.arange(firsts[rank], firsts[rank + 1], dtype=np.int64)
+    return share[(j * eligible) // most - bounds[rank]], max(hi - lo for lo, hi in zip(firsts, firsts[1:]))

@@ -49,6 +49,9 @@ class FakeLoader:
             self.pool = everything[: NUM_IMAGES - n_hold]
         else:
             self.pool = everything
+        most = config.eval_max_images
+        if config.mode == "eval" and 0 < most < len(self.pool):  # evenly spread, as the loader reads them
+            self.pool = self.pool[(np.arange(most) * len(self.pool)) // most]
         b = config.batch_size
         if config.mode == "train":
             spe = config.samples_per_epoch or len(self.pool)

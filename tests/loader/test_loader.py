@@ -84,6 +84,17 @@ def test_multihot_and_sparse_targets(root):
         np.testing.assert_allclose(w[row, : len(tags)], 1.0 / len(tags))
 
 
+def test_eval_max_images_reads_evenly_spread_images_over_two_ranks(root):
+    loaders = [build_loader(cfg(root, mode="eval", eval_max_images=10), rank, 2) for rank in range(2)]
+    idx = np.concatenate([run_epoch(loader)[0] for loader in loaders])
+    assert len(loaders[0]) == len(loaders[1]) == 1  # 5 images each: one batch of 8
+    np.testing.assert_array_equal(idx, (np.arange(10) * N) // 10)  # 0, 4, 9, ..., 43
+    for loader in loaders:
+        loader.close()
+    with pytest.raises(ValueError, match="eval_max_images=-1 must be a whole number"):
+        cfg(root, mode="eval", eval_max_images=-1)
+
+
 @pytest.mark.parametrize("sampling", ["natural", "sqrt", "uniform", "power:0.3"])
 def test_every_sampling_mode_with_a_mask(root, sampling):
     ds = Dataset(root)

@@ -92,6 +92,23 @@ def test_eval_shares_found_chunk_by_chunk_equal_the_shares_of_the_whole_array(da
         np.testing.assert_array_equal(np.concatenate(shares), whole)  # every eligible image once, in order
 
 
+@pytest.mark.parametrize("most", [1, 5, 13, 10**6])
+def test_a_bounded_evaluation_reads_evenly_spread_images_on_any_world(dataset, most):
+    from tagstream.loader.sampling.eligible import Eligibility, eval_share_of, thin_eval_share
+
+    rule = Eligibility(masks=("dedup",), holdout_fraction=0.3, split="holdout")
+    whole = np.flatnonzero(eligibility(dataset, masks=("dedup",), holdout_fraction=0.3, split="holdout"))
+    expected = whole[(np.arange(most) * whole.size) // most] if whole.size > most else whole
+    assert expected.size == min(most, whole.size) and np.unique(expected).size == expected.size
+    for world in (1, 2, 3, 7):
+        parts = []
+        for rank in range(world):
+            share, m = eval_share_of(dataset, rule, rank, world)
+            parts.append(thin_eval_share(share, m, rank, world, most))
+        np.testing.assert_array_equal(np.concatenate([p for p, _ in parts]), expected)  # the same images
+        assert {largest for _, largest in parts} == {max(p.size for p, _ in parts)}
+
+
 @pytest.mark.parametrize("world", [1, 2, 4, 7])  # 7 ranks over 4 non-empty shards
 @pytest.mark.parametrize("sampling,replacement", [("sqrt", True), ("natural", False), ("uniform", True)])
 def test_ranks_plan_equal_lengths_from_their_own_blocks(dataset, vocab, world, sampling, replacement):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tagstream.train.embed_io import (
+    EmbeddingWriter,
     indices_path,
     join_parts,
     load_embeddings,
@@ -35,6 +36,39 @@ def test_embedding_file_round_trip(tmp_path, suffix):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)  # no temp files left
     if suffix == ".npy":
         assert indices_path(tmp_path / "e.npy").name == "e.indices.npy"
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz", ".safetensors"])
+def test_writer_rows_as_they_come_give_the_file_of_the_whole(tmp_path, suffix):
+    rng = np.random.default_rng(1)
+    f = rng.standard_normal((11, 4)).astype(np.float32)
+    i = np.arange(11, dtype=np.int64) * 3
+    with EmbeddingWriter(tmp_path / f"e{suffix}", metadata={"model": "m"}) as out:
+        for lo, hi in ((0, 4), (4, 4), (4, 9), (9, 11)):  # an empty batch too
+            out.append(f[lo:hi], i[lo:hi])
+        assert (out.rows, out.dim) == (11, 4)
+    f2, i2 = load_embeddings(tmp_path / f"e{suffix}")
+    np.testing.assert_array_equal(f2, f)
+    np.testing.assert_array_equal(i2, i)
+    if suffix == ".npy":  # byte for byte what numpy writes
+        np.save(tmp_path / "ref.npy", f)
+        assert (tmp_path / "e.npy").read_bytes() == (tmp_path / "ref.npy").read_bytes()
+    if suffix == ".safetensors":  # byte for byte the all-at-once writer's file
+        write_safetensors(tmp_path / "ref.safetensors", {"features": f, "indices": i}, {"model": "m"})
+        assert (tmp_path / "e.safetensors").read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
+    assert not list(tmp_path.glob(".*"))  # no spool left
+
+
+def test_writer_refuses_a_changing_width_and_leaves_nothing_on_error(tmp_path):
+    with pytest.raises(ValueError, match="rows of 3 features after rows of 2"):
+        with EmbeddingWriter(tmp_path / "e.npz") as out:
+            out.append(np.zeros((2, 2), np.float32), np.arange(2))
+            out.append(np.zeros((2, 3), np.float32), np.arange(2, 4))
+    assert not list(tmp_path.iterdir())
+    with EmbeddingWriter(tmp_path / "empty.npy") as out:
+        pass
+    f, i = load_embeddings(tmp_path / "empty.npy")
+    assert f.shape == (0, 0) and i.shape == (0,)
 
 
 def test_safetensors_layout_follows_the_spec(tmp_path):
@@ -82,18 +116,36 @@ def test_join_parts_sorts_and_deduplicates_padding(tmp_path):
     # rank 0 took images 0, 2, 4, 6, 8; rank 1 took 1, 3, 5, 7, 9 and a padded repeat of 9
     _write_part(out, 0, 2, feats[0::2], np.arange(0, 10, 2))
     _write_part(out, 1, 2, np.concatenate([feats[1::2], feats[9:]]), np.array([1, 3, 5, 7, 9, 9]))
-    f, i = join_parts(out, 2, expected=np.arange(10))
+    assert join_parts(out, 2, expected=np.arange(10)) == (10, 3)
+    f, i = load_embeddings(out)
     np.testing.assert_array_equal(i, np.arange(10))
     np.testing.assert_array_equal(f, feats)
     assert not list(tmp_path.glob("*.part-*"))
-    np.testing.assert_array_equal(load_embeddings(out)[0], feats)
+
+
+def test_join_parts_in_dataset_order_streams_and_deduplicates_across_parts(tmp_path):
+    # embed's contiguous shares; rank 0's padded last batch repeats image 4, rank 1's first
+    out = tmp_path / "e.safetensors"
+    feats = np.arange(8, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
+    _write_part(out, 0, 2, feats[[0, 1, 2, 3, 4, 4]], np.array([0, 1, 2, 3, 4, 4]))
+    _write_part(out, 1, 2, feats[4:], np.arange(4, 8))
+    assert join_parts(out, 2, expected=np.arange(8), metadata={"model": "m"}) == (8, 2)
+    f, i = load_embeddings(out)
+    np.testing.assert_array_equal(i, np.arange(8))
+    np.testing.assert_array_equal(f, feats)
+    _write_part(out, 0, 2, feats[:5], np.arange(5))
+    _write_part(out, 1, 2, feats[5:] + 1, np.arange(4, 7))  # image 4 again, with other features
+    with pytest.raises(ValueError, match="image 4 was embedded twice"):
+        join_parts(out, 2, expected=np.arange(7))
+    assert not list(tmp_path.glob(".*.tmp*"))  # the aborted writer left no spool behind
 
 
 def test_join_parts_accepts_a_rank_without_images(tmp_path):
     out = tmp_path / "e.npy"
     _write_part(out, 0, 2, np.ones((2, 3), np.float32), np.array([0, 1]))
     _write_part(out, 1, 2, np.zeros((0, 0), np.float32), np.zeros(0, np.int64))
-    f, i = join_parts(out, 2, expected=np.arange(2))
+    assert join_parts(out, 2, expected=np.arange(2)) == (2, 3)
+    f, i = load_embeddings(out)
     assert f.shape == (2, 3) and i.tolist() == [0, 1]
 
 
@@ -158,6 +210,30 @@ def test_embed_one_rank_is_in_dataset_order(embed_dataset, tiny_dataset, tmp_pat
     ref = _flat_features([tiny_dataset.color(i) for i in range(14)])
     dist = ((feats[:, None, :] - ref[None, :, :]) ** 2).sum(-1)
     np.testing.assert_array_equal(dist.argmin(axis=1), np.arange(14))
+
+
+def test_embed_writes_each_batch_before_the_next_is_made(embed_dataset, tmp_path, monkeypatch):
+    """No N x D matrix in memory: when batch k is computed, batches 0..k-1 are already on disk (the 10^6-image
+    embed had held every row: docs/scale.md)."""
+    import tagstream.train.embed as embed_module
+
+    out = tmp_path / "e.npy"
+    spooled = []
+
+    def watched(*args, **kwargs):
+        for features, indices in embed_module.__dict__["_iter_features"](*args, **kwargs):
+            spooled.append(sum(p.stat().st_size for p in tmp_path.glob(".e.features.tmp*")))
+            yield features, indices
+
+    monkeypatch.setitem(embed_module.__dict__, "_iter_features", embed_module.iter_features)
+    monkeypatch.setattr(embed_module, "iter_features", watched)
+    cfg = embed_module.EmbedConfig(
+        data=str(embed_dataset), out=str(out), model=MODEL, image_size=SIZE, batch_size=4, workers=0, progress=False
+    )
+    assert embed_module.embed(cfg, rank=0, world=1)["images"] == 14
+    dim = load_embeddings(out)[0].shape[1]
+    assert spooled == [4 * dim * 4 * k for k in range(4)]  # batches of 4, 4, 4, 2 rows of float32
+    assert not list(tmp_path.glob(".*"))
 
 
 def test_embed_two_ranks_under_torchrun_equals_one_rank(embed_dataset, tmp_path):

@@ -39,6 +39,15 @@ def test_loss_falls_and_held_out_metrics_beat_chance(tmp_path):
     assert state["loader"]["epoch"] == 40 // (192 // 16) and state["num_classes"] == 6
 
 
+def test_held_out_evaluation_reads_at_most_holdout_max_images(tmp_path):
+    out = tmp_path / "run"
+    cfg = _config(out, "run.steps=4", "data.holdout_fraction=0.2", "data.holdout_max_images=10")
+    summary = main(cfg, loader_factory=fake_factory)
+    # 48 held-out images, 10 read; the mAP sample holds them all
+    assert summary["eval"]["images"] == 10 and summary["eval"]["mAP_images"] == 10
+    assert 0 <= summary["eval"]["precision@1"] <= 1 and 0 <= summary["eval"]["mAP"] <= 1
+
+
 def test_interrupted_run_resumes_to_the_same_losses(tmp_path):
     # a constant LR, so the shorter first leg follows the same curve as the full run
     extra = ("schedule.kind=constant", "run.checkpoint_every=5", "run.seed=3")
