@@ -110,7 +110,7 @@ _CHILD = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from tagstream.loader.data import Dataset
+    from tagstream.loader.data import Dataset, store
     from tagstream.tools.dedup.exact import exact_pairs
 
     def mapped(folder):
@@ -124,6 +124,7 @@ _CHILD = textwrap.dedent(
                 total += int(head[1]) * 1024
         return total
 
+    store.RELEASE_EVERY = 1 << 62  # keep every page the check touched mapped: the measure counts them all
     train, evals = Dataset(sys.argv[1]), [Dataset(p) for p in sys.argv[2:]]
     check = exact_pairs(train, evals)
     shards = str(Path(sys.argv[1]).resolve() / "shards")
@@ -134,7 +135,8 @@ _CHILD = textwrap.dedent(
 
 def _mapped_by_exact_check(train, evals) -> dict:
     """exact_pairs in a fresh child process, and the pages of the training shards it has mapped then (the
-    shards' LMDB environments stay open, so every page the check touched is still counted)."""
+    shards' LMDB environments stay open and the reader's periodic page release is off, so every page the check
+    touched is still counted)."""
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, str(train), *map(str, evals)], capture_output=True, text=True, timeout=300
     )
