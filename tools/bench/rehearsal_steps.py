@@ -27,13 +27,7 @@ from tagstream.tools.bench.rehearsal_context import (
 )
 from tagstream.tools.bench.rehearsal_inputs import make_inputs, paths
 from tagstream.tools.bench.rehearsal_measure import run_forked
-from tagstream.tools.bench.rehearsal_train import (
-    final_checkpoint,
-    run_killed_train,
-    set_aside_run,
-    train_args,
-    train_done,
-)
+from tagstream.tools.bench.rehearsal_train import final_checkpoint, run_killed_train, set_aside, train_args, train_done
 
 
 def _manifest(ctx: Context, name: str) -> bool:
@@ -187,7 +181,7 @@ def steps() -> list[Step]:
             train_done,
             trained,
             expect_failure=True,
-            set_aside=set_aside_run,
+            set_aside=set_aside("runs/main"),
         ),
         Step(
             "train",
@@ -266,6 +260,7 @@ def steps() -> list[Step]:
             ),
             None,
             lambda ctx: ctx.s3_steps * 64,
+            set_aside=set_aside("runs/s3", "s3-cache"),
         ),
         Step(
             "transfer",
@@ -292,6 +287,7 @@ def steps() -> list[Step]:
             ),
             lambda ctx: ctx.path("reports", "transfer.json").is_file(),
             lambda ctx: ctx.spec.downstream_classes * (ctx.spec.downstream_train + ctx.spec.downstream_eval),
+            set_aside=set_aside("reports/transfer.json"),
         ),
     ]
 

@@ -112,14 +112,20 @@ def run_killed_train(ctx: Context) -> Measured:
     return run_measured(argv, log=ctx.log("train-2-ranks"), env=ctx.env, keep=ctx.keep, watch=_killer(ctx, out))
 
 
-def set_aside_run(ctx: Context) -> None:
-    """Before the train stage runs again: the earlier run folder renamed runs/main.earlier-K (the next free K)."""
-    out = ctx.path("runs", "main")
-    if out.exists():
-        k = 1
-        while out.with_name(f"main.earlier-{k}").exists():
-            k += 1
-        out.rename(out.with_name(f"main.earlier-{k}"))
+def set_aside(*names: str) -> Callable[[Context], None]:
+    """Before a step runs again (--redo): each WORKDIR/NAME renamed NAME.earlier-K (the next free K), never deleted,
+    so the step starts as it did the first time (a train from scratch, an empty rank-local cache)."""
+
+    def move(ctx: Context) -> None:
+        for name in names:
+            path = ctx.path(*name.split("/"))
+            if path.exists():
+                k = 1
+                while path.with_name(f"{path.name}.earlier-{k}").exists():
+                    k += 1
+                path.rename(path.with_name(f"{path.name}.earlier-{k}"))
+
+    return move
 
 
 def train_done(ctx: Context) -> bool:

@@ -101,9 +101,10 @@ def test_whole_rehearsal_small(tmp_path):
 def test_redo_of_train_sets_the_earlier_run_aside(tmp_path):
     from tagstream.tools.bench.rehearsal_context import Context
     from tagstream.tools.bench.rehearsal_inputs import InputsSpec
-    from tagstream.tools.bench.rehearsal_train import set_aside_run
+    from tagstream.tools.bench.rehearsal_train import set_aside
 
     ctx = Context(tmp_path, InputsSpec.for_size(40, 30), parts=1, train_steps=6, s3_steps=1)
+    set_aside_run = set_aside("runs/main", "s3-cache")
     set_aside_run(ctx)  # nothing there yet: nothing moved
     assert not any(tmp_path.iterdir())
     for k in (1, 2):
