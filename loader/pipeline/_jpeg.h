@@ -1,5 +1,6 @@
-/* What the two C files of tagstream.loader._jpeg share: _jpeg.c (libjpeg-turbo decoding, the Python
- * module) and _resize.c (Pillow's bilinear resize, the per-thread scratch buffers). Hidden symbols: the
+/* What the C files of tagstream.loader._jpeg share: _jpeg.c (libjpeg-turbo decoding, the Python module),
+ * _restart.c (restart intervals: the narrowed decode and the transcode that adds them) and _resize.c
+ * (Pillow's bilinear resize, the per-thread scratch buffers). Hidden symbols: the
  * extension exports only its module init. */
 #ifndef TAGSTREAM_JPEG_H
 #define TAGSTREAM_JPEG_H
@@ -16,6 +17,7 @@ typedef struct {
 } Scratch;
 
 extern _Thread_local Scratch scratch_pixels; /* the decoded window */
+extern _Thread_local Scratch scratch_marks, scratch_stream; /* _restart.c's interval offsets and narrowed stream */
 uint8_t *scratch(Scratch *s, size_t n);       /* at least n bytes, or NULL */
 void scratch_trim(void);                      /* free the buffers a huge image grew past their keep size */
 
@@ -24,6 +26,26 @@ void scratch_trim(void);                      /* free the buffers a huge image g
 int resize_box(const uint8_t *src, size_t stride, int w, int h, const double box[4], int size, int mirror, int antialias, uint8_t *out);
 void resize_init(void);        /* once at import: use AVX2 where the CPU has it */
 int resize_simd(int enable);   /* 0: portable path, 1: AVX2 if present, -1: leave; returns whether AVX2 runs */
+
+/* A single-scan Huffman JPEG with restart intervals that tile its MCU rows (_restart.c). */
+typedef struct {
+    size_t sof_at, scan_at;  /* the frame header's height field; the first entropy-coded byte */
+    int width, height, mcu_w, mcu_h, mcus_x, mcus_y;
+    unsigned interval;       /* DRI, in MCUs */
+    int rows_per, cols_per;  /* one interval: MCU rows (>= 1) and columns (mcus_x when rows_per > 1) */
+    size_t count;            /* intervals */
+    uint32_t *marks;         /* interval k's entropy-coded segment: [marks[2k], marks[2k + 1]) (thread scratch) */
+} Layout;
+
+/* The restart intervals of `data` that hold the region (x0, y0, x1, y1), as a JPEG of their own whose top-left
+ * pixel is (*dx, *dy) of the original (thread scratch); -1 when there is nothing to narrow (decode `data`). */
+int narrow(const uint8_t *data, size_t len, unsigned long long max_pixels, const int region[4], const uint8_t **out,
+           size_t *out_len, int *dx, int *dy);
+
+/* Losslessly rewrite a JPEG with restart intervals of about `want` MCUs that tile its rows (<= 0: one per MCU
+ * row); *out malloc'd (the caller frees it). NULL, or the reason. */
+const char *add_restarts(const uint8_t *data, size_t len, int want, unsigned long long max_pixels, uint8_t **out,
+                         size_t *out_len);
 
 #pragma GCC visibility pop
 
