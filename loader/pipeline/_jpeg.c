@@ -32,7 +32,7 @@ typedef struct {
 
 /* The pixel bound of every decode, read from the header before anything is allocated: a forged header
  * (65500 x 65500) must not make a worker allocate tens of GB. Set once from Python (format.MAX_PIXELS). */
-static unsigned long long max_pixels = 89478485ULL;
+unsigned long long max_pixels = 89478485ULL;
 
 static const char *too_large(struct jpeg_decompress_struct *cinfo) {
     if ((unsigned long long)cinfo->image_width * cinfo->image_height <= max_pixels) return NULL;
@@ -310,23 +310,6 @@ static PyObject *py_check(PyObject *self, PyObject *args) {
     return Py_BuildValue("(ii)", w, h);
 }
 
-static PyObject *py_add_restarts(PyObject *self, PyObject *args) {
-    Py_buffer data;
-    int want;
-    if (!PyArg_ParseTuple(args, "y*i", &data, &want)) return NULL;
-    uint8_t *out;
-    size_t out_len;
-    const char *fail;
-    Py_BEGIN_ALLOW_THREADS
-    fail = add_restarts(data.buf, (size_t)data.len, want, max_pixels, &out, &out_len);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&data);
-    if (fail) return PyErr_Format(PyExc_ValueError, "JPEG %s", fail);
-    PyObject *bytes = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)out_len);
-    free(out);
-    return bytes;
-}
-
 static PyObject *py_set_max_pixels(PyObject *self, PyObject *args) {
     unsigned long long n;
     if (!PyArg_ParseTuple(args, "K", &n)) return NULL;
@@ -384,6 +367,9 @@ static PyMethodDef methods[] = {
     {"add_restarts", py_add_restarts, METH_VARARGS,
      "add_restarts(data, interval) -> bytes: the same DCT coefficients rewritten with restart markers every `interval` "
      "MCUs (the divisor of the MCUs per row nearest it; <= 0: every MCU row) and optimized Huffman tables."},
+    {"narrow", py_narrow, METH_VARARGS,
+     "narrow(data, x0, y0, x1, y1) -> (jpeg, dx, dy) or None: the restart intervals holding the region as a JPEG of "
+     "their own, whose top-left pixel is (dx, dy) of the original; None when the data cannot be narrowed."},
     {"set_max_pixels", py_set_max_pixels, METH_VARARGS, "set_max_pixels(n): the pixel bound of every decode (header checked first)."},
     {"decode", py_decode, METH_VARARGS, "decode(data) -> (bytearray of height*width*3 RGB bytes, width, height)"},
     {NULL, NULL, 0, NULL},

@@ -47,6 +47,13 @@ int narrow(const uint8_t *data, size_t len, unsigned long long max_pixels, const
 const char *add_restarts(const uint8_t *data, size_t len, int want, unsigned long long max_pixels, uint8_t **out,
                          size_t *out_len);
 
+extern unsigned long long max_pixels; /* the pixel bound of every decode (_jpeg.c) */
+
+#ifdef Py_PYTHON_H
+PyObject *py_add_restarts(PyObject *self, PyObject *args); /* _restart.c's two module functions */
+PyObject *py_narrow(PyObject *self, PyObject *args);
+#endif
+
 #pragma GCC visibility pop
 
 #endif

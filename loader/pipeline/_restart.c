@@ -14,6 +14,8 @@
  * or forged, an interval that does not tile the rows) returns no narrowing: the caller decodes the whole
  * stream as before. add_restarts() is the lossless transcode that writes such JPEGs at conversion.
  */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -265,4 +267,38 @@ const char *add_restarts(const uint8_t *data, size_t len, int want, unsigned lon
     free(dest.buf);
     snprintf(reason, sizeof reason, "%s", fail);
     return reason;
+}
+
+PyObject *py_add_restarts(PyObject *self, PyObject *args) {
+    Py_buffer data;
+    int want;
+    if (!PyArg_ParseTuple(args, "y*i", &data, &want)) return NULL;
+    uint8_t *out;
+    size_t out_len;
+    const char *fail;
+    Py_BEGIN_ALLOW_THREADS
+    fail = add_restarts(data.buf, (size_t)data.len, want, max_pixels, &out, &out_len);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data);
+    if (fail) return PyErr_Format(PyExc_ValueError, "JPEG %s", fail);
+    PyObject *bytes = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)out_len);
+    free(out);
+    return bytes;
+}
+
+PyObject *py_narrow(PyObject *self, PyObject *args) {
+    Py_buffer data;
+    int region[4], dx, dy;
+    if (!PyArg_ParseTuple(args, "y*iiii", &data, &region[0], &region[1], &region[2], &region[3])) return NULL;
+    const uint8_t *sub;
+    size_t sub_len;
+    int cut;
+    Py_BEGIN_ALLOW_THREADS
+    cut = narrow(data.buf, (size_t)data.len, max_pixels, region, &sub, &sub_len, &dx, &dy);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data);
+    if (cut != 0) Py_RETURN_NONE;
+    PyObject *jpeg = PyBytes_FromStringAndSize((const char *)sub, (Py_ssize_t)sub_len);
+    scratch_trim();
+    return jpeg ? Py_BuildValue("(Nii)", jpeg, dx, dy) : NULL;
 }
