@@ -33,7 +33,7 @@ static unsigned be16(const uint8_t *p) { return (unsigned)p[0] << 8 | p[1]; }
  * interval's entropy-coded segment lies. 0, or -1 when the stream is not one narrow() can cut. */
 static int read_layout(const uint8_t *d, size_t len, unsigned long long max_pixels, Layout *L) {
     memset(L, 0, sizeof *L);
-    if (len < 4 || d[0] != 0xFF || d[1] != 0xD8) return -1;
+    if (len < 4 || len > UINT32_MAX || d[0] != 0xFF || d[1] != 0xD8) return -1; /* marks are 32-bit offsets */
     size_t i = 2;
     int ncomp = 0, hmax = 0, vmax = 0;
     for (;;) {
