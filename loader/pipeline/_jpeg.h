@@ -27,16 +27,6 @@ int resize_box(const uint8_t *src, size_t stride, int w, int h, const double box
 void resize_init(void);        /* once at import: use AVX2 where the CPU has it */
 int resize_simd(int enable);   /* 0: portable path, 1: AVX2 if present, -1: leave; returns whether AVX2 runs */
 
-/* A single-scan Huffman JPEG with restart intervals that tile its MCU rows (_restart.c). */
-typedef struct {
-    size_t sof_at, scan_at;  /* the frame header's height field; the first entropy-coded byte */
-    int width, height, mcu_w, mcu_h, mcus_x, mcus_y;
-    unsigned interval;       /* DRI, in MCUs */
-    int rows_per, cols_per;  /* one interval: MCU rows (>= 1) and columns (mcus_x when rows_per > 1) */
-    size_t count;            /* intervals */
-    uint32_t *marks;         /* interval k's entropy-coded segment: [marks[2k], marks[2k + 1]) (thread scratch) */
-} Layout;
-
 /* The restart intervals of `data` that hold the region (x0, y0, x1, y1), as a JPEG of their own whose top-left
  * pixel is (*dx, *dy) of the original (thread scratch); -1 when there is nothing to narrow (decode `data`). */
 int narrow(const uint8_t *data, size_t len, unsigned long long max_pixels, const int region[4], const uint8_t **out,

@@ -27,6 +27,16 @@
 
 _Thread_local Scratch scratch_marks, scratch_stream;
 
+/* A single-scan Huffman JPEG with restart intervals that tile its MCU rows. */
+typedef struct {
+    size_t sof_at, scan_at;  /* the frame header's height field; the first entropy-coded byte */
+    int width, height, mcu_w, mcu_h, mcus_x, mcus_y;
+    unsigned interval;       /* DRI, in MCUs */
+    int rows_per, cols_per;  /* one interval: MCU rows (>= 1) and columns (mcus_x when rows_per > 1) */
+    size_t count;            /* intervals */
+    uint32_t *marks;         /* interval k's entropy-coded segment: [marks[2k], marks[2k + 1]) (thread scratch) */
+} Layout;
+
 static unsigned be16(const uint8_t *p) { return (unsigned)p[0] << 8 | p[1]; }
 
 /* The frame and scan header of a single-scan Huffman JPEG with restart markers, and where each restart
