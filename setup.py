@@ -1,5 +1,5 @@
 """The compiled parts, both optional (without a C compiler, or libjpeg headers for the first, the install goes on):
-loader/pipeline/_jpeg.c + _resize.c (window decode + resize, libjpeg-turbo; without it the loader uses DALI's CPU decoder)
+loader/pipeline/_jpeg.c + _restart.c + _resize.c (window decode + resize, libjpeg-turbo; without it the loader uses DALI's CPU decoder)
 and loader/data/_records.c (the GPU path's batch record reads; without it the same reads run in Python, slower).
 Everything else about the package is in pyproject.toml."""
 
@@ -9,7 +9,7 @@ setup(
     ext_modules=[
         Extension(
             "tagstream.loader.pipeline._jpeg",
-            sources=["loader/pipeline/_jpeg.c", "loader/pipeline/_resize.c"],
+            sources=["loader/pipeline/_jpeg.c", "loader/pipeline/_restart.c", "loader/pipeline/_resize.c"],
             depends=["loader/pipeline/_jpeg.h"],
             libraries=["jpeg"],
             extra_compile_args=["-O3"],

@@ -1,7 +1,8 @@
 /* tagstream.loader.pipeline._jpeg: the CPU decoder of the train and eval paths.
  *
  * crop_resize() decodes only the crop window of a JPEG (libjpeg-turbo's jpeg_crop_scanline and
- * jpeg_skip_scanlines: no IDCT or colour conversion outside the window, no entropy decoding below it),
+ * jpeg_skip_scanlines: no IDCT or colour conversion outside the window, no entropy decoding below it; in a
+ * JPEG with restart intervals that tile its rows, none outside the intervals the window covers: _restart.c),
  * resizes the window to size x size with Pillow's bilinear filter (antialiased when downscaling, the
  * filter of torchvision's RandomResizedCrop on PIL images) and mirrors it if asked, into a caller's
  * buffer (the resize is _resize.c's). The GIL is released while it works. Errors and truncated data
@@ -31,7 +32,7 @@ typedef struct {
 
 /* The pixel bound of every decode, read from the header before anything is allocated: a forged header
  * (65500 x 65500) must not make a worker allocate tens of GB. Set once from Python (format.MAX_PIXELS). */
-static unsigned long long max_pixels = 89478485ULL;
+unsigned long long max_pixels = 89478485ULL;
 
 static const char *too_large(struct jpeg_decompress_struct *cinfo) {
     if ((unsigned long long)cinfo->image_width * cinfo->image_height <= max_pixels) return NULL;
@@ -151,8 +152,37 @@ static const char *read_window(struct jpeg_decompress_struct *cinfo, const uint8
     return NULL;
 }
 
+/* Where a JPEG with restart intervals holds win's region, cut out as a JPEG of its own (_restart.c) with win
+ * shifted to its pixels; otherwise `data` itself. The cut keeps >= 3 decoded pixels around what read_window
+ * decodes (2 are needed: fancy chroma upsampling reads one chroma sample beyond), so the window's pixels are the full decode's. */
+static const uint8_t *narrowed(const uint8_t *data, size_t *len, Window *win) {
+    if (win->whole || !win->box_size) return data;
+    double b[4] = {win->x, win->y, (double)win->x + win->w, (double)win->y + win->h}, reach = 1;
+    if (win->use_box) memcpy(b, win->box, sizeof b);
+    int s = win->dct ? dct_scale(b[2] - b[0], b[3] - b[1], win->box_size) : 1;
+    if (win->use_box && win->box_antialias) { /* the filter's reach when downscaling, as read_window's margin */
+        double sx = (b[2] - b[0]) / s / win->box_size, sy = (b[3] - b[1]) / s / win->box_size;
+        reach = sx > sy ? sx : sy;
+        reach = reach > 1 ? reach : 1;
+    }
+    int region[4];
+    for (int i = 0; i < 4; i++) {
+        double v = b[i] + (i < 2 ? -1 : 1) * s * (reach + 6);
+        region[i] = !(v > -1e9) ? -1000000000 : !(v < 1e9) ? 1000000000 : (int)v; /* NaN and huge: clipped */
+    }
+    const uint8_t *sub;
+    size_t sub_len;
+    int dx, dy;
+    if (narrow(data, *len, max_pixels, region, &sub, &sub_len, &dx, &dy) != 0) return data;
+    win->x -= dx, win->y -= dy;
+    win->box[0] -= dx, win->box[2] -= dx, win->box[1] -= dy, win->box[3] -= dy;
+    *len = sub_len;
+    return sub;
+}
+
 /* Decode win's window into this thread's scratch buffer; NULL on success, else the reason. */
 static const char *decode_window(const uint8_t *data, size_t len, Window *win) {
+    data = narrowed(data, &len, win);
     struct jpeg_decompress_struct cinfo;
     ErrMgr err;
     const char *volatile fail = NULL;
@@ -334,6 +364,12 @@ static PyMethodDef methods[] = {
     {"check", py_check, METH_VARARGS,
      "check(data) -> (width, height): the header within the pixel bound and every scan decodable without a "
      "corrupt-data warning (strict; decoded at 1/8 scale). ValueError naming the fault otherwise."},
+    {"add_restarts", py_add_restarts, METH_VARARGS,
+     "add_restarts(data, interval) -> bytes: the same DCT coefficients rewritten with restart markers every `interval` "
+     "MCUs (the divisor of the MCUs per row nearest it; <= 0: every MCU row) and optimized Huffman tables."},
+    {"narrow", py_narrow, METH_VARARGS,
+     "narrow(data, x0, y0, x1, y1) -> (jpeg, dx, dy) or None: the restart intervals holding the region as a JPEG of "
+     "their own, whose top-left pixel is (dx, dy) of the original; None when the data cannot be narrowed."},
     {"set_max_pixels", py_set_max_pixels, METH_VARARGS, "set_max_pixels(n): the pixel bound of every decode (header checked first)."},
     {"decode", py_decode, METH_VARARGS, "decode(data) -> (bytearray of height*width*3 RGB bytes, width, height)"},
     {NULL, NULL, 0, NULL},

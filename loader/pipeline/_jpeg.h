@@ -1,5 +1,6 @@
-/* What the two C files of tagstream.loader._jpeg share: _jpeg.c (libjpeg-turbo decoding, the Python
- * module) and _resize.c (Pillow's bilinear resize, the per-thread scratch buffers). Hidden symbols: the
+/* What the C files of tagstream.loader._jpeg share: _jpeg.c (libjpeg-turbo decoding, the Python module),
+ * _restart.c (restart intervals: the narrowed decode and the transcode that adds them) and _resize.c
+ * (Pillow's bilinear resize, the per-thread scratch buffers). Hidden symbols: the
  * extension exports only its module init. */
 #ifndef TAGSTREAM_JPEG_H
 #define TAGSTREAM_JPEG_H
@@ -16,6 +17,7 @@ typedef struct {
 } Scratch;
 
 extern _Thread_local Scratch scratch_pixels; /* the decoded window */
+extern _Thread_local Scratch scratch_marks, scratch_stream; /* _restart.c's interval offsets and narrowed stream */
 uint8_t *scratch(Scratch *s, size_t n);       /* at least n bytes, or NULL */
 void scratch_trim(void);                      /* free the buffers a huge image grew past their keep size */
 
@@ -24,6 +26,23 @@ void scratch_trim(void);                      /* free the buffers a huge image g
 int resize_box(const uint8_t *src, size_t stride, int w, int h, const double box[4], int size, int mirror, int antialias, uint8_t *out);
 void resize_init(void);        /* once at import: use AVX2 where the CPU has it */
 int resize_simd(int enable);   /* 0: portable path, 1: AVX2 if present, -1: leave; returns whether AVX2 runs */
+
+/* The restart intervals of `data` that hold the region (x0, y0, x1, y1), as a JPEG of their own whose top-left
+ * pixel is (*dx, *dy) of the original (thread scratch); -1 when there is nothing to narrow (decode `data`). */
+int narrow(const uint8_t *data, size_t len, unsigned long long max_pixels, const int region[4], const uint8_t **out,
+           size_t *out_len, int *dx, int *dy);
+
+/* Losslessly rewrite a JPEG with restart intervals of about `want` MCUs that tile its rows (<= 0: one per MCU
+ * row); *out malloc'd (the caller frees it). NULL, or the reason. */
+const char *add_restarts(const uint8_t *data, size_t len, int want, unsigned long long max_pixels, uint8_t **out,
+                         size_t *out_len);
+
+extern unsigned long long max_pixels; /* the pixel bound of every decode (_jpeg.c) */
+
+#ifdef Py_PYTHON_H
+PyObject *py_add_restarts(PyObject *self, PyObject *args); /* _restart.c's two module functions */
+PyObject *py_narrow(PyObject *self, PyObject *args);
+#endif
 
 #pragma GCC visibility pop
 

@@ -32,7 +32,7 @@ _Thread_local Scratch scratch_pixels;
 static _Thread_local Scratch scratch_vert, scratch_hcoeff;
 
 void scratch_trim(void) {
-    Scratch *all[] = {&scratch_pixels, &scratch_vert, &scratch_hcoeff};
+    Scratch *all[] = {&scratch_pixels, &scratch_vert, &scratch_hcoeff, &scratch_marks, &scratch_stream};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         if (all[i]->cap > SCRATCH_KEEP) {
             free(all[i]->p);

@@ -7,6 +7,10 @@ on PIL images gives the same pixels within 1, rarely 2: 14-bit taps, and the ver
 `dct_scaling`, a window at least 2x the output is decoded at 1/2, 1/4 or 1/8 scale first (fewer pixels to
 transform and resize; a different low-pass, docs/loader-bench.md). If the extension did not build (no C compiler or no
 libjpeg headers at install time), `available()` is False and the loader falls back to DALI's decoder.
+
+A JPEG whose restart intervals tile its MCU rows (what `convert` stores: `add_restarts`) is decoded from the
+intervals the window covers only, cut out as a smaller JPEG in C (loader/pipeline/_restart.c): the same pixels,
+entropy decoding in proportion to the window's area instead of everything above and left of its far corner.
 """
 
 from __future__ import annotations
@@ -81,6 +85,22 @@ def check(data: bytes | memoryview | NDArray[np.uint8]) -> tuple[int, int]:
     about the entropy decoding). ValueError naming the fault otherwise. Used by `convert` and `verify --deep`."""
     require()
     return _jpeg.check(data)
+
+
+def add_restarts(data: bytes | memoryview | NDArray[np.uint8], interval: int | str) -> bytes:
+    """The same JPEG losslessly rewritten with restart markers (the DCT coefficients untouched, so the decoded
+    pixels are identical), as one interleaved baseline scan with optimized Huffman tables: `interval` MCUs per
+    restart interval, rounded to the divisor of the MCUs per row nearest it (so the intervals tile the rows),
+    or "rows" for one interval per MCU row. crop_resize and box_resize then entropy-decode only the intervals
+    their window covers. APPn and COM markers are kept. ValueError for data libjpeg rejects or warns about."""
+    require()
+    if interval == "rows":
+        want = 0
+    elif isinstance(interval, int) and not isinstance(interval, bool) and 1 <= interval <= 65535:
+        want = interval
+    else:
+        raise ValueError(f"interval must be 'rows' or an integer in [1, 65535] (MCUs), got {interval!r}")
+    return _jpeg.add_restarts(data, want)
 
 
 def decode(data: bytes | memoryview | NDArray[np.uint8]) -> NDArray[np.uint8]:

@@ -71,8 +71,13 @@ def byte_mutation() -> st.SearchStrategy:
 
 
 def mutate_bytes(path: Path, mutation: tuple) -> None:
+    path.write_bytes(mutated(path.read_bytes(), mutation))
+
+
+def mutated(raw: bytes, mutation: tuple) -> bytes:
+    """`raw` with byte_mutation()'s mutation applied."""
     kind, where, extra = mutation
-    data = bytearray(path.read_bytes())
+    data = bytearray(raw)
     at = int(where * len(data))
     if kind == "cut":
         data = data[:at]
@@ -84,7 +89,7 @@ def mutate_bytes(path: Path, mutation: tuple) -> None:
         data[at : at + 4096] = bytes(len(data[at : at + 4096]))
     elif kind == "empty":
         data = bytearray()
-    path.write_bytes(bytes(data))
+    return bytes(data)
 
 
 def json_paths(obj: Any, prefix: tuple = ()) -> list[tuple]:

@@ -4,6 +4,7 @@ first-batch latency at 10^4 and 10^6 images. Numbers are images/s; ratios are pr
 
 from __future__ import annotations
 
+import functools
 import io
 import multiprocessing as mp
 import time
@@ -15,28 +16,40 @@ import numpy as np
 
 from tagstream.loader.config import LoaderConfig
 from tagstream.loader.data.dataset import Dataset
+from tagstream.loader.pipeline import turbo
 from tagstream.loader.pipeline.source import source_decodes
 from tagstream.tools.bench.loader_ceiling import run_ceiling, usable_cores
 from tagstream.tools.bench.loader_data import encode_jpeg, photo_like, write_dataset, write_identity_vocab
 from tagstream.tools.bench.loader_stages import stage_breakdown, targets
+from tagstream.tools.convert.image import ImageOptions
 
 VOCAB = "bench"
 NUM_TAGS = 200
 
 
-def _bench_record(i: int) -> tuple[bytes, list[int], int, int]:
+def _bench_record(i: int, restart_interval: int | str) -> tuple[bytes, list[int], int, int]:
     rng = np.random.default_rng(i)
     w, h = (500, 375) if i % 4 else (375, 500)  # a quarter portrait, like photo collections
     tags = sorted({int(t) % NUM_TAGS for t in rng.zipf(1.6, size=1 + i % 4)})
-    return encode_jpeg(photo_like(rng, w, h), quality=90), tags, w, h
+    jpeg = encode_jpeg(photo_like(rng, w, h), quality=90)
+    if restart_interval and turbo.available():
+        jpeg = turbo.add_restarts(jpeg, restart_interval)
+    return jpeg, tags, w, h
 
 
 def make_bench_dataset(
-    root: str | Path, images: int, *, workers: int, progress: Callable[[int], None] | None = None
+    root: str | Path,
+    images: int,
+    *,
+    workers: int,
+    progress: Callable[[int], None] | None = None,
+    restart_interval: int | str = ImageOptions.restart_interval,
 ) -> Dataset:
-    """A dataset of photo-like 500x375 JPEGs (q90, 50-110 KB), Zipf-tagged, with the vocabulary "bench"."""
+    """A dataset of photo-like 500x375 JPEGs (q90, 50-110 KB), Zipf-tagged, with the vocabulary "bench", stored
+    as `convert` stores JPEGs: with its default restart markers (restart_interval=0: PIL's bytes as they are)."""
     with mp.get_context("fork").Pool(max(workers, 1)) as pool:
-        records = pool.imap(_bench_record, range(images), chunksize=8)
+        make = functools.partial(_bench_record, restart_interval=restart_interval)
+        records = pool.imap(make, range(images), chunksize=8)
         ds = write_dataset(root, records, num_images=images, shard_size=1000, num_tags=NUM_TAGS, progress=progress)
     write_identity_vocab(ds, VOCAB)
     return ds

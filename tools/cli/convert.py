@@ -74,6 +74,15 @@ _SECTIONS = {
     help="JPEG quality of re-encoded images.",
 )
 @click.option(
+    "--restart-interval",
+    default=str(ImageOptions.restart_interval),
+    show_default=True,
+    metavar="{0,rows,N}",
+    callback=lambda ctx, param, value: _restart_interval(value),
+    help="Rewrite stored JPEGs losslessly (same pixels) with restart markers every ~N MCUs ('rows': every MCU "
+    "row; 0: store the bytes as they are): the CPU loader then decodes only the intervals a crop covers.",
+)
+@click.option(
     "--image-column",
     default="image",
     show_default=True,
@@ -158,6 +167,7 @@ def convert(
     max_pixels,
     max_file_bytes,
     quality,
+    restart_interval,
     image_column,
     tags_column,
     caption_column,
@@ -229,6 +239,7 @@ def convert(
                 max_pixels=max_pixels,
                 max_file_bytes=max_file_bytes,
                 quality=quality,
+                restart_interval=restart_interval,
             ),
             image_column=image_column,
             tags_column=tags_column,
@@ -287,6 +298,19 @@ def convert(
     if summary.processed:
         click.echo(f"speed     {summary.inputs_per_s:.1f} inputs/s ({summary.processed} in {summary.seconds:.1f} s)")
     _tags_missing(summary, require_tags)
+
+
+def _restart_interval(value: str) -> int | str:
+    """--restart-interval's value: 'rows', or an integer in [0, 65535]."""
+    if value == "rows":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= 65535:
+        raise click.BadParameter(f"{value!r} is not 0, 'rows' or an integer in [1, 65535] (MCUs per interval)")
+    return n
 
 
 def _tags_missing(summary, require: bool) -> None:

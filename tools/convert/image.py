@@ -1,8 +1,10 @@
-"""Validate one image by decoding it once; keep baseline RGB JPEGs byte-for-byte, re-encode everything else.
+"""Validate one image by decoding it once; keep baseline RGB JPEGs' coefficients, re-encode everything else.
 
 Trade-off: re-encoding (quality 90, baseline, 4:2:0) loses a little fidelity, but every stored image is then
 a baseline RGB JPEG that every decoder (nvJPEG's hardware path included) takes, with its true width and
-height in the index; a bad file is rejected here with a reason instead of failing a training batch.
+height in the index; a bad file is rejected here with a reason instead of failing a training batch. Every
+stored JPEG is then losslessly rewritten with restart markers (`restart_interval`; 0 keeps the bytes as they
+are): the same pixels, and a crop's window decodes without the entropy data outside it.
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ class ImageOptions:
     max_pixels: int = 89_478_485  # Pillow's own default guard
     max_file_bytes: int = 64 << 20
     quality: int = 90
+    # Stored JPEGs are losslessly rewritten with restart markers every ~N MCUs (N = 4: 64 px of a 4:2:0
+    # image), "rows" one per MCU row, 0 kept as they are: the CPU decoder then decodes only a crop's
+    # intervals (docs/loader-bench.md has the figures behind the default and docs/architecture.md the
+    # exception it makes to keeping the bytes).
+    restart_interval: int | str = 4
 
     def __post_init__(self) -> None:
         for name in ("min_side", "max_side", "max_pixels", "max_file_bytes"):
@@ -71,6 +78,9 @@ class ImageOptions:
             )
         if not 1 <= self.quality <= 100:
             raise ValueError(f"quality must be in [1, 100], got {self.quality!r}")
+        ri = self.restart_interval
+        if ri != "rows" and not (isinstance(ri, int) and not isinstance(ri, bool) and 0 <= ri <= 65535):
+            raise ValueError(f"restart_interval must be 0 (none), 'rows' or an integer in [1, 65535], got {ri!r}")
 
 
 @dataclass(frozen=True)
@@ -80,7 +90,9 @@ class Accepted:
     height: int
     phash: int  # of the content box
     content_box: tuple[int, int, int, int]  # inside uniform borders (tools.dedup.borders): left, top, right, bottom
-    reencoded: tuple[str, ...]  # why it was re-encoded; empty = stored byte-for-byte
+    reencoded: tuple[
+        str, ...
+    ]  # why it was re-encoded; empty = the input's own coefficients (its bytes: restart_interval=0)
 
 
 @dataclass(frozen=True)
@@ -251,6 +263,11 @@ def _store(img: Image.Image, data: bytes, options: ImageOptions) -> Accepted:
         buf = io.BytesIO()
         rgb.save(buf, "JPEG", quality=options.quality, progressive=False, optimize=False)
         data = buf.getvalue()
+    if options.restart_interval and turbo.available():
+        try:  # lossless (the same coefficients), so not counted as a re-encode
+            data = turbo.add_restarts(data, options.restart_interval)
+        except ValueError:  # libjpeg warns about bytes Pillow and check() pass over: stored as they are
+            pass
     return Accepted(data, rgb.width, rgb.height, phash, box, tuple(kinds))
 
 

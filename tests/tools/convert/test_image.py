@@ -1,9 +1,11 @@
-"""Image validation: every rejection kind, every re-encode kind, baseline JPEGs kept byte-for-byte."""
+"""Image validation: every rejection kind, every re-encode kind, baseline JPEGs kept byte-for-byte (or losslessly
+with restart markers, the default)."""
 
 from __future__ import annotations
 
 import io
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -47,10 +49,29 @@ def check_stored(result) -> Accepted:
 
 
 def test_baseline_jpeg_kept_byte_for_byte(baseline):
-    res = check_stored(validate_image(baseline, OPTS))
+    res = check_stored(validate_image(baseline, replace(OPTS, restart_interval=0)))
     assert res.data == baseline
     assert res.reencoded == ()
     assert (res.width, res.height) == (80, 60)
+
+
+@pytest.mark.parametrize("interval", [4, "rows"])
+def test_baseline_jpeg_kept_losslessly_with_restart_markers(baseline, interval):
+    """The default: the same coefficients with restart markers (DRI), so the same pixels; not a re-encode."""
+    res = check_stored(validate_image(baseline, replace(OPTS, restart_interval=interval)))
+    assert res.data != baseline and b"\xff\xdd\x00\x04" in res.data and res.reencoded == ()
+    np.testing.assert_array_equal(np.asarray(decode(res.data)), np.asarray(decode(baseline)))
+
+
+def test_reencoded_images_get_restart_markers_too(rgb):
+    res = check_stored(validate_image(encode(rgb, "PNG"), OPTS))
+    assert res.reencoded == ("png",) and b"\xff\xdd\x00\x04" in res.data
+
+
+@pytest.mark.parametrize("interval", [-1, 65536, "cols", 2.5, True])
+def test_a_bad_restart_interval_is_refused_by_name(interval):
+    with pytest.raises(ValueError, match="restart_interval"):
+        ImageOptions(restart_interval=interval)
 
 
 def test_jpeg_sof():
