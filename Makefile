@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test test-all install system-deps peers clean
 
 # system-deps first: the C extension (loader/pipeline/_jpeg.c) compiles against libjpeg-turbo's headers
-$(STAMP): pyproject.toml setup.py loader/pipeline/_jpeg.c loader/pipeline/_resize.c loader/pipeline/_jpeg.h loader/data/_records.c | system-deps
+$(STAMP): pyproject.toml setup.py loader/pipeline/_jpeg.c loader/pipeline/_restart.c loader/pipeline/_resize.c loader/pipeline/_jpeg.h loader/data/_records.c | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
