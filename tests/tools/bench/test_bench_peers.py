@@ -71,6 +71,26 @@ def test_peers_run_and_a_missing_peer_is_skipped(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path / "cache")) == cached  # the formats were reused, not rewritten
 
 
+@pytest.mark.timeout(600)
+def test_one_peer_and_a_missing_one_through_the_command(tmp_path, monkeypatch):
+    """The fast path `make test` runs (the peers extra is not installed there): ours, the DataLoader peer and the
+    ceilings, each checked and measured; webdataset made unimportable is skipped with its one line."""
+    monkeypatch.setitem(sys.modules, "webdataset", None)
+    args = [str(tmp_path / "ds"), "--make", "24", "--batch-size", "8", "--workers", "1", "--image-size", "32"]
+    args += ["--rounds", "1", "--peers", "dataloader,webdataset", "--peers-cache", str(tmp_path / "cache"), "--json"]
+    result = CliRunner().invoke(bench_loader, args)
+    assert result.exit_code == 0, (result.output, repr(result.exception))
+    r = json.loads(result.output[result.output.index("{") :])
+    assert "webdataset: skipped, not installed" in result.output and list(r["skipped"]) == ["webdataset"]
+    assert list(r["contenders"]) == ["ours", "dataloader", *CEILINGS]
+    for name, c in r["contenders"].items():
+        assert "failed" not in c and c["images_per_s"] > 0 and c["cpu_ms_per_image"] > 0, (name, c)
+    assert r["contenders"]["dataloader"]["rounds"][0]["images"] == 24  # a peer's epoch: every image once
+    check = r["contenders"]["dataloader"]["rounds"][0]["check"]
+    assert check["common"] > 0 and check["differ"] * 2 >= check["common"]  # crops differ across epochs
+    assert r["ratios"]["best_peer"] == "dataloader"
+
+
 def test_unknown_peers_are_named_with_the_choices():
     assert parse_peers("all") == PEERS
     assert parse_peers("torchvision, ffcv") == ("ffcv", "torchvision")
