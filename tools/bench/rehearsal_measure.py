@@ -178,32 +178,16 @@ def run_measured(
         out.flush()
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        sampler = TreeSampler(proc.pid, set(keep))
-        while True:
-            sampler.sample()
-            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
+
+        def tick() -> None:
             if watch is not None:
                 watch(proc)
             if timeout_s is not None and time.perf_counter() - start > timeout_s:
                 os.killpg(proc.pid, signal.SIGKILL)
-            time.sleep(0.1)
-        proc.returncode = _status_code(status)
-        wall = time.perf_counter() - start
-    sampler.sample()  # orphans re-parented to this process since the last sample
-    cpu, rss, lingering = _reap_orphans(set(keep), _ORPHAN_GRACE_S)
-    rusage = _cpu(ru) + cpu
-    return Measured(
-        wall_s=wall,
-        cpu_s=max(rusage, sampler.cpu_s),
-        peak_rss_mib=max(ru.ru_maxrss, rss) / 1024,
-        returncode=proc.returncode,
-        lingering=lingering,
-        cpu_rusage_s=rusage,
-        cpu_sampled_s=sampler.cpu_s,
-        peak_anon_mib=sampler.peak_anon_kib / 1024,
-    )
+
+        measured = _wait_measured(proc.pid, start, keep, _ORPHAN_GRACE_S, tick)
+    proc.returncode = measured.returncode  # reaped here: Popen must not wait for it again
+    return measured
 
 
 def run_forked(fn: Callable[[], object], *, log: Path, keep: set[int] = frozenset()) -> Measured:
@@ -227,22 +211,33 @@ def run_forked(fn: Callable[[], object], *, log: Path, keep: set[int] = frozense
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
+    return _wait_measured(pid, start, keep, 1.0)
+
+
+def _wait_measured(
+    pid: int, start: float, keep: set[int], grace_s: float, tick: Callable[[], None] | None = None
+) -> Measured:
+    """Sample the tree of child `pid` every 0.1 s until it ends (`tick()` between samples), reap it and the orphans
+    it left (waiting up to grace_s for them), and measure it from `start` (a perf_counter reading)."""
     sampler = TreeSampler(pid, set(keep))
     while True:
         sampler.sample()
         done, status, ru = os.wait4(pid, os.WNOHANG)
         if done:
             break
+        if tick is not None:
+            tick()
         time.sleep(0.1)
     wall = time.perf_counter() - start
-    cpu, rss, lingering = _reap_orphans(set(keep), 1.0)
+    sampler.sample()  # orphans re-parented to this process since the last sample
+    cpu, rss, lingering = _reap_orphans(set(keep), grace_s)
     rusage = _cpu(ru) + cpu
     return Measured(
-        wall,
-        max(rusage, sampler.cpu_s),
-        max(ru.ru_maxrss, rss) / 1024,
-        _status_code(status),
-        lingering,
+        wall_s=wall,
+        cpu_s=max(rusage, sampler.cpu_s),
+        peak_rss_mib=max(ru.ru_maxrss, rss) / 1024,
+        returncode=_status_code(status),
+        lingering=lingering,
         cpu_rusage_s=rusage,
         cpu_sampled_s=sampler.cpu_s,
         peak_anon_mib=sampler.peak_anon_kib / 1024,
