@@ -21,9 +21,9 @@ from tagstream.loader.data.storage import StorageError
 from tagstream.loader.data.store import ShardStore, check_shard_files
 from tagstream.loader.data.vocab import Vocab
 from tagstream.loader.pipeline.batch_source import BatchSource
+from tagstream.loader.pipeline.decode_source import DecodedBatchSource
 from tagstream.loader.pipeline.graph import GPU_MAX_PIXELS, build_pipeline, start, stop, worker_processes
 from tagstream.loader.pipeline.lifetime import WorkerDied, WorkerWatch, exit_description
-from tagstream.loader.pipeline.plan_source import PlanSource
 from tagstream.loader.pipeline.source import DecodeSource, EvalPlan, SourceSettings, source_decodes
 from tagstream.loader.sampling.partitions import working_worlds
 
@@ -202,9 +202,16 @@ class DaliLoader:
 
     # -- internals -------------------------------------------------------------------------------
     def _finish_epoch(self) -> None:
-        """After an epoch's last batch: consume the pipeline's StopIteration and reset it, so it stands at
-        the next epoch's start (DALI's epoch_idx + 1, which PlanSource maps to our epoch + 1)."""
+        """After an epoch's last batch, the pipeline stands at the next epoch's start: a continuous train stream goes on
+        into it by itself (BatchPlan); otherwise consume the pipeline's StopIteration and reset it (DALI's
+        epoch_idx + 1, which the sources map to our epoch + 1)."""
         if self._pipe is None or self._pipe_at is None or self._pipe_at[1] != self.batches:
+            return
+        if self.source is not None and self.source.continuous:  # nothing to drain or reset
+            self._pipe_at = (self._pipe_at[0] + 1, 0)
+            if self._fetch is not None:
+                length = self.batches * self.config.batch_size
+                self._fetch.follow(self._plan, epoch=self._pipe_at[0], position=0, length=length)
             return
         try:
             self._pipe_run()
@@ -248,11 +255,19 @@ class DaliLoader:
             content_box=c.eval_content_box,
         )
         source: DecodeSource
-        if decodes:  # CPU: worker processes decode the windows (loader/pipeline/turbo.py)
-            source = PlanSource(settings, decode=True, antialias=c.antialias, dct_scaling=c.dct_scaling)
+        if decodes:  # CPU: worker processes decode the windows of whole batches (loader/pipeline/decode_source.py)
+            source = DecodedBatchSource(
+                settings,
+                batch_size=c.batch_size,
+                antialias=c.antialias,
+                dct_scaling=c.dct_scaling,
+                continuous=self.train,
+            )
         else:  # DALI decodes: whole batches handed over from this thread, no workers (loader/pipeline/batch_source.py)
             max_pixels = GPU_MAX_PIXELS if c.device == "gpu" else None
-            source = BatchSource(settings, batch_size=c.batch_size, prefetch=c.prefetch, max_pixels=max_pixels)
+            source = BatchSource(
+                settings, batch_size=c.batch_size, prefetch=c.prefetch, max_pixels=max_pixels, continuous=self.train
+            )
         workers = c.workers if decodes else 0
         pipe = build_pipeline(
             source,
@@ -333,7 +348,8 @@ class DaliLoader:
             return self._fetch.error  # a remote shard that could not be fetched: the error names the object
         b = self.config.batch_size
         lo = self.step * b
-        hi = min(self.batches * b, lo + (self.config.prefetch + 2) * b)
+        # the pipeline's queue, the parallel source's (at least one batch a worker) and the one being built
+        hi = min(self.batches * b, lo + (2 * self.config.prefetch + self.config.workers + 2) * b)
         in_flight = self._plan.plan(self.epoch, lo, hi)
         shards, _ = self.dataset.locate(in_flight[in_flight >= 0])
         here = [

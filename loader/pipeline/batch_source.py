@@ -36,21 +36,24 @@ TRAIN_OUTPUTS = ("image", "index", "anchor", "shape", "flip")  # int64 (1,), flo
 EVAL_OUTPUTS = ("image", "index", "roi_start", "roi_end")  # int64 (1,), float32 (y0, x0), (y1, x1)
 
 
-class BatchSource(DecodeSource):
-    """The batch-mode external-source callable: BatchInfo -> the batch's TRAIN_OUTPUTS or EVAL_OUTPUTS.
-
-    The same samples, windows and flips (train) or centre boxes (eval, turbo.centre_box) as PlanSource
-    gives per sample, in the form pipeline.train_inputs / eval_inputs make of PlanSource's params.
+class BatchPlan(DecodeSource):
+    """What both batch sources share: BatchInfo -> plan positions [start, start + B) of an epoch (`batch`), the crop
+    windows and flips of a batch in one kernel call (`windows`), and the images' sizes from the index (`sizes`).
     Batch i of the pipeline's first epoch covers plan positions base_position + i*B onwards of epoch
     base_epoch; after that, epoch base_epoch + epoch_idx from position 0; a batch starting at or past
     `length` raises StopIteration (length is a multiple of B). A rank serving `serves` partitions (each
-    giving `share` samples a step) keys each sample's window by its partition (see PlanSource). Eval padding (index -1) gets a small grey
-    JPEG, as with PlanSource. With `max_pixels`, an image with more pixels is a FormatError naming it.
-    """
+    giving `share` samples a step) keys each sample's window by its partition (see PlanSource). With `max_pixels`,
+    an image with more pixels is a FormatError naming it. Holds no DALI object, so it pickles (spawned workers).
 
-    batched = True  # a batch-mode, in-thread external source; DALI decodes (decodes = False)
+    `continuous` (train): the stream never stops at an epoch's end; batch i is global position base_position + i*B
+    counted on from base_epoch's start, so epoch e + 1 follows epoch e within one DALI epoch and the workers prefetch
+    its first batches while the trainer takes e's last (no drain and refill at every epoch's start)."""
 
-    def __init__(self, settings: SourceSettings, *, batch_size: int, prefetch: int = 2, max_pixels: int | None = None):
+    batched = True  # called once a batch
+
+    def __init__(
+        self, settings: SourceSettings, *, batch_size: int, max_pixels: int | None = None, continuous: bool = False
+    ):
         if batch_size < 1 or settings.length % batch_size:
             raise ValueError(f"length={settings.length} must be a multiple of batch_size={batch_size} >= 1")
         super().__init__(settings)
@@ -58,6 +61,87 @@ class BatchSource(DecodeSource):
         self.scale = np.array(settings.scale, np.float64)
         self.ratio = ratio_args(settings.ratio)
         self.max_pixels = None if max_pixels is None else int(max_pixels)
+        self.continuous = bool(continuous)
+
+    def __call__(self, info: Any) -> tuple[Any, ...]:
+        if self.continuous:  # never reset: DALI's epoch_idx stays 0 and its iteration counts on across our epochs
+            if self.length == 0:
+                raise StopIteration
+            position = self.base_position + info.iteration * self.batch_size
+            return self.batch(self.base_epoch + position // self.length, position % self.length)
+        first = info.epoch_idx == 0
+        start = info.iteration * self.batch_size + (self.base_position if first else 0)
+        if start >= self.length:
+            raise StopIteration
+        return self.batch(self.base_epoch + info.epoch_idx, start)
+
+    def batch(self, epoch: int, start: int) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def windows(
+        self, epoch: int, start: int, widths: NDArray[np.int64], heights: NDArray[np.int64]
+    ) -> NDArray[np.int64]:
+        """(x, y, w, h, flip) rows of plan positions start, start + 1, ... of `epoch` (images widths x heights),
+        each keyed by (partition, position in the partition's plan) (loader/sampling/partitions.py partition_positions)."""
+        partitions, positions = partition_positions(self.rank, self.serves, self.share, start, start + widths.shape[0])
+        out = np.empty((widths.shape[0], 5), np.int64)
+        train_windows_keyed(
+            widths, heights, positions, stream_prefixes(self.seed, epoch, partitions), self.scale, self.ratio, out
+        )
+        return out
+
+    def centre_boxes(
+        self, indices: NDArray[np.int64], widths: NDArray[np.int64], heights: NDArray[np.int64]
+    ) -> list[tuple[float, float, float, float]]:
+        """The eval centre box (x0, y0, x1, y1) of each image (turbo.centre_box; with `content_box`, of the content
+        box inside the image's uniform borders: turbo.centre_box_within)."""
+        size, resize = self.image_size, self.resize_size
+        if self.content_box:
+            return [
+                turbo.centre_box_within(c, image_size=size, resize_size=resize)
+                for c in self.store.dataset.content_boxes(indices).tolist()
+            ]
+        return [
+            turbo.centre_box(w, h, image_size=size, resize_size=resize)
+            for w, h in zip(widths.tolist(), heights.tolist())
+        ]
+
+    def sizes(self, indices: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """(widths, heights) of the images, from the memory-mapped index; checks `max_pixels`."""
+        ds = self.store.dataset
+        widths, heights = ds.image_sizes(indices)
+        if self.max_pixels is not None:
+            big = np.flatnonzero(widths * heights > self.max_pixels)
+            if big.size:
+                i = int(big[0])
+                raise fmt.FormatError(
+                    f"{ds.root}: {self.store.where(int(indices[i]))}: {widths[i]}x{heights[i]} is more than the "
+                    f"{self.max_pixels:,} pixels the GPU decoder is sized for; convert with --max-side (default 1024)"
+                )
+        return widths, heights
+
+
+class BatchSource(BatchPlan):
+    """The batch-mode external-source callable where DALI decodes: BatchInfo -> the batch's TRAIN_OUTPUTS or
+    EVAL_OUTPUTS, called in the pipeline's thread.
+
+    The same samples, windows and flips (train) or centre boxes (eval, turbo.centre_box) as PlanSource
+    gives per sample, in the form pipeline.train_inputs / eval_inputs make of PlanSource's params (positions:
+    BatchPlan). Eval padding (index -1) gets a small grey JPEG, as with PlanSource.
+    """
+
+    decodes = False  # DALI decodes the JPEG views it hands over
+
+    def __init__(
+        self,
+        settings: SourceSettings,
+        *,
+        batch_size: int,
+        prefetch: int = 2,
+        max_pixels: int | None = None,
+        continuous: bool = False,
+    ):
+        super().__init__(settings, batch_size=batch_size, max_pixels=max_pixels, continuous=continuous)
         self._keep: collections.deque = collections.deque(maxlen=int(prefetch) + 2)
         from nvidia.dali.tensors import TensorCPU, TensorListCPU
 
@@ -67,13 +151,6 @@ class BatchSource(DecodeSource):
     @property
     def outputs(self) -> tuple[str, ...]:
         return TRAIN_OUTPUTS if self.train else EVAL_OUTPUTS
-
-    def __call__(self, info: Any) -> tuple[Any, ...]:
-        first = info.epoch_idx == 0
-        start = info.iteration * self.batch_size + (self.base_position if first else 0)
-        if start >= self.length:
-            raise StopIteration
-        return self.batch(self.base_epoch + info.epoch_idx, start)
 
     def batch(self, epoch: int, start: int) -> tuple[Any, ...]:
         """The outputs for plan positions [start, start + B) of `epoch`: the JPEGs (a DALI TensorListCPU
@@ -95,17 +172,8 @@ class BatchSource(DecodeSource):
             widths, heights = self.sizes(indices[real])
             box = np.empty((n, 4), np.float64)  # x0, y0, x1, y1 in float64 as PlanSource's, then float32 as its cast
             box[~real] = (0.0, 0.0, PLACEHOLDER_SIDE, PLACEHOLDER_SIDE)
-            size, resize = self.image_size, self.resize_size
-            if real.any() and self.content_box:
-                box[real] = [
-                    turbo.centre_box_within(c, image_size=size, resize_size=resize)
-                    for c in self.store.dataset.content_boxes(indices[real]).tolist()
-                ]
-            elif real.any():
-                box[real] = [
-                    turbo.centre_box(int(w), int(h), image_size=size, resize_size=resize)
-                    for w, h in zip(widths, heights)
-                ]
+            if real.any():
+                box[real] = self.centre_boxes(indices[real], widths, heights)
             box32 = box.astype(np.float32)
             read, txns = self.store.image_buffers(indices[real], widths, heights, wrap=self._tensor)
             tensors = [self._placeholder] * n
@@ -117,29 +185,3 @@ class BatchSource(DecodeSource):
         outputs = (jpegs, indices.reshape(n, 1), *rest)
         self._keep.append((outputs, tensors, txns))
         return outputs
-
-    def windows(
-        self, epoch: int, start: int, widths: NDArray[np.int64], heights: NDArray[np.int64]
-    ) -> NDArray[np.int64]:
-        """(x, y, w, h, flip) rows of plan positions start, start + 1, ... of `epoch` (images widths x heights),
-        each keyed by (partition, position in the partition's plan) (loader/sampling/partitions.py partition_positions)."""
-        partitions, positions = partition_positions(self.rank, self.serves, self.share, start, start + widths.shape[0])
-        out = np.empty((widths.shape[0], 5), np.int64)
-        train_windows_keyed(
-            widths, heights, positions, stream_prefixes(self.seed, epoch, partitions), self.scale, self.ratio, out
-        )
-        return out
-
-    def sizes(self, indices: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """(widths, heights) of the images, from the memory-mapped index; checks `max_pixels`."""
-        ds = self.store.dataset
-        widths, heights = ds.image_sizes(indices)
-        if self.max_pixels is not None:
-            big = np.flatnonzero(widths * heights > self.max_pixels)
-            if big.size:
-                i = int(big[0])
-                raise fmt.FormatError(
-                    f"{ds.root}: {self.store.where(int(indices[i]))}: {widths[i]}x{heights[i]} is more than the "
-                    f"{self.max_pixels:,} pixels the GPU decoder is sized for; convert with --max-side (default 1024)"
-                )
-        return widths, heights

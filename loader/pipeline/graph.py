@@ -30,13 +30,26 @@ GPU_MAX_PIXELS = 4096 * 4096
 
 
 def source_node(source: DecodeSource, *, workers: int, prefetch: int, bytes_per_sample: int) -> Any:
-    """The external_source node of `source`, inside a pipeline definition: a batched source is called once
-    per batch in the pipeline's thread, its JPEGs handed over uncopied; a per-sample source runs in
-    `workers` processes (parallel, through shared memory), or in the pipeline's thread when workers == 0."""
+    """The external_source node of `source`, inside a pipeline definition: a batched source that decodes runs in
+    `workers` processes, a whole batch each call (DecodedBatchSource, the CPU path); a batched source handing DALI
+    JPEGs is called once per batch in the pipeline's thread, its JPEGs handed over uncopied; a per-sample source runs
+    in `workers` processes (parallel, through shared memory); with workers == 0, either runs in the pipeline's
+    thread."""
     from nvidia.dali import fn, types
 
     decoded = source.decodes
-    if source.batched:
+    if source.batched and decoded and workers > 0:  # whole batches decoded in the worker processes
+        # every worker busy: as many batches in flight as workers, at least `prefetch`
+        feed = {
+            "batch": True,
+            "batch_info": True,
+            "parallel": True,
+            "bytes_per_sample_hint": bytes_per_sample,
+            "prefetch_queue_depth": max(prefetch, workers),
+        }
+    elif source.batched and decoded:
+        feed = {"batch": True, "batch_info": True}
+    elif source.batched:
         feed = {"batch": True, "batch_info": True, "no_copy": True}
     elif workers > 0:
         feed = {
@@ -47,7 +60,7 @@ def source_node(source: DecodeSource, *, workers: int, prefetch: int, bytes_per_
         }
     else:
         feed = {"batch": False}
-    if source.batched:  # the decoder's inputs ready-made, one array per batch each (see BatchSource)
+    if source.batched and not decoded:  # the decoder's inputs ready-made, one array per batch each (see BatchSource)
         dtypes = [types.UINT8, types.INT64, types.FLOAT, types.FLOAT] + ([types.INT32] if source.train else [])
         ndims = [1, 1, 1, 1] + ([0] if source.train else [])
     else:
@@ -118,7 +131,7 @@ def build_pipeline(
     minibatch = max(1, min(32, batch_size // (2 * threads)))
     decoder = "mixed" if gpu else "cpu"
     decoded = source.decodes
-    workers = 0 if source.batched else workers
+    workers = 0 if source.batched and not decoded else workers  # BatchSource runs in this thread
     # GPU: the hardware decoder where present, buffers preallocated for the largest image allowed
     nvjpeg = {"hw_decoder_load": HW_DECODER_LOAD, "device_memory_padding": DEVICE_MEMORY_PADDING} if gpu else {}
 

@@ -107,6 +107,7 @@ class DecodeSource:
 
     batched: bool = False  # True: called once a batch in the pipeline's thread; False: once a sample, in workers
     decodes: bool = False  # True: hands over decoded (size, size, 3) uint8 images; False: JPEG bytes for DALI
+    continuous: bool = False  # True: the stream runs on across epochs, never raising StopIteration (BatchPlan)
 
     def __init__(self, settings: SourceSettings):
         s = self.settings = settings

@@ -16,8 +16,7 @@ import pytest
 from tagstream.loader.config import LoaderConfig
 from tagstream.loader.iterator import DaliLoader
 from tagstream.loader.pipeline.augment import train_params
-from tagstream.loader.pipeline.batch_source import BatchSource
-from tagstream.loader.pipeline.plan_source import PlanSource
+from tagstream.loader.pipeline.batch_source import BatchPlan
 from tagstream.loader.sampling.partitions import partition_position, partition_positions
 from tagstream.loader.sampling.sampler import RankSampler
 from tagstream.tools.bench.loader_data import encode_jpeg, write_dataset, write_identity_vocab
@@ -210,18 +209,12 @@ def pattern_root(tmp_path_factory) -> str:
 
 def _source_triples(loader: DaliLoader, start: int, n: int) -> list[tuple[int, ...]]:
     """(index, x, y, w, h, flip) of positions [start, start + n) of the loader's plan, as the source feeding
-    its pipeline computes them (PlanSource per sample, BatchSource per batch)."""
+    its pipeline computes them (a batch source: DecodedBatchSource on the turbo path, BatchSource on the dali one)."""
     source, epoch = loader.source, loader.epoch
     indices = loader.sampler.plan(epoch, start, start + n)
-    if isinstance(source, BatchSource):
-        widths, heights = source.sizes(indices)
-        return [(int(i), *map(int, row)) for i, row in zip(indices, source.windows(epoch, start, widths, heights))]
-    assert isinstance(source, PlanSource) and source.decodes  # the turbo path: the workers decode
-    out = []
-    for position, index in enumerate(indices.tolist(), start):
-        window, flip = source.train_window(*source.image_size_of(index), epoch, position)
-        out.append((index, *window, int(flip)))
-    return out
+    assert isinstance(source, BatchPlan)
+    widths, heights = source.sizes(indices)
+    return [(int(i), *map(int, row)) for i, row in zip(indices, source.windows(epoch, start, widths, heights))]
 
 
 def _size(loader: DaliLoader, index: int) -> tuple[int, int]:
@@ -247,7 +240,7 @@ def _augmented_batches(loaders: list[DaliLoader], steps: int) -> list[list[tuple
 
 
 def test_resumed_at_world_2_and_1_the_crops_flips_and_pixels_are_the_uninterrupted_ones(pattern_root):
-    """Through the real loader on CPU, both decode placements (turbo: PlanSource's workers; dali: BatchSource):
+    """Through the real loader on CPU, both decode placements (turbo: DecodedBatchSource in the workers; dali: BatchSource):
     checkpointed at step 3 at world 4, resumed at world 2 and 1, steps 3..5 give the same (index, window, flip,
     pixels) per global batch as the uninterrupted run; both placements draw the same windows."""
     start, steps = 3, 3
