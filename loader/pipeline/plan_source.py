@@ -1,6 +1,7 @@
-"""The per-sample decode source: plan position -> record and its parameters, called by DALI in worker processes (the
-CPU path, where it also decodes the crop window with the CPU decoder, loader/pipeline/turbo.py), and the reference
-the batch source is tested against."""
+"""The per-sample decode source: plan position -> record and its parameters, called by DALI in worker processes (with
+decode=True it also decodes the crop window with the CPU decoder, loader/pipeline/turbo.py): the reference both batch
+sources are tested against (the CPU path's DecodedBatchSource decodes the same windows a batch a call:
+loader/pipeline/decode_source.py), and the per-sample contender of `bench loader --feed` and `--stages`."""
 
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ class PlanSource(DecodeSource):
     for eval, (encoded image, (index, x, y, w, h, flip) as float64) for train, (decoded image, index)
     when it decodes.
 
-    The CPU path's source (it decodes, in worker processes); where DALI decodes, loader/pipeline/batch_source.py's
-    BatchSource hands whole batches over instead (this per-sample layout stays as its reference).
+    The reference of the batch sources: where DALI decodes, loader/pipeline/batch_source.py's BatchSource hands whole
+    batches over instead; on the CPU path, loader/pipeline/decode_source.py's DecodedBatchSource decodes them.
 
     Position p of epoch e is `base_position + idx_in_epoch` in the first epoch the pipeline runs and
     `idx_in_epoch` after it, with e = base_epoch + SampleInfo.epoch_idx; positions >= length raise

@@ -1,10 +1,10 @@
 """The decode-source variation point: the settings every external source of a DALI graph takes, as one typed object
-(`SourceSettings`), and the base both sources build on (`DecodeSource`: what `build_pipeline` asks of a source).
+(`SourceSettings`), and the base every source builds on (`DecodeSource`: what `build_pipeline` asks of a source).
 
-Two sources implement it: `PlanSource` (plan_source.py: per sample, in worker processes; on the CPU path it decodes
-the crop window itself) and `BatchSource` (batch_source.py: whole batches of JPEG views handed to DALI's decoder from
-the training thread). A new decode path is a third subclass here, and a branch in `graph.build_pipeline` on its two
-flags only.
+Three sources implement it: `PlanSource` (plan_source.py: per sample, in worker processes; the reference the others
+are tested against), `BatchSource` (batch_source.py: whole batches of JPEG views handed to DALI's decoder from the
+training thread) and `DecodedBatchSource` (decode_source.py: the CPU path, whole batches decoded in worker
+processes). A new decode path is another subclass here, and a branch in `graph.build_pipeline` on its flags only.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -120,3 +121,24 @@ def test_cpu_and_pss_of_this_process_tree():
     np.linalg.svd(np.random.default_rng(0).random((400, 400)))
     assert tree_cpu_seconds(os.getpid()) > before
     assert tree_pss_bytes(os.getpid()) > 10 << 20
+
+
+def test_the_pss_sampler_rests_while_a_contender_is_timed(monkeypatch):
+    """PeakPss samples every `every` seconds, but inside paused() only as it starts and as it ends (reading
+    smaps_rollup costs ~50 ms of CPU a sample for a loader's tree: it would slow what is timed)."""
+    from tagstream.tools.bench.peers import measure
+
+    calls = []
+    monkeypatch.setattr(measure, "tree_pss_bytes", lambda pid: calls.append(pid) or 100 * len(calls))
+    sampler = measure.PeakPss(every=0.02)
+    deadline = time.monotonic() + 10
+    while len(calls) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(calls) >= 5  # sampling while not paused
+    with sampler.paused():
+        during = len(calls)
+        time.sleep(0.3)  # ~15 samples' worth
+        assert len(calls) - during <= 1  # at most the one the thread had begun as the pause came
+    after = len(calls)
+    assert sampler.stop() == 100 * len(calls) and len(calls) >= after
+    assert after - during <= 2  # the closing sample, and at most the one begun before the pause

@@ -1,7 +1,8 @@
 """One contender of `bench loader --peers`, measured in a process of its own (spawned, so no contender inherits
 another's imports, threads or memory): its output checked (224x224x3 uint8 batches; the same image cropped
 differently in two epochs), then one epoch timed, with the CPU seconds of the process and all its children
-(/proc and reaped children's rusage) and the peak PSS of the process tree, sampled every 0.1 s."""
+(/proc and reaped children's rusage) and the peak PSS of the process tree (PeakPss: sampled every 0.1 s outside the
+timed part, at its start and end within it)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import multiprocessing as mp
 import os
 import threading
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -61,21 +63,45 @@ def tree_pss_bytes(pid: int) -> int:
 
 
 class PeakPss:
-    """The peak PSS of this process tree, sampled by a thread until stop()."""
+    """The peak PSS of this process tree, sampled by a thread until stop(), except while paused().
+
+    Reading smaps_rollup walks a process's page tables: ~50 ms of CPU a sample for our loader's tree (its shard map
+    and shared memory), half a core at 10 samples a second, on a 2-core machine a fifth of its throughput. So the
+    timed part of every contender runs paused, with one sample as it starts and one as it ends (all its buffers
+    are in flight then), and the untimed warm-up epoch is sampled throughout."""
 
     def __init__(self, every: float = 0.1):
         self.peak, self.every, self._stop = 0, every, threading.Event()
+        self._lock = threading.Lock()  # paused() waits out a sample the thread has begun
+        self._go = threading.Event()
+        self._go.set()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        pid = os.getpid()
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_pss_bytes(pid))
+            self._go.wait()
+            if not self._stop.is_set():
+                self.sample()
             self._stop.wait(self.every)
+
+    def sample(self) -> None:
+        with self._lock:
+            self.peak = max(self.peak, tree_pss_bytes(os.getpid()))
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        self._go.clear()
+        self.sample()
+        try:
+            yield
+        finally:
+            self.sample()
+            self._go.set()
 
     def stop(self) -> int:
         self._stop.set()
+        self._go.set()
         self._thread.join()
         return self.peak
 
@@ -99,7 +125,7 @@ def crops_differ(first: tuple[np.ndarray, np.ndarray], later: dict[int, np.ndarr
     return {"common": len(later), "differ": differ}
 
 
-def time_loader(name: str, run: PeerRun) -> dict:
+def time_loader(name: str, run: PeerRun, sampler: PeakPss | None = None) -> dict:
     """Open the loader, read epoch 0 whole (warm-up; its first batch checked), then time epoch 1, keeping the
     images of epoch 0's first batch that it delivers again (a few MB a batch) to check the crops changed."""
     t0 = time.perf_counter()
@@ -112,18 +138,19 @@ def time_loader(name: str, run: PeerRun) -> dict:
             first = check_batch(images, ids, run.image_size)
     warm = time.perf_counter() - t0
     pid = os.getpid()
-    cpu0, t0 = tree_cpu_seconds(pid), time.perf_counter()
     n, first_s, again = 0, None, {}
-    for images, ids in epochs(1):
-        if first_s is None:
-            first_s = time.perf_counter() - t0
-            check_batch(images, ids, run.image_size)
-        ids = np.asarray(ids.cpu() if hasattr(ids, "cpu") else ids).reshape(-1)
-        for k in np.flatnonzero(np.isin(ids, first[1])):
-            again.setdefault(int(ids[k]), as_hwc(images[k : k + 1])[0].copy())
-        n += len(images)
-    seconds = time.perf_counter() - t0
-    cpu = tree_cpu_seconds(pid) - cpu0
+    with sampler.paused() if sampler is not None else nullcontext():
+        cpu0, t0 = tree_cpu_seconds(pid), time.perf_counter()
+        for images, ids in epochs(1):
+            if first_s is None:
+                first_s = time.perf_counter() - t0
+                check_batch(images, ids, run.image_size)
+            ids = np.asarray(ids.cpu() if hasattr(ids, "cpu") else ids).reshape(-1)
+            for k in np.flatnonzero(np.isin(ids, first[1])):
+                again.setdefault(int(ids[k]), as_hwc(images[k : k + 1])[0].copy())
+            n += len(images)
+        seconds = time.perf_counter() - t0
+        cpu = tree_cpu_seconds(pid) - cpu0
     check = crops_differ(first, again)
     if not check["common"] or check["differ"] * 2 < check["common"]:
         raise ValueError(f"crops do not change across epochs: {check['differ']} of {check['common']} images differ")
@@ -171,7 +198,7 @@ CEILINGS: dict[str, tuple[str, Callable[[int], tuple[int, ...]]]] = {
 }
 
 
-def time_ceiling(name: str, run: PeerRun) -> dict:
+def time_ceiling(name: str, run: PeerRun, sampler: PeakPss | None = None) -> dict:
     """Decode every image whole (no crop, no resize) from memory in `workers` processes."""
     import torch
 
@@ -188,10 +215,11 @@ def time_ceiling(name: str, run: PeerRun) -> dict:
     with mp.get_context("fork").Pool(run.workers) as pool:
         pool.map(decode, range(run.workers))
         pid = os.getpid()
-        cpu0, t0 = tree_cpu_seconds(pid), time.perf_counter()
-        pool.map(decode, range(run.images), chunksize=16)
-        seconds = time.perf_counter() - t0
-        cpu = tree_cpu_seconds(pid) - cpu0
+        with sampler.paused() if sampler is not None else nullcontext():
+            cpu0, t0 = tree_cpu_seconds(pid), time.perf_counter()
+            pool.map(decode, range(run.images), chunksize=16)
+            seconds = time.perf_counter() - t0
+            cpu = tree_cpu_seconds(pid) - cpu0
     return {
         "images": run.images,
         "seconds": seconds,
@@ -206,7 +234,7 @@ def _child(name: str, run: PeerRun, conn: Any) -> None:
     mp.set_start_method("fork", force=True)
     sampler = PeakPss()
     try:
-        result = (time_ceiling if name in CEILINGS else time_loader)(name, run)
+        result = (time_ceiling if name in CEILINGS else time_loader)(name, run, sampler)
     except ImportError as exc:
         result = {"skipped": f"not installed ({exc}); pip install 'tagstream[peers]'"}
     except Exception as exc:  # a peer that breaks is reported in one line; the other contenders go on
