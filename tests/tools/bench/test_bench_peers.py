@@ -16,7 +16,14 @@ from click.testing import CliRunner
 
 from tagstream.tools.bench.peers import PEERS, parse_peers
 from tagstream.tools.bench.peers.contenders import LOADERS
-from tagstream.tools.bench.peers.measure import CEILINGS, check_batch, crops_differ, tree_cpu_seconds, tree_pss_bytes
+from tagstream.tools.bench.peers.measure import (
+    CEILINGS,
+    MAX_TIMED_EPOCHS,
+    check_batch,
+    crops_differ,
+    tree_cpu_seconds,
+    tree_pss_bytes,
+)
 from tagstream.tools.cli.bench_loader import bench_loader
 
 
@@ -54,7 +61,9 @@ def test_peers_run_and_a_missing_peer_is_skipped(tmp_path, monkeypatch):
         assert c["peak_pss_bytes"] > 10 << 20
         if name not in CEILINGS:  # the same images came back in epoch 1, cropped differently
             assert row["check"]["common"] > 0 and row["check"]["differ"] * 2 >= row["check"]["common"]
-    assert r["contenders"]["dataloader"]["rounds"][0]["images"] == 32  # a peer's epoch: every image once
+    assert (
+        r["contenders"]["dataloader"]["rounds"][0]["images"] == 32 * MAX_TIMED_EPOCHS
+    )  # a peer's epoch: every image once, timed back to back
     q = r["ratios"]
     assert q["ours_vs_full-turbo"] == pytest.approx(
         r["contenders"]["ours"]["images_per_s"] / r["contenders"]["full-turbo"]["images_per_s"]
@@ -86,7 +95,8 @@ def test_one_peer_and_a_missing_one_through_the_command(tmp_path, monkeypatch):
     assert list(r["contenders"]) == ["ours", "dataloader", *CEILINGS]
     for name, c in r["contenders"].items():
         assert "failed" not in c and c["images_per_s"] > 0 and c["cpu_ms_per_image"] > 0, (name, c)
-    assert r["contenders"]["dataloader"]["rounds"][0]["images"] == 24  # a peer's epoch: every image once
+    # a peer's epoch is every image once, timed MAX_TIMED_EPOCHS times back to back
+    assert r["contenders"]["dataloader"]["rounds"][0]["images"] == 24 * MAX_TIMED_EPOCHS
     check = r["contenders"]["dataloader"]["rounds"][0]["check"]
     assert check["common"] > 0 and check["differ"] * 2 >= check["common"]  # crops differ across epochs
     assert r["ratios"]["best_peer"] == "dataloader"
@@ -142,3 +152,10 @@ def test_the_pss_sampler_rests_while_a_contender_is_timed(monkeypatch):
     after = len(calls)
     assert sampler.stop() == 100 * len(calls) and len(calls) >= after
     assert after - during <= 2  # the closing sample, and at most the one begun before the pause
+
+
+def test_a_loader_is_timed_over_enough_epochs_that_ready_batches_weigh_little():
+    from tagstream.tools.bench.peers.measure import TIMED_IMAGES, timed_epochs
+
+    assert timed_epochs(3000) == 3 and timed_epochs(TIMED_IMAGES) == 1 and timed_epochs(5000) == 2
+    assert timed_epochs(32) == MAX_TIMED_EPOCHS and timed_epochs(0) == MAX_TIMED_EPOCHS
