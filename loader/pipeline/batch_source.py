@@ -8,7 +8,7 @@ handed to DALI as views of LMDB's memory map (`no_copy`): nothing is copied, pic
 processes, so the CPU it costs a sample is a fraction of the per-sample parallel source's, with no worker
 processes (measured: docs/loader-bench.md, `tagstream bench loader --feed`).
 The trade-off: the source runs in the trainer's thread (inside `pipeline.run()`), so it must stay cheap;
-the CPU path, whose source decodes, keeps its worker processes (loader/pipeline/graph.py PlanSource).
+the CPU path, whose source decodes, keeps worker processes and hands them whole batches (decode_source.py).
 
 Lifetime: DALI reads the views after the call returns (up to `prefetch` batches later), so the source
 keeps each batch's views and read transactions for prefetch + 2 calls; LMDB keeps a read transaction's

@@ -5,7 +5,7 @@ decoded and resized by the CPU decoder (turbo.py) straight into the batch's one 
 
 Why batches, not samples: a per-sample source (PlanSource, its reference) pays per image a Python call, an LMDB
 read transaction, a record parse and a copy of the JPEG out of the map, a fresh output array, the crop's draw in
-Python and DALI's per-sample hand-off; together ~0.1-0.3 ms an image beside a ~0.7 ms decode (docs/loader-bench.md).
+Python and DALI's per-sample hand-off; together ~0.1-0.3 ms an image beside a ~0.7 ms decode (docs/costs.md, docs/loader-bench.md).
 Here those are paid once a batch.
 """
 
