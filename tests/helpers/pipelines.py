@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tagstream.loader.pipeline.batch_source import BatchSource
-from tagstream.loader.pipeline.graph import build_pipeline, start
+from tagstream.loader.pipeline.graph import build_pipeline, start, stop
 from tagstream.loader.pipeline.plan_source import PlanSource
 from tagstream.loader.pipeline.source import SourceSettings
 
@@ -30,7 +30,8 @@ class ModPlan:
         return (np.arange(start, stop, dtype=np.int64) * 7 + epoch) % self.n
 
 
-def _pipe(source: PlanSource, *, batch: int, size: int, workers: int = 1):
+def _pipe(source, *, batch: int, size: int, workers: int = 1):
+    """A CPU pipeline over a source that runs in worker processes (PlanSource, DecodedBatchSource)."""
     pipe = build_pipeline(
         source,
         batch_size=batch,
@@ -57,3 +58,22 @@ def _epoch(pipe) -> list[tuple[np.ndarray, np.ndarray]]:
             pipe.reset()
             return out
         out.append((np.array(images.as_tensor()), np.array(index.as_tensor()).reshape(-1)))
+
+
+def assert_same_epochs(reference, ours, epochs: int = 2) -> None:
+    """Both pipelines give equal, non-empty epochs (indices and images) for `epochs` epochs; then both stop."""
+    for _ in range(epochs):
+        want, got = _epoch(reference), _epoch(ours)
+        assert len(want) == len(got) > 0
+        for (images_a, index_a), (images_b, index_b) in zip(want, got):
+            np.testing.assert_array_equal(index_a, index_b)
+            np.testing.assert_array_equal(images_a, images_b)
+    stop(reference)
+    stop(ours)
+
+
+def pattern_image(index: int, w: int, h: int) -> np.ndarray:
+    """Gradients in x and y and the index in blue: any change of window, flip or image shows in the pixels."""
+    x = np.linspace(0, 255, w)[None, :].repeat(h, 0)
+    y = np.linspace(0, 255, h)[:, None].repeat(w, 1)
+    return np.stack([x, y, np.full_like(x, 5 * index % 256)], -1).astype(np.uint8)

@@ -15,30 +15,23 @@ from tagstream.loader.config import LoaderConfig
 from tagstream.loader.data import format as fmt
 from tagstream.loader.data.store import ShardStore
 from tagstream.loader.pipeline.decode_source import DecodedBatchSource
-from tagstream.loader.pipeline.graph import build_pipeline, start, stop
+from tagstream.loader.pipeline.graph import stop
 from tagstream.loader.pipeline.source import EvalPlan, SourceSettings
 from tagstream.tools.bench.loader_data import encode_jpeg, write_dataset
 from tests.helpers.damage import put_record
 from tests.helpers.datasets import make_index_dataset
-from tests.helpers.pipelines import ModPlan, _epoch, _pipe, plan_source
+from tests.helpers.pipelines import ModPlan, _epoch, _pipe, assert_same_epochs, pattern_image, plan_source
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # NUMBA_DISABLE_JIT=1 scalar wrap
 
 B = 8
 
 
-def _pattern(index: int, w: int, h: int) -> np.ndarray:
-    """Gradients in x and y and the index in blue: any change of window, flip or image shows in the pixels."""
-    x = np.linspace(0, 255, w)[None, :].repeat(h, 0)
-    y = np.linspace(0, 255, h)[:, None].repeat(w, 1)
-    return np.stack([x, y, np.full_like(x, 5 * index % 256)], -1).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def ds(tmp_path_factory):
     n = 44  # sizes from 40x36 to 112x71: some crops reach a reduced DCT scale at output size 20
     dims = [(40 + 18 * (i % 5), 36 + 7 * (i % 6)) for i in range(n)]
-    records = ((encode_jpeg(_pattern(i, w, h), quality=95), [i % 3], w, h) for i, (w, h) in enumerate(dims))
+    records = ((encode_jpeg(pattern_image(i, w, h), quality=95), [i % 3], w, h) for i, (w, h) in enumerate(dims))
     return write_dataset(tmp_path_factory.mktemp("decode") / "ds", records, num_images=n, shard_size=12, num_tags=3)
 
 
@@ -70,37 +63,12 @@ def test_batches_equal_the_per_sample_decoder(ds, train, dct):
     assert padded == (0 if train else 7)
 
 
-def _parallel_pipe(source: DecodedBatchSource, workers: int = 2):
-    pipe = build_pipeline(
-        source,
-        batch_size=B,
-        image_size=20,
-        device="cpu",
-        device_id=None,
-        workers=workers,
-        threads=1,
-        prefetch=2,
-        seed=0,
-        bytes_per_sample=20 * 20 * 3,
-        mean=(0, 0, 0),
-        std=(1, 1, 1),
-    )
-    return start(pipe, workers=workers)
-
-
 @pytest.mark.parametrize("train", [True, False])
 def test_same_pixels_through_dali_workers_as_the_per_sample_decoder(ds, train):
     common = _settings(ds, train, base_epoch=1, base_position=16)
     reference = _pipe(plan_source(decode=True, **common), batch=B, size=20, workers=2)
-    ours = _parallel_pipe(_decoded(**common))
-    for _ in range(2):  # the rebased first epoch (4 batches), then a whole one (6)
-        want, got = _epoch(reference), _epoch(ours)
-        assert len(want) == len(got) > 0
-        for (images_a, index_a), (images_b, index_b) in zip(want, got):
-            np.testing.assert_array_equal(index_a, index_b)
-            np.testing.assert_array_equal(images_a, images_b)
-    stop(reference)
-    stop(ours)
+    ours = _pipe(_decoded(**common), batch=B, size=20, workers=2)
+    assert_same_epochs(reference, ours)  # the rebased first epoch (4 batches), then a whole one (6)
 
 
 def test_a_continuous_stream_runs_on_into_the_next_epochs(ds):
@@ -110,7 +78,7 @@ def test_a_continuous_stream_runs_on_into_the_next_epochs(ds):
     want = [batch for _ in range(3) for batch in _epoch(reference)]
     stop(reference)
     assert len(want) == 4 + 6 + 6
-    ours = _parallel_pipe(_decoded(continuous=True, **common))
+    ours = _pipe(_decoded(continuous=True, **common), batch=B, size=20, workers=2)
     for images_a, index_a in want:
         images_b, index_b = ours.run()  # never a StopIteration at an epoch's end
         np.testing.assert_array_equal(index_a, np.array(index_b.as_tensor()).reshape(-1))
@@ -126,7 +94,7 @@ def test_a_source_pickles_for_spawned_workers(ds):
 
 
 def test_a_corrupt_image_is_named(tmp_path):
-    good = encode_jpeg(_pattern(0, 64, 48), quality=90)
+    good = encode_jpeg(pattern_image(0, 64, 48), quality=90)
     records = ((good, [0], 64, 48) for _ in range(16))
     ds = write_dataset(tmp_path / "ds", records, num_images=16, shard_size=8, num_tags=1)
     put_record(ds.root, fmt.shard_name(1), 3, fmt.pack_record(good[: len(good) // 2], [0], "cut"))

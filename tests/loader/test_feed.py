@@ -15,26 +15,19 @@ from tagstream.loader.data import format as fmt
 from tagstream.loader.data.store import ShardStore
 from tagstream.loader.pipeline.augment import train_params
 from tagstream.loader.pipeline.batch_source import BatchSource
-from tagstream.loader.pipeline.graph import build_pipeline, start, stop
+from tagstream.loader.pipeline.graph import build_pipeline, start
 from tagstream.loader.pipeline.source import EvalPlan
 from tagstream.tools.bench.loader_data import encode_jpeg, write_dataset
-from tests.helpers.pipelines import ModPlan, _epoch, _pipe, batch_source, plan_source
+from tests.helpers.pipelines import ModPlan, _pipe, assert_same_epochs, batch_source, pattern_image, plan_source
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # NUMBA_DISABLE_JIT=1 scalar wrap
-
-
-def _pattern(index: int, w: int, h: int) -> np.ndarray:
-    """Gradients in x and y and the index in blue: any change of window, flip or image shows in the pixels."""
-    x = np.linspace(0, 255, w)[None, :].repeat(h, 0)
-    y = np.linspace(0, 255, h)[:, None].repeat(w, 1)
-    return np.stack([x, y, np.full_like(x, 5 * index % 256)], -1).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
 def ds(tmp_path_factory):
     n = 44
     dims = [(40 + 9 * (i % 5), 36 + 7 * (i % 6)) for i in range(n)]
-    records = ((encode_jpeg(_pattern(i, w, h), quality=95), [i % 3], w, h) for i, (w, h) in enumerate(dims))
+    records = ((encode_jpeg(pattern_image(i, w, h), quality=95), [i % 3], w, h) for i, (w, h) in enumerate(dims))
     return write_dataset(tmp_path_factory.mktemp("feed") / "ds", records, num_images=n, shard_size=12, num_tags=3)
 
 
@@ -103,14 +96,7 @@ def _batched_pipe(source: BatchSource, size: int):
 def test_same_pixels_through_dali_as_the_per_sample_source(ds, train):
     per_sample, batched = _sources(ds, train, base_epoch=1, base_position=16)
     reference, ours = _pipe(per_sample, batch=8, size=20, workers=2), _batched_pipe(batched, 20)
-    for _ in range(2):  # the rebased first epoch (4 batches), then a whole one (6)
-        want, got = _epoch(reference), _epoch(ours)
-        assert len(want) == len(got) > 0
-        for (images_a, index_a), (images_b, index_b) in zip(want, got):
-            np.testing.assert_array_equal(index_a, index_b)
-            np.testing.assert_array_equal(images_a, images_b)
-    stop(reference)
-    stop(ours)
+    assert_same_epochs(reference, ours)  # the rebased first epoch (4 batches), then a whole one (6)
 
 
 def test_image_buffers_are_views_equal_to_read_image(ds):
@@ -136,9 +122,9 @@ def _rewrite(root, values: dict[int, bytes]) -> None:
 
 
 def test_records_in_another_layout_and_bad_records(tmp_path):
-    records = ((encode_jpeg(_pattern(i, 32, 32)), [0], 32, 32) for i in range(6))
+    records = ((encode_jpeg(pattern_image(i, 32, 32)), [0], 32, 32) for i in range(6))
     ds = write_dataset(tmp_path / "ds", records, num_images=6, shard_size=6, num_tags=1)
-    jpeg = encode_jpeg(_pattern(9, 32, 32))
+    jpeg = encode_jpeg(pattern_image(9, 32, 32))
     _rewrite(
         ds.root,
         {
@@ -177,7 +163,7 @@ def test_gpu_size_bound_names_the_image(ds):
 
 def _bad_store(tmp_path):
     """Shard 0 of 8 images 32 x 32: key 1 laid out with the image last, 2 a GIF, 3 a JPEG of another size, 5 gone."""
-    records = ((encode_jpeg(_pattern(i, 32, 32)), [0], 32, 32) for i in range(8))
+    records = ((encode_jpeg(pattern_image(i, 32, 32)), [0], 32, 32) for i in range(8))
     ds = write_dataset(tmp_path / "ds", records, num_images=8, shard_size=8, num_tags=1)
     env = fmt.open_env(fmt.shard_path(ds.root, fmt.shard_name(0)), write=True)
     with env.begin(write=True) as txn:
@@ -187,10 +173,10 @@ def _bad_store(tmp_path):
         ds.root,
         {  # and the manifest's byte size
             1: msgpack.packb(
-                {"tags": [0], "source": "x", "image": encode_jpeg(_pattern(9, 32, 32))}, use_bin_type=True
+                {"tags": [0], "source": "x", "image": encode_jpeg(pattern_image(9, 32, 32))}, use_bin_type=True
             ),
             2: fmt.pack_record(b"GIF89a...", [0], "x"),
-            3: fmt.pack_record(encode_jpeg(_pattern(3, 40, 32)), [0], "x"),
+            3: fmt.pack_record(encode_jpeg(pattern_image(3, 40, 32)), [0], "x"),
         },
     )
     return ShardStore(ds.root)
