@@ -10,6 +10,7 @@ import multiprocessing as mp
 import os
 import threading
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -216,6 +217,9 @@ def time_ceiling(name: str, run: PeerRun, sampler: PeakPss | None = None) -> dic
     import torch
 
     torch.set_num_threads(1)
+    # torch.frombuffer over read-only bytes warns once a process; decode_jpeg only reads them (this is the
+    # contender's own child process, so the filter reaches no one else)
+    warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
     _JPEGS[:] = [file_path(run.cache, i).read_bytes() for i in range(run.images)]
     decode = CEILINGS[name][1]
     from tagstream.loader.data.dataset import Dataset
