@@ -207,19 +207,17 @@ class DaliLoader:
         epoch_idx + 1, which the sources map to our epoch + 1)."""
         if self._pipe is None or self._pipe_at is None or self._pipe_at[1] != self.batches:
             return
-        if self.source is not None and self.source.continuous:  # nothing to drain or reset
-            self._pipe_at = (self._pipe_at[0] + 1, 0)
-            if self._fetch is not None:
-                length = self.batches * self.config.batch_size
-                self._fetch.follow(self._plan, epoch=self._pipe_at[0], position=0, length=length)
-            return
-        try:
-            self._pipe_run()
-        except StopIteration:
-            self._pipe.reset()
-            self._pipe_at = (self._pipe_at[0] + 1, 0)
-        else:
-            raise RuntimeError("DALI pipeline delivered more batches than the epoch plan holds")
+        if self.source is None or not self.source.continuous:  # a continuous stream has nothing to drain or reset
+            try:
+                self._pipe_run()
+            except StopIteration:
+                self._pipe.reset()
+            else:
+                raise RuntimeError("DALI pipeline delivered more batches than the epoch plan holds")
+        self._pipe_at = (self._pipe_at[0] + 1, 0)
+        if self._fetch is not None:  # the shards the next epoch reads first, first
+            length = self.batches * self.config.batch_size
+            self._fetch.follow(self._plan, epoch=self._pipe_at[0], position=0, length=length)
 
     def _ensure_pipeline(self) -> None:
         self._finish_epoch()

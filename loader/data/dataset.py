@@ -145,6 +145,10 @@ class Dataset:
             fmt.index_path(self.root, self.shards[shard]["name"], name)
         ).exists()
 
+    def every_shard_has(self, name: str) -> bool:
+        """Whether every shard's index holds optional array `name` (a dataset converted before it existed has none)."""
+        return all(self.has_index_array(k, name) for k in range(len(self.shards)))
+
     def _check_csr(self, shard: int, offsets: np.ndarray, ids: np.ndarray) -> None:
         where = f"{self.root}: index of shard {self.shards[shard]['name']}"
         if offsets[0] != 0 or offsets[-1] != ids.shape[0] or (offsets.shape[0] > 1 and np.diff(offsets).min() < 0):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import functools
 import mmap
 import os
 from pathlib import Path
@@ -83,17 +84,14 @@ def release_pages(ranges: list[tuple[int, int]]) -> int:
     return sum(n for lo, n in ranges if libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(n), mmap.MADV_DONTNEED) == 0)
 
 
-_LIBC: list[Any] = []
-
-
+@functools.cache
 def _libc() -> Any:
-    if not _LIBC:
-        libc = None
-        if hasattr(mmap, "MADV_DONTNEED"):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-        _LIBC.append(libc)
-    return _LIBC[0]
+    """The C library with madvise's argument types set, once a process; None where mmap has no MADV_DONTNEED."""
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return libc
 
 
 def check_shard_file(dataset: Dataset, shard: int) -> None:

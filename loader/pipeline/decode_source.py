@@ -12,27 +12,15 @@ Here those are paid once a batch.
 from __future__ import annotations
 
 import os
-import signal
 from typing import Any
 
 import numpy as np
 
-from tagstream.loader.data import format as fmt
 from tagstream.loader.pipeline import turbo
 from tagstream.loader.pipeline.batch_source import BatchPlan
-from tagstream.loader.pipeline.lifetime import exit_with_parent
+from tagstream.loader.pipeline.lifetime import enter_worker
 from tagstream.loader.pipeline.plan_source import DECODED_OUTPUTS
 from tagstream.loader.pipeline.source import SourceSettings
-
-
-def in_worker_setup(source: Any) -> None:
-    """At a source's first call in a DALI worker process: exit with the parent, and leave Ctrl-C to the trainer
-    (it reaches the whole process group; the trainer stops and closes its workers, and a worker that took the signal
-    too would only print a KeyboardInterrupt traceback from DALI's queue)."""
-    if source._worker_pid != os.getpid():
-        source._worker_pid = os.getpid()
-        exit_with_parent()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class DecodedBatchSource(BatchPlan):
@@ -64,7 +52,7 @@ class DecodedBatchSource(BatchPlan):
         return DECODED_OUTPUTS
 
     def __call__(self, info: Any) -> tuple[Any, ...]:
-        in_worker_setup(self)
+        self._worker_pid = enter_worker(self._worker_pid)
         return super().__call__(info)
 
     def batch(self, epoch: int, start: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,6 +93,3 @@ class DecodedBatchSource(BatchPlan):
                 turbo.box_resize(jpeg, box, size, dct_scaling=dct, out=images[i])
             except ValueError as exc:
                 raise self.bad(int(indices[i]), exc) from None
-
-    def bad(self, index: int, exc: Exception) -> fmt.FormatError:
-        return fmt.FormatError(f"{self.store.dataset.root}: {self.store.where(index)}: cannot decode: {exc}")

@@ -36,6 +36,18 @@ def exit_with_parent(pid: int | None = None) -> None:
     threading.Thread(target=wait_and_exit, daemon=True, name="exit-with-parent").start()
 
 
+def enter_worker(seen_pid: int) -> int:
+    """At a DALI source's call: the first in a new worker process (this pid is not `seen_pid`, the one the source last
+    saw; the process that built it never arms anything) exits with its parent and leaves Ctrl-C to the trainer (it
+    reaches the whole process group; the trainer stops and closes its workers, and a worker that took the signal too
+    would only print a KeyboardInterrupt traceback from DALI's queue). Returns this process's pid, to keep."""
+    pid = os.getpid()
+    if pid != seen_pid:
+        exit_with_parent()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return pid
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

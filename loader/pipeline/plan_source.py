@@ -6,7 +6,6 @@ loader/pipeline/decode_source.py), and the per-sample contender of `bench loader
 from __future__ import annotations
 
 import os
-import signal
 from typing import Any
 
 import numpy as np
@@ -15,7 +14,7 @@ from numpy.typing import NDArray
 from tagstream.loader.data import format as fmt
 from tagstream.loader.pipeline import turbo
 from tagstream.loader.pipeline.augment import train_params
-from tagstream.loader.pipeline.lifetime import exit_with_parent
+from tagstream.loader.pipeline.lifetime import enter_worker
 from tagstream.loader.pipeline.source import JPEG_SOI, PLACEHOLDER_SIDE, DecodeSource, SourceSettings, placeholder_jpeg
 from tagstream.loader.sampling.partitions import partition_position
 
@@ -145,9 +144,6 @@ class PlanSource(DecodeSource):
             ratio=self.ratio,
         )
 
-    def bad(self, index: int, exc: Exception) -> fmt.FormatError:
-        return fmt.FormatError(f"{self.store.dataset.root}: {self.store.where(index)}: cannot decode: {exc}")
-
     def decode(
         self, index: int, image: bytes, window: tuple[int, int, int, int], flip: bool, *, antialias: bool
     ) -> np.ndarray:
@@ -159,12 +155,7 @@ class PlanSource(DecodeSource):
             raise self.bad(index, exc) from None
 
     def __call__(self, info: Any) -> tuple[np.ndarray, ...]:
-        if self._worker_pid != os.getpid():  # the first call in a worker process
-            self._worker_pid = os.getpid()
-            exit_with_parent()
-            # Ctrl-C reaches the whole process group: the trainer stops and closes its workers; a worker that took
-            # the signal too would only print a KeyboardInterrupt traceback from DALI's queue
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self._worker_pid = enter_worker(self._worker_pid)
         epoch, position = self.position_of(info)
         if position >= self.length:
             raise StopIteration

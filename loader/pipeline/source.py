@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from tagstream.loader.data import format as fmt
 from tagstream.loader.data.store import ShardStore
 from tagstream.loader.sampling.partitions import check_serving
 
@@ -130,3 +131,7 @@ class DecodeSource:
 
     def __call__(self, info: Any) -> tuple[Any, ...]:
         raise NotImplementedError
+
+    def bad(self, index: int, exc: Exception) -> fmt.FormatError:
+        """The error of image `index` the CPU decoder refused: a FormatError naming its shard and key."""
+        return fmt.FormatError(f"{self.store.dataset.root}: {self.store.where(index)}: cannot decode: {exc}")
