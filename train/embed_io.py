@@ -300,6 +300,6 @@ def _check_repeats(features, indices, keep, previous) -> None:
     before[inside] = features[dup[inside] - 1]
     if not inside.all():  # the block's first row repeats the previous block's last
         before[~inside] = previous[1]
-    if not np.allclose(features[dup], before, rtol=1e-4, atol=1e-5):
-        bad = dup[~np.isclose(features[dup], before, rtol=1e-4, atol=1e-5).all(axis=1)][0]
-        raise ValueError(f"image {int(indices[bad])} was embedded twice with different features")
+    same = np.isclose(features[dup], before, rtol=1e-4, atol=1e-5).all(axis=1)
+    if not same.all():
+        raise ValueError(f"image {int(indices[dup[~same][0]])} was embedded twice with different features")

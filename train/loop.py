@@ -34,6 +34,7 @@ from tagstream.train.init import apply_init, read_init
 from tagstream.train.loading import loader_config, run_partitions
 from tagstream.train.losses import build_loss
 from tagstream.train.mae import MaskKeys, build_mae, evaluate_mae
+from tagstream.train.metrics import COUNT_KEYS
 from tagstream.train.models import build_model
 from tagstream.train.optim import build_optimizer, clip_gradients
 from tagstream.train.resume import check_resume, fresh_hyperparameters, reapply_hyperparameters
@@ -334,8 +335,7 @@ def _train(
         results = held_out(bare)
         if ema is not None:
             averaged = held_out(ema.module)
-            same = ("images", "mAP_images")  # the same images
-            results.update({f"ema_{k}": v for k, v in averaged.items() if k not in same})
+            results.update({f"ema_{k}": v for k, v in averaged.items() if k not in COUNT_KEYS})  # the same images
         log.event("eval", step=step, **results)
         return results
 

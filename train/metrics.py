@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+COUNT_KEYS = ("images", "mAP_images")  # the results that count images (the others are rates)
 MAP_MAX_ENTRIES = 1 << 24  # image x class scores mAP keeps (64 MiB of float32 and 16 MiB of flags, all ranks)
 _AP_BLOCK_ENTRIES = 1 << 20  # image x class entries average_precision_per_class sorts at once (~40 MB of temporaries)
 
@@ -38,9 +39,7 @@ def precision_at_k(scores: NDArray[np.floating], positives: NDArray[np.bool_], k
     keep = positives.any(axis=1)
     if not keep.any():
         return float("nan")
-    top = np.argsort(-scores[keep], axis=1, kind="stable")[:, :k]
-    hits = np.take_along_axis(positives[keep], top, axis=1).sum(axis=1)
-    return float(np.mean(hits / k))
+    return float(np.mean(_top_k_hits(scores[keep], positives[keep], k) / k))
 
 
 def average_precision_per_class(scores: NDArray[np.floating], positives: NDArray[np.bool_]) -> NDArray[np.float64]:
@@ -69,12 +68,15 @@ def mean_average_precision(scores: NDArray[np.floating], positives: NDArray[np.b
 
 def hashtag_metrics(scores: NDArray[np.floating], positives: NDArray[np.bool_]) -> dict[str, float]:
     """{"precision@1", "precision@5" (when >= 5 classes), "mAP", "images"} of an evaluation split."""
-    out = {"precision@1": precision_at_k(scores, positives, 1)}
-    if scores.shape[1] >= 5:
-        out["precision@5"] = precision_at_k(scores, positives, 5)
+    out = {f"precision@{k}": precision_at_k(scores, positives, k) for k in _ks(scores.shape[1])}
     out["mAP"] = mean_average_precision(scores, positives)
     out["images"] = float(scores.shape[0])
     return out
+
+
+def _ks(classes: int) -> tuple[int, ...]:
+    """The k of the precision@k reported: 1, and 5 where there are at least 5 classes."""
+    return (1, 5) if classes >= 5 else (1,)
 
 
 def _top_k_hits(scores: NDArray[np.floating], positives: NDArray[np.bool_], k: int) -> NDArray[np.float64]:
@@ -100,7 +102,7 @@ class HashtagMetrics:
 
     @property
     def ks(self) -> tuple[int, ...]:
-        return (1, 5) if self.classes >= 5 else (1,)
+        return _ks(self.classes)
 
     @property
     def capacity(self) -> int:

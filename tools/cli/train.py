@@ -140,6 +140,7 @@ def _toml(value: object) -> str:
 
 def _report(summary: dict) -> None:
     from tagstream.train.distributed import env_ranks
+    from tagstream.train.metrics import COUNT_KEYS
 
     if env_ranks()[0] != 0:
         return
@@ -153,7 +154,6 @@ def _report(summary: dict) -> None:
             f"(steady {summary['steady_images_per_s']:.1f})  data-wait {summary['data_wait']:.1%} "
             f"(steady {summary['steady_data_wait']:.1%})"
         )
-    counts = ("images", "mAP_images")  # image counts, not rates
     for key, value in summary.get("eval", {}).items():
-        click.echo(f"eval {key}: {value:.4f}" if key not in counts else f"eval {key}: {int(value)}")
+        click.echo(f"eval {key}: {value:.4f}" if key not in COUNT_KEYS else f"eval {key}: {int(value)}")
     click.echo(f"checkpoint: {summary['checkpoint']}")
