@@ -55,11 +55,17 @@ def open_fds(pid: int) -> list[str]:
 
 
 def threads(pid: int) -> int:
+    return status_value(pid, "Threads")
+
+
+def status_value(pid: int, field: str) -> int:
+    """The number of /proc/PID/status's line `field` (kB for the memory fields; 0 once the process is gone or where
+    the kernel does not report the field)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Threads:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
     return 0
 

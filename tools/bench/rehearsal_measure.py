@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tagstream.tools.bench.proc_stats import status_value
+
 _PR_SET_CHILD_SUBREAPER = 36
 _ORPHAN_GRACE_S = 10.0
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -47,17 +49,6 @@ class Measured:
     cpu_rusage_s: float = 0.0
     cpu_sampled_s: float = 0.0
     peak_anon_mib: float | None = None  # the largest process's sampled RssAnon; None where not sampled
-
-
-def _anon_kib(pid: int) -> int:
-    """RssAnon of a process in KiB (0 when it is gone or the kernel does not report it)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 def _proc_table() -> dict[int, tuple[int, float, int]]:
@@ -94,7 +85,7 @@ class TreeSampler:
             pid = todo.pop()
             if pid in table:
                 self.seen[(pid, table[pid][2])] = table[pid][1]
-                self.peak_anon_kib = max(self.peak_anon_kib, _anon_kib(pid))
+                self.peak_anon_kib = max(self.peak_anon_kib, status_value(pid, "RssAnon"))
                 todo.extend(children.get(pid, []))
         for pid, start in list(self.seen):  # escaped ones still alive
             if pid in table and table[pid][2] == start:

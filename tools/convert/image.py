@@ -90,9 +90,8 @@ class Accepted:
     height: int
     phash: int  # of the content box
     content_box: tuple[int, int, int, int]  # inside uniform borders (tools.dedup.borders): left, top, right, bottom
-    reencoded: tuple[
-        str, ...
-    ]  # why it was re-encoded; empty = the input's own coefficients (its bytes: restart_interval=0)
+    # why it was re-encoded; empty = the input's own coefficients (its bytes: restart_interval=0)
+    reencoded: tuple[str, ...]
 
 
 @dataclass(frozen=True)

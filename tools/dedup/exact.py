@@ -40,11 +40,6 @@ class ExactCheck:
     wrong_digests: int
 
 
-def has_digests(ds: Dataset) -> bool:
-    """Whether every shard's index holds image digests (a dataset converted before them has none)."""
-    return all(ds.has_index_array(k, "digest") for k in range(len(ds.shards)))
-
-
 def _shard_digests(ds: Dataset, store: ShardStore, k: int) -> tuple[NDArray[np.uint64], bool]:
     """(shard k's digests, whether they were stored): the index's (memory-mapped), else read and hashed here."""
     if ds.has_index_array(k, "digest"):

@@ -18,21 +18,15 @@ from tagstream.loader.data import format as fmt
 DEFAULT_MAX_DISTANCE = 10
 
 
-def has_content_boxes(ds: Dataset) -> bool:
-    """Whether every shard's index holds content boxes (a dataset converted before they were stored has
-    none: its pHashes are of the whole frame)."""
-    return all(ds.has_index_array(k, "content_box") for k in range(len(ds.shards)))
-
-
 def content_boxes(ds: Dataset) -> NDArray[np.int64] | None:
     """(N, 4) content boxes (left, top, right, bottom) from the index, or None without them (O(N): for
     evaluation sets; Dataset.content_boxes for a few images of a large set)."""
-    return fmt.unpack_boxes(ds.global_array("content_box")) if has_content_boxes(ds) else None
+    return fmt.unpack_boxes(ds.global_array("content_box")) if ds.every_shard_has("content_box") else None
 
 
 def bordered(ds: Dataset) -> int | None:
     """How many images have a content box smaller than their frame (None without boxes); streams the shards."""
-    if not has_content_boxes(ds):
+    if not ds.every_shard_has("content_box"):
         return None
     total = 0
     for k in range(len(ds.shards)):

@@ -11,7 +11,7 @@ import os
 import threading
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -137,7 +137,7 @@ def timed_epochs(images: int) -> int:
     return min(MAX_TIMED_EPOCHS, max(1, -(-TIMED_IMAGES // max(images, 1))))
 
 
-def time_loader(name: str, run: PeerRun, sampler: PeakPss | None = None) -> dict:
+def time_loader(name: str, run: PeerRun, sampler: PeakPss) -> dict:
     """Open the loader, read epoch 0 whole (warm-up; its first batch checked), then time epochs 1, 2, ... back to back
     (timed_epochs), keeping the images of epoch 0's first batch that they deliver again (a few MB a batch) to check
     the crops changed."""
@@ -152,7 +152,7 @@ def time_loader(name: str, run: PeerRun, sampler: PeakPss | None = None) -> dict
     warm = time.perf_counter() - t0
     pid = os.getpid()
     n, first_s, again = 0, None, {}
-    with sampler.paused() if sampler is not None else nullcontext():
+    with sampler.paused():
         cpu0, t0 = tree_cpu_seconds(pid), time.perf_counter()
         for epoch in range(1, 1 + timed_epochs(run.images)):
             for images, ids in epochs(epoch):
@@ -212,7 +212,7 @@ CEILINGS: dict[str, tuple[str, Callable[[int], tuple[int, ...]]]] = {
 }
 
 
-def time_ceiling(name: str, run: PeerRun, sampler: PeakPss | None = None) -> dict:
+def time_ceiling(name: str, run: PeerRun, sampler: PeakPss) -> dict:
     """Decode every image whole (no crop, no resize) from memory in `workers` processes."""
     import torch
 
@@ -232,7 +232,7 @@ def time_ceiling(name: str, run: PeerRun, sampler: PeakPss | None = None) -> dic
     with mp.get_context("fork").Pool(run.workers) as pool:
         pool.map(decode, range(run.workers))
         pid = os.getpid()
-        with sampler.paused() if sampler is not None else nullcontext():
+        with sampler.paused():
             cpu0, t0 = tree_cpu_seconds(pid), time.perf_counter()
             pool.map(decode, range(run.images), chunksize=16)
             seconds = time.perf_counter() - t0
