@@ -27,21 +27,30 @@ def rewrite_manifest(root: Path, shard: str | None = None) -> None:
     fmt.write_json_atomic(path, manifest)
 
 
+def forge_digests(root: Path, forge, shard: str | None = None) -> None:
+    """Replace the digest array of `shard` (default: every shard) by forge(array) and record its checksum in the
+    manifest, as an editor of the dataset would: only the bytes can tell."""
+    import numpy as np
+
+    path = Path(root) / fmt.MANIFEST
+    manifest = json.loads(path.read_text())
+    for entry in manifest["shards"]:
+        if shard is None or entry["name"] == shard:
+            index = fmt.index_path(Path(root), entry["name"], "digest")
+            fmt.save_npy_atomic(index, np.asarray(forge(np.load(index)), "<u8"))
+            entry["index"]["digest"] = fmt.file_sha256(index)
+    fmt.write_json_atomic(path, manifest)
+
+
 def rewrite_digest(root: Path, shard: str, local: int, image: bytes) -> None:
     """Record `image`'s digest as image `local`'s in the shard's index and the manifest, as if it had been stored
     so at conversion: a replaced image that only its own checks (header, decode) can tell."""
-    import numpy as np
 
-    path = fmt.index_path(Path(root), shard, "digest")
-    digests = np.load(path)
-    digests[local] = fmt.image_digest(image)
-    fmt.save_npy_atomic(path, digests)
-    manifest_path = Path(root) / fmt.MANIFEST
-    manifest = json.loads(manifest_path.read_text())
-    for entry in manifest["shards"]:
-        if entry["name"] == shard:
-            entry["index"]["digest"] = fmt.file_sha256(path)
-    fmt.write_json_atomic(manifest_path, manifest)
+    def put(digests):
+        digests[local] = fmt.image_digest(image)
+        return digests
+
+    forge_digests(root, put, shard)
 
 
 def truncate(path: Path, keep: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing as mp
+import os
 import pickle
 import shutil
 
@@ -16,6 +17,7 @@ from tagstream.loader.data.store import ShardStore
 from tagstream.tools.bench.loader_data import decode_index_color, index_tags
 from tests.helpers.damage import put_record
 from tests.helpers.datasets import NUM_TAGS, make_index_dataset
+from tests.helpers.procfs import mapped_rss
 
 
 @pytest.fixture()
@@ -165,18 +167,9 @@ def test_verification_stamps_go_under_the_users_cache_dir(ds, tmp_path, monkeypa
 
 
 def _mapped_rss(path) -> int:
-    """Bytes of file `path`'s maps resident in this process (/proc/self/smaps: each map's own Rss)."""
-    import os
-
-    name, total, inside = os.path.realpath(path), 0, False
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            head = line.split()
-            if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):  # a map's header line
-                inside = head[-1] == name
-            elif inside and head[0] == "Rss:":
-                total += int(head[1]) * 1024
-    return total
+    """Bytes of file `path`'s maps resident in this process."""
+    name = os.path.realpath(path)
+    return mapped_rss(lambda mapped: mapped == name)
 
 
 @pytest.mark.parametrize("batched", [False, True])

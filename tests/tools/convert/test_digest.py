@@ -4,7 +4,6 @@ the others rewritten with global tag ids)."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from tagstream.loader.data.manifest import read_manifest
 from tagstream.tools.cli import main
 from tagstream.tools.convert.engine import convert
 from tagstream.tools.verify.checks import verify
+from tests.helpers.exact_worlds import blake2b_64
 from tests.helpers.records import partition_source
 
 SHARD = 2
@@ -40,11 +40,6 @@ def stored_and_digests(root: Path) -> list[tuple[bytes, int]]:
         env.close()
         assert len(digests) == shard["images"]
     return rows
-
-
-def blake2b_64(image: bytes) -> int:
-    """The digest's definition, written out here: BLAKE2b with an 8-byte digest, read little-endian."""
-    return int.from_bytes(hashlib.blake2b(image, digest_size=8).digest(), "little")
 
 
 def test_a_conversion_stores_the_digest_of_every_image(source, tmp_path):

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,15 +16,9 @@ from click.testing import CliRunner
 
 from tagstream.loader.data.dataset import Dataset
 from tagstream.tools.cli import main
-from tagstream.tools.dedup.exact import READ, STORED, exact_pairs, has_digests
-from tests.helpers.exact_worlds import (
-    EVAL_COPIES,
-    TRAIN_REPEATS,
-    build_exact_worlds,
-    drop_digests,
-    forge_digests,
-    same_bytes_oracle,
-)
+from tagstream.tools.dedup.exact import READ, STORED, exact_pairs
+from tests.helpers.damage import forge_digests
+from tests.helpers.exact_worlds import EVAL_COPIES, TRAIN_REPEATS, build_exact_worlds, drop_digests, same_bytes_oracle
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +43,7 @@ def test_stored_digests_find_the_pairs_of_a_full_read(exact_worlds, tmp_path):
     ]
     assert truth == planted  # the planted copies, train image 2's repeat included, and nothing else
     stored = exact_pairs(train, evals)
-    assert has_digests(train) and stored.how == STORED and _pairs(stored) == truth
+    assert train.every_shard_has("digest") and stored.how == STORED and _pairs(stored) == truth
     assert stored.candidates == len({t for pairs in truth for t, _ in pairs}) and stored.wrong_digests == 0
     full = exact_pairs(Dataset(drop_digests(exact_worlds.train, tmp_path / "old")), evals)
     assert full.how == READ and _pairs(full) == truth
@@ -56,7 +51,7 @@ def test_stored_digests_find_the_pairs_of_a_full_read(exact_worlds, tmp_path):
 
 def test_a_dataset_partly_without_digests_reads_only_those_shards(exact_worlds, tmp_path):
     train, evals = _open(exact_worlds, drop_digests(exact_worlds.train, tmp_path / "mixed", shards=["00001"]))
-    assert not has_digests(train)
+    assert not train.every_shard_has("digest")
     check = exact_pairs(train, evals)
     assert check.how == f"{STORED}, 1 of 4 shards read"
     assert _pairs(check) == same_bytes_oracle(train, evals)
@@ -106,29 +101,20 @@ def test_the_summary_says_how_the_bytes_were_checked(exact_worlds, tmp_path):
     assert "run `tagstream verify` on TRAIN and EVAL" in result.output
 
 
+REPO = Path(__file__).resolve().parents[3]
 _CHILD = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
     from tagstream.loader.data import Dataset, store
     from tagstream.tools.dedup.exact import exact_pairs
-
-    def mapped(folder):
-        # resident pages of this process's mappings of files under `folder` (/proc/self/smaps)
-        total, inside = 0, False
-        for line in open("/proc/self/smaps"):
-            head = line.split()
-            if "-" in head[0] and len(head) >= 5:  # a mapping's header line: range perms offset dev inode [path]
-                inside = len(head) >= 6 and head[5].startswith(folder)
-            elif inside and head[0] == "Rss:":
-                total += int(head[1]) * 1024
-        return total
+    from tests.helpers.procfs import mapped_rss
 
     store.RELEASE_EVERY = 1 << 62  # keep every page the check touched mapped: the measure counts them all
     train, evals = Dataset(sys.argv[1]), [Dataset(p) for p in sys.argv[2:]]
     check = exact_pairs(train, evals)
     shards = str(Path(sys.argv[1]).resolve() / "shards")
-    print(json.dumps({"mapped": mapped(shards), "how": check.how, "pairs": sum(len(t) for t, _ in check.pairs)}))
+    print(json.dumps({"mapped": mapped_rss(lambda path: path.startswith(shards)), "how": check.how, "pairs": sum(len(t) for t, _ in check.pairs)}))
     """
 )
 
@@ -138,7 +124,11 @@ def _mapped_by_exact_check(train, evals) -> dict:
     shards' LMDB environments stay open and the reader's periodic page release is off, so every page the check
     touched is still counted)."""
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(train), *map(str, evals)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", _CHILD, str(train), *map(str, evals)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,  # the child imports tests.helpers
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
