@@ -23,13 +23,6 @@
 
 #include "_jpeg.h"
 
-typedef struct {
-    struct jpeg_error_mgr pub;
-    jmp_buf jump;
-    char msg[JMSG_LENGTH_MAX];
-    int strict; /* check(): every corrupt-data warning is an error */
-} ErrMgr;
-
 /* The pixel bound of every decode, read from the header before anything is allocated: a forged header
  * (65500 x 65500) must not make a worker allocate tens of GB. Set once from Python (format.MAX_PIXELS). */
 unsigned long long max_pixels = 89478485ULL;
@@ -42,7 +35,7 @@ static const char *too_large(struct jpeg_decompress_struct *cinfo) {
     return reason;
 }
 
-static void on_error(j_common_ptr cinfo) {
+void on_error(j_common_ptr cinfo) {
     ErrMgr *err = (ErrMgr *)cinfo->err;
     (*cinfo->err->format_message)(cinfo, err->msg);
     longjmp(err->jump, 1);

@@ -39,6 +39,18 @@ const char *add_restarts(const uint8_t *data, size_t len, int want, unsigned lon
 
 extern unsigned long long max_pixels; /* the pixel bound of every decode (_jpeg.c) */
 
+#ifdef JPEGLIB_H /* where jpeglib.h (and setjmp.h) came first */
+/* The error manager of every libjpeg call here: on_error formats libjpeg's message into msg and longjmps. */
+typedef struct {
+    struct jpeg_error_mgr pub;
+    jmp_buf jump;
+    char msg[JMSG_LENGTH_MAX];
+    int strict; /* check(): every corrupt-data warning is an error */
+} ErrMgr;
+
+void on_error(j_common_ptr cinfo);
+#endif
+
 #ifdef Py_PYTHON_H
 PyObject *py_add_restarts(PyObject *self, PyObject *args); /* _restart.c's two module functions */
 PyObject *py_narrow(PyObject *self, PyObject *args);

@@ -157,12 +157,6 @@ int narrow(const uint8_t *data, size_t len, unsigned long long max_pixels, const
     return 0;
 }
 
-typedef struct {
-    struct jpeg_error_mgr pub;
-    jmp_buf jump;
-    char msg[JMSG_LENGTH_MAX];
-} TranscodeErr;
-
 /* A growing malloc'd output (libjpeg's jpeg_mem_dest leaves its pointer stale if an error strikes mid-write). */
 typedef struct {
     struct jpeg_destination_mgr pub;
@@ -192,14 +186,8 @@ static void grow_term(j_compress_ptr cinfo) {
     d->used = d->cap - d->pub.free_in_buffer;
 }
 
-static void transcode_error(j_common_ptr cinfo) {
-    TranscodeErr *err = (TranscodeErr *)cinfo->err;
-    (*cinfo->err->format_message)(cinfo, err->msg);
-    longjmp(err->jump, 1);
-}
-
 static void transcode_message(j_common_ptr cinfo, int level) {
-    if (level < 0) transcode_error(cinfo); /* strict: a transcode of damaged data would store the damage */
+    if (level < 0) on_error(cinfo); /* strict: a transcode of damaged data would store the damage */
 }
 
 /* The interval, in MCUs, that tiles rows of mcus_x MCUs: the divisor of mcus_x nearest `want` (the smaller
@@ -257,14 +245,15 @@ const char *add_restarts(const uint8_t *data, size_t len, int want, unsigned lon
                          size_t *out_len) {
     struct jpeg_decompress_struct src;
     struct jpeg_compress_struct dst;
-    TranscodeErr err;
+    ErrMgr err;
     GrowDest dest = {.buf = NULL};
     static _Thread_local char reason[JMSG_LENGTH_MAX];
     const char *volatile fail = NULL;
     src.err = dst.err = jpeg_std_error(&err.pub);
-    err.pub.error_exit = transcode_error;
+    err.pub.error_exit = on_error;
     err.pub.emit_message = transcode_message;
     err.msg[0] = 0;
+    err.strict = 1; /* transcode_message: every warning is an error */
     if (setjmp(err.jump)) fail = err.msg[0] ? err.msg : "unknown libjpeg error";
     else fail = rewrite(&src, &dst, data, len, want, max_pixels, &dest);
     jpeg_destroy_compress(&dst);
