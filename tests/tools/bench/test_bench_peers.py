@@ -159,3 +159,55 @@ def test_a_loader_is_timed_over_enough_epochs_that_ready_batches_weigh_little():
 
     assert timed_epochs(3000) == 3 and timed_epochs(TIMED_IMAGES) == 1 and timed_epochs(5000) == 2
     assert timed_epochs(32) == MAX_TIMED_EPOCHS and timed_epochs(0) == MAX_TIMED_EPOCHS
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tmp_path_factory):
+    from tagstream.tools.bench.loader import make_bench_dataset
+
+    return make_bench_dataset(tmp_path_factory.mktemp("peers") / "ds", 6, workers=1)
+
+
+def test_the_cache_never_removes_a_folder_it_did_not_write(tiny_bench, tmp_path):
+    """--peers-cache pointed at a folder holding the user's own files/: refused with the folder named, nothing
+    touched; through the command, a one-line error."""
+    from tagstream.tools.bench.peers.formats import prepare_formats
+
+    cache = tmp_path / "mine"
+    (cache / "files").mkdir(parents=True)
+    (cache / "files" / "keep.txt").write_text("the user's")
+    with pytest.raises(ValueError, match="was not written by `bench loader --peers`"):
+        prepare_formats(tiny_bench, cache, ("files",), echo=print)
+    assert (cache / "files" / "keep.txt").read_text() == "the user's"
+    assert sorted(p.name for p in cache.iterdir()) == ["files"]
+    args = [str(tiny_bench.root), "--batch-size", "2", "--workers", "1", "--peers", "dataloader"]
+    result = CliRunner().invoke(bench_loader, [*args, "--peers-cache", str(cache)])
+    assert result.exit_code != 0 and "was not written by `bench loader --peers`" in result.output
+    assert (cache / "files" / "keep.txt").read_text() == "the user's"
+
+
+def test_the_cache_rewrites_only_its_own_stale_or_cut_short_folders(tiny_bench, tmp_path):
+    from tagstream.tools.bench.peers.formats import file_path, prepare_formats
+
+    cache = tmp_path / "cache"
+    done = prepare_formats(tiny_bench, cache, ("files", "webdataset"), echo=print)
+    assert set(done) == {"files", "webdataset"}
+    first = file_path(cache, 0).read_bytes()
+    claim = json.loads((cache / "files.tagstream-peers.json").read_text())
+    assert claim["complete"] is True and claim["images"] == 6
+    # a second run reuses the folders as they are
+    (cache / "webdataset" / "sentinel").write_text("x")
+    prepare_formats(tiny_bench, cache, ("files", "webdataset"), echo=print)
+    assert (cache / "webdataset" / "sentinel").exists()
+    # a write cut short (claimed, never completed) and a copy of another dataset are written again
+    (cache / "webdataset.tagstream-peers.json").write_text(json.dumps({**claim, "complete": False}))
+    (cache / "files.tagstream-peers.json").write_text(json.dumps({**claim, "dataset": "/elsewhere"}))
+    prepare_formats(tiny_bench, cache, ("files", "webdataset"), echo=print)
+    assert not (cache / "webdataset" / "sentinel").exists()
+    assert file_path(cache, 0).read_bytes() == first
+    assert json.loads((cache / "webdataset.tagstream-peers.json").read_text())["complete"] is True
+    # a cache of the earlier layout (its stamp inside the folder, no claim beside it) is ours too: written again
+    (cache / "webdataset.tagstream-peers.json").unlink()
+    (cache / "webdataset" / ".tagstream-peers.json").write_text(json.dumps(claim))
+    assert "webdataset" in prepare_formats(tiny_bench, cache, ("files", "webdataset"), echo=print)
+    assert (cache / "webdataset.tagstream-peers.json").exists()

@@ -14,7 +14,10 @@ from typing import Callable
 from tagstream.loader.data.dataset import Dataset
 
 FORMATS = ("files", "webdataset", "mds", "litdata", "beton")
-_STAMP = ".tagstream-peers.json"  # written last: a folder without it is incomplete and rewritten
+# Beside each format's folder, NAME.tagstream-peers.json claims it before it is written ("complete": false) and says
+# which dataset it holds once it is whole: a folder without a claim is not ours and is never removed. (Caches
+# written before the claim moved beside the folder have it inside: NAME/.tagstream-peers.json.)
+_STAMP = ".tagstream-peers.json"
 TAR_IMAGES = 500  # images per WebDataset shard (3,000 images: 6 shards, so 2 workers split them)
 
 
@@ -60,22 +63,39 @@ def prepare_formats(
     done = {}
     for name in ("files", *[f for f in formats if f != "files"]):  # the others are written from the files
         folder = cache / name
-        marker = folder / _STAMP
-        if marker.exists() and json.loads(marker.read_text()) == stamp:
+        claim = cache / f"{name}{_STAMP}"
+        if _read_stamp(claim) == {**stamp, "complete": True}:
             done[name] = folder
             continue
-        if folder.exists():
+        if folder.exists() and not (claim.exists() or (folder / _STAMP).exists()):
+            raise ValueError(
+                f"{folder} exists and was not written by `bench loader --peers`: it is left alone; give another "
+                "--peers-cache, or move it away"
+            )
+        if folder.exists():  # ours: another dataset's copy, or a write that was cut short
             shutil.rmtree(folder)
-        folder.mkdir(parents=True)
+        cache.mkdir(parents=True, exist_ok=True)
+        claim.write_text(json.dumps({**stamp, "complete": False}))  # claimed before anything is written
+        folder.mkdir()
         try:
             WRITERS[name](src, folder, cache)
         except Exception as exc:  # a peer's writer missing or failing: that peer is skipped, the rest go on
             shutil.rmtree(folder, ignore_errors=True)
+            claim.unlink(missing_ok=True)
             echo(f"{name}: not written ({type(exc).__name__}: {exc})")
             continue
-        marker.write_text(json.dumps(stamp))
+        claim.write_text(json.dumps({**stamp, "complete": True}))
         done[name] = folder
     return done
+
+
+def _read_stamp(path: Path) -> dict | None:
+    """A claim's contents; None where it is missing or not ours to read (then the folder is written again)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _write_files(src: _Source, folder: Path, cache: Path) -> None:
